@@ -1,0 +1,41 @@
+# Every target sets itself up on a fresh clone: a virtualenv in .venv, the project installed editable with
+# its test extras, pinned by constraints.txt so that every machine gets the same versions.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test e2e bench airflow lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	bash scripts/ensure-redis.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+e2e: setup
+	bash scripts/ensure-redis.sh
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench
+
+airflow: setup
+	$(PY) scripts/airflow_local.py
+
+lint: setup
+	$(VENV)/bin/ruff check provider tests dags_examples bench scripts
+	$(VENV)/bin/ruff format --check provider tests dags_examples bench scripts
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache dist build

@@ -1,0 +1,46 @@
+"""What ``airflow providers list`` and the connection form know about this provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deyel_provider import __version__
+from deyel_provider.conn_fields import EXTRA_FIELDS
+
+PROVIDER_INFO: dict[str, Any] = {
+    "package-name": "airflow-provider-deyel",
+    "name": "Deyel",
+    "description": "Deyel low-code platform: OAuth2 connection, shared tokens, API calls and extractions.",
+    "versions": [__version__],
+    "connection-types": [
+        {
+            "connection-type": "deyel",
+            "hook-class-name": "deyel_provider.hooks.deyel.DeyelHook",
+            "hook-name": "Deyel",
+            "ui-field-behaviour": {
+                "hidden-fields": ["schema", "port", "extra"],
+                "relabeling": {"host": "Base URL", "login": "Client ID", "password": "Client Secret"},
+                "placeholders": {
+                    "host": "https://tenant.deyel.com",
+                    "login": "Code of the 'Rest API Client' user",
+                    "password": "Password of the 'Rest API Client' user",
+                },
+            },
+            "conn-fields": {spec.name: spec.conn_field() for spec in EXTRA_FIELDS},
+        }
+    ],
+    "operators": [
+        {
+            "integration-name": "Deyel",
+            "python-modules": ["deyel_provider.operators.deyel"],
+        }
+    ],
+    "hooks": [{"integration-name": "Deyel", "python-modules": ["deyel_provider.hooks.deyel"]}],
+    "integrations": [
+        {
+            "integration-name": "Deyel",
+            "external-doc-url": "https://deyel.com/doc/",
+            "tags": ["software"],
+        }
+    ],
+}

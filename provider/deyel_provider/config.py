@@ -1,0 +1,178 @@
+"""The ``deyel`` connection parsed into one validated settings object (fields declared in ``conn_fields``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from deyel_provider.conn_fields import EXTRA_FIELDS, ExtraField
+from deyel_provider.exceptions import DeyelConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow.sdk import Connection
+
+
+_FIELDS_BY_NAME = {f.name: f for f in EXTRA_FIELDS}
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class DeyelConfig:
+    """Everything the hook needs from a ``deyel`` connection, validated once (defaults: ``EXTRA_FIELDS``)."""
+
+    conn_id: str
+    base_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_path: str
+    api_prefix: str
+    timeout: float
+    verify: bool | str
+    refresh_margin: float
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + _as_path(self.token_path)
+
+    @property
+    def api_url(self) -> str:
+        """Base of every data call: base URL plus API prefix, without a trailing slash."""
+        return self.base_url + _as_path(self.api_prefix).rstrip("/")
+
+    def url_for(self, endpoint: str) -> str:
+        """The absolute URL of ``endpoint``; absolute URLs must stay on the configured server."""
+        if "://" in endpoint:
+            if not _same_origin(endpoint, self.base_url):
+                raise DeyelConfigError(
+                    f"endpoint {urlsplit(endpoint).netloc!r} is not the connection's host "
+                    f"{urlsplit(self.base_url).netloc!r}; the provider sends its token only to the "
+                    f"configured Deyel server (connection {self.conn_id!r})"
+                )
+            return endpoint
+        return self.api_url + "/" + endpoint.lstrip("/")
+
+    def is_own_url(self, url: str) -> bool:
+        """True when ``url`` is on the configured server: only those requests get the Bearer token."""
+        return _same_origin(url, self.base_url)
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> DeyelConfig:
+        conn_id = conn.conn_id or "?"
+        if not conn.login:
+            raise DeyelConfigError(f"connection {conn_id!r} has no Login: set it to the Deyel Client ID")
+        if not conn.password:
+            raise DeyelConfigError(
+                f"connection {conn_id!r} has no Password: set it to the Deyel Client Secret"
+            )
+        extras = _read_extras(conn_id, conn.extra_dejson)
+        verify: bool | str = extras.pop("verify")
+        ca_bundle = extras.pop("ca_bundle")
+        if verify and ca_bundle:
+            verify = ca_bundle
+        return cls(
+            conn_id=conn_id,
+            base_url=_base_url(conn_id, conn.host, conn.port),
+            client_id=conn.login,
+            client_secret=conn.password,
+            verify=verify,
+            **extras,
+        )
+
+
+def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared extras converted to their types (the UI and env vars may send strings), defaults filled in."""
+    values: dict[str, Any] = {}
+    for spec in EXTRA_FIELDS:
+        value = raw.get(spec.name)
+        values[spec.name] = spec.default if value is None or value == "" else _convert(conn_id, spec, value)
+    unknown = sorted(set(raw) - set(_FIELDS_BY_NAME))
+    if unknown:
+        warnings.warn(
+            f"connection {conn_id!r}: ignoring unknown extra field(s) {unknown}; "
+            f"known fields: {sorted(_FIELDS_BY_NAME)}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return values
+
+
+def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
+    def bad(expected: str) -> DeyelConfigError:
+        return DeyelConfigError(
+            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, got {value!r}"
+        )
+
+    if spec.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise bad("true or false")
+    if spec.type in ("integer", "number"):
+        try:
+            number = float(value) if spec.type == "number" else int(value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+        if number < 0:
+            raise bad("zero or more")
+        return number
+    if spec.enum and value not in spec.enum:
+        raise bad(f"one of {list(spec.enum)}")
+    if not isinstance(value, str):
+        raise bad("a string")
+    return value
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
+    if not host:
+        raise DeyelConfigError(
+            f"connection {conn_id!r} has no Host: set it to the Deyel base URL, e.g. https://tenant.deyel.com"
+        )
+    parts = urlsplit(host.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DeyelConfigError(
+            f"connection {conn_id!r}: Host {host!r} is not a base URL; write it with its scheme, "
+            f"e.g. https://tenant.deyel.com"
+        )
+    if parts.query or parts.fragment:
+        raise DeyelConfigError(
+            f"connection {conn_id!r}: Host {host!r} must not carry a query or fragment; "
+            f"put a path prefix in the 'API path prefix' extra instead"
+        )
+    netloc = parts.netloc if parts.port or not port else f"{parts.netloc}:{port}"
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        warnings.warn(
+            f"connection {conn_id!r} uses plain http to {parts.hostname}: the client secret and tokens "
+            f"travel unencrypted; use https",
+            UserWarning,
+            stacklevel=3,
+        )
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _as_path(path: str) -> str:
+    return "/" + path.strip("/") if path.strip("/") else ""
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    default = {"http": 80, "https": 443}
+    return (a.scheme, a.hostname, a.port or default.get(a.scheme)) == (
+        b.scheme,
+        b.hostname,
+        b.port or default.get(b.scheme),
+    )

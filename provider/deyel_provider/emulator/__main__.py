@@ -1,0 +1,108 @@
+"""Command line: ``deyel-emulator`` / ``python -m deyel_provider.emulator``.
+
+The first line of stdout is the base URL, printed once the server accepts connections, so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from deyel_provider.emulator.server import RunningEmulator
+from deyel_provider.emulator.settings import (
+    DATE_FORMAT_CHOICES,
+    PAGING_CHOICES,
+    UNAUTHORIZED_STYLE_CHOICES,
+    VERSION_CHOICES,
+    EmulatorSettings,
+)
+
+_CHOICES = {
+    "paging": PAGING_CHOICES,
+    "version": VERSION_CHOICES,
+    "unauthorized_style": UNAUTHORIZED_STYLE_CHOICES,
+    "date_format": DATE_FORMAT_CHOICES,
+    "rate_limit_status": (403, 429),
+}
+
+
+def _user(text: str) -> tuple[str, str]:
+    name, sep, password = text.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("expected NAME:PASSWORD")
+    return name, password
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deyel-emulator", description="Serve a local Deyel REST API emulator."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument(
+        "--user",
+        dest="users",
+        action="append",
+        type=_user,
+        metavar="NAME:PASSWORD",
+        help="a resource-owner account for grant_type=password (repeatable; replaces the default JPerez)",
+    )
+    # Every other setting gets a flag named after its field, so the CLI and the dataclass cannot drift apart.
+    for f in dataclasses.fields(EmulatorSettings):
+        if f.name == "users":
+            continue
+        default = f.default
+        flag = "--" + f.name.replace("_", "-")
+        kind: Any = type(default) if default is not None else int
+        if f.name == "latency_ms":
+            kind = float
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"default: {default}"}
+        if f.name in _CHOICES:
+            kwargs["choices"] = _CHOICES[f.name]
+        parser.add_argument(flag, type=kind, **kwargs)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(EmulatorSettings)
+        if f.name != "users" and getattr(args, f.name) is not None
+    }
+    if args.users:
+        overrides["users"] = dict(args.users)
+    return EmulatorSettings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"deyel-emulator: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    emulator = RunningEmulator(settings, host=args.host, port=args.port).start()
+    try:
+        print(emulator.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The form-instance routes: list (search, paging), read, create, replace, patch, delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deyel_provider.emulator.paging import PagingError, Window, encode_cursor, parse_window
+from deyel_provider.emulator.responses import errors_response, json_response, unauthorized_response
+from deyel_provider.emulator.search import Search, SearchError, parse_search
+from deyel_provider.emulator.state import EmulatorState
+from deyel_provider.emulator.store import UpdateResult
+
+
+def _instance_id(raw: str) -> int | None:
+    # Ids are the decimal strings the server issued; anything else names no instance.
+    if not raw.isdigit() or raw.startswith("0") or len(raw) > 18:
+        return None
+    return int(raw)
+
+
+def _is_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
+    settings = state.settings
+    store = state.store
+    prefix = settings.api_prefix
+    collection = prefix + "/forms/{form}/instances"
+    item = collection + "/{instance_id}"
+
+    def authorized(request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and bool(token.strip()) and state.tokens.check(token.strip())
+
+    def form_missing(form: str) -> Response:
+        return errors_response(404, f"Form '{form}' not found", "form")
+
+    def instance_missing(form: str, raw_id: str) -> Response:
+        return errors_response(404, f"Instance '{raw_id}' of form '{form}' not found", "idObjectValue")
+
+    async def json_object(request: Request) -> dict[str, Any] | Response:
+        if not _is_json(request):
+            return errors_response(415, "Unsupported Media Type: the body must be application/json")
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            return errors_response(400, "The body is not valid JSON")
+        if not isinstance(body, dict):
+            return errors_response(400, "The body must be a JSON object of field values")
+        return body
+
+    def render_page(
+        request_url: str, base: str, form: str, search: Search, search_text: str, window: Window
+    ) -> Response:
+        ids: Sequence[int] = store.select(form, search, search_text)
+        start, stop = window.bounds(ids)
+        page_ids = ids[start:stop]
+        href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/"
+        body = [
+            {"idObjectValue": str(i), **values, "links": [{"rel": "self", "href": f"{href}{i}"}]}
+            for i, values in store.get_many(form, page_ids)
+        ]
+        headers: dict[str, str] = {}
+        if settings.paging != "none":
+            headers[settings.total_header] = str(len(ids))
+        if settings.paging == "link" and stop < len(ids) and len(page_ids):
+            headers["Link"] = f'<{next_url(request_url, window, page_ids[-1])}>; rel="next"'
+        return json_response(body, 200, headers)
+
+    def next_url(request_url: str, window: Window, last_id: int) -> str:
+        url = URL(request_url).remove_query_params(settings.page_param)
+        return str(
+            url.include_query_params(
+                **{settings.page_size_param: window.size, settings.cursor_param: encode_cursor(last_id)}
+            )
+        )
+
+    async def list_instances(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized_response(settings)
+        form = request.path_params["form"]
+        if not store.exists(form):
+            return form_missing(form)
+        search_text = request.query_params.get("search", "")
+        try:
+            search = parse_search(
+                search_text,
+                in_separator=settings.in_separator,
+                date_format=settings.date_format,
+                known_fields=store.known_fields(form),
+            )
+            window = parse_window(settings, request.query_params)
+        except SearchError as exc:
+            return errors_response(400, str(exc), "search")
+        except PagingError as exc:
+            return errors_response(400, str(exc), exc.attribute)
+        base = str(request.base_url).rstrip("/")
+        # Building a page (or a first scan of a search) is CPU work: keep the event loop free for others.
+        return await run_in_threadpool(render_page, str(request.url), base, form, search, search_text, window)
+
+    async def get_instance(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized_response(settings)
+        form, raw_id = request.path_params["form"], request.path_params["instance_id"]
+        if not store.exists(form):
+            return form_missing(form)
+        instance_id = _instance_id(raw_id)
+        values = None if instance_id is None else store.get(form, instance_id)
+        if values is None:
+            return instance_missing(form, raw_id)
+        base = str(request.base_url).rstrip("/")
+        href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/{instance_id}"
+        return json_response({"idObjectValue": raw_id, **values, "links": [{"rel": "self", "href": href}]})
+
+    async def create_instance(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized_response(settings)
+        form = request.path_params["form"]
+        body = await json_object(request)
+        if isinstance(body, Response):
+            return body
+        new_id, stamp = store.create(form, body)
+        value = str(new_id)
+        # The docs name the id both name/value and idObjectName/idObjectValue: send both pairs.
+        return json_response(
+            {
+                "idObjectName": form,
+                "idObjectValue": value,
+                "name": form,
+                "value": value,
+                "dtLastUpdate": stamp,
+            },
+            201,
+        )
+
+    async def update_instance(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized_response(settings)
+        form, raw_id = request.path_params["form"], request.path_params["instance_id"]
+        if not store.exists(form):
+            return form_missing(form)
+        body = await json_object(request)
+        if isinstance(body, Response):
+            return body
+        instance_id = _instance_id(raw_id)
+        if instance_id is None:
+            return instance_missing(form, raw_id)
+        result, current = store.update(form, instance_id, body, partial=request.method == "PATCH")
+        if result is UpdateResult.NOT_FOUND:
+            return instance_missing(form, raw_id)
+        if result is UpdateResult.MISSING_VERSION:
+            return errors_response(
+                400, "dtLastUpdate is required: send the value read by a prior GET", "dtLastUpdate"
+            )
+        if result is UpdateResult.STALE:
+            return errors_response(
+                settings.stale_status,
+                f"The instance was modified by another user (current dtLastUpdate {current})",
+                "dtLastUpdate",
+            )
+        return Response(status_code=202)
+
+    async def delete_instance(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized_response(settings)
+        form, raw_id = request.path_params["form"], request.path_params["instance_id"]
+        if not store.exists(form):
+            return form_missing(form)
+        instance_id = _instance_id(raw_id)
+        if instance_id is None or not store.delete(form, instance_id):
+            return instance_missing(form, raw_id)
+        return Response(status_code=204)
+
+    # The docs show the collection with a trailing slash; clients also call it without one. Serve both.
+    for path in (collection, collection + "/"):
+        app.add_api_route(path, list_instances, methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, create_instance, methods=["POST"], include_in_schema=False)
+    app.add_api_route(item, get_instance, methods=["GET"], include_in_schema=False)
+    app.add_api_route(item, update_instance, methods=["PUT", "PATCH"], include_in_schema=False)
+    app.add_api_route(item, delete_instance, methods=["DELETE"], include_in_schema=False)

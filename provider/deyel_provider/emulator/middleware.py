@@ -1,0 +1,186 @@
+"""ASGI middleware in front of the emulator's routes: counting, fault injection, rate limiting and latency.
+
+It works at the ASGI level because some faults (a dropped connection, a truncated body) cannot be expressed
+as an ordinary response object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deyel_provider.emulator.faults import (
+    MALFORMED_BODY,
+    REQUEST_LIMIT_BODY,
+    FaultRule,
+    errors_body,
+    html_response,
+    status_response,
+)
+from deyel_provider.emulator.state import EmulatorState
+
+CONTROL_PREFIX = "/_emulator"
+_DROP_MESSAGE = "ASGI callable returned without completing response."
+
+
+class _DropFilter(logging.Filter):
+    """Hide uvicorn's error line for connections that the drop fault cuts on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _DROP_MESSAGE
+
+
+DROP_FILTER = _DropFilter()
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+async def _send_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class EmulatorMiddleware:
+    def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
+        self.app = app
+        self.state = state
+
+    def _route_kind(self, path: str) -> str:
+        if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
+            return "control"
+        if path == self.state.settings.token_path:
+            return "token"
+        # Anything else a client calls is an API request, including paths that turn out not to exist.
+        return "data"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = self._route_kind(scope["path"])
+        if kind == "control":
+            await self.app(scope, receive, send)
+            return
+        if kind == "token":
+            await self._handle(kind, scope, receive, send)
+            return
+        self.state.stats.enter()
+        try:
+            await self._handle(kind, scope, receive, send)
+        finally:
+            self.state.stats.leave()
+
+    async def _handle(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        method = scope["method"]
+        raw_send = send
+        if kind == "token":
+            if method == "POST":
+                state.stats.incr("token_requests")
+        else:
+            state.stats.incr("api_requests")
+            send = self._counting(send)
+
+        delays, rule = state.faults.choose(kind, method, scope["path"])
+        for delay in delays:
+            state.stats.incr("faults_injected")
+            await asyncio.sleep(float(delay.delay_ms) / 1000)
+        if rule is not None:
+            state.stats.incr("faults_injected")
+            if rule.action == "drop":
+                # Sent unwrapped: a dropped response has no status for the counters.
+                await self._drop(raw_send)
+                return
+            if await self._apply_fault(rule, scope, receive, send):
+                return
+
+        if kind == "data":
+            if not state.limiter.allow():
+                state.stats.incr("rate_limited")
+                await self._rate_limited(send)
+                return
+            if state.settings.latency_ms > 0:
+                # An await, not a sleep in the endpoint, so concurrent clients overlap their waits.
+                await asyncio.sleep(state.settings.latency_ms / 1000)
+        await self.app(scope, receive, send)
+
+    def _counting(self, send: Send) -> Send:
+        stats = self.state.stats
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stats.record_status(message["status"])
+            await send(message)
+
+        return counting_send
+
+    async def _rate_limited(self, send: Send) -> None:
+        settings = self.state.settings
+        headers = [(b"content-type", b"application/json")]
+        if settings.rate_limit_status == 429:
+            headers.append((b"retry-after", str(settings.rate_retry_after).encode()))
+            body: dict[str, Any] = errors_body("REQUEST_LIMIT_EXCEEDED")
+            body["errorCode"] = "REQUEST_LIMIT_EXCEEDED"
+        else:
+            body = REQUEST_LIMIT_BODY
+        await _send_whole(send, settings.rate_limit_status, headers, json.dumps(body).encode())
+
+    async def _apply_fault(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the request as the rule says; False when the request should then proceed normally."""
+        action = rule.action
+        if action == "status":
+            await _send_whole(send, *status_response(rule))
+        elif action == "html":
+            await _send_whole(send, *html_response(rule))
+        elif action == "malformed":
+            await _send_whole(
+                send, int(rule.status or 200), [(b"content-type", b"application/json")], MALFORMED_BODY
+            )
+        elif action == "truncate":
+            await self._truncate(scope, receive, send)
+        elif action in ("revoke", "expire"):
+            token = bearer_token(scope)
+            if token is not None:
+                if action == "revoke":
+                    self.state.tokens.revoke(token)
+                else:
+                    self.state.tokens.expire(token)
+            return False
+        return True
+
+    async def _drop(self, send: Send) -> None:
+        # Promise more bytes than are sent, then return: uvicorn closes the connection mid-body, which the
+        # client sees as a broken connection rather than a server error response.
+        partial = b'[{"idObjectValue": "1", "dsCompany": '
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"65536")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": partial, "more_body": True})
+
+    async def _truncate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        captured: dict[str, Any] = {"status": 200, "headers": [], "body": bytearray()}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                captured["body"].extend(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        body = bytes(captured["body"])
+        status = captured["status"] if 200 <= captured["status"] < 300 else 200
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != b"content-length"]
+        await _send_whole(send, status, headers, body[: len(body) // 2])

@@ -1,0 +1,76 @@
+"""The paging strategies of the instances collection (parameter names and limits come from the settings)."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from deyel_provider.emulator.settings import EmulatorSettings
+
+
+class PagingError(ValueError):
+    def __init__(self, message: str, attribute: str) -> None:
+        super().__init__(message)
+        self.attribute = attribute
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a page starts and how long it is; ``size`` None means everything."""
+
+    start: int = 0
+    size: int | None = None
+    after_id: int | None = None
+
+    def bounds(self, ids: Sequence[int]) -> tuple[int, int]:
+        start = self.start
+        if self.after_id is not None:
+            # Keyset continuation: robust to records created or deleted between pages.
+            start = bisect.bisect_right(ids, self.after_id)
+        stop = len(ids) if self.size is None else min(len(ids), start + self.size)
+        return min(start, len(ids)), stop
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PagingError(f"'{name}' must be an integer", name) from None
+    if value < minimum:
+        raise PagingError(f"'{name}' must be >= {minimum}", name)
+    return value
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str, name: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix != "after":
+            raise ValueError(text)
+        return int(value)
+    except ValueError:
+        raise PagingError(f"Invalid '{name}'", name) from None
+
+
+def parse_window(settings: EmulatorSettings, query: Mapping[str, str]) -> Window:
+    strategy = settings.paging
+    if strategy == "none":
+        return Window()
+    size_name = settings.limit_param if strategy == "offset" else settings.page_size_param
+    # Oversized pages are served at the maximum, as the docs' servers do, rather than refused.
+    size = min(_int_param(query, size_name, settings.page_size_default, 1), settings.page_size_max)
+    if strategy == "offset":
+        return Window(start=_int_param(query, settings.offset_param, 0, 0), size=size)
+    if strategy == "link" and query.get(settings.cursor_param):
+        return Window(size=size, after_id=_decode_cursor(query[settings.cursor_param], settings.cursor_param))
+    page = _int_param(query, settings.page_param, 1, 1)
+    return Window(start=(page - 1) * size, size=size)

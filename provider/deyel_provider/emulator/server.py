@@ -1,0 +1,129 @@
+"""Running the emulator with uvicorn in a background thread, and its in-process control API."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from deyel_provider.emulator.app import create_app
+from deyel_provider.emulator.settings import EmulatorSettings
+from deyel_provider.emulator.state import EmulatorState
+
+
+class RunningEmulator:
+    """An emulator served on a local port; use :func:`run_emulator` unless you manage its lifetime."""
+
+    def __init__(
+        self, settings: EmulatorSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.settings = settings or EmulatorSettings()
+        self._app = create_app(self.settings)
+        self._state: EmulatorState = self._app.state.emulator
+        self._host = host
+        self._port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.url = ""
+
+    # -- lifetime --------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> RunningEmulator:
+        # Bind here, not in uvicorn, so the real port of port=0 is known before the server thread starts.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.listen(2048)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        port = sock.getsockname()[1]
+        host = f"[{self._host}]" if family == socket.AF_INET6 else self._host
+        self.url = f"http://{host}:{port}"
+        config = uvicorn.Config(
+            self._app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+
+        def serve() -> None:
+            try:
+                assert self._server is not None
+                self._server.run(sockets=[sock])
+            except BaseException as exc:  # reported by start() or stop(), never lost in the thread
+                self._error = exc
+            finally:
+                sock.close()
+
+        self._thread = threading.Thread(target=serve, name=f"deyel-emulator-{port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"Deyel emulator did not start: {self._error!r}")
+            time.sleep(0.005)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> RunningEmulator:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- control ---------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> EmulatorState:
+        return self._state
+
+    def stats(self) -> dict[str, Any]:
+        return self._state.stats_snapshot()
+
+    def reset(self) -> None:
+        """Zero the counters; data, tokens and fault rules stay."""
+        self._state.stats.reset()
+
+    def revoke(self, token: str | None = None) -> int:
+        """Revoke one access (or refresh) token, or every access token issued so far."""
+        return self._state.tokens.revoke(token)
+
+    def set_faults(self, rules: list[dict[str, Any]]) -> None:
+        self._state.faults.set_rules(rules)
+
+    def clear_faults(self) -> None:
+        self._state.faults.clear()
+
+    def issued_tokens(self) -> dict[str, list[str]]:
+        """Every access and refresh token handed out, for tests that scan logs for leaks."""
+        return self._state.issued_tokens()
+
+
+@contextmanager
+def run_emulator(settings: EmulatorSettings | None = None, **overrides: Any) -> Iterator[RunningEmulator]:
+    """Serve an emulator on 127.0.0.1 (a free port) for the duration of the ``with`` block."""
+    settings = (settings or EmulatorSettings()).replace(**overrides) if overrides else settings
+    emulator = RunningEmulator(settings).start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

@@ -1,0 +1,108 @@
+"""Settings of the Deyel emulator: one switch per undocumented ([ASSUMED]) behaviour of the real server."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Paging = Literal["page", "offset", "link", "none"]
+Version = Literal["8.4", "8.0"]
+UnauthorizedStyle = Literal["errors", "errorCode"]
+DateFormat = Literal["epoch_ms", "iso"]
+
+PAGING_CHOICES: tuple[str, ...] = ("page", "offset", "link", "none")
+VERSION_CHOICES: tuple[str, ...] = ("8.4", "8.0")
+UNAUTHORIZED_STYLE_CHOICES: tuple[str, ...] = ("errors", "errorCode")
+DATE_FORMAT_CHOICES: tuple[str, ...] = ("epoch_ms", "iso")
+
+
+def _default_users() -> dict[str, str]:
+    return {"JPerez": "JPerez-pass1"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorSettings:
+    """Everything that shapes the emulator's behaviour; the defaults follow ``deyel-api.md``."""
+
+    # Credentials: the documented example "Rest API Client" user, plus resource-owner accounts.
+    client_id: str = "DEYELBOT"
+    client_secret: str = "BOTDEYEL312!"
+    users: dict[str, str] = field(default_factory=_default_users)
+    token_ttl: int = 86400
+
+    # Routes.
+    token_path: str = "/oauth/token"
+    api_prefix: str = ""
+
+    # The seeded CRM_ACCOUNT form.
+    records: int = 1000
+    seed: int = 42
+    updated_start_ms: int = 1767225600000
+    updated_step_ms: int = 60_000
+
+    # Paging.
+    paging: Paging = "page"
+    page_param: str = "page"
+    page_size_param: str = "pageSize"
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    cursor_param: str = "cursor"
+    page_size_default: int = 100
+    page_size_max: int = 1000
+    total_header: str = "X-Total-Count"
+
+    latency_ms: float = 0
+    version: Version = "8.4"
+
+    # Status codes and bodies that the docs leave open.
+    token_error_status: int = 401
+    bad_grant_status: int = 400
+    unauthorized_style: UnauthorizedStyle = "errors"
+    in_separator: str = ";"
+    date_format: DateFormat = "epoch_ms"
+    stale_status: int = 409
+
+    # Rate limiting of data requests (None: unlimited).
+    rate_limit: int | None = None
+    rate_window: float = 1.0
+    rate_limit_status: int = 403
+    rate_retry_after: int = 1
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.paging not in PAGING_CHOICES:
+            problems.append(f"paging must be one of {PAGING_CHOICES}")
+        if self.version not in VERSION_CHOICES:
+            problems.append(f"version must be one of {VERSION_CHOICES}")
+        if self.unauthorized_style not in UNAUTHORIZED_STYLE_CHOICES:
+            problems.append(f"unauthorized_style must be one of {UNAUTHORIZED_STYLE_CHOICES}")
+        if self.date_format not in DATE_FORMAT_CHOICES:
+            problems.append(f"date_format must be one of {DATE_FORMAT_CHOICES}")
+        if self.rate_limit_status not in (403, 429):
+            problems.append("rate_limit_status must be 403 or 429")
+        if self.records < 0:
+            problems.append("records must be >= 0")
+        # A zero step would make dtLastUpdate constant and the range arithmetic meaningless.
+        if self.updated_step_ms < 1:
+            problems.append("updated_step_ms must be >= 1")
+        if self.page_size_default < 1 or self.page_size_max < 1:
+            problems.append("page sizes must be >= 1")
+        if self.token_ttl < 1:
+            problems.append("token_ttl must be >= 1")
+        if not self.in_separator:
+            problems.append("in_separator must not be empty")
+        if self.rate_limit is not None and (self.rate_limit < 0 or self.rate_window <= 0):
+            problems.append("rate_limit must be >= 0 and rate_window > 0")
+        for name in ("token_path", "api_prefix"):
+            value = getattr(self, name)
+            if value and (not value.startswith("/") or value.endswith("/")):
+                problems.append(f"{name} must start with '/' and not end with '/'")
+        if not self.token_path:
+            problems.append("token_path must not be empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def replace(self, **overrides: Any) -> EmulatorSettings:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **overrides)

@@ -1,0 +1,29 @@
+"""Everything one emulator instance holds, shared by its HTTP layer and its in-process API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deyel_provider.emulator.faults import FaultInjector
+from deyel_provider.emulator.settings import EmulatorSettings
+from deyel_provider.emulator.stats import RateLimiter, Stats
+from deyel_provider.emulator.store import DataStore
+from deyel_provider.emulator.tokens import TokenAuthority
+
+
+class EmulatorState:
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self.settings = settings
+        self.tokens = TokenAuthority(settings.token_ttl)
+        self.store = DataStore(settings)
+        self.stats = Stats()
+        self.faults = FaultInjector()
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_window)
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        snapshot = self.stats.snapshot()
+        snapshot["active_tokens"] = self.tokens.active_count()
+        return snapshot
+
+    def issued_tokens(self) -> dict[str, list[str]]:
+        return {"tokens": self.tokens.access_tokens(), "refresh_tokens": self.tokens.refresh_tokens()}

@@ -1,0 +1,147 @@
+"""Packaging and the connection type: provider info, form fields, the three ways to define a connection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deyel_provider import get_provider_info
+from deyel_provider.conn_fields import EXTRA_FIELDS
+from deyel_provider.hooks.deyel import DeyelHook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_provider_info_matches_airflows_schema():
+    import jsonschema
+    from airflow import settings  # noqa: F401  (the package must be importable first)
+
+    schema_path = Path(sys.modules["airflow"].__file__).parent / "provider_info.schema.json"
+    info = get_provider_info()
+    jsonschema.validate(info, json.loads(schema_path.read_text()))
+    assert info["package-name"] == "airflow-provider-deyel"
+
+
+def test_connection_form_declares_every_option():
+    (conn_type,) = get_provider_info()["connection-types"]
+    assert conn_type["connection-type"] == "deyel"
+    assert conn_type["hook-class-name"] == f"{DeyelHook.__module__}.{DeyelHook.__name__}"
+    behaviour = conn_type["ui-field-behaviour"]
+    assert behaviour["relabeling"] == {"host": "Base URL", "login": "Client ID", "password": "Client Secret"}
+    fields = conn_type["conn-fields"]
+    assert set(fields) == {spec.name for spec in EXTRA_FIELDS}
+    for name, field in fields.items():
+        assert field["label"] and field["description"], name
+    assert fields["token_path"]["schema"]["default"] == "/oauth/token"
+    assert fields["api_prefix"]["schema"]["default"] == ""
+
+
+def test_readme_documents_every_option():
+    readme = (ROOT / "README.md").read_text()
+    for spec in EXTRA_FIELDS:
+        assert f"| `{spec.name}` | {spec.label} |" in readme, spec.name
+
+
+def test_airflow_lists_the_provider_and_its_connection_type():
+    run = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "airflow-provider-deyel" in {p["package_name"] for p in json.loads(run.stdout)}
+    hooks = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "hooks", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "deyel" in {h["connection_type"] for h in json.loads(hooks.stdout)}
+
+
+def test_wheel_builds_with_the_package_and_entry_points(tmp_path):
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("airflow_provider_deyel-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "deyel_provider/hooks/deyel.py" in names
+    assert "deyel_provider/py.typed" in names
+    assert any(n.startswith("deyel_provider/emulator/") for n in names)
+    entry_points = (
+        zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    )
+    assert "provider_info = deyel_provider:get_provider_info" in entry_points
+    assert "deyel-emulator = deyel_provider.emulator.__main__:main" in entry_points
+
+
+@pytest.mark.parametrize("form", ["json", "uri"])
+def test_connection_from_env_json_or_uri(emulator, monkeypatch, form):
+    host = emulator.url.removeprefix("http://")
+    value = (
+        json.dumps(
+            {
+                "conn_type": "deyel",
+                "host": emulator.url,
+                "login": "DEYELBOT",
+                "password": "BOTDEYEL312!",
+                "extra": {"timeout": "12.5"},
+            }
+        )
+        if form == "json"
+        else f"deyel://http://DEYELBOT:BOTDEYEL312%21@{host}/?timeout=12.5"
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_DEYEL_ENV", value)
+    hook = DeyelHook(deyel_conn_id="deyel_env")
+    assert hook.config.base_url == emulator.url
+    assert hook.config.timeout == 12.5
+    assert hook.test_connection()[0]
+
+
+def test_connection_added_and_tested_with_the_cli(emulator, monkeypatch, tmp_path):
+    """`airflow connections add` stores it in the metadata database; `airflow connections test` uses it."""
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{tmp_path}/airflow.db")
+    monkeypatch.setenv("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *airflow,
+            "connections",
+            "add",
+            "deyel_cli",
+            "--conn-type",
+            "deyel",
+            "--conn-host",
+            emulator.url,
+            "--conn-login",
+            "DEYELBOT",
+            "--conn-password",
+            "BOTDEYEL312!",
+            "--conn-extra",
+            '{"timeout": 7}',
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tested = subprocess.run([*airflow, "connections", "test", "deyel_cli"], capture_output=True, text=True)
+    assert "Connection success!" in tested.stdout, tested.stdout + tested.stderr
+    assert emulator.stats()["token_requests"] == 1
