@@ -14,8 +14,15 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__
 
 import pytest  # noqa: E402
 
+from deyel_provider.auth.cache import PROCESS_CACHE  # noqa: E402
 from deyel_provider.emulator import run_emulator  # noqa: E402
 from tests.helpers import connection_json  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _forget_process_tokens():
+    """Emulators reuse ports: a token cached for an earlier test's server must not leak into the next test."""
+    PROCESS_CACHE.clear()
 
 
 @pytest.fixture

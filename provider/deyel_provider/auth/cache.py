@@ -50,6 +50,10 @@ class MemoryTokenCache:
             if current is not None and current.access_token == access_token:
                 del self._tokens[key]
 
+    def clear(self) -> None:
+        with self._guard:
+            self._tokens.clear()
+
     def lock(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
