@@ -32,7 +32,7 @@ def _digest(token: str) -> str:
 
 def _cold_start(barrier, results) -> None:
     hook = DeyelHook()
-    hook.token_provider  # connection parsed and caches built before the start line
+    assert hook.token_provider  # connection parsed and caches built before the start line
     barrier.wait()
     results.put(_digest(hook.get_token()))
 
@@ -151,7 +151,9 @@ def test_a_rotated_secret_never_gets_the_old_token(emulator, deyel_conn, cache_d
 
 
 @pytest.mark.parametrize("kind", ["file", "redis"])
-def test_a_corrupted_entry_warns_fetches_and_is_repaired(emulator, deyel_conn, cache_dir, kind, request, caplog):
+def test_a_corrupted_entry_warns_fetches_and_is_repaired(
+    emulator, deyel_conn, cache_dir, kind, request, caplog
+):
     redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
     deyel_conn(extra=_cache_extra(kind, redis_url, cache_dir))
     hook = DeyelHook()

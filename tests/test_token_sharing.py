@@ -47,7 +47,9 @@ def test_an_expired_or_rejected_xcom_token_falls_back(emulator, deyel_conn):
     hook = DeyelHook()
     token = hook.token_provider.token()
     expired = token_to_xcom(
-        DeyelToken(token.access_token, expires_at=time.time() - 1, issued_at=0), CLIENT_SECRET, hook.credential_key
+        DeyelToken(token.access_token, expires_at=time.time() - 1, issued_at=0),
+        CLIENT_SECRET,
+        hook.credential_key,
     )
     deyel_conn(extra={"token_cache": "none"})
     assert DeyelHook(token=expired).get_token() != token.access_token
@@ -85,7 +87,9 @@ def test_password_grant_renews_with_the_refresh_token(deyel_conn, cache_dir):
     from deyel_provider.emulator import run_emulator
 
     with run_emulator(records=5, token_ttl=2) as emulator:
-        deyel_conn(url=emulator.url, extra={**PASSWORD_GRANT, "token_cache": "file", "token_cache_dir": cache_dir})
+        deyel_conn(
+            url=emulator.url, extra={**PASSWORD_GRANT, "token_cache": "file", "token_cache_dir": cache_dir}
+        )
         hook = DeyelHook()
         first = hook.token_provider.token()
         assert first.refresh_token

@@ -89,7 +89,9 @@ class DeyelConfig:
                 f"connection {conn_id!r}: grant_type 'password' needs the resource owner's "
                 f"'username' and 'password' extras"
             )
-        if extras["token_cache"] == "redis" and not (extras["token_cache_url"] or extras["token_cache_conn_id"]):
+        if extras["token_cache"] == "redis" and not (
+            extras["token_cache_url"] or extras["token_cache_conn_id"]
+        ):
             raise DeyelConfigError(
                 f"connection {conn_id!r}: token_cache 'redis' needs the 'token_cache_url' extra "
                 f"(redis://host:6379/0) or 'token_cache_conn_id' (an Airflow redis connection)"

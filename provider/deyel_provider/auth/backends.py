@@ -29,7 +29,9 @@ def shared_tier(config: DeyelConfig, key: str) -> TokenCache | None:
     if config.token_cache == "file":
         from deyel_provider.auth.file_cache import FileTokenCache, default_cache_dir
 
-        directory = Path(config.token_cache_dir).expanduser() if config.token_cache_dir else default_cache_dir()
+        directory = (
+            Path(config.token_cache_dir).expanduser() if config.token_cache_dir else default_cache_dir()
+        )
         return FileTokenCache(directory, sealer, config.token_cache_lock_wait)
     from deyel_provider.auth.redis_cache import RedisTokenCache, redis_client
 

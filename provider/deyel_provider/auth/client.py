@@ -41,7 +41,9 @@ class TokenClient:
         """The resource owner password grant, with the connection's ``username``/``password`` extras."""
         config = self._config
         assert config.username and config.user_password  # DeyelConfig checks both for this grant
-        return self._post({"grant_type": "password", "username": config.username, "password": config.user_password})
+        return self._post(
+            {"grant_type": "password", "username": config.username, "password": config.user_password}
+        )
 
     def refresh(self, refresh_token: str) -> DeyelToken:
         """The documented refresh POST: a new access token for the same refresh token."""

@@ -77,4 +77,6 @@ class TokenSealer:
         except UnreadableTokenError:
             raise
         except (InvalidToken, ValueError, TypeError, KeyError):
-            raise UnreadableTokenError("the entry is corrupted or was not sealed with this credential's key")
+            raise UnreadableTokenError(
+                "the entry is corrupted or was not sealed with this credential's key"
+            ) from None

@@ -124,9 +124,7 @@ class RedisTokenCache:
         with self._faults("lock"):
             acquired = lock.acquire()
         if not acquired:
-            raise TokenCacheError(
-                self.name, f"the renewal lock was not free within {self._lock_wait:g} s"
-            )
+            raise TokenCacheError(self.name, f"the renewal lock was not free within {self._lock_wait:g} s")
         try:
             yield
         finally:

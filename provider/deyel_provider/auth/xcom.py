@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 XCOM_VERSION = 1
 
 
-def token_to_xcom(token: DeyelToken, client_secret: str, key: str, *, clear_text: bool = False) -> dict[str, Any]:
+def token_to_xcom(
+    token: DeyelToken, client_secret: str, key: str, *, clear_text: bool = False
+) -> dict[str, Any]:
     """The XCom value for ``token``; the refresh token never leaves the cache."""
     if clear_text:
         return {"access_token": token.access_token, "expires_at": token.expires_at, "v": XCOM_VERSION}

@@ -59,7 +59,9 @@ class DeyelHook(BaseHook):
     def credential_key(self) -> str:
         """The cache key of this connection's credential (and, for the password grant, its user)."""
         config = self.config
-        subject = (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
+        subject = (
+            (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
+        )
         return credential_key(config.token_url, config.client_id, config.client_secret, *subject)
 
     @cached_property
