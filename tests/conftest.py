@@ -46,3 +46,35 @@ def deyel_conn(emulator, monkeypatch):
 
     define()
     return define
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A private redis-server for the session; with CI set, failing to start it fails the tests."""
+    from tests.redis_server import RedisServer
+
+    try:
+        server = RedisServer()
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI: {exc}")
+        pytest.skip(f"Redis unavailable: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session Redis, emptied before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    """A private file-cache folder per test."""
+    return str(tmp_path / "token-cache")

@@ -39,3 +39,14 @@ def test_api_call_dag_runs_end_to_end(emulator, deyel_conn, airflow_db, dagbag):
     stats = emulator.stats()
     assert stats["token_requests"] == 1
     assert stats["api_requests"] == 2
+
+
+@pytest.mark.dag
+def test_shared_token_dag_makes_one_token_post(emulator, deyel_conn, airflow_db, dagbag):
+    dag = dagbag.get_dag("deyel_shared_token")
+    assert len(dag.tasks) == 22  # the token task, 20 API calls, the report
+    run = dag.test()
+    assert run.state == "success"
+    stats = emulator.stats()
+    assert stats["token_requests"] == 1
+    assert stats["api_requests"] == 20

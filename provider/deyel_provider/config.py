@@ -34,6 +34,15 @@ class DeyelConfig:
     timeout: float
     verify: bool | str
     refresh_margin: float
+    token_cache: str = "file"
+    token_cache_dir: str | None = None
+    token_cache_url: str | None = field(default=None, repr=False)
+    token_cache_conn_id: str | None = None
+    token_cache_lock_lease: float = 30
+    token_cache_lock_wait: float = 45
+    grant_type: str = "client_credentials"
+    username: str | None = None
+    user_password: str | None = field(default=None, repr=False)
 
     @property
     def token_url(self) -> str:
@@ -74,12 +83,26 @@ class DeyelConfig:
         ca_bundle = extras.pop("ca_bundle")
         if verify and ca_bundle:
             verify = ca_bundle
+        user_password = extras.pop("password")
+        if extras["grant_type"] == "password" and not (extras["username"] and user_password):
+            raise DeyelConfigError(
+                f"connection {conn_id!r}: grant_type 'password' needs the resource owner's "
+                f"'username' and 'password' extras"
+            )
+        if extras["token_cache"] == "redis" and not (
+            extras["token_cache_url"] or extras["token_cache_conn_id"]
+        ):
+            raise DeyelConfigError(
+                f"connection {conn_id!r}: token_cache 'redis' needs the 'token_cache_url' extra "
+                f"(redis://host:6379/0) or 'token_cache_conn_id' (an Airflow redis connection)"
+            )
         return cls(
             conn_id=conn_id,
             base_url=_base_url(conn_id, conn.host, conn.port),
             client_id=conn.login,
             client_secret=conn.password,
             verify=verify,
+            user_password=user_password,
             **extras,
         )
 

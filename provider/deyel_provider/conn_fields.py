@@ -75,4 +75,70 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "number",
         300,
     ),
+    # Shared tokens: the cache that makes one token serve every task, and the grants.
+    ExtraField(
+        "token_cache",
+        "Token cache",
+        "Where tokens are shared: file (one host, the default), redis (many hosts), memory (this process "
+        "only) or none (fetch every time, for debugging).",
+        "string",
+        "file",
+        enum=("file", "redis", "memory", "none"),
+    ),
+    ExtraField(
+        "token_cache_dir",
+        "Token cache folder",
+        "Folder of the file cache (one encrypted 0600 file per credential). Default: "
+        "$AIRFLOW_HOME/deyel-token-cache.",
+        "string",
+    ),
+    ExtraField(
+        "token_cache_url",
+        "Token cache Redis URL",
+        "Redis URL of the redis cache, e.g. redis://redis:6379/0 (or set Token cache Redis connection).",
+        "string",
+        secret=True,
+    ),
+    ExtraField(
+        "token_cache_conn_id",
+        "Token cache Redis connection",
+        "Id of an Airflow redis connection to use for the redis cache, instead of a URL.",
+        "string",
+    ),
+    ExtraField(
+        "token_cache_lock_lease",
+        "Token lock lease (s)",
+        "A renewal lock held by a process that died is freed after this many seconds (redis).",
+        "number",
+        30,
+    ),
+    ExtraField(
+        "token_cache_lock_wait",
+        "Token lock wait (s)",
+        "How long to wait for another process's renewal before fetching directly (keep it above the lease).",
+        "number",
+        45,
+    ),
+    ExtraField(
+        "grant_type",
+        "Grant type",
+        "OAuth2 grant: client_credentials (the default), or password (resource owner Username/Password; "
+        "renewed with the refresh token).",
+        "string",
+        "client_credentials",
+        enum=("client_credentials", "password"),
+    ),
+    ExtraField(
+        "username",
+        "Username",
+        "Resource owner's user name, for the password grant.",
+        "string",
+    ),
+    ExtraField(
+        "password",
+        "User password",
+        "Resource owner's password, for the password grant. Masked in logs.",
+        "string",
+        secret=True,
+    ),
 )

@@ -1,13 +1,27 @@
-"""Where tokens are kept between requests: the cache interface and the in-process cache."""
+"""Where tokens are kept between requests: the cache interface, the in-process cache and the null cache."""
 
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from deyel_provider.auth.token import DeyelToken
+
+
+class TokenCacheError(Exception):
+    """A shared cache could not serve a request (store down, folder unwritable, lock not taken, bad entry).
+
+    Backends raise it; the token provider alone decides what happens next (a warning and a direct fetch), so
+    a cache fault never fails a task.
+
+    :param backend: the backend's name, for the warning.
+    """
+
+    def __init__(self, backend: str, message: str) -> None:
+        self.backend = backend
+        super().__init__(f"{backend} token cache: {message}")
 
 
 class TokenCache(Protocol):
@@ -57,6 +71,27 @@ class MemoryTokenCache:
     def lock(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
+
+
+class NoTokenCache:
+    """Keeps nothing: every request fetches a token (``token_cache=none``, for debugging)."""
+
+    name = "none"
+
+    def __repr__(self) -> str:
+        return "NoTokenCache()"
+
+    def get(self, key: str) -> DeyelToken | None:
+        return None
+
+    def put(self, key: str, token: DeyelToken) -> None:
+        pass
+
+    def discard(self, key: str, access_token: str) -> None:
+        pass
+
+    def lock(self, key: str) -> AbstractContextManager[object]:
+        return nullcontext()
 
 
 #: One per process, so that every hook (and every task run in this process) shares its tokens.

@@ -37,6 +37,22 @@ class TokenClient:
     def client_credentials(self) -> DeyelToken:
         return self._post({"grant_type": "client_credentials"})
 
+    def password(self) -> DeyelToken:
+        """The resource owner password grant, with the connection's ``username``/``password`` extras."""
+        config = self._config
+        assert config.username and config.user_password  # DeyelConfig checks both for this grant
+        return self._post(
+            {"grant_type": "password", "username": config.username, "password": config.user_password}
+        )
+
+    def refresh(self, refresh_token: str) -> DeyelToken:
+        """The documented refresh POST: a new access token for the same refresh token."""
+        return self._post({"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+    def grant(self) -> DeyelToken:
+        """The connection's full grant (``grant_type`` extra)."""
+        return self.password() if self._config.grant_type == "password" else self.client_credentials()
+
     def _post(self, form: dict[str, str]) -> DeyelToken:
         config = self._config
         url = config.token_url

@@ -1,13 +1,23 @@
-"""Decides when a token is fresh, and renews it once however many callers ask at the same time."""
+"""Decides when a token is fresh, and renews it once however many callers ask at the same time.
+
+Two tiers: the process's memory, then (optionally) a store shared with other processes and hosts. A fault of
+the shared store is handled here, and only here: a warning naming the backend, then a direct fetch.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import random
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from airflow.sdk.log import mask_secret
+
+from deyel_provider.auth.cache import TokenCacheError
+from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,6 +30,21 @@ log = logging.getLogger(__name__)
 _masked: set[str] = set()
 _masked_guard = threading.Lock()
 
+#: After a failed renewal, keep serving the still-valid token this long before trying again.
+RENEWAL_RETRY_INTERVAL = 10.0
+#: The process's renewal lead is ``margin * (1 + JITTER_SPREAD * u)``, u uniform in [0, 1) per process.
+JITTER_SPREAD = 0.5
+
+_jitter: tuple[int, float] = (-1, 0.0)
+
+
+def process_jitter() -> float:
+    """A number in [0, 1) drawn once per process (again after a fork), so a fleet renews over a spread."""
+    global _jitter
+    if _jitter[0] != os.getpid():
+        _jitter = (os.getpid(), random.random())
+    return _jitter[1]
+
 
 def mask_token(token: DeyelToken) -> None:
     """Register the token's secrets with Airflow's log masker, once per process."""
@@ -30,53 +55,173 @@ def mask_token(token: DeyelToken) -> None:
                 _masked.add(secret)
 
 
-def credential_key(token_url: str, client_id: str, client_secret: str) -> str:
-    """Cache key of one credential: rotating the secret changes the key, so an old token is never served."""
-    secret_hash = hashlib.sha256(client_secret.encode()).hexdigest()
-    material = "\n".join((token_url, client_id, secret_hash))
+def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
+    """Cache key of one credential: rotating the secret changes the key, so an old token is never served.
+
+    :param subject: more parts that select a different token (the password grant's user and password).
+    """
+    hashed = [hashlib.sha256(part.encode()).hexdigest() for part in (client_secret, *subject)]
+    material = "\n".join((token_url, client_id, *hashed))
     return "deyel-token-" + hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 class TokenProvider:
-    """Serves a fresh token from the cache, fetching a new one (single-flight) only when needed.
+    """Serves a fresh token from the caches, fetching a new one (single-flight) only when needed.
 
-    :param fetch: performs the token request (the token client's grant).
-    :param cache: where tokens are shared.
+    :param fetch: performs the full grant (client credentials or password).
+    :param cache: the process tier (memory); its lock makes the threads of a process single-flight.
     :param key: the credential's cache key.
-    :param margin: renew this many seconds before expiry (capped at half the lifetime by the token).
+    :param margin: renew this many seconds before expiry (plus a per-process jitter; capped at half the
+        lifetime by the token).
+    :param shared: the tier shared with other processes and hosts (file, redis), if any; its lock makes
+        processes single-flight.
+    :param refresh: renews with a refresh token (password grant); None when the grant gives none.
+    :param preset: a token handed over by another task (XCom), used while it is valid and not rejected.
     """
 
-    def __init__(self, fetch: Callable[[], DeyelToken], cache: TokenCache, key: str, margin: float) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], DeyelToken],
+        cache: TokenCache,
+        key: str,
+        margin: float,
+        *,
+        shared: TokenCache | None = None,
+        refresh: Callable[[str], DeyelToken] | None = None,
+        preset: DeyelToken | None = None,
+    ) -> None:
         self._fetch = fetch
         self._cache = cache
         self._key = key
-        self._margin = margin
+        self._margin = margin * (1 + JITTER_SPREAD * process_jitter())
+        self._shared = shared
+        self._refresh = refresh
+        self._preset = preset
+        self._refresh_token: str | None = None
+        self._retry_at = 0.0
 
     def __repr__(self) -> str:
-        return f"TokenProvider(cache={self._cache.name!r}, margin={self._margin:g})"
+        shared = self._shared.name if self._shared is not None else None
+        return f"TokenProvider(cache={self._cache.name!r}, shared={shared!r}, margin={self._margin:g})"
+
+    @property
+    def backend(self) -> str:
+        return self._shared.name if self._shared is not None else self._cache.name
 
     def token(self) -> DeyelToken:
-        token = self._fresh_from_cache()
+        preset = self._preset
+        if preset is not None and preset.is_valid():
+            return preset
+        token = self._fresh(self._cache.get(self._key))
         if token is not None:
             return token
         with self._cache.lock(self._key):
             # Someone may have renewed while we waited for the lock: look again before fetching.
-            token = self._fresh_from_cache()
+            current = self._cache.get(self._key)
+            token = self._fresh(current)
             if token is not None:
                 return token
-            token = self._fetch()
-            mask_token(token)
+            token = self._renew(current) if self._shared is None else self._through_shared_tier(current)
             self._cache.put(self._key, token)
-            log.info("Obtained a new Deyel access token (valid %.0f s)", token.lifetime)
             return token
 
     def invalidate(self, access_token: str) -> None:
-        """Forget a token the server rejected, unless the cache already holds a newer one."""
+        """Forget a token the server rejected, unless a cache already holds a newer one."""
+        if self._preset is not None and self._preset.access_token == access_token:
+            self._preset = None
+        current = self._cache.get(self._key)
+        if current is not None and current.access_token == access_token and current.refresh_token:
+            # The access token is dead, not its refresh token: keep it for the renewal.
+            self._refresh_token = current.refresh_token
         self._cache.discard(self._key, access_token)
+        if self._shared is not None:
+            try:
+                self._shared.discard(self._key, access_token)
+            except TokenCacheError as exc:
+                self._warn(exc)
 
-    def _fresh_from_cache(self) -> DeyelToken | None:
-        token = self._cache.get(self._key)
+    def _through_shared_tier(self, current: DeyelToken | None) -> DeyelToken:
+        assert self._shared is not None
+        shared = self._shared
+        fetched: DeyelToken | None = None
+        try:
+            token = self._fresh(shared.get(self._key))
+            if token is not None:
+                return token
+            with shared.lock(self._key):
+                stored = shared.get(self._key)
+                token = self._fresh(stored)
+                if token is not None:
+                    return token
+                fetched = self._renew(stored or current)
+                if fetched is not (stored or current):
+                    shared.put(self._key, fetched)
+                return fetched
+        except TokenCacheError as exc:
+            self._warn(exc)
+            # A fault after the fetch (storing, releasing) must not cost a second token.
+            if fetched is not None:
+                return fetched
+            token = self._renew(current)
+            # Overwrite what could not be read (a corrupted entry would otherwise stay); best effort.
+            try:
+                shared.put(self._key, token)
+            except TokenCacheError:
+                pass
+            return token
+
+    def _renew(self, current: DeyelToken | None) -> DeyelToken:
+        """A new token: the refresh grant when there is a refresh token, else the full grant.
+
+        While renewals fail and ``current`` is still valid, ``current`` is served (and retried later).
+        """
+        now = time.time()
+        if current is not None and current.is_valid(now) and now < self._retry_at:
+            return current
+        try:
+            token = self._new_token(current)
+        except DeyelConfigError:
+            raise
+        except DeyelError as exc:
+            if current is None or not current.is_valid():
+                raise
+            self._retry_at = time.time() + RENEWAL_RETRY_INTERVAL
+            log.warning(
+                "Could not renew the Deyel token (%s); the current one stays valid for %.0f s and is "
+                "used meanwhile",
+                type(exc).__name__,
+                current.expires_at - time.time(),
+            )
+            return current
+        mask_token(token)
+        self._refresh_token = token.refresh_token or self._refresh_token
+        log.info("Obtained a new Deyel access token (valid %.0f s)", token.lifetime)
+        return token
+
+    def _new_token(self, current: DeyelToken | None) -> DeyelToken:
+        refresh_token = (current.refresh_token if current is not None else None) or self._refresh_token
+        if self._refresh is not None and refresh_token:
+            try:
+                token = self._refresh(refresh_token)
+            except DeyelAuthError:
+                log.info("The refresh token was refused; requesting a new token with the full grant")
+            else:
+                if token.refresh_token is None:
+                    # Deyel sends the same refresh token back; keep it if a server leaves it out.
+                    token = type(token)(
+                        token.access_token,
+                        expires_at=token.expires_at,
+                        issued_at=token.issued_at,
+                        refresh_token=refresh_token,
+                    )
+                return token
+        return self._fetch()
+
+    def _fresh(self, token: DeyelToken | None) -> DeyelToken | None:
         if token is not None and token.is_fresh(self._margin):
             mask_token(token)
             return token
         return None
+
+    def _warn(self, exc: TokenCacheError) -> None:
+        log.warning("%s; fetching the Deyel token directly, without the shared cache", exc)

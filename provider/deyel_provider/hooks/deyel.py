@@ -10,10 +10,11 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
+from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
-from deyel_provider.auth.cache import PROCESS_CACHE
 from deyel_provider.auth.client import TokenClient, connection_error
 from deyel_provider.auth.provider import TokenProvider, credential_key, mask_token
+from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.config import DeyelConfig
 from deyel_provider.exceptions import DeyelError, error_from_response
 
@@ -22,10 +23,14 @@ class DeyelHook(BaseHook):
     """Interact with the Deyel REST API through OAuth2 client-credentials tokens.
 
     Tokens come from the documented ``POST /oauth/token`` and are reused until shortly before they expire;
-    every hook of the process shares them. Nothing touches the network until a token or a call is needed.
+    every hook of the process shares them, and the ``token_cache`` extra shares them with the other
+    processes of the host (``file``) or of the deployment (``redis``). Nothing touches the network until a
+    token or a call is needed.
 
     :param deyel_conn_id: the ``deyel`` connection: Host = base URL, Login = Client ID,
         Password = Client Secret, options in extras.
+    :param token: the XCom value of a ``DeyelTokenOperator`` (or its rendering); used while it is valid
+        and not rejected, then the normal path takes over.
     """
 
     conn_name_attr = "deyel_conn_id"
@@ -33,9 +38,10 @@ class DeyelHook(BaseHook):
     conn_type = "deyel"
     hook_name = "Deyel"
 
-    def __init__(self, deyel_conn_id: str = default_conn_name) -> None:
+    def __init__(self, deyel_conn_id: str = default_conn_name, token: Any = None) -> None:
         super().__init__()
         self.deyel_conn_id = deyel_conn_id
+        self._handed_token = token
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(deyel_conn_id={self.deyel_conn_id!r})"
@@ -45,7 +51,18 @@ class DeyelHook(BaseHook):
         """The validated connection settings (read once, on first use)."""
         config = DeyelConfig.from_connection(self.get_connection(self.deyel_conn_id))
         mask_secret(config.client_secret)
+        if config.user_password:
+            mask_secret(config.user_password)
         return config
+
+    @cached_property
+    def credential_key(self) -> str:
+        """The cache key of this connection's credential (and, for the password grant, its user)."""
+        config = self.config
+        subject = (
+            (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
+        )
+        return credential_key(config.token_url, config.client_id, config.client_secret, *subject)
 
     @cached_property
     def token_client(self) -> TokenClient:
@@ -53,13 +70,30 @@ class DeyelHook(BaseHook):
 
     @cached_property
     def token_provider(self) -> TokenProvider:
-        config = self.config
+        config, key = self.config, self.credential_key
+        preset = None
+        if self._handed_token is not None:
+            preset = token_from_xcom(self._handed_token, config.client_secret, key)
+            if preset is not None:
+                mask_token(preset)
         return TokenProvider(
-            fetch=self.token_client.client_credentials,
-            cache=PROCESS_CACHE,
-            key=credential_key(config.token_url, config.client_id, config.client_secret),
+            fetch=self.token_client.grant,
+            cache=process_tier(config),
+            key=key,
             margin=config.refresh_margin,
+            shared=shared_tier(config, key),
+            refresh=self.token_client.refresh if config.grant_type == "password" else None,
+            preset=preset,
         )
+
+    def get_token_for_xcom(self, *, clear_text: bool = False) -> dict[str, Any]:
+        """A token for other tasks, as a small JSON-serialisable XCom value.
+
+        :param clear_text: put the access token in clear instead of encrypted with the connection-derived
+            key. Anyone who can read XComs can then use it: only for consumers outside this provider.
+        """
+        token = self.token_provider.token()
+        return token_to_xcom(token, self.config.client_secret, self.credential_key, clear_text=clear_text)
 
     def get_token(self) -> str:
         """Return a valid access token, requesting one only when none is cached or it is about to expire."""
@@ -123,7 +157,7 @@ class DeyelHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """Request a token with the connection's credentials (the UI's "Test" button)."""
         try:
-            token = self.token_client.client_credentials()
+            token = self.token_client.grant()
         except DeyelError as exc:
             return False, str(exc)
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""Operators for any authenticated Deyel API call."""
+"""Operators for any authenticated Deyel API call, and for handing one token to many tasks through XCom."""
 
 from __future__ import annotations
 
@@ -31,9 +31,12 @@ class DeyelOperator(BaseOperator):
     :param response_check: called with the response; returning False fails the task.
     :param response_filter: called with the response; its result is pushed to XCom instead of the JSON.
     :param deyel_conn_id: the ``deyel`` connection.
+    :param token: the XCom value of a ``DeyelTokenOperator``, typically
+        ``"{{ ti.xcom_pull('get_token') }}"`` (templated). Encrypted: the rendered field shows ciphertext
+        only. Used while valid and not rejected; otherwise the connection's normal path serves a token.
     """
 
-    template_fields: Sequence[str] = ("endpoint", "method", "query_params", "json", "headers")
+    template_fields: Sequence[str] = ("endpoint", "method", "query_params", "json", "headers", "token")
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "query_params": "json",
         "json": "json",
@@ -51,9 +54,11 @@ class DeyelOperator(BaseOperator):
         response_check: Callable[[requests.Response], bool] | None = None,
         response_filter: Callable[[requests.Response], Any] | None = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
+        token: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.token = token
         self.endpoint = endpoint
         self.method = method
         self.query_params = query_params
@@ -65,7 +70,7 @@ class DeyelOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> DeyelHook:
-        return DeyelHook(deyel_conn_id=self.deyel_conn_id)
+        return DeyelHook(deyel_conn_id=self.deyel_conn_id, token=self.token or None)
 
     def execute(self, context: Context) -> Any:
         response = self.hook.request(
@@ -92,3 +97,36 @@ def parsed_body(response: requests.Response) -> Any:
         return response.json()
     except ValueError:
         return response.text
+
+
+class DeyelTokenOperator(BaseOperator):
+    """Fetch (or reuse) the connection's token and push it to XCom, encrypted, for the tasks that follow.
+
+    The XCom value is ``{"deyel_token": "<ciphertext>", "expires_at": <epoch s>, "v": 1}``, encrypted with a
+    key derived from the connection's client secret: readable only by tasks that have the connection. Pass
+    it on with ``token="{{ ti.xcom_pull('get_token') }}"``. With a shared ``token_cache`` (``file``,
+    ``redis``) tasks already share one token without this operator; it helps when tasks cannot share a cache.
+
+    :param deyel_conn_id: the ``deyel`` connection.
+    :param clear_text: push the access token in clear (``{"access_token": ..., "expires_at": ..., "v": 1}``)
+        for consumers outside this provider. Anyone who can read XComs can then use the token until it
+        expires; avoid it.
+    """
+
+    def __init__(
+        self, *, deyel_conn_id: str = DeyelHook.default_conn_name, clear_text: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deyel_conn_id = deyel_conn_id
+        self.clear_text = clear_text
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = DeyelHook(deyel_conn_id=self.deyel_conn_id)
+        if self.clear_text:
+            self.log.warning(
+                "clear_text=True: the access token goes to XCom unencrypted; anyone who can read this "
+                "task's XCom can call Deyel with it until it expires"
+            )
+        value = hook.get_token_for_xcom(clear_text=self.clear_text)
+        self.log.info("Token shared through XCom, valid until %s (epoch s)", int(value["expires_at"]))
+        return value

@@ -1,0 +1,68 @@
+"""The one place where the connection's ``token_cache`` extra becomes cache tiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+from airflow.sdk.log import mask_secret
+
+from deyel_provider.auth.cache import PROCESS_CACHE, NoTokenCache, TokenCache
+from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
+from deyel_provider.exceptions import DeyelConfigError
+
+if TYPE_CHECKING:
+    from deyel_provider.config import DeyelConfig
+
+
+def process_tier(config: DeyelConfig) -> TokenCache:
+    """The first tier, in front of the shared one, so that a task does not hit disk or Redis per request."""
+    return NoTokenCache() if config.token_cache == "none" else PROCESS_CACHE
+
+
+def shared_tier(config: DeyelConfig, key: str) -> TokenCache | None:
+    """The cache shared with other processes (``file``, ``redis``), or None (``memory``, ``none``)."""
+    if config.token_cache not in ("file", "redis"):
+        return None
+    sealer = TokenSealer(config.client_secret, key, CACHE_PURPOSE)
+    if config.token_cache == "file":
+        from deyel_provider.auth.file_cache import FileTokenCache, default_cache_dir
+
+        directory = (
+            Path(config.token_cache_dir).expanduser() if config.token_cache_dir else default_cache_dir()
+        )
+        return FileTokenCache(directory, sealer, config.token_cache_lock_wait)
+    from deyel_provider.auth.redis_cache import RedisTokenCache, redis_client
+
+    return RedisTokenCache(
+        redis_client(redis_url(config)),
+        sealer,
+        lease=config.token_cache_lock_lease,
+        lock_wait=config.token_cache_lock_wait,
+    )
+
+
+def redis_url(config: DeyelConfig) -> str:
+    """The ``token_cache_url`` extra, else a URL built from the Airflow connection ``token_cache_conn_id``."""
+    if config.token_cache_url:
+        url = config.token_cache_url
+    else:
+        from airflow.sdk import BaseHook
+
+        assert config.token_cache_conn_id  # DeyelConfig checks that one of the two is set
+        conn = BaseHook.get_connection(config.token_cache_conn_id)
+        if not conn.host:
+            raise DeyelConfigError(
+                f"connection {config.token_cache_conn_id!r} (token_cache_conn_id) has no Host for Redis"
+            )
+        extra = conn.extra_dejson
+        scheme = "rediss" if str(extra.get("ssl", "")).lower() in ("true", "1") else "redis"
+        auth = ""
+        if conn.password:
+            auth = f"{quote(conn.login or '', safe='')}:{quote(conn.password, safe='')}@"
+        url = f"{scheme}://{auth}{conn.host}:{conn.port or 6379}/{extra.get('db', 0)}"
+    password = urlsplit(url).password
+    if password:
+        mask_secret(password)
+    return url

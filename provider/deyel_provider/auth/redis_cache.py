@@ -1,0 +1,134 @@
+"""Tokens shared by every host: encrypted entries in Redis that expire with the token, and a leased lock."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from deyel_provider.auth.cache import TokenCacheError
+from deyel_provider.auth.crypto import UnreadableTokenError
+from deyel_provider.exceptions import DeyelConfigError
+
+if TYPE_CHECKING:
+    from deyel_provider.auth.crypto import TokenSealer
+    from deyel_provider.auth.token import DeyelToken
+
+#: Seconds before a Redis call that gets no answer counts as a fault (then the token is fetched directly).
+SOCKET_TIMEOUT = 2.0
+
+_clients: dict[str, Any] = {}
+_clients_guard = threading.Lock()
+
+
+def redis_client(url: str) -> Any:
+    """One client (and connection pool) per URL and process; redis-py resets the pool after a fork."""
+    try:
+        import redis
+    except ImportError:
+        raise DeyelConfigError(
+            "token_cache 'redis' needs redis-py: pip install 'airflow-provider-deyel[redis]'"
+        ) from None
+    with _clients_guard:
+        client = _clients.get(url)
+        if client is None:
+            try:
+                client = redis.Redis.from_url(
+                    url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
+                )
+            except ValueError as exc:
+                raise DeyelConfigError(f"token_cache_url is not a Redis URL: {exc}") from None
+            _clients[url] = client
+        return client
+
+
+class RedisTokenCache:
+    """Entries under the credential key with the token's TTL; renewals serialised by a Redis lock.
+
+    The lock has a lease: a holder that dies frees it after ``lease`` seconds at most.
+
+    :param client: a ``redis.Redis``.
+    :param sealer: encrypts entries with the credential's key.
+    :param lease: seconds after which a lock whose holder vanished expires.
+    :param lock_wait: seconds to wait for another process's renewal.
+    """
+
+    name = "redis"
+
+    def __init__(self, client: Any, sealer: TokenSealer, lease: float, lock_wait: float) -> None:
+        self._client = client
+        self._sealer = sealer
+        self._lease = lease
+        self._lock_wait = lock_wait
+
+    def __repr__(self) -> str:
+        return f"RedisTokenCache(lease={self._lease:g}, lock_wait={self._lock_wait:g})"
+
+    @contextmanager
+    def _faults(self, what: str) -> Iterator[None]:
+        import redis
+
+        try:
+            yield
+        except redis.RedisError as exc:
+            # The class name only: a connection error's text may carry the URL (and its password).
+            raise TokenCacheError(self.name, f"{what} failed ({type(exc).__name__})") from None
+
+    def get(self, key: str) -> DeyelToken | None:
+        with self._faults("GET"):
+            data = self._client.get(key)
+        if data is None:
+            return None
+        try:
+            return self._sealer.open(data)
+        except UnreadableTokenError as exc:
+            raise TokenCacheError(self.name, f"entry {key}: {exc}") from None
+
+    def put(self, key: str, token: DeyelToken) -> None:
+        ttl = math.ceil(token.expires_at - time.time())
+        if ttl <= 0:
+            return
+        with self._faults("SET"):
+            self._client.set(key, self._sealer.seal(token), ex=ttl)
+
+    def discard(self, key: str, access_token: str) -> None:
+        import redis
+
+        with self._faults("discard"), self._client.pipeline() as pipe:
+            # Optimistic compare-and-delete: the entry is encrypted, so the comparison happens here.
+            try:
+                pipe.watch(key)
+                data = pipe.get(key)
+                if data is not None:
+                    try:
+                        holds_it = self._sealer.open(data).access_token == access_token
+                    except UnreadableTokenError:
+                        holds_it = True  # unreadable: drop it as well
+                    if holds_it:
+                        pipe.multi()
+                        pipe.delete(key)
+                        pipe.execute()
+            except redis.WatchError:
+                pass  # someone replaced the entry meanwhile: it no longer holds the rejected token
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        import redis
+
+        lock = self._client.lock(
+            f"{key}:lock", timeout=self._lease, blocking_timeout=self._lock_wait, thread_local=False
+        )
+        with self._faults("lock"):
+            acquired = lock.acquire()
+        if not acquired:
+            raise TokenCacheError(self.name, f"the renewal lock was not free within {self._lock_wait:g} s")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except redis.RedisError:
+                pass  # the lease ran out or Redis went away: the lock frees itself either way

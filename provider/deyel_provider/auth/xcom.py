@@ -1,0 +1,80 @@
+"""A token handed from one task to others through XCom, encrypted with the connection-derived key.
+
+The value is a small JSON-serialisable dict: ``{"deyel_token": "<Fernet ciphertext>", "expires_at": <epoch s>,
+"v": 1}``. Without the connection's client secret nothing in it is usable. Only on an explicit opt-in is the
+token written in clear (``{"access_token": ..., "expires_at": ..., "v": 1}``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import time
+from typing import Any
+
+from deyel_provider.auth.crypto import XCOM_PURPOSE, TokenSealer, UnreadableTokenError
+from deyel_provider.auth.token import DeyelToken
+from deyel_provider.exceptions import DeyelConfigError
+
+log = logging.getLogger(__name__)
+
+XCOM_VERSION = 1
+
+
+def token_to_xcom(
+    token: DeyelToken, client_secret: str, key: str, *, clear_text: bool = False
+) -> dict[str, Any]:
+    """The XCom value for ``token``; the refresh token never leaves the cache."""
+    if clear_text:
+        return {"access_token": token.access_token, "expires_at": token.expires_at, "v": XCOM_VERSION}
+    handed = DeyelToken(token.access_token, expires_at=token.expires_at, issued_at=token.issued_at)
+    sealed = TokenSealer(client_secret, key, XCOM_PURPOSE).seal(handed).decode("ascii")
+    return {"deyel_token": sealed, "expires_at": token.expires_at, "v": XCOM_VERSION}
+
+
+def token_from_xcom(value: Any, client_secret: str, key: str) -> DeyelToken | None:
+    """The token in an XCom value from :func:`token_to_xcom`, or None when it is expired or unreadable.
+
+    Accepts the dict itself, or its rendering by a template (``{{ ti.xcom_pull('get_token') }}`` renders a
+    dict as its Python repr unless the DAG renders native objects).
+    """
+    value = _as_dict(value)
+    if value.get("v") != XCOM_VERSION:
+        raise DeyelConfigError(f"token: unsupported XCom token version {value.get('v')!r} (expected 1)")
+    if isinstance(value.get("deyel_token"), str):
+        try:
+            token = TokenSealer(client_secret, key, XCOM_PURPOSE).open(value["deyel_token"].encode())
+        except UnreadableTokenError:
+            log.warning(
+                "The token passed in 'token' was not sealed for this connection (another connection, or "
+                "the client secret was rotated); requesting one the normal way"
+            )
+            return None
+    elif isinstance(value.get("access_token"), str):
+        now = time.time()
+        token = DeyelToken(value["access_token"], expires_at=float(value.get("expires_at", 0)), issued_at=now)
+    else:
+        raise DeyelConfigError("token: expected the XCom value of DeyelTokenOperator ('deyel_token' key)")
+    if not token.is_valid():
+        log.info("The token passed in 'token' has expired; requesting one the normal way")
+        return None
+    return token
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = None
+    if not isinstance(value, dict):
+        raise DeyelConfigError(
+            "token: expected the XCom value of DeyelTokenOperator, e.g. "
+            "token=\"{{ ti.xcom_pull('get_token') }}\""
+        )
+    return value
