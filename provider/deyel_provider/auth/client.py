@@ -45,6 +45,9 @@ class TokenClient:
     def __repr__(self) -> str:
         return f"TokenClient(token_url={self._config.token_url!r}, client_id={self._config.client_id!r})"
 
+    def close(self) -> None:
+        self._session.close()
+
     def client_credentials(self, *, remembered_refusals: bool = True) -> DeyelToken:
         """Request a token with the client's own credentials.
 

@@ -34,7 +34,11 @@ class RunningEmulator:
         self._state: EmulatorState = self._app.state.emulator
         self._host = host
         self._port = port
-        self._ssl = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile} if ssl_certfile else {}
+        # uvloop's TLS transport leaks a ResourceWarning for every client that aborts the handshake (a client
+        # that refuses the certificate): the standard asyncio loop closes those cleanly.
+        self._ssl: dict[str, Any] = (
+            {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile, "loop": "asyncio"} if ssl_certfile else {}
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None

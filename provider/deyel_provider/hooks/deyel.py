@@ -69,6 +69,14 @@ class DeyelHook(BaseHook):
             margin=config.refresh_margin,
         )
 
+    def close(self) -> None:
+        """Close the pooled connections (the hook opens new ones if it is used again)."""
+        for name in ("_api_session", "token_client"):
+            opened = self.__dict__.pop(name, None)
+            if opened is not None:
+                opened.close()
+        self.__dict__.pop("token_provider", None)
+
     def get_token(self) -> str:
         """Return a valid access token, requesting one only when none is cached or it is about to expire."""
         return self.token_provider.token().access_token
@@ -85,7 +93,7 @@ class DeyelHook(BaseHook):
         return session
 
     def _pooled_session(self) -> requests.Session:
-        session = requests.Session()
+        session = _ConnectionSession()
         session.verify = self.config.verify
         # Room for parallel page fetches; requests' default pool keeps 10 connections per host.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
@@ -162,3 +170,18 @@ class DeyelHook(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         mask_token(token)
         return True, f"Connected to {self.config.base_url}: token obtained, valid {token.lifetime:.0f} s"
+
+
+class _ConnectionSession(requests.Session):
+    """A session whose own TLS setting wins over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+
+    requests lets those environment variables replace ``session.verify`` on every request (psf/requests#3829),
+    which would silently ignore the connection's ``ca_bundle`` (and ``verify: false``) on hosts that set them.
+    """
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if verify is None:
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
