@@ -47,7 +47,9 @@ def self_signed(tmp_path_factory) -> tuple[str, str]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -176,7 +178,7 @@ def test_plain_http_to_a_remote_host_is_warned_about(deyel_conn):
         DeyelHook().config  # noqa: B018
 
 
-# -- response size --------------------------------------------------------------------------------------------
+# -- response size ----------------------------------------------------------------------------------
 
 
 def test_an_oversized_response_is_refused_without_retry(emulator, deyel_conn, caplog):
@@ -184,7 +186,9 @@ def test_an_oversized_response_is_refused_without_retry(emulator, deyel_conn, ca
     deyel_conn(extra={"max_response_bytes": 2000})
     hook = DeyelHook()
     assert hook.request("GET", INSTANCES + "/1").ok  # a small body passes
-    with pytest.raises(DeyelBadResponseError, match="over the 2000 bytes allowed by the 'max_response_bytes'"):
+    with pytest.raises(
+        DeyelBadResponseError, match="over the 2000 bytes allowed by the 'max_response_bytes'"
+    ):
         hook.request("GET", INSTANCES, params={"pageSize": 50})
     assert emulator.stats()["api_requests"] == 2
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import logging
 import os
 import subprocess
 import sys
@@ -109,7 +108,11 @@ def test_attempts_run_out_with_the_last_typed_error(emulator, deyel_conn, caplog
 def test_a_post_is_not_replayed_once_it_may_have_reached_the_server(emulator, deyel_conn):
     hook = DeyelHook()
     before = count_instances(hook)
-    for fault in ({"action": "status", "status": 503}, {"action": "status", "status": 500}, {"action": "drop"}):
+    for fault in (
+        {"action": "status", "status": 503},
+        {"action": "status", "status": 500},
+        {"action": "drop"},
+    ):
         emulator.set_faults([{"route": "data", "method": "POST", "count": 1, **fault}])
         sent = emulator.stats()["api_requests"]
         with pytest.raises((DeyelServerError, DeyelConnectionError)) as caught:
@@ -241,9 +244,13 @@ def test_refused_credentials_are_remembered_and_not_sent_again(emulator, deyel_c
     assert "deyel_default" in message
     assert "fix the connection" in message
     assert "a-wrong-secret" not in message
-    assert (again.value.status, again.value.path) == (first.value.status, first.value.path) == (
-        401,
-        "/oauth/token",
+    assert (
+        (again.value.status, again.value.path)
+        == (first.value.status, first.value.path)
+        == (
+            401,
+            "/oauth/token",
+        )
     )
 
     # The connection's Test button asks the server again; so does a corrected secret.
@@ -299,12 +306,16 @@ def test_which_errors_are_retried_for_which_methods():
     dropped = DeyelConnectionError("x", request_sent=True)
     tls = DeyelConnectionError("x", request_sent=False, transient=False)
     limited = DeyelRateLimitError("x", status=429)
-    safe = [e for e in (*server.values(), never_connected, dropped, tls, limited) if policy.should_retry(
-        e, replay_safe=True
-    )]
-    unsafe = [e for e in (*server.values(), never_connected, dropped, tls, limited) if policy.should_retry(
-        e, replay_safe=False
-    )]
+    safe = [
+        e
+        for e in (*server.values(), never_connected, dropped, tls, limited)
+        if policy.should_retry(e, replay_safe=True)
+    ]
+    unsafe = [
+        e
+        for e in (*server.values(), never_connected, dropped, tls, limited)
+        if policy.should_retry(e, replay_safe=False)
+    ]
     assert safe == [server[500], server[502], server[503], server[504], never_connected, dropped, limited]
     assert unsafe == [never_connected, limited]
     assert not policy.should_retry(DeyelError("x"), replay_safe=True)

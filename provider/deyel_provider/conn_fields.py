@@ -79,7 +79,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "retry_attempts",
         "Retry attempts",
-        "Attempts in all for a call that fails transiently (429, 502-504, dropped connection...); 1 = no retry.",
+        "Attempts in all for a call that fails transiently (429, 502-504, dropped connection...); "
+        "1 = no retry.",
         "integer",
         5,
     ),

@@ -41,7 +41,7 @@ class DeyelError(AirflowException):
     ``DeyelError``: the connection may be fixed between two task tries.
     """
 
-    #: The class's default; an instance may differ (a TLS failure is a connection error that is not transient).
+    #: The class's default; an instance may differ (a TLS failure is a connection error, yet not transient).
     transient = False
 
     def __init__(

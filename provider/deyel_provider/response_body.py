@@ -13,7 +13,7 @@ _CHUNK = 64 * 1024
 
 
 def read_capped(response: requests.Response, limit: int, *, method: str, path: str) -> requests.Response:
-    """Load a response sent with ``stream=True`` into ``response.content``, refusing more than ``limit`` bytes.
+    """Load a response sent with ``stream=True`` into ``response.content``, refusing over ``limit`` bytes.
 
     A ``Content-Length`` over the limit fails before anything is read; a body without one (chunked) is read
     until it passes the limit and the connection is then closed. The limit applies to the decoded bytes, so

@@ -90,8 +90,10 @@ class RetryPolicy:
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            what = f"HTTP {error.status}" if isinstance(error, DeyelError) and error.status else (
-                type(error).__name__
+            what = (
+                f"HTTP {error.status}"
+                if isinstance(error, DeyelError) and error.status
+                else (type(error).__name__)
             )
             sleep = state.next_action.sleep if state.next_action else 0.0
             log.warning(

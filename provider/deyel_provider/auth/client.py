@@ -65,7 +65,10 @@ class TokenClient:
             refusals.check(key, config.auth_failure_ttl)
         try:
             token = self._retry.call(
-                lambda: self._post_once(form), method="POST", path=urlsplit(config.token_url).path, replay_safe=True
+                lambda: self._post_once(form),
+                method="POST",
+                path=urlsplit(config.token_url).path,
+                replay_safe=True,
             )
         except DeyelAuthError as refused:
             refusals.remember(key, refused, config.auth_failure_ttl)

@@ -3,8 +3,8 @@
 A wrong Client Secret fails every task that uses the connection; without this, each of them (and each of their
 retries) would POST the same bad credentials again, which can lock the account or trip the server's abuse
 protection. The refusal is kept as a small marker file so that every task process of the host sees it (Airflow
-runs each task in a process of its own): per user, in ``$DEYEL_PROVIDER_STATE_DIR`` or the temp directory, in a
-0700 directory, written atomically, 0600. The file name is a hash and the file holds only what the error
+runs each task in a process of its own): per user, in ``$DEYEL_PROVIDER_STATE_DIR`` or the temp directory,
+in a 0700 directory, written atomically, 0600. The file name is a hash and the file holds only what the error
 message already says (status, the server's message, connection id), never a secret.
 """
 
@@ -35,7 +35,7 @@ def refusal_key(credential_key: str, form: dict[str, str]) -> str:
 
 
 def _directory() -> Path | None:
-    """The per-user marker directory, or None when it cannot be trusted (not ours, a symlink, not writable)."""
+    """The per-user marker directory, or None when it cannot be trusted (not ours, a symlink, unwritable)."""
     base = Path(os.environ.get(STATE_DIR_ENV) or tempfile.gettempdir())
     uid = os.getuid() if hasattr(os, "getuid") else None
     directory = base / f"deyel-provider-{uid if uid is not None else 'user'}"

@@ -52,9 +52,8 @@ class FaultRule:
         if not isinstance(raw, dict):
             raise ValueError("each fault rule must be a JSON object")
         known = {
-            "action", "route", "method", "path_contains", "status", "retry_after", "body", "raw_body", "headers",
-            "delay_ms",
-            "probability", "after", "count", "seed",
+            "action", "route", "method", "path_contains", "status", "retry_after", "body", "raw_body",
+            "headers", "delay_ms", "probability", "after", "count", "seed",
         }  # fmt: skip
         unknown = set(raw) - known
         if unknown:

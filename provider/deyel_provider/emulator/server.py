@@ -37,7 +37,9 @@ class RunningEmulator:
         # uvloop's TLS transport leaks a ResourceWarning for every client that aborts the handshake (a client
         # that refuses the certificate): the standard asyncio loop closes those cleanly.
         self._ssl: dict[str, Any] = (
-            {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile, "loop": "asyncio"} if ssl_certfile else {}
+            {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile, "loop": "asyncio"}
+            if ssl_certfile
+            else {}
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

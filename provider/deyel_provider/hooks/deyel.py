@@ -180,7 +180,7 @@ class _ConnectionSession(requests.Session):
     """
 
     def merge_environment_settings(
-        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
         if verify is None:
             verify = self.verify
