@@ -16,7 +16,13 @@ import pytest  # noqa: E402
 
 from deyel_provider.auth.cache import PROCESS_CACHE  # noqa: E402
 from deyel_provider.emulator import run_emulator  # noqa: E402
-from tests.helpers import connection_json  # noqa: E402
+from tests.helpers import FAST_RETRY, connection_json  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path, monkeypatch):
+    """Refused credentials are remembered in marker files: each test gets its own folder for them."""
+    monkeypatch.setenv("DEYEL_PROVIDER_STATE_DIR", str(tmp_path / "deyel-state"))
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +40,14 @@ def emulator():
 
 @pytest.fixture
 def deyel_conn(emulator, monkeypatch):
-    """``deyel_default`` pointing at the emulator; returns a function to define more connections."""
+    """``deyel_default`` pointing at the emulator; returns a function to define more connections.
+
+    Retries keep their default count but wait milliseconds, so tests of transient faults stay fast.
+    """
 
     def define(conn_id: str = "deyel_default", *, url: str | None = None, **fields) -> str:
         body = json.loads(connection_json(url or emulator.url))
-        extra = fields.pop("extra", {})
+        extra = {**FAST_RETRY, **fields.pop("extra", {})}
         body.update(fields)
         body["extra"] = extra
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))

@@ -8,6 +8,9 @@ import json
 CLIENT_ID = "DEYELBOT"
 CLIENT_SECRET = "BOTDEYEL312!"
 
+#: Connection extras that keep the retry policy's attempts but shrink its waits to milliseconds.
+FAST_RETRY = {"retry_backoff": 0.001, "retry_max_backoff": 0.01, "retry_after_max": 0.05}
+
 
 def connection_json(url: str, **extra) -> str:
     return json.dumps(

@@ -34,6 +34,13 @@ class DeyelConfig:
     timeout: float
     verify: bool | str
     refresh_margin: float
+    # Resilience (see deyel_provider.retry).
+    retry_attempts: int
+    retry_backoff: float
+    retry_max_backoff: float
+    retry_after_max: float
+    auth_failure_ttl: float
+    max_response_bytes: int
     token_cache: str = "file"
     token_cache_dir: str | None = None
     token_cache_url: str | None = field(default=None, repr=False)

@@ -141,4 +141,49 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "string",
         secret=True,
     ),
+    # Resilience: the retry policy (deyel_provider.retry), refused-credential memory, response size cap.
+    ExtraField(
+        "retry_attempts",
+        "Retry attempts",
+        "Attempts in all for a call that fails transiently (429, 502-504, dropped connection...); "
+        "1 = no retry.",
+        "integer",
+        5,
+    ),
+    ExtraField(
+        "retry_backoff",
+        "Retry backoff (s)",
+        "Base of the exponential backoff with full jitter: the n-th retry waits up to backoff * 2^(n-1) s.",
+        "number",
+        1,
+    ),
+    ExtraField(
+        "retry_max_backoff",
+        "Retry max backoff (s)",
+        "Ceiling of one backoff wait.",
+        "number",
+        30,
+    ),
+    ExtraField(
+        "retry_after_max",
+        "Retry-After cap (s)",
+        "Longest wait honoured when the server sends Retry-After (in seconds or as an HTTP date).",
+        "number",
+        120,
+    ),
+    ExtraField(
+        "auth_failure_ttl",
+        "Refused credentials memory (s)",
+        "After the token endpoint refuses the credentials, fail at once without asking it again for "
+        "this many seconds (0 turns it off).",
+        "number",
+        60,
+    ),
+    ExtraField(
+        "max_response_bytes",
+        "Max response size (bytes)",
+        "Largest response body read into memory; a larger one fails with DeyelBadResponseError.",
+        "integer",
+        64 * 1024 * 1024,
+    ),
 )

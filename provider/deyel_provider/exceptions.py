@@ -24,9 +24,25 @@ if TYPE_CHECKING:
 #: Deyel's error code for "the organisation's API request limit is exceeded" (sent with a 403).
 REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"
 
+#: Server errors worth another attempt: the server or a gateway in front of it was briefly unavailable.
+#: 500 is in the list but the retry policy replays it only for idempotent methods; 501, 505... never change.
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+
+#: Longest server-provided text kept in a message, so a huge or hostile error body stays readable.
+_MAX_DETAIL = 300
+
 
 class DeyelError(AirflowException):
-    """Base class of every error raised by the provider."""
+    """Base class of every error raised by the provider.
+
+    ``transient`` says whether the same request may succeed later (the retry policy in
+    :mod:`deyel_provider.retry` decides, from it and the method, whether to replay); ``retry_after`` is the
+    server's ``Retry-After`` in seconds, when it sent one. Airflow's own task retries apply to every
+    ``DeyelError``: the connection may be fixed between two task tries.
+    """
+
+    #: The class's default; an instance may differ (a TLS failure is a connection error, yet not transient).
+    transient = False
 
     def __init__(
         self,
@@ -36,12 +52,21 @@ class DeyelError(AirflowException):
         method: str | None = None,
         path: str | None = None,
         errors: list[dict[str, Any]] | None = None,
+        retry_after: float | None = None,
+        transient: bool | None = None,
     ) -> None:
+        #: The message without the method, path and status around it.
+        self.detail = message
         self.status = status
         self.method = method
-        self.path = path
+        self.path = urlsplit(path).path if path and ("?" in path or "#" in path) else path
         self.errors: list[dict[str, Any]] = errors or []
-        where = " ".join(part for part in (method, path) if part)
+        self.retry_after = retry_after
+        if transient is not None:
+            self.transient = transient
+        #: Set by the retry policy on the error it gives up with, so an outer policy does not replay it again.
+        self.retries_exhausted = False
+        where = " ".join(part for part in (method, self.path) if part)
         prefix = f"{where}: " if where else ""
         suffix = f" (HTTP {status})" if status is not None else ""
         super().__init__(f"{prefix}{message}{suffix}")
@@ -70,13 +95,15 @@ class DeyelConflictError(DeyelError):
 class DeyelRateLimitError(DeyelError):
     """429, or Deyel's 403 ``REQUEST_LIMIT_EXCEEDED``: the organisation's API request limit is exceeded."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kwargs)
+    transient = True
 
 
 class DeyelServerError(DeyelError):
-    """5xx: Deyel failed or is unavailable."""
+    """5xx: Deyel failed or is unavailable (transient for 500, 502, 503 and 504)."""
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("transient", kwargs.get("status") in TRANSIENT_STATUSES)
+        super().__init__(message, **kwargs)
 
 
 class DeyelRequestError(DeyelError):
@@ -88,7 +115,67 @@ class DeyelBadResponseError(DeyelError):
 
 
 class DeyelConnectionError(DeyelError):
-    """The server could not be reached: wrong URL, DNS, refused connection, TLS failure or timeout."""
+    """The server could not be reached: wrong URL, DNS, refused connection, TLS failure or timeout.
+
+    Transient except for a TLS failure. ``request_sent`` tells whether the request may have reached the
+    server (a read timeout, a connection dropped mid-response): a non-idempotent call is then not replayed.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kwargs)
+
+
+def connection_error(
+    exc: requests.RequestException, url: str, timeout: float, conn_id: str, *, method: str | None = None
+) -> DeyelConnectionError:
+    """A clear message for a request that got no HTTP answer (what went wrong and what to check).
+
+    :param url: the requested URL; only its scheme, host and path are kept (a query may carry secrets).
+    """
+    import requests
+
+    parts = urlsplit(url)
+    sent = True
+    transient = True
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = "TLS verification failed; fix the certificate or set the 'CA bundle path' extra"
+        transient = sent = False
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        reason = f"could not connect within {timeout:g} s (the 'Request timeout' extra)"
+        sent = False
+    elif isinstance(exc, requests.exceptions.Timeout):
+        reason = f"no answer within {timeout:g} s (the 'Request timeout' extra)"
+    elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        reason = "the connection broke while the response was being read"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        sent = not _never_connected(exc)
+        reason = (
+            "could not connect; check the Host (base URL) and that the server is up"
+            if not sent
+            else "the connection was dropped before the response was complete"
+        )
+    else:
+        reason = f"request failed ({type(exc).__name__})"
+    return DeyelConnectionError(
+        f"{parts.scheme}://{parts.netloc}: {reason} [connection {conn_id!r}]",
+        method=method,
+        path=parts.path or "/",
+        request_sent=sent,
+        transient=transient,
+    )
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when the TCP connection was never made, so the request cannot have reached the server."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, MaxRetryError):
+        cause = cause.reason
+    return isinstance(cause, NewConnectionError)
 
 
 def parse_errors(body: bytes | str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -104,7 +191,7 @@ def parse_errors(body: bytes | str | None) -> tuple[list[dict[str, Any]], str | 
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return [], _excerpt(text)
     if not isinstance(data, dict):
         return [], _excerpt(text)
@@ -121,12 +208,17 @@ def parse_errors(body: bytes | str | None) -> tuple[list[dict[str, Any]], str | 
     for key in ("error_description", "message"):
         if isinstance(data.get(key), str):
             parts.append(data[key])
-    return errors, "; ".join(dict.fromkeys(parts)) or None
+    return errors, _readable("; ".join(dict.fromkeys(parts))) or None
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def _excerpt(text: str) -> str:
     """The start of a non-JSON body on one line, with HTML tags dropped, so messages stay readable."""
-    flat = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return _readable(re.sub(r"<[^>]+>", " ", text))
+
+
+def _readable(text: str, limit: int = _MAX_DETAIL) -> str:
+    """One printable line of at most ``limit`` characters: control characters and runs of blanks collapse."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
@@ -142,13 +234,18 @@ def error_from_response(
     method = request.method if request is not None else None
     path = urlsplit(response.url).path or "/"
     errors, detail = parse_errors(response.content)
-    common: dict[str, Any] = {"status": status, "method": method, "path": path, "errors": errors}
-    detail = (detail or response.reason or "no details in the response") + (f" [{note}]" if note else "")
+    common: dict[str, Any] = {
+        "status": status,
+        "method": method,
+        "path": path,
+        "errors": errors,
+        "retry_after": parse_retry_after(response.headers),
+    }
+    reason = _readable(response.reason or "") if isinstance(response.reason, str) else ""
+    detail = (detail or reason or "no details in the response") + (f" [{note}]" if note else "")
     codes = {str(e.get("message")) for e in errors} | {str(_json_key(response, "errorCode"))}
     if status == 429 or (status == 403 and REQUEST_LIMIT_EXCEEDED in codes):
-        return DeyelRateLimitError(
-            f"rate limited: {detail}", retry_after=parse_retry_after(response.headers), **common
-        )
+        return DeyelRateLimitError(f"rate limited: {detail}", **common)
     if status == 401 or (token_endpoint and status in (400, 403)):
         what = "the token endpoint refused the credentials" if token_endpoint else "unauthorized"
         return DeyelAuthError(f"{what}: {detail}", **common)
@@ -175,16 +272,17 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # Not a number and not an HTTP date: ignore it and let the backoff decide.
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _json_key(response: requests.Response, key: str) -> Any:
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data.get(key) if isinstance(data, dict) else None

@@ -49,6 +49,9 @@ class DeyelBearerAuth(AuthBase):
     def _renew_on_401(self, response: requests.Response, rejected: str, **kwargs: Any) -> requests.Response:
         if response.status_code != 401 or not _replayable(response.request):
             return response
+        if not response.request.url or not self._is_own_url(response.request.url):
+            # A redirect led elsewhere and that host answered 401: its 401 is not ours to answer with a token.
+            return response
         self._provider.invalidate(rejected)
         access_token = self._provider.token().access_token
         log.info("Deyel answered 401 to %s; replaying it once with a renewed token", response.request.method)

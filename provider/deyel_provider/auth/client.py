@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import requests
 
+from deyel_provider.auth import refusals
+from deyel_provider.auth.provider import credential_key
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.exceptions import (
+    DeyelAuthError,
     DeyelBadResponseError,
-    DeyelConnectionError,
-    DeyelError,
+    connection_error,
     error_from_response,
 )
+from deyel_provider.response_body import read_capped
+from deyel_provider.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from deyel_provider.config import DeyelConfig
+
+__all__ = ["TokenClient", "connection_error"]
 
 log = logging.getLogger(__name__)
 
@@ -25,37 +32,77 @@ class TokenClient:
     """Requests tokens from ``POST {base_url}{token_path}`` with HTTP Basic client authentication.
 
     Stateless apart from the pooled session it is given: caching and renewal belong to the token provider.
+    Transient failures (429, 5xx, network) are retried by the provider's retry policy (a token POST may be
+    sent twice: the worst outcome is an unused token); refused credentials never are, and are remembered for
+    ``auth_failure_ttl`` seconds so that later tasks fail at once instead of sending them again.
     """
 
     def __init__(self, config: DeyelConfig, session: requests.Session) -> None:
         self._config = config
         self._session = session
+        self._retry = RetryPolicy.from_config(config)
 
     def __repr__(self) -> str:
         return f"TokenClient(token_url={self._config.token_url!r}, client_id={self._config.client_id!r})"
 
-    def client_credentials(self) -> DeyelToken:
-        return self._post({"grant_type": "client_credentials"})
+    def close(self) -> None:
+        self._session.close()
 
-    def password(self) -> DeyelToken:
+    def password(self, *, remembered_refusals: bool = True) -> DeyelToken:
         """The resource owner password grant, with the connection's ``username``/``password`` extras."""
         config = self._config
         assert config.username and config.user_password  # DeyelConfig checks both for this grant
         return self._post(
-            {"grant_type": "password", "username": config.username, "password": config.user_password}
+            {"grant_type": "password", "username": config.username, "password": config.user_password},
+            remembered_refusals=remembered_refusals,
         )
 
     def refresh(self, refresh_token: str) -> DeyelToken:
         """The documented refresh POST: a new access token for the same refresh token."""
         return self._post({"grant_type": "refresh_token", "refresh_token": refresh_token})
 
-    def grant(self) -> DeyelToken:
-        """The connection's full grant (``grant_type`` extra)."""
-        return self.password() if self._config.grant_type == "password" else self.client_credentials()
+    def grant(self, *, remembered_refusals: bool = True) -> DeyelToken:
+        """The connection's full grant (``grant_type`` extra).
 
-    def _post(self, form: dict[str, str]) -> DeyelToken:
+        :param remembered_refusals: fail at once with a refusal remembered from the last ``auth_failure_ttl``
+            seconds; the connection test turns this off to ask the server again.
+        """
+        if self._config.grant_type == "password":
+            return self.password(remembered_refusals=remembered_refusals)
+        return self.client_credentials(remembered_refusals=remembered_refusals)
+
+    def client_credentials(self, *, remembered_refusals: bool = True) -> DeyelToken:
+        """Request a token with the client's own credentials.
+
+        :param remembered_refusals: fail at once with a refusal remembered from the last ``auth_failure_ttl``
+            seconds; the connection test turns this off to ask the server again.
+        """
+        return self._post({"grant_type": "client_credentials"}, remembered_refusals=remembered_refusals)
+
+    def _post(self, form: dict[str, str], *, remembered_refusals: bool = True) -> DeyelToken:
+        config = self._config
+        key = refusals.refusal_key(
+            credential_key(config.token_url, config.client_id, config.client_secret), form
+        )
+        if remembered_refusals:
+            refusals.check(key, config.auth_failure_ttl)
+        try:
+            token = self._retry.call(
+                lambda: self._post_once(form),
+                method="POST",
+                path=urlsplit(config.token_url).path,
+                replay_safe=True,
+            )
+        except DeyelAuthError as refused:
+            refusals.remember(key, refused, config.auth_failure_ttl)
+            raise
+        refusals.forget(key)
+        return token
+
+    def _post_once(self, form: dict[str, str]) -> DeyelToken:
         config = self._config
         url = config.token_url
+        path = urlsplit(url).path
         try:
             # requests encodes the Basic header from the raw id and secret, as Deyel documents
             # (no form-encoding first), and form-encodes ``data`` with the right Content-Type.
@@ -67,33 +114,25 @@ class TokenClient:
                 timeout=config.timeout,
                 verify=config.verify,
                 allow_redirects=False,
+                stream=True,
             )
+            read_capped(response, config.max_response_bytes, method="POST", path=path)
         except requests.RequestException as exc:
-            raise connection_error(exc, url, config.timeout, config.conn_id) from None
+            raise connection_error(exc, url, config.timeout, config.conn_id, method="POST") from None
         log.debug("Token endpoint %s answered %s", url, response.status_code)
         if response.status_code != 200:
             raise error_from_response(response, token_endpoint=True, note=f"connection {config.conn_id!r}")
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise DeyelBadResponseError(
                 "the token endpoint answered 200 with a body that is not JSON; check the base URL and "
                 "the token path",
                 status=200,
                 method="POST",
-                path=config.token_path,
+                path=path,
             ) from None
-        return DeyelToken.from_response(body)
-
-
-def connection_error(exc: requests.RequestException, url: str, timeout: float, conn_id: str) -> DeyelError:
-    """A clear message for a request that got no HTTP answer (what went wrong and what to check)."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        reason = "TLS verification failed; fix the certificate or set the 'CA bundle path' extra"
-    elif isinstance(exc, requests.exceptions.Timeout):
-        reason = f"no answer within {timeout:g} s (the 'Request timeout' extra)"
-    elif isinstance(exc, requests.exceptions.ConnectionError):
-        reason = "could not connect; check the Host (base URL) and that the server is up"
-    else:
-        reason = f"request failed ({type(exc).__name__})"
-    return DeyelConnectionError(f"{url}: {reason} [connection {conn_id!r}]")
+        try:
+            return DeyelToken.from_response(body)
+        except DeyelBadResponseError as exc:
+            raise DeyelBadResponseError(exc.detail, status=200, method="POST", path=path) from None

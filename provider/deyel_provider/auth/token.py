@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import jwt
 
 from deyel_provider.exceptions import DeyelBadResponseError
+
+#: What an access token may be made of to travel in a header: visible ASCII, no blank (RFC 6750 is stricter).
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 #: Lifetime assumed when the server gives neither ``expires_in`` nor a readable JWT ``exp``.
 FALLBACK_LIFETIME = 300.0
@@ -44,10 +48,13 @@ class DeyelToken:
         if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
             raise DeyelBadResponseError("the token endpoint answered without an access_token")
         access_token = body["access_token"]
+        if not _TOKEN_CHARS.fullmatch(access_token):
+            # It goes into an HTTP header: an empty value or one with blanks or control characters cannot.
+            raise DeyelBadResponseError("the token endpoint answered with an access_token that is not usable")
         token_type = body.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise DeyelBadResponseError(
-                f"the token endpoint returned an unsupported token_type {token_type!r}"
+                f"the token endpoint returned an unsupported token_type {str(token_type)[:40]!r}"
             )
         refresh_token = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
         lifetime = _positive_number(body.get("expires_in"))

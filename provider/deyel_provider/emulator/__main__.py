@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--ssl-certfile", help="serve https with this PEM certificate")
+    parser.add_argument("--ssl-keyfile", help="the certificate's PEM private key")
     parser.add_argument(
         "--user",
         dest="users",
@@ -94,7 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    emulator = RunningEmulator(settings, host=args.host, port=args.port).start()
+    emulator = RunningEmulator(
+        settings,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+    ).start()
     try:
         print(emulator.url, flush=True)
         while not stop.wait(0.5):

@@ -35,6 +35,8 @@ class FaultRule:
     status: int | None = None
     retry_after: int | str | None = None
     body: Any = None
+    raw_body: str | bytes | None = None
+    headers: dict[str, str] | None = None
     delay_ms: float = 0
     probability: float = 1.0
     after: int = 0
@@ -50,8 +52,8 @@ class FaultRule:
         if not isinstance(raw, dict):
             raise ValueError("each fault rule must be a JSON object")
         known = {
-            "action", "route", "method", "path_contains", "status", "retry_after", "body", "delay_ms",
-            "probability", "after", "count", "seed",
+            "action", "route", "method", "path_contains", "status", "retry_after", "body", "raw_body",
+            "headers", "delay_ms", "probability", "after", "count", "seed",
         }  # fmt: skip
         unknown = set(raw) - known
         if unknown:
@@ -67,6 +69,13 @@ class FaultRule:
             raise ValueError("status must be an HTTP status code")
         if int(rule.after) < 0 or (rule.count is not None and int(rule.count) < 0):
             raise ValueError("after and count must be >= 0")
+        if rule.raw_body is not None and not isinstance(rule.raw_body, (str, bytes)):
+            raise ValueError("raw_body must be a string or bytes")
+        if rule.headers is not None and not (
+            isinstance(rule.headers, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in rule.headers.items())
+        ):
+            raise ValueError("headers must be an object of strings")
         rule.method = rule.method.upper() if rule.method else None
         rule.rng = random.Random(rule.seed)
         return rule
@@ -127,16 +136,28 @@ class FaultInjector:
 
 
 def status_response(rule: FaultRule) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The rule's status with its body: ``raw_body`` as is, else ``body`` as JSON, else a Deyel error body.
+
+    ``headers`` are added as given (they replace the default content type), e.g. a ``Location`` for a
+    redirect or odd headers for property-based tests.
+    """
     status = int(rule.status or 503)
+    headers = [(b"content-type", b"application/json")]
+    if rule.retry_after is not None:
+        headers.append((b"retry-after", str(rule.retry_after).encode("latin-1")))
+    if rule.headers:
+        given = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in rule.headers.items()]
+        names = {name for name, _ in given}
+        headers = [h for h in headers if h[0] not in names] + given
+    if rule.raw_body is not None:
+        raw = rule.raw_body.encode() if isinstance(rule.raw_body, str) else rule.raw_body
+        return status, headers, raw
     if rule.body is not None:
         body = rule.body
     elif status == 403:
         body = REQUEST_LIMIT_BODY
     else:
         body = errors_body(_phrase(status))
-    headers = [(b"content-type", b"application/json")]
-    if rule.retry_after is not None:
-        headers.append((b"retry-after", str(rule.retry_after).encode("latin-1")))
     return status, headers, json.dumps(body).encode()
 
 

@@ -48,6 +48,16 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 async def _send_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Send a whole response; with a ``transfer-encoding`` header, in chunks of unannounced total length."""
+    if any(name == b"transfer-encoding" for name, _ in headers):
+        # The server frames it (chunked) when no length is given: the client cannot size it in advance.
+        headers = [(k, v) for k, v in headers if k not in (b"transfer-encoding", b"content-length")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for start in range(0, len(body), 16384):
+            await send({"type": "http.response.body", "body": body[start : start + 16384], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    headers = [(k, v) for k, v in headers if k != b"content-length"]
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

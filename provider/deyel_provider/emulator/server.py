@@ -20,13 +20,27 @@ class RunningEmulator:
     """An emulator served on a local port; use :func:`run_emulator` unless you manage its lifetime."""
 
     def __init__(
-        self, settings: EmulatorSettings | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        settings: EmulatorSettings | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
+        """:param ssl_certfile: serve https with this PEM certificate (and ``ssl_keyfile``, its key)."""
         self.settings = settings or EmulatorSettings()
         self._app = create_app(self.settings)
         self._state: EmulatorState = self._app.state.emulator
         self._host = host
         self._port = port
+        # uvloop's TLS transport leaks a ResourceWarning for every client that aborts the handshake (a client
+        # that refuses the certificate): the standard asyncio loop closes those cleanly.
+        self._ssl: dict[str, Any] = (
+            {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile, "loop": "asyncio"}
+            if ssl_certfile
+            else {}
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -48,13 +62,14 @@ class RunningEmulator:
             raise
         port = sock.getsockname()[1]
         host = f"[{self._host}]" if family == socket.AF_INET6 else self._host
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if self._ssl else 'http'}://{host}:{port}"
         config = uvicorn.Config(
             self._app,
             log_level="warning",
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            **self._ssl,
         )
         self._server = uvicorn.Server(config)
 
@@ -119,10 +134,19 @@ class RunningEmulator:
 
 
 @contextmanager
-def run_emulator(settings: EmulatorSettings | None = None, **overrides: Any) -> Iterator[RunningEmulator]:
-    """Serve an emulator on 127.0.0.1 (a free port) for the duration of the ``with`` block."""
+def run_emulator(
+    settings: EmulatorSettings | None = None,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    **overrides: Any,
+) -> Iterator[RunningEmulator]:
+    """Serve an emulator on 127.0.0.1 (a free port) for the duration of the ``with`` block.
+
+    :param ssl_certfile: serve https with this PEM certificate (and ``ssl_keyfile``, its private key).
+    """
     settings = (settings or EmulatorSettings()).replace(**overrides) if overrides else settings
-    emulator = RunningEmulator(settings).start()
+    emulator = RunningEmulator(settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile).start()
     try:
         yield emulator
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -12,11 +13,13 @@ from requests.adapters import HTTPAdapter
 
 from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
-from deyel_provider.auth.client import TokenClient, connection_error
+from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.provider import TokenProvider, credential_key, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.config import DeyelConfig
-from deyel_provider.exceptions import DeyelError, error_from_response
+from deyel_provider.exceptions import DeyelError, connection_error, error_from_response
+from deyel_provider.response_body import read_capped
+from deyel_provider.retry import RetryPolicy, is_replay_safe
 
 
 class DeyelHook(BaseHook):
@@ -65,6 +68,11 @@ class DeyelHook(BaseHook):
         return credential_key(config.token_url, config.client_id, config.client_secret, *subject)
 
     @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        """The connection's retry policy (the ``retry_*`` extras), applied to every call."""
+        return RetryPolicy.from_config(self.config)
+
+    @cached_property
     def token_client(self) -> TokenClient:
         return TokenClient(self.config, self._pooled_session())
 
@@ -95,6 +103,14 @@ class DeyelHook(BaseHook):
         token = self.token_provider.token()
         return token_to_xcom(token, self.config.client_secret, self.credential_key, clear_text=clear_text)
 
+    def close(self) -> None:
+        """Close the pooled connections (the hook opens new ones if it is used again)."""
+        for name in ("_api_session", "token_client"):
+            opened = self.__dict__.pop(name, None)
+            if opened is not None:
+                opened.close()
+        self.__dict__.pop("token_provider", None)
+
     def get_token(self) -> str:
         """Return a valid access token, requesting one only when none is cached or it is about to expire."""
         return self.token_provider.token().access_token
@@ -111,7 +127,7 @@ class DeyelHook(BaseHook):
         return session
 
     def _pooled_session(self) -> requests.Session:
-        session = requests.Session()
+        session = _ConnectionSession()
         session.verify = self.config.verify
         # Room for parallel page fetches; requests' default pool keeps 10 connections per host.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
@@ -128,9 +144,14 @@ class DeyelHook(BaseHook):
         json: Any = None,
         data: Any = None,
         headers: dict[str, str] | None = None,
+        retry_unsafe: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
         """Make an authenticated call and return the response, or raise the typed error.
+
+        Transient failures are retried by the connection's retry policy (see :mod:`deyel_provider.retry`).
+        The body is read with the ``max_response_bytes`` cap, unless ``stream=True`` is passed: the caller
+        then reads a successful body itself.
 
         :param method: HTTP method.
         :param endpoint: path relative to the base URL plus API prefix (``/forms/CRM_ACCOUNT/instances``),
@@ -139,28 +160,62 @@ class DeyelHook(BaseHook):
         :param json: JSON body.
         :param data: form or raw body.
         :param headers: extra headers.
+        :param retry_unsafe: also replay a non-idempotent call (POST, PATCH) after a failure where the server
+            may have received it (a 5xx, a timeout, a connection dropped mid-answer). Off by default: a
+            replayed POST can create a record twice.
         :param kwargs: passed to :meth:`requests.Session.request` (``timeout``, ``stream``...).
         """
         config = self.config
         url = config.url_for(endpoint)
+        method = method.upper()
+        path = urlsplit(url).path or "/"
         kwargs.setdefault("timeout", config.timeout)
-        try:
-            response = self.get_conn().request(
-                method.upper(), url, params=params, json=json, data=data, headers=headers, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise connection_error(exc, url.split("?")[0], kwargs["timeout"], config.conn_id) from None
-        if not response.ok:
-            raise error_from_response(response, note=f"connection {config.conn_id!r}")
-        return response
+        stream = bool(kwargs.pop("stream", False))
+        session = self.get_conn()
+
+        def attempt() -> requests.Response:
+            try:
+                response = session.request(
+                    method, url, params=params, json=json, data=data, headers=headers, stream=True, **kwargs
+                )
+                if not (stream and response.ok):
+                    read_capped(response, config.max_response_bytes, method=method, path=path)
+            except requests.RequestException as exc:
+                raise connection_error(exc, url, kwargs["timeout"], config.conn_id, method=method) from None
+            if not response.ok:
+                raise error_from_response(response, note=f"connection {config.conn_id!r}")
+            return response
+
+        # A body that is a stream or a file was consumed by the first attempt: it cannot be sent again.
+        replayable = data is None or isinstance(data, (bytes, str, dict, list, tuple))
+        policy = self.retry_policy if replayable else RetryPolicy(attempts=1)
+        return policy.call(
+            attempt, method=method, path=path, replay_safe=is_replay_safe(method, opted_in=retry_unsafe)
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Request a token with the connection's credentials (the UI's "Test" button)."""
         try:
-            token = self.token_client.grant()
+            # The button is an explicit "try again": ask the server even after a remembered refusal.
+            token = self.token_client.grant(remembered_refusals=False)
         except DeyelError as exc:
             return False, str(exc)
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
         mask_token(token)
         return True, f"Connected to {self.config.base_url}: token obtained, valid {token.lifetime:.0f} s"
+
+
+class _ConnectionSession(requests.Session):
+    """A session whose own TLS setting wins over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+
+    requests lets those environment variables replace ``session.verify`` on every request (psf/requests#3829),
+    which would silently ignore the connection's ``ca_bundle`` (and ``verify: false``) on hosts that set them.
+    """
+
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if verify is None:
+            verify = self.verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)

@@ -1,0 +1,122 @@
+"""Property-based: whatever status, body and headers the server sends, the provider raises only its typed
+errors, with readable messages, never an unhandled exception."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deyel_provider.auth.token import DeyelToken
+from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.operators.deyel import parsed_body
+from tests.helpers import connection_json
+
+EXAMPLES = settings(
+    max_examples=60,
+    deadline=None,
+    # One emulator serves every example; the per-test state folder does not need resetting between them.
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+deyel_shaped = st.fixed_dictionaries(
+    {},
+    optional={
+        "errors": st.lists(
+            st.fixed_dictionaries({}, optional={"message": json_values, "attribute-name": json_values}),
+            max_size=3,
+        )
+        | json_values,
+        "error": json_values,
+        "error_description": json_values,
+        "errorCode": json_values,
+        "message": json_values,
+        "access_token": st.text(max_size=40) | json_values,
+        "token_type": st.sampled_from(["Bearer", "bearer", "mac"]) | json_values,
+        "expires_in": json_values,
+    },
+)
+bodies = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=300),
+    deyel_shaped.map(json.dumps),
+    json_values.map(json.dumps),
+    st.just("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+)
+header_names = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=16).filter(
+    lambda n: n.strip("-") and n not in {"content-length", "transfer-encoding", "location", "connection"}
+)
+header_values = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
+headers = st.dictionaries(header_names, header_values, max_size=4) | st.fixed_dictionaries(
+    {"retry-after": st.one_of(header_values, st.integers(-5, 10**12).map(str))}
+)
+statuses = st.integers(200, 599)
+
+
+def readable(error: DeyelError) -> bool:
+    text = str(error)
+    return 0 < len(text) < 1000 and text.isprintable()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with run_emulator(records=5) as running:
+        extra = {
+            "retry_attempts": 2,
+            "retry_backoff": 0,
+            "retry_max_backoff": 0,
+            "retry_after_max": 0,
+            "auth_failure_ttl": 0,
+        }
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AIRFLOW_CONN_DEYEL_PROPS", connection_json(running.url, **extra))
+            yield running
+
+
+def fault(route: str, status: int, body: str | bytes, extra_headers: dict[str, str]) -> dict:
+    return {"route": route, "action": "status", "status": status, "raw_body": body, "headers": extra_headers}
+
+
+@EXAMPLES
+@given(status=statuses, body=bodies, extra_headers=headers)
+def test_token_endpoint_answers_give_a_token_or_a_typed_error(server, status, body, extra_headers):
+    server.set_faults([fault("token", status, body, extra_headers)])
+    hook = DeyelHook("deyel_props")
+    try:
+        token = hook.token_client.client_credentials()
+    except DeyelError as error:
+        assert readable(error), str(error)
+        assert error.method == "POST"
+        assert error.path == "/oauth/token"
+    else:
+        assert isinstance(token, DeyelToken)
+        assert status == 200
+    finally:
+        hook.close()
+
+
+@EXAMPLES
+@given(status=statuses, body=bodies, extra_headers=headers)
+def test_data_answers_give_a_result_or_a_typed_error(server, status, body, extra_headers):
+    server.set_faults([fault("data", status, body, extra_headers)])
+    hook = DeyelHook("deyel_props")
+    try:
+        response = hook.request("GET", "/forms/CRM_ACCOUNT/instances", params={"pageSize": 2})
+        parsed_body(response)
+    except DeyelError as error:
+        assert readable(error), str(error)
+        assert (error.method, error.path) == ("GET", "/forms/CRM_ACCOUNT/instances")
+        assert error.status == status
+    else:
+        assert status < 400
+    finally:
+        hook.close()
