@@ -34,6 +34,14 @@ class DeyelConfig:
     timeout: float
     verify: bool | str
     refresh_margin: float
+    # Paging of the instances collection (assumed; see pagination.py).
+    paging: str = "page"
+    page_size: int = 100
+    page_param: str = "page"
+    page_size_param: str = "pageSize"
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    total_header: str = "X-Total-Count"
 
     @property
     def token_url(self) -> str:
