@@ -13,6 +13,7 @@ import glob
 import logging
 import time
 import uuid
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -70,12 +71,11 @@ def as_storage_path(output: str | ObjectStoragePath, conn_id: str | None = None)
     text = str(output).strip()
     if not text:
         raise DeyelConfigError("output must be a URL or path, e.g. file:///data/deyel/CRM_ACCOUNT.jsonl")
+    folder = text.endswith("/")
     if "://" not in text:
-        from pathlib import Path
-
         text = Path(text).expanduser().resolve().as_uri()
     path = ObjectStoragePath(text, conn_id=conn_id)
-    if not path.name or text.endswith("/"):
+    if folder or not path.name:
         raise DeyelConfigError(f"output {text!r} is a folder; end it with a file name, e.g. .../data.jsonl")
     return path
 

@@ -113,7 +113,8 @@ def widen_csv(source: IO[bytes], sink: IO[bytes], columns: Sequence[str]) -> int
 
     Streams row by row (``csv`` handles newlines inside quoted cells), so memory stays small.
     """
-    reader = csv.reader(io.TextIOWrapper(source, encoding="utf-8", newline=""))
+    text = io.TextIOWrapper(source, encoding="utf-8", newline="")
+    reader = csv.reader(text)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     written = 0
@@ -134,6 +135,7 @@ def widen_csv(source: IO[bytes], sink: IO[bytes], columns: Sequence[str]) -> int
         if n % 1000 == 0:
             flush()
     flush()
+    text.detach()  # the caller owns (and closes) the source
     return written
 
 
