@@ -147,11 +147,12 @@ DeyelExtractOperator(
 
 def test_a_killed_run_leaves_no_file_under_the_final_name(deyel_conn, emulator, tmp_path):
     target = tmp_path / "out" / "data.jsonl"
-    # The second page hangs: the process is certainly mid-way, with one page in the temporary file.
-    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 60_000, "after": 1, "count": 1}])
+    # The second page hangs for a while: once the server has seen that request, the process is certainly
+    # mid-way, its first page written to the temporary file. (Short, so the emulator's shutdown is quick.)
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 1, "count": 1}])
     child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
     try:
-        temporary = _wait_for_partial_file(target.parent, child)
+        temporary = _wait_for_second_page(emulator, target.parent, child)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     finally:
@@ -169,17 +170,16 @@ def test_a_killed_run_leaves_no_file_under_the_final_name(deyel_conn, emulator, 
     assert os.listdir(target.parent) == ["data.jsonl"]  # the rerun removed the killed attempt's leftover
 
 
-def _wait_for_partial_file(folder, child):
+def _wait_for_second_page(emulator, folder, child):
     deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise AssertionError(f"the extraction ended on its own (exit {child.returncode})")
-        if folder.exists():
-            for entry in folder.iterdir():
-                if ".tmp-" in entry.name and entry.stat().st_size > 0:
-                    return entry
-        time.sleep(0.02)
-    raise AssertionError("no partial temporary file appeared")
+        if emulator.stats()["api_requests"] >= 2:
+            (temporary,) = [entry for entry in folder.iterdir() if ".tmp-" in entry.name]
+            return temporary
+        time.sleep(0.01)
+    raise AssertionError("the extraction never asked for its second page")
 
 
 def test_templated_output_as_an_object_storage_path_and_its_asset(deyel_conn, emulator, tmp_path):
