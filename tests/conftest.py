@@ -10,6 +10,8 @@ import tempfile
 _HOME = tempfile.mkdtemp(prefix="deyel-tests-airflow-")
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# Where the example extraction DAG writes (read when the DAG file is imported).
+os.environ["DEYEL_DEMO_OUTPUT"] = os.path.join(_HOME, "extract-output")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__), "..", "dags_examples")
 
 import pytest  # noqa: E402

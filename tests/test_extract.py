@@ -4,6 +4,7 @@ publish (a killed run leaves nothing under the final name), CSV and JSON Lines r
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -95,7 +96,7 @@ def test_incremental_windows_union_to_the_full_set_without_overlap(deyel_conn, t
         bounds += [UPDATED_START + timedelta(minutes=100), UPDATED_START + timedelta(days=1)]
         seen: list[str] = []
         counts = []
-        for n, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        for n, (start, end) in enumerate(itertools.pairwise(bounds)):
             target = tmp_path / f"{n}.jsonl"
             task = DeyelExtractOperator(task_id="x", form="CRM_ACCOUNT", output=str(target), page_size=30)
             result = task.execute({"data_interval_start": start, "data_interval_end": end})
