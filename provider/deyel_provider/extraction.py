@@ -13,9 +13,9 @@ import glob
 import logging
 import time
 import uuid
-from pathlib import Path
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath

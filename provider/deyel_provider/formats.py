@@ -19,8 +19,8 @@ from deyel_provider.exceptions import DeyelConfigError
 FORMATS: tuple[str, ...] = ("jsonl", "csv")
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every record: json.dumps with options builds a new encoder per call.
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def csv_cell(value: Any) -> Any:
