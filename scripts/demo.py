@@ -16,7 +16,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
-DAGS = ["deyel_api_call"]
+# (dag id, logical date or None). The daily extraction's run at 2026-01-02 covers 2026-01-01, the day the
+# emulator's instances were last updated; the consumer then reads the file that run's Asset event names.
+DAGS: list[tuple[str, str | None]] = [
+    ("deyel_api_call", None),
+    ("deyel_extract_daily", "2026-01-02"),
+    ("deyel_extract_consumer", None),
+]
+EXTRACT_FILE = Path("CRM_ACCOUNT") / "2026-01-01.jsonl"
 RECORDS = 1000
 # Lines the example DAGs log about what they fetched; the demo echoes them.
 REPORT_MARKER = "DEYEL-DEMO"
@@ -54,13 +61,12 @@ def main() -> int:
                 "password": "BOTDEYEL312!",
             }
         )
-        for dag_id in DAGS:
-            print(f"== airflow dags test {dag_id}", flush=True)
+        for dag_id, logical_date in DAGS:
+            command = ["dags", "test", dag_id, *([logical_date] if logical_date else [])]
+            print(f"== airflow {' '.join(command)}", flush=True)
             log_path = DEMO / f"{dag_id}.log"
             with log_path.open("w") as log:
-                result = subprocess.run(
-                    [*airflow, "dags", "test", dag_id], env=env, stdout=log, stderr=subprocess.STDOUT
-                )
+                result = subprocess.run([*airflow, *command], env=env, stdout=log, stderr=subprocess.STDOUT)
             for line in log_path.read_text().splitlines():
                 if REPORT_MARKER in line:
                     print("   " + line.split(REPORT_MARKER, 1)[1].strip(" :"))
@@ -68,6 +74,8 @@ def main() -> int:
                 print(f"!! {dag_id} failed; full output in {log_path}", file=sys.stderr)
                 return result.returncode
             print(f"   (full output in {log_path.relative_to(ROOT)})")
+            if dag_id == "deyel_extract_daily":
+                report_extraction(Path(env["DEYEL_DEMO_OUTPUT"]) / EXTRACT_FILE)
         with urllib.request.urlopen(f"{base_url}/_emulator/stats", timeout=10) as response:  # noqa: S310
             stats = json.load(response)
         print(
@@ -78,6 +86,16 @@ def main() -> int:
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
+
+
+def report_extraction(path: Path) -> None:
+    with path.open(encoding="utf-8") as lines:
+        first = lines.readline()
+        count = (1 if first else 0) + sum(1 for _ in lines)
+    print(f"   output file: {path}")
+    print(f"   records: {count}")
+    if first:
+        print(f"   sample record: {json.dumps(json.loads(first), ensure_ascii=False)[:300]}")
 
 
 if __name__ == "__main__":

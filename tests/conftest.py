@@ -10,6 +10,8 @@ import tempfile
 _HOME = tempfile.mkdtemp(prefix="deyel-tests-airflow-")
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# Where the example extraction DAG writes (read when the DAG file is imported).
+os.environ["DEYEL_DEMO_OUTPUT"] = os.path.join(_HOME, "extract-output")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__), "..", "dags_examples")
 
 import pytest  # noqa: E402
@@ -20,9 +22,10 @@ from tests.helpers import FAST_RETRY, connection_json  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _own_state_dir(tmp_path, monkeypatch):
-    """Refused credentials are remembered in marker files: each test gets its own folder for them."""
-    monkeypatch.setenv("DEYEL_PROVIDER_STATE_DIR", str(tmp_path / "deyel-state"))
+def _own_state_dir(tmp_path_factory, monkeypatch):
+    """Refused credentials are remembered in marker files: each test gets its own folder for them
+    (outside ``tmp_path``, which tests list to prove what an extraction left behind)."""
+    monkeypatch.setenv("DEYEL_PROVIDER_STATE_DIR", str(tmp_path_factory.mktemp("deyel-state")))
 
 
 @pytest.fixture(autouse=True)
@@ -39,15 +42,18 @@ def emulator():
 
 
 @pytest.fixture
-def deyel_conn(emulator, monkeypatch):
+def deyel_conn(emulator, monkeypatch, tmp_path_factory):
     """``deyel_default`` pointing at the emulator; returns a function to define more connections.
 
-    Retries keep their default count but wait milliseconds, so tests of transient faults stay fast.
+    Retries keep their default count but wait milliseconds, so tests of transient faults stay fast. The
+    default file token cache gets a folder per test: emulators reuse ports, and a token cached for an
+    earlier test's server would otherwise be served to the next one.
     """
+    cache_folder = str(tmp_path_factory.mktemp("token-cache"))
 
     def define(conn_id: str = "deyel_default", *, url: str | None = None, **fields) -> str:
         body = json.loads(connection_json(url or emulator.url))
-        extra = {**FAST_RETRY, **fields.pop("extra", {})}
+        extra = {**FAST_RETRY, "token_cache_dir": cache_folder, **fields.pop("extra", {})}
         body.update(fields)
         body["extra"] = extra
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,25 @@ def test_shared_token_dag_makes_one_token_post(emulator, deyel_conn, airflow_db,
     stats = emulator.stats()
     assert stats["token_requests"] == 1
     assert stats["api_requests"] == 20
+
+
+def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, capsys):
+    """The daily extraction writes its interval's records and emits the Asset; the consumer reads the file."""
+    import json
+
+    import pendulum
+
+    # The run at 2026-01-02T00:00 covers the interval [2026-01-01, 2026-01-02).
+    run = dagbag.get_dag("deyel_extract_daily").test(logical_date=pendulum.datetime(2026, 1, 2, tz="UTC"))
+    assert run.state == "success"
+    output = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "CRM_ACCOUNT" / "2026-01-01.jsonl"
+    records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    # The emulator's 50 instances were all updated on 2026-01-01 (one a minute from midnight).
+    assert [r["idObjectValue"] for r in records] == [str(i) for i in range(1, 51)]
+    assert sorted(os.listdir(output.parent)) == ["2026-01-01.jsonl"]
+
+    capsys.readouterr()
+    consumer = dagbag.get_dag("deyel_extract_consumer").test()
+    assert consumer.state == "success"
+    printed = capsys.readouterr().out
+    assert f"consumer read {output.as_uri()}: 50 records (the extraction reported 50)" in printed

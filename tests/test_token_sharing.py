@@ -43,6 +43,19 @@ def test_operator_uses_the_xcom_token(emulator, deyel_conn):
     assert emulator.stats()["token_requests"] == 1
 
 
+def test_extract_operator_uses_the_xcom_token(emulator, deyel_conn, tmp_path):
+    from deyel_provider.operators.extract import DeyelExtractOperator
+
+    value = DeyelTokenOperator(task_id="get_token").execute({})
+    deyel_conn(extra={"token_cache": "none"})
+    operator = DeyelExtractOperator(
+        task_id="extract", form="CRM_ACCOUNT", output=str(tmp_path / "out.jsonl"), token=value
+    )
+    assert "token" in operator.template_fields
+    assert operator.execute({})["records"] == 50
+    assert emulator.stats()["token_requests"] == 1
+
+
 def test_an_expired_or_rejected_xcom_token_falls_back(emulator, deyel_conn):
     hook = DeyelHook()
     token = hook.token_provider.token()
@@ -86,7 +99,8 @@ def test_clear_text_xcom_only_on_opt_in(emulator, deyel_conn, capsys):
 def test_password_grant_renews_with_the_refresh_token(deyel_conn, cache_dir):
     from deyel_provider.emulator import run_emulator
 
-    with run_emulator(records=5, token_ttl=2) as emulator:
+    # 6 s: renewal at 3 s, and the steps after it have 3 s of slack on a busy machine.
+    with run_emulator(records=5, token_ttl=6) as emulator:
         deyel_conn(
             url=emulator.url, extra={**PASSWORD_GRANT, "token_cache": "file", "token_cache_dir": cache_dir}
         )

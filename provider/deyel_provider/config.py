@@ -50,6 +50,14 @@ class DeyelConfig:
     grant_type: str = "client_credentials"
     username: str | None = None
     user_password: str | None = field(default=None, repr=False)
+    # Paging of the instances collection (assumed; see pagination.py).
+    paging: str = "page"
+    page_size: int = 100
+    page_param: str = "page"
+    page_size_param: str = "pageSize"
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    total_header: str = "X-Total-Count"
 
     @property
     def token_url(self) -> str:

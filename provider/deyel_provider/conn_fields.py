@@ -186,4 +186,48 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "integer",
         64 * 1024 * 1024,
     ),
+    # Paging of the instances collection (extractions); not documented by Deyel: every name is an assumption.
+    ExtraField(
+        "paging",
+        "Paging strategy",
+        "How the instances collection pages: page (page number + page size, the assumed default), "
+        "offset (offset + limit), link (follow the next link of the Link header) or none (one response).",
+        "string",
+        "page",
+        enum=("page", "offset", "link", "none"),
+    ),
+    ExtraField(
+        "page_size",
+        "Page size",
+        "Instances requested per page (assumed server cap: 1000); operators can override it.",
+        "integer",
+        100,
+    ),
+    ExtraField(
+        "page_param", "Page parameter", "Query parameter of the 1-based page number.", "string", "page"
+    ),
+    ExtraField(
+        "page_size_param",
+        "Page size parameter",
+        "Query parameter of the page size (page and link paging).",
+        "string",
+        "pageSize",
+    ),
+    ExtraField(
+        "offset_param", "Offset parameter", "Query parameter of the 0-based offset.", "string", "offset"
+    ),
+    ExtraField(
+        "limit_param",
+        "Limit parameter",
+        "Query parameter of the page size (offset paging).",
+        "string",
+        "limit",
+    ),
+    ExtraField(
+        "total_header",
+        "Total count header",
+        "Response header with the number of matching instances; without it, a short page ends the paging.",
+        "string",
+        "X-Total-Count",
+    ),
 )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -17,7 +18,8 @@ from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.provider import TokenProvider, credential_key, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.config import DeyelConfig
-from deyel_provider.exceptions import DeyelError, connection_error, error_from_response
+from deyel_provider.exceptions import DeyelConfigError, DeyelError, connection_error, error_from_response
+from deyel_provider.pagination import Page, Paging, iter_pages
 from deyel_provider.response_body import read_capped
 from deyel_provider.retry import RetryPolicy, is_replay_safe
 
@@ -193,6 +195,63 @@ class DeyelHook(BaseHook):
             attempt, method=method, path=path, replay_safe=is_replay_safe(method, opted_in=retry_unsafe)
         )
 
+    def paging(self, page_size: int | None = None) -> Paging:
+        """The connection's paging options (``paging`` extras), optionally with another page size."""
+        return Paging.from_config(self.config, page_size=page_size)
+
+    def iter_pages(
+        self,
+        form: str,
+        *,
+        search: str | None = None,
+        page_size: int | None = None,
+        params: dict[str, Any] | None = None,
+        max_workers: int = 1,
+    ) -> Iterator[Page]:
+        """Yield the pages of a form's instances in the server's order (see :meth:`iter_instances`)."""
+        query = dict(params or {})
+        if search:
+            query["search"] = search
+
+        def fetch(endpoint: str, page_params: dict[str, Any] | None) -> requests.Response:
+            return self.request("GET", endpoint, params=page_params)
+
+        yield from iter_pages(
+            fetch, instances_endpoint(form), query, self.paging(page_size), max_workers=max_workers
+        )
+
+    def iter_instances(
+        self,
+        form: str,
+        *,
+        search: str | None = None,
+        fields: Sequence[str] | None = None,
+        page_size: int | None = None,
+        params: dict[str, Any] | None = None,
+        max_workers: int = 1,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield every instance of a form across all pages; memory holds one page at a time.
+
+        Paging follows the connection's ``paging`` options (page number by default); a short or empty page
+        ends the iteration, and a server that ignores the paging parameters cannot make it loop.
+
+        :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
+        :param search: Deyel filter, e.g. ``cdCountry=eq:AR,qtEmployee=gte:100``.
+        :param fields: keep only these fields of each instance, in this order (missing ones are None).
+        :param page_size: instances per page; default: the connection's ``page_size`` (100).
+        :param params: other query parameters sent with every page.
+        :param max_workers: pages fetched in parallel when the strategy allows it (page or offset paging and
+            a total count); the order stays the server's.
+        """
+        for page in self.iter_pages(
+            form, search=search, page_size=page_size, params=params, max_workers=max_workers
+        ):
+            if fields is None:
+                yield from page.records
+            else:
+                for record in page.records:
+                    yield {name: record.get(name) for name in fields}
+
     def test_connection(self) -> tuple[bool, str]:
         """Request a token with the connection's credentials (the UI's "Test" button)."""
         try:
@@ -204,6 +263,13 @@ class DeyelHook(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         mask_token(token)
         return True, f"Connected to {self.config.base_url}: token obtained, valid {token.lifetime:.0f} s"
+
+
+def instances_endpoint(form: str) -> str:
+    """The collection path of a form's instances; the form name is checked, not trusted."""
+    if not isinstance(form, str) or not form.strip() or "/" in form:
+        raise DeyelConfigError(f"form must be a form identifier such as 'CRM_ACCOUNT', got {form!r}")
+    return f"/forms/{quote(form.strip(), safe='')}/instances"
 
 
 class _ConnectionSession(requests.Session):

@@ -1,0 +1,219 @@
+"""DeyelExtractOperator: exact output for every paging strategy and format, incremental windows, atomic
+publish (a killed run leaves nothing under the final name), CSV and JSON Lines round trips."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from airflow.sdk import Asset
+
+from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelConfigError, DeyelServerError
+from deyel_provider.formats import csv_cell
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
+
+RECORDS = 257
+# The emulator's default dtLastUpdate of record i (0-based): 2026-01-01T00:00Z plus i minutes.
+UPDATED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def read_csv(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def operator(output, **kwargs) -> DeyelExtractOperator:
+    kwargs.setdefault("incremental_field", None)
+    return DeyelExtractOperator(task_id="extract", form="CRM_ACCOUNT", output=str(output), **kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["page", "offset", "link", "none"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_output_is_exactly_the_servers_records(deyel_conn, tmp_path, strategy, fmt):
+    with run_emulator(records=RECORDS, paging=strategy) as emulator:
+        deyel_conn(url=emulator.url, extra={"paging": strategy})
+        target = tmp_path / f"out.{fmt}"
+        result = operator(target, format=fmt, page_size=40).execute({})
+        rows = read_jsonl(target) if fmt == "jsonl" else read_csv(target)
+        assert [r["idObjectValue"] for r in rows] == [str(i) for i in range(1, RECORDS + 1)]
+        assert result["records"] == RECORDS
+        assert result["pages"] == (1 if strategy == "none" else 7)
+        assert result["bytes"] == target.stat().st_size
+        assert result["path"] == target.as_uri()
+        assert os.listdir(tmp_path) == [target.name]  # no temporary object left beside it
+
+
+def test_jsonl_and_csv_round_trip(deyel_conn, emulator, tmp_path):
+    expected = list(DeyelHook().iter_instances("CRM_ACCOUNT"))
+    operator(tmp_path / "a.jsonl").execute({})
+    operator(tmp_path / "a.csv", format="csv").execute({})
+    assert read_jsonl(tmp_path / "a.jsonl") == expected
+    rows = read_csv(tmp_path / "a.csv")
+    assert list(rows[0]) == list(expected[0])  # columns in the server's field order
+    for row, record in zip(rows, expected, strict=True):
+        assert row == {name: str(csv_cell(value)) for name, value in record.items()}
+        assert json.loads(row["lsAddress"]) == record["lsAddress"]  # grids are JSON in their cell
+    assert any("\n" in r["dsCompany"] or '"' in r["dsCompany"] for r in expected)  # quoting was exercised
+
+
+def test_csv_declared_fields_and_fields_that_appear_late(deyel_conn, emulator, tmp_path):
+    hook = DeyelHook()
+    hook.request("POST", "/forms/CRM_ACCOUNT/instances", json={"dsCompany": "Late", "dsNewField": "x,y"})
+    operator(tmp_path / "declared.csv", format="csv", fields=["dsCompany", "idObjectValue"]).execute({})
+    declared = read_csv(tmp_path / "declared.csv")
+    assert list(declared[0]) == ["dsCompany", "idObjectValue"]
+    assert declared[-1] == {"dsCompany": "Late", "idObjectValue": "51"}
+
+    operator(tmp_path / "union.csv", format="csv", page_size=10).execute({})
+    union = read_csv(tmp_path / "union.csv")
+    assert len(union) == 51
+    assert list(union[0])[-1] == "dsNewField"  # widened after the header was first written
+    assert union[0]["dsNewField"] == ""
+    assert union[-1]["dsNewField"] == "x,y"
+    assert sorted(os.listdir(tmp_path)) == ["declared.csv", "union.csv"]
+
+
+def test_incremental_windows_union_to_the_full_set_without_overlap(deyel_conn, tmp_path):
+    with run_emulator(records=RECORDS) as emulator:
+        deyel_conn(url=emulator.url)
+        # Three consecutive intervals; the first boundary falls exactly on a record's dtLastUpdate.
+        bounds = [UPDATED_START - timedelta(hours=1), UPDATED_START + timedelta(minutes=20)]
+        bounds += [UPDATED_START + timedelta(minutes=100), UPDATED_START + timedelta(days=1)]
+        seen: list[str] = []
+        counts = []
+        for n, (start, end) in enumerate(itertools.pairwise(bounds)):
+            target = tmp_path / f"{n}.jsonl"
+            task = DeyelExtractOperator(task_id="x", form="CRM_ACCOUNT", output=str(target), page_size=30)
+            result = task.execute({"data_interval_start": start, "data_interval_end": end})
+            rows = read_jsonl(target)
+            assert all(start <= _updated(r) < end for r in rows)
+            assert result["window"] == [int(start.timestamp() * 1000), int(end.timestamp() * 1000)]
+            counts.append(result["records"])
+            seen += [r["idObjectValue"] for r in rows]
+        assert counts == [20, 80, RECORDS - 100]
+        assert sorted(seen, key=int) == [str(i) for i in range(1, RECORDS + 1)]  # no gap, no overlap
+
+
+def _updated(record: dict) -> datetime:
+    return datetime.fromtimestamp(int(record["dtLastUpdate"]) / 1000, tz=timezone.utc)
+
+
+def test_no_data_interval_is_a_full_load_combined_with_search(deyel_conn, emulator, tmp_path):
+    task = DeyelExtractOperator(
+        task_id="x", form="CRM_ACCOUNT", output=str(tmp_path / "ar.jsonl"), search="cdCountry=eq:AR"
+    )
+    moment = UPDATED_START
+    result = task.execute({"data_interval_start": moment, "data_interval_end": moment})
+    expected = [r for r in DeyelHook().iter_instances("CRM_ACCOUNT") if r["cdCountry"] == "AR"]
+    assert result["window"] is None
+    assert read_jsonl(tmp_path / "ar.jsonl") == expected
+
+
+def test_a_failed_run_leaves_no_file_and_keeps_the_previous_one(deyel_conn, emulator, tmp_path):
+    target = tmp_path / "out.jsonl"
+    operator(target, page_size=10).execute({})
+    before = target.read_bytes()
+    # Page 3 keeps failing: the retry policy gives up and the run fails.
+    emulator.set_faults([{"route": "data", "action": "status", "status": 500, "after": 2}])
+    with pytest.raises(DeyelServerError):
+        operator(target, page_size=10).execute({})
+    emulator.set_faults([])
+    assert target.read_bytes() == before  # the old file is intact, not half overwritten
+    assert os.listdir(tmp_path) == ["out.jsonl"]
+    operator(target, page_size=10).execute({})
+    assert target.read_bytes() == before  # a rerun of the same interval writes the same content
+
+
+KILL_SCRIPT = """
+import sys
+from deyel_provider.operators.extract import DeyelExtractOperator
+DeyelExtractOperator(
+    task_id="x", form="CRM_ACCOUNT", output=sys.argv[1], incremental_field=None, page_size=20
+).execute({})
+"""
+
+
+def test_a_killed_run_leaves_no_file_under_the_final_name(deyel_conn, emulator, tmp_path):
+    target = tmp_path / "out" / "data.jsonl"
+    # The second page hangs for a while: once the server has seen that request, the process is certainly
+    # mid-way, its first page written to the temporary file. (Short, so the emulator's shutdown is quick.)
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 1, "count": 1}])
+    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
+    try:
+        temporary = _wait_for_second_page(emulator, target.parent, child)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not target.exists()
+    assert temporary.exists()  # the partial data lives only under the temporary name
+    emulator.clear_faults()
+
+    result = operator(target, page_size=20).execute({})
+    assert [r["idObjectValue"] for r in read_jsonl(target)] == [str(i) for i in range(1, 51)]
+    assert result["records"] == 50
+    assert os.listdir(target.parent) == ["data.jsonl"]  # the rerun removed the killed attempt's leftover
+
+
+def _wait_for_second_page(emulator, folder, child):
+    deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise AssertionError(f"the extraction ended on its own (exit {child.returncode})")
+        if emulator.stats()["api_requests"] >= 2:
+            (temporary,) = [entry for entry in folder.iterdir() if ".tmp-" in entry.name]
+            return temporary
+        time.sleep(0.01)
+    raise AssertionError("the extraction never asked for its second page")
+
+
+def test_templated_output_as_an_object_storage_path_and_its_asset(deyel_conn, emulator, tmp_path):
+    from airflow.sdk import ObjectStoragePath
+
+    template = tmp_path.as_uri() + "/{{ params.form }}/{{ ds }}.jsonl"
+    task = DeyelExtractOperator(task_id="x", form="CRM_ACCOUNT", output=template, incremental_field=None)
+    assert task.asset == Asset(tmp_path.as_uri())
+    assert task.outlets == [Asset(tmp_path.as_uri())]
+    task.output_path = ObjectStoragePath(tmp_path.as_uri() + "/CRM_ACCOUNT/2026-01-01.jsonl")  # as rendered
+    result = task.execute({})
+    assert len(read_jsonl(tmp_path / "CRM_ACCOUNT" / "2026-01-01.jsonl")) == result["records"] == 50
+
+
+def test_default_asset_is_the_static_part_of_the_output():
+    assert default_asset("file:///data/deyel/{{ params.form }}/{{ ds }}.jsonl") == Asset("file:///data/deyel")
+    assert default_asset("/data/x.csv") == Asset("file:///data/x.csv")
+    assert default_asset("s3://bucket/{{ ds }}.jsonl") == Asset("s3://bucket")
+    assert default_asset("{{ var.value.out }}") is None
+    assert default_asset("relative/out.jsonl") is None
+
+
+def test_bad_arguments_are_typed_errors(deyel_conn, emulator, tmp_path):
+    with pytest.raises(DeyelConfigError, match="format"):
+        operator(tmp_path / "x", format="parquet")
+    with pytest.raises(DeyelConfigError, match="max_workers"):
+        operator(tmp_path / "x", max_workers=0)
+    with pytest.raises(DeyelConfigError, match="folder"):
+        operator(str(tmp_path) + "/").execute({})
+    task = operator(tmp_path / "x", format="{{ params.fmt }}")
+    task.format = "xml"  # as rendered from a param
+    with pytest.raises(DeyelConfigError, match="format"):
+        task.execute({})
+    assert os.listdir(tmp_path) == []
