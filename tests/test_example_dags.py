@@ -39,3 +39,19 @@ def test_api_call_dag_runs_end_to_end(emulator, deyel_conn, airflow_db, dagbag):
     stats = emulator.stats()
     assert stats["token_requests"] == 1
     assert stats["api_requests"] == 2
+
+
+@pytest.mark.dag
+def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airflow_db, dagbag):
+    from dags_examples.deyel_fan_out import PAGE_SIZE, PAGES
+
+    run = dagbag.get_dag("deyel_fan_out").test()
+    assert run.state == "success"
+    stats = emulator.stats()
+    assert stats["api_requests"] == PAGES
+    # One process (dag.test): the process cache shares the token between all 20 tasks.
+    assert stats["token_requests"] == 1
+    total = next(ti for ti in run.get_task_instances() if ti.task_id == "total")
+    # The emulator fixture holds 50 records: all on the first page, the 19 others empty.
+    assert PAGE_SIZE >= 50
+    assert total.xcom_pull(task_ids="total") == 50
