@@ -37,8 +37,21 @@ def test_connection_form_declares_every_option():
     assert set(fields) == {spec.name for spec in EXTRA_FIELDS}
     for name, field in fields.items():
         assert field["label"] and field["description"], name
-    assert fields["token_path"]["schema"]["default"] == "/oauth/token"
+    assert fields["oauth_path"]["schema"]["default"] == "/oauth/token"
     assert fields["api_prefix"]["schema"]["default"] == ""
+
+
+def test_no_plain_option_has_a_name_airflow_hides():
+    """Airflow shows and saves "***" for any extra whose name holds a sensitive word ("token", "secret"...).
+
+    The connection form would then store "***" as the option's value: `token_path` did, until the browser
+    test of the real UI caught it. Only a secret option may carry such a name.
+    """
+    from airflow.sdk.log import redact
+
+    for spec in EXTRA_FIELDS:
+        hidden = redact("value", name=spec.name) == "***"
+        assert hidden == spec.secret, f"extra {spec.name!r}: Airflow would hide its value in the UI"
 
 
 def test_readme_documents_every_option():

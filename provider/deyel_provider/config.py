@@ -72,6 +72,7 @@ class DeyelConfig:
         extras = _read_extras(conn_id, conn.extra_dejson)
         verify: bool | str = extras.pop("verify")
         ca_bundle = extras.pop("ca_bundle")
+        token_path = extras.pop("oauth_path")
         if verify and ca_bundle:
             verify = ca_bundle
         return cls(
@@ -80,6 +81,7 @@ class DeyelConfig:
             client_id=conn.login,
             client_secret=conn.password,
             verify=verify,
+            token_path=token_path,
             **extras,
         )
 

@@ -33,9 +33,11 @@ class ExtraField:
         return {"label": self.label, "description": self.description, "schema": schema}
 
 
+# Airflow hides the value of every extra whose name contains a sensitive word ("token", "secret", "password",
+# "key"...): the UI shows and saves "***" in its place. Only secret fields may have such names.
 EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
-        "token_path",
+        "oauth_path",
         "Token path",
         "Path of the OAuth2 token endpoint, relative to the base URL (documented: /oauth/token).",
         "string",
