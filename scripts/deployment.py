@@ -201,13 +201,16 @@ class Deployment:
 
     def airflow(self, *args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run one airflow CLI command to completion with the deployment's settings."""
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "airflow", *args],
             env=self.environment(home),
-            check=True,
             capture_output=True,
             text=True,
         )
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+            raise RuntimeError(f"airflow {' '.join(args)} exited with {result.returncode}:\n{tail}")
+        return result
 
     def spawn(self, name: str, *args: str, home: Path | None = None) -> Process:
         log_path = self.home / "process-logs" / f"{name}.log"
@@ -256,13 +259,17 @@ class Deployment:
             home=home,
         )
 
-    def _healthy(self) -> bool:
+    def check_alive(self) -> None:
+        """Raise, with the end of its output, if any component has exited: waiting on it would only time out."""
         for process in self.processes:
             if not process.alive():
                 raise RuntimeError(
                     f"{process.name} (pid {process.pid}) exited with {process.popen.returncode}:\n"
                     f"{process.log_tail()}"
                 )
+
+    def _healthy(self) -> bool:
+        self.check_alive()
         try:
             response = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5)
         except requests.RequestException:
@@ -284,14 +291,17 @@ class Deployment:
         self.stop()
 
     def api(self) -> AirflowAPI:
-        return AirflowAPI(self.url, ADMIN_USER, self.password)
+        return AirflowAPI(self.url, ADMIN_USER, self.password, check=self.check_alive)
 
 
 class AirflowAPI:
     """A small client of Airflow's public REST API (``/api/v2``), logged in through ``POST /auth/token``."""
 
-    def __init__(self, url: str, username: str, password: str) -> None:
+    def __init__(
+        self, url: str, username: str, password: str, *, check: Callable[[], None] = lambda: None
+    ) -> None:
         self.url = url
+        self.check = check  # called at every poll, so a dead component fails a wait at once
         self.session = requests.Session()
         response = self.session.post(
             f"{url}/auth/token", json={"username": username, "password": password}, timeout=30
@@ -310,6 +320,7 @@ class AirflowAPI:
         """Wait until the DAG processor has parsed ``dag_id`` and the API knows it."""
 
         def parsed() -> dict[str, Any] | None:
+            self.check()
             response = self.session.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=30)
             return response.json() if response.ok else None
 
@@ -325,6 +336,7 @@ class AirflowAPI:
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
         def finished() -> dict[str, Any] | None:
+            self.check()
             run = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             return run if run["state"] in TERMINAL_RUN_STATES else None
 
