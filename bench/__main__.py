@@ -1,7 +1,7 @@
 """Run every benchmark module in bench/ (each defines ``run() -> None`` and prints its own tables).
 
-    python -m bench            # all of them
-    python -m bench tokens     # only bench/tokens.py
+python -m bench            # all of them
+python -m bench tokens     # only bench/tokens.py
 """
 
 from __future__ import annotations

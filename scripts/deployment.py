@@ -110,7 +110,7 @@ class Deployment:
     :param dags_folders: folders of DAG files; one is used in place, several are copied into ``home/dags``.
     :param executor: ``LocalExecutor`` (single host) or ``CeleryExecutor`` (scale out).
     :param sql_alchemy_conn: the metadata database; default SQLite in ``home`` (not usable with Celery).
-    :param env: more environment for every component (connections ``AIRFLOW_CONN_*``, ``AIRFLOW__*`` settings).
+    :param env: more environment for every component (``AIRFLOW_CONN_*``, ``AIRFLOW__*`` settings).
     :param api_port: port of the API server and UI; 0 picks a free one.
     :param password: the admin password; generated when not given.
     """
@@ -159,13 +159,13 @@ class Deployment:
         path = self.home / "deployment-secrets.json"
         if path.exists():
             return dict(json.loads(path.read_text()))
-        values = {"jwt_secret": secrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
+        values = {"jwt_secret": secrets.token_urlsafe(64), "fernet_key": Fernet.generate_key().decode()}
         path.write_text(json.dumps(values))
         path.chmod(0o600)
         return values
 
     def environment(self, home: Path | None = None) -> dict[str, str]:
-        """The environment of every component (``home`` differs for a Celery worker acting as another host)."""
+        """The environment of every component (``home`` differs for a Celery worker playing another host)."""
         home = home or self.home
         shared = self._secrets()
         passwords = self.home / "passwords.json"
@@ -188,7 +188,8 @@ class Deployment:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API_AUTH__JWT_SECRET": shared["jwt_secret"],
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn or f"sqlite:///{self.home}/airflow.db",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn
+            or f"sqlite:///{self.home}/airflow.db",
             # New DAG files are picked up within seconds, not the default five minutes.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "DEYEL_DEMO_OUTPUT": str(self.output_dir),
@@ -230,7 +231,7 @@ class Deployment:
         return process
 
     def start(self, timeout: float = 180.0) -> Deployment:
-        """Migrate the database, start API server, scheduler and DAG processor; return once the API answers."""
+        """Migrate the database, start api-server, scheduler and dag-processor; return once the API is up."""
         try:
             self.airflow("db", "migrate")
             self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
@@ -260,7 +261,7 @@ class Deployment:
         )
 
     def check_alive(self) -> None:
-        """Raise, with the end of its output, if any component has exited: waiting on it would only time out."""
+        """Raise, with the end of its output, if any component has exited: a wait on it would time out."""
         for process in self.processes:
             if not process.alive():
                 raise RuntimeError(
@@ -358,7 +359,9 @@ class AirflowAPI:
         content = body["content"]
         # Airflow 3 returns structured log events; older shapes return one string.
         if isinstance(content, list):
-            return "\n".join(json.dumps(event) if isinstance(event, dict) else str(event) for event in content)
+            return "\n".join(
+                json.dumps(event) if isinstance(event, dict) else str(event) for event in content
+            )
         return str(content)
 
     def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:

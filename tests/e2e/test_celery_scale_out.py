@@ -12,7 +12,12 @@ import pytest
 from dags_examples.deyel_fan_out import PAGE_SIZE, PAGES
 from deyel_provider.emulator import run_emulator
 from scripts.deployment import Deployment
-from tests.e2e.conftest import EXAMPLE_DAGS, deyel_connection_env, redis_token_cache, shared_token_cache_available
+from tests.e2e.conftest import (
+    EXAMPLE_DAGS,
+    deyel_connection_env,
+    redis_token_cache,
+    shared_token_cache_available,
+)
 
 pytestmark = pytest.mark.e2e
 

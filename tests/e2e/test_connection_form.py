@@ -93,7 +93,9 @@ def test_create_and_test_a_deyel_connection_through_the_form(page, local_deploym
     dialog.get_by_label("Port", exact=True).fill(str(emulator.port))
     dialog.get_by_label("Client ID", exact=True).fill(CLIENT_ID)
     dialog.get_by_label("Client Secret", exact=True).fill(CLIENT_SECRET)
-    dialog.get_by_label("Description").fill("Deyel through the emulator, created in the browser by the e2e test")
+    dialog.get_by_label("Description").fill(
+        "Deyel through the emulator, created in the browser by the e2e test"
+    )
     dialog.screenshot(path=str(SHOTS / "connection-form.png"))
 
     # Every declared option is a labelled field of its own, showing its default (not "***").

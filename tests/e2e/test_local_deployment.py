@@ -46,7 +46,9 @@ def test_every_dag_run_and_task_succeeds(local_deployment, finished_runs):
         assert run["state"] == "success", dag_id
 
 
-def test_task_logs_show_stars_where_the_secret_and_token_were(local_deployment, local_emulator, finished_runs):
+def test_task_logs_show_stars_where_the_secret_and_token_were(
+    local_deployment, local_emulator, finished_runs
+):
     api = local_deployment.api()
     run_id = finished_runs[SECRETS_DAG]["dag_run_id"]
     log = api.task_log(SECRETS_DAG, run_id, "leak_on_purpose")
@@ -67,9 +69,7 @@ def test_no_log_of_any_task_holds_a_secret_or_token(local_deployment, local_emul
     logs_read = 0
     for dag_id, run in finished_runs.items():
         for ti in api.task_instances(dag_id, run["dag_run_id"]):
-            log = api.task_log(
-                dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"], ti["map_index"]
-            )
+            log = api.task_log(dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"], ti["map_index"])
             assert "::group::" in log  # a real log came back, not an error page
             assert leaked(log, secrets) == [], (dag_id, ti["task_id"])
             logs_read += 1
