@@ -304,6 +304,8 @@ class AirflowAPI:
         self.url = url
         self.check = check  # called at every poll, so a dead component fails a wait at once
         self.session = requests.Session()
+        # No idle keep-alive connections: uvicorn's graceful shutdown would wait for them when stopping.
+        self.session.headers["Connection"] = "close"
         response = self.session.post(
             f"{url}/auth/token", json={"username": username, "password": password}, timeout=30
         )

@@ -70,6 +70,7 @@ def test_twenty_parallel_tasks_on_two_workers_share_one_token(celery_deployment)
     assert sum(len(files) for files in logs.values()) == PAGES + 1
 
     stats = emulator.stats()
+    print(f"emulator counters: {stats}")  # shown by `make e2e PYTEST_ARGS=-rP`
     assert stats["api_requests"] == PAGES
     assert stats["token_failures"] == 0
     if shared_token_cache_available():

@@ -128,3 +128,4 @@ def test_create_and_test_a_deyel_connection_through_the_form(page, local_deploym
     assert "not-the-secret" not in message
     assert form_emulator.stats()["token_failures"] == 1
     page.screenshot(path=str(SHOTS / "connection-test-failure.png"))
+    print(f"emulator counters: {form_emulator.stats()}")  # shown by `make e2e PYTEST_ARGS=-rP`
