@@ -20,10 +20,14 @@ demo: setup
 
 test: setup
 	bash scripts/ensure-redis.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Real deployments: LocalExecutor on SQLite, CeleryExecutor with a private redis-server and PostgreSQL
+# (127.0.0.1:5432, user postgres), and the connection form in headless Chromium.
 e2e: setup
 	bash scripts/ensure-redis.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 bench: setup
@@ -38,4 +42,4 @@ lint: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache dist build
+	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build

@@ -5,8 +5,8 @@ Each "task" runs in a worker of a multiprocessing pool and starts cold, as an Ai
 
 - HttpHook, token in each task: every task POSTs for its own token (one Deyel server session each).
 - HttpHook, token task per DAG run: one POST per run, the token passed to the run's tasks in clear by XCom.
-- DeyelHook with ``token_cache=memory``: one token per task process (what a process-local cache gives).
-- DeyelHook with ``token_cache=file`` and ``token_cache=redis``: one token for every run and process.
+- DeyelHook with ``cache=memory``: one token per task process (what a process-local cache gives).
+- DeyelHook with ``cache=file`` and ``cache=redis``: one token for every run and process.
 
     python -m bench tokens
 """
@@ -78,11 +78,11 @@ def run() -> None:
         os.environ["AIRFLOW_CONN_DEYEL_HTTP"] = json.dumps({**conn, "conn_type": "http"})
         os.environ["AIRFLOW_CONN_DEYEL_HTTP_API"] = json.dumps({"conn_type": "http", "host": emulator.url})
         extras = {
-            "memory": {"token_cache": "memory"},
-            "file": {"token_cache": "file", "token_cache_dir": cache_dir},
+            "memory": {"cache": "memory"},
+            "file": {"cache": "file", "cache_dir": cache_dir},
         }
         if redis is not None:
-            extras["redis"] = {"token_cache": "redis", "token_cache_url": redis.url}
+            extras["redis"] = {"cache": "redis", "cache_url": redis.url}
         for kind, extra in extras.items():
             os.environ[f"AIRFLOW_CONN_DEYEL_BENCH_{kind.upper()}"] = json.dumps({**conn, "extra": extra})
 
@@ -100,7 +100,7 @@ def run() -> None:
             for kind in extras:
                 name = f"deyel_bench_{kind}"
                 posts, wall = _run(pool, emulator, lambda p, n=name: p.map(_deyel_task, [n] * K_TASKS))
-                rows.append((f"DeyelHook token_cache={kind}", posts, wall, "no"))
+                rows.append((f"DeyelHook cache={kind}", posts, wall, "no"))
     if redis is not None:
         redis.stop()
     print(

@@ -1,6 +1,6 @@
 """One token for a whole DAG run: a token task hands it, encrypted, to 20 API calls through XCom.
 
-With the connection's shared ``token_cache`` (``file`` by default, ``redis`` across hosts) the tasks would
+With the connection's shared ``cache`` (``file`` by default, ``redis`` across hosts) the tasks would
 already share one token; the XCom pattern also covers tasks that cannot reach a shared cache. The XCom value
 is encrypted with a key derived from the connection's client secret: it is useless without the connection.
 """

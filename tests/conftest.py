@@ -53,7 +53,7 @@ def deyel_conn(emulator, monkeypatch, tmp_path_factory):
 
     def define(conn_id: str = "deyel_default", *, url: str | None = None, **fields) -> str:
         body = json.loads(connection_json(url or emulator.url))
-        extra = {**FAST_RETRY, "token_cache_dir": cache_folder, **fields.pop("extra", {})}
+        extra = {**FAST_RETRY, "cache_dir": cache_folder, **fields.pop("extra", {})}
         body.update(fields)
         body["extra"] = extra
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))

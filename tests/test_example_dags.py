@@ -73,3 +73,18 @@ def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, c
     assert consumer.state == "success"
     printed = capsys.readouterr().out
     assert f"consumer read {output.as_uri()}: 50 records (the extraction reported 50)" in printed
+
+
+def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airflow_db, dagbag):
+    from dags_examples.deyel_fan_out import PAGE_SIZE, PAGES
+
+    run = dagbag.get_dag("deyel_fan_out").test()
+    assert run.state == "success"
+    stats = emulator.stats()
+    assert stats["api_requests"] == PAGES
+    # One process (dag.test): the process cache shares the token between all 20 tasks.
+    assert stats["token_requests"] == 1
+    total = next(ti for ti in run.get_task_instances() if ti.task_id == "total")
+    # The emulator fixture holds 50 records: all on the first page, the 19 others empty.
+    assert PAGE_SIZE >= 50
+    assert total.xcom_pull(task_ids="total") == 50

@@ -143,7 +143,7 @@ def test_connection_test_succeeds(emulator, deyel_conn):
         ({"password": "wrong-secret"}, "refused the credentials: Invalid_request; Invalid client_id"),
         ({"url": "http://127.0.0.1:9"}, "could not connect"),
         ({"url": "https://127.0.0.1:9"}, "could not connect"),
-        ({"extra": {"token_path": "/nowhere"}}, "not found"),
+        ({"extra": {"oauth_path": "/nowhere"}}, "not found"),
     ],
 )
 def test_connection_test_says_what_went_wrong(emulator, deyel_conn, fields, words):

@@ -37,8 +37,21 @@ def test_connection_form_declares_every_option():
     assert set(fields) == {spec.name for spec in EXTRA_FIELDS}
     for name, field in fields.items():
         assert field["label"] and field["description"], name
-    assert fields["token_path"]["schema"]["default"] == "/oauth/token"
+    assert fields["oauth_path"]["schema"]["default"] == "/oauth/token"
     assert fields["api_prefix"]["schema"]["default"] == ""
+
+
+def test_no_plain_option_has_a_name_airflow_hides():
+    """Airflow shows and saves "***" for any extra whose name holds a sensitive word ("token", "secret"...).
+
+    The connection form would then store "***" as the option's value: `token_path` did, until the browser
+    test of the real UI caught it. Only a secret option may carry such a name.
+    """
+    from airflow.sdk.log import redact
+
+    for spec in EXTRA_FIELDS:
+        hidden = redact("value", name=spec.name) == "***"
+        assert hidden == spec.secret, f"extra {spec.name!r}: Airflow would hide its value in the UI"
 
 
 def test_readme_documents_every_option():
@@ -145,3 +158,10 @@ def test_connection_added_and_tested_with_the_cli(emulator, monkeypatch, tmp_pat
     tested = subprocess.run([*airflow, "connections", "test", "deyel_cli"], capture_output=True, text=True)
     assert "Connection success!" in tested.stdout, tested.stdout + tested.stderr
     assert emulator.stats()["token_requests"] == 1
+
+
+def test_older_extra_names_are_read_with_a_warning(emulator, deyel_conn):
+    deyel_conn(extra={"token_cache": "memory", "token_cache_lock_wait": 7, "token_path": "/oauth/token/"})
+    with pytest.warns(UserWarning, match=r"read as \['cache', 'cache_lock_wait', 'oauth_path'\]"):
+        config = DeyelHook().config
+    assert (config.cache, config.cache_lock_wait, config.token_path) == ("memory", 7, "/oauth/token/")

@@ -51,8 +51,8 @@ def _run_processes(count: int) -> list[str]:
 
 def _cache_extra(kind: str, redis_url: str | None, cache_dir: str) -> dict:
     if kind == "redis":
-        return {"token_cache": "redis", "token_cache_url": redis_url}
-    return {"token_cache": "file", "token_cache_dir": cache_dir}
+        return {"cache": "redis", "cache_url": redis_url}
+    return {"cache": "file", "cache_dir": cache_dir}
 
 
 @pytest.fixture(params=["file", "redis"])
@@ -82,7 +82,7 @@ def _hold_lock(ready) -> None:
 def test_a_lock_holder_killed_by_sigkill_blocks_nobody_past_the_lease(
     emulator, deyel_conn, shared_conn, caplog
 ):
-    deyel_conn(extra={**shared_conn, "token_cache_lock_lease": 2, "token_cache_lock_wait": 30})
+    deyel_conn(extra={**shared_conn, "cache_lock_lease": 2, "cache_lock_wait": 30})
     ready = FORK.Event()
     holder = FORK.Process(target=_hold_lock, args=(ready,))
     holder.start()
@@ -97,7 +97,7 @@ def test_a_lock_holder_killed_by_sigkill_blocks_nobody_past_the_lease(
 
 
 def test_files_are_0600_encrypted_and_hold_no_secret(emulator, deyel_conn, cache_dir):
-    deyel_conn(extra={"token_cache": "file", "token_cache_dir": cache_dir})
+    deyel_conn(extra={"cache": "file", "cache_dir": cache_dir})
     token = DeyelHook().token_provider.token()
     folder = Path(cache_dir)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -114,7 +114,7 @@ def test_files_are_0600_encrypted_and_hold_no_secret(emulator, deyel_conn, cache
 def test_redis_entries_are_encrypted_and_expire_with_the_token(emulator, deyel_conn, redis_url):
     import redis
 
-    deyel_conn(extra={"token_cache": "redis", "token_cache_url": redis_url})
+    deyel_conn(extra={"cache": "redis", "cache_url": redis_url})
     hook = DeyelHook()
     token = hook.token_provider.token()
     client = redis.Redis.from_url(redis_url)
@@ -133,7 +133,7 @@ def test_a_new_process_reads_the_shared_token_without_a_post(emulator, shared_co
 
 
 def test_a_rotated_secret_never_gets_the_old_token(emulator, deyel_conn, cache_dir, caplog):
-    deyel_conn(extra={"token_cache": "file", "token_cache_dir": cache_dir})
+    deyel_conn(extra={"cache": "file", "cache_dir": cache_dir})
     hook = DeyelHook()
     old_token = DeyelToken("old-token-of-the-old-secret", expires_at=9e9, issued_at=0)
     # The entry the old secret left behind, under its own key and, forged, under the new secret's key.
@@ -179,7 +179,7 @@ def test_redis_stopped_mid_test_degrades_to_a_direct_fetch(emulator, deyel_conn,
 
     server = RedisServer()
     try:
-        deyel_conn(extra={"token_cache": "redis", "token_cache_url": server.url})
+        deyel_conn(extra={"cache": "redis", "cache_url": server.url})
         hook = DeyelHook()
         first = hook.request("GET", "/forms/CRM_ACCOUNT/instances/1").json()
         token = hook.get_token()
@@ -196,7 +196,7 @@ def test_redis_stopped_mid_test_degrades_to_a_direct_fetch(emulator, deyel_conn,
 def test_an_unwritable_folder_degrades_to_a_direct_fetch(emulator, deyel_conn, tmp_path, caplog):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    deyel_conn(extra={"token_cache": "file", "token_cache_dir": str(blocker / "cache")})
+    deyel_conn(extra={"cache": "file", "cache_dir": str(blocker / "cache")})
     with caplog.at_level(logging.WARNING):
         DeyelHook().request("GET", "/forms/CRM_ACCOUNT/instances/1")
     assert "file token cache" in caplog.text
@@ -222,18 +222,18 @@ def test_a_401_drops_the_shared_entry_and_fetches_once(emulator, shared_conn):
 
 
 def test_memory_and_none_caches(emulator, deyel_conn):
-    deyel_conn(extra={"token_cache": "none"})
+    deyel_conn(extra={"cache": "none"})
     hook = DeyelHook()
     assert hook.get_token() != hook.get_token()
     assert emulator.stats()["token_requests"] == 2
-    deyel_conn(extra={"token_cache": "memory"})
+    deyel_conn(extra={"cache": "memory"})
     assert DeyelHook().get_token() == DeyelHook().get_token()
     assert emulator.stats()["token_requests"] == 3
 
 
 def test_redis_without_a_url_is_a_config_error(emulator, deyel_conn):
-    deyel_conn(extra={"token_cache": "redis"})
-    with pytest.raises(DeyelConfigError, match="token_cache_url"):
+    deyel_conn(extra={"cache": "redis"})
+    with pytest.raises(DeyelConfigError, match="cache_url"):
         DeyelHook().get_token()
 
 
@@ -242,7 +242,7 @@ def test_redis_url_from_an_airflow_connection(emulator, deyel_conn, redis_server
         "AIRFLOW_CONN_TOKEN_REDIS",
         f'{{"conn_type": "redis", "host": "127.0.0.1", "port": {redis_server.port}, "extra": {{"db": 1}}}}',
     )
-    deyel_conn(extra={"token_cache": "redis", "token_cache_conn_id": "token_redis"})
+    deyel_conn(extra={"cache": "redis", "cache_conn_id": "token_redis"})
     import redis
 
     hook = DeyelHook()

@@ -26,7 +26,7 @@ def test_xcom_round_trip_carries_the_token_encrypted(emulator, deyel_conn):
     assert set(value) == {"deyel_token", "expires_at", "v"}
     assert token not in text and CLIENT_SECRET not in text
     # A consumer that caches nothing proves the token came from XCom: no new POST.
-    deyel_conn(extra={"token_cache": "none"})
+    deyel_conn(extra={"cache": "none"})
     for handed in (value, text, str(value)):  # the dict, JSON, and a template's rendering of the dict
         consumer = DeyelHook(token=handed)
         assert consumer.get_token() == token
@@ -36,7 +36,7 @@ def test_xcom_round_trip_carries_the_token_encrypted(emulator, deyel_conn):
 
 def test_operator_uses_the_xcom_token(emulator, deyel_conn):
     value = DeyelTokenOperator(task_id="get_token").execute({})
-    deyel_conn(extra={"token_cache": "none"})
+    deyel_conn(extra={"cache": "none"})
     operator = DeyelOperator(task_id="call", endpoint="/forms/CRM_ACCOUNT/instances/1", token=value)
     assert "token" in operator.template_fields
     assert isinstance(operator.execute({}), dict)
@@ -47,7 +47,7 @@ def test_extract_operator_uses_the_xcom_token(emulator, deyel_conn, tmp_path):
     from deyel_provider.operators.extract import DeyelExtractOperator
 
     value = DeyelTokenOperator(task_id="get_token").execute({})
-    deyel_conn(extra={"token_cache": "none"})
+    deyel_conn(extra={"cache": "none"})
     operator = DeyelExtractOperator(
         task_id="extract", form="CRM_ACCOUNT", output=str(tmp_path / "out.jsonl"), token=value
     )
@@ -64,7 +64,7 @@ def test_an_expired_or_rejected_xcom_token_falls_back(emulator, deyel_conn):
         CLIENT_SECRET,
         hook.credential_key,
     )
-    deyel_conn(extra={"token_cache": "none"})
+    deyel_conn(extra={"cache": "none"})
     assert DeyelHook(token=expired).get_token() != token.access_token
     assert emulator.stats()["token_requests"] == 2
     rejected = DeyelHook(token=token_to_xcom(token, CLIENT_SECRET, hook.credential_key))
@@ -77,7 +77,7 @@ def test_an_expired_or_rejected_xcom_token_falls_back(emulator, deyel_conn):
 def test_an_xcom_token_of_another_secret_is_not_used(emulator, deyel_conn, caplog):
     hook = DeyelHook()
     foreign = token_to_xcom(hook.token_provider.token(), "another-secret", hook.credential_key)
-    deyel_conn(extra={"token_cache": "none"})
+    deyel_conn(extra={"cache": "none"})
     DeyelHook(token=foreign).get_token()
     assert "not sealed for this connection" in caplog.text
     assert emulator.stats()["token_requests"] == 2
@@ -101,9 +101,7 @@ def test_password_grant_renews_with_the_refresh_token(deyel_conn, cache_dir):
 
     # 6 s: renewal at 3 s, and the steps after it have 3 s of slack on a busy machine.
     with run_emulator(records=5, token_ttl=6) as emulator:
-        deyel_conn(
-            url=emulator.url, extra={**PASSWORD_GRANT, "token_cache": "file", "token_cache_dir": cache_dir}
-        )
+        deyel_conn(url=emulator.url, extra={**PASSWORD_GRANT, "cache": "file", "cache_dir": cache_dir})
         hook = DeyelHook()
         first = hook.token_provider.token()
         assert first.refresh_token

@@ -18,12 +18,13 @@ PROVIDER_INFO: dict[str, Any] = {
             "hook-class-name": "deyel_provider.hooks.deyel.DeyelHook",
             "hook-name": "Deyel",
             "ui-field-behaviour": {
-                "hidden-fields": ["schema", "port", "extra"],
+                "hidden-fields": ["schema", "extra"],
                 "relabeling": {"host": "Base URL", "login": "Client ID", "password": "Client Secret"},
                 "placeholders": {
                     "host": "https://tenant.deyel.com",
                     "login": "Code of the 'Rest API Client' user",
                     "password": "Password of the 'Rest API Client' user",
+                    "port": "Optional: the port, when the base URL has none",
                 },
             },
             "conn-fields": {spec.name: spec.conn_field() for spec in EXTRA_FIELDS},

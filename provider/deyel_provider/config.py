@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from deyel_provider.conn_fields import EXTRA_FIELDS, ExtraField
+from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, ExtraField
 from deyel_provider.exceptions import DeyelConfigError
 
 if TYPE_CHECKING:
@@ -41,12 +41,12 @@ class DeyelConfig:
     retry_after_max: float
     auth_failure_ttl: float
     max_response_bytes: int
-    token_cache: str = "file"
-    token_cache_dir: str | None = None
-    token_cache_url: str | None = field(default=None, repr=False)
-    token_cache_conn_id: str | None = None
-    token_cache_lock_lease: float = 30
-    token_cache_lock_wait: float = 45
+    cache: str = "file"
+    cache_dir: str | None = None
+    cache_url: str | None = field(default=None, repr=False)
+    cache_conn_id: str | None = None
+    cache_lock_lease: float = 30
+    cache_lock_wait: float = 45
     grant_type: str = "client_credentials"
     username: str | None = None
     user_password: str | None = field(default=None, repr=False)
@@ -96,6 +96,7 @@ class DeyelConfig:
         extras = _read_extras(conn_id, conn.extra_dejson)
         verify: bool | str = extras.pop("verify")
         ca_bundle = extras.pop("ca_bundle")
+        token_path = extras.pop("oauth_path")
         if verify and ca_bundle:
             verify = ca_bundle
         user_password = extras.pop("password")
@@ -104,12 +105,10 @@ class DeyelConfig:
                 f"connection {conn_id!r}: grant_type 'password' needs the resource owner's "
                 f"'username' and 'password' extras"
             )
-        if extras["token_cache"] == "redis" and not (
-            extras["token_cache_url"] or extras["token_cache_conn_id"]
-        ):
+        if extras["cache"] == "redis" and not (extras["cache_url"] or extras["cache_conn_id"]):
             raise DeyelConfigError(
-                f"connection {conn_id!r}: token_cache 'redis' needs the 'token_cache_url' extra "
-                f"(redis://host:6379/0) or 'token_cache_conn_id' (an Airflow redis connection)"
+                f"connection {conn_id!r}: cache 'redis' needs the 'cache_url' extra "
+                f"(redis://host:6379/0) or 'cache_conn_id' (an Airflow redis connection)"
             )
         return cls(
             conn_id=conn_id,
@@ -118,12 +117,23 @@ class DeyelConfig:
             client_secret=conn.password,
             verify=verify,
             user_password=user_password,
+            token_path=token_path,
             **extras,
         )
 
 
 def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     """Declared extras converted to their types (the UI and env vars may send strings), defaults filled in."""
+    renamed = sorted(old for old in raw if old in ALIASES)
+    if renamed:
+        warnings.warn(
+            f"connection {conn_id!r}: extra field(s) {renamed} are read as "
+            f"{[ALIASES[old] for old in renamed]}; rename them: Airflow masks the value of any extra whose "
+            f"name contains 'token'",
+            UserWarning,
+            stacklevel=3,
+        )
+        raw = {ALIASES.get(name, name): value for name, value in raw.items() if ALIASES.get(name) not in raw}
     values: dict[str, Any] = {}
     for spec in EXTRA_FIELDS:
         value = raw.get(spec.name)

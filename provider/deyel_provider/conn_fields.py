@@ -33,9 +33,11 @@ class ExtraField:
         return {"label": self.label, "description": self.description, "schema": schema}
 
 
+# Airflow hides the value of every extra whose name contains a sensitive word ("token", "secret", "password",
+# "key"...): the UI shows and saves "***" in its place. Only secret fields may have such names.
 EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
-        "token_path",
+        "oauth_path",
         "Token path",
         "Path of the OAuth2 token endpoint, relative to the base URL (documented: /oauth/token).",
         "string",
@@ -77,7 +79,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ),
     # Shared tokens: the cache that makes one token serve every task, and the grants.
     ExtraField(
-        "token_cache",
+        "cache",
         "Token cache",
         "Where tokens are shared: file (one host, the default), redis (many hosts), memory (this process "
         "only) or none (fetch every time, for debugging).",
@@ -86,34 +88,34 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         enum=("file", "redis", "memory", "none"),
     ),
     ExtraField(
-        "token_cache_dir",
+        "cache_dir",
         "Token cache folder",
         "Folder of the file cache (one encrypted 0600 file per credential). Default: "
         "$AIRFLOW_HOME/deyel-token-cache.",
         "string",
     ),
     ExtraField(
-        "token_cache_url",
+        "cache_url",
         "Token cache Redis URL",
-        "Redis URL of the redis cache, e.g. redis://redis:6379/0 (or set Token cache Redis connection).",
+        "Redis URL of the redis cache, e.g. redis://redis:6379/1. For a Redis with a password use Token "
+        "cache Redis connection instead (a password in this URL is masked in logs, not hidden in the UI).",
         "string",
-        secret=True,
     ),
     ExtraField(
-        "token_cache_conn_id",
+        "cache_conn_id",
         "Token cache Redis connection",
         "Id of an Airflow redis connection to use for the redis cache, instead of a URL.",
         "string",
     ),
     ExtraField(
-        "token_cache_lock_lease",
+        "cache_lock_lease",
         "Token lock lease (s)",
         "A renewal lock held by a process that died is freed after this many seconds (redis).",
         "number",
         30,
     ),
     ExtraField(
-        "token_cache_lock_wait",
+        "cache_lock_wait",
         "Token lock wait (s)",
         "How long to wait for another process's renewal before fetching directly (keep it above the lease).",
         "number",
@@ -231,3 +233,15 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "X-Total-Count",
     ),
 )
+
+#: Older spellings, still read. Airflow hides the value of any extra whose name holds "token" (the UI form
+#: shows and saves "***", and task logs mask every occurrence of the value), so the declared names avoid it.
+ALIASES: dict[str, str] = {
+    "token_path": "oauth_path",
+    "token_cache": "cache",
+    "token_cache_dir": "cache_dir",
+    "token_cache_url": "cache_url",
+    "token_cache_conn_id": "cache_conn_id",
+    "token_cache_lock_lease": "cache_lock_lease",
+    "token_cache_lock_wait": "cache_lock_wait",
+}

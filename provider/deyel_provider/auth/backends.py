@@ -1,4 +1,4 @@
-"""The one place where the connection's ``token_cache`` extra becomes cache tiers."""
+"""The one place where the connection's ``cache`` extra becomes cache tiers."""
 
 from __future__ import annotations
 
@@ -18,43 +18,41 @@ if TYPE_CHECKING:
 
 def process_tier(config: DeyelConfig) -> TokenCache:
     """The first tier, in front of the shared one, so that a task does not hit disk or Redis per request."""
-    return NoTokenCache() if config.token_cache == "none" else PROCESS_CACHE
+    return NoTokenCache() if config.cache == "none" else PROCESS_CACHE
 
 
 def shared_tier(config: DeyelConfig, key: str) -> TokenCache | None:
     """The cache shared with other processes (``file``, ``redis``), or None (``memory``, ``none``)."""
-    if config.token_cache not in ("file", "redis"):
+    if config.cache not in ("file", "redis"):
         return None
     sealer = TokenSealer(config.client_secret, key, CACHE_PURPOSE)
-    if config.token_cache == "file":
+    if config.cache == "file":
         from deyel_provider.auth.file_cache import FileTokenCache, default_cache_dir
 
-        directory = (
-            Path(config.token_cache_dir).expanduser() if config.token_cache_dir else default_cache_dir()
-        )
-        return FileTokenCache(directory, sealer, config.token_cache_lock_wait)
+        directory = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+        return FileTokenCache(directory, sealer, config.cache_lock_wait)
     from deyel_provider.auth.redis_cache import RedisTokenCache, redis_client
 
     return RedisTokenCache(
         redis_client(redis_url(config)),
         sealer,
-        lease=config.token_cache_lock_lease,
-        lock_wait=config.token_cache_lock_wait,
+        lease=config.cache_lock_lease,
+        lock_wait=config.cache_lock_wait,
     )
 
 
 def redis_url(config: DeyelConfig) -> str:
-    """The ``token_cache_url`` extra, else a URL built from the Airflow connection ``token_cache_conn_id``."""
-    if config.token_cache_url:
-        url = config.token_cache_url
+    """The ``cache_url`` extra, else a URL built from the Airflow connection ``cache_conn_id``."""
+    if config.cache_url:
+        url = config.cache_url
     else:
         from airflow.sdk import BaseHook
 
-        assert config.token_cache_conn_id  # DeyelConfig checks that one of the two is set
-        conn = BaseHook.get_connection(config.token_cache_conn_id)
+        assert config.cache_conn_id  # DeyelConfig checks that one of the two is set
+        conn = BaseHook.get_connection(config.cache_conn_id)
         if not conn.host:
             raise DeyelConfigError(
-                f"connection {config.token_cache_conn_id!r} (token_cache_conn_id) has no Host for Redis"
+                f"connection {config.cache_conn_id!r} (cache_conn_id) has no Host for Redis"
             )
         extra = conn.extra_dejson
         scheme = "rediss" if str(extra.get("ssl", "")).lower() in ("true", "1") else "redis"

@@ -74,7 +74,7 @@ class MemoryTokenCache:
 
 
 class NoTokenCache:
-    """Keeps nothing: every request fetches a token (``token_cache=none``, for debugging)."""
+    """Keeps nothing: every request fetches a token (``cache=none``, for debugging)."""
 
     name = "none"
 

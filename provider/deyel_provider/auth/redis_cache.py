@@ -30,7 +30,7 @@ def redis_client(url: str) -> Any:
         import redis
     except ImportError:
         raise DeyelConfigError(
-            "token_cache 'redis' needs redis-py: pip install 'airflow-provider-deyel[redis]'"
+            "cache 'redis' needs redis-py: pip install 'airflow-provider-deyel[redis]'"
         ) from None
     with _clients_guard:
         client = _clients.get(url)
@@ -40,7 +40,7 @@ def redis_client(url: str) -> Any:
                     url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
                 )
             except ValueError as exc:
-                raise DeyelConfigError(f"token_cache_url is not a Redis URL: {exc}") from None
+                raise DeyelConfigError(f"cache_url is not a Redis URL: {exc}") from None
             _clients[url] = client
         return client
 

@@ -28,7 +28,7 @@ class DeyelHook(BaseHook):
     """Interact with the Deyel REST API through OAuth2 client-credentials tokens.
 
     Tokens come from the documented ``POST /oauth/token`` and are reused until shortly before they expire;
-    every hook of the process shares them, and the ``token_cache`` extra shares them with the other
+    every hook of the process shares them, and the ``cache`` extra shares them with the other
     processes of the host (``file``) or of the deployment (``redis``). Nothing touches the network until a
     token or a call is needed.
 

@@ -104,7 +104,7 @@ class DeyelTokenOperator(BaseOperator):
 
     The XCom value is ``{"deyel_token": "<ciphertext>", "expires_at": <epoch s>, "v": 1}``, encrypted with a
     key derived from the connection's client secret: readable only by tasks that have the connection. Pass
-    it on with ``token="{{ ti.xcom_pull('get_token') }}"``. With a shared ``token_cache`` (``file``,
+    it on with ``token="{{ ti.xcom_pull('get_token') }}"``. With a shared ``cache`` (``file``,
     ``redis``) tasks already share one token without this operator; it helps when tasks cannot share a cache.
 
     :param deyel_conn_id: the ``deyel`` connection.

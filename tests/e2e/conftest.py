@@ -1,0 +1,108 @@
+"""Real deployments for the e2e tests: Airflow components, redis-server and PostgreSQL databases, by PID."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from deyel_provider.emulator import run_emulator
+from scripts.deployment import ROOT, Deployment, Process, free_port, stop_processes, wait_for
+from tests.helpers import connection_json
+
+E2E_DAGS = Path(__file__).resolve().parent / "dags"
+EXAMPLE_DAGS = ROOT / "dags_examples"
+ARTIFACTS = ROOT / "artifacts"
+RECORDS = 1000
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+# The shared token caches that make one token serve every task process (one host) or worker (many).
+FILE_TOKEN_CACHE = {"cache": "file"}
+
+
+def redis_token_cache(redis_url: str) -> dict[str, str]:
+    return {"cache": "redis", "cache_url": redis_url}
+
+
+def deyel_connection_env(url: str, **extra: object) -> dict[str, str]:
+    return {"AIRFLOW_CONN_DEYEL_DEFAULT": connection_json(url, **extra)}
+
+
+@pytest.fixture(scope="session")
+def local_emulator():
+    """The emulator the LocalExecutor deployment's ``deyel_default`` points at (its counters span the run)."""
+    with run_emulator(records=RECORDS) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def local_deployment(local_emulator, tmp_path_factory):
+    """api-server + scheduler + dag-processor, LocalExecutor on SQLite, example and e2e DAGs."""
+    home = tmp_path_factory.mktemp("airflow-local")
+    deployment = Deployment(
+        home=home,
+        dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
+        env=deyel_connection_env(local_emulator.url, **FILE_TOKEN_CACHE),
+    )
+    with deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server on a free loopback port (never the machine's 6379), stopped by PID."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    log_path = folder / "redis.log"
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process = Process("redis-server", popen, log_path)
+    try:
+        wait_for(lambda: _redis_ping(port, process), 20, f"redis-server on port {port}", interval=0.1)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop_processes([process])
+
+
+def _redis_ping(port: int, process: Process) -> bool:
+    import redis
+
+    if not process.alive():
+        raise RuntimeError(f"redis-server exited:\n{process.log_tail()}")
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh PostgreSQL database (127.0.0.1:5432, trust auth) for one deployment, dropped afterwards."""
+    import psycopg2
+
+    name = f"deyel_e2e_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield f"{POSTGRES}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def leaked(values: object, secrets: list[str]) -> list[str]:
+    """The secrets (by position, never the value) that appear in clear inside ``values``."""
+    text = values if isinstance(values, str) else json.dumps(values, default=str)
+    return [f"secret #{index}" for index, secret in enumerate(secrets) if secret and secret in text]
