@@ -1,5 +1,5 @@
 """DeyelExtractOperator: exact output for every paging strategy and format, incremental windows, atomic
-publish (a killed run leaves nothing under the final name), CSV and JSON Lines round trips."""
+publish (a killed run never shows a partial file under the final name), CSV and JSON Lines round trips."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -148,29 +149,135 @@ DeyelExtractOperator(
 """
 
 
-def test_a_killed_run_leaves_no_file_under_the_final_name(deyel_conn, emulator, tmp_path):
+class FinalNameWatcher:
+    """Polls the final name from a thread, as a reader would, and records every content seen there.
+
+    A reader opening the path gets whole inodes: with an atomic rename it sees either nothing, the previous
+    file or the complete new one, never a file being written.
+    """
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.seen: list[tuple[str, bytes]] = []  # (phase, content) each time the content changed
+        self.phase = "running"
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="final-name-watcher", daemon=True)
+
+    def __enter__(self) -> FinalNameWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        last: bytes | None = None
+        while not self._stop.is_set():
+            self.polls += 1
+            try:
+                with open(self.path, "rb") as fh:
+                    content = fh.read()
+            except FileNotFoundError:
+                content = None
+            if content is not None and content != last:
+                self.seen.append((self.phase, content))
+            last = content
+            time.sleep(0.002)
+
+    def contents(self, phase: str) -> list[bytes]:
+        return [content for seen_in, content in self.seen if seen_in == phase]
+
+
+def test_a_killed_run_never_shows_a_partial_file_under_the_final_name(deyel_conn, emulator, tmp_path):
+    reference = tmp_path / "reference.jsonl"
+    operator(reference, page_size=20).execute({})
     target = tmp_path / "out" / "data.jsonl"
     # The second page hangs for a while: once the server has seen that request, the process is certainly
     # mid-way, its first page written to the temporary file. (Short, so the emulator's shutdown is quick.)
     emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 1, "count": 1}])
-    child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
-    try:
-        temporary = _wait_for_second_page(emulator, target.parent, child)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
+    emulator.reset()
+    with FinalNameWatcher(target) as watcher:
+        child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
+        try:
+            temporary = _wait_for_second_page(emulator, target.parent, child)
+            os.kill(child.pid, signal.SIGKILL)
             child.wait()
-    assert child.returncode == -signal.SIGKILL
-    assert not target.exists()
-    assert temporary.exists()  # the partial data lives only under the temporary name
-    emulator.clear_faults()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        watcher.phase = "killed"
+        polls_before_rerun = watcher.polls
+        assert child.returncode == -signal.SIGKILL
+        assert not target.exists()
+        assert temporary.exists()  # the partial data lives only under the temporary name
+        assert temporary.stat().st_size > 0
+        emulator.clear_faults()
 
-    result = operator(target, page_size=20).execute({})
-    assert [r["idObjectValue"] for r in read_jsonl(target)] == [str(i) for i in range(1, 51)]
+        watcher.phase = "rerun"
+        result = operator(target, page_size=20).execute({})
+        watcher.phase = "done"
+        time.sleep(0.05)  # a few more polls of the published file
+    assert polls_before_rerun > 10  # the watcher was looking while the killed run wrote its first page
+    assert watcher.contents("running") == watcher.contents("killed") == []  # nothing, ever, before the rerun
+    # Whenever the final name showed anything, it was the complete extraction.
+    assert {content for _, content in watcher.seen} == {reference.read_bytes()}
+    assert watcher.contents("done")
+    assert target.read_bytes() == reference.read_bytes()
     assert result["records"] == 50
     assert os.listdir(target.parent) == ["data.jsonl"]  # the rerun removed the killed attempt's leftover
+
+
+def test_a_kill_at_publish_time_leaves_nothing_or_everything(deyel_conn, emulator, tmp_path):
+    """SIGKILL as soon as the temporary file holds every byte, i.e. around the rename.
+
+    The move is ``shutil.move`` of a file beside the target, so ``os.rename`` on one filesystem: atomic.
+    Whichever side of it the kill lands, the final name holds nothing or the complete file.
+    """
+    reference = tmp_path / "reference.jsonl"
+    operator(reference, page_size=20).execute({})
+    complete = reference.read_bytes()
+    target = tmp_path / "out" / "data.jsonl"
+    target.parent.mkdir()
+    # The last page waits a moment, so the watcher is polling before the file is finished.
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 300, "after": 2, "count": 1}])
+    with FinalNameWatcher(target) as watcher:
+        child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
+        try:
+            _kill_once_written(child, target.parent, len(complete))
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode in (-signal.SIGKILL, 0)  # killed, or it had already finished
+    assert {content for _, content in watcher.seen} <= {complete}
+    leftovers = [p for p in target.parent.iterdir() if ".tmp-" in p.name]
+    if target.exists():
+        assert target.read_bytes() == complete
+        assert leftovers == []
+    else:
+        (temporary,) = leftovers  # killed before the rename: the whole data is under the temporary name
+        assert temporary.read_bytes() == complete
+
+
+def _kill_once_written(child, folder, size: int) -> None:
+    deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            return
+        for entry in folder.iterdir():
+            try:
+                written = entry.stat().st_size
+            except FileNotFoundError:  # renamed under our feet: the publish happened
+                continue
+            if written >= size:
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait()
+                return
+        time.sleep(0.0005)
+    raise AssertionError("the extraction never finished writing")
 
 
 def _wait_for_second_page(emulator, folder, child):

@@ -120,3 +120,65 @@ def test_data_answers_give_a_result_or_a_typed_error(server, status, body, extra
         assert status < 400
     finally:
         hook.close()
+
+
+# -- pages of an extraction ------------------------------------------------------------------------------
+
+records = st.dictionaries(st.sampled_from(["idObjectValue", "dsCompany", "x"]), json_values, max_size=3)
+page_lists = st.lists(records | json_values, max_size=4).map(json.dumps)
+# Mostly arrays, which get past the JSON check into the paging logic; then anything at all.
+page_bodies = st.sampled_from([True, True, False]).flatmap(lambda array: page_lists if array else bodies)
+page_statuses = st.sampled_from([True, False]).flatmap(lambda ok: st.just(200) if ok else statuses)
+page_headers = headers | st.fixed_dictionaries(
+    {},
+    optional={
+        "x-total-count": st.one_of(header_values, st.integers(-3, 10**6).map(str)),
+        "link": st.one_of(
+            header_values,
+            st.sampled_from(["/forms/CRM_ACCOUNT/instances?page=2", "http://elsewhere.invalid/p2"]).map(
+                lambda url: f'<{url}>; rel="next"'
+            ),
+        ),
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def page_server(server):
+    """The ``server`` emulator under three paging options (it pages by number; the others must cope)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for strategy in ("page", "offset", "link"):
+            extra = {"retry_attempts": 1, "auth_failure_ttl": 0, "paging": strategy}
+            patch.setenv(f"AIRFLOW_CONN_DEYEL_PAGES_{strategy.upper()}", connection_json(server.url, **extra))
+        yield server
+
+
+@settings(EXAMPLES, max_examples=40)
+@given(
+    status=page_statuses,
+    body=page_bodies,
+    extra_headers=page_headers,
+    strategy=st.sampled_from(["page", "offset", "link"]),
+    after=st.integers(0, 2),
+    count=st.sampled_from([1, None]),
+    fields=st.sampled_from([None, ["idObjectValue"]]),
+    max_workers=st.sampled_from([1, 2]),
+)
+def test_any_page_answer_gives_instances_or_a_typed_error(
+    page_server, status, body, extra_headers, strategy, after, count, fields, max_workers
+):
+    """Whatever one page (or every page from the n-th) says, iter_instances raises only DeyelErrors."""
+    page_server.set_faults([{**fault("data", status, body, extra_headers), "after": after, "count": count}])
+    hook = DeyelHook(f"deyel_pages_{strategy}")
+    try:
+        instances = list(
+            hook.iter_instances("CRM_ACCOUNT", page_size=2, fields=fields, max_workers=max_workers)
+        )
+    except DeyelError as error:
+        assert readable(error), str(error)
+    else:
+        assert len(instances) <= 10**6
+        if fields is not None:
+            assert all(list(instance) == fields for instance in instances)
+    finally:
+        hook.close()

@@ -97,3 +97,14 @@ def test_bad_paging_options_are_typed_errors(deyel_conn, emulator):
     deyel_conn("bad", extra={"paging": "cursor"})
     with pytest.raises(DeyelConfigError, match="paging"):
         list(DeyelHook("bad").iter_instances("CRM_ACCOUNT"))
+
+
+def test_a_page_that_is_not_an_array_of_objects_is_a_typed_error(deyel_conn, emulator):
+    from deyel_provider.exceptions import DeyelBadResponseError
+
+    for body, problem in (('{"items": []}', "got dict"), ('[{"a": 1}, 2]', "item 1 is int")):
+        emulator.set_faults([{"route": "data", "action": "status", "status": 200, "raw_body": body}])
+        with pytest.raises(DeyelBadResponseError, match=problem) as caught:
+            list(DeyelHook().iter_instances("CRM_ACCOUNT", fields=["a"]))
+        assert (caught.value.method, caught.value.path) == ("GET", "/forms/CRM_ACCOUNT/instances")
+        assert str(caught.value).startswith("GET /forms/CRM_ACCOUNT/instances")

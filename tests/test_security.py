@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -10,7 +11,7 @@ from airflow.sdk.log import mask_secret  # noqa: F401  (the masker the provider 
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import CLIENT_SECRET
+from tests.helpers import CLIENT_SECRET, FAST_RETRY
 
 
 def _redact(value: str) -> object:
@@ -69,6 +70,62 @@ def all_issued(emulator) -> list[str]:
     return [token for tokens in emulator.issued_tokens().values() for token in tokens]
 
 
+class LeakScanner:
+    """Collects everything a user or an attacker could read, then looks for secrets in it.
+
+    What is kept: ``str`` and ``repr`` of any object (hooks, configs, tokens, caches, XCom values, rendered
+    template fields, cache contents), every part of an exception, and at the end every log record
+    (``caplog``) and everything written to stdout/stderr (``capsys``, where task loggers write).
+    """
+
+    def __init__(self, caplog, capsys) -> None:
+        caplog.set_level(logging.DEBUG)
+        self._caplog = caplog
+        self._capsys = capsys
+        self.seen: list[str] = []
+
+    def keep(self, *objects: object) -> None:
+        self.seen.extend(f"{obj}\n{obj!r}" for obj in objects)
+
+    def failing(self, call) -> DeyelError:
+        """Run ``call``, which must raise a DeyelError, and keep every part of that error."""
+        try:
+            call()
+        except DeyelError as error:
+            self.keep(error, error.args, error.errors, vars(error))
+            return error
+        raise AssertionError("expected a DeyelError")
+
+    def keep_task(self, operator, context: dict, *, xcom: bool = True) -> object:
+        """Render and run ``operator``; keep its rendered template fields, its hook and (unless excluded)
+        the XCom value it returns."""
+        operator.render_template_fields(context)
+        result = operator.execute(context)
+        self.keep(operator, *(getattr(operator, field) for field in operator.template_fields))
+        if "hook" in dir(type(operator)):
+            self.keep(operator.hook, operator.hook.config, operator.hook.token_provider)
+        if xcom:
+            self.keep(result, json.dumps(result, default=str))
+        return result
+
+    def haystack(self) -> str:
+        captured = self._capsys.readouterr()
+        self.seen += [captured.out, captured.err]
+        records = [f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in self._caplog.records]
+        return "\n".join(self.seen + records)
+
+    def lines(self, logger: str) -> list[str]:
+        return [r.getMessage() for r in self._caplog.records if r.name == logger]
+
+    def assert_no_leak(self, secrets: list[str]) -> str:
+        haystack = self.haystack()
+        assert all(secrets), "an empty secret would match anything"
+        # Positions in ``secrets``, not the values: a failure report must not print what leaked.
+        leaked = [n for n, secret in enumerate(secrets) if secret in haystack]
+        assert leaked == [], f"secrets or tokens number {leaked} of {len(secrets)} found in the output"
+        return haystack
+
+
 def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(
     emulator, deyel_conn, caplog, capsys
 ):
@@ -78,25 +135,13 @@ def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(
 
     from deyel_provider.operators.deyel import DeyelOperator
 
-    caplog.set_level(logging.DEBUG)
-    seen: list[str] = []
-
-    def keep(*objects: object) -> None:
-        seen.extend(f"{obj}\n{obj!r}" for obj in objects)
-
-    def failing(call) -> None:
-        try:
-            call()
-        except DeyelError as error:
-            keep(error, error.args, error.errors, vars(error))
-        else:
-            raise AssertionError("expected a DeyelError")
+    scan = LeakScanner(caplog, capsys)
 
     # Tokens: obtained, retried at the token endpoint, revoked and renewed, expired mid-run.
     emulator.set_faults([{"route": "token", "action": "status", "status": 503, "count": 1}])
     hook = DeyelHook()
     token = hook.token_provider.token()
-    keep(hook, hook.config, hook.token_client, hook.token_provider, token, hook.get_conn().auth)
+    scan.keep(hook, hook.config, hook.token_client, hook.token_provider, token, hook.get_conn().auth)
     steps = [
         {"action": "revoke"},
         {"action": "status", "status": 503, "retry_after": 0, "count": 2},
@@ -106,27 +151,27 @@ def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(
     ]
     for n, step in enumerate(steps, start=1):
         emulator.set_faults([{"route": "data", "count": 1, **step}])
-        keep(hook.request("GET", f"/forms/CRM_ACCOUNT/instances/{n}").json())
+        scan.keep(hook.request("GET", f"/forms/CRM_ACCOUNT/instances/{n}").json())
     assert emulator.stats()["api_unauthorized"] == 2  # the revoked and the expired token were renewed
 
     # Errors: every status the provider maps, on data calls and at the token endpoint.
     for status in (400, 401, 403, 404, 405, 409, 415, 429, 500, 502, 503):
         emulator.set_faults([{"route": "data", "action": "status", "status": status}])
-        failing(lambda: hook.request("GET", "/forms/CRM_ACCOUNT/instances", params={"search": "x=eq:1"}))
+        scan.failing(lambda: hook.request("GET", "/forms/CRM_ACCOUNT/instances", params={"search": "x=eq:1"}))
     for fault in (
         {"action": "html", "status": 200},
         {"action": "malformed"},
         {"action": "status", "status": 500},
     ):
         emulator.set_faults([{"route": "token", **fault}])
-        failing(lambda: DeyelHook().token_client.client_credentials())
+        scan.failing(lambda: DeyelHook().token_client.client_credentials())
     emulator.clear_faults()
 
     # Refused credentials, then remembered.
     deyel_conn("deyel_wrong", password="a-wrong-secret")
     for _ in range(2):
-        failing(lambda: DeyelHook("deyel_wrong").get_token())
-    keep(DeyelHook("deyel_wrong").test_connection())
+        scan.failing(lambda: DeyelHook("deyel_wrong").get_token())
+    scan.keep(DeyelHook("deyel_wrong").test_connection())
 
     # An operator: rendered template fields and the XCom value it returns.
     with DAG("leak", schedule=None, start_date=pendulum.datetime(2026, 1, 1)):
@@ -137,18 +182,113 @@ def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(
             headers={"X-Trace": "{{ params.form }}"},
         )
     emulator.set_faults([{"route": "data", "action": "status", "status": 502, "count": 1}])
-    context = {"params": {"form": "CRM_ACCOUNT"}}
-    operator.render_template_fields(context)
-    xcom = operator.execute(context)
-    keep(xcom, operator.hook, *(getattr(operator, f) for f in operator.template_fields))
+    scan.keep_task(operator, {"params": {"form": "CRM_ACCOUNT"}})
 
-    captured = capsys.readouterr()
-    records = [f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records]
-    haystack = "\n".join(seen + records + [captured.out, captured.err])
-    retries = [r.getMessage() for r in caplog.records if r.name == "deyel_provider.retry"]
-    assert len(retries) >= 6, retries  # the retry scenarios ran and were logged
-    assert any("HTTP 503" in line for line in retries) and any("HTTP 429" in line for line in retries)
     issued = all_issued(emulator)
     assert len(issued) == 4  # the first, after the revocation, after the expiry, after the 401 fault
-    for secret in [CLIENT_SECRET, "a-wrong-secret", *issued]:
-        assert secret not in haystack
+    scan.assert_no_leak([CLIENT_SECRET, "a-wrong-secret", *issued])
+    retries = scan.lines("deyel_provider.retry")
+    assert len(retries) >= 6, retries  # the retry scenarios ran and were logged
+    assert any("HTTP 503" in line for line in retries) and any("HTTP 429" in line for line in retries)
+
+
+USER_PASSWORD = "JPerez-pass1"
+
+
+@pytest.mark.parametrize("cache", ["file", "redis"])
+def test_no_secret_or_token_leaks_from_xcom_password_grant_extraction_or_caches(
+    emulator, deyel_conn, request, tmp_path, caplog, capsys, cache
+):
+    """XCom tokens (encrypted, and the clear-text opt-in), the password grant and its refresh tokens, the
+    extraction operator under faults, and what the shared token cache holds at rest."""
+    from deyel_provider.auth.backends import shared_tier
+    from deyel_provider.operators.deyel import DeyelOperator, DeyelTokenOperator
+    from deyel_provider.operators.extract import DeyelExtractOperator
+
+    scan = LeakScanner(caplog, capsys)
+    cache_dir = tmp_path / "token-cache"
+    redis_url = request.getfixturevalue("redis_url") if cache == "redis" else None
+    shared = {"cache": cache, "cache_dir": str(cache_dir), "cache_url": redis_url}
+    shared = {name: value for name, value in shared.items() if value is not None}
+    deyel_conn(extra={**FAST_RETRY, **shared})
+    user = {"grant_type": "password", "username": "JPerez", "password": USER_PASSWORD}
+    deyel_conn("deyel_user", extra={**FAST_RETRY, **shared, **user})
+
+    # A token handed through XCom, encrypted, to a consumer that renders it from a template.
+    producer = DeyelTokenOperator(task_id="get_token")
+    handed = scan.keep_task(producer, {})
+    consumer = DeyelOperator(task_id="use", endpoint="/forms/CRM_ACCOUNT/instances/1", token="{{ params.t }}")
+    scan.keep_task(consumer, {"params": {"t": handed}})
+    assert consumer.token == str(handed)  # the rendered field is the ciphertext's dict, nothing else
+
+    # The clear-text opt-in: its XCom value holds the token by design, the process's logs must not.
+    clear = DeyelTokenOperator(task_id="get_token_clear", clear_text=True)
+    clear_value = scan.keep_task(clear, {}, xcom=False)
+    assert clear_value["access_token"] in all_issued(emulator)  # the scan below would see it if logged
+
+    # The password grant: user password and refresh tokens; a revoked access token is renewed with the
+    # refresh token, a revoked refresh token falls back to the password grant.
+    user_hook = DeyelHook("deyel_user")
+    first = user_hook.token_provider.token()
+    scan.keep(user_hook, user_hook.config, user_hook.token_provider, first, user_hook.get_conn().auth)
+    emulator.revoke(first.access_token)
+    scan.keep(user_hook.request("GET", "/forms/CRM_ACCOUNT/instances/2").json())
+    emulator.revoke(first.refresh_token)
+    emulator.revoke(user_hook.get_token())
+    scan.keep(user_hook.request("GET", "/forms/CRM_ACCOUNT/instances/3").json())
+    deyel_conn("deyel_user_wrong", extra={**FAST_RETRY, **user, "password": "a-wrong-password"})
+    scan.failing(lambda: DeyelHook("deyel_user_wrong").get_token())
+
+    # The extraction operator with the user's connection, templated, under retried faults and a revocation,
+    # with progress lines on every page.
+    emulator.set_faults(
+        [
+            {"route": "data", "action": "revoke", "after": 1, "count": 1},
+            {"route": "data", "action": "status", "status": 503, "after": 2, "count": 1},
+            {"route": "data", "action": "status", "status": 429, "retry_after": 1, "after": 3, "count": 1},
+            {"route": "data", "action": "drop", "after": 5, "count": 1},
+        ]
+    )
+    extraction = DeyelExtractOperator(
+        task_id="extract",
+        form="{{ params.form }}",
+        output=str(tmp_path / "out" / "{{ params.form }}.jsonl"),
+        search="cdCountry=in:{{ params.countries }}",
+        incremental_field=None,
+        page_size=3,
+        progress_interval=0.000001,
+        deyel_conn_id="deyel_user",
+    )
+    summary = scan.keep_task(extraction, {"params": {"form": "CRM_ACCOUNT", "countries": "AR;UY;BR"}})
+    assert summary["pages"] >= 5
+    emulator.clear_faults()
+
+    # The shared cache at rest: every file, or every Redis key and value.
+    for hook in (DeyelHook(), DeyelHook("deyel_user")):
+        scan.keep(shared_tier(hook.config, hook.credential_key))
+    if cache == "file":
+        entries = sorted(cache_dir.iterdir())
+        assert any(entry.name.endswith(".token") for entry in entries)
+        scan.keep(*(entry.name + "\n" + entry.read_bytes().decode("latin-1") for entry in entries))
+    else:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        keys = client.keys("*")
+        assert keys
+        scan.keep(*(key.decode("latin-1") + "\n" + client.dump(key).decode("latin-1") for key in keys))
+        client.close()
+
+    issued = emulator.issued_tokens()
+    assert len(issued["refresh_tokens"]) >= 2  # the password grant's, then the refresh grant's
+    secrets = [CLIENT_SECRET, USER_PASSWORD, "a-wrong-password", *all_issued(emulator)]
+    haystack = scan.assert_no_leak(secrets)
+    # The scenarios really ran and were logged.
+    assert "unencrypted" in haystack  # the clear-text warning
+    assert "progress:" in haystack and "published" in haystack
+    retries = scan.lines("deyel_provider.retry")
+    assert [("HTTP 503" in line, "HTTP 429" in line, "DeyelConnectionError" in line) for line in retries] == [
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+    ]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
@@ -94,19 +95,22 @@ class Page:
 
 
 def parse_page(response: requests.Response, paging: Paging, index: int) -> Page:
-    """The JSON array of a page as a :class:`Page`; anything else is a typed error."""
+    """The JSON array of instances of a page as a :class:`Page`; anything else is a typed error."""
     try:
         body = response.json()
     except ValueError:
-        raise DeyelBadResponseError(
-            "the page is not JSON", status=response.status_code, path=_path(response)
-        ) from None
+        raise DeyelBadResponseError("the page is not JSON", **_where(response)) from None
     if not isinstance(body, list):
         raise DeyelBadResponseError(
             f"expected a JSON array of instances, got {type(body).__name__}; "
             f"a server that wraps pages in an envelope is not supported",
-            status=response.status_code,
-            path=_path(response),
+            **_where(response),
+        )
+    odd = next((n for n, record in enumerate(body) if not isinstance(record, dict)), None)
+    if odd is not None:
+        raise DeyelBadResponseError(
+            f"expected a JSON array of instances (objects), item {odd} is {type(body[odd]).__name__}",
+            **_where(response),
         )
     content = response.content
     return Page(
@@ -251,5 +255,7 @@ def _next_link(response: requests.Response) -> str | None:
     return response.links.get("next", {}).get("url") or None
 
 
-def _path(response: requests.Response) -> str:
-    return (response.url or "").split("?")[0]
+def _where(response: requests.Response) -> dict[str, Any]:
+    """Method and path (no host, no query) of a page's request, as the hook's own errors carry them."""
+    method = response.request.method if response.request is not None else None
+    return {"status": response.status_code, "method": method, "path": urlsplit(response.url or "").path}

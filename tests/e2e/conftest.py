@@ -20,10 +20,10 @@ RECORDS = 1000
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 # The shared token caches that make one token serve every task process (one host) or worker (many).
-FILE_TOKEN_CACHE = {"cache": "file"}
+FILE_CACHE_EXTRAS = {"cache": "file"}
 
 
-def redis_token_cache(redis_url: str) -> dict[str, str]:
+def redis_cache_extras(redis_url: str) -> dict[str, str]:
     return {"cache": "redis", "cache_url": redis_url}
 
 
@@ -45,7 +45,7 @@ def local_deployment(local_emulator, tmp_path_factory):
     deployment = Deployment(
         home=home,
         dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
-        env=deyel_connection_env(local_emulator.url, **FILE_TOKEN_CACHE),
+        env=deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
     )
     with deployment:
         yield deployment

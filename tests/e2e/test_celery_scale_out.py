@@ -15,7 +15,7 @@ from scripts.deployment import Deployment
 from tests.e2e.conftest import (
     EXAMPLE_DAGS,
     deyel_connection_env,
-    redis_token_cache,
+    redis_cache_extras,
 )
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def celery_deployment(tmp_path, redis_server, postgres_database):
                 "AIRFLOW__CELERY__BROKER_URL": f"{redis_server}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres_database,
                 # The token cache lives in another Redis database than the broker's queues.
-                **deyel_connection_env(emulator.url, **redis_token_cache(f"{redis_server}/1")),
+                **deyel_connection_env(emulator.url, **redis_cache_extras(f"{redis_server}/1")),
             },
         )
         with deployment:

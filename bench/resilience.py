@@ -1,0 +1,119 @@
+"""Resilience benchmark: the same extraction with and without a fault mix, side by side.
+
+20,000 instances in pages of 100 (200 pages), JSON Lines, against an emulator in this process. The fault mix
+is the chaos test's (tests/test_chaos.py): 10% 503, 2% 429 with ``Retry-After: 1``, one dropped connection,
+one revoked and one expired token, all seeded. Retries wait what the server asks (``Retry-After``, here
+1 s) and otherwise back off from 10 ms, so the table shows the price of the faults, not of long backoffs.
+
+    python -m bench resilience
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RECORDS = 20_000
+PAGE_SIZE = 100
+RETRY = {"retry_backoff": 0.01, "retry_max_backoff": 0.1, "retry_after_max": 1}
+FAULT_MIX: list[dict[str, Any]] = [
+    {"route": "data", "action": "revoke", "after": 40, "count": 1},
+    {"route": "data", "action": "drop", "after": 90, "count": 1},
+    {"route": "data", "action": "expire", "after": 140, "count": 1},
+    {"route": "data", "action": "status", "status": 503, "probability": 0.10, "seed": 7},
+    {"route": "data", "action": "status", "status": 429, "retry_after": 1, "probability": 0.02, "seed": 11},
+]
+_WAIT = re.compile(r" in ([0-9.]+) s$")
+
+
+class _RetryLines(logging.Handler):
+    """Counts the retry policy's warnings and adds up the waits they announce."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.waited = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        match = _WAIT.search(record.getMessage())
+        self.waited += float(match.group(1)) if match else 0.0
+
+
+def _extract(emulator: Any, folder: Path, name: str, faults: list[dict[str, Any]]) -> dict[str, Any]:
+    from deyel_provider.auth.cache import PROCESS_CACHE
+    from deyel_provider.extraction import extract
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    PROCESS_CACHE.clear()  # each run starts cold: its first token is a POST
+    emulator.reset()
+    emulator.set_faults(faults)
+    retries = _RetryLines()
+    logger = logging.getLogger("deyel_provider.retry")
+    logger.addHandler(retries)
+    target = folder / f"{name}.jsonl"
+    hook = DeyelHook("deyel_bench")
+    started = time.perf_counter()
+    try:
+        result = extract(hook, "CRM_ACCOUNT", str(target), page_size=PAGE_SIZE, progress_interval=3600)
+    finally:
+        seconds = time.perf_counter() - started
+        logger.removeHandler(retries)
+        hook.close()
+        emulator.clear_faults()
+    stats = emulator.stats()
+    return {
+        "records": result.records,
+        "seconds": seconds,
+        "retries": retries.count,
+        "waited": retries.waited,
+        "token_posts": stats["token_requests"],
+        "requests": stats["api_requests"],
+        "faults": stats["faults_injected"],
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+    }
+
+
+def run() -> None:
+    from deyel_provider.emulator import run_emulator
+
+    # The policy's warnings are counted by a handler; the console stays for the table.
+    logging.getLogger("deyel_provider").propagate = False
+    with tempfile.TemporaryDirectory(prefix="deyel-bench-") as tmp, run_emulator(records=RECORDS) as emulator:
+        folder = Path(tmp)
+        os.environ["AIRFLOW_CONN_DEYEL_BENCH"] = json.dumps(
+            {
+                "conn_type": "deyel",
+                "host": emulator.url,
+                "login": "DEYELBOT",
+                "password": "BOTDEYEL312!",
+                "extra": {"cache": "memory", **RETRY},
+            }
+        )
+        clean = _extract(emulator, folder, "clean", [])
+        faulted = _extract(emulator, folder, "faults", FAULT_MIX)
+    same = "yes" if clean["sha256"] == faulted["sha256"] else "NO"
+    print(
+        f"Extraction of {RECORDS:,} instances, pages of {PAGE_SIZE}, JSON Lines; fault mix: 10% 503, "
+        "2% 429 (Retry-After: 1), one dropped connection, one revoked and one expired token\n"
+    )
+    print(
+        "| run | records | records/s | vs clean | requests | faults | retries | waited (s) "
+        "| token POSTs | output sha256 | identical |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    base = clean["records"] / clean["seconds"]
+    for label, m in (("no faults", clean), ("fault mix", faulted)):
+        rate = m["records"] / m["seconds"]
+        print(
+            f"| {label} | {m['records']:,} | {rate:,.0f} | {rate / base:.2f}x | {m['requests']} "
+            f"| {m['faults']} | {m['retries']} | {m['waited']:.2f} | {m['token_posts']} "
+            f"| {m['sha256'][:12]} | {same} |"
+        )
