@@ -41,23 +41,23 @@ class DeyelConfig:
     retry_after_max: float
     auth_failure_ttl: float
     max_response_bytes: int
-    cache: str = "file"
-    cache_dir: str | None = None
-    cache_url: str | None = field(default=None, repr=False)
-    cache_conn_id: str | None = None
-    cache_lock_lease: float = 30
-    cache_lock_wait: float = 45
-    grant_type: str = "client_credentials"
-    username: str | None = None
-    user_password: str | None = field(default=None, repr=False)
+    cache: str
+    cache_dir: str | None
+    cache_url: str | None = field(repr=False)
+    cache_conn_id: str | None
+    cache_lock_lease: float
+    cache_lock_wait: float
+    grant_type: str
+    username: str | None
+    user_password: str | None = field(repr=False)
     # Paging of the instances collection (assumed; see pagination.py).
-    paging: str = "page"
-    page_size: int = 100
-    page_param: str = "page"
-    page_size_param: str = "pageSize"
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    total_header: str = "X-Total-Count"
+    paging: str
+    page_size: int
+    page_param: str
+    page_size_param: str
+    offset_param: str
+    limit_param: str
+    total_header: str
 
     @property
     def token_url(self) -> str:
