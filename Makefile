@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup
+test: lint
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
