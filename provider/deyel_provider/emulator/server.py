@@ -128,6 +128,14 @@ class RunningEmulator:
     def clear_faults(self) -> None:
         self._state.faults.clear()
 
+    def set_writer(self, edits: float = 0.0, inserts: float = 0.0, deletes: float = 0.0) -> None:
+        """Change the concurrent writer's rates (edits, inserts, deletes per listing request)."""
+        self._state.writer.set_rates(edits, inserts, deletes)
+
+    def mutations(self) -> list[dict[str, Any]]:
+        """What the concurrent writer (``writer_*`` settings) did: kind, id, dtLastUpdate before and after."""
+        return self._state.writer.log()
+
     def issued_tokens(self) -> dict[str, list[str]]:
         """Every access and refresh token handed out, for tests that scan logs for leaks."""
         return self._state.issued_tokens()

@@ -9,6 +9,7 @@ from deyel_provider.emulator.settings import EmulatorSettings
 from deyel_provider.emulator.stats import RateLimiter, Stats
 from deyel_provider.emulator.store import DataStore
 from deyel_provider.emulator.tokens import TokenAuthority
+from deyel_provider.emulator.writer import ConcurrentWriter
 
 
 class EmulatorState:
@@ -19,6 +20,7 @@ class EmulatorState:
         self.stats = Stats()
         self.faults = FaultInjector()
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_window)
+        self.writer = ConcurrentWriter(settings, self.store)
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
