@@ -54,7 +54,7 @@ def check_contract(
     matched = {i for i, updated in before.updated.items() if low <= updated < high}
     steady = matched - changed
     missing = steady - set(ids)
-    assert not missing, f"{len(missing)} instances that matched the whole read are missing: {sorted(missing)[:10]}"
+    assert not missing, f"{len(missing)} that matched the whole read are missing: {sorted(missing)[:10]}"
     strangers = set(ids) - matched - changed
     assert not strangers, f"instances that never matched: {sorted(strangers)[:10]}"
     assert all(low <= int(r["dtLastUpdate"]) < high for r in records)

@@ -40,7 +40,7 @@ def ids(records) -> list[str]:
     return [r["idObjectValue"] for r in records]
 
 
-# -- what the issue saw, named --------------------------------------------------------------------------------
+# -- what the issue saw, named ------------------------------------------------------------------------------
 
 
 def test_an_edit_between_two_pages_loses_no_instance_of_the_window(deyel_conn):
@@ -101,9 +101,7 @@ def test_an_oversized_first_page_is_not_taken_for_the_whole(deyel_conn):
 @pytest.mark.parametrize("send_total", [True, False])
 def test_a_millisecond_holding_more_than_a_page_is_paged_and_checked(deyel_conn, strategy, send_total):
     """A bulk import: 100 instances share each dtLastUpdate value; pages of 30 cannot hold one."""
-    with served(
-        deyel_conn, {"paging": strategy}, paging=strategy, updated_burst=100, send_total=send_total
-    ):
+    with served(deyel_conn, {"paging": strategy}, paging=strategy, updated_burst=100, send_total=send_total):
         records, stats = read(page_size=30)
         assert sorted(map(int, ids(records))) == list(range(1, RECORDS + 1))
         # Without a total, a crowded millisecond is read twice: two passes must agree.
@@ -180,8 +178,9 @@ def test_search_and_fields_are_kept(deyel_conn):
         every, _ = read()
         argentine = [r for r in every if r["cdCountry"] == "AR"]
         assert argentine
+        hook = DeyelHook()
         picked = list(
-            DeyelHook().iter_instances(FORM, search="cdCountry=eq:AR", fields=["cdCountry", "nope"], page_size=20)
+            hook.iter_instances(FORM, search="cdCountry=eq:AR", fields=["cdCountry", "nope"], page_size=20)
         )
         assert picked == [{"cdCountry": "AR", "nope": None}] * len(argentine)
 
@@ -239,9 +238,11 @@ def test_a_page_that_is_not_an_array_of_objects_is_a_typed_error(deyel_conn, emu
         assert (caught.value.method, caught.value.path) == ("GET", "/forms/CRM_ACCOUNT/instances")
 
 
-# -- the contract under any server and any writer -------------------------------------------------------------
+# -- the contract under any server and any writer -----------------------------------------------------------
 
-PROPERTIES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTIES = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @PROPERTIES
@@ -317,8 +318,14 @@ def test_full_loads_obey_the_contract_under_a_concurrent_writer(
         writer_seed=writer_seed,
     ) as emulator:
         before = Before.of(emulator)
-        result, _ = read(page_size=page_size, max_workers=workers)
-        check_contract(emulator, before, result, start=None, end=None)
+        try:
+            result, _ = read(page_size=page_size, max_workers=workers)
+        except DeyelIncompleteError as error:
+            # The emulator's writer changes the form before every request, a few ms apart: faster than any
+            # real form, so the present may never fit a response. Then the read must say so, typed.
+            assert edits + inserts > 0 and "changes faster than it can be read" in str(error)
+        else:
+            check_contract(emulator, before, result, start=None, end=None)
 
 
 @PROPERTIES

@@ -63,7 +63,7 @@ LOCAL_CLOCK_MARGIN_MS = 300_000
 #: Passes over a crowded millisecond before giving up on two of them agreeing.
 MAX_PASSES = 4
 #: Rounds over the present before giving up on the form ever holding still enough.
-MAX_ROUNDS = 12
+MAX_ROUNDS = 8
 #: The most parts one slice is cut into at once.
 MAX_SPLIT = 4096
 

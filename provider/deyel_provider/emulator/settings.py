@@ -73,6 +73,10 @@ class EmulatorSettings:
     writer_deletes: float = 0.0
     writer_seed: int = 0
 
+    # The HTTP Date header's clock against the clock that stamps dtLastUpdate (a skewed proxy or web
+    # server in front of Deyel): ahead by more than a second, incremental runs can miss changes.
+    date_offset_ms: int = 0
+
     latency_ms: float = 0
     version: Version = "8.4"
 

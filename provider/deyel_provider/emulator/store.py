@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from deyel_provider.emulator.clock import Clock
 from deyel_provider.emulator.records import FIELD_NAMES, SEEDED_FORM, RecordGenerator
 from deyel_provider.emulator.search import Search
 from deyel_provider.emulator.settings import EmulatorSettings
@@ -83,7 +83,8 @@ class _UpdatedIndex:
 class DataStore:
     """Thread-safe: the overlay is guarded by one lock; record generation and scans run outside it."""
 
-    def __init__(self, settings: EmulatorSettings) -> None:
+    def __init__(self, settings: EmulatorSettings, clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()
         self._generator = RecordGenerator(
             seed=settings.seed,
             updated_start_ms=settings.updated_start_ms,
@@ -236,7 +237,7 @@ class DataStore:
 
     def _now_ms(self, previous: int = 0) -> int:
         # Strictly increasing, and past the previous value, so a second write always changes dtLastUpdate.
-        self._last_ms = max(int(time.time() * 1000), self._last_ms + 1, previous + 1)
+        self._last_ms = max(int(self._clock.now() * 1000), self._last_ms + 1, previous + 1)
         return self._last_ms
 
     @staticmethod
