@@ -138,7 +138,7 @@ def parallel_table() -> None:
 
 
 def rate_limit_table() -> None:
-    records, latency, page, limit = 20_000, 50, 100, 40
+    records, latency, page, limit = 60_000, 50, 100, 40
     print(
         f"\nmax_workers='auto' against a limit of {limit} requests/s (429 with Retry-After: 1), {records:,} "
         f"records, pages of {page}, {latency} ms latency\n"

@@ -282,7 +282,7 @@ class SlicedReader:
                 if self._paging.strategy == "link":
                     if not page.next_url:
                         break
-                    page = self._parse(self._fetch(page.next_url, None))
+                    page = self._call(page.next_url, None)
                 else:
                     index += 1
                     page = self._get(start, end, index=index, size=page_size)
@@ -319,10 +319,11 @@ class SlicedReader:
             clauses.append(f"{self._field}=lt:{end}")
         query = {**self._params, "search": ",".join(clauses)}
         query.update(self._paging.params_for(index, size or self._paging.page_size))
-        return self._parse(self._fetch(self._endpoint, query))
+        return self._call(self._endpoint, query)
 
-    def _parse(self, response: Any) -> Page:
-        page = parse_page(response, self._paging)
+    def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
+        self._concurrency.before_request()
+        page = parse_page(self._fetch(endpoint, query), self._paging)
         with self._lock:
             self.stats.requests += 1
         self._concurrency.note_done(len(page.records))
@@ -336,7 +337,7 @@ class SlicedReader:
         if self._paging.strategy == "link":
             if not page.next_url:
                 return True
-            following = self._parse(self._fetch(page.next_url, None))
+            following = self._call(page.next_url, None)
         else:
             following = self._get(start, end, index=1, size=count)
         if not following.records:
