@@ -149,8 +149,9 @@ class SlicedReader:
         self._largest = 0
         #: The server's page size, once a response with fewer than asked and more to come proved it.
         self._cap: int | None = None
-        self._density_records = 0
-        self._density_width = 0
+        #: The densest whole slice seen (instances per ms), for planning without a total: sparse edges of
+        #: a window (years with nothing in them) would make an average far too low.
+        self._density: float | None = None
         self._seen = IdSet()
         self.stats = ReadStats()
 
@@ -420,9 +421,9 @@ class SlicedReader:
         with self._lock:
             self.stats.slices += 1
             self.stats.repeats += repeats
-            if end is not None and not crowded:
-                self._density_records += len(page.records)
-                self._density_width += end - start
+            # A slice of a few instances says little of the density: only well-filled ones count.
+            if end is not None and not crowded and len(page.records) >= max(8, self._paging.page_size // 3):
+                self._density = max(self._density or 0.0, len(page.records) / (end - start))
         return Slice(start, end, [entry[3] for entry in fresh])
 
     def _split(self, start: int, end: int, page: Page) -> Sequence[tuple[int, int]]:
@@ -430,31 +431,37 @@ class SlicedReader:
 
         Only a plan: a part that overflows is split again, so a wrong guess costs requests, never records.
         The page's own instances are a sample of the range: outside their span lie few instances (a random
-        sample) or the rest (a page listed in field order), and inside it they are spread evenly.
+        sample) or the rest (a page listed in field order), and inside it they are spread evenly. Without a
+        total, the densest well-filled slice seen so far stands in for the count.
         """
         with self._lock:
             capacity = min(self._paging.page_size, self._cap or self._paging.page_size)
-            density = self._density_records / self._density_width if self._density_width else None
+            density = self._density
         target = max(1, int(capacity - SPREAD * capacity**0.5))
-        expected = float(page.total if page.total is not None else len(page.records))
-        if page.total is None and density is not None:
-            expected = max(expected, density * (end - start))
+        total = page.total
+
+        def guess(low: int, high: int, at_least: float) -> float:
+            return max(at_least, density * (high - low)) if density is not None else 2 * at_least
+
         listed = [v for v in (self._sample_value(r) for r in page.records) if start <= v < end]
         if len(listed) < 2:
+            expected = total if total is not None else guess(start, end, len(page.records))
             return _even(start, end, max(2.0, expected / target))
         low, high = min(listed), max(listed) + 1
         parts = [(start, low)] if start < low else []
         if listed == sorted(listed):
             # Listed in field order: the sample is the range's beginning, and the rest follows it.
             parts += _even(low, high, len(listed) / target)
-            rest = expected - len(listed)
+            rest = (total - len(listed)) if total is not None else 0
             if high < end and rest > target:
                 # Where the rest would end at the sample's density; beyond that, one part to split later.
                 reach = min(end, high + int(2 * rest * (high - low) / len(listed)) + 1)
                 parts += _even(high, reach, rest / target)
                 high = reach
         else:
-            parts += _even(low, high, expected * (len(listed) - 1) / (len(listed) + 1) / target)
+            n = len(listed)
+            inside = total * (n - 1) / (n + 1) if total is not None else guess(low, high, n)
+            parts += _even(low, high, inside / target)
         if high < end:
             parts.append((high, end))
         return parts if len(parts) > 1 else _even(start, end, 2)
