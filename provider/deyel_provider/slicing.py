@@ -332,21 +332,26 @@ class SlicedReader:
 
     def _next_page_is_empty(self, page: Page, start: int, end: int | None) -> bool:
         """Fewer than asked, no total, and no response larger yet: the server may cap its pages at this
-        size. The next page tells: empty, the slice was whole (whatever left it meanwhile changed, and is
-        read where it went); other instances, the server's page size is this one."""
+        size. Other instances on the next page prove it does. An empty next page alone proves nothing (an
+        instance of the first page that left meanwhile shifts the one after it onto the first page), but
+        with the first page unchanged when read again it does: the slice then held only those instances
+        when the next page was read, so any other one it held before has changed, and is read where it went.
+        """
         count = len(page.records)
         if self._paging.strategy == "link":
             if not page.next_url:
-                return True
+                return True  # the server listed the whole slice in this one answer
             following = self._call(page.next_url, None)
         else:
             following = self._get(start, end, index=1, size=count)
-        if not following.records:
-            return True
-        if {self._id_of(r) for r in following.records} != {self._id_of(r) for r in page.records}:
-            with self._lock:
-                self._cap = count if self._cap is None else min(self._cap, count)
-        return False
+        first = {self._id_of(r) for r in page.records}
+        if following.records:
+            if {self._id_of(r) for r in following.records} != first:
+                with self._lock:
+                    self._cap = count if self._cap is None else min(self._cap, count)
+            return False
+        again = self._get(start, end)
+        return {self._id_of(r) for r in again.records} == first
 
     def _check_parts(self, pending: _Pending, page: Page) -> None:
         split = pending.parent
