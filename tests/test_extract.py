@@ -381,3 +381,23 @@ def test_the_file_holds_every_instance_once_while_another_user_edits(deyel_conn,
             emulator, before, rows, start=result["window_start"], end=result["window_end"]
         )
         assert counts["mutations"] > 100 and result["records"] == len(rows)
+
+
+def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_event():
+    """Airflow before 3.3 has no asset state: the watermark travels in the asset event's extra."""
+    from types import SimpleNamespace
+
+    from deyel_provider.watermark import read_watermark, watermark_key, write_watermark
+
+    asset = Asset("file:///data/deyel/CRM_ACCOUNT")
+    key = watermark_key("CRM_ACCOUNT", "dtLastUpdate", "cdCountry=eq:AR")
+    extra: dict = {}
+    write_watermark({}, asset, key, 1767225600000, extra)
+    assert extra["watermark"] == {"key": key, "end": 1767225600000}
+    other = SimpleNamespace(
+        extra={"watermark": {"key": watermark_key("CRM_ACCOUNT", "dtLastUpdate", None), "end": 5}}
+    )
+    events = [SimpleNamespace(extra=extra), other]
+    assert read_watermark({"inlet_events": {asset: events}}, asset, key) == 1767225600000
+    assert read_watermark({"inlet_events": {asset: [other]}}, asset, key) is None  # another search's
+    assert read_watermark({}, asset, key) is None

@@ -323,7 +323,9 @@ def test_full_loads_obey_the_contract_under_a_concurrent_writer(
         except DeyelIncompleteError as error:
             # The emulator's writer changes the form before every request, a few ms apart: faster than any
             # real form, so the present may never fit a response. Then the read must say so, typed.
-            assert edits + inserts > 0 and "changes faster than it can be read" in str(error)
+            message = str(error)
+            assert edits + inserts + deletes > 0
+            assert "changes faster than it can be read" in message or "keep changing" in message
         else:
             check_contract(emulator, before, result, start=None, end=None)
 

@@ -61,7 +61,7 @@ CLOCK_MARGIN_MS = 1_000
 #: Without a ``Date`` header our own clock stands in, and it may be off by minutes.
 LOCAL_CLOCK_MARGIN_MS = 300_000
 #: Passes over a crowded millisecond before giving up on two of them agreeing.
-MAX_PASSES = 4
+MAX_PASSES = 6
 #: Rounds over the present before giving up on the form ever holding still enough.
 MAX_ROUNDS = 8
 #: The most parts one slice is cut into at once.
@@ -255,7 +255,8 @@ class SlicedReader:
 
     def _page_inside(self, start: int, end: int, first: Page) -> Iterator[Slice]:
         """A one-millisecond slice holding more than a response: page it, pass after pass, until a pass is
-        provably whole (total header) or two passes agree. Repeats are dropped as they come."""
+        provably whole (a steady total header met) or a pass lists every instance of the one before.
+        Repeats are dropped as they come. The slice is in the past: it can only lose instances."""
         previous: set[str] | None = None
         page_size = len(first.records)
         totals: set[int | None] = set()
@@ -297,7 +298,9 @@ class SlicedReader:
                 if len(distinct) > total or distinct == previous:
                     # Two passes alike and short of a steady total: it counts something else.
                     raise self._counts_disagree(total, len(distinct), start)
-            elif not known and distinct == previous:
+            elif not known and previous is not None and previous <= distinct:
+                # Every instance of the last pass is still listed: none left during it, so it skipped
+                # none (a skip needs one that was read to leave), and it held all that stayed.
                 return
             previous = distinct
         raise DeyelIncompleteError(
