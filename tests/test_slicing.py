@@ -282,8 +282,14 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(
         writer_seed=writer_seed,
     ) as emulator:
         before = Before.of(emulator)
-        result, _ = read(low, high, page_size=page_size, max_workers=workers)
-        check_contract(emulator, before, result, start=low, end=high)
+        try:
+            result, _ = read(low, high, page_size=page_size, max_workers=workers)
+        except DeyelIncompleteError as error:
+            # Only a millisecond more crowded than a response, re-read while the writer empties it, may
+            # fail to settle; the read must then say so, typed.
+            assert burst > page_size and edits + deletes > 0 and "keep changing" in str(error)
+        else:
+            check_contract(emulator, before, result, start=low, end=high)
 
 
 @PROPERTIES
