@@ -4,7 +4,7 @@ Airflow 3's ``"@daily"`` is a ``CronTriggerTimetable``: its runs (like manual an
 no data interval. ``DeyelExtractOperator`` then reads from a watermark, the end of the last published window
 kept in the asset's state, to the Deyel server's present, and moves the watermark only once the file is
 published: every change lands in one run's file, whenever and however often the DAG runs. The first run
-starts at ``start_from``. Each run writes ``<output>/CRM_ACCOUNT/changes/<logical date>.jsonl``.
+starts at ``start_from``. Each run writes ``<output>/CRM_ACCOUNT/changes/<run_after>.jsonl``.
 
 The output folder is ``$DEYEL_DEMO_OUTPUT`` (``make demo`` sets it), else ``/tmp/deyel-extract``. Needs a
 ``deyel_default`` connection (see ``deyel_api_call.py``).
@@ -34,7 +34,8 @@ with DAG(
     DeyelExtractOperator(
         task_id="extract_changes",
         form=FORM,
-        output=f"{OUTPUT}/{FORM}/changes/{{{{ ts_nodash }}}}.jsonl",
+        # Named after when the run was due: manual and asset-triggered runs may have no logical date.
+        output=f"{OUTPUT}/{FORM}/changes/{{{{ dag_run.run_after | ts_nodash }}}}.jsonl",
         incremental_field="dtLastUpdate",
         start_from="2026-01-01T00:00:00Z",
         asset=CHANGES,

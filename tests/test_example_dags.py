@@ -116,7 +116,9 @@ def test_a_daily_cron_extracts_exactly_the_changes_and_a_manual_run_nothing_new(
             assert dag_run.state == "success"
             (ti,) = dag_run.get_task_instances()
             summary = ti.xcom_pull(task_ids="extract_changes")
-            lines = (folder / f"202601{day:02d}T000000.jsonl").read_text(encoding="utf-8").splitlines()
+            path = Path(summary["path"].removeprefix("file://"))
+            assert path.parent == folder
+            lines = path.read_text(encoding="utf-8").splitlines()
             return summary, sorted(json.loads(line)["idObjectValue"] for line in lines)
 
         hook = DeyelHook()
