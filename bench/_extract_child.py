@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 FORM_PATH = "/forms/CRM_ACCOUNT/instances"
+#: Further measurements a variant reports besides records, seconds and peak RSS.
+EXTRA: dict[str, object] = {}
 
 
 def _token(url: str) -> str:
@@ -38,9 +40,18 @@ def operator(options: dict) -> int:
         incremental_field=None,
         page_size=options["page_size"],
         max_workers=options.get("max_workers", 1),
+        max_workers_ceiling=options.get("ceiling", 8),
         progress_interval=3600,
     )
-    return task.execute({})["records"]
+    summary = task.execute({})
+    EXTRA["requests"] = summary["requests"]
+    if options.get("stats"):
+        import requests
+
+        counters = requests.get(options["url"] + "/_emulator/stats", timeout=30).json()
+        EXTRA["api_requests"] = counters["api_requests"]
+        EXTRA["rate_limited"] = counters["rate_limited"]
+    return summary["records"]
 
 
 def raw(options: dict) -> int:
@@ -147,7 +158,7 @@ def main() -> int:
     records = variant(options)
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    print(json.dumps({"records": records, "seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"records": records, "seconds": seconds, "peak_rss_mb": peak_kb / 1024, **EXTRA}))
     return 0
 
 

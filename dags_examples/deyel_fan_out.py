@@ -3,6 +3,10 @@
 The shape that spreads over many workers (CeleryExecutor): every mapped task is a process of its own, on
 whatever worker picks it up. With the connection's shared token cache the whole run still requests one
 token. Needs a ``deyel_default`` connection.
+
+It shows many calls at once, not a way to extract: pages by offset skip and repeat instances while someone
+edits the form. To extract, use ``DeyelExtractOperator`` (time slices, ``max_workers`` in one task), or map
+tasks over time windows of ``DeyelHook().iter_instances(form, start=..., end=...)``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,16 @@ def _own_state_dir(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_secrets_masker():
+    """Airflow's supervisor starts every task process with an empty secrets masker; one pytest process runs
+    hundreds of "tasks". Without the same reset, every token of every earlier test stays in one growing
+    regex that each new token recompiles and each log line is matched against (minutes by the end)."""
+    from airflow.sdk._shared.secrets_masker import reset_secrets_masker
+
+    reset_secrets_masker()
+
+
+@pytest.fixture(autouse=True)
 def _forget_process_tokens():
     """Emulators reuse ports: a token cached for an earlier test's server must not leak into the next test."""
     PROCESS_CACHE.clear()

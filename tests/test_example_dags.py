@@ -64,8 +64,8 @@ def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, c
     assert run.state == "success"
     output = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "CRM_ACCOUNT" / "2026-01-01.jsonl"
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    # The emulator's 50 instances were all updated on 2026-01-01 (one a minute from midnight).
-    assert [r["idObjectValue"] for r in records] == [str(i) for i in range(1, 51)]
+    # The emulator's 50 instances were all updated on 2026-01-01 (in its first 50 minutes).
+    assert sorted(int(r["idObjectValue"]) for r in records) == list(range(1, 51))
     assert sorted(os.listdir(output.parent)) == ["2026-01-01.jsonl"]
 
     capsys.readouterr()
@@ -88,3 +88,67 @@ def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airfl
     # The emulator fixture holds 50 records: all on the first page, the 19 others empty.
     assert PAGE_SIZE >= 50
     assert total.xcom_pull(task_ids="total") == 50
+
+
+@pytest.mark.dag
+def test_a_daily_cron_extracts_exactly_the_changes_and_a_manual_run_nothing_new(
+    deyel_conn, airflow_db, dagbag
+):
+    """``schedule="@daily"`` gives no data interval: each run reads from the last run's watermark, never a
+    full load. The emulator's clock is moved a minute forward after each edit, so the edit is in the next
+    run's past, as it is when runs are a day apart (no waiting on the clock in the test)."""
+    import json
+
+    import pendulum
+
+    from deyel_provider.emulator import run_emulator
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    with run_emulator(records=50) as emulator:
+        deyel_conn(url=emulator.url)
+        dag = dagbag.get_dag("deyel_extract_changes")
+        folder = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "CRM_ACCOUNT" / "changes"
+
+        def run(day: int) -> tuple[dict, list[str]]:
+            emulator.advance(60)
+            emulator.reset()
+            dag_run = dag.test(logical_date=pendulum.datetime(2026, 1, day, tz="UTC"))
+            assert dag_run.state == "success"
+            (ti,) = dag_run.get_task_instances()
+            summary = ti.xcom_pull(task_ids="extract_changes")
+            path = Path(summary["path"].removeprefix("file://"))
+            assert path.parent == folder
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return summary, sorted(json.loads(line)["idObjectValue"] for line in lines)
+
+        hook = DeyelHook()
+
+        def edit(instance_id: str) -> None:
+            current = hook.request("GET", f"/forms/CRM_ACCOUNT/instances/{instance_id}").json()
+            hook.request(
+                "PATCH",
+                f"/forms/CRM_ACCOUNT/instances/{instance_id}",
+                json={"dsNotes": "changed", "dtLastUpdate": current["dtLastUpdate"]},
+            )
+
+        first, ids = run(2)
+        assert first["mode"] == "watermark" and len(ids) == 50  # from start_from: the whole seeded form
+        assert first["window_start"] == pendulum.datetime(2026, 1, 1, tz="UTC").int_timestamp * 1000
+
+        for instance_id in ("7", "21", "33"):
+            edit(instance_id)
+        second, ids = run(3)
+        assert ids == ["21", "33", "7"]  # exactly the changes
+        assert second["window_start"] == first["window_end"] < second["window_end"]
+        assert emulator.stats()["api_requests"] <= 3  # a window of three changes, not a full load
+
+        edit("7")
+        edit("50")
+        created = hook.request("POST", "/forms/CRM_ACCOUNT/instances", json={"dsCompany": "New"}).json()
+        third, ids = run(4)
+        assert ids == sorted(["50", "7", created["idObjectValue"]])
+        assert third["window_start"] == second["window_end"]
+
+        manual, ids = run(5)  # nothing changed since the third run
+        assert ids == [] and manual["records"] == 0
+        assert manual["window_start"] == third["window_end"]

@@ -18,14 +18,21 @@ import pytest
 from airflow.sdk import Asset
 
 from deyel_provider.emulator import run_emulator
-from deyel_provider.exceptions import DeyelConfigError, DeyelServerError
+from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelServerError
 from deyel_provider.formats import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
+from tests.contract import Before
 
 RECORDS = 257
-# The emulator's default dtLastUpdate of record i (0-based): 2026-01-01T00:00Z plus i minutes.
+# With updated_order="id", the dtLastUpdate of record i (0-based) is 2026-01-01T00:00Z plus i minutes.
 UPDATED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def in_update_order(emulator) -> list[str]:
+    """The ids of the form as an extraction writes them: by (dtLastUpdate, id)."""
+    updated = Before.of(emulator).updated
+    return sorted(updated, key=lambda i: (updated[i], int(i)))
 
 
 def read_jsonl(path) -> list[dict]:
@@ -51,9 +58,10 @@ def test_output_is_exactly_the_servers_records(deyel_conn, tmp_path, strategy, f
         target = tmp_path / f"out.{fmt}"
         result = operator(target, format=fmt, page_size=40).execute({})
         rows = read_jsonl(target) if fmt == "jsonl" else read_csv(target)
-        assert [r["idObjectValue"] for r in rows] == [str(i) for i in range(1, RECORDS + 1)]
+        assert [r["idObjectValue"] for r in rows] == in_update_order(emulator)
         assert result["records"] == RECORDS
-        assert result["pages"] == (1 if strategy == "none" else 7)
+        assert result["requests"] == emulator.stats()["api_requests"]
+        assert result["mode"] == "full" and result["window_start"] is result["window_end"] is None
         assert result["bytes"] == target.stat().st_size
         assert result["path"] == target.as_uri()
         assert os.listdir(tmp_path) == [target.name]  # no temporary object left beside it
@@ -90,7 +98,7 @@ def test_csv_declared_fields_and_fields_that_appear_late(deyel_conn, emulator, t
 
 
 def test_incremental_windows_union_to_the_full_set_without_overlap(deyel_conn, tmp_path):
-    with run_emulator(records=RECORDS) as emulator:
+    with run_emulator(records=RECORDS, updated_order="id") as emulator:
         deyel_conn(url=emulator.url)
         # Three consecutive intervals; the first boundary falls exactly on a record's dtLastUpdate.
         bounds = [UPDATED_START - timedelta(hours=1), UPDATED_START + timedelta(minutes=20)]
@@ -103,7 +111,11 @@ def test_incremental_windows_union_to_the_full_set_without_overlap(deyel_conn, t
             result = task.execute({"data_interval_start": start, "data_interval_end": end})
             rows = read_jsonl(target)
             assert all(start <= _updated(r) < end for r in rows)
-            assert result["window"] == [int(start.timestamp() * 1000), int(end.timestamp() * 1000)]
+            assert result["mode"] == "interval"
+            assert [result["window_start"], result["window_end"]] == [
+                int(start.timestamp() * 1000),
+                int(end.timestamp() * 1000),
+            ]
             counts.append(result["records"])
             seen += [r["idObjectValue"] for r in rows]
         assert counts == [20, 80, RECORDS - 100]
@@ -114,15 +126,27 @@ def _updated(record: dict) -> datetime:
     return datetime.fromtimestamp(int(record["dtLastUpdate"]) / 1000, tz=timezone.utc)
 
 
-def test_no_data_interval_is_a_full_load_combined_with_search(deyel_conn, emulator, tmp_path):
-    task = DeyelExtractOperator(
-        task_id="x", form="CRM_ACCOUNT", output=str(tmp_path / "ar.jsonl"), search="cdCountry=eq:AR"
-    )
-    moment = UPDATED_START
-    result = task.execute({"data_interval_start": moment, "data_interval_end": moment})
+def test_a_full_load_is_asked_for_and_combines_with_search(deyel_conn, emulator, tmp_path):
+    task = operator(tmp_path / "ar.jsonl", search="cdCountry=eq:AR")
+    result = task.execute({})
     expected = [r for r in DeyelHook().iter_instances("CRM_ACCOUNT") if r["cdCountry"] == "AR"]
-    assert result["window"] is None
+    assert expected and result["mode"] == "full"
     assert read_jsonl(tmp_path / "ar.jsonl") == expected
+
+
+def test_no_data_interval_is_never_a_silent_full_load(deyel_conn, emulator, tmp_path):
+    """Airflow 3's "@daily" gives an empty interval (a CronTriggerTimetable): that is a watermark run, and
+    its first run needs start_from."""
+    task = DeyelExtractOperator(task_id="x", form="CRM_ACCOUNT", output=str(tmp_path / "a.jsonl"))
+    moment = UPDATED_START
+    for context in ({}, {"data_interval_start": moment, "data_interval_end": moment}):
+        with pytest.raises(DeyelConfigError, match="start_from"):
+            task.execute(context)
+    relative = DeyelExtractOperator(task_id="y", form="CRM_ACCOUNT", output="relative.jsonl")
+    with pytest.raises(DeyelConfigError, match="asset"):
+        relative.execute({})
+    assert emulator.stats()["api_requests"] == 0
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_failed_run_leaves_no_file_and_keeps_the_previous_one(deyel_conn, emulator, tmp_path):
@@ -194,9 +218,9 @@ def test_a_killed_run_never_shows_a_partial_file_under_the_final_name(deyel_conn
     reference = tmp_path / "reference.jsonl"
     operator(reference, page_size=20).execute({})
     target = tmp_path / "out" / "data.jsonl"
-    # The second page hangs for a while: once the server has seen that request, the process is certainly
-    # mid-way, its first page written to the temporary file. (Short, so the emulator's shutdown is quick.)
-    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 1, "count": 1}])
+    # The fourth request hangs for a while: once the server has seen it, the process is certainly mid-way,
+    # two slices written to the temporary file. (Short, so the emulator's shutdown is quick.)
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 3, "count": 1}])
     emulator.reset()
     with FinalNameWatcher(target) as watcher:
         child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
@@ -285,7 +309,7 @@ def _wait_for_second_page(emulator, folder, child):
     while time.monotonic() < deadline:
         if child.poll() is not None:
             raise AssertionError(f"the extraction ended on its own (exit {child.returncode})")
-        if emulator.stats()["api_requests"] >= 2:
+        if emulator.stats()["api_requests"] >= 4:
             (temporary,) = [entry for entry in folder.iterdir() if ".tmp-" in entry.name]
             return temporary
         time.sleep(0.01)
@@ -315,8 +339,11 @@ def test_default_asset_is_the_static_part_of_the_output():
 def test_bad_arguments_are_typed_errors(deyel_conn, emulator, tmp_path):
     with pytest.raises(DeyelConfigError, match="format"):
         operator(tmp_path / "x", format="parquet")
-    with pytest.raises(DeyelConfigError, match="max_workers"):
-        operator(tmp_path / "x", max_workers=0)
+    for workers in (0, "many"):
+        with pytest.raises(DeyelConfigError, match="max_workers"):
+            operator(tmp_path / "x", max_workers=workers)
+    with pytest.raises(DeyelConfigError, match="start_from"):
+        operator(tmp_path / "x", incremental_field="dtLastUpdate", start_from="last tuesday").execute({})
     with pytest.raises(DeyelConfigError, match="folder"):
         operator(str(tmp_path) + "/").execute({})
     task = operator(tmp_path / "x", format="{{ params.fmt }}")
@@ -324,3 +351,53 @@ def test_bad_arguments_are_typed_errors(deyel_conn, emulator, tmp_path):
     with pytest.raises(DeyelConfigError, match="format"):
         task.execute({})
     assert os.listdir(tmp_path) == []
+
+
+def test_an_extraction_the_server_cannot_prove_complete_publishes_nothing(deyel_conn, tmp_path):
+    with run_emulator(records=RECORDS, updated_burst=100, ignore_page_param=True) as emulator:
+        deyel_conn(url=emulator.url)
+        target = tmp_path / "out.jsonl"
+        with pytest.raises(DeyelIncompleteError, match="ignores the 'page' parameter"):
+            operator(target, page_size=30).execute({})
+        assert os.listdir(tmp_path) == []
+
+
+def test_the_file_holds_every_instance_once_while_another_user_edits(deyel_conn, tmp_path):
+    from tests.contract import check_contract
+
+    with run_emulator(
+        records=2000, writer_edits=2, writer_inserts=0.5, writer_deletes=0.5, writer_seed=5
+    ) as emulator:
+        deyel_conn(url=emulator.url)
+        before = Before.of(emulator)
+        start, end = UPDATED_START, UPDATED_START + timedelta(minutes=2000)
+        target = tmp_path / "window.jsonl"
+        task = DeyelExtractOperator(
+            task_id="x", form="CRM_ACCOUNT", output=str(target), page_size=50, max_workers=3
+        )
+        result = task.execute({"data_interval_start": start, "data_interval_end": end})
+        rows = read_jsonl(target)
+        counts = check_contract(
+            emulator, before, rows, start=result["window_start"], end=result["window_end"]
+        )
+        assert counts["mutations"] > 100 and result["records"] == len(rows)
+
+
+def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_event():
+    """Airflow before 3.3 has no asset state: the watermark travels in the asset event's extra."""
+    from types import SimpleNamespace
+
+    from deyel_provider.watermark import read_watermark, watermark_key, write_watermark
+
+    asset = Asset("file:///data/deyel/CRM_ACCOUNT")
+    key = watermark_key("CRM_ACCOUNT", "dtLastUpdate", "cdCountry=eq:AR")
+    extra: dict = {}
+    write_watermark({}, asset, key, 1767225600000, extra)
+    assert extra["watermark"] == {"key": key, "end": 1767225600000}
+    other = SimpleNamespace(
+        extra={"watermark": {"key": watermark_key("CRM_ACCOUNT", "dtLastUpdate", None), "end": 5}}
+    )
+    events = [SimpleNamespace(extra=extra), other]
+    assert read_watermark({"inlet_events": {asset: events}}, asset, key) == 1767225600000
+    assert read_watermark({"inlet_events": {asset: [other]}}, asset, key) is None  # another search's
+    assert read_watermark({}, asset, key) is None

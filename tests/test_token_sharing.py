@@ -49,7 +49,11 @@ def test_extract_operator_uses_the_xcom_token(emulator, deyel_conn, tmp_path):
     value = DeyelTokenOperator(task_id="get_token").execute({})
     deyel_conn(extra={"cache": "none"})
     operator = DeyelExtractOperator(
-        task_id="extract", form="CRM_ACCOUNT", output=str(tmp_path / "out.jsonl"), token=value
+        task_id="extract",
+        form="CRM_ACCOUNT",
+        output=str(tmp_path / "out.jsonl"),
+        token=value,
+        incremental_field=None,
     )
     assert "token" in operator.template_fields
     assert operator.execute({})["records"] == 50

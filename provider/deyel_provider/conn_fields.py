@@ -228,7 +228,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "total_header",
         "Total count header",
-        "Response header with the number of matching instances; without it, a short page ends the paging.",
+        "Response header with the number of matching instances: it proves a slice whole. Empty: the "
+        "server sends none, or one that does not count the search.",
         "string",
         "X-Total-Count",
     ),

@@ -114,6 +114,12 @@ class DeyelBadResponseError(DeyelError):
     """The server answered with a body the provider cannot read (not JSON, truncated, wrong shape)."""
 
 
+class DeyelIncompleteError(DeyelError):
+    """An extraction cannot guarantee every instance exactly once with what the server does: the message
+    names what was observed (counts that disagree, a page parameter that is ignored, a form that changes
+    faster than it can be read) and the option to change. Nothing is published."""
+
+
 class DeyelConnectionError(DeyelError):
     """The server could not be reached: wrong URL, DNS, refused connection, TLS failure or timeout.
 

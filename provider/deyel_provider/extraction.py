@@ -37,9 +37,16 @@ class ExtractResult:
 
     path: str
     records: int
-    pages: int
+    #: Time slices written (a crowded millisecond counts once per page).
+    slices: int
     bytes: int
     seconds: float
+    requests: int
+    #: Instances the server sent again after they were written (edited during the run): kept once.
+    repeats: int
+    #: The window actually read, epoch ms ``[start, end)``; None where unbounded (a full load).
+    window_start: int | None
+    window_end: int | None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,17 +58,6 @@ def epoch_ms(moment: datetime) -> int:
         moment = moment.replace(tzinfo=timezone.utc)
     # Integer arithmetic (not timestamp() floats), and it works for pendulum datetimes as well.
     return calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000
-
-
-def window_search(search: str | None, field: str | None, start: datetime | None, end: datetime | None) -> str:
-    """``search`` narrowed to ``start <= field < end``; unchanged without a field or a non-empty interval.
-
-    Half-open windows make consecutive intervals meet exactly: no record is missed or read twice.
-    """
-    clauses = [search.strip().strip(",")] if search and search.strip() else []
-    if field and start is not None and end is not None and start < end:
-        clauses += [f"{field}=gte:{epoch_ms(start)}", f"{field}=lt:{epoch_ms(end)}"]
-    return ",".join(clauses)
 
 
 def as_storage_path(output: str | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
@@ -81,14 +77,14 @@ def as_storage_path(output: str | ObjectStoragePath, conn_id: str | None = None)
 
 
 class Progress:
-    """Logs pages, records, rate and elapsed time every ``interval`` seconds while the extraction runs."""
+    """Logs slices, records, rate and elapsed time every ``interval`` seconds while the extraction runs."""
 
     def __init__(self, interval: float, logger: Any = log) -> None:
         self.interval = interval
         self.log = logger
         self.started = time.monotonic()
         self._next = self.started + interval
-        self.pages = 0
+        self.slices = 0
         self.records = 0
 
     @property
@@ -96,7 +92,7 @@ class Progress:
         return time.monotonic() - self.started
 
     def add(self, records: int) -> None:
-        self.pages += 1
+        self.slices += 1
         self.records += records
         if time.monotonic() >= self._next:
             self._next = time.monotonic() + self.interval
@@ -106,9 +102,9 @@ class Progress:
         elapsed = self.elapsed
         rate = self.records / elapsed if elapsed > 0 else 0.0
         self.log.info(
-            "%s: %d pages, %d records, %.0f records/s, %.1f s elapsed",
+            "%s: %d slices, %d records, %.0f records/s, %.1f s elapsed",
             what,
-            self.pages,
+            self.slices,
             self.records,
             rate,
             elapsed,
@@ -124,21 +120,34 @@ def extract(
     fields: Sequence[str] | None = None,
     format: str = "jsonl",
     page_size: int | None = None,
-    max_workers: int = 1,
+    max_workers: int | str = 1,
+    max_workers_ceiling: int = 8,
+    field: str = "dtLastUpdate",
+    start: int | None = None,
+    end: int | None = None,
+    end_at_server_time: bool = False,
     output_conn_id: str | None = None,
     progress_interval: float = 30.0,
     logger: Any = log,
 ) -> ExtractResult:
     """Stream every instance of ``form`` matching ``search`` into ``output`` and publish it atomically.
 
+    The form is read through time slices of ``field`` (:mod:`deyel_provider.slicing`): every instance once,
+    or a :class:`~deyel_provider.exceptions.DeyelError` and nothing published.
+
     :param hook: the Deyel connection to read from.
     :param form: the form's identifier.
     :param output: target URL (any fsspec protocol) or local path.
-    :param search: Deyel filter sent with every page.
+    :param search: Deyel filter, narrowed per slice.
     :param fields: columns (CSV) or keys (JSON Lines) to keep, in order; default: everything.
     :param format: ``jsonl`` or ``csv``.
-    :param page_size: instances per page; default: the connection's.
-    :param max_workers: pages fetched in parallel when the paging strategy allows it.
+    :param page_size: instances per response; default: the connection's.
+    :param max_workers: slices fetched in parallel, or ``"auto"``.
+    :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
+    :param field: the epoch-millisecond field every write moves to the present (``dtLastUpdate``).
+    :param start: window start (inclusive, epoch ms); None: from the first instance.
+    :param end: window end (exclusive, epoch ms); None: up to the present, changes during the run included.
+    :param end_at_server_time: end the window at the server's present (a watermark run); ``end`` ignored.
     :param output_conn_id: Airflow connection of the object store, if it needs one.
     :param progress_interval: seconds between progress lines in the log.
     """
@@ -156,9 +165,19 @@ def extract(
     try:
         with temp.open("wb") as sink:
             writer = make_writer(format, sink, fields)
-            for page in hook.iter_pages(form, search=search, page_size=page_size, max_workers=max_workers):
-                writer.write_page(page.records)
-                progress.add(len(page.records))
+            reader = hook.sliced_reader(
+                form,
+                search=search,
+                field=field,
+                page_size=page_size,
+                max_workers=max_workers,
+                max_workers_ceiling=max_workers_ceiling,
+                logger=logger,
+            )
+            for piece in reader.read(start, end, end_at_server_time=end_at_server_time):
+                if piece.records:
+                    writer.write_page(piece.records)
+                progress.add(len(piece.records))
             writer.finish()
         written = writer.bytes_written
         if isinstance(writer, CsvWriter) and writer.needs_widening:
@@ -173,12 +192,17 @@ def extract(
             _discard(leftover)
         raise
     progress.report(f"published {target}")
+    stats = reader.stats
     return ExtractResult(
         path=str(target),
         records=progress.records,
-        pages=progress.pages,
+        slices=progress.slices,
         bytes=written,
         seconds=round(progress.elapsed, 3),
+        requests=stats.requests,
+        repeats=stats.repeats,
+        window_start=start,
+        window_end=stats.window_end,
     )
 
 

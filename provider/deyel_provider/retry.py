@@ -77,7 +77,15 @@ class RetryPolicy:
         ceiling = min(self.max_backoff, self.backoff * 2.0 ** min(attempt - 1, 60))
         return random.uniform(0.0, ceiling)
 
-    def call(self, attempt: Callable[[], T], *, method: str, path: str, replay_safe: bool) -> T:
+    def call(
+        self,
+        attempt: Callable[[], T],
+        *,
+        method: str,
+        path: str,
+        replay_safe: bool,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> T:
         """Run ``attempt`` until it returns, or raise its last error when that is final or attempts run out.
 
         The error raised is marked ``retries_exhausted``, so a policy wrapping this one (a data call whose
@@ -86,6 +94,8 @@ class RetryPolicy:
         :param method: HTTP method, for the log line.
         :param path: URL path without query, for the log line.
         :param replay_safe: see :meth:`should_retry`.
+        :param on_retry: told of each error that is about to be retried (``max_workers="auto"`` backs off on
+            rate limits).
         """
 
         def log_retry(state: tenacity.RetryCallState) -> None:
@@ -96,6 +106,8 @@ class RetryPolicy:
                 else (type(error).__name__)
             )
             sleep = state.next_action.sleep if state.next_action else 0.0
+            if on_retry is not None and error is not None:
+                on_retry(error)
             log.warning(
                 "Deyel %s %s failed (%s); retry %d of %d in %.2f s",
                 method,

@@ -17,8 +17,10 @@ from typing import Any
 from deyel_provider.emulator.server import RunningEmulator
 from deyel_provider.emulator.settings import (
     DATE_FORMAT_CHOICES,
+    LIST_ORDER_CHOICES,
     PAGING_CHOICES,
     UNAUTHORIZED_STYLE_CHOICES,
+    UPDATED_ORDER_CHOICES,
     VERSION_CHOICES,
     EmulatorSettings,
 )
@@ -29,7 +31,18 @@ _CHOICES = {
     "unauthorized_style": UNAUTHORIZED_STYLE_CHOICES,
     "date_format": DATE_FORMAT_CHOICES,
     "rate_limit_status": (403, 429),
+    "updated_order": UPDATED_ORDER_CHOICES,
+    "list_order": LIST_ORDER_CHOICES,
 }
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError("expected true or false")
 
 
 def _user(text: str) -> tuple[str, str]:
@@ -62,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
         default = f.default
         flag = "--" + f.name.replace("_", "-")
         kind: Any = type(default) if default is not None else int
-        if f.name == "latency_ms":
+        if f.name == "latency_ms" or isinstance(default, float):
             kind = float
+        if isinstance(default, bool):
+            kind = _boolean
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"default: {default}"}
         if f.name in _CHOICES:
             kwargs["choices"] = _CHOICES[f.name]

@@ -65,6 +65,10 @@ def register_control_routes(app: FastAPI, state: EmulatorState) -> None:
         state.faults.clear()
         return json_response({"rules": []})
 
+    @app.get(CONTROL_PREFIX + "/mutations", include_in_schema=False)
+    async def mutations() -> Response:
+        return json_response({"mutations": state.writer.log()})
+
     @app.get(CONTROL_PREFIX + "/settings", include_in_schema=False)
     async def settings() -> Response:
         return json_response(dataclasses.asdict(state.settings))

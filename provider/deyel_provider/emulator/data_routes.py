@@ -63,8 +63,9 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
     def render_page(
         request_url: str, base: str, form: str, search: Search, search_text: str, window: Window
     ) -> Response:
-        ids: Sequence[int] = store.select(form, search, search_text)
-        start, stop = window.bounds(ids)
+        listing = store.select(form, search, search_text)
+        ids: Sequence[int] = listing.ids
+        start, stop = window.bounds(ids, listing.key)
         page_ids = ids[start:stop]
         href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/"
         body = [
@@ -72,17 +73,19 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
             for i, values in store.get_many(form, page_ids)
         ]
         headers: dict[str, str] = {}
-        if settings.paging != "none":
-            headers[settings.total_header] = str(len(ids))
+        if settings.paging != "none" and settings.send_total:
+            counted = store.select(form, Search(clauses=()), "").ids if settings.total_ignores_search else ids
+            headers[settings.total_header] = str(len(counted))
         if settings.paging == "link" and stop < len(ids) and len(page_ids):
-            headers["Link"] = f'<{next_url(request_url, window, page_ids[-1])}>; rel="next"'
+            last_key = listing.key(page_ids[-1])
+            headers["Link"] = f'<{next_url(request_url, window, last_key)}>; rel="next"'
         return json_response(body, 200, headers)
 
-    def next_url(request_url: str, window: Window, last_id: int) -> str:
+    def next_url(request_url: str, window: Window, last_key: Any) -> str:
         url = URL(request_url).remove_query_params(settings.page_param)
         return str(
             url.include_query_params(
-                **{settings.page_size_param: window.size, settings.cursor_param: encode_cursor(last_id)}
+                **{settings.page_size_param: window.size, settings.cursor_param: encode_cursor(last_key)}
             )
         )
 
@@ -105,6 +108,7 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
             return errors_response(400, str(exc), "search")
         except PagingError as exc:
             return errors_response(400, str(exc), exc.attribute)
+        state.writer.before_listing()
         base = str(request.base_url).rstrip("/")
         # Building a page (or a first scan of a search) is CPU work: keep the event loop free for others.
         return await run_in_threadpool(render_page, str(request.url), base, form, search, search_text, window)

@@ -7,6 +7,7 @@ as an ordinary response object.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 from typing import Any
@@ -80,6 +81,7 @@ class EmulatorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = self._dated(send)
         kind = self._route_kind(scope["path"])
         if kind == "control":
             await self.app(scope, receive, send)
@@ -126,6 +128,18 @@ class EmulatorMiddleware:
                 # An await, not a sleep in the endpoint, so concurrent clients overlap their waits.
                 await asyncio.sleep(state.settings.latency_ms / 1000)
         await self.app(scope, receive, send)
+
+    def _dated(self, send: Send) -> Send:
+        offset = self.state.settings.date_offset_ms / 1000
+
+        async def dated_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                now = self.state.clock.now() + offset
+                date = email.utils.formatdate(now, usegmt=True).encode("latin-1")
+                message = {**message, "headers": [*message.get("headers", []), (b"date", date)]}
+            await send(message)
+
+        return dated_send
 
     def _counting(self, send: Send) -> Send:
         stats = self.state.stats

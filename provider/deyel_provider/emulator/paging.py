@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import bisect
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from deyel_provider.emulator.settings import EmulatorSettings
 
@@ -22,13 +24,14 @@ class Window:
 
     start: int = 0
     size: int | None = None
-    after_id: int | None = None
+    #: The sort key of the last instance of the previous page (link paging).
+    after: Any = None
 
-    def bounds(self, ids: Sequence[int]) -> tuple[int, int]:
+    def bounds(self, ids: Sequence[int], key: Callable[[int], Any]) -> tuple[int, int]:
         start = self.start
-        if self.after_id is not None:
+        if self.after is not None:
             # Keyset continuation: robust to records created or deleted between pages.
-            start = bisect.bisect_right(ids, self.after_id)
+            start = bisect.bisect_right(ids, self.after, key=key)
         stop = len(ids) if self.size is None else min(len(ids), start + self.size)
         return min(start, len(ids)), stop
 
@@ -46,18 +49,17 @@ def _int_param(query: Mapping[str, str], name: str, default: int, minimum: int) 
     return value
 
 
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode().rstrip("=")
+def encode_cursor(last_key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(["after", last_key]).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(raw: str, name: str) -> int:
+def _decode_cursor(raw: str, name: str) -> Any:
     try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        prefix, _, value = text.partition(":")
+        prefix, key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         if prefix != "after":
-            raise ValueError(text)
-        return int(value)
-    except ValueError:
+            raise ValueError(prefix)
+        return tuple(key) if isinstance(key, list) else int(key)
+    except (ValueError, TypeError):
         raise PagingError(f"Invalid '{name}'", name) from None
 
 
@@ -68,9 +70,12 @@ def parse_window(settings: EmulatorSettings, query: Mapping[str, str]) -> Window
     size_name = settings.limit_param if strategy == "offset" else settings.page_size_param
     # Oversized pages are served at the maximum, as the docs' servers do, rather than refused.
     size = min(_int_param(query, size_name, settings.page_size_default, 1), settings.page_size_max)
+    if settings.ignore_page_size:
+        size = settings.page_size_default
     if strategy == "offset":
-        return Window(start=_int_param(query, settings.offset_param, 0, 0), size=size)
-    if strategy == "link" and query.get(settings.cursor_param):
-        return Window(size=size, after_id=_decode_cursor(query[settings.cursor_param], settings.cursor_param))
-    page = _int_param(query, settings.page_param, 1, 1)
+        start = _int_param(query, settings.offset_param, 0, 0)
+        return Window(start=0 if settings.ignore_page_param else start, size=size)
+    if strategy == "link" and query.get(settings.cursor_param) and not settings.ignore_page_param:
+        return Window(size=size, after=_decode_cursor(query[settings.cursor_param], settings.cursor_param))
+    page = 1 if settings.ignore_page_param else _int_param(query, settings.page_param, 1, 1)
     return Window(start=(page - 1) * size, size=size)

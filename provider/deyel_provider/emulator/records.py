@@ -113,16 +113,37 @@ def to_v80(value: Any) -> Any:
 
 
 class RecordGenerator:
-    """Field values of seeded record ``i`` (0-based; its id is ``i + 1``)."""
+    """Field values of seeded record ``i`` (0-based; its id is ``i + 1``).
 
-    def __init__(self, *, seed: int, updated_start_ms: int, updated_step_ms: int, v80: bool) -> None:
+    dtLastUpdate: records are taken in groups of ``burst`` (a bulk import writes a group in one millisecond);
+    group ``g`` of ``groups`` lies at ``start + g * step`` in id order, or at a hashed point of
+    ``[start, start + groups * step)`` when shuffled, so the listing order says nothing about the update time.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        updated_start_ms: int,
+        updated_step_ms: int,
+        v80: bool,
+        records: int = 0,
+        updated_order: str = "id",
+        updated_burst: int = 1,
+    ) -> None:
         self._seed_key = mix64(seed & _MASK)
         self._start = updated_start_ms
         self._step = updated_step_ms
         self._v80 = v80
+        self._burst = updated_burst
+        self._shuffled = updated_order == "random"
+        self._span = max(1, -(-records // updated_burst)) * updated_step_ms
 
     def updated_ms(self, i: int) -> int:
-        return self._start + i * self._step
+        group = i // self._burst
+        if self._shuffled:
+            return self._start + mix64(self._seed_key ^ (group | 1 << 62)) % self._span
+        return self._start + group * self._step
 
     def fields(self, i: int) -> dict[str, Any]:
         base = mix64(self._seed_key ^ i)

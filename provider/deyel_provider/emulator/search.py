@@ -121,14 +121,14 @@ class Search:
                 return False
         return True
 
-    def updated_range(self) -> tuple[int, int] | None:
-        """Inclusive (low, high) epoch-ms bounds when only dtLastUpdate is constrained, else None."""
-        if not self.clauses or any(
-            c.field != "dtLastUpdate" or c.op not in _RANGE_OPERATORS for c in self.clauses
-        ):
+    def updated_bounds(self) -> tuple[int, int, bool] | None:
+        """Inclusive (low, high) epoch-ms bounds of the dtLastUpdate range clauses, and whether those clauses
+        are the whole search; None when no clause bounds dtLastUpdate."""
+        ranged = [c for c in self.clauses if c.field == "dtLastUpdate" and c.op in _RANGE_OPERATORS]
+        if not ranged:
             return None
         low, high = -(2**63), 2**63 - 1
-        for c in self.clauses:
+        for c in ranged:
             v = c.value
             if c.op in ("eq", "gte"):
                 low = max(low, v)
@@ -138,7 +138,7 @@ class Search:
                 low = max(low, v + 1)
             if c.op == "lt":
                 high = min(high, v - 1)
-        return low, high
+        return low, high, len(ranged) == len(self.clauses)
 
 
 def _parse_date(raw: str, date_format: str) -> int:

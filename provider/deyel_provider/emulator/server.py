@@ -69,6 +69,8 @@ class RunningEmulator:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            # The middleware sends Date itself, from the emulator's clock (see date_offset_ms).
+            date_header=False,
             **self._ssl,
         )
         self._server = uvicorn.Server(config)
@@ -127,6 +129,19 @@ class RunningEmulator:
 
     def clear_faults(self) -> None:
         self._state.faults.clear()
+
+    def advance(self, seconds: float) -> None:
+        """Move the emulator's clock (dtLastUpdate stamps and the Date header) forward: time passes for
+        the server without the test waiting."""
+        self._state.clock.advance(seconds)
+
+    def set_writer(self, edits: float = 0.0, inserts: float = 0.0, deletes: float = 0.0) -> None:
+        """Change the concurrent writer's rates (edits, inserts, deletes per listing request)."""
+        self._state.writer.set_rates(edits, inserts, deletes)
+
+    def mutations(self) -> list[dict[str, Any]]:
+        """What the concurrent writer (``writer_*`` settings) did: kind, id, dtLastUpdate before and after."""
+        return self._state.writer.log()
 
     def issued_tokens(self) -> dict[str, list[str]]:
         """Every access and refresh token handed out, for tests that scan logs for leaks."""

@@ -10,11 +10,15 @@ Paging = Literal["page", "offset", "link", "none"]
 Version = Literal["8.4", "8.0"]
 UnauthorizedStyle = Literal["errors", "errorCode"]
 DateFormat = Literal["epoch_ms", "iso"]
+UpdatedOrder = Literal["random", "id"]
+ListOrder = Literal["id", "dtLastUpdate"]
 
 PAGING_CHOICES: tuple[str, ...] = ("page", "offset", "link", "none")
 VERSION_CHOICES: tuple[str, ...] = ("8.4", "8.0")
 UNAUTHORIZED_STYLE_CHOICES: tuple[str, ...] = ("errors", "errorCode")
 DATE_FORMAT_CHOICES: tuple[str, ...] = ("epoch_ms", "iso")
+UPDATED_ORDER_CHOICES: tuple[str, ...] = ("random", "id")
+LIST_ORDER_CHOICES: tuple[str, ...] = ("id", "dtLastUpdate")
 
 
 def _default_users() -> dict[str, str]:
@@ -35,11 +39,15 @@ class EmulatorSettings:
     token_path: str = "/oauth/token"
     api_prefix: str = ""
 
-    # The seeded CRM_ACCOUNT form.
+    # The seeded CRM_ACCOUNT form. Its dtLastUpdate values lie in [updated_start_ms, updated_start_ms +
+    # records * updated_step_ms): shuffled ("random": edits do not follow creation order, as on a live form)
+    # or growing with the id ("id"); ``updated_burst`` instances share each value, as a bulk import makes.
     records: int = 1000
     seed: int = 42
     updated_start_ms: int = 1767225600000
     updated_step_ms: int = 60_000
+    updated_order: UpdatedOrder = "random"
+    updated_burst: int = 1
 
     # Paging.
     paging: Paging = "page"
@@ -51,6 +59,23 @@ class EmulatorSettings:
     page_size_default: int = 100
     page_size_max: int = 1000
     total_header: str = "X-Total-Count"
+    # Listing order of the collection, and servers that page differently than assumed.
+    list_order: ListOrder = "id"
+    send_total: bool = True
+    total_ignores_search: bool = False  # the total header counts the whole form, not the search
+    ignore_page_param: bool = False  # every page/offset/cursor asks for the first page
+    ignore_page_size: bool = False  # every page holds page_size_default instances, whatever is asked
+
+    # Another user editing the seeded form while clients read it: before each listing request, about this
+    # many instances are edited (dtLastUpdate moves to now), inserted and deleted, drawn from writer_seed.
+    writer_edits: float = 0.0
+    writer_inserts: float = 0.0
+    writer_deletes: float = 0.0
+    writer_seed: int = 0
+
+    # The HTTP Date header's clock against the clock that stamps dtLastUpdate (a skewed proxy or web
+    # server in front of Deyel): ahead by more than a second, incremental runs can miss changes.
+    date_offset_ms: int = 0
 
     latency_ms: float = 0
     version: Version = "8.4"
@@ -77,6 +102,14 @@ class EmulatorSettings:
             problems.append(f"version must be one of {VERSION_CHOICES}")
         if self.unauthorized_style not in UNAUTHORIZED_STYLE_CHOICES:
             problems.append(f"unauthorized_style must be one of {UNAUTHORIZED_STYLE_CHOICES}")
+        if self.updated_order not in UPDATED_ORDER_CHOICES:
+            problems.append(f"updated_order must be one of {UPDATED_ORDER_CHOICES}")
+        if self.list_order not in LIST_ORDER_CHOICES:
+            problems.append(f"list_order must be one of {LIST_ORDER_CHOICES}")
+        if self.updated_burst < 1:
+            problems.append("updated_burst must be >= 1")
+        if min(self.writer_edits, self.writer_inserts, self.writer_deletes) < 0:
+            problems.append("writer rates must be >= 0")
         if self.date_format not in DATE_FORMAT_CHOICES:
             problems.append(f"date_format must be one of {DATE_FORMAT_CHOICES}")
         if self.rate_limit_status not in (403, 429):

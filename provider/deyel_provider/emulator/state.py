@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from deyel_provider.emulator.clock import Clock
 from deyel_provider.emulator.faults import FaultInjector
 from deyel_provider.emulator.settings import EmulatorSettings
 from deyel_provider.emulator.stats import RateLimiter, Stats
 from deyel_provider.emulator.store import DataStore
 from deyel_provider.emulator.tokens import TokenAuthority
+from deyel_provider.emulator.writer import ConcurrentWriter
 
 
 class EmulatorState:
     def __init__(self, settings: EmulatorSettings) -> None:
         self.settings = settings
         self.tokens = TokenAuthority(settings.token_ttl)
-        self.store = DataStore(settings)
+        self.clock = Clock()
+        self.store = DataStore(settings, self.clock)
         self.stats = Stats()
         self.faults = FaultInjector()
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_window)
+        self.writer = ConcurrentWriter(settings, self.store)
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()

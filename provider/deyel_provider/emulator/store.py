@@ -1,16 +1,16 @@
 """Form instances: the generated CRM_ACCOUNT collection plus an overlay of the mutations made through the API.
 
 The seeded records are never stored; the overlay holds only what clients created, changed or deleted.
-A listing is a sorted sequence of ids: a ``range`` when it can be computed arithmetically (no mutations,
-and no search or one on dtLastUpdate alone), else an ``array`` of ids built once per (form, search, overlay
-version) and cached, so paging through it does not rescan.
+A listing is a sequence of ids in the collection's order (by id, or by dtLastUpdate then id): a ``range``
+when nothing narrows or reorders it, else an ``array`` of ids built once per (form, search, overlay version)
+and cached, so paging through it does not rescan. Searches on dtLastUpdate use an index of the seeded values
+built on first use, so a narrow time slice of a large form costs no scan.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from deyel_provider.emulator.clock import Clock
 from deyel_provider.emulator.records import FIELD_NAMES, SEEDED_FORM, RecordGenerator
 from deyel_provider.emulator.search import Search
 from deyel_provider.emulator.settings import EmulatorSettings
@@ -51,6 +52,14 @@ class _Snapshot:
     deleted: frozenset[int]
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The ids of a listing in the collection's order, and the sort key of that order (for cursors)."""
+
+    ids: Sequence[int]
+    key: Callable[[int], Any]
+
+
 def _dict_getter(instance_id: int, values: dict[str, Any]) -> Callable[[str], Any]:
     def get(name: str) -> Any:
         return str(instance_id) if name == "idObjectValue" else values.get(name)
@@ -58,24 +67,42 @@ def _dict_getter(instance_id: int, values: dict[str, Any]) -> Callable[[str], An
     return get
 
 
+class _UpdatedIndex:
+    """The seeded ids sorted by (dtLastUpdate, id), with their values: a time slice is two bisections."""
+
+    def __init__(self, generator: RecordGenerator, seeded: int) -> None:
+        values = [generator.updated_ms(i) for i in range(seeded)]
+        order = sorted(range(seeded), key=values.__getitem__)  # stable: ties stay in id order
+        self.ids = array("q", (i + 1 for i in order))
+        self.values = array("q", (values[i] for i in order))
+
+    def between(self, low: int, high: int) -> Sequence[int]:
+        return self.ids[bisect.bisect_left(self.values, low) : bisect.bisect_right(self.values, high)]
+
+
 class DataStore:
     """Thread-safe: the overlay is guarded by one lock; record generation and scans run outside it."""
 
-    def __init__(self, settings: EmulatorSettings) -> None:
+    def __init__(self, settings: EmulatorSettings, clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()
         self._generator = RecordGenerator(
             seed=settings.seed,
             updated_start_ms=settings.updated_start_ms,
             updated_step_ms=settings.updated_step_ms,
             v80=settings.version == "8.0",
+            records=settings.records,
+            updated_order=settings.updated_order,
+            updated_burst=settings.updated_burst,
         )
-        self._start_ms = settings.updated_start_ms
-        self._step_ms = settings.updated_step_ms
+        self._by_update = settings.list_order == "dtLastUpdate"
         self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._index: _UpdatedIndex | None = None
         self._forms: dict[str, _Form] = {
             SEEDED_FORM: _Form(seeded=settings.records, next_id=settings.records + 1)
         }
         self._last_ms = 0
-        self._cache: OrderedDict[tuple[str, str], tuple[int, Sequence[int]]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], tuple[int, Listing]] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -121,10 +148,28 @@ class DataStore:
             out.append((i, values))
         return out
 
+    def next_id(self, form: str) -> int:
+        with self._lock:
+            return self._forms[form].next_id
+
+    def all_ids(self, form: str) -> list[int]:
+        """Every live id of a form, in id order (for tests that check what a client read)."""
+        with self._lock:
+            state = self._forms[form]
+            live = set(range(1, state.seeded + 1)) - state.deleted
+            live |= state.changed.keys()
+        return sorted(live)
+
     # -- listing -------------------------------------------------------------------------------------------
 
-    def select(self, form: str, search: Search, search_key: str) -> Sequence[int]:
-        """The sorted ids of the instances matching ``search``."""
+    def _updated_index(self, seeded: int) -> _UpdatedIndex:
+        with self._index_lock:
+            if self._index is None:
+                self._index = _UpdatedIndex(self._generator, seeded)
+            return self._index
+
+    def select(self, form: str, search: Search, search_key: str) -> Listing:
+        """The ids of the instances matching ``search``, in the collection's order."""
         with self._lock:
             state = self._forms[form]
             cached = self._cache.get((form, search_key))
@@ -132,62 +177,67 @@ class DataStore:
                 self._cache.move_to_end((form, search_key))
                 return cached[1]
             snap = _Snapshot(state.seeded, state.version, dict(state.changed), frozenset(state.deleted))
-        touched = snap.deleted | snap.changed.keys()
-        seeded_range = self._arithmetic_range(snap.seeded, search)
-        if seeded_range is not None and not touched:
-            return seeded_range
-        if seeded_range is not None:
-            ids = array("q", seeded_range)
-            for i in sorted(touched):
-                if seeded_range.start <= i < seeded_range.stop:
-                    del ids[bisect.bisect_left(ids, i)]
-            for i in sorted(snap.changed):
-                if search.matches(_dict_getter(i, snap.changed[i])):
-                    bisect.insort(ids, i)
-        else:
-            ids = self._scan(snap, search)
+        listing = Listing(self._select(snap, search), self._sort_key(snap))
         with self._lock:
-            self._cache[(form, search_key)] = (snap.version, ids)
+            self._cache[(form, search_key)] = (snap.version, listing)
             self._cache.move_to_end((form, search_key))
             while len(self._cache) > _CACHE_ENTRIES:
                 self._cache.popitem(last=False)
-        return ids
+        return listing
 
-    def _arithmetic_range(self, seeded: int, search: Search) -> range | None:
-        """Seeded ids as a range when the search allows it (dtLastUpdate is start + index * step)."""
-        if not search.clauses:
-            return range(1, seeded + 1)
-        bounds = search.updated_range()
-        if bounds is None:
-            return None
-        low, high = bounds
-        first = max(0, -((self._start_ms - low) // self._step_ms))  # ceil((low - start) / step)
-        last = min(seeded - 1, (high - self._start_ms) // self._step_ms)
-        return range(first + 1, max(first, last + 1) + 1)
+    def _sort_key(self, snap: _Snapshot) -> Callable[[int], Any]:
+        if not self._by_update:
+            return lambda i: i
+        updated = self._generator.updated_ms
 
-    def _scan(self, snap: _Snapshot, search: Search) -> array[int]:
-        ids: array[int] = array("q")
+        def key(i: int) -> tuple[int, int]:
+            values = snap.changed.get(i)
+            return (int(values["dtLastUpdate"]) if values else updated(i - 1), i)
+
+        return key
+
+    def _select(self, snap: _Snapshot, search: Search) -> Sequence[int]:
+        touched = snap.deleted | snap.changed.keys()
+        bounds = search.updated_bounds()
+        if bounds is None and not search.clauses and not touched and not self._by_update:
+            return range(1, snap.seeded + 1)
+        if bounds is not None:
+            candidates: Sequence[int] = self._updated_index(snap.seeded).between(bounds[0], bounds[1])
+            residual = not bounds[2]
+        elif self._by_update:
+            candidates = self._updated_index(snap.seeded).ids
+            residual = bool(search.clauses)
+        else:
+            candidates = range(1, snap.seeded + 1)
+            residual = bool(search.clauses)
         field_of = self._generator.field
-        for i in range(snap.seeded):
-            instance_id = i + 1
-            if instance_id in snap.deleted or instance_id in snap.changed:
+        ids = []
+        for instance_id in candidates:
+            if instance_id in touched:
                 continue
+            if residual:
 
-            def get(name: str, i: int = i) -> Any:
-                return str(i + 1) if name == "idObjectValue" else field_of(i, name)
+                def get(name: str, i: int = instance_id - 1) -> Any:
+                    return str(i + 1) if name == "idObjectValue" else field_of(i, name)
 
-            if search.matches(get):
+                if not search.matches(get):
+                    continue
+            ids.append(instance_id)
+        # The index lists in (dtLastUpdate, id) order; the collection may list by id.
+        reorder = bounds is not None and not self._by_update
+        for instance_id, values in snap.changed.items():
+            if search.matches(_dict_getter(instance_id, values)):
                 ids.append(instance_id)
-        for instance_id in sorted(snap.changed):
-            if search.matches(_dict_getter(instance_id, snap.changed[instance_id])):
-                bisect.insort(ids, instance_id)
-        return ids
+                reorder = True
+        if reorder:
+            ids.sort(key=self._sort_key(snap))
+        return array("q", ids)
 
     # -- writing -------------------------------------------------------------------------------------------
 
     def _now_ms(self, previous: int = 0) -> int:
         # Strictly increasing, and past the previous value, so a second write always changes dtLastUpdate.
-        self._last_ms = max(int(time.time() * 1000), self._last_ms + 1, previous + 1)
+        self._last_ms = max(int(self._clock.now() * 1000), self._last_ms + 1, previous + 1)
         return self._last_ms
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -17,11 +17,13 @@ from deyel_provider.auth.bearer import DeyelBearerAuth
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.provider import TokenProvider, credential_key, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
+from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError, connection_error, error_from_response
-from deyel_provider.pagination import Page, Paging, iter_pages
+from deyel_provider.pagination import Paging
 from deyel_provider.response_body import read_capped
 from deyel_provider.retry import RetryPolicy, is_replay_safe
+from deyel_provider.slicing import SlicedReader
 
 
 class DeyelHook(BaseHook):
@@ -147,6 +149,7 @@ class DeyelHook(BaseHook):
         data: Any = None,
         headers: dict[str, str] | None = None,
         retry_unsafe: bool = False,
+        on_retry: Callable[[BaseException], None] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Make an authenticated call and return the response, or raise the typed error.
@@ -165,6 +168,7 @@ class DeyelHook(BaseHook):
         :param retry_unsafe: also replay a non-idempotent call (POST, PATCH) after a failure where the server
             may have received it (a 5xx, a timeout, a connection dropped mid-answer). Off by default: a
             replayed POST can create a record twice.
+        :param on_retry: called with each error the retry policy is about to retry.
         :param kwargs: passed to :meth:`requests.Session.request` (``timeout``, ``stream``...).
         """
         config = self.config
@@ -192,32 +196,56 @@ class DeyelHook(BaseHook):
         replayable = data is None or isinstance(data, (bytes, str, dict, list, tuple))
         policy = self.retry_policy if replayable else RetryPolicy(attempts=1)
         return policy.call(
-            attempt, method=method, path=path, replay_safe=is_replay_safe(method, opted_in=retry_unsafe)
+            attempt,
+            method=method,
+            path=path,
+            replay_safe=is_replay_safe(method, opted_in=retry_unsafe),
+            on_retry=on_retry,
         )
 
     def paging(self, page_size: int | None = None) -> Paging:
         """The connection's paging options (``paging`` extras), optionally with another page size."""
         return Paging.from_config(self.config, page_size=page_size)
 
-    def iter_pages(
+    def sliced_reader(
         self,
         form: str,
         *,
         search: str | None = None,
+        field: str = "dtLastUpdate",
         page_size: int | None = None,
         params: dict[str, Any] | None = None,
-        max_workers: int = 1,
-    ) -> Iterator[Page]:
-        """Yield the pages of a form's instances in the server's order (see :meth:`iter_instances`)."""
+        max_workers: int | str = 1,
+        max_workers_ceiling: int = 8,
+        logger: Any = None,
+    ) -> SlicedReader:
+        """A reader of a form's instances through time slices of ``field`` (:mod:`deyel_provider.slicing`):
+        every instance exactly once while the form changes, whatever the server's paging, or a typed error.
+
+        :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
+        :param search: Deyel filter, e.g. ``cdCountry=eq:AR``; each slice narrows it on ``field``.
+        :param field: an epoch-millisecond field that every write moves to the present.
+        :param page_size: instances per response; default: the connection's ``page_size`` (100).
+        :param params: other query parameters sent with every request.
+        :param max_workers: slices in flight at once (any paging strategy), or ``"auto"``.
+        :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
+        """
+        concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger or self.log)
         query = dict(params or {})
         if search:
             query["search"] = search
 
         def fetch(endpoint: str, page_params: dict[str, Any] | None) -> requests.Response:
-            return self.request("GET", endpoint, params=page_params)
+            return self.request("GET", endpoint, params=page_params, on_retry=concurrency.note_retry)
 
-        yield from iter_pages(
-            fetch, instances_endpoint(form), query, self.paging(page_size), max_workers=max_workers
+        return SlicedReader(
+            fetch,
+            instances_endpoint(form),
+            query,
+            self.paging(page_size),
+            field=field,
+            concurrency=concurrency,
+            logger=logger or self.log,
         )
 
     def iter_instances(
@@ -228,28 +256,36 @@ class DeyelHook(BaseHook):
         fields: Sequence[str] | None = None,
         page_size: int | None = None,
         params: dict[str, Any] | None = None,
-        max_workers: int = 1,
+        max_workers: int | str = 1,
+        start: int | None = None,
+        end: int | None = None,
+        field: str = "dtLastUpdate",
     ) -> Iterator[dict[str, Any]]:
-        """Yield every instance of a form across all pages; memory holds one page at a time.
+        """Yield every instance of a form once, in ascending ``field`` order of the slices; memory holds a
+        few responses at a time.
 
-        Paging follows the connection's ``paging`` options (page number by default); a short or empty page
-        ends the iteration, and a server that ignores the paging parameters cannot make it loop.
+        The form is read through time slices of ``field`` (``dtLastUpdate``), not by page offsets, so a user
+        editing the form meanwhile cannot make it skip or repeat an instance; where the server's answers do
+        not allow that guarantee, :class:`~deyel_provider.exceptions.DeyelIncompleteError` says why.
 
         :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
         :param search: Deyel filter, e.g. ``cdCountry=eq:AR,qtEmployee=gte:100``.
         :param fields: keep only these fields of each instance, in this order (missing ones are None).
-        :param page_size: instances per page; default: the connection's ``page_size`` (100).
-        :param params: other query parameters sent with every page.
-        :param max_workers: pages fetched in parallel when the strategy allows it (page or offset paging and
-            a total count); the order stays the server's.
+        :param page_size: instances per response; default: the connection's ``page_size`` (100).
+        :param params: other query parameters sent with every request.
+        :param max_workers: slices fetched in parallel (any paging strategy), or ``"auto"``.
+        :param start: only instances with ``field >= start`` (epoch ms).
+        :param end: only instances with ``field < end`` (epoch ms).
+        :param field: the epoch-millisecond field the slices are cut on.
         """
-        for page in self.iter_pages(
-            form, search=search, page_size=page_size, params=params, max_workers=max_workers
-        ):
+        reader = self.sliced_reader(
+            form, search=search, field=field, page_size=page_size, params=params, max_workers=max_workers
+        )
+        for piece in reader.read(start, end):
             if fields is None:
-                yield from page.records
+                yield from piece.records
             else:
-                for record in page.records:
+                for record in piece.records:
                     yield {name: record.get(name) for name in fields}
 
     def test_connection(self) -> tuple[bool, str]:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import pendulum
+import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extraction import epoch_ms, extract, window_search
+from deyel_provider.extraction import epoch_ms, extract
 from deyel_provider.formats import FORMATS
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.watermark import has_asset_state, read_watermark, watermark_key, write_watermark
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -21,17 +26,32 @@ _TEMPLATE_START = re.compile(r"{{|{%")
 
 
 class DeyelExtractOperator(BaseOperator):
-    """Extract a form's instances to a file or object-store object, one run's data interval at a time.
+    """Extract a form's instances to a file or object-store object: every instance exactly once, or a failure.
 
-    Pages are streamed to ``<output>.tmp-<uuid>`` as they arrive (memory holds one page, or ``max_workers``
-    pages) and the object is moved under its final name only when complete, so a failed or killed run leaves
-    nothing under that name and a rerun of the same interval rewrites the same content.
+    The contract (the README's "Extracting data" says more):
 
-    With ``incremental_field`` and a data interval, ``field=gte:<start>,field=lt:<end>`` (epoch ms) is added
-    to ``search``: consecutive runs neither miss nor repeat a record. Without a data interval (or with
-    ``incremental_field=None``) it is a full load.
+    1. In one output file, every instance that matches ``search`` (and the run's window) for the whole run
+       appears exactly once; one changed during the run appears once (before or after the change); one
+       created or deleted during the run at most once.
+    2. Across consecutive incremental runs, an instance whose change falls in a run's window is in that
+       run's file or a later one, never in none.
+    3. Where the server's answers do not allow 1 and 2 (counts that disagree, an ignored page parameter,
+       a form changing faster than it can be read), the task fails with a typed ``DeyelError`` naming what
+       it saw and the option to change, and publishes nothing.
 
-    Returns ``{"path", "records", "pages", "bytes", "seconds", "window"}`` and emits ``asset`` with the
+    The form is read through time slices of ``incremental_field`` (``dtLastUpdate``, which Deyel moves to
+    the present on every write), not by page offsets, so an edit elsewhere cannot shift what is read.
+    Slices are streamed to ``<output>.tmp-<uuid>`` (memory holds a few responses) and the object is moved
+    under its final name only when complete.
+
+    Windows: with a data interval (``CronDataIntervalTimetable``, backfills), the interval
+    ``[start, end)``. Without one (``schedule="@daily"`` is a ``CronTriggerTimetable``, manual and
+    asset-triggered runs), a watermark: from the end of the last published window (or ``start_from`` on
+    the first run) to the server's present; it is kept in Airflow (the asset's state on Airflow 3.3+) and
+    advanced only after the publish. ``incremental_field=None`` asks for a full load.
+
+    Returns ``{"path", "records", "slices", "bytes", "seconds", "requests", "repeats", "window_start",
+    "window_end", "mode"}`` (``mode``: ``interval``, ``watermark`` or ``full``) and emits ``asset`` with the
     same values as the event's extra.
 
     :param form: the form's identifier, e.g. ``CRM_ACCOUNT`` (templated).
@@ -39,14 +59,17 @@ class DeyelExtractOperator(BaseOperator):
         e.g. ``file:///data/deyel/{{ params.form }}/{{ ds }}.jsonl`` (templated, kept as ``output_path``
         because ``BaseOperator.output`` is the task's XComArg).
     :param search: Deyel filter, e.g. ``cdCountry=eq:AR`` (templated).
-    :param incremental_field: date field (epoch ms) that bounds each run to its data interval; None for
-        full loads (templated).
+    :param incremental_field: the epoch-millisecond field every write moves to the present; it bounds each
+        run's window and cuts the slices. None: a full load (still sliced on ``dtLastUpdate``) (templated).
+    :param start_from: where the first watermark run starts (datetime or ISO 8601 string); required for
+        runs without a data interval until a watermark is stored (templated).
     :param format: ``jsonl`` (one instance per line, as returned) or ``csv`` (templated).
     :param fields: CSV columns (or JSON Lines keys) in order; default: every field, in first-seen order
         (templated).
-    :param page_size: instances per page; default: the connection's ``page_size`` (100).
-    :param max_workers: pages fetched in parallel (page or offset paging with a total count); output order
-        stays the server's.
+    :param page_size: instances per response; default: the connection's ``page_size`` (100).
+    :param max_workers: slices fetched in parallel (any paging strategy), or ``"auto"``: grows while the
+        throughput grows, halves on a rate limit (429, ``REQUEST_LIMIT_EXCEEDED``).
+    :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
     :param asset: the Asset emitted on success; default: the output's location up to its first template
         (``file:///data/deyel/CRM_ACCOUNT/{{ ds }}.jsonl`` emits ``file:///data/deyel/CRM_ACCOUNT``).
     :param output_conn_id: Airflow connection of the object store (e.g. an ``aws`` connection for s3://).
@@ -60,6 +83,7 @@ class DeyelExtractOperator(BaseOperator):
         "output_path",
         "search",
         "incremental_field",
+        "start_from",
         "format",
         "fields",
         "token",
@@ -72,10 +96,12 @@ class DeyelExtractOperator(BaseOperator):
         output: str | ObjectStoragePath,
         search: str | None = None,
         incremental_field: str | None = "dtLastUpdate",
+        start_from: datetime | str | None = None,
         format: str = "jsonl",
         fields: Sequence[str] | None = None,
         page_size: int | None = None,
-        max_workers: int = 1,
+        max_workers: int | str = 1,
+        max_workers_ceiling: int = 8,
         asset: Asset | None = None,
         output_conn_id: str | None = None,
         progress_interval: float = 30.0,
@@ -85,22 +111,32 @@ class DeyelExtractOperator(BaseOperator):
     ) -> None:
         if format not in FORMATS and not _TEMPLATE_START.search(format):
             raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {format!r}")
-        if max_workers < 1:
-            raise DeyelConfigError(f"max_workers must be >= 1, got {max_workers!r}")
+        Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
         self.asset = asset if asset is not None else default_asset(output)
         outlets = list(kwargs.pop("outlets", None) or [])
         if self.asset is not None and self.asset not in outlets:
             outlets.append(self.asset)
-        super().__init__(outlets=outlets, **kwargs)
+        inlets = list(kwargs.pop("inlets", None) or [])
+        if (
+            self.asset is not None
+            and incremental_field
+            and not has_asset_state()
+            and self.asset not in inlets
+        ):
+            # Without an asset state store the watermark is read back from the asset's latest event.
+            inlets.append(self.asset)
+        super().__init__(outlets=outlets, inlets=inlets, **kwargs)
         self.form = form
         # ``output`` is BaseOperator's XComArg property: the rendered target lives in ``output_path``.
         self.output_path = output
         self.search = search
         self.incremental_field = incremental_field
+        self.start_from = start_from
         self.format = format
         self.fields = fields
         self.page_size = page_size
         self.max_workers = max_workers
+        self.max_workers_ceiling = max_workers_ceiling
         self.output_conn_id = output_conn_id
         self.progress_interval = progress_interval
         self.token = token
@@ -111,32 +147,90 @@ class DeyelExtractOperator(BaseOperator):
         return DeyelHook(deyel_conn_id=self.deyel_conn_id, token=self.token or None)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        start, end = context.get("data_interval_start"), context.get("data_interval_end")
-        incremental = bool(self.incremental_field) and start is not None and end is not None and start < end
-        search = window_search(self.search, self.incremental_field, start, end)
-        if incremental:
-            self.log.info("incremental load: %s in [%s, %s)", self.incremental_field, start, end)
-        else:
-            self.log.info("full load (no incremental field or no data interval)")
+        field = self.incremental_field or None
+        mode, start, end, key = self._window(context, field)
         result = extract(
             self.hook,
             self.form,
             self.output_path,
-            search=search or None,
+            search=self.search or None,
             fields=self.fields,
             format=self.format,
             page_size=self.page_size,
             max_workers=self.max_workers,
+            max_workers_ceiling=self.max_workers_ceiling,
+            field=field or "dtLastUpdate",
+            start=start,
+            end=end,
+            end_at_server_time=mode == "watermark",
             output_conn_id=self.output_conn_id,
             progress_interval=self.progress_interval,
             logger=self.log,
         )
-        summary = result.as_dict()
-        summary["window"] = [epoch_ms(start), epoch_ms(end)] if incremental and start and end else None
+        summary = {**result.as_dict(), "mode": mode}
+        if mode == "full":
+            summary["window_start"] = summary["window_end"] = None
+        if (
+            mode == "watermark"
+            and self.asset is not None
+            and key is not None
+            and result.window_end is not None
+        ):
+            # After the publish: a failed run leaves the watermark where it was.
+            write_watermark(context, self.asset, key, result.window_end, summary)
+            self.log.info("watermark of %s advanced to %s", self.form, _moment(result.window_end))
         outlet_events = context.get("outlet_events")
         if self.asset is not None and outlet_events is not None:
             outlet_events[self.asset].extra = summary
         return summary
+
+    def _window(self, context: Context, field: str | None) -> tuple[str, int | None, int | None, str | None]:
+        """(mode, start, end, watermark key) of this run; see the class docstring."""
+        if not field:
+            self.log.info("full load of %s (incremental_field=None)", self.form)
+            return "full", None, None, None
+        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+        if interval_start is not None and interval_end is not None and interval_start < interval_end:
+            self.log.info(
+                "incremental load: %s in the data interval [%s, %s)", field, interval_start, interval_end
+            )
+            return "interval", epoch_ms(interval_start), epoch_ms(interval_end), None
+        if self.asset is None:
+            raise DeyelConfigError(
+                "a run without a data interval keeps a watermark in its asset, and this task has none: "
+                "pass asset=Asset(...), use a data-interval timetable, or incremental_field=None"
+            )
+        key = watermark_key(self.form, field, self.search)
+        start = read_watermark(context, self.asset, key)
+        if start is None:
+            if self.start_from is None:
+                raise DeyelConfigError(
+                    f"no watermark for {self.form} yet and no start_from: pass start_from (the first run's "
+                    f"start, e.g. '2026-01-01T00:00:00Z'), or incremental_field=None for a full load"
+                )
+            start = epoch_ms(_as_datetime(self.start_from))
+            self.log.info("first watermark run: %s from start_from %s", field, _moment(start))
+        else:
+            self.log.info(
+                "incremental load: %s from the watermark %s to the server's present", field, _moment(start)
+            )
+        return "watermark", start, None, key
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    try:
+        parsed = pendulum.parse(str(value))
+    except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
+        parsed = None
+    if not isinstance(parsed, datetime):
+        raise DeyelConfigError(f"start_from must be a datetime or an ISO 8601 date-time, got {value!r}")
+    return parsed
+
+
+def _moment(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
 def default_asset(output: str | ObjectStoragePath) -> Asset | None:

@@ -1,0 +1,149 @@
+"""How many requests an extraction keeps in flight: a fixed number, or ``auto``.
+
+``auto`` starts with one request in flight and adds one each time a measuring window shows more records per
+second than the best window before (additive increase), never past ``ceiling``; once paced (below), it adds
+one while the requests do not keep up with the pace. A rate-limit answer (429, or
+Deyel's 403 ``REQUEST_LIMIT_EXCEEDED``) halves the requests in flight (multiplicative decrease) and also
+paces requests at 90% of the rate the server was answering when it refused: a limit counts requests per
+second, and a pace sits just under it where whole numbers of requests in flight swing above and below it.
+The refusals of one burst (every request in flight meets the same limit) count once. Each second without
+a refusal raises the pace by 3%, up to 97% of the rate refused for _HOLD seconds, then beyond it, so a
+limit that was lifted is found again.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any
+
+from deyel_provider.exceptions import DeyelConfigError, DeyelRateLimitError
+
+log = logging.getLogger(__name__)
+
+#: Growth must beat the best window so far by this factor: noise alone does not add workers.
+_GAIN = 1.10
+#: Completed requests per measuring window, per request in flight (and at least _MIN_WINDOW).
+_WINDOW_PER_WORKER = 3
+_MIN_WINDOW = 6
+#: After a refusal, the pace is this share of the rate the server was answering; it then grows by _PROBE
+#: per second without one.
+_BACKOFF_PACE = 0.9
+_PROBE = 1.03
+#: Seconds of completed requests that measure "the rate the server was answering".
+_RATE_SPAN = 1.0
+#: For this many seconds after a refusal the pace stays under _UNDER of the rate that was refused.
+_HOLD = 30.0
+_UNDER = 0.97
+
+
+class Concurrency:
+    """The number of requests in flight, fixed or adapted to what the server sustains (thread-safe).
+
+    :param setting: a whole number >= 1, or ``"auto"``.
+    :param ceiling: the most requests ``auto`` ever keeps in flight.
+    """
+
+    def __init__(self, setting: int | str = 1, *, ceiling: int = 8, logger: Any = log) -> None:
+        if not isinstance(ceiling, int) or isinstance(ceiling, bool) or ceiling < 1:
+            raise DeyelConfigError(f"max_workers_ceiling must be a whole number >= 1, got {ceiling!r}")
+        self.auto = setting == "auto"
+        if not self.auto and (not isinstance(setting, int) or isinstance(setting, bool) or setting < 1):
+            raise DeyelConfigError(f"max_workers must be a whole number >= 1 or 'auto', got {setting!r}")
+        self.ceiling = ceiling if self.auto else int(setting)
+        self._limit = 1 if self.auto else int(setting)
+        self._log = logger
+        self._lock = threading.Lock()
+        self._window_start = time.monotonic()
+        self._window_done = 0
+        self._window_records = 0
+        #: The best records/s of a window so far: only beating it by _GAIN adds a request in flight.
+        self._best_rate: float | None = None
+        #: Requests per second once a rate limit was met (None: unpaced), and the next free start time.
+        self._pace: float | None = None
+        self._next_start = 0.0
+        self._last_refusal = self._last_probe = -_HOLD
+        self._refused_rate = 0.0
+        self._finished: collections.deque[float] = collections.deque()
+        #: The highest limit reached, and how often a rate limit was met (for logs and tests).
+        self.peak = self._limit
+        self.rate_limited = 0
+
+    @property
+    def limit(self) -> int:
+        with self._lock:
+            return self._limit
+
+    def before_request(self) -> None:
+        """Wait for the request's turn when a rate limit set a pace (called by the thread that sends it)."""
+        if not self.auto:
+            return
+        with self._lock:
+            if self._pace is None:
+                return
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + 1.0 / self._pace
+        if start > now:
+            time.sleep(start - now)
+
+    def note_done(self, records: int) -> None:
+        """A request finished with ``records`` instances: at a window's end, grow if it paid off."""
+        if not self.auto:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._finished.append(now)
+            while self._finished and self._finished[0] < now - _RATE_SPAN:
+                self._finished.popleft()
+            self._window_done += 1
+            self._window_records += records
+            if self._window_done < max(_MIN_WINDOW, _WINDOW_PER_WORKER * self._limit):
+                return
+            elapsed = max(now - self._window_start, 1e-6)
+            rate = self._window_records / elapsed
+            if self._pace is not None:
+                # Paced: add requests in flight while they do not keep up with the pace.
+                grow = self._window_done / elapsed < 0.95 * self._pace
+            else:
+                grow = self._best_rate is None or rate > self._best_rate * _GAIN
+            grow = grow and self._limit < self.ceiling
+            self._best_rate = max(rate, self._best_rate or 0.0)
+            self._window_start, self._window_done, self._window_records = now, 0, 0
+            if self._pace is not None and now - self._last_refusal > 1.0:
+                self._pace *= _PROBE ** (now - max(self._last_probe, self._last_refusal + 1.0))
+                if now - self._last_refusal < _HOLD:
+                    self._pace = min(self._pace, max(_UNDER * self._refused_rate, 1.0))
+                self._last_probe = now
+            if grow:
+                self._limit += 1
+                self.peak = max(self.peak, self._limit)
+                self._log.info("max_workers=auto: %d requests in flight (%.0f records/s)", self._limit, rate)
+
+    def note_retry(self, error: BaseException) -> None:
+        """The retry policy is about to replay a request: on a rate limit, halve and pace."""
+        if not self.auto or not isinstance(error, DeyelRateLimitError):
+            return
+        with self._lock:
+            self.rate_limited += 1
+            now = time.monotonic()
+            if now - self._last_refusal < _RATE_SPAN / 2:
+                return  # the same burst: every request in flight met the same limit
+            self._last_refusal = now
+            answered = sum(1 for t in self._finished if t >= now - _RATE_SPAN) / _RATE_SPAN
+            self._refused_rate = answered
+            pace = max(1.0, _BACKOFF_PACE * answered)
+            self._pace = pace
+            halved = max(1, self._limit // 2)
+            self._log.info(
+                "max_workers=auto: rate limited, %d -> %d requests in flight, paced at %.1f requests/s",
+                self._limit,
+                halved,
+                self._pace,
+            )
+            self._limit = halved
+            # Measure afresh: the window that met the limit is no baseline for growth.
+            self._best_rate = None
+            self._window_start, self._window_done, self._window_records = now, 0, 0

@@ -1,0 +1,522 @@
+"""Reading a form through time slices of its incremental field: every instance exactly once, or a typed error.
+
+Paging by offset breaks while someone edits the form: an edit moves an instance out of the listing and every
+later instance up one slot, so the instance at the next page boundary is never read. This reader asks for
+slices ``field=gte:a,field=lt:b`` instead (documented search operators), each small enough to come back in
+one response, so a change elsewhere cannot shift it.
+
+The contract (the README's "Extracting data" states it for users):
+
+1. Every instance that matches the search for the whole read is yielded exactly once; one that changes
+   during the read is yielded once (the version before or after the change); one created or deleted during
+   the read at most once.
+2. An incremental window ``[start, end)`` that lies in the server's past can only lose instances while it
+   is read (an edit moves ``dtLastUpdate`` to the server's present), so the next window gets every change.
+3. Where the server's answers do not allow 1 and 2 (the total header disagrees with the instances sent,
+   the page parameter is ignored inside a crowded millisecond, the form changes faster than it can be
+   read), :class:`~deyel_provider.exceptions.DeyelIncompleteError` says what was seen and what to change.
+
+How: the window is cut at the server's present ``t0`` (its ``Date`` header less a margin). Slices below
+``t0`` are read in any order and in parallel, and split while they hold more than one response can: by the
+total header (``count == total`` proves a slice whole), or without one by the most instances any response
+held (a server sends ``min(slice, its page size)``, so fewer than the largest page ever seen is the whole
+slice). A one-millisecond slice that still holds more is paged, re-read until two passes agree. The part
+at or above ``t0`` (full loads, or a window reaching into the present) is read last, in rounds that move
+``t0`` forward until one response holds the rest; ids already yielded are dropped, so an instance edited
+after its slice was read is not yielded twice.
+
+Assumptions (all Deyel's documented behaviour or the project's switchable ones): every write moves
+``dtLastUpdate`` to the server's present, values are epoch milliseconds, and the server's page size does
+not vary between requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from deyel_provider.concurrency import Concurrency
+from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
+from deyel_provider.id_set import IdSet
+from deyel_provider.pagination import Fetch, Page, Paging, parse_page
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+#: Slices are planned to hold a response's capacity less this many standard deviations of a Poisson count
+#: (about 70 of 100, 905 of 1000), so that ordinary unevenness rarely overflows one.
+SPREAD = 3.0
+#: The server's ``Date`` has whole seconds, and its records may be stamped by another clock than its HTTP
+#: layer: what is this close to the present is read again at the end rather than trusted.
+CLOCK_MARGIN_MS = 1_000
+#: Without a ``Date`` header our own clock stands in, and it may be off by minutes.
+LOCAL_CLOCK_MARGIN_MS = 300_000
+#: Passes over a crowded millisecond before giving up on two of them agreeing.
+MAX_PASSES = 6
+#: Rounds over the present before giving up on the form ever holding still enough.
+MAX_ROUNDS = 8
+#: The most parts one slice is cut into at once.
+MAX_SPLIT = 4096
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The instances of ``start <= field < end`` (``end`` None: no upper bound) not yielded before."""
+
+    start: int
+    end: int | None
+    records: list[dict[str, Any]]
+
+
+@dataclass
+class ReadStats:
+    """What a read did, for logs and the task's XCom."""
+
+    requests: int = 0
+    slices: int = 0
+    splits: int = 0
+    rounds: int = 0
+    #: Instances the server sent again after they were yielded (edited during the read, or re-read to check
+    #: a crowded millisecond): dropped.
+    repeats: int = 0
+    #: The end of the window that was read (exclusive, epoch ms): the next run's start. None: no bound.
+    window_end: int | None = None
+
+
+@dataclass
+class _Split:
+    """The parts one slice was cut into: below the present a range only loses instances, so the parts'
+    totals cannot add up to more than the whole's (a total that does not count the search does)."""
+
+    total: int | None
+    seen: int = 0
+
+
+@dataclass
+class _Pending:
+    start: int
+    end: int | None
+    parent: _Split | None = None
+    future: Future[Page] | None = field(default=None, repr=False)
+
+
+class SlicedReader:
+    """Reads ``field``-bounded slices of a form's instances; see the module docstring for the contract.
+
+    :param fetch: makes one authenticated GET (endpoint or absolute URL, query) and returns the response.
+    :param endpoint: the form's instances collection.
+    :param params: other query parameters sent with every request; ``search`` is narrowed per slice.
+    :param paging: the connection's paging strategy, used inside crowded milliseconds and to size responses.
+    :param field: an epoch-millisecond field that every write moves to the present (``dtLastUpdate``).
+    :param id_field: the instance id, to drop repeats.
+    :param concurrency: requests in flight (fixed or ``auto``).
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        endpoint: str,
+        params: dict[str, Any] | None,
+        paging: Paging,
+        *,
+        field: str = "dtLastUpdate",
+        id_field: str = "idObjectValue",
+        concurrency: Concurrency | None = None,
+        logger: Any = log,
+    ) -> None:
+        if not isinstance(field, str) or not field.strip() or any(c in field for c in ",=:"):
+            raise DeyelConfigError(f"the incremental field must be a field identifier, got {field!r}")
+        self._fetch = fetch
+        self._endpoint = endpoint
+        self._params = dict(params or {})
+        self._search = str(self._params.pop("search", "") or "").strip().strip(",")
+        self._paging = paging
+        self._field = field
+        self._id_field = id_field
+        self._concurrency = concurrency or Concurrency(1)
+        self._log = logger
+        self._lock = threading.Lock()
+        #: The most instances one response held: the server's page size is at least this.
+        self._largest = 0
+        #: The server's page size, once a response with fewer than asked and more to come proved it.
+        self._cap: int | None = None
+        #: The densest whole slice seen (instances per ms), for planning without a total: sparse edges of
+        #: a window (years with nothing in them) would make an average far too low.
+        self._density: float | None = None
+        self._seen = IdSet()
+        self.stats = ReadStats()
+
+    # -- the read --------------------------------------------------------------------------------------------
+
+    def read(
+        self, start: int | None, end: int | None, *, end_at_server_time: bool = False
+    ) -> Iterator[Slice]:
+        """Yield the slices of ``start <= field < end`` in ascending order.
+
+        :param start: inclusive lower bound, epoch ms; None: from the epoch (a full load).
+        :param end: exclusive upper bound, epoch ms; None: no bound (a full load, read up to the present).
+        :param end_at_server_time: end the window at the server's present instead (``end`` is ignored): the
+            watermark of a run without a data interval. ``stats.window_end`` then says where it ended.
+        """
+        low = 0 if start is None else int(start)
+        if not end_at_server_time and end is not None and end <= low:
+            self.stats.window_end = end
+            return
+        probe = self._get(low, None if end_at_server_time else end)
+        present = self._present(probe)
+        if end_at_server_time:
+            end = max(low, present)
+        self.stats.window_end = end
+        if self._is_whole(probe, low, None if end_at_server_time else end):
+            # One response holds the window: a consistent snapshot, nothing can have moved inside it.
+            yield self._accept(probe, low, end, clip=end_at_server_time)
+            return
+        past_end = max(low, present if end is None else min(end, present))
+        yield from self._read_past(low, past_end, probe)
+        if end is None or end > past_end:
+            yield from self._read_present(past_end, end)
+
+    def _read_past(self, start: int, end: int, hint: Page) -> Iterator[Slice]:
+        """Slices of ``[start, end)``, a range below the server's present: in parallel, split as needed."""
+        if end <= start:
+            return
+        whole = _Split(hint.total)
+        queue: deque[_Pending] = deque(_Pending(a, b, whole) for a, b in self._split(start, end, hint))
+        pool = ThreadPoolExecutor(max_workers=self._concurrency.ceiling, thread_name_prefix="deyel-slice")
+        try:
+            while queue:
+                self._submit(queue, pool)
+                head = queue[0]
+                assert head.future is not None and head.end is not None
+                if not head.future.done():
+                    running = [p.future for p in queue if p.future is not None and not p.future.done()]
+                    wait(running, return_when=FIRST_COMPLETED)
+                    continue
+                queue.popleft()
+                page = head.future.result()
+                self._check_parts(head, page)
+                if self._is_whole(page, head.start, head.end):
+                    yield self._accept(page, head.start, head.end)
+                elif head.end - head.start > 1:
+                    self.stats.splits += 1
+                    parts, group = self._split(head.start, head.end, page), _Split(page.total)
+                    queue.extendleft(reversed([_Pending(a, b, group) for a, b in parts]))
+                else:
+                    yield from self._page_inside(head.start, head.end, page)
+        finally:
+            for pending in queue:
+                if pending.future is not None:
+                    pending.future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, queue: deque[_Pending], pool: ThreadPoolExecutor) -> None:
+        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for."""
+        limit = self._concurrency.limit
+        in_flight = sum(1 for p in queue if p.future is not None and not p.future.done())
+        for position, pending in enumerate(queue):
+            # Looking ahead a bounded distance keeps memory to a few responses, however long the queue.
+            if position >= 2 * limit + 1:
+                break
+            if pending.future is None and (position == 0 or in_flight < limit):
+                pending.future = pool.submit(self._get, pending.start, pending.end)
+                in_flight += 1
+
+    def _read_present(self, start: int, end: int | None) -> Iterator[Slice]:
+        """``[start, end)`` at or above the present, read after everything below: each round reads what
+        is past by then and moves on, until one response holds the rest."""
+        low = start
+        for _ in range(MAX_ROUNDS):
+            self.stats.rounds += 1
+            page = self._get(low, end)
+            if self._is_whole(page, low, end):
+                yield self._accept(page, low, end)
+                return
+            present = max(low + 1, self._present(page))
+            upto = present if end is None else min(end, present)
+            yield from self._read_past(low, upto, page)
+            if end is not None and upto >= end:
+                return
+            low = upto
+        raise DeyelIncompleteError(
+            f"after {MAX_ROUNDS} rounds, more than one response of instances still have {self._field} at or "
+            f"after {low} (the server's present): the form changes faster than it can be read, or holds "
+            f"future {self._field} values; extract an incremental window (incremental_field and a data "
+            f"interval or a watermark) or use a larger page_size"
+        )
+
+    def _page_inside(self, start: int, end: int, first: Page) -> Iterator[Slice]:
+        """A one-millisecond slice holding more than a response: page it, pass after pass, until a pass is
+        provably whole (a steady total header met) or a pass lists every instance of the one before.
+        Repeats are dropped as they come. The slice is in the past: it can only lose instances."""
+        previous: set[str] | None = None
+        page_size = len(first.records)
+        totals: set[int | None] = set()
+        for attempt in range(MAX_PASSES):
+            page = first if attempt == 0 else self._get(start, end)
+            totals = {page.total}
+            listed: list[str] = []
+            index, last_ids = 0, None
+            while True:
+                ids = [self._id_of(record) for record in page.records]
+                if last_ids is not None and ids and ids == last_ids:
+                    raise DeyelIncompleteError(
+                        f"{len(ids)}+ instances share {self._field}={start} and the server answers every "
+                        f"page of them with the same instances: it ignores the "
+                        f"'{self._page_param_name()}' parameter; set the connection's paging options "
+                        f"(paging, page_param, offset_param) to what the server understands"
+                    )
+                yield self._accept(page, start, end, crowded=True)
+                listed += ids
+                totals.add(page.total)
+                if not ids or len(ids) < page_size:
+                    break
+                if page.total is not None and len(listed) >= page.total:
+                    break
+                if self._paging.strategy == "link":
+                    if not page.next_url:
+                        break
+                    page = self._call(page.next_url, None)
+                else:
+                    index += 1
+                    page = self._get(start, end, index=index, size=page_size)
+                last_ids = ids
+            distinct = set(listed)
+            known = {t for t in totals if t is not None}
+            if known and len(totals) == 1:
+                (total,) = known
+                if len(distinct) == total:
+                    return
+                if len(distinct) > total or distinct == previous:
+                    # Two passes alike and short of a steady total: it counts something else.
+                    raise self._counts_disagree(total, len(distinct), start)
+            elif not known and previous is not None and previous <= distinct:
+                # Every instance of the last pass is still listed: none left during it, so it skipped
+                # none (a skip needs one that was read to leave), and it held all that stayed.
+                return
+            previous = distinct
+        raise DeyelIncompleteError(
+            f"{len(previous or ())} instances share {self._field}={start} and {MAX_PASSES} passes over them "
+            f"did not agree (totals seen: {sorted(t for t in totals if t is not None) or 'none'}): they "
+            f"keep changing, or the server pages them in an unstable order; "
+            + (
+                f"if '{self._paging.total_header}' does not count the search, set total_header to ''"
+                if any(t is not None for t in totals)
+                else "retry later, or use a page_size above the instances written in one millisecond"
+            )
+        )
+
+    # -- one request -----------------------------------------------------------------------------------------
+
+    def _get(self, start: int, end: int | None, *, index: int = 0, size: int | None = None) -> Page:
+        clauses = [self._search] if self._search else []
+        clauses.append(f"{self._field}=gte:{start}")
+        if end is not None:
+            clauses.append(f"{self._field}=lt:{end}")
+        query = {**self._params, "search": ",".join(clauses)}
+        query.update(self._paging.params_for(index, size or self._paging.page_size))
+        return self._call(self._endpoint, query)
+
+    def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
+        self._concurrency.before_request()
+        page = parse_page(self._fetch(endpoint, query), self._paging)
+        with self._lock:
+            self.stats.requests += 1
+        self._concurrency.note_done(len(page.records))
+        return page
+
+    def _next_page_is_empty(self, page: Page, start: int, end: int | None) -> bool:
+        """Fewer than asked, no total, and no response larger yet: the server may cap its pages at this
+        size. Other instances on the next page prove it does. An empty next page alone proves nothing (an
+        instance of the first page that left meanwhile shifts the one after it onto the first page), but
+        with the first page unchanged when read again it does: the slice then held only those instances
+        when the next page was read, so any other one it held before has changed, and is read where it went.
+        """
+        count = len(page.records)
+        if self._paging.strategy == "link":
+            if not page.next_url:
+                return True  # the server listed the whole slice in this one answer
+            following = self._call(page.next_url, None)
+        else:
+            following = self._get(start, end, index=1, size=count)
+        first = {self._id_of(r) for r in page.records}
+        if following.records:
+            if {self._id_of(r) for r in following.records} != first:
+                with self._lock:
+                    self._cap = count if self._cap is None else min(self._cap, count)
+            return False
+        again = self._get(start, end)
+        return {self._id_of(r) for r in again.records} == first
+
+    def _check_parts(self, pending: _Pending, page: Page) -> None:
+        split = pending.parent
+        if split is None or split.total is None or page.total is None:
+            return
+        split.seen += page.total
+        if split.seen > split.total:
+            raise DeyelIncompleteError(
+                f"the server's '{self._paging.total_header}' says {split.total} instances for a range and "
+                f"more than that for its parts: it does not count the search, so it cannot prove a slice "
+                f"complete; set the connection's total_header to ''"
+            )
+
+    def _is_whole(self, page: Page, start: int, end: int | None) -> bool:
+        """Whether ``page`` holds every instance of ``[start, end)`` (see the module docstring)."""
+        count = len(page.records)
+        if not self._paging.pages:
+            return True
+        asked = self._paging.page_size
+        with self._lock:
+            largest, self._largest = self._largest, max(self._largest, count)
+            if page.total is None:
+                # A server sends min(slice, its page size), and its page size is at least ``largest``.
+                if count == 0 or count < (self._cap or largest):
+                    return True
+                if self._cap is not None or count >= asked:
+                    return False
+        if page.total is None:
+            return self._next_page_is_empty(page, start, end)
+        with self._lock:
+            if count > page.total:
+                raise self._counts_disagree(page.total, count, None)
+            if count < page.total and count < self._paging.page_size:
+                self._cap = count if self._cap is None else min(self._cap, count)
+            return count == page.total
+
+    def _counts_disagree(self, total: int, count: int, at: int | None) -> DeyelIncompleteError:
+        where = f" with {self._field}={at}" if at is not None else ""
+        return DeyelIncompleteError(
+            f"the server's '{self._paging.total_header}' says {total} instances{where} but it sent {count}: "
+            f"the total cannot prove a slice complete; if that header does not count the search, set the "
+            f"connection's total_header to ''"
+        )
+
+    def _accept(
+        self, page: Page, start: int, end: int | None, *, clip: bool = False, crowded: bool = False
+    ) -> Slice:
+        """The page's instances not yielded before, after checking each lies in the slice asked for.
+
+        :param clip: keep only those below ``end`` (the whole-window probe of a watermark run asked for no
+            upper bound); otherwise one outside the slice means the server ignored the search.
+        :param crowded: a page of a crowded millisecond, which says nothing of the form's usual density.
+        """
+        fresh: list[tuple[int, int, str, dict[str, Any]]] = []
+        repeats = 0
+        for record in page.records:
+            value = self._value_of(record)
+            if value < start or (end is not None and value >= end):
+                if clip and end is not None and value >= end:
+                    continue
+                raise DeyelIncompleteError(
+                    f"asked for {self._field} in [{start}, {end}) and got an instance with {value}: the "
+                    f"server ignores the search, or does not compare dates as epoch milliseconds"
+                )
+            instance_id = self._id_of(record)
+            if self._seen.add(instance_id):
+                fresh.append((value, len(instance_id), instance_id, record))
+            else:
+                repeats += 1
+        # Ordered by (field, id) whatever the server's order or the slicing: reruns write the same bytes.
+        fresh.sort(key=lambda entry: entry[:3])
+        with self._lock:
+            self.stats.slices += 1
+            self.stats.repeats += repeats
+            # A slice of a few instances says little of the density: only well-filled ones count.
+            if end is not None and not crowded and len(page.records) >= max(8, self._paging.page_size // 3):
+                self._density = max(self._density or 0.0, len(page.records) / (end - start))
+        return Slice(start, end, [entry[3] for entry in fresh])
+
+    def _split(self, start: int, end: int, page: Page) -> Sequence[tuple[int, int]]:
+        """``[start, end)`` cut into parts each expected to fit one response with room to spare.
+
+        Only a plan: a part that overflows is split again, so a wrong guess costs requests, never records.
+        The page's own instances are a sample of the range: outside their span lie few instances (a random
+        sample) or the rest (a page listed in field order), and inside it they are spread evenly. Without a
+        total, the densest well-filled slice seen so far stands in for the count.
+        """
+        with self._lock:
+            capacity = min(self._paging.page_size, self._cap or self._paging.page_size)
+            density = self._density
+        target = max(1, int(capacity - SPREAD * capacity**0.5))
+        total = page.total
+
+        def guess(low: int, high: int, at_least: float) -> float:
+            return max(at_least, density * (high - low)) if density is not None else 2 * at_least
+
+        listed = [v for v in (self._sample_value(r) for r in page.records) if start <= v < end]
+        if len(listed) < 2:
+            expected = total if total is not None else guess(start, end, len(page.records))
+            return _even(start, end, max(2.0, expected / target))
+        low, high = min(listed), max(listed) + 1
+        parts = [(start, low)] if start < low else []
+        if listed == sorted(listed):
+            # Listed in field order: the sample is the range's beginning, and the rest follows it.
+            parts += _even(low, high, len(listed) / target)
+            rest = (total - len(listed)) if total is not None else 0
+            if high < end and rest > target:
+                # Where the rest would end at the sample's density; beyond that, one part to split later.
+                reach = min(end, high + int(2 * rest * (high - low) / len(listed)) + 1)
+                parts += _even(high, reach, rest / target)
+                high = reach
+        else:
+            n = len(listed)
+            inside = total * (n - 1) / (n + 1) if total is not None else guess(low, high, n)
+            parts += _even(low, high, inside / target)
+        if high < end:
+            parts.append((high, end))
+        return parts if len(parts) > 1 else _even(start, end, 2)
+
+    # -- values ----------------------------------------------------------------------------------------------
+
+    def _present(self, page: Page) -> int:
+        if page.server_ms is not None:
+            return page.server_ms - CLOCK_MARGIN_MS
+        return int(time.time() * 1000) - LOCAL_CLOCK_MARGIN_MS
+
+    def _sample_value(self, record: dict[str, Any]) -> int:
+        try:
+            return self._value_of(record)
+        except DeyelIncompleteError:
+            return -1  # outside every range: ignored by the plan, and refused when the slice is accepted
+
+    def _value_of(self, record: dict[str, Any]) -> int:
+        raw = record.get(self._field)
+        try:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw) if isinstance(raw, int) else int(str(raw).strip())
+        except (TypeError, ValueError):
+            raise DeyelIncompleteError(
+                f"instance {record.get(self._id_field)!r} has {self._field}={str(raw)[:40]!r}: slicing needs "
+                f"epoch-millisecond values in every instance; set incremental_field to such a field"
+            ) from None
+
+    def _id_of(self, record: dict[str, Any]) -> str:
+        raw = record.get(self._id_field)
+        if not isinstance(raw, (str, int)) or isinstance(raw, bool) or raw == "":
+            raise DeyelIncompleteError(
+                f"an instance has no '{self._id_field}' (got {type(raw).__name__}): repeats cannot be told "
+                f"apart without the instance id"
+            )
+        return str(raw)
+
+    def _page_param_name(self) -> str:
+        return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(
+            self._paging.strategy, "next link"
+        )
+
+
+def _even(start: int, end: int, parts: float) -> list[tuple[int, int]]:
+    """``[start, end)`` in ``ceil(parts)`` parts of equal width (at least one, at most MAX_SPLIT)."""
+    width = end - start
+    count = max(1, min(width, MAX_SPLIT, int(-(-parts // 1))))
+    bounds = [start + width * i // count for i in range(count + 1)]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
