@@ -71,6 +71,14 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "string",
     ),
     ExtraField(
+        "allow_insecure_http",
+        "Allow plain http",
+        "Accept a plain http base URL to a host other than this machine. The client secret and tokens then "
+        "travel unencrypted: only for a test server on a trusted network.",
+        "boolean",
+        False,
+    ),
+    ExtraField(
         "refresh_margin",
         "Token refresh margin (s)",
         "Renew a token this many seconds before it expires (never more than half its lifetime).",
