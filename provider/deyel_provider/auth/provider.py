@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from deyel_provider.auth.cache import TokenCache
     from deyel_provider.auth.token import DeyelToken
+    from deyel_provider.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ class TokenProvider:
         shared: TokenCache | None = None,
         refresh: Callable[[str], DeyelToken] | None = None,
         preset: DeyelToken | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._fetch = fetch
+        self._redactor = redactor
         self._cache = cache
         self._key = key
         self._margin = margin * (1 + JITTER_SPREAD * process_jitter())
@@ -193,7 +196,7 @@ class TokenProvider:
                 current.expires_at - time.time(),
             )
             return current
-        mask_token(token)
+        self._known(token)
         self._refresh_token = token.refresh_token or self._refresh_token
         log.info("Obtained a new Deyel access token (valid %.0f s)", token.lifetime)
         return token
@@ -219,9 +222,15 @@ class TokenProvider:
 
     def _fresh(self, token: DeyelToken | None) -> DeyelToken | None:
         if token is not None and token.is_fresh(self._margin):
-            mask_token(token)
+            self._known(token)
             return token
         return None
+
+    def _known(self, token: DeyelToken) -> None:
+        """A token of this connection: masked in Airflow's logs, and redacted by the provider itself."""
+        mask_token(token)
+        if self._redactor is not None:
+            self._redactor.add(token.access_token, token.refresh_token)
 
     def _warn(self, exc: TokenCacheError) -> None:
         log.warning("%s; fetching the Deyel token directly, without the shared cache", exc)
