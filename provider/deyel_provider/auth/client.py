@@ -98,8 +98,12 @@ class TokenClient:
 
     def _post(self, form: dict[str, str], *, remembered_refusals: bool = True) -> DeyelToken:
         config = self._config
+        # The user's password is part of the credential (through scrypt), never of a fast hash.
+        subject = (
+            (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
+        )
         key = refusals.refusal_key(
-            credential_key(config.token_url, config.client_id, config.client_secret), form
+            credential_key(config.token_url, config.client_id, config.client_secret, *subject), form
         )
         if remembered_refusals:
             refusals.check(key, config.auth_failure_ttl)

@@ -6,7 +6,6 @@ the shared store is handled here, and only here: a warning naming the backend, t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk.log import mask_secret
 
 from deyel_provider.auth.cache import TokenCacheError
+from deyel_provider.auth.crypto import credential_name
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
@@ -59,11 +59,12 @@ def mask_token(token: DeyelToken) -> None:
 def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
     """Cache key of one credential: rotating the secret changes the key, so an old token is never served.
 
+    Derived through scrypt (see :func:`deyel_provider.auth.crypto.credential_name`): key names are stored in
+    Redis and as file names, and must not let anyone test a guessed secret quickly.
+
     :param subject: more parts that select a different token (the password grant's user and password).
     """
-    hashed = [hashlib.sha256(part.encode()).hexdigest() for part in (client_secret, *subject)]
-    material = "\n".join((token_url, client_id, *hashed))
-    return "deyel-token-" + hashlib.sha256(material.encode()).hexdigest()[:32]
+    return credential_name(token_url, client_id, (client_secret, *subject))
 
 
 class TokenProvider:

@@ -95,7 +95,7 @@ class DeyelHook(BaseHook):
         config, key = self.config, self.credential_key
         preset = None
         if self._handed_token is not None:
-            preset = token_from_xcom(self._handed_token, config.client_secret, key)
+            preset = token_from_xcom(self._handed_token, config.client_secret, key, conn_id=config.conn_id)
             if preset is not None:
                 mask_token(preset)
                 self.redactor.add(preset.access_token)
@@ -117,7 +117,13 @@ class DeyelHook(BaseHook):
             key. Anyone who can read XComs can then use it: only for consumers outside this provider.
         """
         token = self.token_provider.token()
-        return token_to_xcom(token, self.config.client_secret, self.credential_key, clear_text=clear_text)
+        return token_to_xcom(
+            token,
+            self.config.client_secret,
+            self.credential_key,
+            clear_text=clear_text,
+            conn_id=self.config.conn_id,
+        )
 
     def close(self) -> None:
         """Close the pooled connections (the hook opens new ones if it is used again)."""
