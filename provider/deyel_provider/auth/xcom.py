@@ -19,11 +19,13 @@ from typing import Any
 
 from deyel_provider.auth.crypto import XCOM_PURPOSE, TokenSealer, UnreadableTokenError, clear_text_mac
 from deyel_provider.auth.token import DeyelToken
-from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
 log = logging.getLogger(__name__)
 
 XCOM_VERSION = 1
+#: A rendered token value is a few hundred bytes; a longer string is not one (and is not parsed).
+_MAX_RENDERED = 64 * 1024
 
 
 def token_to_xcom(
@@ -103,12 +105,20 @@ def _mac_matches(value: dict[str, Any], client_secret: str, key: str) -> bool:
 def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         text = value.strip()
+        if len(text) > _MAX_RENDERED:
+            raise DeyelConfigError(
+                f"token: a rendered XCom token value is far shorter than {len(text)} chars"
+            )
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise DeyelBadResponseError("token: the value is nested too deeply to be a token") from None
         except ValueError:
             try:
                 value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
+            except (RecursionError, MemoryError):
+                raise DeyelBadResponseError("token: the value is nested too deeply to be a token") from None
+            except (ValueError, SyntaxError, TypeError):
                 value = None
     if not isinstance(value, dict):
         raise DeyelConfigError(
