@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extraction import extract
 from deyel_provider.hooks.deyel import DeyelHook
 
@@ -120,3 +121,13 @@ def test_the_temporary_file_is_private_while_it_is_written(deyel_conn, tmp_path)
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.jsonl").stat().st_mode & 0o777 == 0o666 & ~mask  # published as a normal file
+
+
+def test_a_folder_planted_at_the_final_name_is_an_error_not_a_destination(deyel_conn, shared_folder):
+    folder, _ = shared_folder
+    planted = folder / "CRM_ACCOUNT.jsonl"
+    planted.mkdir()
+    with pytest.raises(DeyelConfigError, match="is a folder; nothing was written into it"):
+        extract(DeyelHook(), "CRM_ACCOUNT", str(planted))
+    assert os.listdir(planted) == []
+    assert sorted(os.listdir(folder)) == ["CRM_ACCOUNT.jsonl"]  # and no temporary file left beside it

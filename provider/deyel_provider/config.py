@@ -77,7 +77,9 @@ class DeyelConfig:
         The host is decided by urllib3's parser, the one requests connects with; a URL that parsers may
         read differently (a backslash, user-info before the host) is refused outright.
         """
-        url = endpoint if "://" in endpoint else self.api_url + "/" + endpoint.lstrip("/")
+        parts = urlsplit(endpoint)
+        absolute = bool(parts.scheme and parts.netloc)  # "://" inside a query leaves an endpoint relative
+        url = endpoint if absolute else self.api_url + "/" + endpoint.lstrip("/")
         if _ambiguous(url):
             raise DeyelConfigError(
                 f"an endpoint with a backslash or user-info (user@) is refused: parsers disagree on its "

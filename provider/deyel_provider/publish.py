@@ -123,7 +123,12 @@ class LocalTemp:
         """Publish: rename over the final name itself, in the folder opened at creation."""
         if target.name != self._target_name:
             raise ValueError("a temporary output file is published only under the name it was made for")
-        os.chmod(self.name, _published_mode(), dir_fd=self._dir_fd, follow_symlinks=False)
+        # fchmod through a descriptor opened without following links: chmod by name could follow one.
+        fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        try:
+            os.fchmod(fd, _published_mode())
+        finally:
+            os.close(fd)
         try:
             os.rename(self.name, target.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         except (IsADirectoryError, NotADirectoryError):
