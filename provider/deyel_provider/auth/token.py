@@ -67,8 +67,9 @@ class DeyelToken:
         if lifetime is not None:
             lifetime = min(lifetime, MAX_LIFETIME)
         expires_at = now + lifetime if lifetime is not None else _jwt_exp(access_token)
-        if expires_at is not None and not (math.isfinite(expires_at) and expires_at <= now + MAX_LIFETIME):
-            expires_at = now + MAX_LIFETIME if expires_at is not None and math.isfinite(expires_at) else None
+        if expires_at is not None:
+            # An infinite JWT exp is no expiry at all (fallback lifetime); a far one is capped.
+            expires_at = min(expires_at, now + MAX_LIFETIME) if math.isfinite(expires_at) else None
         if expires_at is None or expires_at <= now:
             expires_at = now + FALLBACK_LIFETIME
         return cls(access_token, expires_at=expires_at, issued_at=now, refresh_token=refresh_token)

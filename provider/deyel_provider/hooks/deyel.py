@@ -287,6 +287,8 @@ class DeyelHook(BaseHook):
             config = self.config
         except DeyelError as exc:
             return False, str(exc)
+        except Exception as exc:  # e.g. the connection does not exist: the button shows why
+            return False, f"{type(exc).__name__}: {exc}"
         budget = config.timeout + TEST_CONNECTION_GRACE
         client = TokenClient(
             config, self._pooled_session(), redact=self.redactor, retry=RetryPolicy(attempts=1), budget=budget
