@@ -157,7 +157,7 @@ def test_the_token_endpoint_does_not_follow_redirects(emulator, deyel_conn):
         emulator.set_faults(
             [{"route": "token", "action": "status", "status": 307, "headers": {"Location": elsewhere}}]
         )
-        with pytest.raises(DeyelRequestError):
+        with pytest.raises(DeyelRequestError, match="Temporary Redirect"):  # a capped body stays readable
             DeyelHook().get_token()
     assert seen == []  # the client secret was not sent there
 

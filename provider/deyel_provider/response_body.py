@@ -60,19 +60,22 @@ def read_capped(
 
 
 def drain(response: requests.Response, limit: int) -> None:
-    """Read and drop a body nobody will look at (a 401 before its replay, a redirect), up to ``limit`` bytes
-    decoded; past that the connection is closed instead of reused. requests would otherwise read it whole."""
+    """Read a body that is about to be discarded or followed (a 401 before its replay, a redirect) up to
+    ``limit`` bytes decoded: requests would otherwise read it whole. A body within the limit stays readable
+    (for an error message); past it the connection is closed instead of reused and the body is dropped."""
     if response._content_consumed:
         return
-    read = 0
+    body = bytearray()
     try:
         for chunk in response.iter_content(_CHUNK):
-            read += len(chunk)
-            if read > limit:
+            body += chunk
+            if len(body) > limit:
                 response.close()
+                body = bytearray()
                 break
     except Exception:
         # A broken body of a response being discarded changes nothing: drop the connection.
         response.close()
-    response._content = b""
+        body = bytearray()
+    response._content = bytes(body)
     response._content_consumed = True
