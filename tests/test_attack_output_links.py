@@ -131,3 +131,24 @@ def test_a_folder_planted_at_the_final_name_is_an_error_not_a_destination(deyel_
         extract(DeyelHook(), "CRM_ACCOUNT", str(planted))
     assert os.listdir(planted) == []
     assert sorted(os.listdir(folder)) == ["CRM_ACCOUNT.jsonl"]  # and no temporary file left beside it
+
+
+def test_a_folder_link_planted_by_another_user_is_not_followed(deyel_conn, shared_folder, tmp_path):
+    """``/tmp/exports -> ~victim/...`` planted by someone else: the data must not move into its target. A link
+    of one's own (``/data -> /mnt/data``) is followed as usual."""
+    folder, victim = shared_folder
+    mine = folder / "mine"
+    real = tmp_path / "real-exports"
+    real.mkdir()
+    mine.symlink_to(real, target_is_directory=True)
+    extract(DeyelHook(), "CRM_ACCOUNT", str(mine / "data.jsonl"))
+    assert _records(real / "data.jsonl") == [str(i) for i in range(1, 51)]
+    if os.getuid() != 0:
+        return  # only root can make a link that belongs to another user
+    planted = folder / "exports"
+    planted.symlink_to(victim, target_is_directory=True)
+    os.lchown(planted, 65534, 65534)
+    with pytest.raises(DeyelConfigError, match="a link made by another user"):
+        extract(DeyelHook(), "CRM_ACCOUNT", str(planted / "authorized_keys"), format="csv")
+    assert (victim / "authorized_keys").read_text() == VICTIM_TEXT
+    assert sorted(os.listdir(victim)) == ["authorized_keys"]

@@ -48,7 +48,30 @@ def temp_name(target_name: str) -> str:
     return f"{target_name}.tmp-{uuid.uuid4().hex}"
 
 
+def _refuse_foreign_links(folder: str) -> None:
+    """Refuse a link on the way to the folder that neither this user nor root made.
+
+    Links of one's own (``/data -> /mnt/data``) are followed as usual; a link another user planted where
+    they could create names (``/tmp/exports -> ~victim/.ssh``) would move the output into its target. Linux
+    blocks that only in sticky world-writable folders (``fs.protected_symlinks``); this checks everywhere.
+    """
+    me = os.getuid()
+    path = "/"
+    for part in os.path.abspath(folder).split("/")[1:]:
+        path = os.path.join(path, part)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return  # missing: nothing planted there (the open below reports what is wrong)
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in (0, me):
+            raise DeyelConfigError(
+                f"the output folder {folder!r} goes through {path!r}, a link made by another user "
+                f"(uid {info.st_uid}); refusing to follow it"
+            )
+
+
 def _open_folder(folder: str) -> int:
+    _refuse_foreign_links(folder)
     try:
         return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
