@@ -29,6 +29,21 @@ def _own_state_dir(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_secrets_masker():
+    """Airflow's masker rebuilds one regex of every registered secret at each registration: over a whole
+    session (hundreds of tokens in one process, where a worker sees one a day) a registration takes a second
+    and the renewal-timing tests break. Each test starts with an empty masker, and the provider forgets what
+    it registered."""
+    from airflow.sdk.log import _secrets_masker
+
+    from deyel_provider.auth import provider
+
+    _secrets_masker().reset_masker()
+    with provider._masked_guard:
+        provider._masked.clear()
+
+
+@pytest.fixture(autouse=True)
 def _forget_process_tokens():
     """Emulators reuse ports: a token cached for an earlier test's server must not leak into the next test."""
     PROCESS_CACHE.clear()
