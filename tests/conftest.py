@@ -30,12 +30,17 @@ def _own_state_dir(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _fresh_secrets_masker():
-    """Airflow's supervisor starts every task process with an empty secrets masker; one pytest process runs
-    hundreds of "tasks". Without the same reset, every token of every earlier test stays in one growing
-    regex that each new token recompiles and each log line is matched against (minutes by the end)."""
-    from airflow.sdk._shared.secrets_masker import reset_secrets_masker
+    """Airflow's masker rebuilds one regex of every registered secret at each registration: over a whole
+    session (hundreds of tokens in one process, where a worker sees one a day) a registration takes a second
+    and the renewal-timing tests break. Each test starts with an empty masker, and the provider forgets what
+    it registered."""
+    from airflow.sdk.log import _secrets_masker
 
-    reset_secrets_masker()
+    from deyel_provider.auth import provider
+
+    _secrets_masker().reset_masker()
+    with provider._masked_guard:
+        provider._masked.clear()
 
 
 @pytest.fixture(autouse=True)

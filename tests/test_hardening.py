@@ -20,6 +20,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import (
     DeyelAuthError,
     DeyelBadResponseError,
+    DeyelConfigError,
     DeyelConnectionError,
     DeyelNotFoundError,
     DeyelRequestError,
@@ -156,7 +157,7 @@ def test_the_token_endpoint_does_not_follow_redirects(emulator, deyel_conn):
         emulator.set_faults(
             [{"route": "token", "action": "status", "status": 307, "headers": {"Location": elsewhere}}]
         )
-        with pytest.raises(DeyelRequestError):
+        with pytest.raises(DeyelRequestError, match="Temporary Redirect"):  # a capped body stays readable
             DeyelHook().get_token()
     assert seen == []  # the client secret was not sent there
 
@@ -172,8 +173,11 @@ def test_a_base_url_with_a_path_typo_says_what_to_check(emulator, deyel_conn):
     assert emulator.stats()["api_requests"] == 1  # a 404 is not retried
 
 
-def test_plain_http_to_a_remote_host_is_warned_about(deyel_conn):
+def test_plain_http_to_a_remote_host_is_refused_unless_allowed(deyel_conn):
     deyel_conn(url="http://deyel.example.com")
+    with pytest.raises(DeyelConfigError, match=r"plain http to deyel.example.com.*'allow_insecure_http'"):
+        DeyelHook().config  # noqa: B018
+    deyel_conn(url="http://deyel.example.com", extra={"allow_insecure_http": True})
     with pytest.warns(UserWarning, match="plain http to deyel.example.com"):
         DeyelHook().config  # noqa: B018
 

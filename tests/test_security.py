@@ -11,7 +11,11 @@ from airflow.sdk.log import mask_secret  # noqa: F401  (the masker the provider 
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import CLIENT_SECRET, FAST_RETRY
+from deyel_provider.redact import basic_value
+from tests.helpers import CLIENT_ID, CLIENT_SECRET, FAST_RETRY
+
+#: The Basic header value: as good as the secret, so scanned for everywhere the secret is.
+BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)
 
 
 def _redact(value: str) -> object:
@@ -35,6 +39,7 @@ def test_reprs_show_no_secret_or_token(emulator, deyel_conn):
 def test_secret_and_token_are_registered_for_masking(emulator, deyel_conn):
     token = DeyelHook().get_token()
     assert _redact(f"secret={CLIENT_SECRET}") == "secret=***"
+    assert _redact(f"Authorization: Basic {BASIC}") == "Authorization: Basic ***"
     assert _redact(f"Bearer {token}") == "Bearer ***"
 
 
@@ -186,7 +191,7 @@ def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(
 
     issued = all_issued(emulator)
     assert len(issued) == 4  # the first, after the revocation, after the expiry, after the 401 fault
-    scan.assert_no_leak([CLIENT_SECRET, "a-wrong-secret", *issued])
+    scan.assert_no_leak([CLIENT_SECRET, BASIC, "a-wrong-secret", *issued])
     retries = scan.lines("deyel_provider.retry")
     assert len(retries) >= 6, retries  # the retry scenarios ran and were logged
     assert any("HTTP 503" in line for line in retries) and any("HTTP 429" in line for line in retries)
@@ -281,7 +286,7 @@ def test_no_secret_or_token_leaks_from_xcom_password_grant_extraction_or_caches(
 
     issued = emulator.issued_tokens()
     assert len(issued["refresh_tokens"]) >= 2  # the password grant's, then the refresh grant's
-    secrets = [CLIENT_SECRET, USER_PASSWORD, "a-wrong-password", *all_issued(emulator)]
+    secrets = [CLIENT_SECRET, BASIC, USER_PASSWORD, "a-wrong-password", *all_issued(emulator)]
     haystack = scan.assert_no_leak(secrets)
     # The scenarios really ran and were logged.
     assert "unencrypted" in haystack  # the clear-text warning

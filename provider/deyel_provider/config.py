@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
 from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, ExtraField
 from deyel_provider.exceptions import DeyelConfigError
 
@@ -69,20 +72,31 @@ class DeyelConfig:
         return self.base_url + _as_path(self.api_prefix).rstrip("/")
 
     def url_for(self, endpoint: str) -> str:
-        """The absolute URL of ``endpoint``; absolute URLs must stay on the configured server."""
-        if "://" in endpoint:
-            if not _same_origin(endpoint, self.base_url):
-                raise DeyelConfigError(
-                    f"endpoint {urlsplit(endpoint).netloc!r} is not the connection's host "
-                    f"{urlsplit(self.base_url).netloc!r}; the provider sends its token only to the "
-                    f"configured Deyel server (connection {self.conn_id!r})"
-                )
-            return endpoint
-        return self.api_url + "/" + endpoint.lstrip("/")
+        """The absolute URL of ``endpoint``; absolute URLs must stay on the configured server.
+
+        The host is decided by urllib3's parser, the one requests connects with; a URL that parsers may
+        read differently (a backslash, user-info before the host) is refused outright.
+        """
+        parts = urlsplit(endpoint)
+        absolute = bool(parts.scheme and parts.netloc)  # "://" inside a query leaves an endpoint relative
+        url = endpoint if absolute else self.api_url + "/" + endpoint.lstrip("/")
+        if _ambiguous(url):
+            raise DeyelConfigError(
+                f"an endpoint with a backslash or user-info (user@) is refused: parsers disagree on its "
+                f"host, and the provider sends its token only to the configured Deyel server "
+                f"(connection {self.conn_id!r})"
+            )
+        if not _same_origin(url, self.base_url):
+            raise DeyelConfigError(
+                f"endpoint {_origin_text(url)!r} is not the connection's host "
+                f"{_origin_text(self.base_url)!r}; the provider sends its token only to the configured "
+                f"Deyel server (connection {self.conn_id!r})"
+            )
+        return url
 
     def is_own_url(self, url: str) -> bool:
         """True when ``url`` is on the configured server: only those requests get the Bearer token."""
-        return _same_origin(url, self.base_url)
+        return not _ambiguous(url) and _same_origin(url, self.base_url)
 
     @classmethod
     def from_connection(cls, conn: Connection) -> DeyelConfig:
@@ -97,7 +111,13 @@ class DeyelConfig:
         verify: bool | str = extras.pop("verify")
         ca_bundle = extras.pop("ca_bundle")
         token_path = extras.pop("oauth_path")
-        if verify and ca_bundle:
+        allow_insecure_http = extras.pop("allow_insecure_http")
+        if ca_bundle and not verify:
+            raise DeyelConfigError(
+                f"connection {conn_id!r}: 'verify' is false but 'ca_bundle' is set; a CA bundle is only "
+                f"used to verify: remove one of the two"
+            )
+        if ca_bundle:
             verify = ca_bundle
         user_password = extras.pop("password")
         if extras["grant_type"] == "password" and not (extras["username"] and user_password):
@@ -112,7 +132,7 @@ class DeyelConfig:
             )
         return cls(
             conn_id=conn_id,
-            base_url=_base_url(conn_id, conn.host, conn.port),
+            base_url=_base_url(conn_id, conn.host, conn.port, allow_insecure_http=allow_insecure_http),
             client_id=conn.login,
             client_secret=conn.password,
             verify=verify,
@@ -151,8 +171,10 @@ def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
     def bad(expected: str) -> DeyelConfigError:
+        # A secret's value is never repeated, whatever its type (a numeric password is still a password).
+        got = f"got a {type(value).__name__}" if spec.secret else f"got {value!r}"
         return DeyelConfigError(
-            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, got {value!r}"
+            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, {got}"
         )
 
     if spec.type == "boolean":
@@ -176,7 +198,7 @@ def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
     return value
 
 
-def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
+def _base_url(conn_id: str, host: str | None, port: int | None, *, allow_insecure_http: bool = False) -> str:
     if not host:
         raise DeyelConfigError(
             f"connection {conn_id!r} has no Host: set it to the Deyel base URL, e.g. https://tenant.deyel.com"
@@ -187,6 +209,11 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
             f"connection {conn_id!r}: Host {host!r} is not a base URL; write it with its scheme, "
             f"e.g. https://tenant.deyel.com"
         )
+    if _ambiguous(host.strip()) or parts.username is not None:
+        raise DeyelConfigError(
+            f"connection {conn_id!r}: Host must be a plain base URL, without user-info or backslashes "
+            f"(the Client ID and secret go in Login and Password)"
+        )
     if parts.query or parts.fragment:
         raise DeyelConfigError(
             f"connection {conn_id!r}: Host {host!r} must not carry a query or fragment; "
@@ -194,9 +221,14 @@ def _base_url(conn_id: str, host: str | None, port: int | None) -> str:
         )
     netloc = parts.netloc if parts.port or not port else f"{parts.netloc}:{port}"
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if not allow_insecure_http:
+            raise DeyelConfigError(
+                f"connection {conn_id!r} uses plain http to {parts.hostname}: the client secret and tokens "
+                f"would travel unencrypted; use https, or set the 'allow_insecure_http' extra to true"
+            )
         warnings.warn(
             f"connection {conn_id!r} uses plain http to {parts.hostname}: the client secret and tokens "
-            f"travel unencrypted; use https",
+            f"travel unencrypted (allow_insecure_http); use https",
             UserWarning,
             stacklevel=3,
         )
@@ -216,11 +248,32 @@ def _as_path(path: str) -> str:
     return "/" + path.strip("/") if path.strip("/") else ""
 
 
+def _ambiguous(url: str) -> bool:
+    """A URL whose host parsers disagree on: a backslash anywhere, or user-info (``user@``) in front."""
+    if "\\" in url:
+        return True
+    try:
+        return parse_url(url).auth is not None
+    except LocationParseError:
+        return True
+
+
+def _origin(url: str) -> tuple[str | None, str | None, int | None]:
+    """(scheme, host, port) as urllib3 reads them: requests connects to exactly this host."""
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        return (None, None, None)
+    scheme = (parts.scheme or "").lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return (scheme, (parts.host or "").lower() or None, port)
+
+
 def _same_origin(url: str, base_url: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base_url)
-    default = {"http": 80, "https": 443}
-    return (a.scheme, a.hostname, a.port or default.get(a.scheme)) == (
-        b.scheme,
-        b.hostname,
-        b.port or default.get(b.scheme),
-    )
+    mine = _origin(base_url)
+    return mine[1] is not None and _origin(url) == mine
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}" if host else "?"

@@ -71,6 +71,14 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "string",
     ),
     ExtraField(
+        "allow_insecure_http",
+        "Allow plain http",
+        "Accept a plain http base URL to a host other than this machine. The client secret and tokens then "
+        "travel unencrypted: only for a test server on a trusted network.",
+        "boolean",
+        False,
+    ),
+    ExtraField(
         "refresh_margin",
         "Token refresh margin (s)",
         "Renew a token this many seconds before it expires (never more than half its lifetime).",
@@ -184,9 +192,11 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "max_response_bytes",
         "Max response size (bytes)",
-        "Largest response body read into memory; a larger one fails with DeyelBadResponseError.",
+        "Largest response body read into memory (decoded); a larger one fails with DeyelBadResponseError. "
+        "Parsed JSON takes about 26 times its size: the 16 MiB default allows about 420 MiB per page held, "
+        "times (max_workers + 1) pages in flight during an extraction.",
         "integer",
-        64 * 1024 * 1024,
+        16 * 1024 * 1024,
     ),
     # Paging of the instances collection (extractions); not documented by Deyel: every name is an assumption.
     ExtraField(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import email.utils
 import json
-import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk.exceptions import AirflowException
+
+from deyel_provider.redact import Redactor, sent_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,6 +31,11 @@ TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 
 #: Longest server-provided text kept in a message, so a huge or hostile error body stays readable.
 _MAX_DETAIL = 300
+#: Characters of a non-JSON error body looked at: the cleanup's time is linear in this, whatever the body.
+_SCAN = 64 * 1024
+#: Deyel errors kept on an exception (and in the refusal file), and the length kept of each text in them.
+_MAX_ERRORS = 50
+_MAX_ERROR_TEXT = 1000
 
 
 class DeyelError(AirflowException):
@@ -184,25 +190,32 @@ def _never_connected(exc: requests.RequestException) -> bool:
     return isinstance(cause, NewConnectionError)
 
 
-def parse_errors(body: bytes | str | None) -> tuple[list[dict[str, Any]], str | None]:
+def parse_errors(
+    body: bytes | str | None, redact: Redactor | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Read a Deyel error body into (``errors`` list, one readable message), whatever its shape.
 
     Understands the documented shapes: ``{"errors": [{"message", "attribute-name"}]}`` (data calls and the
     refresh grant), ``{"error", "error_description"}`` (token endpoint), and ``{"errorCode", "message"}``.
     Anything else (HTML, empty, truncated JSON) yields no list and a short excerpt of the text, so the
-    caller can still say something useful.
+    caller can still say something useful. Every text kept has ``redact``'s values replaced by ``***``.
     """
     if not body:
         return [], None
+    redact = redact or Redactor()
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        return [], _excerpt(text)
+        return [], _excerpt(text, redact)
     if not isinstance(data, dict):
-        return [], _excerpt(text)
+        return [], _excerpt(text, redact)
     raw_errors = data.get("errors")
-    errors = [e for e in raw_errors if isinstance(e, dict)] if isinstance(raw_errors, list) else []
+    errors = (
+        [_clean_error(e, redact) for e in raw_errors[:_MAX_ERRORS] if isinstance(e, dict)]
+        if isinstance(raw_errors, list)
+        else []
+    )
     parts: list[str] = []
     for error in errors:
         message, attribute = error.get("message"), error.get("attribute-name")
@@ -214,32 +227,69 @@ def parse_errors(body: bytes | str | None) -> tuple[list[dict[str, Any]], str | 
     for key in ("error_description", "message"):
         if isinstance(data.get(key), str):
             parts.append(data[key])
-    return errors, _readable("; ".join(dict.fromkeys(parts))) or None
+    joined = "; ".join(dict.fromkeys(str(part) for part in parts))
+    return errors, _readable(redact(joined, _SCAN)) or None
 
 
-def _excerpt(text: str) -> str:
-    """The start of a non-JSON body on one line, with HTML tags dropped, so messages stay readable."""
-    return _readable(re.sub(r"<[^>]+>", " ", text))
+def _clean_error(error: dict[Any, Any], redact: Redactor) -> dict[str, Any]:
+    """One Deyel error with its texts redacted and bounded; nested values are dropped (never shown)."""
+    clean: dict[str, Any] = {}
+    for key, value in list(error.items())[:20]:
+        if isinstance(value, str):
+            clean[redact(str(key), 100)] = redact(value, _MAX_ERROR_TEXT)
+        elif value is None or isinstance(value, (bool, int, float)):
+            clean[redact(str(key), 100)] = value
+    return clean
+
+
+def _excerpt(text: str, redact: Redactor) -> str:
+    """The start of a non-JSON body on one line, with HTML tags dropped, so messages stay readable.
+
+    Linear in a bounded prefix (``_SCAN``): a hostile body of a million ``<`` costs what 64 KiB costs.
+    """
+    return _readable(_strip_tags(redact(text, _SCAN)))
+
+
+def _strip_tags(text: str) -> str:
+    """``<...>`` runs replaced by a blank, scanning each character once (a regex would backtrack)."""
+    out: list[str] = []
+    pos = 0
+    while True:
+        start = text.find("<", pos)
+        end = text.find(">", start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        out += [text[pos:start], " "]
+        pos = end + 1
 
 
 def _readable(text: str, limit: int = _MAX_DETAIL) -> str:
     """One printable line of at most ``limit`` characters: control characters and runs of blanks collapse."""
+    text = text[:_SCAN]
     flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 def error_from_response(
-    response: requests.Response, *, token_endpoint: bool = False, note: str = ""
+    response: requests.Response,
+    *,
+    token_endpoint: bool = False,
+    note: str = "",
+    redact: Redactor | None = None,
 ) -> DeyelError:
     """The typed error for a failed response: status, method, path (no query) and the Deyel errors list.
 
     :param note: appended to the message, e.g. which connection was used.
+    :param redact: the connection's credentials; the ones this request carried are added to them, so an
+        error page that echoes the request shows ``***`` in their place.
     """
     status = response.status_code
     request = response.request
     method = request.method if request is not None else None
     path = urlsplit(response.url).path or "/"
-    errors, detail = parse_errors(response.content)
+    redact = (redact or Redactor()).with_values(*sent_credentials(response))
+    errors, detail = parse_errors(response.content, redact)
     common: dict[str, Any] = {
         "status": status,
         "method": method,
@@ -247,7 +297,7 @@ def error_from_response(
         "errors": errors,
         "retry_after": parse_retry_after(response.headers),
     }
-    reason = _readable(response.reason or "") if isinstance(response.reason, str) else ""
+    reason = _readable(redact(response.reason, _SCAN)) if isinstance(response.reason, str) else ""
     detail = (detail or reason or "no details in the response") + (f" [{note}]" if note else "")
     codes = {str(e.get("message")) for e in errors} | {str(_json_key(response, "errorCode"))}
     if status == 429 or (status == 403 and REQUEST_LIMIT_EXCEEDED in codes):

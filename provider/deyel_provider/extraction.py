@@ -9,10 +9,9 @@ object under the final name. Temporary leftovers of a killed attempt are removed
 from __future__ import annotations
 
 import calendar
-import glob
 import logging
+import os
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath
 
+from deyel_provider import publish
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.formats import FORMATS, CsvWriter, make_writer, widen_csv
 
@@ -69,7 +69,8 @@ def as_storage_path(output: str | ObjectStoragePath, conn_id: str | None = None)
         raise DeyelConfigError("output must be a URL or path, e.g. file:///data/deyel/CRM_ACCOUNT.jsonl")
     folder = text.endswith("/")
     if "://" not in text:
-        text = Path(text).expanduser().resolve().as_uri()
+        # Made absolute without resolving links: a link at the final name must be replaced, not followed.
+        text = Path(os.path.abspath(os.path.expanduser(text))).as_uri()
     path = ObjectStoragePath(text, conn_id=conn_id)
     if folder or not path.name:
         raise DeyelConfigError(f"output {text!r} is a folder; end it with a file name, e.g. .../data.jsonl")
@@ -161,7 +162,7 @@ def extract(
     temp = _temp_beside(target)
     progress = Progress(progress_interval, logger)
     logger.info("extracting %s to %s (temporary %s)", form, target, temp.name)
-    spare: ObjectStoragePath | None = None
+    spare: publish.LocalTemp | ObjectStoragePath | None = None
     try:
         with temp.open("wb") as sink:
             writer = make_writer(format, sink, fields)
@@ -206,20 +207,7 @@ def extract(
     )
 
 
-def _temp_beside(target: ObjectStoragePath) -> ObjectStoragePath:
-    return target.parent / f"{target.name}.tmp-{uuid.uuid4().hex}"
-
-
-def _remove_leftovers(target: ObjectStoragePath, logger: Any) -> None:
-    for leftover in target.parent.glob(f"{glob.escape(target.name)}.tmp-*"):
-        logger.info("removing %s, left by an interrupted attempt", leftover.name)
-        _discard(leftover)
-
-
-def _discard(path: ObjectStoragePath | None) -> None:
-    if path is None:
-        return
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:  # the original error matters more than a failed cleanup
-        log.warning("could not remove %s: %s", path, exc)
+# Link-safe creation, cleanup and publishing live in deyel_provider.publish.
+_temp_beside = publish.temp_beside
+_remove_leftovers = publish.remove_leftovers
+_discard = publish.discard

@@ -94,8 +94,10 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
     """The JSON array of instances of a page as a :class:`Page`; anything else is a typed error."""
     try:
         body = response.json()
-    except ValueError:
-        raise DeyelBadResponseError("the page is not JSON", **_where(response)) from None
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
+        raise DeyelBadResponseError(
+            "the page is not JSON (or is nested too deeply)", **_where(response)
+        ) from None
     if not isinstance(body, list):
         raise DeyelBadResponseError(
             f"expected a JSON array of instances, got {type(body).__name__}; "

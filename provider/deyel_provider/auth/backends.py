@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote
 
 from airflow.sdk.log import mask_secret
 
@@ -44,7 +44,7 @@ def shared_tier(config: DeyelConfig, key: str) -> TokenCache | None:
 def redis_url(config: DeyelConfig) -> str:
     """The ``cache_url`` extra, else a URL built from the Airflow connection ``cache_conn_id``."""
     if config.cache_url:
-        url = config.cache_url
+        url = _escaped_password(config.cache_url)
     else:
         from airflow.sdk import BaseHook
 
@@ -60,7 +60,39 @@ def redis_url(config: DeyelConfig) -> str:
         if conn.password:
             auth = f"{quote(conn.login or '', safe='')}:{quote(conn.password, safe='')}@"
         url = f"{scheme}://{auth}{conn.host}:{conn.port or 6379}/{extra.get('db', 0)}"
-    password = urlsplit(url).password
+    password = _password(url)
     if password:
         mask_secret(password)
+        mask_secret(unquote(password))
     return url
+
+
+def _userinfo_split(url: str) -> tuple[str, str, str] | None:
+    """(scheme://, user-info, @host...) split at the LAST '@' before the path: a hand-written password may
+    hold '#', '/' or '?', which a URL parser would take for the end of the host part."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    userinfo, _, host = rest.rpartition("@")
+    return scheme + sep, userinfo, "@" + host
+
+
+def _password(url: str) -> str | None:
+    parts = _userinfo_split(url)
+    if parts is None:
+        return None
+    _, userinfo, _ = parts
+    return userinfo.partition(":")[2] or None
+
+
+def _escaped_password(url: str) -> str:
+    """The URL with the characters that end a URL's host part percent-encoded in its password, so that
+    redis-py reads the whole password (it unquotes it again)."""
+    parts = _userinfo_split(url)
+    if parts is None:
+        return url
+    head, userinfo, tail = parts
+    user, colon, password = userinfo.partition(":")
+    for char, code in (("/", "%2F"), ("?", "%3F"), ("#", "%23"), ("@", "%40")):
+        password = password.replace(char, code)
+    return f"{head}{user}{colon}{password}{tail}"

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from requests.auth import AuthBase
 from requests.cookies import extract_cookies_to_jar
 
+from deyel_provider.response_body import drain
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -28,11 +30,16 @@ class DeyelBearerAuth(AuthBase):
 
     :param provider: serves the current token.
     :param is_own_url: tells whether a URL belongs to the configured Deyel server.
+    :param max_body: most bytes of a 401 body read (decoded) before the replay; the connection's
+        ``max_response_bytes``.
     """
 
-    def __init__(self, provider: TokenProvider, is_own_url: Callable[[str], bool]) -> None:
+    def __init__(
+        self, provider: TokenProvider, is_own_url: Callable[[str], bool], max_body: int = 1024 * 1024
+    ) -> None:
         self._provider = provider
         self._is_own_url = is_own_url
+        self._max_body = max_body
 
     def __repr__(self) -> str:
         return f"DeyelBearerAuth({self._provider!r})"
@@ -55,8 +62,9 @@ class DeyelBearerAuth(AuthBase):
         self._provider.invalidate(rejected)
         access_token = self._provider.token().access_token
         log.info("Deyel answered 401 to %s; replaying it once with a renewed token", response.request.method)
-        # Release the connection first so the replay can reuse it (as requests' own digest auth does).
-        _ = response.content
+        # Release the connection first so the replay can reuse it (as requests' own digest auth does), but
+        # never read more of that body than any other: a 401 can be a decompression bomb too.
+        drain(response, self._max_body)
         response.close()
         replay = response.request.copy()
         cookies = replay._cookies

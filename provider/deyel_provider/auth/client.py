@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from deyel_provider.exceptions import (
     connection_error,
     error_from_response,
 )
+from deyel_provider.redact import Redactor
 from deyel_provider.response_body import read_capped
 from deyel_provider.retry import RetryPolicy
 
@@ -37,10 +39,25 @@ class TokenClient:
     ``auth_failure_ttl`` seconds so that later tasks fail at once instead of sending them again.
     """
 
-    def __init__(self, config: DeyelConfig, session: requests.Session) -> None:
+    def __init__(
+        self,
+        config: DeyelConfig,
+        session: requests.Session,
+        redact: Redactor | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        budget: float | None = None,
+    ) -> None:
+        """
+        :param redact: the connection's redactor (tokens obtained here are added to it).
+        :param retry: the retry policy; default: the connection's.
+        :param budget: seconds a whole grant may take, reading included (the Test button's bound).
+        """
         self._config = config
         self._session = session
-        self._retry = RetryPolicy.from_config(config)
+        self._redact = redact or Redactor.for_config(config)
+        self._retry = retry or RetryPolicy.from_config(config)
+        self._budget = budget
 
     def __repr__(self) -> str:
         return f"TokenClient(token_url={self._config.token_url!r}, client_id={self._config.client_id!r})"
@@ -81,14 +98,19 @@ class TokenClient:
 
     def _post(self, form: dict[str, str], *, remembered_refusals: bool = True) -> DeyelToken:
         config = self._config
+        # The user's password is part of the credential (through scrypt), never of a fast hash.
+        subject = (
+            (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
+        )
         key = refusals.refusal_key(
-            credential_key(config.token_url, config.client_id, config.client_secret), form
+            credential_key(config.token_url, config.client_id, config.client_secret, *subject), form
         )
         if remembered_refusals:
             refusals.check(key, config.auth_failure_ttl)
+        deadline = time.monotonic() + self._budget if self._budget is not None else None
         try:
             token = self._retry.call(
-                lambda: self._post_once(form),
+                lambda: self._post_once(form, deadline),
                 method="POST",
                 path=urlsplit(config.token_url).path,
                 replay_safe=True,
@@ -99,7 +121,7 @@ class TokenClient:
         refusals.forget(key)
         return token
 
-    def _post_once(self, form: dict[str, str]) -> DeyelToken:
+    def _post_once(self, form: dict[str, str], deadline: float | None = None) -> DeyelToken:
         config = self._config
         url = config.token_url
         path = urlsplit(url).path
@@ -116,12 +138,14 @@ class TokenClient:
                 allow_redirects=False,
                 stream=True,
             )
-            read_capped(response, config.max_response_bytes, method="POST", path=path)
+            read_capped(response, config.max_response_bytes, method="POST", path=path, deadline=deadline)
         except requests.RequestException as exc:
             raise connection_error(exc, url, config.timeout, config.conn_id, method="POST") from None
         log.debug("Token endpoint %s answered %s", url, response.status_code)
         if response.status_code != 200:
-            raise error_from_response(response, token_endpoint=True, note=f"connection {config.conn_id!r}")
+            raise error_from_response(
+                response, token_endpoint=True, note=f"connection {config.conn_id!r}", redact=self._redact
+            )
         try:
             body = response.json()
         except (ValueError, RecursionError):
@@ -133,6 +157,9 @@ class TokenClient:
                 path=path,
             ) from None
         try:
-            return DeyelToken.from_response(body)
+            token = DeyelToken.from_response(body)
         except DeyelBadResponseError as exc:
-            raise DeyelBadResponseError(exc.detail, status=200, method="POST", path=path) from None
+            detail = self._redact(exc.detail)
+            raise DeyelBadResponseError(detail, status=200, method="POST", path=path) from None
+        self._redact.add(token.access_token, token.refresh_token)
+        return token

@@ -1,8 +1,17 @@
-"""Tokens shared by every process of one host: one encrypted 0600 file per credential, under a file lock."""
+"""Tokens shared by every process of one host: one encrypted 0600 file per credential, under a file lock.
+
+The folder may sit where other local users can create names (a shared ``AIRFLOW_HOME``, ``/tmp``). So a
+folder that is not a real directory of this user, or that others can write, is refused (the provider then
+warns and fetches directly); entries are opened without following links and without blocking, must be
+regular files, and are read up to a small cap: a FIFO, a link to ``/dev/zero`` or a huge file planted under
+an entry's name is a cache fault, not a hung or exhausted worker. The lock file must be a regular file too
+(filelock >= 3.20.1 also opens it with ``O_NOFOLLOW``).
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +26,9 @@ from deyel_provider.auth.crypto import UnreadableTokenError
 if TYPE_CHECKING:
     from deyel_provider.auth.crypto import TokenSealer
     from deyel_provider.auth.token import DeyelToken
+
+#: Largest entry read: a sealed token is a few KiB; anything bigger is not ours.
+MAX_ENTRY_BYTES = 64 * 1024
 
 
 def default_cache_dir() -> Path:
@@ -49,13 +61,42 @@ class FileTokenCache:
     def _path(self, key: str) -> Path:
         return self._directory / f"{key}.token"
 
-    def get(self, key: str) -> DeyelToken | None:
+    def _trusted(self) -> None:
+        """Create the folder 0700 if needed; refuse one that is a link, not ours, or writable by others."""
         try:
-            data = self._path(key).read_bytes()
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = os.lstat(self._directory)
+        except OSError as exc:
+            raise TokenCacheError(self.name, f"cannot use {self._directory}: {exc.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise TokenCacheError(self.name, f"{self._directory} is not a folder (a link?): refused")
+        if info.st_uid != os.getuid():
+            raise TokenCacheError(self.name, f"{self._directory} belongs to another user: refused")
+        if info.st_mode & 0o022:
+            raise TokenCacheError(self.name, f"{self._directory} is writable by others: refused")
+
+    def _read_entry(self, path: Path) -> bytes | None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise TokenCacheError(self.name, f"cannot read {self._path(key)}: {exc.strerror}") from None
+        except OSError as exc:  # ELOOP: a link planted under the entry's name
+            raise TokenCacheError(self.name, f"cannot read {path.name}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                raise TokenCacheError(self.name, f"{path.name} is not a regular file of this user: refused")
+            data = handle.read(MAX_ENTRY_BYTES + 1)
+        if len(data) > MAX_ENTRY_BYTES:
+            raise TokenCacheError(self.name, f"{path.name} is larger than a token entry: refused")
+        return data
+
+    def get(self, key: str) -> DeyelToken | None:
+        self._trusted()
+        data = self._read_entry(self._path(key))
+        if data is None:
+            return None
         try:
             return self._sealer.open(data)
         except UnreadableTokenError as exc:
@@ -63,8 +104,8 @@ class FileTokenCache:
 
     def put(self, key: str, token: DeyelToken) -> None:
         data = self._sealer.seal(token)
+        self._trusted()
         try:
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             # mkstemp creates the file 0600; os.replace makes the new entry appear whole or not at all.
             fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=f".{key}.", suffix=".tmp")
             try:
@@ -80,6 +121,7 @@ class FileTokenCache:
             raise TokenCacheError(self.name, f"cannot write in {self._directory}: {exc.strerror}") from None
 
     def discard(self, key: str, access_token: str) -> None:
+        self._trusted()
         with self.lock(key):
             try:
                 current = self.get(key)
@@ -95,9 +137,19 @@ class FileTokenCache:
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        lock = FileLock(str(self._directory / f"{key}.lock"), timeout=self._lock_wait, mode=0o600)
+        self._trusted()
+        path = self._directory / f"{key}.lock"
         try:
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise TokenCacheError(self.name, f"cannot check {path.name}: {exc.strerror}") from None
+        else:
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                raise TokenCacheError(self.name, f"{path.name} is not a regular file of this user: refused")
+        lock = FileLock(str(path), timeout=self._lock_wait, mode=0o600)
+        try:
             lock.acquire()
         except Timeout:
             raise TokenCacheError(

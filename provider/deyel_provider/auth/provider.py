@@ -6,7 +6,6 @@ the shared store is handled here, and only here: a warning naming the backend, t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk.log import mask_secret
 
 from deyel_provider.auth.cache import TokenCacheError
+from deyel_provider.auth.crypto import credential_name
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from deyel_provider.auth.cache import TokenCache
     from deyel_provider.auth.token import DeyelToken
+    from deyel_provider.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,12 @@ def mask_token(token: DeyelToken) -> None:
 def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
     """Cache key of one credential: rotating the secret changes the key, so an old token is never served.
 
+    Derived through scrypt (see :func:`deyel_provider.auth.crypto.credential_name`): key names are stored in
+    Redis and as file names, and must not let anyone test a guessed secret quickly.
+
     :param subject: more parts that select a different token (the password grant's user and password).
     """
-    hashed = [hashlib.sha256(part.encode()).hexdigest() for part in (client_secret, *subject)]
-    material = "\n".join((token_url, client_id, *hashed))
-    return "deyel-token-" + hashlib.sha256(material.encode()).hexdigest()[:32]
+    return credential_name(token_url, client_id, (client_secret, *subject))
 
 
 class TokenProvider:
@@ -89,8 +91,10 @@ class TokenProvider:
         shared: TokenCache | None = None,
         refresh: Callable[[str], DeyelToken] | None = None,
         preset: DeyelToken | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._fetch = fetch
+        self._redactor = redactor
         self._cache = cache
         self._key = key
         self._margin = margin * (1 + JITTER_SPREAD * process_jitter())
@@ -193,7 +197,7 @@ class TokenProvider:
                 current.expires_at - time.time(),
             )
             return current
-        mask_token(token)
+        self._known(token)
         self._refresh_token = token.refresh_token or self._refresh_token
         log.info("Obtained a new Deyel access token (valid %.0f s)", token.lifetime)
         return token
@@ -219,9 +223,15 @@ class TokenProvider:
 
     def _fresh(self, token: DeyelToken | None) -> DeyelToken | None:
         if token is not None and token.is_fresh(self._margin):
-            mask_token(token)
+            self._known(token)
             return token
         return None
+
+    def _known(self, token: DeyelToken) -> None:
+        """A token of this connection: masked in Airflow's logs, and redacted by the provider itself."""
+        mask_token(token)
+        if self._redactor is not None:
+            self._redactor.add(token.access_token, token.refresh_token)
 
     def _warn(self, exc: TokenCacheError) -> None:
         log.warning("%s; fetching the Deyel token directly, without the shared cache", exc)

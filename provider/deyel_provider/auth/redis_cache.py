@@ -23,6 +23,10 @@ SOCKET_TIMEOUT = 2.0
 _clients: dict[str, Any] = {}
 _clients_guard = threading.Lock()
 
+#: Per lock name, until when this process does not wait for that renewal lock again: one renewal paid the
+#: full wait, the next ones try once and fetch directly (someone may hold the lock on purpose).
+_busy_until: dict[str, float] = {}
+
 
 def redis_client(url: str) -> Any:
     """One client (and connection pool) per URL and process; redis-py resets the pool after a fork."""
@@ -39,8 +43,11 @@ def redis_client(url: str) -> Any:
                 client = redis.Redis.from_url(
                     url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
                 )
-            except ValueError as exc:
-                raise DeyelConfigError(f"cache_url is not a Redis URL: {exc}") from None
+            except ValueError:
+                # Not the parser's text: it may quote the URL, password included.
+                raise DeyelConfigError(
+                    "cache_url is not a Redis URL (redis://[:password@]host:6379/0)"
+                ) from None
             _clients[url] = client
         return client
 
@@ -118,13 +125,22 @@ class RedisTokenCache:
     def lock(self, key: str) -> Iterator[None]:
         import redis
 
-        lock = self._client.lock(
-            f"{key}:lock", timeout=self._lease, blocking_timeout=self._lock_wait, thread_local=False
-        )
+        name = f"{key}:lock"
         with self._faults("lock"):
-            acquired = lock.acquire()
+            remaining = self._client.pttl(name)
+        if remaining == -1 or remaining > self._lease * 1000:
+            # Our holders always set the lease: a lock without one, or a longer one, is not a renewal.
+            raise TokenCacheError(
+                self.name, "the renewal lock is held without the provider's lease: not waiting"
+            )
+        wait = self._lock_wait if time.monotonic() >= _busy_until.get(name, 0.0) else 0.0
+        lock = self._client.lock(name, timeout=self._lease, blocking_timeout=wait, thread_local=False)
+        with self._faults("lock"):
+            acquired = lock.acquire(blocking=wait > 0)
         if not acquired:
-            raise TokenCacheError(self.name, f"the renewal lock was not free within {self._lock_wait:g} s")
+            _busy_until[name] = time.monotonic() + self._lease
+            raise TokenCacheError(self.name, f"the renewal lock was not free within {wait:g} s")
+        _busy_until.pop(name, None)
         try:
             yield
         finally:

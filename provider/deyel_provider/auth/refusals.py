@@ -29,8 +29,13 @@ STATE_DIR_ENV = "DEYEL_PROVIDER_STATE_DIR"
 
 
 def refusal_key(credential_key: str, form: dict[str, str]) -> str:
-    """One key per credential and grant form (a password grant's user is part of what was refused)."""
-    material = credential_key + "\n" + urlencode(sorted(form.items()))
+    """One key per credential and grant form (a password grant's user is part of what was refused).
+
+    The user password is left out: it is already in ``credential_key`` through scrypt, and a fast hash of it
+    in a file name would let anyone test guesses of it offline.
+    """
+    public = {name: value for name, value in form.items() if name != "password"}
+    material = credential_key + "\n" + urlencode(sorted(public.items()))
     return "refused-" + hashlib.sha256(material.encode()).hexdigest()[:40]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 #: Lifetime assumed when the server gives neither ``expires_in`` nor a readable JWT ``exp``.
 FALLBACK_LIFETIME = 300.0
+#: Longest lifetime believed (a year): anything longer is a broken or hostile server, and would overflow
+#: the caches' expiry arithmetic.
+MAX_LIFETIME = 365 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,14 @@ class DeyelToken:
             )
         refresh_token = body.get("refresh_token") if isinstance(body.get("refresh_token"), str) else None
         lifetime = _positive_number(body.get("expires_in"))
+        if lifetime is not None and not math.isfinite(lifetime):
+            raise DeyelBadResponseError("the token endpoint answered with an expires_in that is not finite")
+        if lifetime is not None:
+            lifetime = min(lifetime, MAX_LIFETIME)
         expires_at = now + lifetime if lifetime is not None else _jwt_exp(access_token)
+        if expires_at is not None:
+            # An infinite JWT exp is no expiry at all (fallback lifetime); a far one is capped.
+            expires_at = min(expires_at, now + MAX_LIFETIME) if math.isfinite(expires_at) else None
         if expires_at is None or expires_at <= now:
             expires_at = now + FALLBACK_LIFETIME
         return cls(access_token, expires_at=expires_at, issued_at=now, refresh_token=refresh_token)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-ACTIONS = frozenset({"status", "delay", "drop", "truncate", "html", "malformed", "revoke", "expire"})
+ACTIONS = frozenset({"status", "delay", "drop", "truncate", "html", "malformed", "revoke", "expire", "echo"})
 ROUTES = frozenset({"token", "data", "*"})
 
 REQUEST_LIMIT_BODY = {
@@ -184,3 +184,18 @@ def _phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def echo_response(
+    rule: FaultRule, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A debug error page that prints the request back, headers and body included (as some servlet
+    containers and proxies do): the client's credentials come back in the answer. ``body: "json"`` puts
+    the echo in a Deyel ``errors`` message instead of an HTML page."""
+    status = int(rule.status or 500)
+    lines = [f"{method} {path}"] + [f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in headers]
+    text = "\n".join(lines) + "\n\n" + body.decode("latin-1")
+    if rule.body == "json":
+        return status, [(b"content-type", b"application/json")], json.dumps(errors_body(text)).encode()
+    page = f"<html><body><h1>{status} {_phrase(status)}</h1><pre>{text}</pre></body></html>"
+    return status, [(b"content-type", b"text/html")], page.encode("latin-1", "replace")

@@ -18,6 +18,7 @@ from deyel_provider.emulator.faults import (
     MALFORMED_BODY,
     REQUEST_LIMIT_BODY,
     FaultRule,
+    echo_response,
     errors_body,
     html_response,
     status_response,
@@ -175,6 +176,17 @@ class EmulatorMiddleware:
             )
         elif action == "truncate":
             await self._truncate(scope, receive, send)
+        elif action == "echo":
+            body = bytearray()
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            echoed = echo_response(
+                rule, scope["method"], scope["path"], scope.get("headers", []), bytes(body)
+            )
+            await _send_whole(send, *echoed)
         elif action in ("revoke", "expire"):
             token = bearer_token(scope)
             if token is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -21,9 +22,13 @@ from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError, connection_error, error_from_response
 from deyel_provider.pagination import Paging
-from deyel_provider.response_body import read_capped
+from deyel_provider.redact import Redactor, basic_value
+from deyel_provider.response_body import drain, read_capped
 from deyel_provider.retry import RetryPolicy, is_replay_safe
 from deyel_provider.slicing import SlicedReader
+
+#: Seconds the Test button may take beyond the connection's timeout.
+TEST_CONNECTION_GRACE = 3.0
 
 
 class DeyelHook(BaseHook):
@@ -58,9 +63,16 @@ class DeyelHook(BaseHook):
         """The validated connection settings (read once, on first use)."""
         config = DeyelConfig.from_connection(self.get_connection(self.deyel_conn_id))
         mask_secret(config.client_secret)
+        # The Basic header value is as good as the secret: an echoed request must not show it either.
+        mask_secret(basic_value(config.client_id, config.client_secret))
         if config.user_password:
             mask_secret(config.user_password)
         return config
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Replaces this connection's credentials and tokens with ``***`` in text made from server answers."""
+        return Redactor.for_config(self.config)
 
     @cached_property
     def credential_key(self) -> str:
@@ -78,16 +90,17 @@ class DeyelHook(BaseHook):
 
     @cached_property
     def token_client(self) -> TokenClient:
-        return TokenClient(self.config, self._pooled_session())
+        return TokenClient(self.config, self._pooled_session(), redact=self.redactor)
 
     @cached_property
     def token_provider(self) -> TokenProvider:
         config, key = self.config, self.credential_key
         preset = None
         if self._handed_token is not None:
-            preset = token_from_xcom(self._handed_token, config.client_secret, key)
+            preset = token_from_xcom(self._handed_token, config.client_secret, key, conn_id=config.conn_id)
             if preset is not None:
                 mask_token(preset)
+                self.redactor.add(preset.access_token)
         return TokenProvider(
             fetch=self.token_client.grant,
             cache=process_tier(config),
@@ -96,6 +109,7 @@ class DeyelHook(BaseHook):
             shared=shared_tier(config, key),
             refresh=self.token_client.refresh if config.grant_type == "password" else None,
             preset=preset,
+            redactor=self.redactor,
         )
 
     def get_token_for_xcom(self, *, clear_text: bool = False) -> dict[str, Any]:
@@ -105,7 +119,13 @@ class DeyelHook(BaseHook):
             key. Anyone who can read XComs can then use it: only for consumers outside this provider.
         """
         token = self.token_provider.token()
-        return token_to_xcom(token, self.config.client_secret, self.credential_key, clear_text=clear_text)
+        return token_to_xcom(
+            token,
+            self.config.client_secret,
+            self.credential_key,
+            clear_text=clear_text,
+            conn_id=self.config.conn_id,
+        )
 
     def close(self) -> None:
         """Close the pooled connections (the hook opens new ones if it is used again)."""
@@ -126,13 +146,16 @@ class DeyelHook(BaseHook):
     @cached_property
     def _api_session(self) -> requests.Session:
         session = self._pooled_session()
-        session.auth = DeyelBearerAuth(self.token_provider, self.config.is_own_url)
+        session.auth = DeyelBearerAuth(
+            self.token_provider, self.config.is_own_url, max_body=self.config.max_response_bytes
+        )
         session.headers["Accept"] = "application/json"
         return session
 
     def _pooled_session(self) -> requests.Session:
         session = _ConnectionSession()
         session.verify = self.config.verify
+        session.max_redirect_body = self.config.max_response_bytes
         # Room for parallel page fetches; requests' default pool keeps 10 connections per host.
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
         session.mount("https://", adapter)
@@ -189,7 +212,9 @@ class DeyelHook(BaseHook):
             except requests.RequestException as exc:
                 raise connection_error(exc, url, kwargs["timeout"], config.conn_id, method=method) from None
             if not response.ok:
-                raise error_from_response(response, note=f"connection {config.conn_id!r}")
+                raise error_from_response(
+                    response, note=f"connection {config.conn_id!r}", redact=self.redactor
+                )
             return response
 
         # A body that is a stream or a file was consumed by the first attempt: it cannot be sent again.
@@ -289,16 +314,51 @@ class DeyelHook(BaseHook):
                     yield {name: record.get(name) for name in fields}
 
     def test_connection(self) -> tuple[bool, str]:
-        """Request a token with the connection's credentials (the UI's "Test" button)."""
+        """Request a token with the connection's credentials (the UI's "Test" button).
+
+        One attempt, no retry policy, and an answer within the connection's timeout plus
+        ``TEST_CONNECTION_GRACE`` seconds whatever the server does: it runs inside the API server.
+        """
         try:
-            # The button is an explicit "try again": ask the server even after a remembered refusal.
-            token = self.token_client.grant(remembered_refusals=False)
+            config = self.config
         except DeyelError as exc:
             return False, str(exc)
-        except Exception as exc:
+        except Exception as exc:  # e.g. the connection does not exist: the button shows why
             return False, f"{type(exc).__name__}: {exc}"
-        mask_token(token)
-        return True, f"Connected to {self.config.base_url}: token obtained, valid {token.lifetime:.0f} s"
+        budget = config.timeout + TEST_CONNECTION_GRACE
+        client = TokenClient(
+            config, self._pooled_session(), redact=self.redactor, retry=RetryPolicy(attempts=1), budget=budget
+        )
+        outcome: list[tuple[bool, str]] = []
+
+        def attempt() -> None:
+            try:
+                # The button is an explicit "try again": ask the server even after a remembered refusal.
+                token = client.grant(remembered_refusals=False)
+            except DeyelError as exc:
+                outcome.append((False, self.redactor(str(exc))))
+            except Exception as exc:
+                outcome.append((False, self.redactor(f"{type(exc).__name__}: {exc}", 1000)))
+            else:
+                mask_token(token)
+                outcome.append(
+                    (True, f"Connected to {config.base_url}: token obtained, valid {token.lifetime:.0f} s")
+                )
+            finally:
+                client.close()
+
+        # A thread, so that a server trickling its headers cannot hold the button past the budget either;
+        # the body reads inside stop at the same deadline, so the thread does not outlive it by much.
+        worker = threading.Thread(target=attempt, name="deyel-test-connection", daemon=True)
+        worker.start()
+        worker.join(budget)
+        if not outcome:
+            client.close()
+            return False, (
+                f"{config.base_url}: no complete answer from the token endpoint within {budget:g} s (the "
+                f"'Request timeout' extra plus {TEST_CONNECTION_GRACE:g} s) [connection {config.conn_id!r}]"
+            )
+        return outcome[0]
 
 
 def instances_endpoint(form: str) -> str:
@@ -313,7 +373,17 @@ class _ConnectionSession(requests.Session):
 
     requests lets those environment variables replace ``session.verify`` on every request (psf/requests#3829),
     which would silently ignore the connection's ``ca_bundle`` (and ``verify: false``) on hosts that set them.
+    Before following a redirect, requests reads the redirect's body whole; here it is drained up to the
+    connection's ``max_response_bytes`` instead.
     """
+
+    max_redirect_body = 1024 * 1024
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            drain(resp, self.max_redirect_body)
+        return target
 
     def merge_environment_settings(
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any

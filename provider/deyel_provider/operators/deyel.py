@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from deyel_provider.exceptions import DeyelError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 
 if TYPE_CHECKING:
@@ -95,6 +95,10 @@ def parsed_body(response: requests.Response) -> Any:
         return None
     try:
         return response.json()
+    except RecursionError:
+        raise DeyelBadResponseError(
+            "the response JSON is nested too deeply to read", status=response.status_code
+        ) from None
     except ValueError:
         return response.text
 

@@ -1,0 +1,217 @@
+"""Writing an extraction's output beside its target and publishing it by one rename, never through a link.
+
+Another local user who can write in the output folder (the example DAG writes under ``/tmp``) may plant a
+symbolic link at the final name or at a temporary name, or a folder named like a temporary file. So, on a
+local filesystem:
+
+- the folder is opened once and every operation is made relative to that descriptor, so the temporary file
+  and the final name are always in the same folder, whatever is renamed meanwhile;
+- the temporary file ``<name>.tmp-<uuid>`` is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``, mode 0600 while
+  it is written: an existing name of any kind (link, file, FIFO) makes the creation fail instead of being
+  followed;
+- publishing renames the temporary file over the final name itself: a link there is replaced, not followed;
+  a folder there is a :class:`DeyelConfigError`, never a move into it;
+- leftovers ``<name>.tmp-*`` are removed only when they are regular files of ours; anything else is left
+  alone with a warning.
+
+Object stores have no links: they keep fsspec's move (copy, then delete the temporary object).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import uuid
+from typing import IO, TYPE_CHECKING, Any
+
+from deyel_provider.exceptions import DeyelConfigError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+log = logging.getLogger(__name__)
+
+_umask_guard = threading.Lock()
+#: Fresh random names tried before giving up (a clash means someone planted that very name).
+_CREATE_ATTEMPTS = 5
+
+
+def is_local(target: ObjectStoragePath) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(target.fs, LocalFileSystem)
+
+
+def temp_name(target_name: str) -> str:
+    return f"{target_name}.tmp-{uuid.uuid4().hex}"
+
+
+def _refuse_foreign_links(folder: str) -> None:
+    """Refuse a link on the way to the folder that neither this user nor root made.
+
+    Links of one's own (``/data -> /mnt/data``) are followed as usual; a link another user planted where
+    they could create names (``/tmp/exports -> ~victim/.ssh``) would move the output into its target. Linux
+    blocks that only in sticky world-writable folders (``fs.protected_symlinks``); this checks everywhere.
+    """
+    me = os.getuid()
+    path = "/"
+    for part in os.path.abspath(folder).split("/")[1:]:
+        path = os.path.join(path, part)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return  # missing: nothing planted there (the open below reports what is wrong)
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in (0, me):
+            raise DeyelConfigError(
+                f"the output folder {folder!r} goes through {path!r}, a link made by another user "
+                f"(uid {info.st_uid}); refusing to follow it"
+            )
+
+
+def _open_folder(folder: str) -> int:
+    _refuse_foreign_links(folder)
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise DeyelConfigError(f"cannot open the output folder {folder!r}: {exc.strerror}") from None
+
+
+def _published_mode() -> int:
+    """What a plain file creation would give (``0o666`` less the umask), read without a race-prone window
+    that matters: a file another thread creates meanwhile is only more private."""
+    with _umask_guard:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+class LocalTemp:
+    """A temporary file beside ``target``, created exclusively without following links.
+
+    It offers what the extraction uses of an ``ObjectStoragePath`` (``name``, ``open``, ``unlink``, ``move``)
+    so the extraction does not care which kind of storage it writes to.
+    """
+
+    def __init__(self, target: ObjectStoragePath) -> None:
+        self._folder = str(target.parent.path)
+        self._target_name = target.name
+        self._dir_fd = _open_folder(self._folder)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            for _ in range(_CREATE_ATTEMPTS):
+                # A name someone planted (guessed or not) is never followed: try another one.
+                self.name = temp_name(target.name)
+                try:
+                    self._fd: int | None = os.open(self.name, flags, 0o600, dir_fd=self._dir_fd)
+                    break
+                except FileExistsError:
+                    log.warning("%s already exists and is not ours; trying another temporary name", self.name)
+            else:
+                raise DeyelConfigError(
+                    f"could not create a temporary file beside {target.name!r} in {self._folder!r}: "
+                    f"every name tried was taken"
+                )
+        except BaseException:
+            os.close(self._dir_fd)
+            raise
+
+    def __repr__(self) -> str:
+        return f"LocalTemp({self.name!r})"
+
+    def __str__(self) -> str:
+        return os.path.join(self._folder, self.name)
+
+    def open(self, mode: str = "rb") -> IO[Any]:
+        if mode == "wb" and self._fd is not None:
+            fd, self._fd = self._fd, None
+            return os.fdopen(fd, "wb")
+        if mode == "rb":
+            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+            return os.fdopen(fd, "rb")
+        raise ValueError(f"a temporary output file is written once ('wb') then read ('rb'), not {mode!r}")
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        """Remove the temporary name (a link planted there would be removed itself, never followed)."""
+        try:
+            os.unlink(self.name, dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+        finally:
+            self._close()
+
+    def move(self, target: ObjectStoragePath) -> None:
+        """Publish: rename over the final name itself, in the folder opened at creation."""
+        if target.name != self._target_name:
+            raise ValueError("a temporary output file is published only under the name it was made for")
+        # fchmod through a descriptor opened without following links: chmod by name could follow one.
+        fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        try:
+            os.fchmod(fd, _published_mode())
+        finally:
+            os.close(fd)
+        try:
+            os.rename(self.name, target.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        except (IsADirectoryError, NotADirectoryError):
+            raise DeyelConfigError(
+                f"output {target.name!r} in {self._folder!r} is a folder; nothing was written into it"
+            ) from None
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+
+def temp_beside(target: ObjectStoragePath) -> LocalTemp | ObjectStoragePath:
+    """A new temporary file or object beside ``target``, to write the output into."""
+    if is_local(target):
+        return LocalTemp(target)
+    return target.parent / temp_name(target.name)
+
+
+def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
+    """Remove ``<name>.tmp-*`` of an interrupted attempt: only regular files of ours, never through a link."""
+    prefix = f"{target.name}.tmp-"
+    if not is_local(target):
+        import glob
+
+        for leftover in target.parent.glob(f"{glob.escape(target.name)}.tmp-*"):
+            logger.info("removing %s, left by an interrupted attempt", leftover.name)
+            discard(leftover)
+        return
+    try:
+        dir_fd = _open_folder(str(target.parent.path))
+    except DeyelConfigError:
+        return  # the write below reports the folder problem
+    try:
+        with os.scandir(dir_fd) as entries:
+            names = [entry.name for entry in entries if entry.name.startswith(prefix)]
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+                    logger.info("removing %s, left by an interrupted attempt", name)
+                    os.unlink(name, dir_fd=dir_fd)
+                else:
+                    logger.warning("leaving %s alone: it is not a temporary file of this provider", name)
+            except OSError as exc:
+                logger.warning("could not remove %s: %s", name, exc.strerror)
+    finally:
+        os.close(dir_fd)
+
+
+def discard(path: LocalTemp | ObjectStoragePath | None) -> None:
+    """Remove a temporary file or object; a failure is logged, the original error matters more."""
+    if path is None:
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
