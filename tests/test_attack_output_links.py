@@ -35,8 +35,12 @@ def _csv_count(path) -> int:
         return len(list(csv.DictReader(fh)))
 
 
+#: The emulator fixture's 50 instances; an extraction writes them in (dtLastUpdate, id) order.
+EVERY_ID = [str(i) for i in range(1, 51)]
+
+
 def _records(path) -> list[str]:
-    return [json.loads(line)["idObjectValue"] for line in path.read_text().splitlines()]
+    return sorted((json.loads(line)["idObjectValue"] for line in path.read_text().splitlines()), key=int)
 
 
 def test_a_link_at_the_final_name_is_replaced_not_written_through(deyel_conn, shared_folder):
@@ -46,7 +50,7 @@ def test_a_link_at_the_final_name_is_replaced_not_written_through(deyel_conn, sh
     result = extract(DeyelHook(), "CRM_ACCOUNT", str(target))
     assert (victim / "authorized_keys").read_text() == VICTIM_TEXT
     assert not target.is_symlink() and stat.S_ISREG(target.lstat().st_mode)
-    assert _records(target) == [str(i) for i in range(1, 51)]
+    assert _records(target) == EVERY_ID
     assert result.path == target.as_uri()
 
 
@@ -85,7 +89,7 @@ def test_leftovers_that_are_not_ours_are_ignored_not_fatal(deyel_conn, shared_fo
     ours = folder / "out.jsonl.tmp-0123"
     ours.write_text("partial")
     extract(DeyelHook(), "CRM_ACCOUNT", str(folder / "out.jsonl"))
-    assert _records(folder / "out.jsonl") == [str(i) for i in range(1, 51)]
+    assert _records(folder / "out.jsonl") == EVERY_ID
     assert not ours.exists()  # our own leftover is removed
     assert sorted(os.listdir(folder)) == [
         "out.jsonl",
@@ -142,7 +146,7 @@ def test_a_folder_link_planted_by_another_user_is_not_followed(deyel_conn, share
     real.mkdir()
     mine.symlink_to(real, target_is_directory=True)
     extract(DeyelHook(), "CRM_ACCOUNT", str(mine / "data.jsonl"))
-    assert _records(real / "data.jsonl") == [str(i) for i in range(1, 51)]
+    assert _records(real / "data.jsonl") == EVERY_ID
     if os.getuid() != 0:
         return  # only root can make a link that belongs to another user
     planted = folder / "exports"

@@ -42,12 +42,13 @@ def test_a_next_link_to_another_host_is_never_fetched(emulator, deyel_conn):
                     "action": "status",
                     "status": 200,
                     "count": 1,
-                    "raw_body": '[{"idObjectValue": "1"}]',
+                    # One instance of two asked for, no total: the reader checks the next page.
+                    "raw_body": '[{"idObjectValue": "1", "dtLastUpdate": "1767225600000"}]',
                     "headers": {"Link": f'<{next_url}>; rel="next"'},
                 }
             ]
         )
-        deyel_conn(extra={"paging": "link", "page_size": 1})
+        deyel_conn(extra={"paging": "link", "page_size": 2})
         with pytest.raises(DeyelConfigError, match="backslash or user-info"):
             list(DeyelHook().iter_instances("CRM_ACCOUNT"))
     assert seen == []  # neither the token nor the request went there

@@ -243,7 +243,7 @@ def test_a_killed_run_never_shows_a_partial_file_under_the_final_name(deyel_conn
         watcher.phase = "rerun"
         result = operator(target, page_size=20).execute({})
         watcher.phase = "done"
-        time.sleep(0.05)  # a few more polls of the published file
+        _wait_for_polls(watcher, 5)  # the watcher looks at the published file a few times
     assert polls_before_rerun > 10  # the watcher was looking while the killed run wrote its first page
     assert watcher.contents("running") == watcher.contents("killed") == []  # nothing, ever, before the rerun
     # Whenever the final name showed anything, it was the complete extraction.
@@ -284,6 +284,13 @@ def test_a_kill_at_publish_time_leaves_nothing_or_everything(deyel_conn, emulato
     else:
         (temporary,) = leftovers  # killed before the rename: the whole data is under the temporary name
         assert temporary.read_bytes() == complete
+
+
+def _wait_for_polls(watcher, count: int) -> None:
+    target = watcher.polls + count
+    deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
+    while watcher.polls < target and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def _kill_once_written(child, folder, size: int) -> None:
