@@ -248,7 +248,8 @@ def test_a_killed_run_never_shows_a_partial_file_under_the_final_name(deyel_conn
     assert watcher.contents("running") == watcher.contents("killed") == []  # nothing, ever, before the rerun
     # Whenever the final name showed anything, it was the complete extraction.
     assert {content for _, content in watcher.seen} == {reference.read_bytes()}
-    assert watcher.contents("done")
+    # It saw the published file (recorded when it changed: during the rerun's publish, or just after).
+    assert watcher.contents("rerun") + watcher.contents("done")
     assert target.read_bytes() == reference.read_bytes()
     assert result["records"] == 50
     assert os.listdir(target.parent) == ["data.jsonl"]  # the rerun removed the killed attempt's leftover
@@ -408,3 +409,36 @@ def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_even
     assert read_watermark({"inlet_events": {asset: events}}, asset, key) == 1767225600000
     assert read_watermark({"inlet_events": {asset: [other]}}, asset, key) is None  # another search's
     assert read_watermark({}, asset, key) is None
+
+
+def test_a_cleared_or_retried_watermark_run_reads_its_window_again(deyel_conn, emulator, tmp_path):
+    """Once a run published, its retry (or a clear) must not read an empty window from the new watermark:
+    its changes would then be in no file."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    asset = Asset(tmp_path.as_uri())
+    task = DeyelExtractOperator(
+        task_id="x",
+        form="CRM_ACCOUNT",
+        output=str(tmp_path / "{{ run_id }}.jsonl"),
+        start_from="2026-01-01T00:00:00Z",
+        asset=asset,
+    )
+
+    def run(run_id: str, events: list) -> dict:
+        task.output_path = str(tmp_path / f"{run_id}.jsonl")  # as rendered
+        outlet_events: defaultdict = defaultdict(SimpleNamespace)
+        context = {"run_id": run_id, "inlet_events": {asset: events}, "outlet_events": outlet_events}
+        summary = task.execute(context)
+        assert outlet_events[asset].extra == summary
+        return summary
+
+    first = run("r1", [])
+    assert first["records"] == 50
+    event = SimpleNamespace(extra=first)
+    again = run("r1", [event])  # the same run, cleared after it published
+    assert (again["window_start"], again["window_end"]) == (first["window_start"], first["window_end"])
+    assert again["records"] == 50
+    second = run("r2", [event, SimpleNamespace(extra=again)])
+    assert second["window_start"] == first["window_end"] and second["records"] == 0

@@ -117,10 +117,42 @@ def test_an_ignored_page_parameter_in_a_crowded_millisecond_fails_typed(deyel_co
 
 def test_a_total_that_does_not_count_the_search_fails_typed(deyel_conn):
     with served(deyel_conn, total_ignores_search=True) as emulator:
-        with pytest.raises(DeyelIncompleteError, match="set the connection's total_header to ''") as caught:
+        with pytest.raises(
+            DeyelIncompleteError, match="set the connection's total_header to 'none'"
+        ) as caught:
             read(START, START + 100 * MINUTE, page_size=50)
         assert emulator.stats()["api_requests"] < 30  # one descent to a millisecond, not a scan of them
         assert "X-Total-Count" in str(caught.value)
+
+
+def test_a_total_that_counts_the_page_is_not_taken_for_the_whole(deyel_conn):
+    """X-Total-Count says how many instances the page holds: a full page would pass for a whole slice.
+    It fails typed, naming the option; with the option set, every instance is read."""
+    with served(deyel_conn, records=250, total_counts_page=True) as emulator:
+        with pytest.raises(DeyelIncompleteError, match="set the connection's total_header to 'none'"):
+            read(page_size=100)
+        deyel_conn(url=emulator.url, extra={"cache": "memory", "total_header": "none"})
+        records, _ = read(page_size=100)
+        assert sorted(map(int, ids(records))) == list(range(1, 251))
+
+
+def test_an_unstable_order_in_a_crowded_millisecond_without_a_total_fails_typed(deyel_conn):
+    """Ties listed in a new order by every request (an ORDER BY on dtLastUpdate alone): passes can agree
+    while both skipped the same instances, so only a typed error is safe."""
+    with served(deyel_conn, records=150, updated_burst=150, unstable_order=True, send_total=False):
+        with pytest.raises(DeyelIncompleteError, match="order that changes between requests"):
+            read(page_size=100)
+
+
+def test_a_window_ending_beyond_the_servers_present_is_refused(deyel_conn):
+    """Changes made until its end would fall in a window already read, and in no later run's."""
+    import time as clock
+
+    now = int(clock.time() * 1000)
+    with served(deyel_conn) as emulator:
+        with pytest.raises(DeyelIncompleteError, match="after the server's present"):
+            read(now - 3_600_000, now + 3_600_000, page_size=50)
+        assert emulator.stats()["api_requests"] == 1  # refused before reading anything
 
 
 def test_a_server_ignoring_the_search_fails_typed(deyel_conn, emulator):

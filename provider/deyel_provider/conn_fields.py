@@ -238,7 +238,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "total_header",
         "Total count header",
-        "Response header with the number of matching instances: it proves a slice whole. Empty: the "
+        "Response header with the number of matching instances: it proves a slice whole. none: the "
         "server sends none, or one that does not count the search.",
         "string",
         "X-Total-Count",

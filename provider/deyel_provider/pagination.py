@@ -119,7 +119,9 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
 
 
 def _total(response: requests.Response, paging: Paging) -> int | None:
-    raw = response.headers.get(paging.total_header) if paging.total_header else None
+    # "none" (the form cannot send an empty value: it means the default): no header counts.
+    named = paging.total_header and paging.total_header.strip().lower() != "none"
+    raw = response.headers.get(paging.total_header) if named else None
     try:
         return int(raw) if raw is not None else None
     except ValueError:

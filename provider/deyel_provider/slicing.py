@@ -64,6 +64,8 @@ LOCAL_CLOCK_MARGIN_MS = 300_000
 MAX_PASSES = 6
 #: Rounds over the present before giving up on the form ever holding still enough.
 MAX_ROUNDS = 8
+#: The longest a window ending in the server's future is waited for before the read fails.
+MAX_FUTURE_WAIT_S = 300
 #: The most parts one slice is cut into at once.
 MAX_SPLIT = 4096
 
@@ -173,6 +175,10 @@ class SlicedReader:
             return
         probe = self._get(low, None if end_at_server_time else end)
         present = self._present(probe)
+        if not end_at_server_time and end is not None and end > present:
+            # A window that ends after the server's present: a change stamped before its end but made after
+            # it was read would fall in no run's window. Wait for the end to pass on the server's clock.
+            probe, present = self._wait_for(end, low, probe, present)
         if end_at_server_time:
             end = max(low, present)
         self.stats.window_end = end
@@ -184,6 +190,26 @@ class SlicedReader:
         yield from self._read_past(low, past_end, probe)
         if end is None or end > past_end:
             yield from self._read_present(past_end, end)
+
+    def _wait_for(self, end: int, low: int, probe: Page, present: int) -> tuple[Page, int]:
+        for _ in range(3):
+            lag = (end - present) / 1000
+            if lag > MAX_FUTURE_WAIT_S:
+                raise DeyelIncompleteError(
+                    f"the window ends {lag:.0f} s after the server's present ({self._field} < {end}): "
+                    f"changes made until then would fall in a window already read; run it once its interval "
+                    f"is over on the server's clock (a later schedule, or a data-interval timetable)"
+                )
+            self._log.info("the window ends %.1f s after the server's present: waiting for it", lag)
+            time.sleep(max(lag, 0.0) + CLOCK_MARGIN_MS / 1000)
+            probe = self._get(low, end)
+            present = self._present(probe)
+            if end <= present:
+                return probe, present
+        raise DeyelIncompleteError(
+            f"the server's clock does not reach the window's end ({self._field} < {end}): its Date "
+            f"header does not move; set the window in the past"
+        )
 
     def _read_past(self, start: int, end: int, hint: Page) -> Iterator[Slice]:
         """Slices of ``[start, end)``, a range below the server's present: in parallel, split as needed."""
@@ -274,6 +300,16 @@ class SlicedReader:
                         f"'{self._page_param_name()}' parameter; set the connection's paging options "
                         f"(paging, page_param, offset_param) to what the server understands"
                     )
+                if page.total is None and not set(ids).isdisjoint(listed):
+                    # A slice in the past only loses instances: a stable order skips, never repeats. A
+                    # repeat means the order of these ties changes between requests, and then no number
+                    # of passes proves that none was skipped.
+                    raise DeyelIncompleteError(
+                        f"instances sharing {self._field}={start} are listed in an order that changes "
+                        f"between requests (a page repeated instances of an earlier one) and the server "
+                        f"sends no total to check them against: set the connection's total_header to the "
+                        f"header that counts the search, or a page_size above the instances of one ms"
+                    )
                 yield self._accept(page, start, end, crowded=True)
                 listed += ids
                 totals.add(page.total)
@@ -308,7 +344,7 @@ class SlicedReader:
             f"did not agree (totals seen: {sorted(t for t in totals if t is not None) or 'none'}): they "
             f"keep changing, or the server pages them in an unstable order; "
             + (
-                f"if '{self._paging.total_header}' does not count the search, set total_header to ''"
+                f"if '{self._paging.total_header}' does not count the search, set total_header to 'none'"
                 if any(t is not None for t in totals)
                 else "retry later, or use a page_size above the instances written in one millisecond"
             )
@@ -365,7 +401,7 @@ class SlicedReader:
             raise DeyelIncompleteError(
                 f"the server's '{self._paging.total_header}' says {split.total} instances for a range and "
                 f"more than that for its parts: it does not count the search, so it cannot prove a slice "
-                f"complete; set the connection's total_header to ''"
+                f"complete; set the connection's total_header to 'none'"
             )
 
     def _is_whole(self, page: Page, start: int, end: int | None) -> bool:
@@ -389,14 +425,19 @@ class SlicedReader:
                 raise self._counts_disagree(page.total, count, None)
             if count < page.total and count < self._paging.page_size:
                 self._cap = count if self._cap is None else min(self._cap, count)
-            return count == page.total
+            if count != page.total:
+                return False
+            # A full page whose total is its own length may come from a total that counts the page, not the
+            # search: a planned slice rarely fills a page, so checking the next one costs little.
+            full = count >= min(asked, self._cap or asked)
+        return not full or self._next_page_is_empty(page, start, end)
 
     def _counts_disagree(self, total: int, count: int, at: int | None) -> DeyelIncompleteError:
         where = f" with {self._field}={at}" if at is not None else ""
         return DeyelIncompleteError(
             f"the server's '{self._paging.total_header}' says {total} instances{where} but it sent {count}: "
             f"the total cannot prove a slice complete; if that header does not count the search, set the "
-            f"connection's total_header to ''"
+            f"connection's total_header to 'none'"
         )
 
     def _accept(

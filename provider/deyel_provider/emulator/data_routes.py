@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
@@ -65,6 +66,8 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
     ) -> Response:
         listing = store.select(form, search, search_text)
         ids: Sequence[int] = listing.ids
+        if settings.unstable_order:
+            ids = random.sample(list(ids), len(ids))
         start, stop = window.bounds(ids, listing.key)
         page_ids = ids[start:stop]
         href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/"
@@ -75,7 +78,8 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         headers: dict[str, str] = {}
         if settings.paging != "none" and settings.send_total:
             counted = store.select(form, Search(clauses=()), "").ids if settings.total_ignores_search else ids
-            headers[settings.total_header] = str(len(counted))
+            total = len(page_ids) if settings.total_counts_page else len(counted)
+            headers[settings.total_header] = str(total)
         if settings.paging == "link" and stop < len(ids) and len(page_ids):
             last_key = listing.key(page_ids[-1])
             headers["Link"] = f'<{next_url(request_url, window, last_key)}>; rel="next"'

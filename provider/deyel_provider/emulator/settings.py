@@ -63,6 +63,8 @@ class EmulatorSettings:
     list_order: ListOrder = "id"
     send_total: bool = True
     total_ignores_search: bool = False  # the total header counts the whole form, not the search
+    total_counts_page: bool = False  # the total header counts the instances of the page sent
+    unstable_order: bool = False  # every request lists the matches in a new order (ties of a bad ORDER BY)
     ignore_page_param: bool = False  # every page/offset/cursor asks for the first page
     ignore_page_size: bool = False  # every page holds page_size_default instances, whatever is asked
 

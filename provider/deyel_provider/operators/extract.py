@@ -17,7 +17,13 @@ from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extraction import epoch_ms, extract
 from deyel_provider.formats import FORMATS
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.watermark import has_asset_state, read_watermark, watermark_key, write_watermark
+from deyel_provider.watermark import (
+    Watermark,
+    has_asset_state,
+    read_watermark,
+    watermark_key,
+    write_watermark,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -149,6 +155,8 @@ class DeyelExtractOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         field = self.incremental_field or None
         mode, start, end, key = self._window(context, field)
+        # A watermark run that published already (cleared, or retried after it) reads its window again.
+        rerun = mode == "watermark" and end is not None
         result = extract(
             self.hook,
             self.form,
@@ -162,7 +170,7 @@ class DeyelExtractOperator(BaseOperator):
             field=field or "dtLastUpdate",
             start=start,
             end=end,
-            end_at_server_time=mode == "watermark",
+            end_at_server_time=mode == "watermark" and not rerun,
             output_conn_id=self.output_conn_id,
             progress_interval=self.progress_interval,
             logger=self.log,
@@ -177,8 +185,9 @@ class DeyelExtractOperator(BaseOperator):
             and result.window_end is not None
         ):
             # After the publish: a failed run leaves the watermark where it was.
-            write_watermark(context, self.asset, key, result.window_end, summary)
-            self.log.info("watermark of %s advanced to %s", self.form, _moment(result.window_end))
+            mark = Watermark(start, result.window_end, _run_id(context))
+            write_watermark(context, self.asset, key, mark, summary)
+            self.log.info("watermark of %s at %s", self.form, _moment(result.window_end))
         outlet_events = context.get("outlet_events")
         if self.asset is not None and outlet_events is not None:
             outlet_events[self.asset].extra = summary
@@ -201,7 +210,16 @@ class DeyelExtractOperator(BaseOperator):
                 "pass asset=Asset(...), use a data-interval timetable, or incremental_field=None"
             )
         key = watermark_key(self.form, field, self.search)
-        start = read_watermark(context, self.asset, key)
+        mark = read_watermark(context, self.asset, key)
+        run_id = _run_id(context)
+        if mark is not None and run_id is not None and mark.run_id == run_id:
+            self.log.info(
+                "this run published [%s, %s) already: reading that window again",
+                _moment(mark.start or 0),
+                _moment(mark.end),
+            )
+            return "watermark", mark.start, mark.end, key
+        start = mark.end if mark is not None else None
         if start is None:
             if self.start_from is None:
                 raise DeyelConfigError(
@@ -215,6 +233,12 @@ class DeyelExtractOperator(BaseOperator):
                 "incremental load: %s from the watermark %s to the server's present", field, _moment(start)
             )
         return "watermark", start, None, key
+
+
+def _run_id(context: Context) -> str | None:
+    run = context.get("dag_run")
+    run_id = getattr(run, "run_id", None) or context.get("run_id")
+    return run_id if isinstance(run_id, str) else None
 
 
 def _as_datetime(value: datetime | str) -> datetime:
