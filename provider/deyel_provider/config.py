@@ -70,7 +70,9 @@ class DeyelConfig:
 
     def url_for(self, endpoint: str) -> str:
         """The absolute URL of ``endpoint``; absolute URLs must stay on the configured server."""
-        if "://" in endpoint:
+        # Absolute only when it names a scheme and a host: "://" inside a query (a search on a URL field)
+        # leaves a relative endpoint relative.
+        if urlsplit(endpoint).scheme and urlsplit(endpoint).netloc:
             if not _same_origin(endpoint, self.base_url):
                 raise DeyelConfigError(
                     f"endpoint {urlsplit(endpoint).netloc!r} is not the connection's host "

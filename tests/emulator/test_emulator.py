@@ -731,6 +731,27 @@ def test_fault_truncate(faulty: tuple[RunningEmulator, str]) -> None:
         response.json()
 
 
+@pytest.mark.parametrize("action", ["apply_status", "apply_drop"])
+def test_fault_applies_the_write_then_loses_the_answer(
+    faulty: tuple[RunningEmulator, str], action: str
+) -> None:
+    emu, token = faulty
+    stamp = api(emu, "GET", "/4", token=token).json()["dtLastUpdate"]
+    set_faults(emu, {"route": "data", "method": "PUT", "action": action, "count": 1})
+    body = {"dsCompany": "Applied SA", "dtLastUpdate": stamp}
+    if action == "apply_status":
+        lost = api(emu, "PUT", "/4", token=token, json=body)
+        assert (lost.status_code, lost.json()) == (504, errors("Gateway Timeout"))
+    else:
+        with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            api(emu, "PUT", "/4", token=token, json=body)
+    # The answer was lost, the write was not: the instance holds the new values and a new stamp.
+    after = api(emu, "GET", "/4", token=token).json()
+    assert after["dsCompany"] == "Applied SA" and after["dtLastUpdate"] != stamp
+    assert api(emu, "PUT", "/4", token=token, json=body).status_code == 409
+    assert emu.stats()["faults_injected"] == 1
+
+
 def test_fault_html_and_malformed(faulty: tuple[RunningEmulator, str]) -> None:
     emu, token = faulty
     set_faults(emu, {"action": "html", "status": 502, "count": 1}, {"action": "malformed"})
