@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+import time_machine
 
 from deyel_provider.emulator import EmulatorSettings, RunningEmulator, create_app, run_emulator
 
@@ -272,11 +273,14 @@ def _check_revocation(emu: RunningEmulator) -> None:
 
 
 def test_expired_tokens_are_refused_with_the_errorcode_style() -> None:
-    with run_emulator(records=3, token_ttl=1, unauthorized_style="errorCode") as emu:
+    with (
+        run_emulator(records=3, token_ttl=1, unauthorized_style="errorCode") as emu,
+        time_machine.travel(time.time(), tick=False) as clock,
+    ):
         token = get_token(emu)
         assert api(emu, "GET", "/1", token=token).status_code == 200
         assert emu.stats()["active_tokens"] == 1
-        time.sleep(1.1)
+        clock.shift(1.1)  # the emulator's thread reads the same, moved, clock
         response = api(emu, "GET", "/1", token=token)
         assert response.status_code == 401
         assert response.json() == {"errorCode": "UNAUTHORIZED", "message": "Unauthorized"}
