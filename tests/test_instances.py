@@ -8,6 +8,7 @@ from deyel_provider.exceptions import (
     DeyelConfigError,
     DeyelConflictError,
     DeyelNotFoundError,
+    DeyelRequestError,
     DeyelServerError,
 )
 from deyel_provider.hooks.deyel import DeyelHook
@@ -80,6 +81,24 @@ def test_a_replayed_update_whose_first_attempt_was_applied_succeeds(emulator, de
     assert emulator.stats()["status_counts"].get("409") == 1
     instance = hook.get_instance(FORM, 5)
     assert (instance["dsCompany"], instance["qtEmployee"]) == ("Applied Once SA", 77)
+
+
+def test_a_server_that_answers_a_stale_replay_with_400_is_settled_too(deyel_conn):
+    from deyel_provider.emulator import run_emulator
+
+    with run_emulator(records=10, stale_status=400) as emulator:
+        deyel_conn(url=emulator.url)
+        hook = DeyelHook()
+        stamp = hook.get_instance(FORM, 2)["dtLastUpdate"]
+        emulator.set_faults([{"route": "data", "method": "PUT", "action": "apply_status", "count": 1}])
+        hook.update_instance(FORM, 2, {"dsCompany": "Lost Answer SA", "dtLastUpdate": stamp}, partial=False)
+        assert emulator.stats()["status_counts"].get("400") == 1
+        assert api_requests(emulator) == 4  # GET, the applied PUT (504), its replay (400), the re-read
+        # On the first attempt a 400 is the server's answer, not settled by a re-read.
+        with pytest.raises(DeyelRequestError) as stale:
+            hook.update_instance(FORM, 2, {"dsCompany": "Stale SA", "dtLastUpdate": stamp})
+        assert (stale.value.status, stale.value.attempts) == (400, 1)
+        assert api_requests(emulator) == 5
 
 
 def test_a_replayed_update_that_finds_other_values_is_a_conflict(emulator, deyel_conn):
