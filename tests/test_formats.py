@@ -6,6 +6,7 @@ Files are real files; the readers are used as a user would (CSV read as text: th
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 from pathlib import Path
@@ -72,14 +73,19 @@ def read_csv_pandas(path: Path) -> list[list[str]]:
     return frame.values.tolist()
 
 
+@functools.cache
+def duck() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB for the module: opening one per example is most of a property test's time."""
+    return duckdb.connect()
+
+
 def read_csv_duckdb(path: Path) -> list[list[str]]:
     # The file's line terminator is \n: told so, DuckDB keeps a CR inside a quoted cell (its sniffer may not).
     query = (
         f"SELECT * FROM read_csv('{path}', header=false, all_varchar=true, new_line='\\n', delim=',', "  # noqa: S608
         "quote='\"', escape='\"')"
     )
-    with duckdb.connect() as db:
-        rows = db.sql(query).fetchall()
+    rows = duck().sql(query).fetchall()
     # DuckDB reads an empty cell as NULL: CSV does not tell null from "" (both are written empty).
     return [["" if cell is None else cell for cell in row] for row in rows]
 
@@ -90,11 +96,8 @@ def read_jsonl_python(path: Path) -> list[Any]:
 
 
 def read_jsonl_duckdb(path: Path) -> list[Any]:
-    with duckdb.connect() as db:
-        rows = db.sql(
-            f"SELECT json FROM read_json_objects('{path}', format='newline_delimited')"  # noqa: S608
-        ).fetchall()
-    return [json.loads(text) for (text,) in rows]
+    query = f"SELECT json FROM read_json_objects('{path}', format='newline_delimited')"  # noqa: S608
+    return [json.loads(text) for (text,) in duck().sql(query).fetchall()]
 
 
 CSV_READERS = {"csv": read_csv_python, "pandas": read_csv_pandas, "duckdb": read_csv_duckdb}
