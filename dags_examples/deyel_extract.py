@@ -2,7 +2,8 @@
 
 ``deyel_extract_daily`` writes the instances changed during each day (``dtLastUpdate`` in the run's data
 interval) to ``<output>/CRM_ACCOUNT/<day>.jsonl`` and emits the ``<output>/CRM_ACCOUNT`` Asset;
-``deyel_extract_consumer`` is scheduled on that Asset, reads the file the event names and logs its count.
+``deyel_extract_consumer`` is scheduled on that Asset, reads the file each triggering event names (a run
+may batch several) and logs their counts.
 
 The output folder is ``$DEYEL_DEMO_OUTPUT`` (``make demo`` sets it), else ``/tmp/deyel-extract``; in
 production use any ``ObjectStoragePath`` URL, e.g. ``s3://lake/deyel`` with ``output_conn_id``.
@@ -56,18 +57,25 @@ with DAG(
 ):
 
     @task(inlets=[CRM_ACCOUNTS])
-    def count_records(inlet_events=None) -> int:
-        # The latest event of the Asset is the extraction that triggered this run; its extra names the file.
-        event = inlet_events[CRM_ACCOUNTS][-1]
-        path = ObjectStoragePath(event.extra["path"])
-        with path.open("r", encoding="utf-8") as lines:
-            first = lines.readline()
-            count = (1 if first else 0) + sum(1 for _ in lines)
-        # DEYEL-DEMO marks the lines `make demo` echoes.
-        reported = event.extra["records"]
-        print(f"DEYEL-DEMO: consumer read {path}: {count} records (the extraction reported {reported})")
-        if first:
-            print(f"DEYEL-DEMO: sample record: {json.dumps(json.loads(first), ensure_ascii=False)[:300]}")
-        return count
+    def count_records(triggering_asset_events=None, inlet_events=None) -> int:
+        # The events that started this run: one per extraction that finished since the last run. Several
+        # extractions (a backfill, a paused consumer) make one run with several events: read every file.
+        events = list(triggering_asset_events.get(CRM_ACCOUNTS, [])) if triggering_asset_events else []
+        if not events:
+            # A manual run (`airflow dags test`) has no triggering event: read the latest extraction's file.
+            events = list(inlet_events[CRM_ACCOUNTS][-1:])
+        total = 0
+        for event in events:
+            path = ObjectStoragePath(event.extra["path"])
+            with path.open("r", encoding="utf-8") as lines:
+                first = lines.readline()
+                count = (1 if first else 0) + sum(1 for _ in lines)
+            total += count
+            # DEYEL-DEMO marks the lines `make demo` echoes.
+            reported = event.extra["records"]
+            print(f"DEYEL-DEMO: consumer read {path}: {count} records (the extraction reported {reported})")
+            if first:
+                print(f"DEYEL-DEMO: sample record: {json.dumps(json.loads(first), ensure_ascii=False)[:300]}")
+        return total
 
     count_records()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,64 @@ def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, c
     assert consumer.state == "success"
     printed = capsys.readouterr().out
     assert f"consumer read {output.as_uri()}: 50 records (the extraction reported 50)" in printed
+
+
+@contextmanager
+def consumed_by_the_next_run(dag_id: str, events: list[int]) -> Iterator[None]:
+    """Give the next run of ``dag_id`` the asset events a scheduler-made run would consume.
+
+    ``dag.test()`` makes a manual run, which consumes nothing; the scheduler makes an asset-triggered run
+    consume every event queued since the last one. The events are attached as the run is inserted, so its
+    tasks see them as ``triggering_asset_events``, as under the scheduler.
+    """
+    from airflow.models.asset import association_table
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import event
+
+    def attach(mapper, connection, run) -> None:
+        if run.dag_id == dag_id:
+            connection.execute(
+                association_table.insert(), [{"dag_run_id": run.id, "event_id": e} for e in events]
+            )
+
+    event.listen(DagRun, "after_insert", attach)
+    try:
+        yield
+    finally:
+        event.remove(DagRun, "after_insert", attach)
+
+
+def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(
+    emulator, deyel_conn, airflow_db, dagbag, capsys
+):
+    """Two extractions finish before the consumer runs: its one run reads both files, not just the last."""
+    import pendulum
+    from airflow import settings
+    from airflow.models.asset import AssetEvent
+    from sqlalchemy import select
+
+    extract = dagbag.get_dag("deyel_extract_daily")
+    output = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "CRM_ACCOUNT"
+    runs = [extract.test(logical_date=pendulum.datetime(2026, 1, day, tz="UTC")) for day in (2, 3)]
+    assert [run.state for run in runs] == ["success", "success"]
+    with settings.Session() as session:
+        events = session.scalars(
+            select(AssetEvent.id).where(AssetEvent.source_run_id.in_([run.run_id for run in runs]))
+        ).all()
+    assert len(events) == 2
+
+    capsys.readouterr()
+    with consumed_by_the_next_run("deyel_extract_consumer", events):
+        consumer = dagbag.get_dag("deyel_extract_consumer").test()
+    assert consumer.state == "success"
+    printed = [line for line in capsys.readouterr().out.splitlines() if "consumer read" in line]
+    # The emulator's 50 instances were all updated on 2026-01-01: the second day's file is empty.
+    assert sorted(line.split("DEYEL-DEMO: ", 1)[1] for line in printed) == [
+        f"consumer read {(output / '2026-01-01.jsonl').as_uri()}: 50 records (the extraction reported 50)",
+        f"consumer read {(output / '2026-01-02.jsonl').as_uri()}: 0 records (the extraction reported 0)",
+    ]
+    count = next(ti for ti in consumer.get_task_instances() if ti.task_id == "count_records")
+    assert count.xcom_pull(task_ids="count_records") == 50
 
 
 def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airflow_db, dagbag):

@@ -9,7 +9,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import certifi
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,6 +82,29 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_makes_it_pass(deyel_conn, se
         assert hook.request("GET", INSTANCES + "/1").json()["idObjectValue"] == "1"
         assert tls.stats()["token_requests"] == 1
         hook.close()  # no kept-alive TLS connection left for the server's shutdown to cut
+
+
+def test_the_connections_ca_bundle_and_verify_beat_requests_ca_bundle(
+    deyel_conn, self_signed, monkeypatch, tmp_path
+):
+    """requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's verify on every request."""
+    cert, key = self_signed
+    with run_emulator(records=5, ssl_certfile=cert, ssl_keyfile=key) as tls:
+        # The environment trusts other CAs (not the emulator's): the connection's ca_bundle is the one used.
+        other = tmp_path / "other-ca.pem"
+        other.write_text(Path(certifi.where()).read_text())
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+        monkeypatch.setenv("CURL_CA_BUNDLE", str(other))
+        deyel_conn(url=tls.url, extra={"ca_bundle": cert})
+        hook = DeyelHook()
+        assert hook.request("GET", INSTANCES + "/1").json()["idObjectValue"] == "1"
+        hook.close()
+        deyel_conn(url=tls.url, extra={"verify": False})
+        with pytest.warns(Warning):  # urllib3's InsecureRequestWarning: verification is off, as configured
+            unverified = DeyelHook()
+            assert unverified.request("GET", INSTANCES + "/2").ok
+        unverified.close()
+        assert (tls.stats()["token_requests"], tls.stats()["api_requests"]) == (1, 2)
 
 
 # -- the token stays on the configured host ------------------------------------------------------------------

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 import requests
 
 from deyel_provider.exceptions import (
     DeyelAuthError,
+    DeyelBadResponseError,
     DeyelConfigError,
     DeyelConflictError,
     DeyelError,
     DeyelNotFoundError,
     DeyelRequestError,
+    DeyelServerError,
 )
 from deyel_provider.hooks.deyel import DeyelHook
 
@@ -152,3 +157,35 @@ def test_connection_test_says_what_went_wrong(emulator, deyel_conn, fields, word
     assert not ok
     assert words in message
     assert "wrong-secret" not in message
+
+
+def test_stream_true_leaves_a_successful_body_to_the_caller(emulator, deyel_conn):
+    # A cap smaller than the page: read by the hook it is refused; streamed, the caller reads it all.
+    deyel_conn(extra={"max_response_bytes": 1024})
+    hook = DeyelHook()
+    with pytest.raises(DeyelBadResponseError, match="max_response_bytes"):
+        hook.request("GET", INSTANCES, params={"pageSize": 50})
+    response = hook.request("GET", INSTANCES, params={"pageSize": 50}, stream=True)
+    body = b"".join(response.iter_content(4096))
+    assert len(body) > 1024 and len(json.loads(body)) == 50
+    # An error is still typed, its body read (under the cap) for the message.
+    with pytest.raises(DeyelNotFoundError, match="not found"):
+        hook.request("GET", INSTANCES + "/999999", stream=True)
+    assert emulator.stats()["api_requests"] == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [lambda: io.BytesIO(b'{"dsCompany": "x"}'), lambda: iter([b'{"dsCompany": ', b'"x"}'])],
+    ids=["file", "generator"],
+)
+def test_a_stream_or_file_body_is_not_replayed(emulator, deyel_conn, body):
+    emulator.set_faults([{"route": "data", "method": "PUT", "action": "status", "status": 503, "count": 1}])
+    headers = {"Content-Type": "application/json"}
+    with pytest.raises(DeyelServerError):
+        DeyelHook().request("PUT", INSTANCES + "/3", data=body(), headers=headers)
+    assert emulator.stats()["api_requests"] == 1  # the body was consumed by the first attempt
+    emulator.set_faults([{"route": "data", "method": "PUT", "action": "status", "status": 503, "count": 1}])
+    with pytest.raises(DeyelRequestError, match="dtLastUpdate is required"):  # bytes: replayed, then read
+        DeyelHook().request("PUT", INSTANCES + "/3", data=b'{"dsCompany": "x"}', headers=headers)
+    assert emulator.stats()["api_requests"] == 3

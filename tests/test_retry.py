@@ -146,10 +146,32 @@ def test_a_post_is_replayed_when_the_caller_opts_in(emulator, deyel_conn):
 
 def test_500_is_retried_for_put_but_not_for_patch(emulator, deyel_conn):
     hook = DeyelHook()
-    emulator.set_faults([{"route": "data", "method": "PATCH", "action": "status", "status": 500}])
+    stamp = hook.request("GET", INSTANCES + "/3").json()["dtLastUpdate"]
+    emulator.set_faults([{"route": "data", "action": "status", "status": 500, "count": 1}])
+    put = hook.request("PUT", INSTANCES + "/3", json={"dsCompany": "Put Twice SA", "dtLastUpdate": stamp})
+    assert put.status_code == 202
+    assert emulator.stats()["api_requests"] == 3  # GET, PUT 500, PUT replayed
+    assert hook.request("GET", INSTANCES + "/3").json()["dsCompany"] == "Put Twice SA"
+
+    emulator.set_faults([{"route": "data", "action": "status", "status": 500, "count": 1}])
     with pytest.raises(DeyelServerError):
         hook.request("PATCH", INSTANCES + "/3", json={"dsCompany": "x"})
-    assert emulator.stats()["api_requests"] == 1
+    assert emulator.stats()["api_requests"] == 5  # the PATCH was sent once
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"action": "status", "status": 503}, {"action": "status", "status": 504}, {"action": "drop"}],
+    ids=["503", "504", "dropped"],
+)
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_put_and_delete_are_retried_after_a_transient_failure(emulator, deyel_conn, method, fault):
+    hook = DeyelHook()
+    stamp = hook.request("GET", INSTANCES + "/2").json()["dtLastUpdate"]
+    emulator.set_faults([{"route": "data", "method": method, "count": 1, **fault}])
+    body = {"dsCompany": "Retried SA", "dtLastUpdate": stamp} if method == "PUT" else None
+    assert hook.request(method, INSTANCES + "/2", json=body).status_code == (202 if method == "PUT" else 204)
+    assert emulator.stats()["api_requests"] == 3
 
 
 def test_retry_after_is_honoured_up_to_its_cap(emulator, deyel_conn, caplog):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import threading
 import time
 
 import jwt
 import pytest
 import requests
+import time_machine
 
+from deyel_provider.auth.provider import JITTER_SPREAD, process_jitter
 from deyel_provider.exceptions import (
     DeyelAuthError,
     DeyelBadResponseError,
@@ -80,22 +84,80 @@ def test_ten_threads_cold_start_cause_one_token_request(emulator, deyel_conn):
     assert token_requests(emulator) == 1
 
 
-def test_token_is_renewed_shortly_before_expiry(deyel_conn):
+@pytest.fixture
+def clock():
+    """The wall clock of the process, frozen and moved by the test (the emulator's thread reads it too).
+
+    Only ``time.time`` and friends move: asyncio, locks and socket timeouts run on the monotonic clock.
+    """
+    with time_machine.travel(time.time(), tick=False) as traveller:
+        yield traveller
+
+
+def test_token_is_renewed_shortly_before_expiry(deyel_conn, clock):
     from deyel_provider.emulator import run_emulator
 
-    with run_emulator(records=5, token_ttl=2) as short_lived:
+    with run_emulator(records=5, token_ttl=600) as short_lived:
         deyel_conn(url=short_lived.url)
         hook = DeyelHook()
         first = hook.get_token()
-        # The margin (300 s by default) is capped at half the 2 s lifetime: renewal after 1 s.
+        # The margin (300 s by default, plus jitter) is capped at half the 600 s lifetime: renewal at 300 s.
+        clock.shift(299)
         assert hook.get_token() == first
-        time.sleep(1.2)
+        clock.shift(2)
         second = hook.get_token()
         hook.request("GET", "/forms/CRM_ACCOUNT/instances")
 
         assert second != first
         assert short_lived.stats()["token_requests"] == 2
         assert short_lived.stats()["api_unauthorized"] == 0
+
+
+def test_renewal_is_jittered_per_process_and_fixed_within_one(emulator, deyel_conn, clock):
+    """Each process renews ``refresh_margin * (1 + 0.5 u)`` before expiry, u drawn once per process."""
+    deyel_conn(extra={"refresh_margin": 1000, "cache": "memory"})
+    hook = DeyelHook()
+    first = hook.token_provider.token()
+    assert first.lifetime == 86400  # long enough that the margin is not capped at half of it
+    margin = 1000 * (1 + JITTER_SPREAD * process_jitter())
+    clock.move_to(first.expires_at - margin - 1)
+    assert hook.get_token() == first.access_token and DeyelHook().get_token() == first.access_token
+    clock.shift(2)
+    assert hook.get_token() != first.access_token
+    assert emulator.stats()["token_requests"] == 2
+
+    code = "from deyel_provider.auth.provider import process_jitter; print(process_jitter())"
+    draws = {
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        for _ in range(3)
+    }
+    assert len(draws) == 3 and all(0 <= u < 1 for u in draws)  # other processes, other renewal points
+
+
+def test_the_current_token_is_served_while_its_renewal_fails(deyel_conn, clock, caplog):
+    from deyel_provider.emulator import run_emulator
+
+    with run_emulator(records=5, token_ttl=600) as emulator:
+        deyel_conn(url=emulator.url, extra={"retry_attempts": 2})
+        hook = DeyelHook()
+        first = hook.get_token()
+        emulator.set_faults([{"route": "token", "action": "status", "status": 503}])
+        clock.shift(301)  # past the renewal point, 299 s before expiry
+        assert hook.get_token() == first
+        assert hook.request("GET", "/forms/CRM_ACCOUNT/instances/1").ok
+        assert emulator.stats()["token_requests"] == 3  # the first POST, then one renewal of 2 attempts
+        assert "Could not renew the Deyel token (DeyelServerError)" in caplog.text
+        clock.shift(9)  # renewal is tried again 10 s after a failure, not on every call
+        assert hook.get_token() == first
+        assert emulator.stats()["token_requests"] == 3
+        clock.shift(2)
+        assert hook.get_token() == first
+        assert emulator.stats()["token_requests"] == 5
+        clock.shift(300)  # expired: nothing valid to serve, the failure is raised
+        with pytest.raises(DeyelServerError):
+            hook.get_token()
+        emulator.clear_faults()
+        assert hook.get_token() != first
 
 
 def test_expiry_falls_back_to_the_jwt_exp_claim(emulator, deyel_conn):

@@ -96,6 +96,31 @@ def test_a_lock_holder_killed_by_sigkill_blocks_nobody_past_the_lease(
     assert emulator.stats()["token_requests"] == 1
 
 
+def test_a_lock_not_free_within_cache_lock_wait_falls_back_to_a_direct_fetch(
+    emulator, deyel_conn, shared_conn, caplog
+):
+    deyel_conn(extra={**shared_conn, "cache_lock_wait": 0.1})
+    ready = FORK.Event()
+    holder = FORK.Process(target=_hold_lock, args=(ready,))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with caplog.at_level(logging.WARNING, logger="deyel_provider.auth.provider"):
+            assert DeyelHook().get_token()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(10)
+    backend = shared_conn["cache"]
+    warning = f"{backend} token cache: " + (
+        "another process held the renewal lock for more than 0.1 s"
+        if backend == "file"
+        else "the renewal lock was not free within 0.1 s"
+    )
+    assert warning in caplog.text
+    assert "fetching the Deyel token directly" in caplog.text
+    assert emulator.stats()["token_requests"] == 1
+
+
 def test_files_are_0600_encrypted_and_hold_no_secret(emulator, deyel_conn, cache_dir):
     deyel_conn(extra={"cache": "file", "cache_dir": cache_dir})
     token = DeyelHook().token_provider.token()

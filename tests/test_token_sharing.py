@@ -7,6 +7,7 @@ import time
 
 import jwt
 import pytest
+import time_machine
 
 from deyel_provider.auth.cache import PROCESS_CACHE
 from deyel_provider.auth.token import DeyelToken
@@ -103,14 +104,17 @@ def test_clear_text_xcom_only_on_opt_in(emulator, deyel_conn, capsys):
 def test_password_grant_renews_with_the_refresh_token(deyel_conn, cache_dir):
     from deyel_provider.emulator import run_emulator
 
-    # 6 s: renewal at 3 s, and the steps after it have 3 s of slack on a busy machine.
-    with run_emulator(records=5, token_ttl=6) as emulator:
+    # The clock is moved, not waited on: renewal at half the 600 s lifetime, expiry at 600 s.
+    with (
+        run_emulator(records=5, token_ttl=600) as emulator,
+        time_machine.travel(time.time(), tick=False) as clock,
+    ):
         deyel_conn(url=emulator.url, extra={**PASSWORD_GRANT, "cache": "file", "cache_dir": cache_dir})
         hook = DeyelHook()
         first = hook.token_provider.token()
         assert first.refresh_token
         assert jwt.decode(first.access_token, options={"verify_signature": False})["grant_type"] == "password"
-        time.sleep(first.lifetime / 2 + 0.2)  # past the renewal point (half the lifetime for a short token)
+        clock.shift(first.lifetime / 2 + 1)  # past the renewal point (half the lifetime for a short token)
         second = hook.token_provider.token()
         claims = jwt.decode(second.access_token, options={"verify_signature": False})
         assert claims["grant_type"] == "refresh_token" and claims["sub"] == "JPerez"

@@ -72,6 +72,9 @@ class DeyelError(AirflowException):
             self.transient = transient
         #: Set by the retry policy on the error it gives up with, so an outer policy does not replay it again.
         self.retries_exhausted = False
+        #: Times the retry policy sent the call that ended with this error; above 1, an earlier attempt may
+        #: have been applied by the server although its answer was lost (see DeyelHook.update_instance).
+        self.attempts = 1
         where = " ".join(part for part in (method, self.path) if part)
         prefix = f"{where}: " if where else ""
         suffix = f" (HTTP {status})" if status is not None else ""

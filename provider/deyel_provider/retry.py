@@ -130,6 +130,9 @@ class RetryPolicy:
         try:
             return retrying(attempt)
         except DeyelError as error:
+            if not error.retries_exhausted:
+                # An inner policy (the token request inside a data call) already counted its own attempts.
+                error.attempts = int(retrying.statistics.get("attempt_number", 1))
             error.retries_exhausted = True
             raise
 

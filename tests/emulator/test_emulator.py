@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+import time_machine
 
 from deyel_provider.emulator import EmulatorSettings, RunningEmulator, create_app, run_emulator
 
@@ -272,11 +273,14 @@ def _check_revocation(emu: RunningEmulator) -> None:
 
 
 def test_expired_tokens_are_refused_with_the_errorcode_style() -> None:
-    with run_emulator(records=3, token_ttl=1, unauthorized_style="errorCode") as emu:
+    with (
+        run_emulator(records=3, token_ttl=1, unauthorized_style="errorCode") as emu,
+        time_machine.travel(time.time(), tick=False) as clock,
+    ):
         token = get_token(emu)
         assert api(emu, "GET", "/1", token=token).status_code == 200
         assert emu.stats()["active_tokens"] == 1
-        time.sleep(1.1)
+        clock.shift(1.1)  # the emulator's thread reads the same, moved, clock
         response = api(emu, "GET", "/1", token=token)
         assert response.status_code == 401
         assert response.json() == {"errorCode": "UNAUTHORIZED", "message": "Unauthorized"}
@@ -731,6 +735,27 @@ def test_fault_truncate(faulty: tuple[RunningEmulator, str]) -> None:
     assert response.content == whole[: len(whole) // 2]
     with pytest.raises(ValueError):
         response.json()
+
+
+@pytest.mark.parametrize("action", ["apply_status", "apply_drop"])
+def test_fault_applies_the_write_then_loses_the_answer(
+    faulty: tuple[RunningEmulator, str], action: str
+) -> None:
+    emu, token = faulty
+    stamp = api(emu, "GET", "/4", token=token).json()["dtLastUpdate"]
+    set_faults(emu, {"route": "data", "method": "PUT", "action": action, "count": 1})
+    body = {"dsCompany": "Applied SA", "dtLastUpdate": stamp}
+    if action == "apply_status":
+        lost = api(emu, "PUT", "/4", token=token, json=body)
+        assert (lost.status_code, lost.json()) == (504, errors("Gateway Timeout"))
+    else:
+        with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            api(emu, "PUT", "/4", token=token, json=body)
+    # The answer was lost, the write was not: the instance holds the new values and a new stamp.
+    after = api(emu, "GET", "/4", token=token).json()
+    assert after["dsCompany"] == "Applied SA" and after["dtLastUpdate"] != stamp
+    assert api(emu, "PUT", "/4", token=token, json=body).status_code == 409
+    assert emu.stats()["faults_injected"] == 1
 
 
 def test_fault_html_and_malformed(faulty: tuple[RunningEmulator, str]) -> None:

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-ACTIONS = frozenset({"status", "delay", "drop", "truncate", "html", "malformed", "revoke", "expire", "echo"})
+#: Actions that let the request through to the routes (so a write is applied), then lose the answer: a gateway
+#: that times out after the server committed (``apply_status``, 504 unless ``status`` says otherwise), or a
+#: connection that breaks once the work is done (``apply_drop``): a replayed write meets its first attempt.
+APPLY_ACTIONS = frozenset({"apply_status", "apply_drop"})
+ACTIONS = frozenset(
+    {"status", "delay", "drop", "truncate", "html", "malformed", "revoke", "expire", "echo"} | APPLY_ACTIONS
+)
 ROUTES = frozenset({"token", "data", "*"})
 
 REQUEST_LIMIT_BODY = {
@@ -141,7 +147,7 @@ def status_response(rule: FaultRule) -> tuple[int, list[tuple[bytes, bytes]], by
     ``headers`` are added as given (they replace the default content type), e.g. a ``Location`` for a
     redirect or odd headers for property-based tests.
     """
-    status = int(rule.status or 503)
+    status = int(rule.status or (504 if rule.action == "apply_status" else 503))
     headers = [(b"content-type", b"application/json")]
     if rule.retry_after is not None:
         headers.append((b"retry-after", str(rule.retry_after).encode("latin-1")))

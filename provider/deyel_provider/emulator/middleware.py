@@ -15,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deyel_provider.emulator.faults import (
+    APPLY_ACTIONS,
     MALFORMED_BODY,
     REQUEST_LIMIT_BODY,
     FaultRule,
@@ -117,6 +118,9 @@ class EmulatorMiddleware:
                 # Sent unwrapped: a dropped response has no status for the counters.
                 await self._drop(raw_send)
                 return
+            if rule.action in APPLY_ACTIONS:
+                await self._apply_then_lose(rule, scope, receive, send, raw_send)
+                return
             if await self._apply_fault(rule, scope, receive, send):
                 return
 
@@ -196,6 +200,20 @@ class EmulatorMiddleware:
                     self.state.tokens.expire(token)
             return False
         return True
+
+    async def _apply_then_lose(
+        self, rule: FaultRule, scope: Scope, receive: Receive, send: Send, raw_send: Send
+    ) -> None:
+        """Run the request through the routes (a write is applied), then answer as if the answer was lost."""
+
+        async def discard(message: Message) -> None:
+            return None
+
+        await self.app(scope, receive, discard)
+        if rule.action == "apply_drop":
+            await self._drop(raw_send)
+        else:
+            await _send_whole(send, *status_response(rule))
 
     async def _drop(self, send: Send) -> None:
         # Promise more bytes than are sent, then return: uvicorn closes the connection mid-body, which the

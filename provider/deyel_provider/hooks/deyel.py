@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -21,6 +21,7 @@ from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError, connection_error, error_from_response
+from deyel_provider.instances import field_values, instance_path, json_object, settle_delete, settle_update
 from deyel_provider.pagination import Paging
 from deyel_provider.redact import Redactor, basic_value
 from deyel_provider.response_body import drain, read_capped
@@ -360,10 +361,68 @@ class DeyelHook(BaseHook):
             )
         return outcome[0]
 
+    # -- one instance at a time (deyel_provider.instances: what a replayed write's error means) -----------
+
+    def get_instance(self, form: str, instance_id: str | int) -> dict[str, Any]:
+        """Return one instance of a form, ``dtLastUpdate`` included (what an update must send back).
+
+        :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
+        :param instance_id: the instance's ``idObjectValue``; encoded into the path.
+        """
+        path = instance_path(instances_endpoint(form), instance_id)
+        return json_object(self.request("GET", path), "an instance")
+
+    def create_instance(self, form: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Create an instance and return it as the server answers (its id, ``dtLastUpdate``).
+
+        Not replayed after a failure the server may have acted on (a 5xx, a timeout, a lost answer): a second
+        POST would create a second instance. That failure is raised; look the instance up before creating it
+        again.
+
+        :param form: the form's identifier.
+        :param values: field identifiers to values, e.g. ``{"dsCompany": "Tenaris", "qtEmployee": 1000}``.
+        """
+        body = field_values(values)
+        return json_object(self.request("POST", instances_endpoint(form), json=body), "the created instance")
+
+    def update_instance(
+        self, form: str, instance_id: str | int, values: Mapping[str, Any], *, partial: bool = True
+    ) -> None:
+        """Update an instance: PATCH the fields given, or PUT every field when ``partial=False``.
+
+        Deyel's optimistic lock wants the ``dtLastUpdate`` read before (:meth:`get_instance`) in ``values``;
+        a stale one raises :class:`~deyel_provider.exceptions.DeyelConflictError`. With it, a replay is safe,
+        so the PATCH is retried like the PUT; a replay refused as stale is settled by reading the instance
+        again: success when it holds the values sent (the first attempt was applied, its answer lost), else
+        ``DeyelConflictError`` saying an earlier attempt may have been applied.
+
+        :param values: field identifiers to values, with ``dtLastUpdate``.
+        :param partial: PATCH (only these fields) when True, PUT (the whole instance) when False.
+        """
+        body = field_values(values)
+        path = instance_path(instances_endpoint(form), instance_id)
+        method = "PATCH" if partial else "PUT"
+        settle_update(
+            lambda: self.request(method, path, json=body, retry_unsafe="dtLastUpdate" in body),
+            lambda: self.get_instance(form, instance_id),
+            body,
+        )
+
+    def delete_instance(self, form: str, instance_id: str | int) -> None:
+        """Delete an instance; on return it no longer exists.
+
+        A 404 on the first attempt raises :class:`~deyel_provider.exceptions.DeyelNotFoundError`; a 404 on a
+        replay means an earlier attempt deleted it (its answer was lost), and counts as success.
+        """
+        path = instance_path(instances_endpoint(form), instance_id)
+        settle_delete(lambda: self.request("DELETE", path))
+
 
 def instances_endpoint(form: str) -> str:
     """The collection path of a form's instances; the form name is checked, not trusted."""
-    if not isinstance(form, str) or not form.strip() or "/" in form:
+    # "." and ".." survive percent-encoding and would be resolved as dot segments (the request would go to
+    # /forms/instances or /instances).
+    if not isinstance(form, str) or form.strip() in ("", ".", "..") or "/" in form:
         raise DeyelConfigError(f"form must be a form identifier such as 'CRM_ACCOUNT', got {form!r}")
     return f"/forms/{quote(form.strip(), safe='')}/instances"
 
