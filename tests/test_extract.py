@@ -395,18 +395,19 @@ def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_even
     """Airflow before 3.3 has no asset state: the watermark travels in the asset event's extra."""
     from types import SimpleNamespace
 
-    from deyel_provider.watermark import read_watermark, watermark_key, write_watermark
+    from deyel_provider.watermark import Watermark, read_watermark, watermark_key, write_watermark
 
     asset = Asset("file:///data/deyel/CRM_ACCOUNT")
     key = watermark_key("CRM_ACCOUNT", "dtLastUpdate", "cdCountry=eq:AR")
     extra: dict = {}
-    write_watermark({}, asset, key, 1767225600000, extra)
-    assert extra["watermark"] == {"key": key, "end": 1767225600000}
+    mark = Watermark(1767139200000, 1767225600000, "scheduled__2026-01-01")
+    write_watermark({}, asset, key, mark, extra)
+    assert extra["watermark"] == {"key": key, **mark.as_json()}
     other = SimpleNamespace(
         extra={"watermark": {"key": watermark_key("CRM_ACCOUNT", "dtLastUpdate", None), "end": 5}}
     )
     events = [SimpleNamespace(extra=extra), other]
-    assert read_watermark({"inlet_events": {asset: events}}, asset, key) == 1767225600000
+    assert read_watermark({"inlet_events": {asset: events}}, asset, key) == mark
     assert read_watermark({"inlet_events": {asset: [other]}}, asset, key) is None  # another search's
     assert read_watermark({}, asset, key) is None
 

@@ -199,6 +199,8 @@ def test_only_an_absolute_url_can_name_another_host(emulator, deyel_conn):
     hook = DeyelHook()
     # "://" inside the query of a relative endpoint: still relative, sent to the connection's host.
     assert len(hook.request("GET", INSTANCES + "?pageSize=2&note=https://elsewhere.example/x").json()) == 2
-    with pytest.raises(DeyelConfigError, match=r"endpoint 'elsewhere\.example' is not the connection's host"):
+    with pytest.raises(
+        DeyelConfigError, match=r"endpoint 'https://elsewhere\.example:443' is not the connection's host"
+    ):
         hook.request("GET", "https://elsewhere.example/forms?next=" + emulator.url)
     assert api_requests(emulator) == 1
