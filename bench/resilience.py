@@ -1,9 +1,10 @@
 """Resilience benchmark: the same extraction with and without a fault mix, side by side.
 
-20,000 instances in pages of 100 (200 pages), JSON Lines, against an emulator in this process. The fault mix
-is the chaos test's (tests/test_chaos.py): 10% 503, 2% 429 with ``Retry-After: 1``, one dropped connection,
-one revoked and one expired token, all seeded. Retries wait what the server asks (``Retry-After``, here
-1 s) and otherwise back off from 10 ms, so the table shows the price of the faults, not of long backoffs.
+20,000 instances in time slices of at most 100, JSON Lines, against an emulator in this process. The
+fault mix is the chaos test's (tests/test_chaos.py): 10% 503, 2% 429 with ``Retry-After: 1``, one dropped
+connection, one revoked and one expired token, all seeded. Retries wait what the server asks
+(``Retry-After``, here 1 s) and otherwise back off from 10 ms, so the table shows the price of the faults,
+not of long backoffs.
 
     python -m bench resilience
 """
