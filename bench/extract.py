@@ -94,10 +94,11 @@ def child(variant: str, url: str, conn_extra: dict | None = None, **options: obj
 
 def _row(label: str, records: int, m: dict, baseline: float | None) -> str:
     if "error" in m:
-        return f"| {label} | {records:,} | failed: {m['error'][:80]} | | |"
+        return f"| {label} | {records:,} | failed: {m['error'][:80]} | | | |"
     rate = m["records"] / m["seconds"]
     ratio = f"{rate / baseline:.2f}x" if baseline else "1.00x"
-    return f"| {label} | {m['records']:,} | {rate:,.0f} | {ratio} | {m['peak_rss_mb']:.0f} |"
+    requests = m.get("requests", "")
+    return f"| {label} | {m['records']:,} | {rate:,.0f} | {ratio} | {m['peak_rss_mb']:.0f} | {requests} |"
 
 
 def extraction_table(big: bool) -> None:

@@ -1,6 +1,6 @@
 """How many requests an extraction keeps in flight: a fixed number, or ``auto``.
 
-``auto`` starts with one request in flight and adds one each time a measuring window shows more records per
+``auto`` starts with one request in flight and adds one each time a measuring window shows more requests per
 second than the best window before (additive increase), never past ``ceiling``; once paced (below), it adds
 one while the requests do not keep up with the pace. A rate-limit answer (429, or
 Deyel's 403 ``REQUEST_LIMIT_EXCEEDED``) halves the requests in flight (multiplicative decrease) and also
@@ -58,8 +58,8 @@ class Concurrency:
         self._lock = threading.Lock()
         self._window_start = time.monotonic()
         self._window_done = 0
-        self._window_records = 0
-        #: The best records/s of a window so far: only beating it by _GAIN adds a request in flight.
+        #: The best requests/s of a window so far: only beating it by _GAIN adds a request in flight. (Not
+        #: records/s: slices hold very different numbers of instances, requests are what a server serves.)
         self._best_rate: float | None = None
         #: Requests per second once a rate limit was met (None: unpaced), and the next free start time.
         self._pace: float | None = None
@@ -89,8 +89,8 @@ class Concurrency:
         if start > now:
             time.sleep(start - now)
 
-    def note_done(self, records: int) -> None:
-        """A request finished with ``records`` instances: at a window's end, grow if it paid off."""
+    def note_done(self) -> None:
+        """A request finished: at a window's end, grow if it paid off."""
         if not self.auto:
             return
         with self._lock:
@@ -99,19 +99,18 @@ class Concurrency:
             while self._finished and self._finished[0] < now - _RATE_SPAN:
                 self._finished.popleft()
             self._window_done += 1
-            self._window_records += records
             if self._window_done < max(_MIN_WINDOW, _WINDOW_PER_WORKER * self._limit):
                 return
             elapsed = max(now - self._window_start, 1e-6)
-            rate = self._window_records / elapsed
+            rate = self._window_done / elapsed
             if self._pace is not None:
                 # Paced: add requests in flight while they do not keep up with the pace.
-                grow = self._window_done / elapsed < 0.95 * self._pace
+                grow = rate < 0.95 * self._pace
             else:
                 grow = self._best_rate is None or rate > self._best_rate * _GAIN
             grow = grow and self._limit < self.ceiling
             self._best_rate = max(rate, self._best_rate or 0.0)
-            self._window_start, self._window_done, self._window_records = now, 0, 0
+            self._window_start, self._window_done = now, 0
             if self._pace is not None and now - self._last_refusal > 1.0:
                 self._pace *= _PROBE ** (now - max(self._last_probe, self._last_refusal + 1.0))
                 if now - self._last_refusal < _HOLD:
@@ -120,7 +119,7 @@ class Concurrency:
             if grow:
                 self._limit += 1
                 self.peak = max(self.peak, self._limit)
-                self._log.info("max_workers=auto: %d requests in flight (%.0f records/s)", self._limit, rate)
+                self._log.info("max_workers=auto: %d requests in flight (%.1f requests/s)", self._limit, rate)
 
     def note_retry(self, error: BaseException) -> None:
         """The retry policy is about to replay a request: on a rate limit, halve and pace."""
@@ -146,4 +145,4 @@ class Concurrency:
             self._limit = halved
             # Measure afresh: the window that met the limit is no baseline for growth.
             self._best_rate = None
-            self._window_start, self._window_done, self._window_records = now, 0, 0
+            self._window_start, self._window_done = now, 0

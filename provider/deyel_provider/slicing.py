@@ -366,7 +366,7 @@ class SlicedReader:
         page = parse_page(self._fetch(endpoint, query), self._paging)
         with self._lock:
             self.stats.requests += 1
-        self._concurrency.note_done(len(page.records))
+        self._concurrency.note_done()
         return page
 
     def _next_page_is_empty(self, page: Page, start: int, end: int | None) -> bool:
