@@ -11,9 +11,11 @@ import email.utils
 import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from airflow.sdk.exceptions import AirflowException
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from deyel_provider.redact import Redactor, sent_credentials
 
@@ -302,6 +304,13 @@ def error_from_response(
     }
     reason = _readable(redact(response.reason, _SCAN)) if isinstance(response.reason, str) else ""
     detail = (detail or reason or "no details in the response") + (f" [{note}]" if note else "")
+    if response.is_redirect:
+        return DeyelRequestError(
+            f"redirected to {_location(response, redact)} and not followed: only GET and HEAD follow a "
+            f"redirect, and only on the connection's own host; set the base URL to the server's address "
+            f"({detail})",
+            **common,
+        )
     codes = {str(e.get("message")) for e in errors} | {str(_json_key(response, "errorCode"))}
     if status == 429 or (status == 403 and REQUEST_LIMIT_EXCEEDED in codes):
         return DeyelRateLimitError(f"rate limited: {detail}", **common)
@@ -318,6 +327,16 @@ def error_from_response(
     if status >= 500:
         return DeyelServerError(f"server error: {detail}", **common)
     return DeyelRequestError(f"request rejected: {detail}", **common)
+
+
+def _location(response: requests.Response, redact: Redactor) -> str:
+    """A redirect's target as scheme, host and path: its query and user-info may carry anything."""
+    try:
+        target = parse_url(urljoin(response.url or "", response.headers.get("Location", "")))
+    except LocationParseError:
+        return "an unreadable Location"
+    port = f":{target.port}" if target.port else ""
+    return _readable(redact(f"{target.scheme}://{target.host}{port}{target.path or '/'}", _SCAN))
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
