@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, ExtraField
 from deyel_provider.exceptions import DeyelConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from airflow.sdk import Connection
 
@@ -172,9 +173,11 @@ def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
     def bad(expected: str) -> DeyelConfigError:
         # A secret's value is never repeated, whatever its type (a numeric password is still a password).
-        got = f"got a {type(value).__name__}" if spec.secret else f"got {value!r}"
+        kind = type(value).__name__
+        got = f"got a {kind}" if spec.secret else f"got {value!r} ({kind})"
+        default = "" if spec.default is None else f"; remove it to use the default, {spec.default!r}"
         return DeyelConfigError(
-            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, {got}"
+            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, {got}{default}"
         )
 
     if spec.type == "boolean":
@@ -184,18 +187,48 @@ def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
             return str(value).strip().lower() in _TRUE
         raise bad("true or false")
     if spec.type in ("integer", "number"):
-        try:
-            number = float(value) if spec.type == "number" else int(value)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-        if number < 0:
-            raise bad("zero or more")
-        return number
+        return _number(spec, value, bad)
     if spec.enum and value not in spec.enum:
         raise bad(f"one of {list(spec.enum)}")
     if not isinstance(value, str):
         raise bad("a string")
     return value
+
+
+#: No option needs more (a trillion seconds, bytes or attempts); past it a number is a typo, and huge ints
+#: would overflow the float arithmetic they meet later.
+MAX_NUMBER = 10**12
+
+
+def _number(spec: ExtraField, value: Any, bad: Callable[[str], DeyelConfigError]) -> float | int:
+    """A finite number within the field's bounds; never rounded (2.7 attempts is a mistake, not 2)."""
+    whole = spec.type == "integer"
+    bound = f"{'greater than' if spec.above else 'at least'} {spec.minimum:g}"
+    expected = f"{'a whole number' if whole else 'a number'} {bound}"
+    if isinstance(value, bool):  # a bool is an int to Python, never to a user
+        raise bad(expected)
+    number: float | int
+    try:
+        text = value.strip() if isinstance(value, str) else value
+        # Whole numbers stay ints: float() would round 2**53 + 1.
+        number = int(text) if isinstance(text, int) or _is_whole_text(text) else float(text)
+    except (TypeError, ValueError, OverflowError):
+        raise bad(expected) from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise bad(expected)
+    if number < spec.minimum or (spec.above and number == spec.minimum):
+        raise bad(expected)
+    if number > MAX_NUMBER:
+        raise bad(f"{expected} and at most {MAX_NUMBER:g}")
+    if whole:
+        if isinstance(number, float) and not number.is_integer():
+            raise bad(expected)
+        return int(number)
+    return number
+
+
+def _is_whole_text(text: Any) -> bool:
+    return isinstance(text, str) and text.lstrip("+-").isdigit()
 
 
 def _base_url(conn_id: str, host: str | None, port: int | None, *, allow_insecure_http: bool = False) -> str:

@@ -20,6 +20,9 @@ class ExtraField:
     default: Any = None
     enum: tuple[str, ...] | None = None
     secret: bool = False
+    #: Numbers only: the smallest value accepted; ``above`` makes it exclusive (a timeout of 0 is no timeout).
+    minimum: float = 0
+    above: bool = False
 
     def conn_field(self) -> dict[str, Any]:
         """The ``conn-fields`` entry Airflow 3 renders in the connection form."""
@@ -28,6 +31,8 @@ class ExtraField:
             schema["default"] = self.default
         if self.enum:
             schema["enum"] = list(self.enum)
+        if self.type in ("integer", "number"):
+            schema["exclusiveMinimum" if self.above else "minimum"] = self.minimum
         if self.secret:
             schema["format"] = "password"
         return {"label": self.label, "description": self.description, "schema": schema}
@@ -56,6 +61,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Seconds to wait for the server to connect or answer, for token and API calls.",
         "number",
         30,
+        above=True,
     ),
     ExtraField(
         "verify",
@@ -121,6 +127,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "A renewal lock held by a process that died is freed after this many seconds (redis).",
         "number",
         30,
+        above=True,
     ),
     ExtraField(
         "cache_lock_wait",
@@ -159,6 +166,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "1 = no retry.",
         "integer",
         5,
+        minimum=1,
     ),
     ExtraField(
         "retry_backoff",
@@ -197,6 +205,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "times (max_workers + 1) pages in flight during an extraction.",
         "integer",
         16 * 1024 * 1024,
+        minimum=1,
     ),
     # Paging of the instances collection (extractions); not documented by Deyel: every name is an assumption.
     ExtraField(
@@ -214,6 +223,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Instances requested per page (assumed server cap: 1000); operators can override it.",
         "integer",
         100,
+        minimum=1,
     ),
     ExtraField(
         "page_param", "Page parameter", "Query parameter of the 1-based page number.", "string", "page"
