@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
@@ -138,8 +138,10 @@ def _server_ms(response: requests.Response) -> int | None:
 
 
 def _next_link(response: requests.Response) -> str | None:
-    # requests parses RFC 8288 Link headers into response.links.
-    return response.links.get("next", {}).get("url") or None
+    # requests parses RFC 8288 Link headers into response.links. A relative reference is relative to the
+    # URL that was answered (RFC 8288 section 3.2), not to the API prefix: joined there it would double it.
+    link = response.links.get("next", {}).get("url")
+    return urljoin(response.url, link) if link else None
 
 
 def _where(response: requests.Response) -> dict[str, Any]:
