@@ -92,6 +92,14 @@ class Page:
 
 def parse_page(response: requests.Response, paging: Paging) -> Page:
     """The JSON array of instances of a page as a :class:`Page`; anything else is a typed error."""
+    if response.status_code != 200:
+        # A listing is answered 200; a 201, 202, 204 or 206 (from a proxy, a queue, a cache) is not the
+        # collection's state and must not be taken for it (an empty 202 would read as an empty form).
+        raise DeyelBadResponseError(
+            f"a listing was answered {response.status_code} instead of 200; its body is not read as "
+            f"the form's instances",
+            **_where(response),
+        )
     try:
         body = response.json()
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
