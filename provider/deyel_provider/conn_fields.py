@@ -257,6 +257,9 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
 
 #: Older spellings, still read. Airflow hides the value of any extra whose name holds "token" (the UI form
 #: shows and saves "***", and task logs mask every occurrence of the value), so the declared names avoid it.
+#: Each option's default, for the code that also runs without a connection (Paging(), RetryPolicy()).
+DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in EXTRA_FIELDS}
+
 ALIASES: dict[str, str] = {
     "token_path": "oauth_path",
     "token_cache": "cache",

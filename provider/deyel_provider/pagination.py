@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
 if TYPE_CHECKING:
@@ -33,15 +34,15 @@ Fetch = Callable[[str, "dict[str, Any] | None"], "requests.Response"]
 
 @dataclass(frozen=True)
 class Paging:
-    """How a collection pages (defaults: the project's documented assumption)."""
+    """How a collection pages (defaults: the connection's, the project's documented assumption)."""
 
-    strategy: str = "page"
-    page_size: int = 100
-    page_param: str = "page"
-    page_size_param: str = "pageSize"
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    total_header: str = "X-Total-Count"
+    strategy: str = DEFAULTS["paging"]
+    page_size: int = DEFAULTS["page_size"]
+    page_param: str = DEFAULTS["page_param"]
+    page_size_param: str = DEFAULTS["page_size_param"]
+    offset_param: str = DEFAULTS["offset_param"]
+    limit_param: str = DEFAULTS["limit_param"]
+    total_header: str = DEFAULTS["total_header"]
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

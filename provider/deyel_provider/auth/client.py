@@ -12,12 +12,8 @@ import requests
 from deyel_provider.auth import refusals
 from deyel_provider.auth.provider import credential_key
 from deyel_provider.auth.token import DeyelToken
-from deyel_provider.exceptions import (
-    DeyelAuthError,
-    DeyelBadResponseError,
-    connection_error,
-    error_from_response,
-)
+from deyel_provider.exceptions import DeyelAuthError, DeyelBadResponseError
+from deyel_provider.http_errors import connection_error, error_from_response
 from deyel_provider.redact import Redactor
 from deyel_provider.response_body import read_capped
 from deyel_provider.retry import RetryPolicy

@@ -20,7 +20,8 @@ from deyel_provider.auth.provider import TokenProvider, credential_key, mask_tok
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
-from deyel_provider.exceptions import DeyelConfigError, DeyelError, connection_error, error_from_response
+from deyel_provider.exceptions import DeyelConfigError, DeyelError
+from deyel_provider.http_errors import connection_error, error_from_response
 from deyel_provider.instances import field_values, instance_path, json_object, settle_delete, settle_update
 from deyel_provider.pagination import Paging
 from deyel_provider.redact import Redactor, basic_value
