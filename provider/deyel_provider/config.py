@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, ExtraField
+from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, RETIRED, ExtraField
 from deyel_provider.exceptions import DeyelConfigError
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 
 _FIELDS_BY_NAME = {f.name: f for f in EXTRA_FIELDS}
+#: The shortest Redis lock lease: its holder extends it every third of it.
+MIN_LOCK_LEASE = 1.0
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 
 
@@ -50,7 +52,6 @@ class DeyelConfig:
     cache_url: str | None = field(repr=False)
     cache_conn_id: str | None
     cache_lock_lease: float
-    cache_lock_wait: float
     grant_type: str
     username: str | None
     user_password: str | None = field(repr=False)
@@ -126,6 +127,12 @@ class DeyelConfig:
                 f"connection {conn_id!r}: grant_type 'password' needs the resource owner's "
                 f"'username' and 'password' extras"
             )
+        if extras["cache"] == "redis" and extras["cache_lock_lease"] < MIN_LOCK_LEASE:
+            raise DeyelConfigError(
+                f"connection {conn_id!r}: extra field 'cache_lock_lease' must be at least "
+                f"{MIN_LOCK_LEASE:g} s (the renewal lock's holder extends its lease every third of it), "
+                f"got {extras['cache_lock_lease']!r}"
+            )
         if extras["cache"] == "redis" and not (extras["cache_url"] or extras["cache_conn_id"]):
             raise DeyelConfigError(
                 f"connection {conn_id!r}: cache 'redis' needs the 'cache_url' extra "
@@ -155,6 +162,16 @@ def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
             stacklevel=3,
         )
         raw = {ALIASES.get(name, name): value for name, value in raw.items() if ALIASES.get(name) not in raw}
+    retired = sorted(name for name in raw if name in RETIRED)
+    if retired:
+        reasons = "; ".join(dict.fromkeys(RETIRED[name] for name in retired))
+        warnings.warn(
+            f"connection {conn_id!r}: extra field(s) {retired} are no longer used and are ignored: "
+            f"{reasons}; remove them",
+            UserWarning,
+            stacklevel=3,
+        )
+        raw = {name: value for name, value in raw.items() if name not in RETIRED}
     values: dict[str, Any] = {}
     for spec in EXTRA_FIELDS:
         value = raw.get(spec.name)

@@ -124,17 +124,11 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "cache_lock_lease",
         "Token lock lease (s)",
-        "A renewal lock held by a process that died is freed after this many seconds (redis).",
+        "A renewal lock held by a process that died is freed after this many seconds (redis; at least 1). "
+        "A live holder keeps extending it, however long its renewal takes.",
         "number",
         30,
         above=True,
-    ),
-    ExtraField(
-        "cache_lock_wait",
-        "Token lock wait (s)",
-        "How long to wait for another process's renewal before fetching directly (keep it above the lease).",
-        "number",
-        45,
     ),
     ExtraField(
         "grant_type",
@@ -267,5 +261,15 @@ ALIASES: dict[str, str] = {
     "token_cache_url": "cache_url",
     "token_cache_conn_id": "cache_conn_id",
     "token_cache_lock_lease": "cache_lock_lease",
-    "token_cache_lock_wait": "cache_lock_wait",
+}
+
+_LOCK_WAIT_RETIRED = (
+    "a process now waits for another's token renewal while that renewal's holder is alive, up to the budget "
+    "of one renewal derived from the retry_* extras and timeout (see the README, Sharing tokens)"
+)
+
+#: Options no longer read, and why: a warning names them, their value is ignored.
+RETIRED: dict[str, str] = {
+    "cache_lock_wait": _LOCK_WAIT_RETIRED,
+    "token_cache_lock_wait": _LOCK_WAIT_RETIRED,
 }

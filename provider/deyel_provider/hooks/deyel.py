@@ -115,6 +115,7 @@ class DeyelHook(BaseHook):
             refresh=self.token_client.refresh if config.grant_type == "password" else None,
             preset=preset,
             redactor=self.redactor,
+            budget=self.retry_policy.renewal_budget(config.timeout),
         )
 
     def get_token_for_xcom(self, *, clear_text: bool = False) -> dict[str, Any]:
