@@ -15,8 +15,7 @@ import pytest
 
 from deyel_provider.auth.backends import shared_tier
 from deyel_provider.auth.cache import PROCESS_CACHE
-from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
-from deyel_provider.auth.provider import credential_key
+from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer, credential_key
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.exceptions import DeyelConfigError, DeyelRateLimitError
 from deyel_provider.hooks.deyel import DeyelHook

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
 
+from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.exceptions import DeyelConnectionError, DeyelError, DeyelRateLimitError
 
 if TYPE_CHECKING:
@@ -63,15 +64,15 @@ class RetryPolicy:
     :param max_retry_after: ceiling of a wait the server asks for with ``Retry-After``, in seconds.
     """
 
-    attempts: int = 5
-    backoff: float = 1.0
-    max_backoff: float = 30.0
-    max_retry_after: float = 120.0
+    attempts: int = DEFAULTS["retry_attempts"]
+    backoff: float = DEFAULTS["retry_backoff"]
+    max_backoff: float = DEFAULTS["retry_max_backoff"]
+    max_retry_after: float = DEFAULTS["retry_after_max"]
 
     @classmethod
     def from_config(cls, config: DeyelConfig) -> RetryPolicy:
         return cls(
-            attempts=max(1, int(config.retry_attempts)),
+            attempts=config.retry_attempts,  # validated: a whole number >= 1
             backoff=float(config.retry_backoff),
             max_backoff=float(config.retry_max_backoff),
             max_retry_after=float(config.retry_after_max),

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import requests
 
 from deyel_provider.auth import refusals
-from deyel_provider.auth.provider import credential_key
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.exceptions import DeyelAuthError, DeyelBadResponseError
 from deyel_provider.http_errors import connection_error, error_from_response
@@ -41,15 +40,19 @@ class TokenClient:
         session: requests.Session,
         redact: Redactor | None = None,
         *,
+        credential_key: str,
         retry: RetryPolicy | None = None,
         budget: float | None = None,
     ) -> None:
         """
         :param redact: the connection's redactor (tokens obtained here are added to it).
+        :param credential_key: the credential's cache key (``auth.crypto.credential_key``); refusals are
+            remembered under it.
         :param retry: the retry policy; default: the connection's.
         :param budget: seconds a whole grant may take, reading included (the Test button's bound).
         """
         self._config = config
+        self._credential_key = credential_key
         self._session = session
         self._redact = redact or Redactor.for_config(config)
         self._retry = retry or RetryPolicy.from_config(config)
@@ -104,13 +107,8 @@ class TokenClient:
         self, form: dict[str, str], *, remembered_refusals: bool = True, deadline: float | None = None
     ) -> DeyelToken:
         config = self._config
-        # The user's password is part of the credential (through scrypt), never of a fast hash.
-        subject = (
-            (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
-        )
-        key = refusals.refusal_key(
-            credential_key(config.token_url, config.client_id, config.client_secret, *subject), form
-        )
+        # The user's password is part of the credential key (through scrypt), never of a fast hash.
+        key = refusals.refusal_key(self._credential_key, form)
         if remembered_refusals:
             refusals.check(key, config.auth_failure_ttl)
         # The renewal's deadline stops the retries; either deadline cuts off an answer still arriving.

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Protocol
 from airflow.sdk.log import mask_secret
 
 from deyel_provider.auth.cache import TokenCacheError
-from deyel_provider.auth.crypto import credential_name
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
@@ -67,17 +66,6 @@ def mask_token(token: DeyelToken) -> None:
                 _masked.add(secret)
 
 
-def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
-    """Cache key of one credential: rotating the secret changes the key, so an old token is never served.
-
-    Derived through scrypt (see :func:`deyel_provider.auth.crypto.credential_name`): key names are stored in
-    Redis and as file names, and must not let anyone test a guessed secret quickly.
-
-    :param subject: more parts that select a different token (the password grant's user and password).
-    """
-    return credential_name(token_url, client_id, (client_secret, *subject))
-
-
 class TokenProvider:
     """Serves a fresh token from the caches, fetching a new one (single-flight) only when needed.
 
@@ -124,10 +112,6 @@ class TokenProvider:
     def __repr__(self) -> str:
         shared = self._shared.name if self._shared is not None else None
         return f"TokenProvider(cache={self._cache.name!r}, shared={shared!r}, margin={self._margin:g})"
-
-    @property
-    def backend(self) -> str:
-        return self._shared.name if self._shared is not None else self._cache.name
 
     def token(self) -> DeyelToken:
         preset = self._preset

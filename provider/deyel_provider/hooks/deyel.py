@@ -16,7 +16,8 @@ from requests.adapters import HTTPAdapter
 from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
 from deyel_provider.auth.client import TokenClient
-from deyel_provider.auth.provider import TokenProvider, credential_key, mask_token
+from deyel_provider.auth.crypto import credential_key
+from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
@@ -95,7 +96,9 @@ class DeyelHook(BaseHook):
 
     @cached_property
     def token_client(self) -> TokenClient:
-        return TokenClient(self.config, self._pooled_session(), redact=self.redactor)
+        return TokenClient(
+            self.config, self._pooled_session(), redact=self.redactor, credential_key=self.credential_key
+        )
 
     @cached_property
     def token_provider(self) -> TokenProvider:
@@ -333,7 +336,12 @@ class DeyelHook(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         budget = config.timeout + TEST_CONNECTION_GRACE
         client = TokenClient(
-            config, self._pooled_session(), redact=self.redactor, retry=RetryPolicy(attempts=1), budget=budget
+            config,
+            self._pooled_session(),
+            redact=self.redactor,
+            credential_key=self.credential_key,
+            retry=RetryPolicy(attempts=1),
+            budget=budget,
         )
         outcome: list[tuple[bool, str]] = []
 
