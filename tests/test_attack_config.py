@@ -10,7 +10,7 @@ from airflow.sdk import Connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deyel_provider.config import MAX_NUMBER, DeyelConfig
+from deyel_provider.config import DeyelConfig
 from deyel_provider.conn_fields import EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
@@ -54,6 +54,9 @@ NUMERIC = [spec for spec in EXTRA_FIELDS if spec.type in ("integer", "number")]
         ("max_response_bytes", "1e400", "str"),
         ("cache_lock_lease", 0, "int"),
         ("retry_backoff", [1], "list"),
+        ("timeout", 1e11, "float"),  # accepted, it overflowed the socket's timeout at the first request
+        ("retry_attempts", 10**9, "int"),  # accepted, its renewal budget took minutes to compute
+        ("cache_lock_lease", "1e12", "str"),
     ],
 )
 def test_a_bad_number_is_a_config_error_naming_field_type_and_fix(deyel_conn, name, value, kind):
@@ -97,7 +100,7 @@ def test_a_number_extra_is_kept_exactly_or_refused_with_a_typed_error(spec, valu
         text = value.strip()
         value = spec.default if not text else int(text) if text.lstrip("+-").isdigit() else float(text)
     assert not isinstance(value, bool)
-    assert math.isfinite(got) and got == value and got <= MAX_NUMBER
+    assert math.isfinite(got) and got == value and got <= spec.maximum
     assert got > spec.minimum if spec.above else got >= spec.minimum
     if spec.type == "integer":
         assert isinstance(got, int)
@@ -108,3 +111,4 @@ def test_the_form_declares_every_bound():
     for spec in NUMERIC:
         schema = spec.conn_field()["schema"]
         assert schema.get("exclusiveMinimum" if spec.above else "minimum") == spec.minimum, spec.name
+        assert schema["maximum"] == spec.maximum, spec.name

@@ -121,3 +121,15 @@ def test_the_scheduler_sees_the_asset_of_a_mapped_extraction(tmp_path):
     stored = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     # A mapped task's outlets are kept in their serialized form (encoded dicts).
     assert tmp_path.as_uri() in repr(stored.get_task("extract").outlets)
+
+
+def test_partial_takes_one_asset_or_a_list_as_outlets(tmp_path):
+    extra = Asset("extra-outlet", uri="s3://lake/other")
+    with DAG("mapped_outlets", schedule=None):
+        single = DeyelExtractOperator.partial(
+            task_id="single", output=str(tmp_path / "{{ task.form }}.jsonl"), outlets=extra
+        ).expand(form=["CRM_ACCOUNT"])
+        listed = DeyelExtractOperator.partial(
+            task_id="listed", output=str(tmp_path / "{{ task.form }}.jsonl"), outlets=[extra]
+        ).expand(form=["CRM_ACCOUNT"])
+    assert single.outlets == listed.outlets == [extra, Asset(tmp_path.as_uri())]

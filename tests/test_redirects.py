@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelRequestError
 from deyel_provider.hooks.deyel import DeyelHook
 
@@ -47,7 +48,6 @@ def test_a_write_answered_with_a_redirect_is_an_error_and_nothing_else_is_sent(
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_get_follows_a_redirect_on_its_own_host_and_stays_a_get(emulator, deyel_conn, status):
     hook = DeyelHook()
-    redirect(emulator, status, emulator.url + INSTANCES + "/2", method="GET")
     emulator.set_faults(
         [
             {
@@ -95,3 +95,38 @@ def test_the_session_handed_to_users_never_rewrites_a_post(emulator, deyel_conn)
     response = session.post(emulator.url + INSTANCES, json={"dsCompany": "x"})
     assert response.status_code == 302
     assert response.history == []
+
+
+@pytest.mark.parametrize("status", [300, 302, 303, 304, 399])
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE"])
+def test_a_3xx_without_a_location_is_an_error_not_a_success(emulator, deyel_conn, method, status):
+    """A 3xx with no Location is no redirect to follow, and no answer that the call was done either."""
+    emulator.set_faults([{"route": "data", "action": "status", "status": status, "raw_body": b"{}"}])
+    with pytest.raises(DeyelRequestError) as caught:
+        DeyelHook().request(method, f"{INSTANCES}/1", json={"dsCompany": "x"}, retry_unsafe=True)
+    assert caught.value.status == status
+
+
+@pytest.mark.parametrize("template", ["https://elsewhere.example/{0}/x?{0}", "https://{0}.example/{0}/x"])
+def test_the_location_named_in_the_error_never_shows_the_secret(deyel_conn, template):
+    """The parser percent-encodes and lower-cases: the Location is redacted before it is parsed."""
+    secret = "Pässwörd-Secret-12345"  # a resource owner's password: redacted like the client secret
+    with run_emulator(records=5, users={"JPerez": secret}) as emulator:
+        deyel_conn(
+            url=emulator.url, extra={"grant_type": "password", "username": "JPerez", "password": secret}
+        )
+        _redirected_with_the_secret(emulator, secret, template.format(secret))
+
+
+def _redirected_with_the_secret(emulator, secret: str, location: str) -> None:
+    hook = DeyelHook()
+    hook.get_token()
+    location = location.encode().decode("latin-1")  # sent as UTF-8 bytes, as servers do
+    emulator.set_faults(
+        [{"route": "data", "action": "status", "status": 302, "headers": {"Location": location}}]
+    )
+    with pytest.raises(DeyelRequestError) as caught:
+        hook.request("GET", INSTANCES)
+    message = str(caught.value).lower()
+    for shown in (secret, secret.lower(), "p%c3%a4ssw", "ssw%c3%b6rd", "secret-12345"):
+        assert shown.lower() not in message, message

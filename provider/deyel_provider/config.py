@@ -212,11 +212,6 @@ def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
     return value
 
 
-#: No option needs more (a trillion seconds, bytes or attempts); past it a number is a typo, and huge ints
-#: would overflow the float arithmetic they meet later.
-MAX_NUMBER = 10**12
-
-
 def _number(spec: ExtraField, value: Any, bad: Callable[[str], DeyelConfigError]) -> float | int:
     """A finite number within the field's bounds; never rounded (2.7 attempts is a mistake, not 2)."""
     whole = spec.type == "integer"
@@ -235,8 +230,8 @@ def _number(spec: ExtraField, value: Any, bad: Callable[[str], DeyelConfigError]
         raise bad(expected)
     if number < spec.minimum or (spec.above and number == spec.minimum):
         raise bad(expected)
-    if number > MAX_NUMBER:
-        raise bad(f"{expected} and at most {MAX_NUMBER:g}")
+    if number > spec.maximum:
+        raise bad(f"{expected} and at most {spec.maximum:g}")
     if whole:
         if isinstance(number, float) and not number.is_integer():
             raise bad(expected)

@@ -23,6 +23,9 @@ class ExtraField:
     #: Numbers only: the smallest value accepted; ``above`` makes it exclusive (a timeout of 0 is no timeout).
     minimum: float = 0
     above: bool = False
+    #: Numbers only: the largest value accepted (past it, a number is a typo, and sockets, sleeps and
+    #: timestamps overflow on huge ones).
+    maximum: float = 10**12
 
     def conn_field(self) -> dict[str, Any]:
         """The ``conn-fields`` entry Airflow 3 renders in the connection form."""
@@ -33,6 +36,7 @@ class ExtraField:
             schema["enum"] = list(self.enum)
         if self.type in ("integer", "number"):
             schema["exclusiveMinimum" if self.above else "minimum"] = self.minimum
+            schema["maximum"] = self.maximum
         if self.secret:
             schema["format"] = "password"
         return {"label": self.label, "description": self.description, "schema": schema}
@@ -62,6 +66,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "number",
         30,
         above=True,
+        maximum=3600,
     ),
     ExtraField(
         "verify",
@@ -90,6 +95,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Renew a token this many seconds before it expires (never more than half its lifetime).",
         "number",
         300,
+        maximum=86400,
     ),
     # Shared tokens: the cache that makes one token serve every task, and the grants.
     ExtraField(
@@ -129,6 +135,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "number",
         30,
         above=True,
+        maximum=3600,
     ),
     ExtraField(
         "grant_type",
@@ -161,6 +168,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "integer",
         5,
         minimum=1,
+        maximum=100,
     ),
     ExtraField(
         "retry_backoff",
@@ -168,6 +176,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Base of the exponential backoff with full jitter: the n-th retry waits up to backoff * 2^(n-1) s.",
         "number",
         1,
+        maximum=3600,
     ),
     ExtraField(
         "retry_max_backoff",
@@ -175,6 +184,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Ceiling of one backoff wait.",
         "number",
         30,
+        maximum=3600,
     ),
     ExtraField(
         "retry_after_max",
@@ -182,6 +192,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Longest wait honoured when the server sends Retry-After (in seconds or as an HTTP date).",
         "number",
         120,
+        maximum=86400,
     ),
     ExtraField(
         "auth_failure_ttl",
@@ -190,6 +201,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "this many seconds (0 turns it off).",
         "number",
         60,
+        maximum=86400,
     ),
     ExtraField(
         "max_response_bytes",
@@ -200,6 +212,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "integer",
         16 * 1024 * 1024,
         minimum=1,
+        maximum=2**40,
     ),
     # Paging of the instances collection (extractions); not documented by Deyel: every name is an assumption.
     ExtraField(
@@ -218,6 +231,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "integer",
         100,
         minimum=1,
+        maximum=10**6,
     ),
     ExtraField(
         "page_param", "Page parameter", "Query parameter of the 1-based page number.", "string", "page"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
@@ -90,12 +90,19 @@ def error_from_response(
 
 def _location(response: requests.Response, redact: Redactor) -> str:
     """A redirect's target as scheme, host and path: its query and user-info may carry anything."""
+    raw = response.headers.get("Location", "")
+    try:  # http.client decodes header bytes as latin-1; servers send UTF-8 (requests reads it so too)
+        raw = raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        pass
+    # Redacted before it is parsed: the parser percent-encodes and lower-cases, which would hide a secret.
+    text = redact(unquote(raw), SCAN)
     try:
-        target = parse_url(urljoin(response.url or "", response.headers.get("Location", "")))
+        target = parse_url(urljoin(response.url or "", text))
     except LocationParseError:
         return "an unreadable Location"
     port = f":{target.port}" if target.port else ""
-    return readable(redact(f"{target.scheme}://{target.host}{port}{target.path or '/'}", SCAN))
+    return readable(redact(unquote(f"{target.scheme}://{target.host}{port}{target.path or '/'}"), SCAN))
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

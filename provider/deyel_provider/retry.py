@@ -86,7 +86,11 @@ class RetryPolicy:
         ``min(max_backoff, backoff * 2 ** (n - 1))``); ``total = fetching + timeout + RENEWAL_MARGIN``.
         With the defaults (5 attempts, 30 s, backoff 1 s up to 30 s): 315 s and 350 s.
         """
-        waits = sum(self._ceiling(n) for n in range(1, self.attempts))
+        # The ceilings double until they reach max_backoff (within 64 steps), then stay there: sum the
+        # first ones, count the rest (attempts can be large: no loop over them).
+        rising = min(self.attempts - 1, 64)
+        waits = sum(self._ceiling(n) for n in range(1, rising + 1))
+        waits += (self.attempts - 1 - rising) * self._ceiling(64)
         fetching = self.attempts * 2 * timeout + waits
         return RenewalBudget(fetching=fetching, total=fetching + timeout + RENEWAL_MARGIN)
 

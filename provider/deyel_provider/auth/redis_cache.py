@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 #: Seconds between two attempts to take a renewal lock another process holds (at most a quarter lease).
 LOCK_POLL = 0.1
 
-#: Per lock name, the holder (the lock's value) this process waited a whole renewal budget for in vain:
-#: while that holder keeps the lock (on purpose, or stuck), the next renewals of this process try once and
-#: fetch directly. One full wait per holder, not per call.
-_given_up_on: dict[str, bytes] = {}
+#: Per lock name, the holder (the lock's value) this process waited a whole renewal budget for in vain, and
+#: until when (monotonic) it waits for no holder at all: while that holder keeps the lock (on purpose, or
+#: stuck), or for one lease after the give-up whoever holds it (a value that changes at every renewal must
+#: not buy a full wait each time), the next renewals of this process try once and fetch directly.
+_given_up_on: dict[str, tuple[bytes, float]] = {}
 
 
 def redis_client(url: str) -> Any:
@@ -167,7 +168,8 @@ class RedisTokenCache:
                     raise TokenCacheError(
                         self.name, "the renewal lock is held without the provider's lease: not waiting"
                     )
-                if _given_up_on.get(name) == holder:
+                given_up = _given_up_on.get(name)
+                if given_up is not None and (given_up[0] == holder or time.monotonic() < given_up[1]):
                     raise TokenCacheError(
                         self.name,
                         "the renewal lock is still held by the holder this process already waited a whole "
@@ -175,7 +177,7 @@ class RedisTokenCache:
                     )
             if time.monotonic() >= give_up_at:
                 if holder is not None:
-                    _given_up_on[name] = holder
+                    _given_up_on[name] = (holder, time.monotonic() + self._lease)
                 raise TokenCacheError(
                     self.name,
                     f"the renewal lock was still held after {self._budget:g} s, the budget of one renewal "

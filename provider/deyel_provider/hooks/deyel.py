@@ -216,11 +216,14 @@ class DeyelHook(BaseHook):
                 response = session.request(
                     method, url, params=params, json=json, data=data, headers=headers, stream=True, **kwargs
                 )
-                if not (stream and response.ok):
+                # Only a success is left for the caller to stream: an error, a redirect that was not
+                # followed and a 3xx without a Location are read here, capped, to build the error.
+                success = 200 <= response.status_code < 300
+                if not (stream and success):
                     read_capped(response, config.max_response_bytes, method=method, path=path)
             except requests.RequestException as exc:
                 raise connection_error(exc, url, kwargs["timeout"], config.conn_id, method=method) from None
-            if not response.ok or response.is_redirect:
+            if not success:
                 raise error_from_response(
                     response, note=f"connection {config.conn_id!r}", redact=self.redactor
                 )

@@ -155,9 +155,9 @@ class DeyelExtractOperator(BaseOperator):
         if asset is None:
             if not isinstance(output, (str, ObjectStoragePath)):
                 raise DeyelConfigError(
-                    "DeyelExtractOperator.partial(): with 'output' expanded, the task's asset cannot be "
-                    "known when the DAG is parsed; pass asset=Asset(...) to partial() (e.g. the output's "
-                    "folder)"
+                    "DeyelExtractOperator.partial(): with 'output' expanded (or an XComArg), the task's "
+                    "asset cannot be known when the DAG is parsed; pass asset=Asset(...) to partial() (e.g. "
+                    "the output's folder)"
                 )
             asset = default_asset(output)
         outlets, inlets = _declared_assets(
@@ -278,7 +278,9 @@ def _declared_assets(
 ) -> tuple[list[Any], list[Any]]:
     """The task's outlets and inlets with its asset: emitted on success, and, without an asset state store
     (Airflow < 3.3), read back for the watermark from the asset's latest event."""
-    outlets, inlets = list(outlets or []), list(inlets or [])
+    # Airflow takes one asset or a list of them.
+    outlets = list(outlets) if isinstance(outlets, (list, tuple)) else [outlets] if outlets else []
+    inlets = list(inlets) if isinstance(inlets, (list, tuple)) else [inlets] if inlets else []
     if asset is not None and asset not in outlets:
         outlets.append(asset)
     if asset is not None and incremental_field and not has_asset_state() and asset not in inlets:
