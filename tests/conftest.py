@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 # Airflow reads its home and settings at import time: isolate them before anything imports airflow.
@@ -107,3 +109,9 @@ def redis_url(redis_server):
 def cache_dir(tmp_path):
     """A private file-cache folder per test."""
     return str(tmp_path / "token-cache")
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Running a whole DAG needs the metadata database: a migrated SQLite in the test AIRFLOW_HOME."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)

@@ -90,6 +90,30 @@ def test_a_gzip_bomb_in_a_redirect_body_is_not_inflated(emulator, deyel_conn, gz
     assert peak[0] < PEAK_LIMIT, peak
 
 
+@pytest.mark.parametrize("status", [302, 399])
+def test_a_redirect_that_is_not_followed_is_read_capped_even_when_streaming(
+    emulator, deyel_conn, gzip_bomb, status
+):
+    """``stream=True`` leaves a success's body to the caller, never the body of a 3xx it gets an error for."""
+    deyel_conn(extra={"max_response_bytes": CAP})
+    hook = DeyelHook()
+    hook.get_token()
+    emulator.set_faults(
+        [
+            {
+                "route": "data",
+                "action": "status",
+                "status": status,
+                "raw_body": gzip_bomb,
+                "headers": {"Content-Encoding": "gzip", "Location": "http://elsewhere.invalid/x"},
+            }
+        ]
+    )
+    with peak_memory() as peak, pytest.raises(DeyelBadResponseError):
+        hook.request("GET", INSTANCE, stream=True)
+    assert peak[0] < PEAK_LIMIT, peak
+
+
 @pytest.mark.parametrize("route", ["data", "token"])
 def test_nested_gzip_is_capped_as_it_is_decoded(emulator, deyel_conn, gzip_bomb, route):
     """gzip in gzip: urllib3 before 2.6 inflated the inner layer whole whatever was asked for."""
@@ -148,7 +172,7 @@ def _run_python(code: str, timeout: float) -> subprocess.CompletedProcess[str] |
 
 
 def test_the_error_cleanup_is_linear_on_a_million_angle_brackets():
-    code = "from deyel_provider.exceptions import parse_errors\nprint(parse_errors('<' * (1 << 20)))\n"
+    code = "from deyel_provider.error_bodies import parse_errors\nprint(parse_errors('<' * (1 << 20)))\n"
     done = _run_python(code, timeout=60)  # the old regex: about 10 minutes
     assert done is not None, "cleaning 1 MiB of '<' did not finish within 60 s"
     assert done.stdout.strip() == repr(([], "<" * 300 + "..."))

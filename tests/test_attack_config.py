@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import math
 
+import pytest
+from airflow.sdk import Connection
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deyel_provider.config import DeyelConfig
+from deyel_provider.conn_fields import EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 
@@ -21,3 +29,86 @@ def test_verify_false_with_a_ca_bundle_is_a_config_error(deyel_conn, tmp_path):
     deyel_conn(extra={"verify": False, "ca_bundle": str(bundle)})
     with pytest.raises(DeyelConfigError, match="'verify' is false but 'ca_bundle' is set"):
         DeyelHook().config  # noqa: B018
+
+
+# -- numbers: every bad value is a typed error naming field, type and fix; a good one is kept exactly ------
+
+NUMERIC = [spec for spec in EXTRA_FIELDS if spec.type in ("integer", "number")]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kind"),
+    [
+        ("timeout", 0, "int"),
+        ("timeout", "0", "str"),
+        ("timeout", "nan", "str"),
+        ("timeout", float("nan"), "float"),
+        ("timeout", "inf", "str"),
+        ("timeout", -1, "int"),
+        ("timeout", True, "bool"),
+        ("retry_attempts", 2.7, "float"),
+        ("retry_attempts", "2.7", "str"),
+        ("retry_attempts", 0, "int"),
+        ("retry_attempts", 10**400, "int"),
+        ("page_size", 0, "int"),
+        ("max_response_bytes", "1e400", "str"),
+        ("cache_lock_lease", 0, "int"),
+        ("retry_backoff", [1], "list"),
+        ("timeout", 1e11, "float"),  # accepted, it overflowed the socket's timeout at the first request
+        ("retry_attempts", 10**9, "int"),  # accepted, its renewal budget took minutes to compute
+        ("cache_lock_lease", "1e12", "str"),
+    ],
+)
+def test_a_bad_number_is_a_config_error_naming_field_type_and_fix(deyel_conn, name, value, kind):
+    deyel_conn(extra={name: value})
+    with pytest.raises(DeyelConfigError) as caught:
+        DeyelHook().config  # noqa: B018
+    message = str(caught.value)
+    assert f"extra field {name!r} must be a" in message
+    assert f"({kind})" in message
+    assert "remove it to use the default" in message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    spec=st.sampled_from(NUMERIC),
+    value=st.one_of(
+        st.integers(min_value=-(10**20), max_value=10**20),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+        st.text(max_size=8),
+        st.floats(allow_nan=True).map(str),
+        st.integers().map(str),
+    ),
+)
+def test_a_number_extra_is_kept_exactly_or_refused_with_a_typed_error(spec, value):
+    """No input turns into a raw ValueError later, and nothing is rounded or cut silently."""
+    connection = Connection(
+        conn_id="deyel_default",
+        conn_type="deyel",
+        host="http://127.0.0.1:8080",
+        login="client",
+        password="secret",
+        extra=json.dumps({spec.name: value}),
+    )
+    try:
+        got = getattr(DeyelConfig.from_connection(connection), spec.name)
+    except DeyelConfigError as exc:
+        assert f"extra field {spec.name!r} must be a" in str(exc)
+        return
+    if isinstance(value, str):
+        text = value.strip()
+        value = spec.default if not text else int(text) if text.lstrip("+-").isdigit() else float(text)
+    assert not isinstance(value, bool)
+    assert math.isfinite(got) and got == value and got <= spec.maximum
+    assert got > spec.minimum if spec.above else got >= spec.minimum
+    if spec.type == "integer":
+        assert isinstance(got, int)
+
+
+def test_the_form_declares_every_bound():
+    """The UI form refuses what the parser refuses: each number carries its minimum."""
+    for spec in NUMERIC:
+        schema = spec.conn_field()["schema"]
+        assert schema.get("exclusiveMinimum" if spec.above else "minimum") == spec.minimum, spec.name
+        assert schema["maximum"] == spec.maximum, spec.name

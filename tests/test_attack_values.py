@@ -52,32 +52,39 @@ def _lock_name(hook: DeyelHook) -> str:
 
 
 def test_a_renewal_lock_held_without_a_lease_costs_no_wait(emulator, deyel_conn, redis_url, caplog):
-    deyel_conn(extra={"cache": "redis", "cache_url": redis_url, "cache_lock_wait": 45})
+    deyel_conn(extra={"cache": "redis", "cache_url": redis_url})  # a renewal budget of 335 s
     hook = DeyelHook()
     redis.Redis.from_url(redis_url).set(_lock_name(hook), b"held by someone, forever")
     got: list[str] = []
     with caplog.at_level(logging.WARNING):
         worker = threading.Thread(target=lambda: got.append(hook.get_token()), daemon=True)
         worker.start()
-        worker.join(20)  # the old code waited the full 45 s cache_lock_wait
+        worker.join(20)  # an older version waited its full 45 s cache_lock_wait
     assert got, "the renewal waited for a lock held on purpose"
     assert "held without the provider's lease" in caplog.text
     assert emulator.stats()["token_requests"] == 1
 
 
-def test_a_busy_renewal_lock_is_waited_for_once_per_lease(emulator, deyel_conn, redis_url, caplog):
-    """A lock that looks like a renewal (it has the lease) is waited for once; the next renewals of this
-    process within the lease try once and fetch directly. Counted in Redis SET commands (lock attempts)."""
-    deyel_conn(extra={"cache": "redis", "cache_url": redis_url, "cache_lock_wait": 1, "cache_lock_lease": 30})
+def test_a_busy_renewal_lock_is_waited_for_once_per_holder(emulator, deyel_conn, redis_url, caplog):
+    """A lock that looks like a renewal (it has the lease) is waited for once, a whole renewal budget; the
+    next renewals of this process try once and fetch directly while that same holder keeps it. Counted in
+    Redis SET commands (lock attempts)."""
+    # A renewal budget of 6.5 s: one attempt of at most 2 x 0.5 s, + 0.5 s + 5 s.
+    extra = {"cache": "redis", "cache_url": redis_url, "timeout": 0.5, "retry_attempts": 1}
+    deyel_conn(extra={**extra, "cache_lock_lease": 30})
     client = redis.Redis.from_url(redis_url)
     hook = DeyelHook()
     client.set(_lock_name(hook), b"someone", px=30_000)
-    first = hook.get_token()  # waits up to 1 s for the lock, then fetches directly
+    with caplog.at_level(logging.WARNING):
+        first = hook.get_token()  # waits the whole budget for the lock, then fetches directly
+    assert "the renewal lock was still held after 6.5 s, the budget of one renewal" in caplog.text
     PROCESS_CACHE.discard(hook.credential_key, first)
     client.delete(hook.credential_key)  # the next renewal finds nothing cached either
     client.config_resetstat()
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert DeyelHook().get_token()
+    assert "already waited a whole renewal budget for: not waiting again" in caplog.text
     sets = int(client.info("commandstats").get("cmdstat_set", {}).get("calls", 0))
     assert sets == 2  # one lock attempt, and storing the fetched token; no polling for a second
     assert emulator.stats()["token_requests"] == 2

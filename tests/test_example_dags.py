@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,12 +24,6 @@ def test_every_example_imports_without_errors(dagbag):
     assert EXAMPLES
     assert dagbag.import_errors == {}
     assert {Path(dag.fileloc) for dag in dagbag.dags.values()} == set(EXAMPLES)
-
-
-@pytest.fixture(scope="session")
-def airflow_db():
-    """Running a whole DAG needs the metadata database: a migrated SQLite in the test AIRFLOW_HOME."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
 
 
 @pytest.mark.dag

@@ -443,3 +443,17 @@ def test_a_cleared_or_retried_watermark_run_reads_its_window_again(deyel_conn, e
     assert again["records"] == 50
     second = run("r2", [event, SimpleNamespace(extra=again)])
     assert second["window_start"] == first["window_end"] and second["records"] == 0
+
+
+@pytest.mark.parametrize("style", ["absolute", "path", "relative"])
+def test_a_next_link_is_resolved_against_the_url_it_answered(deyel_conn, style):
+    """RFC 8288: a relative link is relative to the answered URL; joined to the API prefix it doubled it."""
+    prefix = "/DeyelWeb/api"
+    with run_emulator(
+        records=300, paging="link", link_style=style, api_prefix=prefix, updated_burst=150, seed=7
+    ) as emulator:
+        deyel_conn(url=emulator.url, extra={"paging": "link", "api_prefix": prefix})
+        ids = [r["idObjectValue"] for r in DeyelHook().iter_instances("CRM_ACCOUNT", page_size=40)]
+        assert sorted(ids, key=int) == [str(i) for i in range(1, 301)]
+        # 150 instances share each millisecond: only next links can page through them.
+        assert emulator.stats()["api_requests"] >= 150 // 40 * 2

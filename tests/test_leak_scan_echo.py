@@ -25,11 +25,6 @@ ECHOED_SECRET = "echoed+Secret/42!"
 ECHOED = [ECHOED_SECRET, basic_value(CLIENT_ID, ECHOED_SECRET), quote_plus(ECHOED_SECRET)]
 
 
-@pytest.fixture(scope="module")
-def airflow_db():
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-
-
 def test_echoed_requests_leak_nothing_in_errors_logs_test_message_or_refusal_file(
     emulator, deyel_conn, caplog, capsys
 ):

@@ -12,6 +12,7 @@ import pytest
 
 from deyel_provider import get_provider_info
 from deyel_provider.conn_fields import EXTRA_FIELDS
+from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +162,25 @@ def test_connection_added_and_tested_with_the_cli(emulator, monkeypatch, tmp_pat
 
 
 def test_older_extra_names_are_read_with_a_warning(emulator, deyel_conn):
-    deyel_conn(extra={"token_cache": "memory", "token_cache_lock_wait": 7, "token_path": "/oauth/token/"})
-    with pytest.warns(UserWarning, match=r"read as \['cache', 'cache_lock_wait', 'oauth_path'\]"):
+    deyel_conn(extra={"token_cache": "memory", "token_cache_lock_lease": 7, "token_path": "/oauth/token/"})
+    with pytest.warns(UserWarning, match=r"read as \['cache', 'cache_lock_lease', 'oauth_path'\]"):
         config = DeyelHook().config
-    assert (config.cache, config.cache_lock_wait, config.token_path) == ("memory", 7, "/oauth/token/")
+    assert (config.cache, config.cache_lock_lease, config.token_path) == ("memory", 7, "/oauth/token/")
+
+
+@pytest.mark.parametrize("name", ["cache_lock_wait", "token_cache_lock_wait"])
+def test_the_retired_lock_wait_is_ignored_with_a_warning(emulator, deyel_conn, name):
+    """Waiting for a live renewal is bounded by the renewal budget now: a lock wait shorter than the
+    renewal would bring back the extra token POSTs of a slow token endpoint."""
+    deyel_conn(extra={"cache": "memory", name: 1})
+    with pytest.warns(
+        UserWarning, match=rf"\['{name}'\] are no longer used and are ignored: a process now waits"
+    ):
+        config = DeyelHook().config
+    assert not hasattr(config, "cache_lock_wait")
+
+
+def test_a_redis_lock_lease_under_one_second_is_refused(emulator, deyel_conn):
+    deyel_conn(extra={"cache": "redis", "cache_url": "redis://127.0.0.1:1/0", "cache_lock_lease": 0.5})
+    with pytest.raises(DeyelConfigError, match="'cache_lock_lease' must be at least 1 s"):
+        DeyelHook().get_token()

@@ -8,17 +8,18 @@ import multiprocessing
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from deyel_provider.auth.backends import shared_tier
 from deyel_provider.auth.cache import PROCESS_CACHE
-from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
-from deyel_provider.auth.provider import credential_key
+from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer, credential_key
 from deyel_provider.auth.token import DeyelToken
-from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.exceptions import DeyelConfigError, DeyelRateLimitError
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.retry import RetryPolicy
 from tests.helpers import CLIENT_ID, CLIENT_SECRET
 
 # Fork: children inherit the connection env vars and start in milliseconds (spawn would import Airflow 32x).
@@ -37,11 +38,16 @@ def _cold_start(barrier, results) -> None:
     results.put(_digest(hook.get_token()))
 
 
-def _run_processes(count: int) -> list[str]:
-    barrier, results = FORK.Barrier(count), FORK.Queue()
+def _run_processes(count: int, *, before_start=None) -> list[str]:
+    """``count`` processes asking for the token at the same moment; ``before_start`` runs once they are all
+    about to ask."""
+    barrier, results = FORK.Barrier(count + 1), FORK.Queue()
     children = [FORK.Process(target=_cold_start, args=(barrier, results)) for _ in range(count)]
     for child in children:
         child.start()
+    barrier.wait(60)
+    if before_start is not None:
+        before_start()
     digests = [results.get(timeout=120) for _ in children]
     for child in children:
         child.join(60)
@@ -82,7 +88,7 @@ def _hold_lock(ready) -> None:
 def test_a_lock_holder_killed_by_sigkill_blocks_nobody_past_the_lease(
     emulator, deyel_conn, shared_conn, caplog
 ):
-    deyel_conn(extra={**shared_conn, "cache_lock_lease": 2, "cache_lock_wait": 30})
+    deyel_conn(extra={**shared_conn, "cache_lock_lease": 2})
     ready = FORK.Event()
     holder = FORK.Process(target=_hold_lock, args=(ready,))
     holder.start()
@@ -96,10 +102,14 @@ def test_a_lock_holder_killed_by_sigkill_blocks_nobody_past_the_lease(
     assert emulator.stats()["token_requests"] == 1
 
 
-def test_a_lock_not_free_within_cache_lock_wait_falls_back_to_a_direct_fetch(
+#: A renewal budget of a few seconds: one attempt of at most 2 x 0.5 s, + 0.5 s + the 5 s margin.
+SHORT_BUDGET = {"timeout": 0.5, "retry_attempts": 1}
+
+
+def test_a_lock_held_past_the_renewal_budget_falls_back_to_a_direct_fetch(
     emulator, deyel_conn, shared_conn, caplog
 ):
-    deyel_conn(extra={**shared_conn, "cache_lock_wait": 0.1})
+    deyel_conn(extra={**shared_conn, **SHORT_BUDGET})
     ready = FORK.Event()
     holder = FORK.Process(target=_hold_lock, args=(ready,))
     holder.start()
@@ -110,11 +120,13 @@ def test_a_lock_not_free_within_cache_lock_wait_falls_back_to_a_direct_fetch(
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(10)
+    budget = RetryPolicy(attempts=1).renewal_budget(0.5).total
+    assert budget == pytest.approx(6.5)
     backend = shared_conn["cache"]
     warning = f"{backend} token cache: " + (
-        "another process held the renewal lock for more than 0.1 s"
+        f"another process held the renewal lock for more than {budget:g} s, the budget of one renewal"
         if backend == "file"
-        else "the renewal lock was not free within 0.1 s"
+        else f"the renewal lock was still held after {budget:g} s, the budget of one renewal"
     )
     assert warning in caplog.text
     assert "fetching the Deyel token directly" in caplog.text
@@ -273,3 +285,70 @@ def test_redis_url_from_an_airflow_connection(emulator, deyel_conn, redis_server
     hook = DeyelHook()
     hook.get_token()
     assert redis.Redis(host="127.0.0.1", port=redis_server.port, db=1).exists(hook.credential_key)
+
+
+# A token endpoint slower than the lock's lease (issue 11, finding 3): the holder keeps its lease alive, and
+# the others wait for it as long as it lives. Timings scaled down: a 1 s lease, a token POST answered in
+# 2.5 s (the request timeout is above that).
+SLOW_EXTRAS = {"cache_lock_lease": 1, "timeout": 10}
+SLOW_POST = {"route": "token", "action": "delay", "delay_ms": 2500}
+
+
+def test_a_token_endpoint_slower_than_the_lease_makes_one_post(emulator, deyel_conn, shared_conn):
+    deyel_conn(extra={**shared_conn, **SLOW_EXTRAS})
+    emulator.set_faults([SLOW_POST])
+    digests = _run_processes(16)
+    assert emulator.stats()["token_requests"] == 1
+    assert len(set(digests)) == 1
+
+
+def _get_token() -> None:
+    DeyelHook().get_token()
+
+
+def _until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_holder_killed_during_its_renewal_frees_the_waiters(emulator, deyel_conn, shared_conn):
+    """The waiters take over within one lease (at once for a file lock) and make exactly one more POST."""
+    deyel_conn(extra={**shared_conn, **SLOW_EXTRAS})
+    # The holder's POST hangs until the holder is killed; the next one is answered at once.
+    emulator.set_faults([{**SLOW_POST, "delay_ms": 6000, "count": 1}])
+    holder = FORK.Process(target=_get_token)
+    holder.start()
+    _until(lambda: emulator.stats()["token_requests"] == 1)  # the holder holds the lock and waits
+
+    def kill_the_holder() -> None:
+        time.sleep(0.5)  # let the waiters reach the lock (if they have not, the counts hold all the same)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(10)
+
+    digests = _run_processes(8, before_start=kill_the_holder)
+    assert holder.exitcode == -signal.SIGKILL
+    assert emulator.stats()["token_requests"] == 2
+    assert len(set(digests)) == 1
+
+
+def test_the_renewal_budget_follows_the_retry_policy():
+    """attempts x 2 x timeout + the backoff ceilings; + one timeout + 5 s for whoever waits."""
+    budget = RetryPolicy().renewal_budget(30)  # the defaults: 5 attempts, backoff 1 s up to 30 s
+    assert (budget.fetching, budget.total) == (5 * 60 + 1 + 2 + 4 + 8, 315 + 30 + 5)
+    capped = RetryPolicy(attempts=8, backoff=1, max_backoff=10).renewal_budget(2)
+    assert capped.fetching == 8 * 4 + 1 + 2 + 4 + 8 + 10 + 10 + 10
+
+
+def test_a_renewal_stops_retrying_once_its_budget_is_spent(emulator, deyel_conn, caplog):
+    """Retry-After waits that would carry the renewal past its budget are not made: the renewal ends with
+    its last typed error, so nobody waiting for it waits past the budget."""
+    # Budget: 5 attempts x 2 x 1 s + backoff ceilings (milliseconds) = about 10 s. Each 429 asks for 5 s:
+    # the first wait fits (0 + 5 + 2 <= 10), the second would not (5 + 5 + 2 > 10).
+    deyel_conn(extra={"cache": "memory", "timeout": 1, "retry_after_max": 30})
+    emulator.set_faults([{"route": "token", "action": "status", "status": 429, "retry_after": 5}])
+    with caplog.at_level(logging.WARNING), pytest.raises(DeyelRateLimitError):
+        DeyelHook().get_token()
+    assert emulator.stats()["token_requests"] == 2  # the retry policy alone would have sent 5
+    assert "not retried: another attempt would not end within the time allowed" in caplog.text

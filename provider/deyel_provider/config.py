@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -11,16 +12,18 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, ExtraField
+from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, RETIRED, ExtraField
 from deyel_provider.exceptions import DeyelConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from airflow.sdk import Connection
 
 
 _FIELDS_BY_NAME = {f.name: f for f in EXTRA_FIELDS}
+#: The shortest Redis lock lease: its holder extends it every third of it.
+MIN_LOCK_LEASE = 1.0
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
 
 
@@ -49,7 +52,6 @@ class DeyelConfig:
     cache_url: str | None = field(repr=False)
     cache_conn_id: str | None
     cache_lock_lease: float
-    cache_lock_wait: float
     grant_type: str
     username: str | None
     user_password: str | None = field(repr=False)
@@ -125,6 +127,12 @@ class DeyelConfig:
                 f"connection {conn_id!r}: grant_type 'password' needs the resource owner's "
                 f"'username' and 'password' extras"
             )
+        if extras["cache"] == "redis" and extras["cache_lock_lease"] < MIN_LOCK_LEASE:
+            raise DeyelConfigError(
+                f"connection {conn_id!r}: extra field 'cache_lock_lease' must be at least "
+                f"{MIN_LOCK_LEASE:g} s (the renewal lock's holder extends its lease every third of it), "
+                f"got {extras['cache_lock_lease']!r}"
+            )
         if extras["cache"] == "redis" and not (extras["cache_url"] or extras["cache_conn_id"]):
             raise DeyelConfigError(
                 f"connection {conn_id!r}: cache 'redis' needs the 'cache_url' extra "
@@ -154,6 +162,16 @@ def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
             stacklevel=3,
         )
         raw = {ALIASES.get(name, name): value for name, value in raw.items() if ALIASES.get(name) not in raw}
+    retired = sorted(name for name in raw if name in RETIRED)
+    if retired:
+        reasons = "; ".join(dict.fromkeys(RETIRED[name] for name in retired))
+        warnings.warn(
+            f"connection {conn_id!r}: extra field(s) {retired} are no longer used and are ignored: "
+            f"{reasons}; remove them",
+            UserWarning,
+            stacklevel=3,
+        )
+        raw = {name: value for name, value in raw.items() if name not in RETIRED}
     values: dict[str, Any] = {}
     for spec in EXTRA_FIELDS:
         value = raw.get(spec.name)
@@ -172,9 +190,11 @@ def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
 def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
     def bad(expected: str) -> DeyelConfigError:
         # A secret's value is never repeated, whatever its type (a numeric password is still a password).
-        got = f"got a {type(value).__name__}" if spec.secret else f"got {value!r}"
+        kind = type(value).__name__
+        got = f"got a {kind}" if spec.secret else f"got {value!r} ({kind})"
+        default = "" if spec.default is None else f"; remove it to use the default, {spec.default!r}"
         return DeyelConfigError(
-            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, {got}"
+            f"connection {conn_id!r}: extra field {spec.name!r} must be {expected}, {got}{default}"
         )
 
     if spec.type == "boolean":
@@ -184,18 +204,43 @@ def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
             return str(value).strip().lower() in _TRUE
         raise bad("true or false")
     if spec.type in ("integer", "number"):
-        try:
-            number = float(value) if spec.type == "number" else int(value)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-        if number < 0:
-            raise bad("zero or more")
-        return number
+        return _number(spec, value, bad)
     if spec.enum and value not in spec.enum:
         raise bad(f"one of {list(spec.enum)}")
     if not isinstance(value, str):
         raise bad("a string")
     return value
+
+
+def _number(spec: ExtraField, value: Any, bad: Callable[[str], DeyelConfigError]) -> float | int:
+    """A finite number within the field's bounds; never rounded (2.7 attempts is a mistake, not 2)."""
+    whole = spec.type == "integer"
+    bound = f"{'greater than' if spec.above else 'at least'} {spec.minimum:g}"
+    expected = f"{'a whole number' if whole else 'a number'} {bound}"
+    if isinstance(value, bool):  # a bool is an int to Python, never to a user
+        raise bad(expected)
+    number: float | int
+    try:
+        text = value.strip() if isinstance(value, str) else value
+        # Whole numbers stay ints: float() would round 2**53 + 1.
+        number = int(text) if isinstance(text, int) or _is_whole_text(text) else float(text)
+    except (TypeError, ValueError, OverflowError):
+        raise bad(expected) from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise bad(expected)
+    if number < spec.minimum or (spec.above and number == spec.minimum):
+        raise bad(expected)
+    if number > spec.maximum:
+        raise bad(f"{expected} and at most {spec.maximum:g}")
+    if whole:
+        if isinstance(number, float) and not number.is_integer():
+            raise bad(expected)
+        return int(number)
+    return number
+
+
+def _is_whole_text(text: Any) -> bool:
+    return isinstance(text, str) and text.lstrip("+-").isdigit()
 
 
 def _base_url(conn_id: str, host: str | None, port: int | None, *, allow_insecure_http: bool = False) -> str:

@@ -20,6 +20,12 @@ class ExtraField:
     default: Any = None
     enum: tuple[str, ...] | None = None
     secret: bool = False
+    #: Numbers only: the smallest value accepted; ``above`` makes it exclusive (a timeout of 0 is no timeout).
+    minimum: float = 0
+    above: bool = False
+    #: Numbers only: the largest value accepted (past it, a number is a typo, and sockets, sleeps and
+    #: timestamps overflow on huge ones).
+    maximum: float = 10**12
 
     def conn_field(self) -> dict[str, Any]:
         """The ``conn-fields`` entry Airflow 3 renders in the connection form."""
@@ -28,6 +34,9 @@ class ExtraField:
             schema["default"] = self.default
         if self.enum:
             schema["enum"] = list(self.enum)
+        if self.type in ("integer", "number"):
+            schema["exclusiveMinimum" if self.above else "minimum"] = self.minimum
+            schema["maximum"] = self.maximum
         if self.secret:
             schema["format"] = "password"
         return {"label": self.label, "description": self.description, "schema": schema}
@@ -56,6 +65,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Seconds to wait for the server to connect or answer, for token and API calls.",
         "number",
         30,
+        above=True,
+        maximum=3600,
     ),
     ExtraField(
         "verify",
@@ -84,6 +95,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Renew a token this many seconds before it expires (never more than half its lifetime).",
         "number",
         300,
+        maximum=86400,
     ),
     # Shared tokens: the cache that makes one token serve every task, and the grants.
     ExtraField(
@@ -118,16 +130,12 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "cache_lock_lease",
         "Token lock lease (s)",
-        "A renewal lock held by a process that died is freed after this many seconds (redis).",
+        "A renewal lock held by a process that died is freed after this many seconds (redis; at least 1). "
+        "A live holder keeps extending it, however long its renewal takes.",
         "number",
         30,
-    ),
-    ExtraField(
-        "cache_lock_wait",
-        "Token lock wait (s)",
-        "How long to wait for another process's renewal before fetching directly (keep it above the lease).",
-        "number",
-        45,
+        above=True,
+        maximum=3600,
     ),
     ExtraField(
         "grant_type",
@@ -159,6 +167,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "1 = no retry.",
         "integer",
         5,
+        minimum=1,
+        maximum=100,
     ),
     ExtraField(
         "retry_backoff",
@@ -166,6 +176,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Base of the exponential backoff with full jitter: the n-th retry waits up to backoff * 2^(n-1) s.",
         "number",
         1,
+        maximum=3600,
     ),
     ExtraField(
         "retry_max_backoff",
@@ -173,6 +184,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Ceiling of one backoff wait.",
         "number",
         30,
+        maximum=3600,
     ),
     ExtraField(
         "retry_after_max",
@@ -180,6 +192,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Longest wait honoured when the server sends Retry-After (in seconds or as an HTTP date).",
         "number",
         120,
+        maximum=86400,
     ),
     ExtraField(
         "auth_failure_ttl",
@@ -188,6 +201,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "this many seconds (0 turns it off).",
         "number",
         60,
+        maximum=86400,
     ),
     ExtraField(
         "max_response_bytes",
@@ -197,6 +211,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "times (max_workers + 1) pages in flight during an extraction.",
         "integer",
         16 * 1024 * 1024,
+        minimum=1,
+        maximum=2**40,
     ),
     # Paging of the instances collection (extractions); not documented by Deyel: every name is an assumption.
     ExtraField(
@@ -214,6 +230,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "Instances requested per page (assumed server cap: 1000); operators can override it.",
         "integer",
         100,
+        minimum=1,
+        maximum=10**6,
     ),
     ExtraField(
         "page_param", "Page parameter", "Query parameter of the 1-based page number.", "string", "page"
@@ -247,6 +265,9 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
 
 #: Older spellings, still read. Airflow hides the value of any extra whose name holds "token" (the UI form
 #: shows and saves "***", and task logs mask every occurrence of the value), so the declared names avoid it.
+#: Each option's default, for the code that also runs without a connection (Paging(), RetryPolicy()).
+DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in EXTRA_FIELDS}
+
 ALIASES: dict[str, str] = {
     "token_path": "oauth_path",
     "token_cache": "cache",
@@ -254,5 +275,15 @@ ALIASES: dict[str, str] = {
     "token_cache_url": "cache_url",
     "token_cache_conn_id": "cache_conn_id",
     "token_cache_lock_lease": "cache_lock_lease",
-    "token_cache_lock_wait": "cache_lock_wait",
+}
+
+_LOCK_WAIT_RETIRED = (
+    "a process now waits for another's token renewal while that renewal's holder is alive, up to the budget "
+    "of one renewal derived from the retry_* extras and timeout (see the README, Sharing tokens)"
+)
+
+#: Options no longer read, and why: a warning names them, their value is ignored.
+RETIRED: dict[str, str] = {
+    "cache_lock_wait": _LOCK_WAIT_RETIRED,
+    "token_cache_lock_wait": _LOCK_WAIT_RETIRED,
 }

@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
 if TYPE_CHECKING:
@@ -33,15 +34,15 @@ Fetch = Callable[[str, "dict[str, Any] | None"], "requests.Response"]
 
 @dataclass(frozen=True)
 class Paging:
-    """How a collection pages (defaults: the project's documented assumption)."""
+    """How a collection pages (defaults: the connection's, the project's documented assumption)."""
 
-    strategy: str = "page"
-    page_size: int = 100
-    page_param: str = "page"
-    page_size_param: str = "pageSize"
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    total_header: str = "X-Total-Count"
+    strategy: str = DEFAULTS["paging"]
+    page_size: int = DEFAULTS["page_size"]
+    page_param: str = DEFAULTS["page_param"]
+    page_size_param: str = DEFAULTS["page_size_param"]
+    offset_param: str = DEFAULTS["offset_param"]
+    limit_param: str = DEFAULTS["limit_param"]
+    total_header: str = DEFAULTS["total_header"]
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -92,6 +93,14 @@ class Page:
 
 def parse_page(response: requests.Response, paging: Paging) -> Page:
     """The JSON array of instances of a page as a :class:`Page`; anything else is a typed error."""
+    if response.status_code != 200:
+        # A listing is answered 200; a 201, 202, 204 or 206 (from a proxy, a queue, a cache) is not the
+        # collection's state and must not be taken for it (an empty 202 would read as an empty form).
+        raise DeyelBadResponseError(
+            f"a listing was answered {response.status_code} instead of 200; its body is not read as "
+            f"the form's instances",
+            **_where(response),
+        )
     try:
         body = response.json()
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
@@ -138,8 +147,10 @@ def _server_ms(response: requests.Response) -> int | None:
 
 
 def _next_link(response: requests.Response) -> str | None:
-    # requests parses RFC 8288 Link headers into response.links.
-    return response.links.get("next", {}).get("url") or None
+    # requests parses RFC 8288 Link headers into response.links. A relative reference is relative to the
+    # URL that was answered (RFC 8288 section 3.2), not to the API prefix: joined there it would double it.
+    link = response.links.get("next", {}).get("url")
+    return urljoin(response.url, link) if link else None
 
 
 def _where(response: requests.Response) -> dict[str, Any]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import tenacity
 
+from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.exceptions import DeyelConnectionError, DeyelError, DeyelRateLimitError
 
 if TYPE_CHECKING:
@@ -28,6 +30,28 @@ T = TypeVar("T")
 #: Methods that mean the same thing when sent twice (RFC 9110 9.2.2): safe to replay whatever happened.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
+#: What a renewal may take beyond its attempts and waits: the shared cache's lookups, store and release
+#: around the POST (a Redis call answers within 2 s or counts as a fault), with room to spare.
+RENEWAL_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class RenewalBudget:
+    """How long one token renewal may take, derived from the retry policy and the request timeout.
+
+    The one place where it is computed (see :meth:`RetryPolicy.renewal_budget`); the README states it.
+
+    :param fetching: the renewing process starts no attempt, and sleeps no wait, that could end past this
+        many seconds after the renewal began (a ``Retry-After`` that does not fit ends the renewal with the
+        last typed error); an answer still arriving then is cut off.
+    :param total: ``fetching`` plus one request timeout (the read cut off at that point) plus
+        ``RENEWAL_MARGIN``: how long another process waits for a renewal whose holder is alive, and how
+        long a Redis holder keeps its lease alive.
+    """
+
+    fetching: float
+    total: float
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -40,19 +64,38 @@ class RetryPolicy:
     :param max_retry_after: ceiling of a wait the server asks for with ``Retry-After``, in seconds.
     """
 
-    attempts: int = 5
-    backoff: float = 1.0
-    max_backoff: float = 30.0
-    max_retry_after: float = 120.0
+    attempts: int = DEFAULTS["retry_attempts"]
+    backoff: float = DEFAULTS["retry_backoff"]
+    max_backoff: float = DEFAULTS["retry_max_backoff"]
+    max_retry_after: float = DEFAULTS["retry_after_max"]
 
     @classmethod
     def from_config(cls, config: DeyelConfig) -> RetryPolicy:
         return cls(
-            attempts=max(1, int(config.retry_attempts)),
+            attempts=config.retry_attempts,  # validated: a whole number >= 1
             backoff=float(config.retry_backoff),
             max_backoff=float(config.retry_max_backoff),
             max_retry_after=float(config.retry_after_max),
         )
+
+    def renewal_budget(self, timeout: float) -> RenewalBudget:
+        """The budget of one token renewal under this policy, with ``timeout`` the request timeout.
+
+        ``fetching = attempts * 2 * timeout + sum of the backoff ceilings`` (an attempt waits up to
+        ``timeout`` to connect, then up to ``timeout`` for the answer; the n-th wait is at most
+        ``min(max_backoff, backoff * 2 ** (n - 1))``); ``total = fetching + timeout + RENEWAL_MARGIN``.
+        With the defaults (5 attempts, 30 s, backoff 1 s up to 30 s): 315 s and 350 s.
+        """
+        # The ceilings double until they reach max_backoff (within 64 steps), then stay there: sum the
+        # first ones, count the rest (attempts can be large: no loop over them).
+        rising = min(self.attempts - 1, 64)
+        waits = sum(self._ceiling(n) for n in range(1, rising + 1))
+        waits += (self.attempts - 1 - rising) * self._ceiling(64)
+        fetching = self.attempts * 2 * timeout + waits
+        return RenewalBudget(fetching=fetching, total=fetching + timeout + RENEWAL_MARGIN)
+
+    def _ceiling(self, attempt: int) -> float:
+        return min(self.max_backoff, self.backoff * 2.0 ** min(attempt - 1, 60))
 
     def should_retry(self, error: BaseException, *, replay_safe: bool) -> bool:
         """Whether ``error`` is worth another attempt.
@@ -74,8 +117,7 @@ class RetryPolicy:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             return min(float(retry_after), self.max_retry_after)
-        ceiling = min(self.max_backoff, self.backoff * 2.0 ** min(attempt - 1, 60))
-        return random.uniform(0.0, ceiling)
+        return random.uniform(0.0, self._ceiling(attempt))
 
     def call(
         self,
@@ -85,6 +127,8 @@ class RetryPolicy:
         path: str,
         replay_safe: bool,
         on_retry: Callable[[BaseException], None] | None = None,
+        deadline: float | None = None,
+        attempt_time: float = 0.0,
     ) -> T:
         """Run ``attempt`` until it returns, or raise its last error when that is final or attempts run out.
 
@@ -96,15 +140,14 @@ class RetryPolicy:
         :param replay_safe: see :meth:`should_retry`.
         :param on_retry: told of each error that is about to be retried (``max_workers="auto"`` backs off on
             rate limits).
+        :param deadline: a ``time.monotonic()`` past which no wait or attempt may run: a retry whose wait
+            plus ``attempt_time`` (the longest an attempt takes) would end later is not made, and the last
+            error is raised (a token renewal's budget, see :meth:`renewal_budget`).
         """
+        out_of_time = _StopAtDeadline(deadline, attempt_time)
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            what = (
-                f"HTTP {error.status}"
-                if isinstance(error, DeyelError) and error.status
-                else (type(error).__name__)
-            )
             sleep = state.next_action.sleep if state.next_action else 0.0
             if on_retry is not None and error is not None:
                 on_retry(error)
@@ -112,14 +155,14 @@ class RetryPolicy:
                 "Deyel %s %s failed (%s); retry %d of %d in %.2f s",
                 method,
                 path,
-                what,
+                _what(error),
                 state.attempt_number,
                 self.attempts - 1,
                 sleep,
             )
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(self.attempts), out_of_time),
             wait=lambda state: self.wait(
                 state.attempt_number, state.outcome.exception() if state.outcome else None
             ),
@@ -130,11 +173,43 @@ class RetryPolicy:
         try:
             return retrying(attempt)
         except DeyelError as error:
+            if out_of_time.stopped and not error.retries_exhausted:
+                log.warning(
+                    "Deyel %s %s failed (%s); not retried: another attempt would not end within the time "
+                    "allowed",
+                    method,
+                    path,
+                    _what(error),
+                )
             if not error.retries_exhausted:
                 # An inner policy (the token request inside a data call) already counted its own attempts.
                 error.attempts = int(retrying.statistics.get("attempt_number", 1))
             error.retries_exhausted = True
             raise
+
+
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop when the next wait plus one whole attempt would end past ``deadline`` (``time.monotonic()``)."""
+
+    def __init__(self, deadline: float | None, attempt_time: float) -> None:
+        self.deadline = deadline
+        self.attempt_time = attempt_time
+        self.stopped = False
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        if self.deadline is None:
+            return False
+        if time.monotonic() + retry_state.upcoming_sleep + self.attempt_time <= self.deadline:
+            return False
+        self.stopped = True
+        return True
+
+
+def _what(error: BaseException | None) -> str:
+    """An error as a log line names it: its HTTP status, else its class."""
+    if isinstance(error, DeyelError) and error.status:
+        return f"HTTP {error.status}"
+    return type(error).__name__
 
 
 def is_replay_safe(method: str, *, opted_in: bool = False) -> bool:

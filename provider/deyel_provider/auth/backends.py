@@ -11,6 +11,7 @@ from airflow.sdk.log import mask_secret
 from deyel_provider.auth.cache import PROCESS_CACHE, NoTokenCache, TokenCache
 from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
 from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from deyel_provider.config import DeyelConfig
@@ -26,18 +27,17 @@ def shared_tier(config: DeyelConfig, key: str) -> TokenCache | None:
     if config.cache not in ("file", "redis"):
         return None
     sealer = TokenSealer(config.client_secret, key, CACHE_PURPOSE)
+    # A process waits for another's renewal as long as that renewal may take, and no longer.
+    budget = RetryPolicy.from_config(config).renewal_budget(config.timeout).total
     if config.cache == "file":
         from deyel_provider.auth.file_cache import FileTokenCache, default_cache_dir
 
         directory = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
-        return FileTokenCache(directory, sealer, config.cache_lock_wait)
+        return FileTokenCache(directory, sealer, budget)
     from deyel_provider.auth.redis_cache import RedisTokenCache, redis_client
 
     return RedisTokenCache(
-        redis_client(redis_url(config)),
-        sealer,
-        lease=config.cache_lock_lease,
-        lock_wait=config.cache_lock_wait,
+        redis_client(redis_url(config)), sealer, lease=config.cache_lock_lease, budget=budget
     )
 
 

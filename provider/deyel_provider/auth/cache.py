@@ -20,7 +20,6 @@ class TokenCacheError(Exception):
     """
 
     def __init__(self, backend: str, message: str) -> None:
-        self.backend = backend
         super().__init__(f"{backend} token cache: {message}")
 
 

@@ -10,14 +10,9 @@ from urllib.parse import urlsplit
 import requests
 
 from deyel_provider.auth import refusals
-from deyel_provider.auth.provider import credential_key
 from deyel_provider.auth.token import DeyelToken
-from deyel_provider.exceptions import (
-    DeyelAuthError,
-    DeyelBadResponseError,
-    connection_error,
-    error_from_response,
-)
+from deyel_provider.exceptions import DeyelAuthError, DeyelBadResponseError
+from deyel_provider.http_errors import connection_error, error_from_response
 from deyel_provider.redact import Redactor
 from deyel_provider.response_body import read_capped
 from deyel_provider.retry import RetryPolicy
@@ -45,15 +40,19 @@ class TokenClient:
         session: requests.Session,
         redact: Redactor | None = None,
         *,
+        credential_key: str,
         retry: RetryPolicy | None = None,
         budget: float | None = None,
     ) -> None:
         """
         :param redact: the connection's redactor (tokens obtained here are added to it).
+        :param credential_key: the credential's cache key (``auth.crypto.credential_key``); refusals are
+            remembered under it.
         :param retry: the retry policy; default: the connection's.
         :param budget: seconds a whole grant may take, reading included (the Test button's bound).
         """
         self._config = config
+        self._credential_key = credential_key
         self._session = session
         self._redact = redact or Redactor.for_config(config)
         self._retry = retry or RetryPolicy.from_config(config)
@@ -65,55 +64,67 @@ class TokenClient:
     def close(self) -> None:
         self._session.close()
 
-    def password(self, *, remembered_refusals: bool = True) -> DeyelToken:
+    def password(self, *, remembered_refusals: bool = True, deadline: float | None = None) -> DeyelToken:
         """The resource owner password grant, with the connection's ``username``/``password`` extras."""
         config = self._config
         assert config.username and config.user_password  # DeyelConfig checks both for this grant
         return self._post(
             {"grant_type": "password", "username": config.username, "password": config.user_password},
             remembered_refusals=remembered_refusals,
+            deadline=deadline,
         )
 
-    def refresh(self, refresh_token: str) -> DeyelToken:
+    def refresh(self, refresh_token: str, *, deadline: float | None = None) -> DeyelToken:
         """The documented refresh POST: a new access token for the same refresh token."""
-        return self._post({"grant_type": "refresh_token", "refresh_token": refresh_token})
+        return self._post({"grant_type": "refresh_token", "refresh_token": refresh_token}, deadline=deadline)
 
-    def grant(self, *, remembered_refusals: bool = True) -> DeyelToken:
+    def grant(self, *, remembered_refusals: bool = True, deadline: float | None = None) -> DeyelToken:
         """The connection's full grant (``grant_type`` extra).
 
         :param remembered_refusals: fail at once with a refusal remembered from the last ``auth_failure_ttl``
             seconds; the connection test turns this off to ask the server again.
+        :param deadline: a ``time.monotonic()`` by which the grant ends, retries included: the renewal
+            budget (see :meth:`deyel_provider.retry.RetryPolicy.renewal_budget`).
         """
         if self._config.grant_type == "password":
-            return self.password(remembered_refusals=remembered_refusals)
-        return self.client_credentials(remembered_refusals=remembered_refusals)
+            return self.password(remembered_refusals=remembered_refusals, deadline=deadline)
+        return self.client_credentials(remembered_refusals=remembered_refusals, deadline=deadline)
 
-    def client_credentials(self, *, remembered_refusals: bool = True) -> DeyelToken:
+    def client_credentials(
+        self, *, remembered_refusals: bool = True, deadline: float | None = None
+    ) -> DeyelToken:
         """Request a token with the client's own credentials.
 
         :param remembered_refusals: fail at once with a refusal remembered from the last ``auth_failure_ttl``
             seconds; the connection test turns this off to ask the server again.
+        :param deadline: see :meth:`grant`.
         """
-        return self._post({"grant_type": "client_credentials"}, remembered_refusals=remembered_refusals)
+        return self._post(
+            {"grant_type": "client_credentials"}, remembered_refusals=remembered_refusals, deadline=deadline
+        )
 
-    def _post(self, form: dict[str, str], *, remembered_refusals: bool = True) -> DeyelToken:
+    def _post(
+        self, form: dict[str, str], *, remembered_refusals: bool = True, deadline: float | None = None
+    ) -> DeyelToken:
         config = self._config
-        # The user's password is part of the credential (through scrypt), never of a fast hash.
-        subject = (
-            (config.username or "", config.user_password or "") if config.grant_type == "password" else ()
-        )
-        key = refusals.refusal_key(
-            credential_key(config.token_url, config.client_id, config.client_secret, *subject), form
-        )
+        # The user's password is part of the credential key (through scrypt), never of a fast hash.
+        key = refusals.refusal_key(self._credential_key, form)
         if remembered_refusals:
             refusals.check(key, config.auth_failure_ttl)
-        deadline = time.monotonic() + self._budget if self._budget is not None else None
+        # The renewal's deadline stops the retries; either deadline cuts off an answer still arriving.
+        read_deadline = deadline
+        if self._budget is not None:
+            own = time.monotonic() + self._budget
+            read_deadline = own if deadline is None else min(own, deadline)
         try:
             token = self._retry.call(
-                lambda: self._post_once(form, deadline),
+                lambda: self._post_once(form, read_deadline),
                 method="POST",
                 path=urlsplit(config.token_url).path,
                 replay_safe=True,
+                deadline=deadline,
+                # requests' timeout bounds the connection and then the answer, each on its own.
+                attempt_time=2 * config.timeout,
             )
         except DeyelAuthError as refused:
             refusals.remember(key, refused, config.auth_failure_ttl)

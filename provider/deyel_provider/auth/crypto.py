@@ -123,3 +123,14 @@ class TokenSealer:
             raise UnreadableTokenError(
                 "the entry is corrupted or was not sealed with this credential's key"
             ) from None
+
+
+def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
+    """Cache key of one credential: rotating the secret changes the key, so an old token is never served.
+
+    Derived through scrypt (see :func:`credential_name`): key names are stored in
+    Redis and as file names, and must not let anyone test a guessed secret quickly.
+
+    :param subject: more parts that select a different token (the password grant's user and password).
+    """
+    return credential_name(token_url, client_id, (client_secret, *subject))

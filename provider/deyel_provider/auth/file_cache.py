@@ -40,20 +40,22 @@ def default_cache_dir() -> Path:
 class FileTokenCache:
     """One file per credential in ``directory``, replaced atomically; renewals serialised by ``filelock``.
 
-    The operating system frees a ``flock`` when its holder dies, even by SIGKILL, so a dead renewer never
-    blocks the others.
+    The operating system holds a ``flock`` exactly as long as its holder lives and frees it when the holder
+    dies, even by SIGKILL: a waiter waits while the lock is held, since its holder is alive and renewing,
+    up to the budget of one renewal (which a live holder does not overrun: it stops itself), and a dead
+    renewer blocks nobody.
 
     :param directory: the cache folder (created 0700 when missing).
     :param sealer: encrypts entries with the credential's key.
-    :param lock_wait: seconds to wait for another process's renewal.
+    :param budget: seconds one renewal may take (``RenewalBudget.total``): the longest wait for the lock.
     """
 
     name = "file"
 
-    def __init__(self, directory: Path, sealer: TokenSealer, lock_wait: float) -> None:
+    def __init__(self, directory: Path, sealer: TokenSealer, budget: float) -> None:
         self._directory = directory
         self._sealer = sealer
-        self._lock_wait = lock_wait
+        self._budget = budget
 
     def __repr__(self) -> str:
         return f"FileTokenCache(directory={str(self._directory)!r})"
@@ -148,12 +150,14 @@ class FileTokenCache:
         else:
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
                 raise TokenCacheError(self.name, f"{path.name} is not a regular file of this user: refused")
-        lock = FileLock(str(path), timeout=self._lock_wait, mode=0o600)
+        lock = FileLock(str(path), timeout=self._budget, mode=0o600)
         try:
             lock.acquire()
         except Timeout:
             raise TokenCacheError(
-                self.name, f"another process held the renewal lock for more than {self._lock_wait:g} s"
+                self.name,
+                f"another process held the renewal lock for more than {self._budget:g} s, the budget of "
+                f"one renewal (retry policy and timeout): not waiting longer",
             ) from None
         except OSError as exc:
             raise TokenCacheError(self.name, f"cannot lock in {self._directory}: {exc.strerror}") from None

@@ -11,20 +11,18 @@ import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from airflow.sdk.log import mask_secret
 
 from deyel_provider.auth.cache import TokenCacheError
-from deyel_provider.auth.crypto import credential_name
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from deyel_provider.auth.cache import TokenCache
     from deyel_provider.auth.token import DeyelToken
     from deyel_provider.redact import Redactor
+    from deyel_provider.retry import RenewalBudget
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +35,18 @@ RENEWAL_RETRY_INTERVAL = 10.0
 JITTER_SPREAD = 0.5
 
 _jitter: tuple[int, float] = (-1, 0.0)
+
+
+class Grant(Protocol):
+    """The full grant (client credentials or password), ending by ``deadline`` (a ``time.monotonic()``)."""
+
+    def __call__(self, *, deadline: float | None = None) -> DeyelToken: ...
+
+
+class RefreshGrant(Protocol):
+    """The refresh grant for ``refresh_token``, ending by ``deadline``."""
+
+    def __call__(self, refresh_token: str, *, deadline: float | None = None) -> DeyelToken: ...
 
 
 def process_jitter() -> float:
@@ -56,17 +66,6 @@ def mask_token(token: DeyelToken) -> None:
                 _masked.add(secret)
 
 
-def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
-    """Cache key of one credential: rotating the secret changes the key, so an old token is never served.
-
-    Derived through scrypt (see :func:`deyel_provider.auth.crypto.credential_name`): key names are stored in
-    Redis and as file names, and must not let anyone test a guessed secret quickly.
-
-    :param subject: more parts that select a different token (the password grant's user and password).
-    """
-    return credential_name(token_url, client_id, (client_secret, *subject))
-
-
 class TokenProvider:
     """Serves a fresh token from the caches, fetching a new one (single-flight) only when needed.
 
@@ -79,19 +78,24 @@ class TokenProvider:
         processes single-flight.
     :param refresh: renews with a refresh token (password grant); None when the grant gives none.
     :param preset: a token handed over by another task (XCom), used while it is valid and not rejected.
+    :param budget: the budget of one renewal: the grants stop retrying once ``budget.fetching`` seconds are
+        spent (and end with their last typed error), so whoever waits for this renewal (the threads of this
+        process, the processes waiting on the shared lock for ``budget.total`` seconds) is not kept waiting
+        past it. None: no bound beyond the retry policy's own.
     """
 
     def __init__(
         self,
-        fetch: Callable[[], DeyelToken],
+        fetch: Grant,
         cache: TokenCache,
         key: str,
         margin: float,
         *,
         shared: TokenCache | None = None,
-        refresh: Callable[[str], DeyelToken] | None = None,
+        refresh: RefreshGrant | None = None,
         preset: DeyelToken | None = None,
         redactor: Redactor | None = None,
+        budget: RenewalBudget | None = None,
     ) -> None:
         self._fetch = fetch
         self._redactor = redactor
@@ -103,14 +107,11 @@ class TokenProvider:
         self._preset = preset
         self._refresh_token: str | None = None
         self._retry_at = 0.0
+        self._budget = budget
 
     def __repr__(self) -> str:
         shared = self._shared.name if self._shared is not None else None
         return f"TokenProvider(cache={self._cache.name!r}, shared={shared!r}, margin={self._margin:g})"
-
-    @property
-    def backend(self) -> str:
-        return self._shared.name if self._shared is not None else self._cache.name
 
     def token(self) -> DeyelToken:
         preset = self._preset
@@ -153,14 +154,16 @@ class TokenProvider:
             if token is not None:
                 return token
             with shared.lock(self._key):
+                # Someone may have renewed while we waited: look again. A waiter only looks (masking the
+                # token waits until the lock is released: it may be a round trip to the task supervisor).
                 stored = shared.get(self._key)
-                token = self._fresh(stored)
-                if token is not None:
-                    return token
-                fetched = self._renew(stored or current)
-                if fetched is not (stored or current):
-                    shared.put(self._key, fetched)
-                return fetched
+                if stored is None or not stored.is_fresh(self._margin):
+                    fetched = self._renew(stored or current)
+                    if fetched is not (stored or current):
+                        shared.put(self._key, fetched)
+                    return fetched
+            self._known(stored)
+            return stored
         except TokenCacheError as exc:
             self._warn(exc)
             # A fault after the fetch (storing, releasing) must not cost a second token.
@@ -182,8 +185,9 @@ class TokenProvider:
         now = time.time()
         if current is not None and current.is_valid(now) and now < self._retry_at:
             return current
+        deadline = time.monotonic() + self._budget.fetching if self._budget is not None else None
         try:
-            token = self._new_token(current)
+            token = self._new_token(current, deadline)
         except DeyelConfigError:
             raise
         except DeyelError as exc:
@@ -202,11 +206,11 @@ class TokenProvider:
         log.info("Obtained a new Deyel access token (valid %.0f s)", token.lifetime)
         return token
 
-    def _new_token(self, current: DeyelToken | None) -> DeyelToken:
+    def _new_token(self, current: DeyelToken | None, deadline: float | None) -> DeyelToken:
         refresh_token = (current.refresh_token if current is not None else None) or self._refresh_token
         if self._refresh is not None and refresh_token:
             try:
-                token = self._refresh(refresh_token)
+                token = self._refresh(refresh_token, deadline=deadline)
             except DeyelAuthError:
                 log.info("The refresh token was refused; requesting a new token with the full grant")
             else:
@@ -219,7 +223,7 @@ class TokenProvider:
                         refresh_token=refresh_token,
                     )
                 return token
-        return self._fetch()
+        return self._fetch(deadline=deadline)
 
     def _fresh(self, token: DeyelToken | None) -> DeyelToken | None:
         if token is not None and token.is_fresh(self._margin):

@@ -1,7 +1,13 @@
-"""Tokens shared by every host: encrypted entries in Redis that expire with the token, and a leased lock."""
+"""Tokens shared by every host: encrypted entries in Redis that expire with the token, and a leased lock.
+
+The renewal lock's lease is kept alive by its holder while the holder lives and renews (a thread extends it
+every third of the lease), so a renewal may take longer than the lease; a holder that dies stops extending,
+and the lock frees itself within one lease.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -23,9 +29,16 @@ SOCKET_TIMEOUT = 2.0
 _clients: dict[str, Any] = {}
 _clients_guard = threading.Lock()
 
-#: Per lock name, until when this process does not wait for that renewal lock again: one renewal paid the
-#: full wait, the next ones try once and fetch directly (someone may hold the lock on purpose).
-_busy_until: dict[str, float] = {}
+log = logging.getLogger(__name__)
+
+#: Seconds between two attempts to take a renewal lock another process holds (at most a quarter lease).
+LOCK_POLL = 0.1
+
+#: Per lock name, the holder (the lock's value) this process waited a whole renewal budget for in vain, and
+#: until when (monotonic) it waits for no holder at all: while that holder keeps the lock (on purpose, or
+#: stuck), or for one lease after the give-up whoever holds it (a value that changes at every renewal must
+#: not buy a full wait each time), the next renewals of this process try once and fetch directly.
+_given_up_on: dict[str, tuple[bytes, float]] = {}
 
 
 def redis_client(url: str) -> Any:
@@ -55,24 +68,28 @@ def redis_client(url: str) -> Any:
 class RedisTokenCache:
     """Entries under the credential key with the token's TTL; renewals serialised by a Redis lock.
 
-    The lock has a lease: a holder that dies frees it after ``lease`` seconds at most.
+    The lock has a lease that its holder keeps alive while it renews (up to ``budget``): a holder that dies
+    frees it after ``lease`` seconds at most. A waiter waits while the lock is held with such a lease (its
+    holder is alive), and gives up when the holder is gone (it then takes the lock itself) or after
+    ``budget`` seconds; a lock without the lease, or with a longer one, is not ours and not waited for.
 
     :param client: a ``redis.Redis``.
     :param sealer: encrypts entries with the credential's key.
     :param lease: seconds after which a lock whose holder vanished expires.
-    :param lock_wait: seconds to wait for another process's renewal.
+    :param budget: seconds one renewal may take (``RenewalBudget.total``): the longest wait for the lock,
+        and the longest a holder keeps its lease alive.
     """
 
     name = "redis"
 
-    def __init__(self, client: Any, sealer: TokenSealer, lease: float, lock_wait: float) -> None:
+    def __init__(self, client: Any, sealer: TokenSealer, lease: float, budget: float) -> None:
         self._client = client
         self._sealer = sealer
         self._lease = lease
-        self._lock_wait = lock_wait
+        self._budget = budget
 
     def __repr__(self) -> str:
-        return f"RedisTokenCache(lease={self._lease:g}, lock_wait={self._lock_wait:g})"
+        return f"RedisTokenCache(lease={self._lease:g}, budget={self._budget:g})"
 
     @contextmanager
     def _faults(self, what: str) -> Iterator[None]:
@@ -126,25 +143,85 @@ class RedisTokenCache:
         import redis
 
         name = f"{key}:lock"
+        lock = self._client.lock(name, timeout=self._lease, thread_local=False)
         with self._faults("lock"):
-            remaining = self._client.pttl(name)
-        if remaining == -1 or remaining > self._lease * 1000:
-            # Our holders always set the lease: a lock without one, or a longer one, is not a renewal.
-            raise TokenCacheError(
-                self.name, "the renewal lock is held without the provider's lease: not waiting"
-            )
-        wait = self._lock_wait if time.monotonic() >= _busy_until.get(name, 0.0) else 0.0
-        lock = self._client.lock(name, timeout=self._lease, blocking_timeout=wait, thread_local=False)
-        with self._faults("lock"):
-            acquired = lock.acquire(blocking=wait > 0)
-        if not acquired:
-            _busy_until[name] = time.monotonic() + self._lease
-            raise TokenCacheError(self.name, f"the renewal lock was not free within {wait:g} s")
-        _busy_until.pop(name, None)
+            self._acquire(lock, name)
+        keeper = _LeaseKeeper(lock, self._lease, until=time.monotonic() + self._budget)
         try:
             yield
         finally:
+            keeper.stop()
             try:
                 lock.release()
             except redis.RedisError:
                 pass  # the lease ran out or Redis went away: the lock frees itself either way
+
+    def _acquire(self, lock: Any, name: str) -> None:
+        """Take the lock, waiting while a live holder of ours has it; else raise ``TokenCacheError``."""
+        give_up_at = time.monotonic() + self._budget
+        while not lock.acquire(blocking=False):
+            with self._client.pipeline(transaction=False) as pipe:
+                holder, remaining = pipe.get(name).pttl(name).execute()
+            if holder is not None:
+                if remaining == -1 or remaining > self._lease * 1000:
+                    # Our holders always keep the lease: a lock without one, or a longer one, is not ours.
+                    raise TokenCacheError(
+                        self.name, "the renewal lock is held without the provider's lease: not waiting"
+                    )
+                given_up = _given_up_on.get(name)
+                if given_up is not None and (given_up[0] == holder or time.monotonic() < given_up[1]):
+                    raise TokenCacheError(
+                        self.name,
+                        "the renewal lock is still held by the holder this process already waited a whole "
+                        "renewal budget for: not waiting again",
+                    )
+            if time.monotonic() >= give_up_at:
+                if holder is not None:
+                    _given_up_on[name] = (holder, time.monotonic() + self._lease)
+                raise TokenCacheError(
+                    self.name,
+                    f"the renewal lock was still held after {self._budget:g} s, the budget of one renewal "
+                    f"(retry policy and timeout): not waiting longer",
+                )
+            if holder is not None:  # else it was released between the two calls: try again at once
+                time.sleep(min(LOCK_POLL, self._lease / 4))
+        _given_up_on.pop(name, None)
+
+
+class _LeaseKeeper:
+    """Extends a held lock's lease every third of the lease, from a thread, until stopped or until ``until``.
+
+    The thread lives and dies with the holder's process, so the lease outlasts the holder by one lease at
+    most; past ``until`` (the renewal's budget: its holder is stuck), it stops extending as well.
+    """
+
+    def __init__(self, lock: Any, lease: float, until: float) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(lock, lease / 3, until), name="deyel-token-lease", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, lock: Any, interval: float, until: float) -> None:
+        import redis
+
+        while not self._stopped.wait(interval):
+            if time.monotonic() >= until:
+                log.warning(
+                    "redis token cache: the renewal outlived its budget; its lock's lease is no longer kept"
+                )
+                return
+            try:
+                lock.reacquire()
+            except redis.exceptions.LockNotOwnedError:
+                log.warning(
+                    "redis token cache: the renewal lock's lease ran out before it could be extended (this "
+                    "process was paused for longer than the lease?); another process may renew as well"
+                )
+                return
+            except redis.RedisError:
+                continue  # the lease may still hold: try again at the next beat
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()

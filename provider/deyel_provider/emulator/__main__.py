@@ -17,6 +17,7 @@ from typing import Any
 from deyel_provider.emulator.server import RunningEmulator
 from deyel_provider.emulator.settings import (
     DATE_FORMAT_CHOICES,
+    LINK_STYLE_CHOICES,
     LIST_ORDER_CHOICES,
     PAGING_CHOICES,
     UNAUTHORIZED_STYLE_CHOICES,
@@ -33,6 +34,7 @@ _CHOICES = {
     "rate_limit_status": (403, 429),
     "updated_order": UPDATED_ORDER_CHOICES,
     "list_order": LIST_ORDER_CHOICES,
+    "link_style": LINK_STYLE_CHOICES,
 }
 
 

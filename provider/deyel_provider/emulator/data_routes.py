@@ -87,11 +87,14 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
 
     def next_url(request_url: str, window: Window, last_key: Any) -> str:
         url = URL(request_url).remove_query_params(settings.page_param)
-        return str(
-            url.include_query_params(
-                **{settings.page_size_param: window.size, settings.cursor_param: encode_cursor(last_key)}
-            )
+        url = url.include_query_params(
+            **{settings.page_size_param: window.size, settings.cursor_param: encode_cursor(last_key)}
         )
+        if settings.link_style == "path":
+            return f"{url.path}?{url.query}"
+        if settings.link_style == "relative":
+            return f"{url.path.rsplit('/', 1)[-1]}?{url.query}"
+        return str(url)
 
     async def list_instances(request: Request) -> Response:
         if not authorized(request):

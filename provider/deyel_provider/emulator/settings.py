@@ -19,6 +19,9 @@ UNAUTHORIZED_STYLE_CHOICES: tuple[str, ...] = ("errors", "errorCode")
 DATE_FORMAT_CHOICES: tuple[str, ...] = ("epoch_ms", "iso")
 UPDATED_ORDER_CHOICES: tuple[str, ...] = ("random", "id")
 LIST_ORDER_CHOICES: tuple[str, ...] = ("id", "dtLastUpdate")
+#: How a next link is written: a whole URL, a path from the server root (``/api/forms/...?cursor=``), or
+#: relative to the request (``instances?cursor=``), as RFC 8288 allows.
+LINK_STYLE_CHOICES: tuple[str, ...] = ("absolute", "path", "relative")
 
 
 def _default_users() -> dict[str, str]:
@@ -61,6 +64,7 @@ class EmulatorSettings:
     total_header: str = "X-Total-Count"
     # Listing order of the collection, and servers that page differently than assumed.
     list_order: ListOrder = "id"
+    link_style: str = "absolute"
     send_total: bool = True
     total_ignores_search: bool = False  # the total header counts the whole form, not the search
     total_counts_page: bool = False  # the total header counts the instances of the page sent
@@ -106,6 +110,8 @@ class EmulatorSettings:
             problems.append(f"unauthorized_style must be one of {UNAUTHORIZED_STYLE_CHOICES}")
         if self.updated_order not in UPDATED_ORDER_CHOICES:
             problems.append(f"updated_order must be one of {UPDATED_ORDER_CHOICES}")
+        if self.link_style not in LINK_STYLE_CHOICES:
+            problems.append(f"link_style must be one of {LINK_STYLE_CHOICES}")
         if self.list_order not in LIST_ORDER_CHOICES:
             problems.append(f"list_order must be one of {LIST_ORDER_CHOICES}")
         if self.updated_burst < 1:

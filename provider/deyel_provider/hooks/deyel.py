@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -16,11 +16,13 @@ from requests.adapters import HTTPAdapter
 from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
 from deyel_provider.auth.client import TokenClient
-from deyel_provider.auth.provider import TokenProvider, credential_key, mask_token
+from deyel_provider.auth.crypto import credential_key
+from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
-from deyel_provider.exceptions import DeyelConfigError, DeyelError, connection_error, error_from_response
+from deyel_provider.exceptions import DeyelConfigError, DeyelError
+from deyel_provider.http_errors import connection_error, error_from_response
 from deyel_provider.instances import field_values, instance_path, json_object, settle_delete, settle_update
 from deyel_provider.pagination import Paging
 from deyel_provider.redact import Redactor, basic_value
@@ -30,6 +32,9 @@ from deyel_provider.slicing import SlicedReader
 
 #: Seconds the Test button may take beyond the connection's timeout.
 TEST_CONNECTION_GRACE = 3.0
+
+#: The only methods that follow a redirect: requests would turn other methods into a GET.
+FOLLOWED_REDIRECT_METHODS = frozenset({"GET", "HEAD"})
 
 
 class DeyelHook(BaseHook):
@@ -91,7 +96,9 @@ class DeyelHook(BaseHook):
 
     @cached_property
     def token_client(self) -> TokenClient:
-        return TokenClient(self.config, self._pooled_session(), redact=self.redactor)
+        return TokenClient(
+            self.config, self._pooled_session(), redact=self.redactor, credential_key=self.credential_key
+        )
 
     @cached_property
     def token_provider(self) -> TokenProvider:
@@ -111,6 +118,7 @@ class DeyelHook(BaseHook):
             refresh=self.token_client.refresh if config.grant_type == "password" else None,
             preset=preset,
             redactor=self.redactor,
+            budget=self.retry_policy.renewal_budget(config.timeout),
         )
 
     def get_token_for_xcom(self, *, clear_text: bool = False) -> dict[str, Any]:
@@ -154,7 +162,7 @@ class DeyelHook(BaseHook):
         return session
 
     def _pooled_session(self) -> requests.Session:
-        session = _ConnectionSession()
+        session = _ConnectionSession(self.config.is_own_url)
         session.verify = self.config.verify
         session.max_redirect_body = self.config.max_response_bytes
         # Room for parallel page fetches; requests' default pool keeps 10 connections per host.
@@ -208,11 +216,14 @@ class DeyelHook(BaseHook):
                 response = session.request(
                     method, url, params=params, json=json, data=data, headers=headers, stream=True, **kwargs
                 )
-                if not (stream and response.ok):
+                # Only a success is left for the caller to stream: an error, a redirect that was not
+                # followed and a 3xx without a Location are read here, capped, to build the error.
+                success = 200 <= response.status_code < 300
+                if not (stream and success):
                     read_capped(response, config.max_response_bytes, method=method, path=path)
             except requests.RequestException as exc:
                 raise connection_error(exc, url, kwargs["timeout"], config.conn_id, method=method) from None
-            if not response.ok:
+            if not success:
                 raise error_from_response(
                     response, note=f"connection {config.conn_id!r}", redact=self.redactor
                 )
@@ -328,7 +339,12 @@ class DeyelHook(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         budget = config.timeout + TEST_CONNECTION_GRACE
         client = TokenClient(
-            config, self._pooled_session(), redact=self.redactor, retry=RetryPolicy(attempts=1), budget=budget
+            config,
+            self._pooled_session(),
+            redact=self.redactor,
+            credential_key=self.credential_key,
+            retry=RetryPolicy(attempts=1),
+            budget=budget,
         )
         outcome: list[tuple[bool, str]] = []
 
@@ -428,20 +444,33 @@ def instances_endpoint(form: str) -> str:
 
 
 class _ConnectionSession(requests.Session):
-    """A session whose own TLS setting wins over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+    """A session that follows only the redirects that cannot change a call's meaning, and whose own TLS
+    setting wins over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+
+    requests follows every redirect and turns a POST answered 301, 302 or 303 into a GET: a create would
+    "succeed" with the list it was sent to and create nothing. Here only GET and HEAD follow a redirect (they
+    are never rewritten), and only to the connection's own origin; any other redirect is handed back as the
+    3xx it is, which :meth:`DeyelHook.request` raises as ``DeyelRequestError`` naming the Location. Before
+    following, the redirect's body is drained up to the connection's ``max_response_bytes`` (requests would
+    read it whole).
 
     requests lets those environment variables replace ``session.verify`` on every request (psf/requests#3829),
     which would silently ignore the connection's ``ca_bundle`` (and ``verify: false``) on hosts that set them.
-    Before following a redirect, requests reads the redirect's body whole; here it is drained up to the
-    connection's ``max_response_bytes`` instead.
     """
 
     max_redirect_body = 1024 * 1024
 
+    def __init__(self, is_own_url: Callable[[str], bool]) -> None:
+        super().__init__()
+        self._is_own_url = is_own_url
+
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         target = super().get_redirect_target(resp)
-        if target is not None:
-            drain(resp, self.max_redirect_body)
+        if target is None or resp.request.method not in FOLLOWED_REDIRECT_METHODS:
+            return None
+        if not self._is_own_url(urljoin(resp.url, target)):
+            return None
+        drain(resp, self.max_redirect_body)
         return target
 
     def merge_environment_settings(

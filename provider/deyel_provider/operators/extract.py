@@ -119,18 +119,9 @@ class DeyelExtractOperator(BaseOperator):
             raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {format!r}")
         Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
         self.asset = asset if asset is not None else default_asset(output)
-        outlets = list(kwargs.pop("outlets", None) or [])
-        if self.asset is not None and self.asset not in outlets:
-            outlets.append(self.asset)
-        inlets = list(kwargs.pop("inlets", None) or [])
-        if (
-            self.asset is not None
-            and incremental_field
-            and not has_asset_state()
-            and self.asset not in inlets
-        ):
-            # Without an asset state store the watermark is read back from the asset's latest event.
-            inlets.append(self.asset)
+        outlets, inlets = _declared_assets(
+            self.asset, incremental_field, kwargs.pop("outlets", None), kwargs.pop("inlets", None)
+        )
         super().__init__(outlets=outlets, inlets=inlets, **kwargs)
         self.form = form
         # ``output`` is BaseOperator's XComArg property: the rendered target lives in ``output_path``.
@@ -151,6 +142,31 @@ class DeyelExtractOperator(BaseOperator):
     @cached_property
     def hook(self) -> DeyelHook:
         return DeyelHook(deyel_conn_id=self.deyel_conn_id, token=self.token or None)
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Map this operator (``.partial(...).expand(form=[...])``) with its asset declared at parse time.
+
+        A mapped task runs ``__init__`` only when it runs: the asset computed there would be missing from
+        the parsed DAG, so the scheduler would not know the task produces it. It is computed here instead,
+        from ``asset=`` or a non-expanded ``output``; with an expanded ``output``, pass ``asset=``.
+        """
+        asset, output = kwargs.get("asset"), kwargs.get("output")
+        if asset is None:
+            if not isinstance(output, (str, ObjectStoragePath)):
+                raise DeyelConfigError(
+                    "DeyelExtractOperator.partial(): with 'output' expanded (or an XComArg), the task's "
+                    "asset cannot be known when the DAG is parsed; pass asset=Asset(...) to partial() (e.g. "
+                    "the output's folder)"
+                )
+            asset = default_asset(output)
+        outlets, inlets = _declared_assets(
+            asset,
+            kwargs.get("incremental_field", "dtLastUpdate"),
+            kwargs.pop("outlets", None),
+            kwargs.pop("inlets", None),
+        )
+        return super().partial(outlets=outlets, inlets=inlets, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         field = self.incremental_field or None
@@ -255,6 +271,21 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 def _moment(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _declared_assets(
+    asset: Asset | None, incremental_field: str | None, outlets: Any, inlets: Any
+) -> tuple[list[Any], list[Any]]:
+    """The task's outlets and inlets with its asset: emitted on success, and, without an asset state store
+    (Airflow < 3.3), read back for the watermark from the asset's latest event."""
+    # Airflow takes one asset or a list of them.
+    outlets = list(outlets) if isinstance(outlets, (list, tuple)) else [outlets] if outlets else []
+    inlets = list(inlets) if isinstance(inlets, (list, tuple)) else [inlets] if inlets else []
+    if asset is not None and asset not in outlets:
+        outlets.append(asset)
+    if asset is not None and incremental_field and not has_asset_state() and asset not in inlets:
+        inlets.append(asset)
+    return outlets, inlets
 
 
 def default_asset(output: str | ObjectStoragePath) -> Asset | None:
