@@ -126,3 +126,15 @@ def test_a_long_request_target_gets_414():
         long = call(emu, token, "GET", "CRM_ACCOUNT", params={"search": "dsCompany=in:" + "a;" * 80})
         assert long.status_code == 414 and entries(long)[0][0] == "search"
         assert emu.stats()["status_counts"] == {"200": 1, "414": 1}
+
+
+def test_data_requests_are_counted_per_method():
+    with run_emulator(records=3) as emu:
+        token = get_token(emu)
+        call(emu, token, "GET", "CRM_ACCOUNT", "/1")
+        call(emu, token, "POST", TARGET_FORM, json=GOOD)
+        call(emu, token, "POST", TARGET_FORM, json={})  # refused: counted all the same
+        assert emu.methods() == {"GET": 1, "POST": 2}
+        assert requests.get(emu.url + "/_emulator/stats/methods", timeout=10).json() == emu.methods()
+        emu.reset()
+        assert emu.methods() == {}

@@ -109,6 +109,7 @@ class EmulatorMiddleware:
                 state.stats.incr("token_requests")
         else:
             state.stats.incr("api_requests")
+            state.stats.record_method(method)
             send = self._counting(send)
 
         if kind == "data" and self._too_long(scope):
