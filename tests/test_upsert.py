@@ -165,6 +165,27 @@ def test_csv_parquet_and_xcom_sources_load_the_same_values(emulator, deyel_conn,
         assert counts(load(str(parquet))) == (0, 0, 120, 0)
 
 
+def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    opened = datetime(2018, 10, 29, 3, 0, tzinfo=timezone.utc)
+    source = [
+        {KEY: 1001, "dsName": "Numeric code", "dtOpening": opened, "nuRevenue": Decimal("12.50")},
+        {KEY: "C-2", "dsName": "Dates", "dtOpening": date(2018, 10, 29), "qtEmployee": Decimal("7")},
+        {KEY: "C-3", "dsName": "Naive", "dtOpening": datetime(2018, 10, 29, 3), "nuRevenue": float("nan")},
+        {KEY: "C-4", "dsName": "Epoch number", "dtOpening": 1540782000000},
+    ]
+    assert counts(load(source)) == (4, 0, 0, 0)
+    state = stored(emulator)
+    assert (state["1001"]["dtOpening"], state["1001"]["nuRevenue"]) == ("1540782000000", 12.5)
+    assert (state["C-2"]["dtOpening"], state["C-2"]["qtEmployee"]) == ("1540771200000", 7)
+    assert (state["C-3"]["dtOpening"], state["C-3"]["nuRevenue"]) == ("1540782000000", None)
+    assert state["C-4"]["dtOpening"] == "1540782000000"
+    emulator.reset()
+    assert counts(load(source)) == (0, 0, 4, 0)  # the same values, told apart from nothing
+
+
 def test_modes_insert_and_update(emulator, deyel_conn):
     before, source = mixed(10, existing=6, changed=3)
     seed(emulator, before)

@@ -5,8 +5,8 @@ Deyel types a field by its Hungarian prefix (``deyel-api.md``): ``cd``/``ds`` te
 values from JSON, CSV text or Parquet columns, so:
 
 - :func:`deyel_value` turns what Python readers produce into what Deyel stores: a ``datetime`` (naive means
-  UTC) or ``date`` into epoch-ms text, an integer in a ``dt`` field into its text, a ``Decimal`` into a
-  number, a NaN into null;
+  UTC) or ``date`` into epoch-ms text, a number in a ``dt``, ``cd`` or ``ds`` field into its text, a
+  ``Decimal`` into a number, a NaN into null;
 - :func:`csv_value` types a CSV cell by its column's prefix (as the extraction writes them: empty is null,
   ``true``/``false``, grids as JSON text); a cell that does not parse stays text, for Deyel to refuse;
 - :func:`same` compares a source value with the stored one loosely enough that a rerun writes nothing:
@@ -61,8 +61,12 @@ def deyel_value(field: str, value: Any) -> Any:
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and field_kind(field) == "date":
-        return str(value)
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and field_kind(field) in ("date", "text")
+    ):
+        return text_of(value)  # a warehouse's numeric code or epoch number, in a text or date field
     if isinstance(value, list):
         return [
             {k: deyel_value(k, v) for k, v in row.items()} if isinstance(row, dict) else row for row in value
