@@ -130,6 +130,7 @@ def upsert(
     :param source_conn_id: the source's object store connection, if it needs one.
     :param progress_interval: seconds between progress lines in the log.
     """
+    started = time.monotonic()
     if mode not in MODES:
         raise DeyelConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
     check_field_name("key", key)
@@ -167,6 +168,7 @@ def upsert(
         in_separator=in_separator,
         logger=logger,
     )
+    loader.started = started  # the key check counts too
     try:
         counts = loader.run(records, sink, progress_interval)
     except BaseException:
