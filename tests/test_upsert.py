@@ -523,6 +523,7 @@ def test_bad_input_is_a_typed_error_before_any_request(emulator, deyel_conn, tmp
     fails(DeyelSourceError, r"missing.jsonl does not exist", str(tmp_path / "missing.jsonl"))
     fails(DeyelConfigError, r"cannot tell the format .* pass source_format", str(tmp_path / "data.txt"))
     fails(DeyelSourceError, "looks like a rendered list", "[{'cdCustomer': 'C-1'}]")
+    fails(DeyelSourceError, "source must name a file", str(tmp_path) + "/")
     fails(DeyelConfigError, "batch_size must be a whole number from 1 to 1000", [customer(1)], batch_size=0)
 
 

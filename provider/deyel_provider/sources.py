@@ -82,7 +82,13 @@ class Source:
             )
         from deyel_provider.extraction import as_storage_path
 
-        self.path = as_storage_path(source, conn_id)
+        try:
+            self.path = as_storage_path(source, conn_id)
+        except DeyelConfigError as exc:
+            raise DeyelSourceError(
+                f"source must name a file (a path or URL ending in its name, e.g. .../customers.jsonl), "
+                f"got {str(source)!r}"
+            ) from exc
         self.name = str(self.path)
         if format is None:
             suffix = self.path.suffix.lower()
