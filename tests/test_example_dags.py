@@ -204,3 +204,34 @@ def test_a_daily_cron_extracts_exactly_the_changes_and_a_manual_run_nothing_new(
         manual, ids = run(5)  # nothing changed since the third run
         assert ids == [] and manual["records"] == 0
         assert manual["window_start"] == third["window_end"]
+
+
+def test_upsert_dag_loads_the_accounts_and_a_rerun_writes_nothing(emulator, deyel_conn, airflow_db, dagbag):
+    """extract CRM_ACCOUNT, reshape in a @task, upsert into ERP_CUSTOMER: 50 created; then nothing written."""
+    from deyel_provider.emulator.forms import TARGET_FORM
+
+    dag = dagbag.get_dag("deyel_upsert")
+
+    def run() -> dict:
+        emulator.reset()
+        dag_run = dag.test()
+        assert dag_run.state == "success"
+        load = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "load_customers")
+        return load.xcom_pull(task_ids="load_customers")
+
+    first = run()
+    assert (first["created"], first["updated"], first["unchanged"], first["rejected"]) == (50, 0, 0, 0)
+    store = emulator.state.store
+    customers = [store.get(TARGET_FORM, i) for i in store.all_ids(TARGET_FORM)]
+    assert sorted(c["cdCustomer"] for c in customers) == sorted(f"CRM-{i}" for i in range(1, 51))
+    account = store.get("CRM_ACCOUNT", 7)
+    customer = next(c for c in customers if c["cdCustomer"] == "CRM-7")
+    assert customer["dsName"] == account["dsCompany"].splitlines()[0]
+    assert (customer["qtEmployee"], customer["dtOpening"]) == (account["qtEmployee"], account["dtOpening"])
+    assert emulator.methods()["POST"] == 50
+
+    second = run()
+    assert (second["created"], second["updated"], second["unchanged"]) == (0, 0, 50)
+    assert set(emulator.methods()) == {"GET"}  # reads only: the extraction and one search
+    rejects = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "upsert" / "rejects.jsonl"
+    assert rejects.read_text() == ""

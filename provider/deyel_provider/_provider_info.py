@@ -33,7 +33,7 @@ PROVIDER_INFO: dict[str, Any] = {
     "operators": [
         {
             "integration-name": "Deyel",
-            "python-modules": ["deyel_provider.operators.deyel"],
+            "python-modules": ["deyel_provider.operators.deyel", "deyel_provider.operators.upsert"],
         }
     ],
     "hooks": [{"integration-name": "Deyel", "python-modules": ["deyel_provider.hooks.deyel"]}],

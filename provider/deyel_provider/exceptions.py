@@ -112,6 +112,17 @@ class DeyelIncompleteError(DeyelError):
     faster than it can be read) and the option to change. Nothing is published."""
 
 
+class DeyelSourceError(DeyelConfigError):
+    """The records given to a load cannot be loaded as they are: the source is missing or unreadable, a record
+    lacks the key, two records share a key. The message names the record (line) and what to fix; nothing was
+    written."""
+
+
+class DeyelRejectedError(DeyelError):
+    """A load finished with more records refused by Deyel than ``max_rejects`` allows; the rejects file (when
+    one was asked for) lists each with Deyel's errors. Every other record was written."""
+
+
 class DeyelConnectionError(DeyelError):
     """The server could not be reached: wrong URL, DNS, refused connection, TLS failure or timeout.
 

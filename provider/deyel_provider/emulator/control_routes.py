@@ -25,6 +25,10 @@ def register_control_routes(app: FastAPI, state: EmulatorState) -> None:
     async def stats() -> Response:
         return json_response(state.stats_snapshot())
 
+    @app.get(CONTROL_PREFIX + "/stats/methods", include_in_schema=False)
+    async def methods() -> Response:
+        return json_response(state.stats.methods())
+
     @app.post(CONTROL_PREFIX + "/reset", include_in_schema=False)
     async def reset() -> Response:
         state.stats.reset()

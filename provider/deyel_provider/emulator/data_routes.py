@@ -14,6 +14,7 @@ from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deyel_provider.emulator.forms import write_errors
 from deyel_provider.emulator.paging import PagingError, Window, encode_cursor, parse_window
 from deyel_provider.emulator.responses import errors_response, json_response, unauthorized_response
 from deyel_provider.emulator.search import Search, SearchError, parse_search
@@ -60,6 +61,13 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         if not isinstance(body, dict):
             return errors_response(400, "The body must be a JSON object of field values")
         return body
+
+    def refused(form: str, values: dict[str, Any], *, whole: bool) -> Response | None:
+        """400 with one Deyel error per field when the form cannot store ``values``."""
+        if not settings.validate_writes:
+            return None
+        errors = write_errors(form, values, whole=whole, v80=settings.version == "8.0")
+        return json_response({"errors": errors}, 400) if errors else None
 
     def render_page(
         request_url: str, base: str, form: str, search: Search, search_text: str, window: Window
@@ -141,6 +149,9 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         body = await json_object(request)
         if isinstance(body, Response):
             return body
+        invalid = refused(form, body, whole=True)
+        if invalid is not None:
+            return invalid
         new_id, stamp = store.create(form, body)
         value = str(new_id)
         # The docs name the id both name/value and idObjectName/idObjectValue: send both pairs.
@@ -167,6 +178,11 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         instance_id = _instance_id(raw_id)
         if instance_id is None:
             return instance_missing(form, raw_id)
+        if store.get(form, instance_id) is None:
+            return instance_missing(form, raw_id)
+        invalid = refused(form, body, whole=request.method == "PUT")
+        if invalid is not None:
+            return invalid
         result, current = store.update(form, instance_id, body, partial=request.method == "PATCH")
         if result is UpdateResult.NOT_FOUND:
             return instance_missing(form, raw_id)

@@ -17,8 +17,11 @@ from typing import Any
 #: that times out after the server committed (``apply_status``, 504 unless ``status`` says otherwise), or a
 #: connection that breaks once the work is done (``apply_drop``): a replayed write meets its first attempt.
 APPLY_ACTIONS = frozenset({"apply_status", "apply_drop"})
+#: ``edit``: another user saves the instance the request names (its ``body``, an object, merged in) just
+#: before the request is served: an update carrying the dtLastUpdate read before meets a 409.
 ACTIONS = frozenset(
-    {"status", "delay", "drop", "truncate", "html", "malformed", "revoke", "expire", "echo"} | APPLY_ACTIONS
+    {"status", "delay", "drop", "truncate", "html", "malformed", "revoke", "expire", "echo", "edit"}
+    | APPLY_ACTIONS
 )
 ROUTES = frozenset({"token", "data", "*"})
 

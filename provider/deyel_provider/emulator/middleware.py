@@ -27,6 +27,9 @@ from deyel_provider.emulator.faults import (
 from deyel_provider.emulator.state import EmulatorState
 
 CONTROL_PREFIX = "/_emulator"
+_URI_TOO_LONG = json.dumps(
+    errors_body("URI Too Long: shorten the query (fewer search values)", "search")
+).encode()
 _DROP_MESSAGE = "ASGI callable returned without completing response."
 
 
@@ -106,7 +109,12 @@ class EmulatorMiddleware:
                 state.stats.incr("token_requests")
         else:
             state.stats.incr("api_requests")
+            state.stats.record_method(method)
             send = self._counting(send)
+
+        if kind == "data" and self._too_long(scope):
+            await _send_whole(send, 414, [(b"content-type", b"application/json")], _URI_TOO_LONG)
+            return
 
         delays, rule = state.faults.choose(kind, method, scope["path"])
         for delay in delays:
@@ -133,6 +141,14 @@ class EmulatorMiddleware:
                 # An await, not a sleep in the endpoint, so concurrent clients overlap their waits.
                 await asyncio.sleep(state.settings.latency_ms / 1000)
         await self.app(scope, receive, send)
+
+    def _too_long(self, scope: Scope) -> bool:
+        limit = self.state.settings.max_url_length
+        if limit is None:
+            return False
+        target = scope.get("raw_path") or scope["path"].encode("latin-1", "replace")
+        query = scope.get("query_string", b"")
+        return len(target) + (len(query) + 1 if query else 0) > limit
 
     def _dated(self, send: Send) -> Send:
         offset = self.state.settings.date_offset_ms / 1000
@@ -191,6 +207,9 @@ class EmulatorMiddleware:
                 rule, scope["method"], scope["path"], scope.get("headers", []), bytes(body)
             )
             await _send_whole(send, *echoed)
+        elif action == "edit":
+            self._edit_target(rule, scope["path"])
+            return False
         elif action in ("revoke", "expire"):
             token = bearer_token(scope)
             if token is not None:
@@ -201,6 +220,15 @@ class EmulatorMiddleware:
             return False
         return True
 
+    def _edit_target(self, rule: FaultRule, path: str) -> None:
+        """Another user saves the instance the request names, just before the request is served."""
+        prefix = self.state.settings.api_prefix + "/forms/"
+        form, _, rest = path.removeprefix(prefix).partition("/instances/")
+        if not path.startswith(prefix) or not rest.strip("/").isdigit():
+            return
+        values = rule.body if isinstance(rule.body, dict) else None
+        self.state.store.touch(form, int(rest.strip("/")), values)
+
     async def _apply_then_lose(
         self, rule: FaultRule, scope: Scope, receive: Receive, send: Send, raw_send: Send
     ) -> None:
@@ -210,6 +238,9 @@ class EmulatorMiddleware:
             return None
 
         await self.app(scope, receive, discard)
+        if rule.delay_ms:
+            # The answer is late as well as lost: a client killed meanwhile never learns of the write.
+            await asyncio.sleep(float(rule.delay_ms) / 1000)
         if rule.action == "apply_drop":
             await self._drop(raw_send)
         else:

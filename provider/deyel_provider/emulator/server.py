@@ -116,6 +116,10 @@ class RunningEmulator:
     def stats(self) -> dict[str, Any]:
         return self._state.stats_snapshot()
 
+    def methods(self) -> dict[str, int]:
+        """Data requests per HTTP method since the last reset (``/_emulator/stats/methods``)."""
+        return self._state.stats.methods()
+
     def reset(self) -> None:
         """Zero the counters; data, tokens and fault rules stay."""
         self._state.stats.reset()

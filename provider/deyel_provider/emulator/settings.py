@@ -94,6 +94,13 @@ class EmulatorSettings:
     date_format: DateFormat = "epoch_ms"
     stale_status: int = 409
 
+    # Writes to a form with a schema (emulator/forms.py) missing a required field or holding a value of the
+    # wrong type are refused with 400 and one Deyel error per field.
+    validate_writes: bool = True
+    # The longest request target (path and query) served; a longer one gets 414 (None: no limit). Deyel
+    # documents none; Tomcat's default header limit is 8 KiB.
+    max_url_length: int | None = None
+
     # Rate limiting of data requests (None: unlimited).
     rate_limit: int | None = None
     rate_window: float = 1.0
@@ -133,6 +140,8 @@ class EmulatorSettings:
             problems.append("token_ttl must be >= 1")
         if not self.in_separator:
             problems.append("in_separator must not be empty")
+        if self.max_url_length is not None and self.max_url_length < 16:
+            problems.append("max_url_length must be >= 16")
         if self.rate_limit is not None and (self.rate_limit < 0 or self.rate_window <= 0):
             problems.append("rate_limit must be >= 0 and rate_window > 0")
         for name in ("token_path", "api_prefix"):

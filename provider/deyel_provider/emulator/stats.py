@@ -17,6 +17,7 @@ class Stats:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._statuses: Counter[int] = Counter()
+        self._methods: Counter[str] = Counter()
         self._in_flight = 0
 
     def enter(self) -> None:
@@ -33,6 +34,16 @@ class Stats:
         with self._lock:
             self._counts[name] += amount
 
+    def record_method(self, method: str) -> None:
+        """A data request with this method arrived (writes are told from reads by it)."""
+        with self._lock:
+            self._methods[method] += 1
+
+    def methods(self) -> dict[str, int]:
+        """Data requests per HTTP method since the last reset."""
+        with self._lock:
+            return dict(sorted(self._methods.items()))
+
     def record_status(self, status: int) -> None:
         with self._lock:
             self._statuses[status] += 1
@@ -43,6 +54,7 @@ class Stats:
         with self._lock:
             self._counts.clear()
             self._statuses.clear()
+            self._methods.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from deyel_provider.emulator.clock import Clock
+from deyel_provider.emulator.forms import SCHEMAS, TARGET_FORM
 from deyel_provider.emulator.records import FIELD_NAMES, SEEDED_FORM, RecordGenerator
 from deyel_provider.emulator.search import Search
 from deyel_provider.emulator.settings import EmulatorSettings
@@ -99,7 +100,8 @@ class DataStore:
         self._index_lock = threading.Lock()
         self._index: _UpdatedIndex | None = None
         self._forms: dict[str, _Form] = {
-            SEEDED_FORM: _Form(seeded=settings.records, next_id=settings.records + 1)
+            SEEDED_FORM: _Form(seeded=settings.records, next_id=settings.records + 1),
+            TARGET_FORM: _Form(seeded=0, next_id=1),
         }
         self._last_ms = 0
         self._cache: OrderedDict[tuple[str, str], tuple[int, Listing]] = OrderedDict()
@@ -114,6 +116,9 @@ class DataStore:
         """Top-level fields a search may name, when the form has a fixed schema (the seeded one)."""
         if form == SEEDED_FORM:
             return frozenset(FIELD_NAMES) | {"idObjectValue"}
+        schema = SCHEMAS.get(form)
+        if schema is not None and schema.closed:
+            return schema.fields | {"idObjectValue", "dtLastUpdate"}
         return None
 
     def get(self, form: str, instance_id: int) -> dict[str, Any] | None:
@@ -201,8 +206,12 @@ class DataStore:
         bounds = search.updated_bounds()
         if bounds is None and not search.clauses and not touched and not self._by_update:
             return range(1, snap.seeded + 1)
-        if bounds is not None:
-            candidates: Sequence[int] = self._updated_index(snap.seeded).between(bounds[0], bounds[1])
+        if snap.seeded == 0:
+            # A form without generated instances (the index below belongs to the seeded one).
+            candidates: Sequence[int] = ()
+            residual = False
+        elif bounds is not None:
+            candidates = self._updated_index(snap.seeded).between(bounds[0], bounds[1])
             residual = not bounds[2]
         elif self._by_update:
             candidates = self._updated_index(snap.seeded).ids
@@ -276,6 +285,22 @@ class DataStore:
             state.changed[instance_id] = {**base, **self._clean(values), "dtLastUpdate": stamp}
             state.version += 1
         return UpdateResult.UPDATED, stamp
+
+    def touch(self, form: str, instance_id: int, values: dict[str, Any] | None = None) -> str | None:
+        """Another user saves the instance (with ``values`` merged in): its dtLastUpdate moves on, so a
+        client's update with the value it read before is now stale. None when there is no such instance."""
+        current = self.get(form, instance_id)
+        if current is None:
+            return None
+        with self._lock:
+            state = self._forms[form]
+            if instance_id in state.deleted:
+                return None
+            latest = state.changed.get(instance_id, current)
+            stamp = str(self._now_ms(int(latest["dtLastUpdate"])))
+            state.changed[instance_id] = {**latest, **self._clean(values or {}), "dtLastUpdate": stamp}
+            state.version += 1
+        return stamp
 
     def delete(self, form: str, instance_id: int) -> bool:
         if self.get(form, instance_id) is None:

@@ -379,16 +379,25 @@ class DeyelHook(BaseHook):
 
     # -- one instance at a time (deyel_provider.instances: what a replayed write's error means) -----------
 
-    def get_instance(self, form: str, instance_id: str | int) -> dict[str, Any]:
+    def get_instance(
+        self, form: str, instance_id: str | int, *, on_retry: Callable[[BaseException], None] | None = None
+    ) -> dict[str, Any]:
         """Return one instance of a form, ``dtLastUpdate`` included (what an update must send back).
 
         :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
         :param instance_id: the instance's ``idObjectValue``; encoded into the path.
+        :param on_retry: see :meth:`request` (the instance helpers all take it).
         """
         path = instance_path(instances_endpoint(form), instance_id)
-        return json_object(self.request("GET", path), "an instance")
+        return json_object(self.request("GET", path, on_retry=on_retry), "an instance")
 
-    def create_instance(self, form: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    def create_instance(
+        self,
+        form: str,
+        values: Mapping[str, Any],
+        *,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> dict[str, Any]:
         """Create an instance and return it as the server answers (its id, ``dtLastUpdate``).
 
         Not replayed after a failure the server may have acted on (a 5xx, a timeout, a lost answer): a second
@@ -399,10 +408,17 @@ class DeyelHook(BaseHook):
         :param values: field identifiers to values, e.g. ``{"dsCompany": "Tenaris", "qtEmployee": 1000}``.
         """
         body = field_values(values)
-        return json_object(self.request("POST", instances_endpoint(form), json=body), "the created instance")
+        created = self.request("POST", instances_endpoint(form), json=body, on_retry=on_retry)
+        return json_object(created, "the created instance")
 
     def update_instance(
-        self, form: str, instance_id: str | int, values: Mapping[str, Any], *, partial: bool = True
+        self,
+        form: str,
+        instance_id: str | int,
+        values: Mapping[str, Any],
+        *,
+        partial: bool = True,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Update an instance: PATCH the fields given, or PUT every field when ``partial=False``.
 
@@ -419,8 +435,10 @@ class DeyelHook(BaseHook):
         path = instance_path(instances_endpoint(form), instance_id)
         method = "PATCH" if partial else "PUT"
         settle_update(
-            lambda: self.request(method, path, json=body, retry_unsafe="dtLastUpdate" in body),
-            lambda: self.get_instance(form, instance_id),
+            lambda: self.request(
+                method, path, json=body, retry_unsafe="dtLastUpdate" in body, on_retry=on_retry
+            ),
+            lambda: self.get_instance(form, instance_id, on_retry=on_retry),
             body,
         )
 

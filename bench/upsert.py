@@ -1,0 +1,175 @@
+"""Load benchmark: DeyelUpsertOperator's engine with 1, 4 and ``auto`` workers against a naive loop that
+searches and writes each record (what one ``DeyelOperator`` call per record amounts to), at 50 ms latency.
+
+The scenario: 10,000 records into ERP_CUSTOMER, which holds 8,000 of them already, 2,000 of those with
+other values: 2,000 creates, 2,000 updates, 6,000 unchanged. Each variant gets a fresh emulator (its own
+process) seeded the same way without latency; then every data request is delayed 50 ms (a ``delay``
+fault, served concurrently) and the counters are reset. The naive loop always makes two requests per
+record, whatever the record, so its rate is measured on the first 1,000 records (at 50 ms a request,
+10,000 would take over 15 minutes).
+
+    python -m bench upsert
+    BENCH_UPSERT_RECORDS=2000 BENCH_UPSERT_LIMIT=0 python -m bench upsert   # quicker, no rate-limit row
+
+A last row loads 2,000 records into an empty form under a limit of 40 requests/s (Deyel's 403
+``REQUEST_LIMIT_EXCEEDED``): ``auto`` halves and paces, every record gets in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from bench.extract import emulator
+
+FORM, KEY = "ERP_CUSTOMER", "cdCustomer"
+LATENCY_MS = 50
+RATE_LIMIT = 40
+
+
+def customer(i: int, **changes: Any) -> dict[str, Any]:
+    return {
+        KEY: f"C-{i:06d}",
+        "dsName": f"Customer {i}",
+        "cdCountry": ("AR", "BR", "UY", "CL", "MX")[i % 5],
+        "qtEmployee": i % 700,
+        "cbIsPartner": i % 3 == 0,
+        "dtOpening": str(1540782000000 + i * 86_400_000),
+        **changes,
+    }
+
+
+def scenario(records: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(instances before the load, the source): 80% of the source exists, a quarter of that differs."""
+    existing, changed = records * 8 // 10, records * 2 // 10
+    before = [customer(i, dsName=f"Old {i}") if i < changed else customer(i) for i in range(existing)]
+    return before, [customer(i) for i in range(records)]
+
+
+def _control(url: str, method: str, path: str, body: Any = None) -> Any:
+    import requests
+
+    response = requests.request(method, url + "/_emulator" + path, json=body, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+def _hook(url: str) -> Any:
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    connection = {"conn_type": "deyel", "host": url, "login": "DEYELBOT", "password": "BOTDEYEL312!"}
+    os.environ["AIRFLOW_CONN_DEYEL_BENCH"] = json.dumps({**connection, "extra": {"cache": "memory"}})
+    return DeyelHook("deyel_bench")
+
+
+def _prepared(url: str, before: list[dict[str, Any]]) -> Any:
+    from deyel_provider.upsert import upsert
+
+    hook = _hook(url)
+    upsert(hook, FORM, before, KEY, max_workers=8, progress_interval=3600)
+    _control(
+        url, "POST", "/faults", {"rules": [{"route": "data", "action": "delay", "delay_ms": LATENCY_MS}]}
+    )
+    _control(url, "POST", "/reset")
+    return hook
+
+
+def _measured(url: str, records: int, run: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    outcome = run()
+    seconds = time.perf_counter() - started
+    methods = _control(url, "GET", "/stats/methods")
+    stats = _control(url, "GET", "/stats")
+    return {
+        "records": records,
+        "seconds": seconds,
+        "requests": sum(methods.values()),
+        # Applied writes (a refused one is a request, not a write).
+        "writes": stats["status_counts"].get("201", 0) + stats["status_counts"].get("202", 0),
+        "refused": stats["rate_limited"],
+        "outcome": outcome,
+    }
+
+
+def ours(before: list, source: list, workers: int | str, *, rerun: bool = False, **server: Any) -> dict:
+    from deyel_provider.upsert import upsert
+
+    with emulator(0, **server) as url:
+        hook = _prepared(url, before)
+        if rerun:
+            upsert(hook, FORM, source, KEY, max_workers=workers, progress_interval=3600)
+            _control(url, "POST", "/reset")
+        return _measured(
+            url,
+            len(source),
+            lambda: upsert(hook, FORM, source, KEY, max_workers=workers, progress_interval=3600).as_dict(),
+        )
+
+
+def naive(before: list, source: list) -> dict:
+    """For each record: search its key, then POST it, or PATCH it whole with the dtLastUpdate just read."""
+    with emulator(0) as url:
+        hook = _prepared(url, before)
+
+        def loop() -> None:
+            for record in source:
+                search = {"search": f"{KEY}=eq:{record[KEY]}"}
+                found = hook.request("GET", f"/forms/{FORM}/instances", params=search).json()
+                if found:
+                    values = {**record, "dtLastUpdate": found[0]["dtLastUpdate"]}
+                    hook.update_instance(FORM, found[0]["idObjectValue"], values)
+                else:
+                    hook.create_instance(FORM, record)
+
+        return _measured(url, len(source), loop)
+
+
+def run() -> None:
+    records = int(os.environ.get("BENCH_UPSERT_RECORDS", "10000"))
+    sample = min(records, int(os.environ.get("BENCH_UPSERT_NAIVE", "1000")))
+    limited = os.environ.get("BENCH_UPSERT_LIMIT", "1") != "0"
+    # The progress, growth and retry lines would bury the table.
+    quiet = logging.getLogger("deyel_provider")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())  # else logging's last resort prints the warnings
+    before, source = scenario(records)
+    changed = records * 2 // 10
+    print(
+        f"{records:,} records into {FORM}, which holds {len(before):,} of them ({changed:,} with other "
+        f"values): {records - len(before):,} creates, {changed:,} updates, the rest unchanged; "
+        f"{LATENCY_MS} ms per request, emulator in its own process\n"
+    )
+    print("| variant | records | seconds | records/s | vs naive loop | requests | requests/record | writes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [
+        (f"naive loop: search + POST/PATCH per record (first {sample:,})", naive(before, source[:sample]))
+    ]
+    base = rows[0][1]["records"] / rows[0][1]["seconds"]
+    _print(*rows[0], base)
+    for label, workers in (("1 worker", 1), ("4 workers", 4), ("auto", "auto")):
+        rows.append((f"DeyelUpsertOperator, {label}", ours(before, source, workers)))
+        _print(*rows[-1], base)
+    _print(
+        "DeyelUpsertOperator, auto, rerun (nothing to write)", ours(before, source, "auto", rerun=True), base
+    )
+    if limited:
+        # Into an empty form (seeding would be rate limited too): every record is a create.
+        fresh = source[: min(records, 2000)]
+        m = ours([], fresh, "auto", rate_limit=RATE_LIMIT, rate_window=1.0)
+        _print(f"auto, {len(fresh):,} creates, limit {RATE_LIMIT} requests/s (403 REQUEST_LIMIT)", m, base)
+        print(
+            f"\nUnder the limit, auto sent {m['requests'] / m['seconds']:.1f} requests/s "
+            f"({m['requests'] / m['seconds'] / RATE_LIMIT:.0%} of it), {m['refused']} refused and retried."
+        )
+
+
+def _print(label: str, m: dict[str, Any], base: float) -> None:
+    rate = m["records"] / m["seconds"]
+    print(
+        f"| {label} | {m['records']:,} | {m['seconds']:.1f} | {rate:,.1f} | {rate / base:.2f}x "
+        f"| {m['requests']:,} | {m['requests'] / m['records']:.2f} | {m['writes']:,} |",
+        flush=True,
+    )

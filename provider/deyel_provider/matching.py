@@ -1,0 +1,136 @@
+"""Finding the instances that hold given key values: Deyel's ``in`` operator in batches, within a length cap.
+
+``search=key=in:v1;v2;...`` (documented operator; ``;`` separates the values, assumed and configurable) finds
+a batch's instances in one request. A server refuses request lines past a limit (many accept 8 KiB of
+headers, Tomcat's default), so a batch is split where its encoded ``search`` value would pass
+``max_search_length``. A value holding the separator, or a comma (which may start another clause), is
+looked up alone with ``eq``. Matches are checked on the client too: only an instance whose key equals a
+value asked for counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError
+from deyel_provider.pagination import Paging, parse_page
+from deyel_provider.sources import key_text
+
+if TYPE_CHECKING:
+    import requests
+
+#: The most encoded characters of one ``search`` value: the request line then stays far below the 8 KiB of
+#: headers many servers accept (Tomcat's default), Authorization included.
+MAX_SEARCH_LENGTH = 4000
+#: The assumed server cap on a page (``deyel-api.md``): a batch's search must come back in one page.
+MAX_BATCH = 1000
+
+
+class KeySearch:
+    """The instances of a form that have given values of ``key``.
+
+    :param get: makes one authenticated GET (endpoint or next-page URL, query) and returns the response.
+    :param paging: the connection's paging, used when a search's matches fill a page.
+    :param separator: separator of the values of the ``in`` operator.
+    :param max_search_length: the most encoded characters of one ``search`` value.
+    """
+
+    def __init__(
+        self,
+        form: str,
+        endpoint: str,
+        key: str,
+        *,
+        paging: Paging,
+        get: Callable[[str, dict[str, Any] | None], requests.Response],
+        separator: str = ";",
+        max_search_length: int = MAX_SEARCH_LENGTH,
+    ) -> None:
+        self.form = form
+        self.key = key
+        self._endpoint = endpoint
+        self._paging = paging
+        self._get = get
+        self._separator = separator
+        self._max_length = max_search_length
+
+    def find(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel)."""
+        found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+        for clause, expected in self.clauses(keys):
+            for instance in self._search(clause, expected):
+                text = key_text(instance.get(self.key))
+                if text in found:
+                    found[text].append(instance)
+        return found
+
+    def clauses(self, keys: list[str]) -> list[tuple[str, int]]:
+        """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest."""
+        clauses: list[tuple[str, int]] = []
+        group: list[str] = []
+        head = f"{self.key}=in:"
+        budget = self._max_length - len(quote(head, safe=""))
+        used = 0
+
+        def close() -> None:
+            if len(group) == 1:
+                clauses.append((f"{self.key}=eq:{group[0]}", 1))
+            elif group:
+                clauses.append((head + self._separator.join(group), len(group)))
+
+        for text in keys:
+            # A value holding the separator (or a comma, which may start a clause) is looked up alone.
+            if self._separator in text or "," in text:
+                clauses.append((f"{self.key}=eq:{text}", 1))
+                continue
+            size = len(quote(text + self._separator, safe=""))
+            if group and used + size > budget:
+                close()
+                group, used = [], 0
+            group.append(text)
+            used += size
+        close()
+        return clauses
+
+    def _search(self, clause: str, expected: int) -> list[dict[str, Any]]:
+        """Every instance the clause matches, through as many pages as it takes."""
+        paging = self._paging
+        # One more than can match: a page that is not full is then the last, without asking for another.
+        size = min(expected + 1, MAX_BATCH)
+        url: str = self._endpoint
+        query: dict[str, Any] | None = {"search": clause, **paging.params_for(0, size)}
+        instances: dict[str, dict[str, Any]] = {}
+        index = 0
+        while True:
+            page = parse_page(self._get(url, query), paging)
+            fresh = 0
+            for instance in page.records:
+                instance_id = instance.get("idObjectValue")
+                if instance_id is None:
+                    raise DeyelBadResponseError(
+                        f"an instance of {self.form} came without its idObjectValue", method="GET", path=url
+                    )
+                fresh += str(instance_id) not in instances
+                instances[str(instance_id)] = instance
+            if not paging.pages or not fresh:
+                break
+            if paging.strategy == "link":
+                if not page.next_url:
+                    break
+                url, query = page.next_url, None
+                continue
+            short = len(page.records) < size
+            if page.total is not None and len(instances) >= page.total:
+                break
+            if short and page.total is None:
+                break
+            if short:
+                raise DeyelIncompleteError(
+                    f"searching {self.form} by {self.key}: the server sent {len(page.records)} instances of "
+                    f"{page.total} in a page of {size}; lower batch_size to the server's page size"
+                )
+            index += 1
+            query = {"search": clause, **paging.params_for(index, size)}
+        return list(instances.values())

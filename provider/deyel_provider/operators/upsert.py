@@ -1,0 +1,146 @@
+"""DeyelUpsertOperator: records from a file or XCom into a form, matched on a key; safe to run again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from deyel_provider.concurrency import Concurrency
+from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.matching import MAX_SEARCH_LENGTH
+from deyel_provider.upsert import MODES, check_field_name, upsert
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context, ObjectStoragePath
+
+
+class DeyelUpsertOperator(BaseOperator):
+    """Load records into a Deyel form: create missing instances, update the ones that differ, skip the rest.
+
+    Each record is matched to an instance by ``key`` (searched in batches with Deyel's ``in`` operator). A
+    record without an instance is created; one whose compared fields differ is updated with a PATCH of those
+    fields, under Deyel's ``dtLastUpdate`` lock (a 409 re-reads the instance and tries once more); one that
+    already holds its values is not written. Rerunning the same source writes nothing; a create whose answer
+    was lost is settled by searching its key, never replayed blindly. Records Deyel refuses (400 and its
+    ``errors``) are rejects: listed in ``rejects``, and the task fails when there are more than
+    ``max_rejects`` (after writing every other record). Bad input fails before anything is written: an
+    unknown mode, a record without a key, two records with the same key (no last-wins rule), an unreadable
+    source.
+
+    Returns ``{"created", "updated", "unchanged", "rejected", "seconds", "records", "rejects_path"}``.
+
+    :param form: the target form's identifier, e.g. ``ERP_CUSTOMER`` (templated).
+    :param source: where the records are: a JSON Lines, CSV or Parquet file (local path, URL of any fsspec
+        protocol, or ``ObjectStoragePath``), or a list of dicts for small loads, e.g. a ``@task``'s output
+        (templated).
+    :param key: the field that names an instance, e.g. ``cdCustomer`` (templated).
+    :param fields: the fields compared and written, besides the key; default: each record's own (templated).
+    :param mode: ``upsert`` (create or update), ``insert`` (create missing instances, never update) or
+        ``update`` (update existing ones; a record without an instance is a reject) (templated).
+    :param max_workers: requests in flight, or ``"auto"``: grows while throughput grows, halves on a rate
+        limit (429, ``REQUEST_LIMIT_EXCEEDED``).
+    :param max_workers_ceiling: the most requests ``"auto"`` keeps in flight.
+    :param max_rejects: rejects tolerated before the task fails.
+    :param rejects: where to publish the rejects as JSON Lines, one per record with Deyel's ``errors``
+        (published atomically, replacing an older file) (templated).
+    :param batch_size: records matched by one search; at most the server's page size (1000 assumed).
+    :param max_search_length: the most encoded characters of one ``search`` value; a longer batch is split.
+    :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed, undocumented).
+    :param source_format: ``jsonl``, ``csv`` or ``parquet``; default: from the file's suffix (templated).
+    :param source_conn_id: Airflow connection of the source's object store, if it needs one.
+    :param rejects_conn_id: Airflow connection of the rejects' object store, if it needs one.
+    :param progress_interval: seconds between progress lines in the task log.
+    :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
+    :param deyel_conn_id: the ``deyel`` connection.
+    """
+
+    template_fields: Sequence[str] = (
+        "form",
+        "source",
+        "key",
+        "fields",
+        "mode",
+        "rejects",
+        "source_format",
+        "token",
+    )
+
+    def __init__(
+        self,
+        *,
+        form: str,
+        source: str | ObjectStoragePath | list[dict[str, Any]],
+        key: str,
+        fields: Sequence[str] | None = None,
+        mode: str = "upsert",
+        max_workers: int | str = 1,
+        max_workers_ceiling: int = 8,
+        max_rejects: int = 0,
+        rejects: str | ObjectStoragePath | None = None,
+        batch_size: int = 100,
+        max_search_length: int = MAX_SEARCH_LENGTH,
+        in_separator: str = ";",
+        source_format: str | None = None,
+        source_conn_id: str | None = None,
+        rejects_conn_id: str | None = None,
+        progress_interval: float = 30.0,
+        token: Any = None,
+        deyel_conn_id: str = DeyelHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        # What can be checked at parse time is (templated values are checked again when the task runs).
+        if isinstance(mode, str) and mode not in MODES and "{" not in mode:
+            raise DeyelConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        if isinstance(key, str) and "{" not in key:
+            check_field_name("key", key)
+        Concurrency(max_workers, ceiling=max_workers_ceiling)
+        super().__init__(**kwargs)
+        self.form = form
+        self.source = source
+        self.key = key
+        self.fields = fields
+        self.mode = mode
+        self.max_workers = max_workers
+        self.max_workers_ceiling = max_workers_ceiling
+        self.max_rejects = max_rejects
+        self.rejects = rejects
+        self.batch_size = batch_size
+        self.max_search_length = max_search_length
+        self.in_separator = in_separator
+        self.source_format = source_format
+        self.source_conn_id = source_conn_id
+        self.rejects_conn_id = rejects_conn_id
+        self.progress_interval = progress_interval
+        self.token = token
+        self.deyel_conn_id = deyel_conn_id
+
+    @cached_property
+    def hook(self) -> DeyelHook:
+        return DeyelHook(deyel_conn_id=self.deyel_conn_id, token=self.token or None)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        result = upsert(
+            self.hook,
+            self.form,
+            self.source,
+            self.key,
+            fields=self.fields or None,
+            mode=self.mode,
+            max_workers=self.max_workers,
+            max_workers_ceiling=self.max_workers_ceiling,
+            batch_size=self.batch_size,
+            max_search_length=self.max_search_length,
+            in_separator=self.in_separator,
+            max_rejects=self.max_rejects,
+            rejects=self.rejects or None,
+            rejects_conn_id=self.rejects_conn_id,
+            source_format=self.source_format or None,
+            source_conn_id=self.source_conn_id,
+            progress_interval=self.progress_interval,
+            logger=self.log,
+        )
+        return result.as_dict()

@@ -1,0 +1,462 @@
+"""Loading records into a form: each matched on a key, then created, updated or left alone; safe to rerun.
+
+For each chunk of ``batch_size`` records (:mod:`deyel_provider.sources`), one search ``key=in:v1;v2;...``
+(documented operator; split where the query would pass ``max_search_length`` characters) returns the
+instances that exist, with their values and ``dtLastUpdate``. Then each record is:
+
+- **created** (POST) when no instance has its key (modes ``upsert`` and ``insert``);
+- **updated** (PATCH of the fields that differ, with the ``dtLastUpdate`` the search returned) when a
+  compared field differs (modes ``upsert`` and ``update``); a 409 (another user saved it meanwhile) re-reads
+  the instance and tries once more, then the record is rejected;
+- **left alone** when every compared field already holds its value (and, in mode ``insert``, whenever the
+  instance exists): nothing is sent.
+
+Idempotent: a rerun of the same source finds every instance holding its values and writes nothing.
+A create whose answer was lost (a 5xx, a dropped connection, an unreadable answer) may have been applied, so
+it is never replayed blindly: after the backoff the key is searched; an instance holding the values sent is
+that create; one holding others is updated; none means the POST is sent again (up to ``retry_attempts``).
+A replayed PATCH is settled by :meth:`DeyelHook.update_instance`. A record Deyel refuses (400 and its
+``errors``) is a reject, not a failure: the load goes on, lists it in the rejects file, and fails at the end
+when there are more than ``max_rejects``.
+
+Requests run on up to ``max_workers`` threads under the extraction's concurrency control
+(:class:`~deyel_provider.concurrency.Concurrency`: ``auto`` grows while it pays, halves on rate limits and
+paces). Memory holds about two chunks of records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from deyel_provider.concurrency import Concurrency
+from deyel_provider.exceptions import (
+    DeyelBadResponseError,
+    DeyelConfigError,
+    DeyelConflictError,
+    DeyelConnectionError,
+    DeyelError,
+    DeyelNotFoundError,
+    DeyelRejectedError,
+    DeyelRequestError,
+    DeyelServerError,
+)
+from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
+from deyel_provider.rejects import Reject, RejectsFile
+from deyel_provider.sources import Record, Source, check_keys, key_text
+from deyel_provider.values import SERVER_KEYS, differences
+
+if TYPE_CHECKING:
+    import requests
+    from airflow.sdk import ObjectStoragePath
+
+    from deyel_provider.hooks.deyel import DeyelHook
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MODES: tuple[str, ...] = ("upsert", "insert", "update")
+#: Rejects logged one by one (the rest are in the rejects file and the count).
+_LOGGED_REJECTS = 10
+
+CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+_DELETED = "the instance with this key was deleted while the load ran (mode 'update' creates none)"
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What a load did: small enough for XCom."""
+
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    seconds: float
+    records: int
+    #: Where the rejects were published (None: no ``rejects`` target was given).
+    rejects_path: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def upsert(
+    hook: DeyelHook,
+    form: str,
+    source: Any,
+    key: str,
+    *,
+    fields: Sequence[str] | None = None,
+    mode: str = "upsert",
+    max_workers: int | str = 1,
+    max_workers_ceiling: int = 8,
+    batch_size: int = 100,
+    max_search_length: int = MAX_SEARCH_LENGTH,
+    in_separator: str = ";",
+    max_rejects: int = 0,
+    rejects: str | ObjectStoragePath | None = None,
+    rejects_conn_id: str | None = None,
+    source_format: str | None = None,
+    source_conn_id: str | None = None,
+    progress_interval: float = 30.0,
+    logger: Any = log,
+) -> UpsertResult:
+    """Load ``source`` into ``form``, matching records to instances on ``key`` (see the module docstring).
+
+    :param hook: the Deyel connection to write through.
+    :param form: the form's identifier, e.g. ``ERP_CUSTOMER``.
+    :param source: a JSON Lines, CSV or Parquet file (path, URL or ``ObjectStoragePath``), or a list of dicts.
+    :param key: the field that names an instance, e.g. ``cdCustomer``; every record needs one, no two alike.
+    :param fields: the fields compared and written; default: each record's own fields.
+    :param mode: ``upsert`` (create or update), ``insert`` (create missing ones only) or ``update`` (update
+        existing ones only; a record without an instance is rejected).
+    :param max_workers: requests in flight, or ``"auto"``.
+    :param max_workers_ceiling: the most requests ``"auto"`` keeps in flight.
+    :param batch_size: records matched by one search (at most the server's page size, assumed 1000).
+    :param max_search_length: the most encoded characters of one ``search`` value (a batch is split past it).
+    :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed).
+    :param max_rejects: rejects tolerated; past it the load still finishes, then raises
+        :class:`DeyelRejectedError`.
+    :param rejects: where to publish the rejects (JSON Lines); None: only logged and counted.
+    :param rejects_conn_id: the rejects' object store connection, if it needs one.
+    :param source_format: ``jsonl``, ``csv`` or ``parquet``; default: from the file's suffix.
+    :param source_conn_id: the source's object store connection, if it needs one.
+    :param progress_interval: seconds between progress lines in the log.
+    """
+    started = time.monotonic()
+    if mode not in MODES:
+        raise DeyelConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    check_field_name("key", key)
+    if fields is not None:
+        if isinstance(fields, str) or not isinstance(fields, Sequence):
+            raise DeyelConfigError(f"fields must be a list of field identifiers, got {fields!r}")
+        for name in fields:
+            check_field_name("fields", name)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH:
+        raise DeyelConfigError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
+    if not isinstance(max_rejects, int) or isinstance(max_rejects, bool) or max_rejects < 0:
+        raise DeyelConfigError(f"max_rejects must be a whole number >= 0, got {max_rejects!r}")
+    if not in_separator or not isinstance(in_separator, str):
+        raise DeyelConfigError("in_separator must be a non-empty string (Deyel's is assumed to be ';')")
+    if progress_interval <= 0:
+        raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
+    from deyel_provider.hooks.deyel import instances_endpoint
+
+    endpoint = instances_endpoint(form)
+    concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger)
+    records = Source(source, format=source_format, conn_id=source_conn_id)
+    total = check_keys(records, key)
+    logger.info("loading %d records of %s into %s (key %s, mode %s)", total, records.name, form, key, mode)
+    sink = RejectsFile(rejects, rejects_conn_id, logger) if rejects is not None else None
+    loader = _Loader(
+        hook,
+        form,
+        endpoint,
+        key,
+        fields=[f for f in fields if f != key] if fields is not None else None,
+        mode=mode,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        max_search_length=max_search_length,
+        in_separator=in_separator,
+        logger=logger,
+    )
+    loader.started = started  # the key check counts too
+    try:
+        counts = loader.run(records, sink, progress_interval)
+    except BaseException:
+        if sink is not None:
+            sink.discard()
+        raise
+    path = sink.publish() if sink is not None else None
+    result = UpsertResult(
+        created=counts[CREATED],
+        updated=counts[UPDATED],
+        unchanged=counts[UNCHANGED],
+        rejected=loader.rejected,
+        seconds=round(time.monotonic() - loader.started, 3),
+        records=sum(counts.values()) + loader.rejected,
+        rejects_path=path,
+    )
+    logger.info(
+        "loaded %s: %d created, %d updated, %d unchanged, %d rejected in %.1f s%s",
+        form,
+        result.created,
+        result.updated,
+        result.unchanged,
+        result.rejected,
+        result.seconds,
+        f"; rejects in {path}" if path else "",
+    )
+    if result.rejected > max_rejects:
+        where = f"; {path} lists each with Deyel's errors" if path else " (pass rejects=... to keep them)"
+        raise DeyelRejectedError(
+            f"{result.rejected} records of {records.name} were rejected, more than max_rejects={max_rejects}"
+            f"{where}; every other record was written. First: {loader.first_reject}"
+        )
+    return result
+
+
+def check_field_name(what: str, name: Any) -> None:
+    """A field identifier that can be put in a search clause (no ``,``, ``=`` or ``:``)."""
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in ",=:") or name in SERVER_KEYS:
+        raise DeyelConfigError(f"{what} must name a field of the form, such as 'cdCustomer'; got {name!r}")
+
+
+def _maybe_applied(error: DeyelError) -> bool:
+    """Whether a POST that failed this way may have been applied by the server (its answer lost)."""
+    if isinstance(error, DeyelBadResponseError):
+        return True  # the answer came, unreadable: the create was made
+    if isinstance(error, DeyelServerError):
+        return error.transient
+    return isinstance(error, DeyelConnectionError) and error.transient and error.request_sent
+
+
+def _names(error: DeyelError, attribute: str) -> bool:
+    return any(e.get("attribute-name") == attribute for e in error.errors)
+
+
+class _Loader:
+    """One load: the pipeline of searches and writes, and its counts."""
+
+    def __init__(
+        self,
+        hook: DeyelHook,
+        form: str,
+        endpoint: str,
+        key: str,
+        *,
+        fields: list[str] | None,
+        mode: str,
+        concurrency: Concurrency,
+        batch_size: int,
+        max_search_length: int,
+        in_separator: str,
+        logger: Any,
+    ) -> None:
+        self.hook = hook
+        self.form = form
+        self.endpoint = endpoint
+        self.key = key
+        self.fields = fields
+        self.mode = mode
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.log = logger
+        self.search = KeySearch(
+            form,
+            endpoint,
+            key,
+            paging=hook.paging(batch_size),
+            get=lambda url, query: self._call(partial(self._get, url, query)),
+            separator=in_separator,
+            max_search_length=max_search_length,
+        )
+        self.started = time.monotonic()
+        self.rejected = 0
+        self.first_reject = ""
+
+    # -- the pipeline ------------------------------------------------------------------------------------
+
+    def run(self, source: Source, sink: RejectsFile | None, progress_interval: float) -> dict[str, int]:
+        """Search chunk after chunk and write their records, ``concurrency.limit`` requests at a time."""
+        counts = {CREATED: 0, UPDATED: 0, UNCHANGED: 0}
+        chunks = source.chunks(self.batch_size)
+        ready: deque[tuple[Record, list[dict[str, Any]]]] = deque()
+        pending: dict[Future[Any], bool] = {}  # future -> is a search
+        more, searching = True, False
+        next_report = time.monotonic() + progress_interval
+        pool = ThreadPoolExecutor(max_workers=self.concurrency.ceiling, thread_name_prefix="deyel-upsert")
+        try:
+            while True:
+                limit = self.concurrency.limit
+                while len(pending) < limit:
+                    # The next chunk is searched while the last records of this one are written.
+                    if more and not searching and len(ready) < 2 * limit:
+                        chunk = next(chunks, None)
+                        if chunk is None:
+                            more = False
+                            continue
+                        pending[pool.submit(self._match, chunk)] = True
+                        searching = True
+                    elif ready:
+                        pending[pool.submit(self._place, *ready.popleft())] = False
+                    else:
+                        break
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if pending.pop(future):
+                        searching = False
+                        ready.extend(future.result())
+                        continue
+                    outcome = future.result()
+                    if isinstance(outcome, Reject):
+                        self._count_reject(outcome, sink)
+                    else:
+                        counts[outcome] += 1
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + progress_interval
+                    self._report(counts)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return counts
+
+    def _report(self, counts: dict[str, int]) -> None:
+        elapsed = time.monotonic() - self.started
+        done = sum(counts.values()) + self.rejected
+        self.log.info(
+            "progress: %d records (%d created, %d updated, %d unchanged, %d rejected), %.0f records/s, "
+            "%.1f s elapsed",
+            done,
+            counts[CREATED],
+            counts[UPDATED],
+            counts[UNCHANGED],
+            self.rejected,
+            done / elapsed if elapsed > 0 else 0.0,
+            elapsed,
+        )
+
+    def _count_reject(self, reject: Reject, sink: RejectsFile | None) -> None:
+        self.rejected += 1
+        if self.rejected == 1:
+            self.first_reject = reject.summary()
+        if self.rejected <= _LOGGED_REJECTS:
+            self.log.warning("rejected %s", reject.summary())
+        elif self.rejected == _LOGGED_REJECTS + 1:
+            self.log.warning("more rejects: counted, and listed in the rejects file if one was asked for")
+        if sink is not None:
+            sink.add(reject)
+
+    def _call(self, send: Callable[[], T]) -> T:
+        """One request (and its retries) under the concurrency control."""
+        self.concurrency.before_request()
+        result = send()
+        self.concurrency.note_done()
+        return result
+
+    # -- matching ----------------------------------------------------------------------------------------
+
+    def _match(self, chunk: list[Record]) -> list[tuple[Record, list[dict[str, Any]]]]:
+        """Each record of the chunk with the instances that have its key."""
+        keys = [key_text(record.values[self.key]) or "" for record in chunk]
+        found = self.search.find(keys)
+        return [(record, found[k]) for record, k in zip(chunk, keys, strict=True)]
+
+    def _get(self, url: str, query: dict[str, Any] | None) -> requests.Response:
+        return self.hook.request("GET", url, params=query, on_retry=self.concurrency.note_retry)
+
+    def _compared(self, record: Record) -> list[str]:
+        if self.fields is not None:
+            return self.fields
+        return [f for f in record.values if f != self.key and f not in SERVER_KEYS]
+
+    def _place(self, record: Record, found: list[dict[str, Any]]) -> str | Reject:
+        """Create, update or leave alone the instance of one record; a refusal is returned as a Reject."""
+        if len(found) > 1:
+            ids = ", ".join(str(i.get("idObjectValue")) for i in found[:5])
+            return self._reject(
+                record,
+                f"{len(found)} instances of {self.form} have this {self.key} (ids {ids}): the key must name "
+                f"one instance; merge or delete the others",
+                self.key,
+            )
+        if not found:
+            if self.mode == "update":
+                return self._reject(
+                    record,
+                    f"no instance of {self.form} has this {self.key} (mode 'update' creates none)",
+                    self.key,
+                )
+            return self._create(record)
+        if self.mode == "insert":
+            return UNCHANGED
+        return self._update(record, found[0])
+
+    def _reject(
+        self, record: Record, message: str | DeyelError, attribute: str = "", status: int | None = None
+    ) -> Reject:
+        if isinstance(message, DeyelError):
+            errors = message.errors or [{"message": message.detail, "attribute-name": attribute}]
+            status = message.status
+        else:
+            errors = [{"message": message, "attribute-name": attribute}]
+        key = key_text(record.values.get(self.key)) or ""
+        return Reject(key=key, where=record.where, errors=errors, status=status, record=record.values)
+
+    def _update(self, record: Record, instance: dict[str, Any], *, again: bool = False) -> str | Reject:
+        changes = differences(record.values, instance, self._compared(record))
+        if not changes:
+            return UNCHANGED
+        instance_id = str(instance["idObjectValue"])
+        values = {**changes, "dtLastUpdate": instance.get("dtLastUpdate")}
+        try:
+            self._call(
+                lambda: self.hook.update_instance(
+                    self.form, instance_id, values, on_retry=self.concurrency.note_retry
+                )
+            )
+            return UPDATED
+        except DeyelNotFoundError:
+            # Deleted since it was read: the record still wants an instance.
+            return self._create(record) if self.mode != "update" else self._reject(record, _DELETED, self.key)
+        except (DeyelConflictError, DeyelRequestError) as refused:
+            stale = isinstance(refused, DeyelConflictError) or _names(refused, "dtLastUpdate")
+            if not stale or again:
+                return self._reject(record, refused)
+        # Another user saved it since it was read: read it again and write what still differs, once.
+        try:
+            fresh = self._call(
+                lambda: self.hook.get_instance(self.form, instance_id, on_retry=self.concurrency.note_retry)
+            )
+        except DeyelNotFoundError:
+            return self._create(record) if self.mode != "update" else self._reject(record, _DELETED, self.key)
+        return self._update(record, fresh, again=True)
+
+    def _create(self, record: Record) -> str | Reject:
+        values = record.values
+        body = {self.key: values[self.key], **{f: values[f] for f in self._compared(record) if f in values}}
+        key = key_text(values[self.key]) or ""
+        policy = self.hook.retry_policy
+        attempt = 1
+        while True:
+            try:
+                self._call(
+                    lambda: self.hook.create_instance(self.form, body, on_retry=self.concurrency.note_retry)
+                )
+                return CREATED
+            except DeyelRequestError as refused:
+                return self._reject(record, refused)
+            except DeyelError as error:
+                if not _maybe_applied(error) or attempt >= policy.attempts:
+                    raise
+                wait_s = policy.wait(attempt, error)
+                self.log.warning(
+                    "%s: creating %s=%r may have been applied (%s); searching the key in %.2f s before "
+                    "sending it again",
+                    self.form,
+                    self.key,
+                    key,
+                    f"HTTP {error.status}" if error.status else type(error).__name__,
+                    wait_s,
+                )
+            # Wait first: a gateway may have given up while the server was still writing.
+            time.sleep(wait_s)
+            attempt += 1
+            found = self.search.find([key])[key]
+            if len(found) == 1 and not differences(body, found[0], body):
+                return CREATED
+            if found:
+                return self._place(record, found)
