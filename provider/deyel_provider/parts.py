@@ -128,6 +128,7 @@ class OutputFiles:
         )
         self._temps: list[Temp] = []
         self._by_part: dict[int, list[Temp]] = {}
+        self._sinks: list[EncodedFile] = []  # closed by the writer, or by discard() after a failure
 
     def part_target(self, number: int) -> ObjectStoragePath:
         if not self.split:
@@ -156,7 +157,9 @@ class OutputFiles:
             )
         temp = self._new_temp(number)
         self._by_part.setdefault(number, []).append(temp)
-        return EncodedFile(temp.open("wb"), self.codec)
+        sink = EncodedFile(temp.open("wb"), self.codec)
+        self._sinks.append(sink)
+        return sink
 
     def _new_temp(self, number: int) -> Temp:
         temp = publish.temp_beside(self.part_target(number))
@@ -214,6 +217,12 @@ class OutputFiles:
 
     def discard(self) -> None:
         """Remove every temporary file still there (a failed or skipped run)."""
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # the failure that brought us here matters more
+                self.log.warning("could not close a temporary file: %s", exc)
+        self._sinks.clear()
         for temp in self._temps:
             publish.discard(temp)
         self._temps.clear()
