@@ -290,6 +290,6 @@ def _columns_of(writer: Any) -> list[dict[str, Any]]:
     types = getattr(writer, "types", None)
     if types is not None:
         return [{"name": name, "type": kind} for name, kind in types]
-    if isinstance(writer, CsvWriter):
-        return [{"name": name, "type": "string"} for name in writer.columns]
-    return [{"name": name, "type": None} for name in writer.fields or []]
+    # CSV cells are text; JSON Lines values keep their JSON types, which vary by record.
+    kind = "string" if isinstance(writer, CsvWriter) else None
+    return [{"name": name, "type": kind} for name in getattr(writer, "columns", writer.fields or [])]

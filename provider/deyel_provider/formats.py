@@ -195,10 +195,26 @@ class RecordWriter(ABC):
 class JsonLinesWriter(RecordWriter):
     """One instance per line, as the server returned it (or only ``fields``, in that order)."""
 
+    def __init__(
+        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
+    ) -> None:
+        super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
+        #: The keys written, in first-seen order (for lineage: JSON Lines has no header).
+        self.columns: list[str] = list(self.fields or [])
+        self._known = set(self.columns)
+
     def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         if self.fields is not None:
             fields = self.fields
             records = [{name: record.get(name) for name in fields} for record in records]
+        else:
+            known = self._known
+            for record in records:
+                if not known.issuperset(record):
+                    for name in record:
+                        if name not in known:
+                            known.add(name)
+                            self.columns.append(name)
         try:
             data = ("\n".join(map(_json, records)) + "\n").encode("utf-8")
         except UnicodeEncodeError:
