@@ -28,7 +28,7 @@ from deyel_provider.formats import OpenFile, Part, RecordWriter, _encodable_json
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Arrow data per row group: memory holds about one (plus a page), readers get large enough groups.
-DEFAULT_ROW_GROUP_BYTES = 32 * 2**20
+DEFAULT_ROW_GROUP_BYTES = 16 * 2**20
 #: Columns of an empty run's file when nothing declares any: every Deyel instance has these two.
 EMPTY_RUN_COLUMNS: tuple[tuple[str, str], ...] = (("idObjectValue", "string"), ("dtLastUpdate", "timestamp"))
 
@@ -44,18 +44,17 @@ _NoneType = type(None)
 Types = tuple[tuple[str, str], ...]
 
 
-def pyarrow_modules() -> tuple[Any, Any, Any]:
-    """pyarrow, pyarrow.parquet and pyarrow.compute, or a config error naming the extra to install."""
+def pyarrow_modules() -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, or a config error naming the extra to install."""
     try:
         import pyarrow
-        import pyarrow.compute
         import pyarrow.parquet
     except ImportError:
         raise DeyelConfigError(
             "format='parquet' needs pyarrow: install the provider's [parquet] extra "
             "(pip install 'airflow-provider-deyel[parquet]')"
         ) from None
-    return pyarrow, pyarrow.parquet, pyarrow.compute
+    return pyarrow, pyarrow.parquet
 
 
 def check_schema(schema: Mapping[str, str] | None, fields: Sequence[str] | None = None) -> dict[str, str]:
@@ -339,7 +338,7 @@ class ParquetWriter(RecordWriter):
         redact: Callable[[str], str] = str,
     ) -> None:
         super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
-        self.pa, self.pq, self.pc = pyarrow_modules()
+        self.pa, self.pq = pyarrow_modules()
         compression = compression or "snappy"
         if compression not in PARQUET_CODECS:
             raise DeyelConfigError(
@@ -492,10 +491,10 @@ class ParquetWriter(RecordWriter):
             if old[name] == kind:
                 arrays.append(array)
             elif kind == "float64" and old[name] == "int64":
-                arrays.append(self.pc.cast(array, self.pa.float64()))
+                arrays.append(array.cast(self.pa.float64()))
             elif kind == "string":
                 if old[name] == "timestamp":
-                    array = self.pc.cast(array, self.pa.int64())  # back to the epoch ms Deyel sent
+                    array = array.cast(self.pa.int64())  # back to the epoch ms Deyel sent
                 texts = [None if value is None else text_of(value) for value in array.to_pylist()]
                 arrays.append(self.pa.array(texts, self.pa.string()))
             else:  # pragma: no cover - widened() never returns another pair

@@ -88,7 +88,7 @@ class DeyelExtractOperator(BaseOperator):
     :param max_file_bytes: split the output into parts ``<stem>.part-00000<ext>``... of about this many bytes
         each (a part ends at the first page, or Parquet row group, that reaches it); a rerun replaces the
         whole set.
-    :param row_group_bytes: Parquet: Arrow bytes per row group, about what memory holds (default 32 MiB).
+    :param row_group_bytes: Parquet: Arrow bytes per row group, about what memory holds (default 16 MiB).
     :param fields: CSV and Parquet columns (or JSON Lines keys) in order; default: every field, in
         first-seen order (templated).
     :param page_size: instances per response; default: the connection's ``page_size`` (100).
