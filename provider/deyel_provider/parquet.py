@@ -28,7 +28,7 @@ from deyel_provider.formats import OpenFile, Part, RecordWriter, _encodable_json
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Arrow data per row group: memory holds about one (plus a page), readers get large enough groups.
-DEFAULT_ROW_GROUP_BYTES = 16 * 2**20
+DEFAULT_ROW_GROUP_BYTES = 8 * 2**20
 #: Columns of an empty run's file when nothing declares any: every Deyel instance has these two.
 EMPTY_RUN_COLUMNS: tuple[tuple[str, str], ...] = (("idObjectValue", "string"), ("dtLastUpdate", "timestamp"))
 

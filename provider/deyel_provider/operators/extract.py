@@ -82,13 +82,14 @@ class DeyelExtractOperator(BaseOperator):
         3.14), the output name ending with ``.gz`` or ``.zst``; default none. Parquet: ``snappy`` (default),
         ``zstd``, ``gzip`` or ``none`` (templated).
     :param schema: Parquet column types by field, e.g. ``{"qtEmployee": "int64"}`` (``string``, ``int64``,
-        ``float64``, ``bool``, ``timestamp``, ``json``); fields not declared are inferred (README, "Types").
+        ``float64``, ``bool``, ``timestamp``, ``json``); fields not declared are inferred (README, "Parquet
+        types").
     :param on_empty: ``write`` (default: an empty file, and the Asset event) or ``skip`` (no file, no event,
         ``"skipped": true`` in the XCom) when the run finds no instance.
     :param max_file_bytes: split the output into parts ``<stem>.part-00000<ext>``... of about this many bytes
         each (a part ends at the first page, or Parquet row group, that reaches it); a rerun replaces the
         whole set.
-    :param row_group_bytes: Parquet: Arrow bytes per row group, about what memory holds (default 16 MiB).
+    :param row_group_bytes: Parquet: Arrow bytes per row group, about what memory holds (default 8 MiB).
     :param fields: CSV and Parquet columns (or JSON Lines keys) in order; default: every field, in
         first-seen order (templated).
     :param page_size: instances per response; default: the connection's ``page_size`` (100).
