@@ -36,7 +36,9 @@ def operator(options: dict) -> int:
     task = DeyelExtractOperator(
         task_id="bench",
         form="CRM_ACCOUNT",
-        output=str(Path(options["folder"]) / "out.jsonl"),
+        output=str(Path(options["folder"]) / options.get("output", "out.jsonl")),
+        format=options.get("format", "jsonl"),
+        compression=options.get("compression"),
         incremental_field=None,
         page_size=options["page_size"],
         max_workers=options.get("max_workers", 1),
@@ -45,6 +47,7 @@ def operator(options: dict) -> int:
     )
     summary = task.execute({})
     EXTRA["requests"] = summary["requests"]
+    EXTRA["bytes"] = summary["bytes"]
     if options.get("stats"):
         import requests
 

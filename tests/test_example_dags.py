@@ -235,3 +235,105 @@ def test_upsert_dag_loads_the_accounts_and_a_rerun_writes_nothing(emulator, deye
     assert set(emulator.methods()) == {"GET"}  # reads only: the extraction and one search
     rejects = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "upsert" / "rejects.jsonl"
     assert rejects.read_text() == ""
+
+
+def test_the_example_extraction_emits_openlineage_start_and_complete_events(
+    emulator, deyel_conn, airflow_db, tmp_path
+):
+    """A DAG run with the OpenLineage provider's file transport: the listener asks the operator for its
+    facets when the task starts and when it succeeds. Run in a fresh interpreter: the provider reads its
+    configuration once per process."""
+    import json
+    from urllib.parse import urlsplit
+
+    events_file = tmp_path / "openlineage.jsonl"
+    env = {
+        **os.environ,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "deyel-tests",
+        # Emission in a thread of the task process instead of a fork of it (same events, no fork in tests).
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+    }
+    script = (
+        "import sys, pendulum\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "dag = DagBag(dag_folder=sys.argv[1]).get_dag('deyel_extract_daily')\n"
+        "run = dag.test(logical_date=pendulum.datetime(2026, 1, 2, tz='UTC'))\n"
+        "print('RUN-STATE', run.state)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(DAGS_FOLDER)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "RUN-STATE success" in done.stdout, done.stderr[-3000:]
+
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    task_events = [e for e in events if e["job"]["name"] == "deyel_extract_daily.extract_accounts"]
+    assert [e["eventType"] for e in task_events] == ["START", "COMPLETE"]
+    start, complete = task_events
+    assert start["run"]["runId"] == complete["run"]["runId"]
+    assert complete["job"]["namespace"] == "deyel-tests"
+
+    deyel = f"deyel://127.0.0.1:{urlsplit(emulator.url).port}"
+    output = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "CRM_ACCOUNT" / "2026-01-01.jsonl"
+    for event in (start, complete):
+        assert [(d["namespace"], d["name"]) for d in event["inputs"]] == [(deyel, "forms/CRM_ACCOUNT")]
+        assert [(d["namespace"], d["name"]) for d in event["outputs"]] == [("file", str(output))]
+
+    window = complete["inputs"][0]["inputFacets"]["deyelWindow"]
+    assert (window["mode"], window["field"]) == ("interval", "dtLastUpdate")
+    assert (window["windowStart"], window["windowEnd"]) == (
+        "2026-01-01T00:00:00.000+00:00",
+        "2026-01-02T00:00:00.000+00:00",
+    )
+    (written,) = complete["outputs"]
+    stats = written["outputFacets"]["outputStatistics"]
+    assert (stats["rowCount"], stats["size"], stats["fileCount"]) == (50, output.stat().st_size, 1)
+    first = json.loads(output.read_text(encoding="utf-8").splitlines()[0])
+    assert [f["name"] for f in written["facets"]["schema"]["fields"]] == list(first)
+    assert "outputStatistics" not in start["outputs"][0].get("outputFacets", {})
+
+
+def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
+    emulator, deyel_conn, airflow_db, dagbag
+):
+    """Through Airflow's task runner: a day with changes gives a Parquet part and one Asset event listing it;
+    an empty day (on_empty="skip") succeeds with no file and no event, so nothing downstream runs."""
+    import duckdb
+    import pendulum
+    from airflow import settings
+    from airflow.models.asset import AssetEvent
+    from sqlalchemy import select
+
+    dag = dagbag.get_dag("deyel_extract_lake")
+    folder = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "lake" / "CRM_ACCOUNT"
+
+    def run(day: pendulum.DateTime) -> tuple[dict, list]:
+        dag_run = dag.test(logical_date=day)
+        assert dag_run.state == "success"
+        (ti,) = dag_run.get_task_instances()
+        with settings.Session() as session:
+            events = session.scalars(
+                select(AssetEvent).where(AssetEvent.source_run_id == dag_run.run_id)
+            ).all()
+            extras = [event.extra for event in events]
+        return ti.xcom_pull(task_ids="extract_accounts_parquet"), extras
+
+    # The emulator's instances were all updated on 2026-01-01: the day before holds none.
+    summary, events = run(pendulum.datetime(2026, 1, 1, tz="UTC"))
+    assert (summary["skipped"], summary["records"], summary["parts"], events) == (True, 0, [], [])
+    assert not folder.exists() or os.listdir(folder) == []
+
+    summary, events = run(pendulum.datetime(2026, 1, 2, tz="UTC"))
+    part = folder / "2026-01-01.part-00000.parquet"
+    assert summary["parts"] == [{"path": part.as_uri(), "records": 50, "bytes": part.stat().st_size}]
+    assert [extra["parts"] for extra in events] == [summary["parts"]]
+    assert os.listdir(folder) == [part.name]
+    described = duckdb.sql(f"DESCRIBE SELECT * FROM '{part}'").fetchall()  # noqa: S608
+    types = {name: kind for name, kind, *_ in described}
+    assert (types["dtLastUpdate"], types["qtEmployee"], types["lsAddress"]) == (
+        "TIMESTAMP WITH TIME ZONE",
+        "BIGINT",
+        "JSON",
+    )

@@ -346,7 +346,7 @@ def test_default_asset_is_the_static_part_of_the_output():
 
 def test_bad_arguments_are_typed_errors(deyel_conn, emulator, tmp_path):
     with pytest.raises(DeyelConfigError, match="format"):
-        operator(tmp_path / "x", format="parquet")
+        operator(tmp_path / "x", format="xml")
     for workers in (0, "many"):
         with pytest.raises(DeyelConfigError, match="max_workers"):
             operator(tmp_path / "x", max_workers=workers)

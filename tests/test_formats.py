@@ -19,23 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deyel_provider.exceptions import DeyelBadResponseError
-from deyel_provider.formats import CsvWriter, csv_cell, make_writer, widen_csv
+from deyel_provider.formats import csv_cell
+from tests.writing import write_pages
 
 # -- writing and reading back -------------------------------------------------------------------------------
 
 
 def write(path: Path, fmt: str, pages: list[list[dict[str, Any]]], fields: list[str] | None = None) -> None:
     """Write pages as the extraction does: page by page, then the CSV widening pass when fields came late."""
-    with path.open("wb") as sink:
-        writer = make_writer(fmt, sink, fields)
-        for page in pages:
-            writer.write_page(page)
-        writer.finish()
-    if isinstance(writer, CsvWriter) and writer.needs_widening:
-        wide = path.with_suffix(".wide")
-        with path.open("rb") as source, wide.open("wb") as sink:
-            widen_csv(source, sink, writer.columns)
-        wide.replace(path)
+    write_pages(path, fmt, pages, fields)
 
 
 def columns_of(pages: list[list[dict[str, Any]]]) -> list[str]:

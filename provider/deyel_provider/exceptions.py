@@ -106,6 +106,20 @@ class DeyelBadResponseError(DeyelError):
     """The server answered with a body the provider cannot read (not JSON, truncated, wrong shape)."""
 
 
+class DeyelSchemaError(DeyelBadResponseError):
+    """A value does not fit the type declared for its field in a Parquet ``schema``: ``field`` names the
+    field, ``position`` the record (1-based, in the order the run writes them), ``instance_id`` its id.
+    Nothing is published."""
+
+    def __init__(
+        self, message: str, *, field: str, position: int, instance_id: str | None = None, **kwargs: Any
+    ) -> None:
+        self.field = field
+        self.position = position
+        self.instance_id = instance_id
+        super().__init__(message, **kwargs)
+
+
 class DeyelIncompleteError(DeyelError):
     """An extraction cannot guarantee every instance exactly once with what the server does: the message
     names what was observed (counts that disagree, a page parameter that is ignored, a form that changes

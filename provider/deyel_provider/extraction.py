@@ -12,16 +12,17 @@ import calendar
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from deyel_provider import publish
+from deyel_provider.compression import PARQUET_CODECS, TEXT_CODECS
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.formats import FORMATS, CsvWriter, make_writer, widen_csv
+from deyel_provider.formats import FORMATS, CsvWriter, make_writer
+from deyel_provider.parts import OutputFiles, check_output_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 class ExtractResult:
     """What an extraction did: small enough for XCom."""
 
-    path: str
+    #: The file published; None when the output was split into parts or an empty run skipped.
+    path: str | None
     records: int
     #: Time slices written (a crowded millisecond counts once per page).
     slices: int
@@ -47,9 +49,18 @@ class ExtractResult:
     #: The window actually read, epoch ms ``[start, end)``; None where unbounded (a full load).
     window_start: int | None
     window_end: int | None
+    #: The files published, ``{"path", "records", "bytes"}`` each, in order: one, or the numbered parts of
+    #: ``max_file_bytes``; none when an empty run was skipped.
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    #: ``on_empty="skip"`` and the run found nothing: no file was written.
+    skipped: bool = False
+    #: The columns written and their types (``{"name", "type"}``; the type is None in JSON Lines).
+    columns: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        del values["columns"]  # for lineage, not XCom
+        return values
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -112,6 +123,40 @@ class Progress:
         )
 
 
+ON_EMPTY: tuple[str, ...] = ("write", "skip")
+
+
+def check_output_options(
+    fmt: str,
+    *,
+    compression: str | None = None,
+    on_empty: str = "write",
+    max_file_bytes: int | None = None,
+    schema: Any = None,
+    fields: Sequence[str] | None = None,
+) -> None:
+    """Refuse an unknown format, a codec the format does not have, and the other options' bad values."""
+    if fmt not in FORMATS:
+        raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+    codecs = list(PARQUET_CODECS) if fmt == "parquet" else [None, *TEXT_CODECS]
+    if compression is not None and compression not in codecs:
+        raise DeyelConfigError(f"compression for format={fmt!r} must be one of {codecs}, got {compression!r}")
+    if on_empty not in ON_EMPTY:
+        raise DeyelConfigError(f"on_empty must be one of {list(ON_EMPTY)}, got {on_empty!r}")
+    if max_file_bytes is not None and (
+        not isinstance(max_file_bytes, int) or isinstance(max_file_bytes, bool) or max_file_bytes <= 0
+    ):
+        raise DeyelConfigError(f"max_file_bytes must be a positive number of bytes, got {max_file_bytes!r}")
+    if schema is not None:
+        if fmt != "parquet":
+            raise DeyelConfigError(
+                f"schema declares Parquet column types; it does not apply to format={fmt!r}"
+            )
+        from deyel_provider.parquet import check_schema
+
+        check_schema(schema, list(fields) if fields is not None else None)
+
+
 def extract(
     hook: DeyelHook,
     form: str,
@@ -120,6 +165,11 @@ def extract(
     search: str | None = None,
     fields: Sequence[str] | None = None,
     format: str = "jsonl",
+    compression: str | None = None,
+    schema: dict[str, str] | None = None,
+    on_empty: str = "write",
+    max_file_bytes: int | None = None,
+    row_group_bytes: int | None = None,
     page_size: int | None = None,
     max_workers: int | str = 1,
     max_workers_ceiling: int = 8,
@@ -140,8 +190,14 @@ def extract(
     :param form: the form's identifier.
     :param output: target URL (any fsspec protocol) or local path.
     :param search: Deyel filter, narrowed per slice.
-    :param fields: columns (CSV) or keys (JSON Lines) to keep, in order; default: everything.
-    :param format: ``jsonl`` or ``csv``.
+    :param fields: columns (CSV, Parquet) or keys (JSON Lines) to keep, in order; default: everything.
+    :param format: ``jsonl``, ``csv`` or ``parquet``.
+    :param compression: ``gzip`` or ``zstd`` for JSON Lines and CSV (the output name ends with ``.gz`` or
+        ``.zst``); ``snappy`` (default), ``zstd``, ``gzip`` or ``none`` for Parquet.
+    :param schema: Parquet column types, ``{"dtLastUpdate": "timestamp", ...}``; the others are inferred.
+    :param on_empty: ``write`` (an empty file) or ``skip`` (no file) when the run finds no instance.
+    :param max_file_bytes: split the output into numbered parts of about this size (see :mod:`.parts`).
+    :param row_group_bytes: Parquet: Arrow bytes per row group (memory holds about one).
     :param page_size: instances per response; default: the connection's.
     :param max_workers: slices fetched in parallel, or ``"auto"``.
     :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
@@ -152,62 +208,88 @@ def extract(
     :param output_conn_id: Airflow connection of the object store, if it needs one.
     :param progress_interval: seconds between progress lines in the log.
     """
-    if format not in FORMATS:
-        raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {format!r}")
+    check_output_options(
+        format,
+        compression=compression,
+        on_empty=on_empty,
+        max_file_bytes=max_file_bytes,
+        schema=schema,
+        fields=fields,
+    )
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
     target = as_storage_path(output, output_conn_id)
+    check_output_name(target.name, format, compression)
+    options: dict[str, Any] = {}
+    if format == "parquet":
+        options = {"schema": schema, "compression": compression or "snappy", "redact": hook.redactor}
+        if row_group_bytes is not None:
+            options["row_group_bytes"] = row_group_bytes
+    elif row_group_bytes is not None:
+        raise DeyelConfigError(f"row_group_bytes applies to format='parquet' only, not {format!r}")
+    files = OutputFiles(
+        target,
+        split=max_file_bytes is not None,
+        codec=None if format == "parquet" else compression,
+        logger=logger,
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(target, logger)
-    temp = _temp_beside(target)
+    files.remove_leftovers()
+    writer = make_writer(format, files.open, fields, max_file_bytes=max_file_bytes, **options)
     progress = Progress(progress_interval, logger)
-    logger.info("extracting %s to %s (temporary %s)", form, target, temp.name)
-    spare: publish.LocalTemp | ObjectStoragePath | None = None
+    logger.info("extracting %s to %s", form, files.part_target(0) if max_file_bytes is None else target)
+    skipped = False
     try:
-        with temp.open("wb") as sink:
-            writer = make_writer(format, sink, fields)
-            reader = hook.sliced_reader(
-                form,
-                search=search,
-                field=field,
-                page_size=page_size,
-                max_workers=max_workers,
-                max_workers_ceiling=max_workers_ceiling,
-                logger=logger,
-            )
-            for piece in reader.read(start, end, end_at_server_time=end_at_server_time):
-                if piece.records:
-                    writer.write_page(piece.records)
-                progress.add(len(piece.records))
-            writer.finish()
-        written = writer.bytes_written
-        if isinstance(writer, CsvWriter) and writer.needs_widening:
-            spare = _temp_beside(target)
-            with temp.open("rb") as source, spare.open("wb") as sink:
-                written = widen_csv(source, sink, writer.columns)
-            temp.unlink()
-            temp, spare = spare, None
-        temp.move(target)
+        reader = hook.sliced_reader(
+            form,
+            search=search,
+            field=field,
+            page_size=page_size,
+            max_workers=max_workers,
+            max_workers_ceiling=max_workers_ceiling,
+            logger=logger,
+        )
+        for piece in reader.read(start, end, end_at_server_time=end_at_server_time):
+            if piece.records:
+                writer.write_page(piece.records)
+            progress.add(len(piece.records))
+        if progress.records == 0 and on_empty == "skip":
+            skipped = True
+            written = []
+        else:
+            writer.close()
+            written = files.finish(writer)
+            files.publish(written)
     except BaseException:
-        for leftover in (temp, spare):
-            _discard(leftover)
+        files.discard()
         raise
-    progress.report(f"published {target}")
+    if skipped:
+        files.discard()
+        logger.info("no instance in this run and on_empty='skip': no file written")
+    else:
+        progress.report(f"published {', '.join(part.target.name for part in written)}")
     stats = reader.stats
     return ExtractResult(
-        path=str(target),
+        path=None if skipped or max_file_bytes is not None else str(target),
         records=progress.records,
         slices=progress.slices,
-        bytes=written,
+        bytes=sum(part.bytes for part in written),
         seconds=round(progress.elapsed, 3),
         requests=stats.requests,
         repeats=stats.repeats,
         window_start=start,
         window_end=stats.window_end,
+        parts=[{"path": str(p.target), "records": p.records, "bytes": p.bytes} for p in written],
+        skipped=skipped,
+        columns=_columns_of(writer),
     )
 
 
-# Link-safe creation, cleanup and publishing live in deyel_provider.publish.
-_temp_beside = publish.temp_beside
-_remove_leftovers = publish.remove_leftovers
-_discard = publish.discard
+def _columns_of(writer: Any) -> list[dict[str, Any]]:
+    """The columns written and their types, for the lineage schema facet."""
+    types = getattr(writer, "types", None)
+    if types is not None:
+        return [{"name": name, "type": kind} for name, kind in types]
+    # CSV cells are text; JSON Lines values keep their JSON types, which vary by record.
+    kind = "string" if isinstance(writer, CsvWriter) else None
+    return [{"name": name, "type": kind} for name in getattr(writer, "columns", writer.fields or [])]

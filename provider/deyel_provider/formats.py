@@ -26,14 +26,15 @@ import json
 import logging
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
 log = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("jsonl", "csv")
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 
 
 # One encoder for every record: json.dumps with options builds a new encoder per call.
@@ -93,34 +94,127 @@ class _CsvRows:
         return text
 
 
+class FileSink(Protocol):
+    """One output file being written (see :class:`deyel_provider.compression.EncodedFile`)."""
+
+    #: Where the format's bytes go (through the file's codec, if it has one).
+    stream: IO[bytes]
+
+    @property
+    def size(self) -> int:
+        """Bytes the file holds so far, as stored."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: Opens a new file for part ``number`` of the output.
+OpenFile = Callable[[int], FileSink]
+
+
+@dataclass
+class Part:
+    """One output file of a run: written as one file, or as several segments that a rewrite joins (a Parquet
+    schema that widened after a row group was written)."""
+
+    number: int
+    files: list[FileSink]
+    records: int = 0
+    #: What each file was written with, for :meth:`RecordWriter.needs_rewrite` (format-specific).
+    layout: list[Any] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(sink.size for sink in self.files)
+
+
 class RecordWriter(ABC):
-    """Writes pages of instances to ``sink`` and counts the bytes it wrote."""
+    """Writes a run's pages of instances into one file, or into numbered parts of about ``max_file_bytes``.
 
-    def __init__(self, sink: IO[bytes], fields: Sequence[str] | None = None) -> None:
-        self.sink = sink
+    Files come from ``open_file(part_number)``. A part ends at the first page (Parquet: row group) that
+    takes it to ``max_file_bytes`` or past. After :meth:`close`, a part for which :meth:`needs_rewrite` is
+    true must be copied through :meth:`rewrite` before it is published (a CSV column or a Parquet type that
+    changed after the part was written), so that every part has the run's final columns and types.
+    """
+
+    def __init__(
+        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
+    ) -> None:
+        self._open_file = open_file
         self.fields = list(fields) if fields is not None else None
-        self.bytes_written = 0
+        self.max_file_bytes = max_file_bytes
+        self.parts: list[Part] = []
+        self.records = 0
+        self._current: Part | None = None
 
-    def _write(self, data: bytes) -> None:
-        self.sink.write(data)
-        self.bytes_written += len(data)
+    def write_page(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        part = self._current or self._start_part()
+        self._write(part, records)
+        part.records += len(records)
+        self.records += len(records)
+        if self.max_file_bytes is not None and part.size >= self.max_file_bytes:
+            self._end_part(part)
+
+    def close(self) -> None:
+        """Complete the last part; an empty run still gets one (empty) file."""
+        if self._current is None and not self.parts:
+            self._start_part()
+        if self._current is not None:
+            self._end_part(self._current)
+
+    def needs_rewrite(self, part: Part) -> bool:
+        """Whether ``part`` lacks columns (or types) that the run found after it was written."""
+        return False
+
+    def rewrite(self, part: Part, sources: Sequence[IO[bytes]], sink: IO[bytes]) -> None:
+        """Copy ``part`` (its files, as read back, in order) into ``sink`` with the run's final layout."""
+        raise NotImplementedError(f"{type(self).__name__} never needs a rewrite")
+
+    def _start_part(self) -> Part:
+        number = len(self.parts)
+        part = Part(number, [self._open_file(number)])
+        self.parts.append(part)
+        self._current = part
+        return part
+
+    def _end_part(self, part: Part) -> None:
+        self._current = None
+        self._finish(part)
+        for sink in part.files:
+            sink.close()
 
     @abstractmethod
-    def write_page(self, records: Sequence[dict[str, Any]]) -> None: ...
+    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None: ...
 
-    def finish(self) -> None:  # noqa: B027 - optional hook: only CSV has something left to write
-        """Write anything still pending once the last page is in."""
+    def _finish(self, part: Part) -> None:  # noqa: B027 - optional hook
+        """Write what the part still needs once its last page is in (a header, a footer)."""
 
 
 class JsonLinesWriter(RecordWriter):
     """One instance per line, as the server returned it (or only ``fields``, in that order)."""
 
-    def write_page(self, records: Sequence[dict[str, Any]]) -> None:
-        if not records:
-            return
+    def __init__(
+        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
+    ) -> None:
+        super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
+        #: The keys written, in first-seen order (for lineage: JSON Lines has no header).
+        self.columns: list[str] = list(self.fields or [])
+        self._known = set(self.columns)
+
+    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         if self.fields is not None:
             fields = self.fields
             records = [{name: record.get(name) for name in fields} for record in records]
+        else:
+            known = self._known
+            for record in records:
+                if not known.issuperset(record):
+                    for name in record:
+                        if name not in known:
+                            known.add(name)
+                            self.columns.append(name)
         try:
             data = ("\n".join(map(_json, records)) + "\n").encode("utf-8")
         except UnicodeEncodeError:
@@ -129,25 +223,32 @@ class JsonLinesWriter(RecordWriter):
                 "A record holds a lone surrogate (a broken UTF-16 pair): written escaped (\\udXXX), as JSON "
                 "allows; Python's json reads it back, DuckDB refuses the line, pandas reads it as ''"
             )
-        self._write(data)
+        part.files[-1].stream.write(data)
 
 
 class CsvWriter(RecordWriter):
-    """A header row, then one row per instance; nested grids are JSON text in their cell."""
+    """A header row, then one row per instance; nested grids are JSON text in their cell.
 
-    def __init__(self, sink: IO[bytes], fields: Sequence[str] | None = None) -> None:
-        super().__init__(sink, fields)
+    Every part starts with the columns known when its header was written; a field that first appears later
+    makes earlier parts need a rewrite (:func:`widen_csv`).
+    """
+
+    def __init__(
+        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
+    ) -> None:
+        super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
         self.columns: list[str] = list(self.fields or [])
         self._known = set(self.columns)
-        self._header_written = 0  # number of columns in the header already written
         self._rows = _CsvRows()
 
-    @property
-    def needs_widening(self) -> bool:
-        """Fields appeared after the header was written: :func:`widen_csv` must rewrite the file."""
-        return len(self.columns) > self._header_written
+    def needs_rewrite(self, part: Part) -> bool:
+        return bool(part.layout) and part.layout[0] < len(self.columns)
 
-    def write_page(self, records: Sequence[dict[str, Any]]) -> None:
+    def rewrite(self, part: Part, sources: Sequence[IO[bytes]], sink: IO[bytes]) -> None:
+        (source,) = sources
+        widen_csv(source, sink, self.columns)
+
+    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         if self.fields is None:
             for record in records:
                 for name in record:
@@ -156,30 +257,29 @@ class CsvWriter(RecordWriter):
                         _refuse_surrogates(name, f"field name {name!r}")
                         self._known.add(name)
                         self.columns.append(name)
-        header = ""
-        if not self._header_written and (records or self.fields is not None):
-            header = self._header()
+        header = "" if part.layout else self._header(part)
         columns = self.columns
         rows = [[csv_cell(record.get(name)) for name in columns] for record in records]
         text = header + self._rows.render(rows)
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
+            first = self.records + 1
             rows = [
                 [_encodable_cell(record.get(name), f"field {name!r} of record {n}") for name in columns]
-                for n, record in enumerate(records, 1)
+                for n, record in enumerate(records, first)
             ]
             data = (header + self._rows.render(rows)).encode("utf-8")
-        self._write(data)
+        part.files[-1].stream.write(data)
 
-    def finish(self) -> None:
-        if not self._header_written and self.columns:
-            self._write(self._header().encode("utf-8"))
+    def _finish(self, part: Part) -> None:
+        if not part.layout and self.columns:
+            part.files[-1].stream.write(self._header(part).encode("utf-8"))
 
-    def _header(self) -> str:
+    def _header(self, part: Part) -> str:
         for name in self.columns:
             _refuse_surrogates(name, f"field name {name!r}")
-        self._header_written = len(self.columns)
+        part.layout.append(len(self.columns))
         return self._rows.render([self.columns], header=True)
 
 
@@ -238,11 +338,24 @@ def widen_csv(source: IO[bytes], sink: IO[bytes], columns: Sequence[str]) -> int
     return written
 
 
-def make_writer(fmt: str, sink: IO[bytes], fields: Iterable[str] | None = None) -> RecordWriter:
-    """The writer of format ``fmt`` (``jsonl`` or ``csv``)."""
+def make_writer(
+    fmt: str,
+    open_file: OpenFile,
+    fields: Iterable[str] | None = None,
+    *,
+    max_file_bytes: int | None = None,
+    **options: Any,
+) -> RecordWriter:
+    """The writer of format ``fmt``; ``options`` are the Parquet writer's (``schema``, ``compression``...)."""
     field_list = list(fields) if fields is not None else None
+    if fmt == "parquet":
+        from deyel_provider.parquet import ParquetWriter
+
+        return ParquetWriter(open_file, field_list, max_file_bytes=max_file_bytes, **options)
+    if options:
+        raise DeyelConfigError(f"{sorted(options)} apply to format='parquet' only, not {fmt!r}")
     if fmt == "jsonl":
-        return JsonLinesWriter(sink, field_list)
+        return JsonLinesWriter(open_file, field_list, max_file_bytes=max_file_bytes)
     if fmt == "csv":
-        return CsvWriter(sink, field_list)
+        return CsvWriter(open_file, field_list, max_file_bytes=max_file_bytes)
     raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {fmt!r}")

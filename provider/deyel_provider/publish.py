@@ -24,6 +24,7 @@ import os
 import stat
 import threading
 import uuid
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError
@@ -179,12 +180,33 @@ def temp_beside(target: ObjectStoragePath) -> LocalTemp | ObjectStoragePath:
 def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
     """Remove ``<name>.tmp-*`` of an interrupted attempt: only regular files of ours, never through a link."""
     prefix = f"{target.name}.tmp-"
-    if not is_local(target):
-        import glob
+    remove_own_files(
+        target,
+        f"{glob_escape(target.name)}.tmp-*",
+        lambda name: name.startswith(prefix),
+        "left by an interrupted attempt",
+        logger,
+    )
 
-        for leftover in target.parent.glob(f"{glob.escape(target.name)}.tmp-*"):
-            logger.info("removing %s, left by an interrupted attempt", leftover.name)
-            discard(leftover)
+
+def remove_own_files(
+    target: ObjectStoragePath,
+    pattern: str,
+    matches: Callable[[str], bool],
+    why: str,
+    logger: Any = log,
+    *,
+    kind: str = "temporary",
+) -> None:
+    """Remove the files beside ``target`` whose names ``matches`` (found by the glob ``pattern`` on object
+    stores): locally only regular files of ours, never through a link; anything else is left with a warning
+    (``kind`` names what the files were meant to be).
+    """
+    if not is_local(target):
+        for found in target.parent.glob(pattern):
+            if matches(found.name):
+                logger.info("removing %s, %s", found.name, why)
+                discard(found)
         return
     try:
         dir_fd = _open_folder(str(target.parent.path))
@@ -192,19 +214,25 @@ def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
         return  # the write below reports the folder problem
     try:
         with os.scandir(dir_fd) as entries:
-            names = [entry.name for entry in entries if entry.name.startswith(prefix)]
+            names = [entry.name for entry in entries if matches(entry.name)]
         for name in names:
             try:
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
-                    logger.info("removing %s, left by an interrupted attempt", name)
+                    logger.info("removing %s, %s", name, why)
                     os.unlink(name, dir_fd=dir_fd)
                 else:
-                    logger.warning("leaving %s alone: it is not a temporary file of this provider", name)
+                    logger.warning("leaving %s alone: it is not a %s file of this provider", name, kind)
             except OSError as exc:
                 logger.warning("could not remove %s: %s", name, exc.strerror)
     finally:
         os.close(dir_fd)
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
 
 
 def discard(path: LocalTemp | ObjectStoragePath | None) -> None:

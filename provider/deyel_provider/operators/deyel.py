@@ -13,6 +13,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 
 if TYPE_CHECKING:
     import requests
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -87,6 +88,16 @@ class DeyelOperator(BaseOperator):
         if self.response_filter is not None:
             return self.response_filter(response)
         return parsed_body(response)
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        """The endpoint as an input (GET, HEAD) or output (other methods): namespace ``deyel://<host>``,
+        name ``forms/<FORM>`` for a form's instances, else the path. Used by the OpenLineage provider."""
+        from deyel_provider.lineage import call_lineage
+
+        return call_lineage(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        return self.get_openlineage_facets_on_start()
 
 
 def parsed_body(response: requests.Response) -> Any:

@@ -14,9 +14,9 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extraction import epoch_ms, extract
-from deyel_provider.formats import FORMATS
+from deyel_provider.extraction import check_output_options, epoch_ms, extract
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.parts import check_output_name
 from deyel_provider.watermark import (
     Watermark,
     has_asset_state,
@@ -26,6 +26,7 @@ from deyel_provider.watermark import (
 )
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 _TEMPLATE_START = re.compile(r"{{|{%")
@@ -56,9 +57,15 @@ class DeyelExtractOperator(BaseOperator):
     the first run) to the server's present; it is kept in Airflow (the asset's state on Airflow 3.3+) and
     advanced only after the publish. ``incremental_field=None`` asks for a full load.
 
-    Returns ``{"path", "records", "slices", "bytes", "seconds", "requests", "repeats", "window_start",
-    "window_end", "mode"}`` (``mode``: ``interval``, ``watermark`` or ``full``) and emits ``asset`` with the
-    same values as the event's extra.
+    Returns ``{"path", "parts", "records", "slices", "bytes", "seconds", "requests", "repeats",
+    "window_start", "window_end", "mode", "skipped"}`` (``mode``: ``interval``, ``watermark`` or ``full``;
+    ``parts``: the files published, ``{"path", "records", "bytes"}`` each; ``path``: the file, None when split
+    or skipped) and emits ``asset`` with the same values as the event's extra, except when an empty run is
+    skipped (``on_empty="skip"``): then no file is written and no event emitted.
+
+    With the ``apache-airflow-providers-openlineage`` provider installed, it reports the form as its input
+    (namespace ``deyel://<host>``, name ``forms/<FORM>``) and each published file as an output, with the
+    columns written (schema facet), records and bytes (output statistics) and the window read.
 
     :param form: the form's identifier, e.g. ``CRM_ACCOUNT`` (templated).
     :param output: target ``ObjectStoragePath`` or URL, any fsspec protocol; a plain path is a local file,
@@ -69,9 +76,22 @@ class DeyelExtractOperator(BaseOperator):
         run's window and cuts the slices. None: a full load (still sliced on ``dtLastUpdate``) (templated).
     :param start_from: where the first watermark run starts (datetime or ISO 8601 string); required for
         runs without a data interval until a watermark is stored (templated).
-    :param format: ``jsonl`` (one instance per line, as returned) or ``csv`` (templated).
-    :param fields: CSV columns (or JSON Lines keys) in order; default: every field, in first-seen order
-        (templated).
+    :param format: ``jsonl`` (one instance per line, as returned), ``csv`` or ``parquet`` (typed columns;
+        the ``[parquet]`` extra) (templated).
+    :param compression: JSON Lines and CSV: ``gzip`` or ``zstd`` (the ``[zstd]`` extra before Python
+        3.14), the output name ending with ``.gz`` or ``.zst``; default none. Parquet: ``snappy`` (default),
+        ``zstd``, ``gzip`` or ``none`` (templated).
+    :param schema: Parquet column types by field, e.g. ``{"qtEmployee": "int64"}`` (``string``, ``int64``,
+        ``float64``, ``bool``, ``timestamp``, ``json``); fields not declared are inferred (README, "Parquet
+        types").
+    :param on_empty: ``write`` (default: an empty file, and the Asset event) or ``skip`` (no file, no event,
+        ``"skipped": true`` in the XCom) when the run finds no instance.
+    :param max_file_bytes: split the output into parts ``<stem>.part-00000<ext>``... of about this many bytes
+        each (a part ends at the first page, or Parquet row group, that reaches it); a rerun replaces the
+        whole set.
+    :param row_group_bytes: Parquet: Arrow bytes per row group, about what memory holds (default 8 MiB).
+    :param fields: CSV and Parquet columns (or JSON Lines keys) in order; default: every field, in
+        first-seen order (templated).
     :param page_size: instances per response; default: the connection's ``page_size`` (100).
     :param max_workers: slices fetched in parallel (any paging strategy), or ``"auto"``: grows while the
         throughput grows, halves on a rate limit (429, ``REQUEST_LIMIT_EXCEEDED``).
@@ -91,6 +111,7 @@ class DeyelExtractOperator(BaseOperator):
         "incremental_field",
         "start_from",
         "format",
+        "compression",
         "fields",
         "token",
     )
@@ -104,6 +125,11 @@ class DeyelExtractOperator(BaseOperator):
         incremental_field: str | None = "dtLastUpdate",
         start_from: datetime | str | None = None,
         format: str = "jsonl",
+        compression: str | None = None,
+        schema: dict[str, str] | None = None,
+        on_empty: str = "write",
+        max_file_bytes: int | None = None,
+        row_group_bytes: int | None = None,
         fields: Sequence[str] | None = None,
         page_size: int | None = None,
         max_workers: int | str = 1,
@@ -115,8 +141,23 @@ class DeyelExtractOperator(BaseOperator):
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        if format not in FORMATS and not _TEMPLATE_START.search(format):
-            raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {format!r}")
+        if not _templated(format, compression):
+            # Templated values are checked once rendered, at the start of execute.
+            fields_now = fields if isinstance(fields, (list, tuple)) else None
+            check_output_options(
+                format,
+                compression=compression,
+                on_empty=on_empty,
+                max_file_bytes=max_file_bytes,
+                schema=schema,
+                fields=fields_now,
+            )
+            if not _templated(str(output)):
+                name = str(output).rstrip().rsplit("/", 1)[-1]
+                if name:
+                    check_output_name(name, format, compression)
+        else:
+            check_output_options("jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes)
         Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
         self.asset = asset if asset is not None else default_asset(output)
         outlets, inlets = _declared_assets(
@@ -130,6 +171,11 @@ class DeyelExtractOperator(BaseOperator):
         self.incremental_field = incremental_field
         self.start_from = start_from
         self.format = format
+        self.compression = compression
+        self.schema = schema
+        self.on_empty = on_empty
+        self.max_file_bytes = max_file_bytes
+        self.row_group_bytes = row_group_bytes
         self.fields = fields
         self.page_size = page_size
         self.max_workers = max_workers
@@ -180,6 +226,11 @@ class DeyelExtractOperator(BaseOperator):
             search=self.search or None,
             fields=self.fields,
             format=self.format,
+            compression=self.compression or None,
+            schema=self.schema,
+            on_empty=self.on_empty,
+            max_file_bytes=self.max_file_bytes,
+            row_group_bytes=self.row_group_bytes,
             page_size=self.page_size,
             max_workers=self.max_workers,
             max_workers_ceiling=self.max_workers_ceiling,
@@ -204,10 +255,32 @@ class DeyelExtractOperator(BaseOperator):
             mark = Watermark(start, result.window_end, _run_id(context))
             write_watermark(context, self.asset, key, mark, summary)
             self.log.info("watermark of %s at %s", self.form, _moment(result.window_end))
+        self._lineage = _LineageRecord(summary, result.columns, field, self.search or None)
+        if result.skipped and self.asset is not None:
+            # No file: no Asset event either, so nothing downstream runs on an empty extraction. Airflow
+            # emits an event for every outlet of a successful task; this copy of the task (Airflow runs a
+            # copy of the DAG's) drops its own.
+            self.outlets = [outlet for outlet in self.outlets if outlet != self.asset]
+            self.log.info("no file and no %s event: the run found no instance (on_empty='skip')", self.asset)
+            return summary
         outlet_events = context.get("outlet_events")
         if self.asset is not None and outlet_events is not None:
             outlet_events[self.asset].extra = summary
         return summary
+
+    # -- OpenLineage (used when apache-airflow-providers-openlineage is installed) -------------------------
+
+    def get_openlineage_facets_on_start(self) -> OperatorLineage:
+        """The form as input, the output as it will be published (no statistics yet)."""
+        from deyel_provider import lineage
+
+        return lineage.extract_lineage(self, None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The form as input (with the window read), every published file with its schema and statistics."""
+        from deyel_provider import lineage
+
+        return lineage.extract_lineage(self, getattr(self, "_lineage", None))
 
     def _window(self, context: Context, field: str | None) -> tuple[str, int | None, int | None, str | None]:
         """(mode, start, end, watermark key) of this run; see the class docstring."""
@@ -249,6 +322,22 @@ class DeyelExtractOperator(BaseOperator):
                 "incremental load: %s from the watermark %s to the server's present", field, _moment(start)
             )
         return "watermark", start, None, key
+
+
+class _LineageRecord:
+    """What a finished run tells OpenLineage (kept on the task, which the listener is given)."""
+
+    def __init__(
+        self, summary: dict[str, Any], columns: list[dict[str, Any]], field: str | None, search: str | None
+    ):
+        self.summary = summary
+        self.columns = columns
+        self.field = field
+        self.search = search
+
+
+def _templated(*values: Any) -> bool:
+    return any(isinstance(value, str) and _TEMPLATE_START.search(value) for value in values)
 
 
 def _run_id(context: Context) -> str | None:

@@ -1,0 +1,151 @@
+"""OpenLineage facets of the provider's operators, built only when ``apache-airflow-providers-openlineage``
+is installed (its listener is what calls the operators' ``get_openlineage_facets_on_*``; nothing here is
+imported otherwise).
+
+Datasets:
+
+- a Deyel form: namespace ``deyel://<host>[:<port>]`` of the connection's base URL, name ``forms/<FORM>``;
+  any other endpoint is named by its path (``DeyelOperator`` reports ``GET``/``HEAD`` calls as inputs, other
+  methods as outputs);
+- a published file: OpenLineage's naming for object storage (``s3://bucket`` + key, ``gs://bucket`` + key),
+  and ``file`` + the absolute path for a local file (as Airflow names a ``file://`` Asset), never the
+  temporary name it was written under.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    from deyel_provider.operators.deyel import DeyelOperator
+    from deyel_provider.operators.extract import DeyelExtractOperator, _LineageRecord
+
+#: ``/forms/<FORM>/instances[/<id>]``: the dataset is the form (an instance is one of its rows).
+_FORM_PATH = re.compile(r"/*forms/([^/?#]+)(?:/instances(?:/[^?#]*)?)?/*")
+#: Methods that read: their endpoint is an input, any other method's an output.
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def deyel_namespace(base_url: str) -> str:
+    """``deyel://<host>[:<port>]`` of the connection's base URL."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"deyel://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def endpoint_name(endpoint: str) -> str:
+    """The dataset an endpoint path stands for: ``forms/<FORM>`` for a form's instances, else the path."""
+    path = urlsplit(endpoint).path
+    match = _FORM_PATH.fullmatch(path)
+    if match:
+        return f"forms/{match.group(1)}"
+    return path.strip("/")
+
+
+def file_dataset_name(path: str) -> tuple[str, str]:
+    """``(namespace, name)`` of a published file."""
+    parts = urlsplit(path)
+    if parts.scheme in ("", "file", "local"):
+        return "file", parts.path
+    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
+
+
+@functools.cache
+def _window_facet_class() -> type:
+    import attr
+    from openlineage.client.generated.base import InputDatasetFacet
+
+    @attr.define
+    class DeyelWindowInputDatasetFacet(InputDatasetFacet):
+        """What part of the form a run read: the search, the incremental field and its window."""
+
+        mode: str
+        field: str | None = attr.field(default=None)
+        search: str | None = attr.field(default=None)
+        windowStart: str | None = attr.field(default=None)  # OpenLineage's camelCase
+        windowEnd: str | None = attr.field(default=None)
+
+        @staticmethod
+        def _get_schema() -> str:
+            return "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/InputDatasetFacet"
+
+    return DeyelWindowInputDatasetFacet
+
+
+def _moment(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def extract_lineage(task: DeyelExtractOperator, run: _LineageRecord | None) -> OperatorLineage:
+    """The form as input; the published files (or, before the run, the output as named) as outputs."""
+    from airflow.providers.common.compat.openlineage.facet import (
+        InputDataset,
+        OutputDataset,
+        OutputStatisticsOutputDatasetFacet,
+        SchemaDatasetFacet,
+        SchemaDatasetFacetFields,
+    )
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    namespace = deyel_namespace(task.hook.config.base_url)
+    input_facets: dict[str, Any] = {}
+    if run is not None:
+        summary = run.summary
+        input_facets["deyelWindow"] = _window_facet_class()(
+            mode=summary["mode"],
+            field=run.field,
+            search=run.search,
+            windowStart=_moment(summary["window_start"]),
+            windowEnd=_moment(summary["window_end"]),
+        )
+    inputs = [InputDataset(namespace=namespace, name=f"forms/{task.form}", inputFacets=input_facets)]
+    outputs = []
+    if run is None:
+        if task.max_file_bytes is None:  # the parts' names are known once written
+            from deyel_provider.extraction import as_storage_path
+
+            target = as_storage_path(task.output_path, task.output_conn_id)
+            out_namespace, name = file_dataset_name(str(target))
+            outputs.append(OutputDataset(namespace=out_namespace, name=name))
+    else:
+        schema = SchemaDatasetFacet(
+            fields=[SchemaDatasetFacetFields(name=c["name"], type=c["type"]) for c in run.columns]
+        )
+        for part in run.summary["parts"]:
+            out_namespace, name = file_dataset_name(part["path"])
+            facets: dict[str, Any] = {"schema": schema} if run.columns else {}
+            outputs.append(
+                OutputDataset(
+                    namespace=out_namespace,
+                    name=name,
+                    facets=facets,
+                    outputFacets={
+                        "outputStatistics": OutputStatisticsOutputDatasetFacet(
+                            rowCount=part["records"], size=part["bytes"], fileCount=1
+                        )
+                    },
+                )
+            )
+    return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+def call_lineage(task: DeyelOperator) -> OperatorLineage:
+    """The endpoint called, as an input (reading methods) or an output (the others)."""
+    from airflow.providers.common.compat.openlineage.facet import InputDataset, OutputDataset
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    namespace = deyel_namespace(task.hook.config.base_url)
+    name = endpoint_name(str(task.endpoint))
+    if str(task.method).upper() in _READS:
+        return OperatorLineage(inputs=[InputDataset(namespace=namespace, name=name)])
+    return OperatorLineage(outputs=[OutputDataset(namespace=namespace, name=name)])

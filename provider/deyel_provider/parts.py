@@ -1,0 +1,228 @@
+"""The files of one extraction's output: their names (one file, or numbered parts), the temporary file each
+is written to, the rewrite pass, and publishing them.
+
+Without ``max_file_bytes`` the output is the one file named. With it, the output is split into parts named
+``<stem>.part-00000<ext>``, ``<stem>.part-00001<ext>``... (``2026-01-01.jsonl.gz`` gives
+``2026-01-01.part-00000.jsonl.gz``): numbered from zero, five digits, so that a listing sorts them in order.
+Every part is written to its own temporary file and published by its own rename (never through a link, as
+:mod:`deyel_provider.publish` does), only once the whole run is written; then the parts a previous, larger run
+left beyond the new count are removed, so the folder holds exactly this run's set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from deyel_provider import publish
+from deyel_provider.compression import COMPRESSED_EXTENSIONS, TEXT_CODECS, EncodedFile, decoded
+from deyel_provider.exceptions import DeyelConfigError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from deyel_provider.formats import RecordWriter
+
+log = logging.getLogger(__name__)
+
+#: File extensions that name a format: an output ending with one must be written in that format.
+FORMAT_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+#: What each stream codec's files may end with.
+_CODEC_EXTENSIONS = {"gzip": (".gz", ".gzip"), "zstd": (".zst", ".zstd")}
+#: Parts a run may write: each is held open (a temporary file) until the run is published.
+MAX_PARTS = 1000
+PART_DIGITS = 5
+
+Temp = Any  # publish.LocalTemp or an ObjectStoragePath
+
+
+def split_name(name: str) -> tuple[str, str, str]:
+    """``(stem, format extension, compression extension)``, e.g. ``a.b``, ``.jsonl``, ``.gz``."""
+    base, compressed = name, ""
+    lowered = name.lower()
+    for ext in COMPRESSED_EXTENSIONS:
+        if lowered.endswith(ext) and len(name) > len(ext):
+            base, compressed = name[: -len(ext)], name[-len(ext) :]
+            break
+    dot = base.rfind(".")
+    if dot <= 0:
+        return base, "", compressed
+    return base[:dot], base[dot:], compressed
+
+
+def check_output_name(name: str, fmt: str, compression: str | None) -> None:
+    """Refuse an output name whose extension says another format or compression than the one chosen."""
+    _, fmt_ext, compressed = split_name(name)
+    named_format = FORMAT_EXTENSIONS.get(fmt_ext.lower())
+    if named_format is not None and named_format != fmt:
+        raise DeyelConfigError(
+            f"output {name!r} ends with {fmt_ext!r}, which is {named_format}, but format={fmt!r}: "
+            f"change one of them"
+        )
+    if fmt == "parquet":
+        if compressed:
+            raise DeyelConfigError(
+                f"output {name!r} ends with {compressed!r}, but Parquet compresses inside the file: name it "
+                f"'...{fmt_ext or '.parquet'}' and choose the codec with compression= (snappy, zstd, gzip)"
+            )
+        return
+    allowed = _CODEC_EXTENSIONS.get(compression or "", ("",))
+    if compressed.lower() not in allowed:
+        if compression is None:
+            raise DeyelConfigError(
+                f"output {name!r} ends with {compressed!r} but compression=None writes plain text: pass "
+                f"compression={_codec_of(compressed)!r}, or drop the extension"
+            )
+        raise DeyelConfigError(
+            f"compression={compression!r} writes a {allowed[0]} file, but output {name!r} ends with "
+            f"{compressed or fmt_ext or 'no extension'!r}: name it '...{fmt_ext}{allowed[0]}'"
+        )
+
+
+def _codec_of(extension: str) -> str | None:
+    for codec, extensions in _CODEC_EXTENSIONS.items():
+        if extension.lower() in extensions:
+            return codec
+    return None
+
+
+@dataclass(frozen=True)
+class WrittenPart:
+    """A part ready to publish: its temporary file, where it goes, and what it holds."""
+
+    number: int
+    temp: Temp
+    target: ObjectStoragePath
+    records: int
+    bytes: int
+
+
+class OutputFiles:
+    """Creates the temporary files of a run's parts, rewrites and publishes them, or discards them all.
+
+    :param codec: the stream codec of the text formats (``gzip``, ``zstd``), None for none (and Parquet).
+    """
+
+    def __init__(
+        self, target: ObjectStoragePath, *, split: bool, codec: str | None, logger: Any = log
+    ) -> None:
+        if codec is not None and codec not in TEXT_CODECS:
+            raise DeyelConfigError(f"compression must be one of {list(TEXT_CODECS)} or None, got {codec!r}")
+        self.target = target
+        self.split = split
+        self.codec = codec
+        self.log = logger
+        self.stem, fmt_ext, compressed = split_name(target.name)
+        self.ext = fmt_ext + compressed
+        self._part = re.compile(
+            re.escape(f"{self.stem}.part-") + rf"(\d{{{PART_DIGITS}}})" + re.escape(self.ext)
+        )
+        self._temps: list[Temp] = []
+        self._by_part: dict[int, list[Temp]] = {}
+        self._sinks: list[EncodedFile] = []  # closed by the writer, or by discard() after a failure
+
+    def part_target(self, number: int) -> ObjectStoragePath:
+        if not self.split:
+            return self.target
+        return self.target.parent / f"{self.stem}.part-{number:0{PART_DIGITS}d}{self.ext}"
+
+    def remove_leftovers(self) -> None:
+        """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
+        if not self.split:
+            publish.remove_leftovers(self.target, self.log)
+            return
+        part = self._part
+        publish.remove_own_files(
+            self.target,
+            f"{publish.glob_escape(self.stem)}.part-*.tmp-*",
+            lambda name: ".tmp-" in name and part.fullmatch(name.rsplit(".tmp-", 1)[0]) is not None,
+            "left by an interrupted attempt",
+            self.log,
+        )
+
+    def open(self, number: int) -> EncodedFile:
+        """A new temporary file for part ``number`` (the writer's ``open_file``)."""
+        if number >= MAX_PARTS:
+            raise DeyelConfigError(
+                f"this run needs more than {MAX_PARTS} parts of max_file_bytes: raise max_file_bytes"
+            )
+        temp = self._new_temp(number)
+        self._by_part.setdefault(number, []).append(temp)
+        sink = EncodedFile(temp.open("wb"), self.codec)
+        self._sinks.append(sink)
+        return sink
+
+    def _new_temp(self, number: int) -> Temp:
+        temp = publish.temp_beside(self.part_target(number))
+        self._temps.append(temp)
+        return temp
+
+    def finish(self, writer: RecordWriter) -> list[WrittenPart]:
+        """Every part in its final form: rewritten first where the writer needs it (one part at a time)."""
+        written = []
+        for part in writer.parts:
+            temps = self._by_part[part.number]
+            size = part.size
+            if writer.needs_rewrite(part):
+                self.log.info("rewriting part %d with the run's final columns and types", part.number)
+                fresh = self._new_temp(part.number)
+                raws = [temp.open("rb") for temp in temps]
+                try:
+                    sink = EncodedFile(fresh.open("wb"), self.codec)
+                    try:
+                        writer.rewrite(part, [decoded(raw, self.codec) for raw in raws], sink.stream)
+                    finally:
+                        sink.close()
+                finally:
+                    for raw in raws:
+                        raw.close()
+                for temp in temps:
+                    temp.unlink()
+                    self._temps.remove(temp)
+                temps[:] = [fresh]
+                size = sink.size
+            (temp,) = temps
+            written.append(WrittenPart(part.number, temp, self.part_target(part.number), part.records, size))
+        return written
+
+    def publish(self, parts: list[WrittenPart]) -> None:
+        """Rename every part over its final name, then remove the parts of a larger earlier run."""
+        for part in parts:
+            part.temp.move(part.target)
+            self._temps.remove(part.temp)
+        if self.split:
+            count, pattern = len(parts), self._part
+
+            def orphan(name: str) -> bool:
+                match = pattern.fullmatch(name)
+                return match is not None and int(match.group(1)) >= count
+
+            publish.remove_own_files(
+                self.target,
+                f"{publish.glob_escape(self.stem)}.part-*",
+                orphan,
+                "a part of an earlier run that had more",
+                self.log,
+                kind="part",
+            )
+
+    def discard(self) -> None:
+        """Remove every temporary file still there (a failed or skipped run)."""
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # the failure that brought us here matters more
+                self.log.warning("could not close a temporary file: %s", exc)
+        self._sinks.clear()
+        for temp in self._temps:
+            publish.discard(temp)
+        self._temps.clear()
