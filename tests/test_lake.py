@@ -154,13 +154,14 @@ def test_a_late_fraction_widens_the_column_of_the_row_groups_already_written(dey
     assert sorted(os.listdir(tmp_path)) == ["wide.parquet"]
 
 
-def test_a_value_that_does_not_fit_its_declared_type_fails_and_publishes_nothing(
-    deyel_conn, emulator, tmp_path
-):
-    DeyelHook().create_instance(FORM, {"dsCompany": "Bad", "qtEmployee": "about 40"})
-    target = tmp_path / "typed.parquet"
-    with pytest.raises(DeyelSchemaError) as caught:
-        operator(target, format="parquet", schema={"qtEmployee": "int64"}, page_size=10).execute({})
+def test_a_value_that_does_not_fit_its_declared_type_fails_and_publishes_nothing(deyel_conn, tmp_path):
+    # A server that stores what it is sent (the emulator checks types unless told not to).
+    with run_emulator(records=50, validate_writes=False) as emulator:
+        deyel_conn(url=emulator.url)
+        DeyelHook().create_instance(FORM, {"dsCompany": "Bad", "qtEmployee": "about 40"})
+        target = tmp_path / "typed.parquet"
+        with pytest.raises(DeyelSchemaError) as caught:
+            operator(target, format="parquet", schema={"qtEmployee": "int64"}, page_size=10).execute({})
     assert (caught.value.field, caught.value.position, caught.value.instance_id) == ("qtEmployee", 51, "51")
     assert "record 51 of this run (idObjectValue '51') holds 'about 40'" in str(caught.value)
     assert os.listdir(tmp_path) == []
