@@ -65,11 +65,14 @@ def test_a_renewal_lock_held_without_a_lease_costs_no_wait(emulator, deyel_conn,
     assert emulator.stats()["token_requests"] == 1
 
 
-def test_a_busy_renewal_lock_is_waited_for_once_per_holder(emulator, deyel_conn, redis_url, caplog):
+def test_a_busy_renewal_lock_is_waited_for_once_per_holder(
+    emulator, deyel_conn, redis_url, caplog, monkeypatch
+):
     """A lock that looks like a renewal (it has the lease) is waited for once, a whole renewal budget; the
     next renewals of this process try once and fetch directly while that same holder keeps it. Counted in
     Redis SET commands (lock attempts)."""
-    # A renewal budget of 6.5 s: one attempt of at most 2 x 0.5 s, + 0.5 s + 5 s.
+    # A renewal budget of 1.7 s: one attempt of at most 2 x 0.5 s, + 0.5 s + a margin cut to 0.2 s.
+    monkeypatch.setattr("deyel_provider.retry.RENEWAL_MARGIN", 0.2)
     extra = {"cache": "redis", "cache_url": redis_url, "timeout": 0.5, "retry_attempts": 1}
     deyel_conn(extra={**extra, "cache_lock_lease": 30})
     client = redis.Redis.from_url(redis_url)
@@ -77,7 +80,7 @@ def test_a_busy_renewal_lock_is_waited_for_once_per_holder(emulator, deyel_conn,
     client.set(_lock_name(hook), b"someone", px=30_000)
     with caplog.at_level(logging.WARNING):
         first = hook.get_token()  # waits the whole budget for the lock, then fetches directly
-    assert "the renewal lock was still held after 6.5 s, the budget of one renewal" in caplog.text
+    assert "the renewal lock was still held after 1.7 s, the budget of one renewal" in caplog.text
     PROCESS_CACHE.discard(hook.credential_key, first)
     client.delete(hook.credential_key)  # the next renewal finds nothing cached either
     client.config_resetstat()

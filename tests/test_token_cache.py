@@ -102,13 +102,14 @@ def test_a_lock_holder_killed_by_sigkill_blocks_nobody_past_the_lease(
     assert emulator.stats()["token_requests"] == 1
 
 
-#: A renewal budget of a few seconds: one attempt of at most 2 x 0.5 s, + 0.5 s + the 5 s margin.
+#: A renewal budget of under 2 s: one attempt of at most 2 x 0.5 s, + 0.5 s + the margin (cut to 0.2 s).
 SHORT_BUDGET = {"timeout": 0.5, "retry_attempts": 1}
 
 
 def test_a_lock_held_past_the_renewal_budget_falls_back_to_a_direct_fetch(
-    emulator, deyel_conn, shared_conn, caplog
+    emulator, deyel_conn, shared_conn, caplog, monkeypatch
 ):
+    monkeypatch.setattr("deyel_provider.retry.RENEWAL_MARGIN", 0.2)
     deyel_conn(extra={**shared_conn, **SHORT_BUDGET})
     ready = FORK.Event()
     holder = FORK.Process(target=_hold_lock, args=(ready,))
@@ -121,7 +122,7 @@ def test_a_lock_held_past_the_renewal_budget_falls_back_to_a_direct_fetch(
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(10)
     budget = RetryPolicy(attempts=1).renewal_budget(0.5).total
-    assert budget == pytest.approx(6.5)
+    assert budget == pytest.approx(1.7)
     backend = shared_conn["cache"]
     warning = f"{backend} token cache: " + (
         f"another process held the renewal lock for more than {budget:g} s, the budget of one renewal"
