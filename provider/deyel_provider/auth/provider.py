@@ -9,14 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 import time
 from typing import TYPE_CHECKING
 
-from airflow.sdk.log import mask_secret
-
 from deyel_provider.auth.cache import TokenCacheError
 from deyel_provider.auth.crypto import credential_name
+from deyel_provider.auth.masking import register_token
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
@@ -27,9 +25,6 @@ if TYPE_CHECKING:
     from deyel_provider.redact import Redactor
 
 log = logging.getLogger(__name__)
-
-_masked: set[str] = set()
-_masked_guard = threading.Lock()
 
 #: After a failed renewal, keep serving the still-valid token this long before trying again.
 RENEWAL_RETRY_INTERVAL = 10.0
@@ -48,12 +43,11 @@ def process_jitter() -> float:
 
 
 def mask_token(token: DeyelToken) -> None:
-    """Register the token's secrets with Airflow's log masker, once per process."""
+    """Mask the token's secrets in Airflow's logs, keeping what is registered with its masker bounded in a
+    long-lived process (:mod:`deyel_provider.auth.masking`)."""
     for secret in (token.access_token, token.refresh_token):
-        if secret and secret not in _masked:
-            mask_secret(secret)
-            with _masked_guard:
-                _masked.add(secret)
+        if secret:
+            register_token(secret)
 
 
 def credential_key(token_url: str, client_id: str, client_secret: str, *subject: str) -> str:
