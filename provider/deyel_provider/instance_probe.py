@@ -81,6 +81,8 @@ class ProbeResult:
     count: int
     exact: bool
     instances: tuple[dict[str, Any], ...]
+    #: The server's clock when it answered the first request (its ``Date`` header), epoch ms; None without.
+    server_ms: int | None = None
 
     def satisfies(self, query: InstanceQuery) -> bool:
         return self.count >= query.min_count
@@ -107,15 +109,16 @@ def probe(hook: DeyelHook, query: InstanceQuery) -> ProbeResult:
     first = _read(hook, endpoint, {**base, **paging.params_for(0, size)}, paging)
     instances = tuple(_reduced(r, query.fields) for r in first.records[: query.max_instances])
     if not paging.pages:
-        return ProbeResult(len(first.records), True, instances)
-    if first.total is not None:
-        return ProbeResult(first.total, True, instances)
-    if len(first.records) < size:
-        return ProbeResult(len(first.records), True, instances)
-    if len(first.records) >= query.min_count:
-        return ProbeResult(len(first.records), False, instances)
-    count, exact = _count_up_to(hook, endpoint, base, paging, query.min_count)
-    return ProbeResult(count, exact, instances)
+        count, exact = len(first.records), True
+    elif first.total is not None:
+        count, exact = first.total, True
+    elif len(first.records) < size:
+        count, exact = len(first.records), True
+    elif len(first.records) >= query.min_count:
+        count, exact = len(first.records), False
+    else:
+        count, exact = _count_up_to(hook, endpoint, base, paging, query.min_count)
+    return ProbeResult(count, exact, instances, first.server_ms)
 
 
 def _count_up_to(
