@@ -236,10 +236,12 @@ def test_trigger_survives_a_triggerer_restart(emulator, deyel_conn):
     assert event["xcom"]["instances"] == [{"idObjectValue": pending}]
 
 
-def test_many_deferred_sensors_share_one_token(emulator, deyel_conn):
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_many_deferred_sensors_share_one_token(emulator, deyel_conn, cache, tmp_path):
+    """Twenty deferred sensors on one triggerer: one token POST, one probe each."""
     create_requests("APPROVED")
+    deyel_conn(extra={"cache": cache, "cache_dir": str(tmp_path / "tokens")})
     PROCESS_CACHE.clear()
-    deyel_conn(extra={"cache": "memory"})
     emulator.reset()
     triggers = [DeyelInstanceTrigger(form=FORM, search=APPROVED, poll_interval=0.01) for _ in range(20)]
 
