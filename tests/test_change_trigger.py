@@ -4,6 +4,7 @@ extracts exactly those changes, and the watermark survives a triggerer restart t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -54,6 +55,14 @@ def watcher(state: AssetState | None = None, **kwargs) -> DeyelChangeTrigger:
     return trigger
 
 
+async def watching(trigger: DeyelChangeTrigger, state: AssetState) -> None:
+    """Until the trigger has taken its first watermark (the server's present): later changes are after it."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while trigger.state_key not in state.values:
+        assert asyncio.get_running_loop().time() < deadline, "the trigger never took a watermark"
+        await asyncio.sleep(0.005)
+
+
 async def next_event(events, timeout: float = 20.0) -> dict:
     return (await asyncio.wait_for(events.__anext__(), timeout)).payload
 
@@ -67,7 +76,8 @@ def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deye
     async def scenario() -> tuple[dict, dict]:
         events = trigger.run()
         waiting = asyncio.ensure_future(next_event(events))
-        await asyncio.sleep(0.1)
+        await watching(trigger, state)
+        await asyncio.sleep(0.05)
         assert not waiting.done()  # nothing changed since the watch started
         await asyncio.to_thread(approve, second)
         emulator.advance(2)  # the server's present moves past the change (and the one-second margin)
@@ -86,6 +96,24 @@ def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deye
     assert state.values == {trigger.state_key: later["window_end"]}
 
 
+def test_watching_a_form_before_its_first_instance(emulator, deyel_conn):
+    state = AssetState()
+    trigger = watcher(state)
+
+    async def scenario() -> dict:
+        events = trigger.run()
+        waiting = asyncio.ensure_future(next_event(events))
+        await watching(trigger, state)
+        created = await asyncio.to_thread(create, "PENDING")
+        emulator.advance(2)
+        event = await waiting
+        await events.aclose()
+        assert in_window(event) == [created]
+        return event
+
+    assert asyncio.run(scenario())["count"] == 1
+
+
 def test_the_watermark_survives_a_triggerer_restart(emulator, deyel_conn):
     (pending,) = [create("PENDING")]
     state = AssetState()
@@ -93,8 +121,11 @@ def test_the_watermark_survives_a_triggerer_restart(emulator, deyel_conn):
 
     async def until_cancelled() -> None:
         events = first_run.run()
-        with pytest.raises(asyncio.TimeoutError):
-            await next_event(events, timeout=0.1)
+        pending = asyncio.ensure_future(events.__anext__())
+        await watching(first_run, state)
+        pending.cancel()  # the triggerer stops
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
         await events.aclose()
 
     emulator.advance(5)

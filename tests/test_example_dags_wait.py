@@ -15,6 +15,7 @@ import pytest
 
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
+from tests.test_change_trigger import AssetState, watching
 from tests.test_example_dags import DAGS_FOLDER, consumed_by_the_next_run
 
 FORM = "PURCHASE_REQUEST"
@@ -105,11 +106,12 @@ def test_on_change_dag_extracts_exactly_the_window_of_its_event(emulator, deyel_
     (watcher,) = asset.watchers
     _, kwargs = watcher.trigger.serialize()
     trigger = DeyelChangeTrigger(**{**kwargs, "poll_interval": 0.01})
+    trigger.asset_state_store = state = AssetState()  # type: ignore[assignment]
 
     async def one_event() -> dict:
         events = trigger.run()
         waiting = asyncio.ensure_future(events.__anext__())
-        await asyncio.sleep(0.05)
+        await watching(trigger, state)
         await asyncio.to_thread(approve, changed)
         emulator.advance(2)
         event = await asyncio.wait_for(waiting, 20)

@@ -101,6 +101,13 @@ def test_sensor_times_out_with_airflow_semantics(emulator, deyel_conn):
         soft.execute({})
 
 
+def test_a_form_without_instances_is_not_yet(emulator, deyel_conn):
+    """The emulator's PURCHASE_REQUEST form exists before any request is created (as on a real server)."""
+    emulator.reset()
+    assert sensor(search=None).poke({}) is False
+    assert emulator.stats()["api_requests"] == 1
+
+
 def test_missing_form_fails_at_once(emulator, deyel_conn):
     emulator.reset()
     with pytest.raises(DeyelNotFoundError) as caught:
