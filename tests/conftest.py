@@ -38,11 +38,10 @@ def _fresh_secrets_masker():
     it registered."""
     from airflow.sdk.log import _secrets_masker
 
-    from deyel_provider.auth import provider
+    from deyel_provider.auth import masking
 
     _secrets_masker().reset_masker()
-    with provider._masked_guard:
-        provider._masked.clear()
+    masking.forget_all()
 
 
 @pytest.fixture(autouse=True)

@@ -37,6 +37,8 @@ PROVIDER_INFO: dict[str, Any] = {
         }
     ],
     "hooks": [{"integration-name": "Deyel", "python-modules": ["deyel_provider.hooks.deyel"]}],
+    "sensors": [{"integration-name": "Deyel", "python-modules": ["deyel_provider.sensors.deyel"]}],
+    "triggers": [{"integration-name": "Deyel", "python-modules": ["deyel_provider.triggers.deyel"]}],
     "integrations": [
         {
             "integration-name": "Deyel",

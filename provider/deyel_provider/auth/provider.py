@@ -9,13 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from airflow.sdk.log import mask_secret
-
 from deyel_provider.auth.cache import TokenCacheError
+from deyel_provider.auth.masking import register_token
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
@@ -25,9 +23,6 @@ if TYPE_CHECKING:
     from deyel_provider.retry import RenewalBudget
 
 log = logging.getLogger(__name__)
-
-_masked: set[str] = set()
-_masked_guard = threading.Lock()
 
 #: After a failed renewal, keep serving the still-valid token this long before trying again.
 RENEWAL_RETRY_INTERVAL = 10.0
@@ -58,12 +53,11 @@ def process_jitter() -> float:
 
 
 def mask_token(token: DeyelToken) -> None:
-    """Register the token's secrets with Airflow's log masker, once per process."""
+    """Mask the token's secrets in Airflow's logs, keeping what is registered with its masker bounded in a
+    long-lived process (:mod:`deyel_provider.auth.masking`)."""
     for secret in (token.access_token, token.refresh_token):
-        if secret and secret not in _masked:
-            mask_secret(secret)
-            with _masked_guard:
-                _masked.add(secret)
+        if secret:
+            register_token(secret)
 
 
 class TokenProvider:

@@ -107,6 +107,10 @@ class EmulatorSettings:
     rate_limit_status: int = 403
     rate_retry_after: int = 1
 
+    # Forms that exist from the start with no instance (comma-separated): a workflow form whose instances the
+    # approval example creates and a sensor waits on; any other form exists once a POST creates it.
+    empty_forms: str = "PURCHASE_REQUEST"
+
     def __post_init__(self) -> None:
         problems = []
         if self.paging not in PAGING_CHOICES:

@@ -103,6 +103,8 @@ class DataStore:
             SEEDED_FORM: _Form(seeded=settings.records, next_id=settings.records + 1),
             TARGET_FORM: _Form(seeded=0, next_id=1),
         }
+        for name in filter(None, (n.strip() for n in settings.empty_forms.split(","))):
+            self._forms.setdefault(name, _Form(seeded=0, next_id=1))
         self._last_ms = 0
         self._cache: OrderedDict[tuple[str, str], tuple[int, Listing]] = OrderedDict()
 

@@ -1,0 +1,162 @@
+"""How many instances of a form match a search, asked as cheaply as the server allows: the one check behind
+``DeyelInstanceSensor`` (on a worker) and ``DeyelInstanceTrigger`` (in the triggerer).
+
+A probe is one GET of the first page, ``max_instances`` instances long (1 by default). Where the server
+sends the total header (``total_header`` extra, ``X-Total-Count`` by default) that page answers the count.
+Where it does not, a full first page proves only "at least this many": the probe then reads whole pages
+(1000 at most each) until it has seen ``min_count`` matches or a short page.
+
+What it returns is small and goes to XCom as it is: the count and at most ``max_instances`` matching
+instances, each reduced to its id and the fields asked for. Data belongs in files (``DeyelExtractOperator``),
+not in XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from deyel_provider.exceptions import DeyelConfigError, DeyelError
+from deyel_provider.pagination import Page, Paging, parse_page
+
+if TYPE_CHECKING:
+    from deyel_provider.hooks.deyel import DeyelHook
+
+#: The most instances a probe returns (they go to XCom).
+MAX_INSTANCES = 100
+#: Page size of the counting reads when the server sends no total.
+COUNT_PAGE_SIZE = 1000
+#: The id of an instance in every listing.
+ID_FIELD = "idObjectValue"
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    """What a sensor waits for: ``min_count`` instances of ``form`` matching ``search``.
+
+    :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
+    :param search: Deyel filter, e.g. ``cdStatus=eq:APPROVED``; empty for every instance.
+    :param min_count: how many matches are enough.
+    :param max_instances: how many matching instances to return (0 to 100).
+    :param fields: fields kept in each returned instance, besides its id.
+    """
+
+    form: str
+    search: str = ""
+    min_count: int = 1
+    max_instances: int = 1
+    fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_count, int) or isinstance(self.min_count, bool) or self.min_count < 1:
+            raise DeyelConfigError(f"min_count must be a whole number >= 1, got {self.min_count!r}")
+        bad_max = not isinstance(self.max_instances, int) or isinstance(self.max_instances, bool)
+        if bad_max or not 0 <= self.max_instances <= MAX_INSTANCES:
+            raise DeyelConfigError(
+                f"max_instances must be a whole number from 0 to {MAX_INSTANCES}, got {self.max_instances!r}"
+            )
+        if isinstance(self.fields, str) or not all(isinstance(f, str) and f for f in self.fields):
+            raise DeyelConfigError(f"fields must be a list of field identifiers, got {self.fields!r}")
+
+    @classmethod
+    def build(
+        cls,
+        form: str,
+        search: str | None = None,
+        min_count: int = 1,
+        max_instances: int = 1,
+        fields: Sequence[str] | None = None,
+    ) -> InstanceQuery:
+        """From arguments as DAG authors and serialised triggers give them (None, lists)."""
+        if fields is not None and isinstance(fields, str):
+            raise DeyelConfigError(f"fields must be a list of field identifiers, got {fields!r}")
+        return cls(form, (search or "").strip(), min_count, max_instances, tuple(fields or ()))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The answer of one probe: the count (exact, or a lower bound) and the first matching instances."""
+
+    count: int
+    exact: bool
+    instances: tuple[dict[str, Any], ...]
+    #: The server's clock when it answered the first request (its ``Date`` header), epoch ms; None without.
+    server_ms: int | None = None
+
+    def satisfies(self, query: InstanceQuery) -> bool:
+        return self.count >= query.min_count
+
+    def to_xcom(self, query: InstanceQuery) -> dict[str, Any]:
+        """The sensor's XCom, the same in both modes: plain JSON values."""
+        return {
+            "form": query.form,
+            "search": query.search,
+            "count": self.count,
+            "count_exact": self.exact,
+            "instances": [dict(i) for i in self.instances],
+        }
+
+
+def probe(hook: DeyelHook, query: InstanceQuery) -> ProbeResult:
+    """Count the matches of ``query`` (see the module's docstring); errors are the hook's typed errors."""
+    from deyel_provider.hooks.deyel import instances_endpoint
+
+    endpoint = instances_endpoint(query.form)
+    paging = hook.paging()
+    base: dict[str, Any] = {"search": query.search} if query.search else {}
+    size = max(1, query.max_instances)
+    first = _read(hook, endpoint, {**base, **paging.params_for(0, size)}, paging)
+    instances = tuple(_reduced(r, query.fields) for r in first.records[: query.max_instances])
+    if not paging.pages:
+        count, exact = len(first.records), True
+    elif first.total is not None:
+        count, exact = first.total, True
+    elif len(first.records) < size:
+        count, exact = len(first.records), True
+    elif len(first.records) >= query.min_count:
+        count, exact = len(first.records), False
+    else:
+        count, exact = _count_up_to(hook, endpoint, base, paging, query.min_count)
+    return ProbeResult(count, exact, instances, first.server_ms)
+
+
+def _count_up_to(
+    hook: DeyelHook, endpoint: str, base: dict[str, Any], paging: Paging, wanted: int
+) -> tuple[int, bool]:
+    """Read whole pages until ``wanted`` matches are seen (a lower bound) or a short page ends the form."""
+    seen, index = 0, 0
+    target: str = endpoint
+    params: dict[str, Any] | None = {**base, **paging.params_for(0, COUNT_PAGE_SIZE)}
+    while True:
+        page = _read(hook, target, params, paging)
+        seen += len(page.records)
+        if seen >= wanted:
+            return seen, False
+        if len(page.records) < COUNT_PAGE_SIZE:
+            return seen, True
+        index += 1
+        if paging.strategy == "link":
+            if not page.next_url:
+                return seen, True
+            target, params = page.next_url, None
+        else:
+            params = {**base, **paging.params_for(index, COUNT_PAGE_SIZE)}
+
+
+def _read(hook: DeyelHook, endpoint: str, params: dict[str, Any] | None, paging: Paging) -> Page:
+    return parse_page(hook.request("GET", endpoint, params=params), paging)
+
+
+def _reduced(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {ID_FIELD: record.get(ID_FIELD)}
+    out.update({name: record.get(name) for name in fields if name != ID_FIELD})
+    return out
+
+
+def is_not_yet(error: DeyelError) -> bool:
+    """Whether a failed probe only means "not yet": a transient failure the retry policy gave up on.
+
+    Refused credentials, a missing form, a refused search or permission are not: waiting would not fix them.
+    """
+    return bool(error.transient)

@@ -1,0 +1,127 @@
+"""DeyelInstanceSensor: wait until instances of a form match a search (a status reached, a record created)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from deyel_provider.exceptions import DeyelError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
+from deyel_provider.triggers.deyel import DeyelInstanceTrigger, raise_error_event
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class DeyelInstanceSensor(BaseSensorOperator):
+    """Wait until at least ``min_count`` instances of a form match ``search``.
+
+    Each poke is one cheap GET (the first page, ``max_instances`` long, counted by the server's total header
+    where it sends one; see :mod:`deyel_provider.instance_probe`). The XCom, the same in both modes, is
+    ``{"form", "search", "count", "count_exact", "instances"}``, where ``instances`` holds at most
+    ``max_instances`` matches, each reduced to ``idObjectValue`` and ``fields``.
+
+    Refused credentials, a missing form, a refused search or a missing permission fail the task at once
+    with the typed :class:`~deyel_provider.exceptions.DeyelError`; a transient failure is retried by the
+    connection's retry policy and then counts as "not yet". ``timeout``, ``soft_fail``, ``mode`` and
+    ``poke_interval`` have Airflow's sensor meaning.
+
+    :param form: the form's identifier, e.g. ``PURCHASE_REQUEST`` (templated).
+    :param search: Deyel filter, e.g. ``idObjectValue=eq:42,cdStatus=eq:APPROVED`` (templated).
+    :param min_count: how many matching instances are enough.
+    :param max_instances: how many matching instances go to XCom (0 to 100).
+    :param fields: fields kept in each instance of the XCom, besides its id (templated).
+    :param deyel_conn_id: the ``deyel`` connection.
+    :param deferrable: wait in the triggerer (:class:`~deyel_provider.triggers.deyel.DeyelInstanceTrigger`)
+        instead of holding a worker slot; it probes once on the worker first.
+    """
+
+    template_fields: Sequence[str] = ("form", "search", "fields")
+
+    def __init__(
+        self,
+        *,
+        form: str,
+        search: str | None = None,
+        min_count: int = 1,
+        max_instances: int = 1,
+        fields: Sequence[str] | None = None,
+        deyel_conn_id: str = DeyelHook.default_conn_name,
+        deferrable: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.form = form
+        self.search = search
+        self.min_count = min_count
+        self.max_instances = max_instances
+        self.fields = fields
+        self.deyel_conn_id = deyel_conn_id
+        self.deferrable = deferrable
+        # Checked now (not at the first poke) so a DAG with a bad bound fails to parse.
+        InstanceQuery.build("FORM", None, min_count, max_instances, None)
+
+    @cached_property
+    def hook(self) -> DeyelHook:
+        return DeyelHook(deyel_conn_id=self.deyel_conn_id)
+
+    @property
+    def query(self) -> InstanceQuery:
+        """The rendered arguments (templated fields are rendered before ``execute``)."""
+        return InstanceQuery.build(self.form, self.search, self.min_count, self.max_instances, self.fields)
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        query = self.query
+        try:
+            result = probe(self.hook, query)
+        except DeyelError as exc:
+            if not is_not_yet(exc):
+                raise
+            self.log.warning("Deyel did not answer the probe (%s); trying again at the next poke", exc)
+            return False
+        if result.satisfies(query):
+            at_least = "" if result.exact else "at least "
+            self.log.info("%s%s instances of %s match %r", at_least, result.count, query.form, query.search)
+            return PokeReturnValue(is_done=True, xcom_value=result.to_xcom(query))
+        self.log.info(
+            "%s instances of %s match %r; waiting for %s",
+            result.count,
+            query.form,
+            query.search,
+            query.min_count,
+        )
+        return False
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # One probe on the worker: a condition already met, or a failure, needs no trip to the triggerer.
+        outcome = self.poke(context)
+        if isinstance(outcome, PokeReturnValue) and outcome.is_done:
+            return outcome.xcom_value
+        query = self.query
+        self.defer(
+            trigger=DeyelInstanceTrigger(
+                form=query.form,
+                search=query.search,
+                min_count=query.min_count,
+                max_instances=query.max_instances,
+                fields=query.fields,
+                deyel_conn_id=self.deyel_conn_id,
+                poll_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the trigger fired: its XCom, or the typed error it reported."""
+        if event.get("status") == "success":
+            self.log.info("%s instances of %s matched in the triggerer", event["xcom"]["count"], self.form)
+            return event["xcom"]
+        raise_error_event(event)

@@ -1,0 +1,1 @@
+"""Triggers that wait on Deyel in the triggerer."""

@@ -1,0 +1,270 @@
+"""Triggers that wait on Deyel in the triggerer: the deferred mode of ``DeyelInstanceSensor``, and changes of
+a form for event-driven DAGs (``AssetWatcher``).
+
+They run the hook's blocking calls in a worker thread (``asyncio.to_thread``), as Airflow's own REST triggers
+do, so the event loop that serves every other trigger never waits on Deyel, and there is one implementation
+of the token path and the retry policy: the hook's. Each trigger reads the connection in the triggerer
+(its serialised kwargs hold no secret), and its hook takes tokens from the process's memory tier and the
+connection's shared cache, so many deferred sensors on one triggerer share one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
+
+from deyel_provider import exceptions
+from deyel_provider.exceptions import DeyelError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
+from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS
+
+
+def error_event(error: DeyelError) -> dict[str, Any]:
+    """A typed failure as plain values; :func:`raise_error_event` raises it again on the worker."""
+    return {
+        "status": "error",
+        "error_class": type(error).__name__,
+        "detail": error.detail,
+        "http_status": error.status,
+        "method": error.method,
+        "path": error.path,
+    }
+
+
+def raise_error_event(event: dict[str, Any]) -> None:
+    """Raise the typed error an :func:`error_event` describes (``DeyelError`` for an unknown class)."""
+    found = getattr(exceptions, str(event.get("error_class")), None)
+    error_class = found if isinstance(found, type) and issubclass(found, DeyelError) else DeyelError
+    raise error_class(
+        str(event.get("detail") or "the trigger failed"),
+        status=event.get("http_status"),
+        method=event.get("method"),
+        path=event.get("path"),
+    )
+
+
+class DeyelInstanceTrigger(BaseTrigger):
+    """Poll a form until at least ``min_count`` instances match ``search``, then fire once.
+
+    The event is ``{"status": "success", "xcom": ...}`` with the sensor's XCom, or ``{"status": "error",
+    ...}`` for a failure that waiting cannot fix (refused credentials, a missing form, a refused search).
+    A transient failure that outlasts the connection's retry policy counts as "not yet". Nothing is kept
+    between polls, so a triggerer restart simply starts polling again.
+
+    :param form: the form's identifier.
+    :param search: Deyel filter, e.g. ``cdStatus=eq:APPROVED``.
+    :param min_count: how many matches are enough.
+    :param max_instances: how many matching instances the event carries (0 to 100).
+    :param fields: fields kept in each instance of the event, besides its id.
+    :param deyel_conn_id: the ``deyel`` connection, read in the triggerer.
+    :param poll_interval: seconds between two probes.
+    """
+
+    def __init__(
+        self,
+        *,
+        form: str,
+        search: str | None = None,
+        min_count: int = 1,
+        max_instances: int = 1,
+        fields: Sequence[str] | None = None,
+        deyel_conn_id: str = DeyelHook.default_conn_name,
+        poll_interval: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.query = InstanceQuery.build(form, search, min_count, max_instances, fields)
+        self.deyel_conn_id = deyel_conn_id
+        self.poll_interval = float(poll_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        query = self.query
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "form": query.form,
+                "search": query.search,
+                "min_count": query.min_count,
+                "max_instances": query.max_instances,
+                "fields": list(query.fields),
+                "deyel_conn_id": self.deyel_conn_id,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = DeyelHook(deyel_conn_id=self.deyel_conn_id)
+        try:
+            while True:
+                try:
+                    result = await asyncio.to_thread(probe, hook, self.query)
+                except DeyelError as exc:
+                    if not is_not_yet(exc):
+                        yield TriggerEvent(error_event(exc))
+                        return
+                    self.log.warning("Deyel did not answer the probe (%s); trying again later", exc)
+                else:
+                    if result.satisfies(self.query):
+                        yield TriggerEvent({"status": "success", "xcom": result.to_xcom(self.query)})
+                        return
+                    self.log.info(
+                        "%s instances of %s match %r; waiting for %s",
+                        result.count,
+                        self.query.form,
+                        self.query.search,
+                        self.query.min_count,
+                    )
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await asyncio.to_thread(hook.close)
+
+
+#: Prefix of the change trigger's watermark in the asset's state (not the extraction's ``deyel_watermark``).
+CHANGE_STATE_PREFIX = "deyel_change_watermark"
+
+
+class DeyelChangeTrigger(BaseEventTrigger):
+    """Fire when instances of a form (matching ``search``) change: for an ``AssetWatcher``.
+
+    It keeps a watermark on ``dtLastUpdate``. Each poll asks the server (one cheap GET) whether any instance
+    changed at or after it; when one did, the event covers the window ``[window_start, window_end)``, whose
+    end is the server's present (its ``Date``) less a second (a write stamped just before the present may
+    not be visible yet; it falls into the next window), and the watermark moves to that end. So consecutive
+    events cover consecutive windows, and a DAG scheduled on the asset extracts exactly its event's window
+    (``DeyelHook.iter_instances(form, search=..., start=window_start, end=window_end)``).
+
+    The watermark is kept in the asset's state store where Airflow has one (3.3+), written before the event
+    is sent, so a restarted triggerer carries on from it; elsewhere it starts again at ``start`` (or at the
+    server's present). The event: ``{"form", "search", "field", "window_start", "window_end", "count",
+    "count_exact"}`` (epoch milliseconds).
+
+    :param form: the form's identifier.
+    :param search: Deyel filter narrowing the watched instances, e.g. ``cdStatus=eq:APPROVED``.
+    :param deyel_conn_id: the ``deyel`` connection, read in the triggerer.
+    :param poll_interval: seconds between two polls.
+    :param start: the first watermark (epoch ms) when there is none in the asset's state; None: the server's
+        present when the trigger first runs (only later changes fire).
+    :param field: the epoch-millisecond field every write moves to the present.
+    """
+
+    def __init__(
+        self,
+        *,
+        form: str,
+        search: str | None = None,
+        deyel_conn_id: str = DeyelHook.default_conn_name,
+        poll_interval: float = 60.0,
+        start: int | None = None,
+        field: str = "dtLastUpdate",
+    ) -> None:
+        super().__init__()
+        self.query = InstanceQuery.build(form, search, 1, 0, None)
+        self.deyel_conn_id = deyel_conn_id
+        self.poll_interval = float(poll_interval)
+        self.start = None if start is None else int(start)
+        self.field = field
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "form": self.query.form,
+                "search": self.query.search,
+                "deyel_conn_id": self.deyel_conn_id,
+                "poll_interval": self.poll_interval,
+                "start": self.start,
+                "field": self.field,
+            },
+        )
+
+    @property
+    def state_key(self) -> str:
+        """One watermark per (form, field, search) in the asset's state."""
+        digest = hashlib.sha256(self.query.search.encode()).hexdigest()[:16]
+        return f"{CHANGE_STATE_PREFIX}:{self.query.form}:{self.field}:{digest}"
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = DeyelHook(deyel_conn_id=self.deyel_conn_id)
+        try:
+            mark = await self._load_watermark()
+            while True:
+                try:
+                    if mark is None:
+                        mark = await asyncio.to_thread(self._present, hook)
+                        await self._save_watermark(mark)
+                    event = await asyncio.to_thread(self._changes_since, hook, mark)
+                except DeyelError as exc:
+                    if not is_not_yet(exc):
+                        raise
+                    self.log.warning("Deyel did not answer the change poll (%s); trying again later", exc)
+                    event = None
+                if event is not None:
+                    mark = event["window_end"]
+                    # Saved first: a triggerer that stops now carries on after this window, not before it.
+                    await self._save_watermark(mark)
+                    yield TriggerEvent(event)
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await asyncio.to_thread(hook.close)
+
+    def _narrowed(self, *clauses: str) -> InstanceQuery:
+        search = ",".join(c for c in (self.query.search, *clauses) if c)
+        return InstanceQuery.build(self.query.form, search, 1, 0, None)
+
+    def _present(self, hook: DeyelHook) -> int:
+        return _server_present(probe(hook, self.query).server_ms)
+
+    def _changes_since(self, hook: DeyelHook, mark: int) -> dict[str, Any] | None:
+        changed = probe(hook, self._narrowed(f"{self.field}=gte:{mark}"))
+        if changed.count == 0:
+            return None
+        end = _server_present(changed.server_ms)
+        if end <= mark:
+            return None
+        window = probe(hook, self._narrowed(f"{self.field}=gte:{mark}", f"{self.field}=lt:{end}"))
+        if window.count == 0:  # every change is too close to the present yet: the next poll takes it
+            return None
+        return {
+            "form": self.query.form,
+            "search": self.query.search,
+            "field": self.field,
+            "window_start": mark,
+            "window_end": end,
+            "count": window.count,
+            "count_exact": window.exact,
+        }
+
+    async def _load_watermark(self) -> int | None:
+        store = getattr(self, "asset_state_store", None)
+        if store is not None:
+            try:
+                stored = await store.aget(self.state_key)
+            except Exception as exc:  # an Airflow without this asset's state: fall back to ``start``
+                self.log.warning("Could not read the watermark from the asset's state (%s)", exc)
+            else:
+                if isinstance(stored, int) and not isinstance(stored, bool):
+                    self.log.info("Watching %s for changes since %s (asset state)", self.query.form, stored)
+                    return stored
+        return self.start
+
+    async def _save_watermark(self, mark: int) -> None:
+        store = getattr(self, "asset_state_store", None)
+        if store is None:
+            return
+        try:
+            await store.aset(self.state_key, mark)
+        except Exception as exc:
+            self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
+
+
+def _server_present(server_ms: int | None) -> int:
+    """The latest moment a window may end at: the server's present less a margin (its Date has whole seconds,
+    and a write stamped just before it may not be visible yet); our clock, with a wider margin, without it."""
+    if server_ms is not None:
+        return server_ms - CLOCK_MARGIN_MS
+    return int(time.time() * 1000) - LOCAL_CLOCK_MARGIN_MS

@@ -1,0 +1,188 @@
+"""DeyelChangeTrigger against the emulator: it fires for changes after its watermark, each event's window
+extracts exactly those changes, and the watermark survives a triggerer restart through the asset's state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from airflow.triggers.base import BaseEventTrigger
+
+from deyel_provider.exceptions import DeyelAuthError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.triggers.deyel import DeyelChangeTrigger
+from tests.helpers import CLIENT_SECRET
+
+FORM = "PURCHASE_REQUEST"
+
+
+class AssetState:
+    """What Airflow 3.3 injects as ``asset_state_store``: an asset's JSON values by key (in its database)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    async def aset(self, key: str, value: Any) -> None:
+        self.values[key] = json.loads(json.dumps(value))
+
+
+def create(status: str) -> str:
+    return DeyelHook().create_instance(FORM, {"cdStatus": status})["idObjectValue"]
+
+
+def approve(instance_id: str) -> None:
+    hook = DeyelHook()
+    current = hook.get_instance(FORM, instance_id)
+    hook.update_instance(FORM, instance_id, {"cdStatus": "APPROVED", "dtLastUpdate": current["dtLastUpdate"]})
+
+
+def in_window(event: dict) -> list[str]:
+    instances = DeyelHook().iter_instances(
+        event["form"], search=event["search"] or None, start=event["window_start"], end=event["window_end"]
+    )
+    return sorted(i["idObjectValue"] for i in instances)
+
+
+def watcher(state: AssetState | None = None, **kwargs) -> DeyelChangeTrigger:
+    trigger = DeyelChangeTrigger(form=kwargs.pop("form", FORM), poll_interval=0.01, **kwargs)
+    trigger.asset_state_store = state  # type: ignore[assignment]
+    return trigger
+
+
+async def watching(trigger: DeyelChangeTrigger, state: AssetState) -> None:
+    """Until the trigger has taken its first watermark (the server's present): later changes are after it."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while trigger.state_key not in state.values:
+        assert asyncio.get_running_loop().time() < deadline, "the trigger never took a watermark"
+        await asyncio.sleep(0.005)
+
+
+async def next_event(events, timeout: float = 20.0) -> dict:
+    return (await asyncio.wait_for(events.__anext__(), timeout)).payload
+
+
+def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deyel_conn):
+    first, second = create("PENDING"), create("PENDING")
+    emulator.advance(5)  # these two were written well before the watch starts
+    state = AssetState()
+    trigger = watcher(state)
+
+    async def scenario() -> tuple[dict, dict]:
+        events = trigger.run()
+        waiting = asyncio.ensure_future(next_event(events))
+        await watching(trigger, state)
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # nothing changed since the watch started
+        await asyncio.to_thread(approve, second)
+        emulator.advance(2)  # the server's present moves past the change (and the one-second margin)
+        event = await waiting
+        await asyncio.to_thread(approve, first)
+        emulator.advance(2)
+        later = await next_event(events)
+        await events.aclose()
+        return event, later
+
+    event, later = asyncio.run(scenario())
+    assert event["count"] == 1
+    assert in_window(event) == [second]
+    assert later["window_start"] == event["window_end"]  # consecutive windows, nothing between them
+    assert in_window(later) == [first]
+    assert state.values == {trigger.state_key: later["window_end"]}
+
+
+def test_watching_a_form_before_its_first_instance(emulator, deyel_conn):
+    state = AssetState()
+    trigger = watcher(state)
+
+    async def scenario() -> dict:
+        events = trigger.run()
+        waiting = asyncio.ensure_future(next_event(events))
+        await watching(trigger, state)
+        created = await asyncio.to_thread(create, "PENDING")
+        emulator.advance(2)
+        event = await waiting
+        await events.aclose()
+        assert in_window(event) == [created]
+        return event
+
+    assert asyncio.run(scenario())["count"] == 1
+
+
+def test_the_watermark_survives_a_triggerer_restart(emulator, deyel_conn):
+    (pending,) = [create("PENDING")]
+    state = AssetState()
+    first_run = watcher(state)
+
+    async def until_cancelled() -> None:
+        events = first_run.run()
+        pending = asyncio.ensure_future(events.__anext__())
+        await watching(first_run, state)
+        pending.cancel()  # the triggerer stops
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        await events.aclose()
+
+    emulator.advance(5)
+    asyncio.run(until_cancelled())  # the triggerer stops; the watermark it started from is in the state
+    started_at = state.values[first_run.state_key]
+    approve(pending)  # changed while no triggerer ran
+    emulator.advance(2)
+    _, kwargs = first_run.serialize()
+    restarted = watcher(state, **{k: v for k, v in kwargs.items() if k not in ("form", "poll_interval")})
+
+    async def first_after_restart() -> dict:
+        events = restarted.run()
+        event = await next_event(events)
+        await events.aclose()
+        return event
+
+    event = asyncio.run(first_after_restart())
+    assert event["window_start"] == started_at
+    assert in_window(event) == [pending]
+
+
+def test_start_reads_everything_since_then_once(emulator, deyel_conn):
+    trigger = watcher(form="CRM_ACCOUNT", search="cdCountry=eq:AR", start=0)
+
+    async def first() -> dict:
+        events = trigger.run()
+        event = await next_event(events)
+        await events.aclose()
+        return event
+
+    event = asyncio.run(first())
+    expected = [
+        i["idObjectValue"] for i in DeyelHook().iter_instances("CRM_ACCOUNT", search="cdCountry=eq:AR")
+    ]
+    assert expected
+    assert (event["count"], event["count_exact"]) == (len(expected), True)
+    assert in_window(event) == sorted(expected)
+
+
+def test_refused_credentials_end_the_trigger(emulator, deyel_conn):
+    deyel_conn(password="wrong-secret")
+
+    async def first() -> None:
+        async for _ in watcher().run():
+            pass
+
+    with pytest.raises(DeyelAuthError):
+        asyncio.run(first())
+
+
+def test_serialises_to_plain_values_without_secrets(emulator, deyel_conn):
+    trigger = DeyelChangeTrigger(form=FORM, search="cdStatus=eq:APPROVED", poll_interval=30, start=5)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "deyel_provider.triggers.deyel.DeyelChangeTrigger"
+    text = json.dumps(kwargs)
+    assert CLIENT_SECRET not in text
+    assert DeyelChangeTrigger(**json.loads(text)).serialize() == (classpath, kwargs)
+    # An AssetWatcher identifies its trigger by this hash: the same arguments, the same trigger.
+    assert BaseEventTrigger.hash(classpath, kwargs) == BaseEventTrigger.hash(*trigger.serialize())
+    assert emulator.stats()["token_requests"] == 0

@@ -1,0 +1,262 @@
+"""DeyelInstanceSensor and DeyelInstanceTrigger against the emulator: the same XCom in both modes, typed
+failures at once, transient failures as "not yet", and one token for many deferred sensors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+
+from deyel_provider.auth.cache import PROCESS_CACHE
+from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelNotFoundError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.sensors.deyel import DeyelInstanceSensor
+from deyel_provider.triggers.deyel import DeyelInstanceTrigger
+from tests.helpers import CLIENT_SECRET
+
+FORM = "PURCHASE_REQUEST"
+APPROVED = "cdStatus=eq:APPROVED"
+
+
+def create_requests(*statuses: str) -> list[str]:
+    """Purchase requests with these statuses; their ids in order."""
+    hook = DeyelHook()
+    created = [
+        hook.create_instance(FORM, {"cdStatus": s, "dsItem": f"item {n}", "qtAmount": 10 * n})
+        for n, s in enumerate(statuses)
+    ]
+    return [c["idObjectValue"] for c in created]
+
+
+def approve(instance_id: str) -> None:
+    hook = DeyelHook()
+    current = hook.get_instance(FORM, instance_id)
+    hook.update_instance(FORM, instance_id, {"cdStatus": "APPROVED", "dtLastUpdate": current["dtLastUpdate"]})
+
+
+def sensor(**kwargs) -> DeyelInstanceSensor:
+    kwargs.setdefault("form", FORM)
+    kwargs.setdefault("search", APPROVED)
+    kwargs.setdefault("timeout", 30)
+    return DeyelInstanceSensor(task_id="wait", poke_interval=0.01, **kwargs)
+
+
+async def first_event(trigger: DeyelInstanceTrigger, timeout: float = 20.0) -> dict:
+    async def first() -> dict:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+def test_sync_sensor_returns_count_and_bounded_instances(emulator, deyel_conn):
+    ids = create_requests("APPROVED", "PENDING", "APPROVED", "APPROVED")
+    emulator.reset()
+    xcom = sensor(min_count=3, max_instances=2, fields=["qtAmount", "cdStatus"]).execute({})
+    assert xcom == {
+        "form": FORM,
+        "search": APPROVED,
+        "count": 3,
+        "count_exact": True,
+        "instances": [
+            {"idObjectValue": ids[0], "qtAmount": 0, "cdStatus": "APPROVED"},
+            {"idObjectValue": ids[2], "qtAmount": 20, "cdStatus": "APPROVED"},
+        ],
+    }
+    # One probe: the first page (two instances) with the total header.
+    assert emulator.stats()["api_requests"] == 1
+    json.dumps(xcom)
+
+
+def test_poke_is_not_yet_until_the_instance_is_approved(emulator, deyel_conn):
+    (pending,) = create_requests("PENDING")
+    waiting = sensor(search=f"idObjectValue=eq:{pending},{APPROVED}")
+    emulator.reset()
+    assert waiting.poke({}) is False
+    approve(pending)
+    done = waiting.poke({})
+    assert done.is_done
+    assert done.xcom_value["instances"] == [{"idObjectValue": pending}]
+    assert emulator.stats()["api_requests"] == 2 + 2  # two probes, the GET and PATCH of the approval
+
+
+def test_sensor_times_out_with_airflow_semantics(emulator, deyel_conn):
+    create_requests("PENDING")
+    waiting = DeyelInstanceSensor(
+        task_id="wait", form=FORM, search=APPROVED, poke_interval=0.01, timeout=0.05
+    )
+    with pytest.raises(AirflowSensorTimeout):
+        waiting.execute({})
+    soft = DeyelInstanceSensor(
+        task_id="soft", form=FORM, search=APPROVED, poke_interval=0.01, timeout=0.05, soft_fail=True
+    )
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException):
+        soft.execute({})
+
+
+def test_a_form_without_instances_is_not_yet(emulator, deyel_conn):
+    """The emulator's PURCHASE_REQUEST form exists before any request is created (as on a real server)."""
+    emulator.reset()
+    assert sensor(search=None).poke({}) is False
+    assert emulator.stats()["api_requests"] == 1
+
+
+def test_missing_form_fails_at_once(emulator, deyel_conn):
+    emulator.reset()
+    with pytest.raises(DeyelNotFoundError) as caught:
+        sensor(form="NO_SUCH_FORM").execute({})
+    assert caught.value.status == 404
+    assert emulator.stats()["api_requests"] == 1
+
+
+def test_refused_credentials_fail_at_once(emulator, deyel_conn):
+    deyel_conn(password="wrong-secret")
+    with pytest.raises(DeyelAuthError):
+        sensor().execute({})
+    stats = emulator.stats()
+    assert stats["token_requests"] == 1
+    assert stats["api_requests"] == 0
+
+
+def test_transient_errors_count_as_not_yet(emulator, deyel_conn):
+    deyel_conn(extra={"retry_attempts": 2, "retry_backoff": 0.001, "retry_max_backoff": 0.001})
+    create_requests("APPROVED")
+    emulator.reset()
+    emulator.set_faults([{"route": "data", "action": "status", "status": 503, "count": 2}])
+    waiting = sensor()
+    assert waiting.poke({}) is False  # two attempts, both 503: not yet
+    assert emulator.stats()["api_requests"] == 2
+    assert waiting.poke({}).xcom_value["count"] == 1
+    assert emulator.stats()["api_requests"] == 3
+
+
+def test_without_a_total_header_the_count_is_read_from_pages(deyel_conn):
+    with run_emulator(records=2500, send_total=False) as emulator:
+        deyel_conn(url=emulator.url)
+        emulator.reset()
+        xcom = sensor(form="CRM_ACCOUNT", search=None, min_count=1500).execute({})
+        assert (xcom["count"], xcom["count_exact"]) == (2000, False)
+        assert xcom["instances"] == [{"idObjectValue": "1"}]
+        # The first page (one instance), then two pages of 1000 until 1500 are seen.
+        assert emulator.stats()["api_requests"] == 3
+        emulator.reset()
+        # Three matches, five wanted: the first page is full, the counting page is short, so 3 is exact.
+        few = sensor(form="CRM_ACCOUNT", search="idObjectValue=in:1;2;3", min_count=5)
+        assert few.poke({}) is False
+        assert emulator.stats()["api_requests"] == 2
+        few.min_count = 3
+        assert few.poke({}).xcom_value["count"] == 3
+
+
+def test_bad_bounds_fail_at_parse_time():
+    with pytest.raises(DeyelConfigError):
+        DeyelInstanceSensor(task_id="wait", form=FORM, min_count=0)
+    with pytest.raises(DeyelConfigError):
+        DeyelInstanceSensor(task_id="wait", form=FORM, max_instances=101)
+
+
+# -- deferred -----------------------------------------------------------------------------------------------
+
+
+def test_deferred_sensor_resumes_with_the_sync_xcom(emulator, deyel_conn):
+    ids = create_requests("PENDING", "APPROVED", "PENDING")
+    args = {"min_count": 2, "max_instances": 5, "fields": ["dsItem"]}
+    deferred = sensor(deferrable=True, **args)
+    with pytest.raises(TaskDeferred) as caught:
+        deferred.execute({})
+    assert caught.value.method_name == "execute_complete"
+    assert caught.value.timeout == timedelta(seconds=30)
+    trigger = caught.value.trigger
+    assert isinstance(trigger, DeyelInstanceTrigger)
+    assert trigger.poll_interval == 0.01
+
+    async def approve_later_and_wait() -> dict:
+        waiting = asyncio.ensure_future(first_event(trigger))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await asyncio.to_thread(approve, ids[2])
+        return await waiting
+
+    event = asyncio.run(approve_later_and_wait())
+    resumed = deferred.execute_complete({}, event)
+    assert resumed == sensor(**args).execute({})
+    assert resumed["count"] == 2
+    assert [i["idObjectValue"] for i in resumed["instances"]] == [ids[1], ids[2]]
+
+
+def test_deferrable_sensor_already_satisfied_does_not_defer(emulator, deyel_conn):
+    create_requests("APPROVED")
+    assert sensor(deferrable=True).execute({})["count"] == 1
+
+
+def test_trigger_reports_a_missing_form_as_the_typed_error(emulator, deyel_conn):
+    trigger = DeyelInstanceTrigger(form="NO_SUCH_FORM", poll_interval=0.01)
+    event = asyncio.run(first_event(trigger))
+    assert event["status"] == "error"
+    with pytest.raises(DeyelNotFoundError) as caught:
+        sensor(form="NO_SUCH_FORM", deferrable=True).execute_complete({}, event)
+    assert caught.value.status == 404
+
+
+def test_trigger_counts_transient_errors_as_not_yet(emulator, deyel_conn):
+    deyel_conn(extra={"retry_attempts": 1})
+    create_requests("APPROVED")
+    emulator.reset()
+    emulator.set_faults([{"route": "data", "action": "status", "status": 503, "count": 3}])
+    event = asyncio.run(first_event(DeyelInstanceTrigger(form=FORM, search=APPROVED, poll_interval=0.01)))
+    assert event["status"] == "success"
+    assert emulator.stats()["api_requests"] == 4
+
+
+def test_trigger_serialises_to_plain_values_without_secrets(emulator, deyel_conn):
+    trigger = DeyelInstanceTrigger(
+        form=FORM, search=APPROVED, min_count=2, max_instances=3, fields=("dsItem",), poll_interval=5
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "deyel_provider.triggers.deyel.DeyelInstanceTrigger"
+    text = json.dumps(kwargs)  # plain JSON values only
+    assert CLIENT_SECRET not in text
+    assert emulator.url not in text
+    # Nothing in the trigger touched the server: the connection is read in the triggerer, at run time.
+    assert emulator.stats()["token_requests"] == 0
+    assert DeyelInstanceTrigger(**json.loads(text)).serialize() == (classpath, kwargs)
+
+
+def test_trigger_survives_a_triggerer_restart(emulator, deyel_conn):
+    (pending,) = create_requests("PENDING")
+    trigger = DeyelInstanceTrigger(
+        form=FORM, search=f"idObjectValue=eq:{pending},{APPROVED}", poll_interval=0.01
+    )
+    _, kwargs = trigger.serialize()
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(first_event(trigger, timeout=0.1))  # the triggerer stops while it waits
+    approve(pending)
+    PROCESS_CACHE.clear()  # a new triggerer process: an empty memory tier
+    event = asyncio.run(first_event(DeyelInstanceTrigger(**kwargs)))
+    assert event["xcom"]["instances"] == [{"idObjectValue": pending}]
+
+
+@pytest.mark.parametrize("cache", ["memory", "file"])
+def test_many_deferred_sensors_share_one_token(emulator, deyel_conn, cache, tmp_path):
+    """Twenty deferred sensors on one triggerer: one token POST, one probe each."""
+    create_requests("APPROVED")
+    deyel_conn(extra={"cache": cache, "cache_dir": str(tmp_path / "tokens")})
+    PROCESS_CACHE.clear()
+    emulator.reset()
+    triggers = [DeyelInstanceTrigger(form=FORM, search=APPROVED, poll_interval=0.01) for _ in range(20)]
+
+    async def all_events() -> list[dict]:
+        return await asyncio.gather(*(first_event(t) for t in triggers))
+
+    events = asyncio.run(all_events())
+    assert all(e["status"] == "success" for e in events)
+    stats = emulator.stats()
+    assert stats["token_requests"] == 1
+    assert stats["api_requests"] == 20
