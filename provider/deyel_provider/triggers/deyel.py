@@ -138,8 +138,9 @@ class DeyelChangeTrigger(BaseEventTrigger):
     events cover consecutive windows, and a DAG scheduled on the asset extracts exactly its event's window
     (``DeyelHook.iter_instances(form, search=..., start=window_start, end=window_end)``).
 
-    The watermark is kept in the asset's state store where Airflow has one (3.3+), written before the event
-    is sent, so a restarted triggerer carries on from it; elsewhere it starts again at ``start`` (or at the
+    The watermark is kept in the asset's state store where Airflow has one (3.3+), written once the event was
+    taken, so a restarted triggerer carries on from it (a triggerer stopped in between sends that window
+    again: at least once, never a window in no event); elsewhere it starts again at ``start`` (or at the
     server's present). The event: ``{"form", "search", "field", "window_start", "window_end", "count",
     "count_exact"}`` (epoch milliseconds).
 
@@ -204,10 +205,12 @@ class DeyelChangeTrigger(BaseEventTrigger):
                     self.log.warning("Deyel did not answer the change poll (%s); trying again later", exc)
                     event = None
                 if event is not None:
-                    mark = event["window_end"]
-                    # Saved first: a triggerer that stops now carries on after this window, not before it.
-                    await self._save_watermark(mark)
+                    # Sent first, saved once the triggerer took it: a triggerer that stops in between sends
+                    # this window again (a consumer that names its output by the window, as the example does,
+                    # replaces the same file); saved first, the window's changes would be in no event at all.
                     yield TriggerEvent(event)
+                    mark = event["window_end"]
+                    await self._save_watermark(mark)
                 await asyncio.sleep(self.poll_interval)
         finally:
             await asyncio.to_thread(hook.close)
