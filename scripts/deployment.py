@@ -231,12 +231,14 @@ class Deployment:
         return process
 
     def start(self, timeout: float = 180.0) -> Deployment:
-        """Migrate the database, start api-server, scheduler and dag-processor; return once the API is up."""
+        """Migrate the database, start api-server, scheduler, dag-processor and triggerer (deferred sensors
+        and asset watchers run there); return once the API is up."""
         try:
             self.airflow("db", "migrate")
             self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
             self.spawn("scheduler", "scheduler")
             self.spawn("dag-processor", "dag-processor")
+            self.spawn("triggerer", "triggerer")
             wait_for(self._healthy, timeout, f"the Airflow API at {self.url}")
         except BaseException:
             self.stop()

@@ -45,7 +45,11 @@ def local_deployment(local_emulator, tmp_path_factory):
     deployment = Deployment(
         home=home,
         dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
-        env=deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
+        # The approval example's deferred sensor polls every second here (60 s in the example).
+        env={
+            **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
+            "DEYEL_DEMO_POKE_INTERVAL": "1",
+        },
     )
     with deployment:
         yield deployment

@@ -7,12 +7,15 @@ task logs and XComs. The emulator's counters and issued tokens are the ground tr
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE_DAGS, leaked
-from tests.helpers import CLIENT_SECRET
+from deyel_provider.hooks.deyel import DeyelHook
+from tests.e2e.conftest import EXAMPLE_DAGS, FILE_CACHE_EXTRAS, leaked
+from tests.helpers import CLIENT_SECRET, connection_json
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +36,32 @@ def example_dag_ids() -> list[str]:
     return sorted(DagBag(dag_folder=str(EXAMPLE_DAGS)).dags)
 
 
+def approve_purchase_requests(emulator, deployment, stop: threading.Event) -> None:
+    """The approver of the approval example: a person in Deyel, approving through the API each purchase
+    request the DAG creates (its deferred sensor, in the triggerer, waits for that). It shares the
+    deployment's token cache, so the run still makes one token POST."""
+    os.environ["AIRFLOW_CONN_DEYEL_E2E_APPROVER"] = connection_json(
+        emulator.url, **FILE_CACHE_EXTRAS, cache_dir=str(deployment.home / "deyel-token-cache")
+    )
+    hook = DeyelHook("deyel_e2e_approver")
+    while not stop.wait(0.5):
+        for request in hook.iter_instances("PURCHASE_REQUEST", search="cdStatus=eq:PENDING"):
+            hook.update_instance(
+                "PURCHASE_REQUEST",
+                request["idObjectValue"],
+                {"cdStatus": "APPROVED", "dtLastUpdate": request["dtLastUpdate"]},
+            )
+
+
 @pytest.fixture(scope="module")
 def finished_runs(local_deployment, local_emulator):
     """Trigger every example DAG and the secrets DAG at once, and wait for all of them."""
     api = local_deployment.api()
+    stop = threading.Event()
+    approver = threading.Thread(
+        target=approve_purchase_requests, args=(local_emulator, local_deployment, stop), daemon=True
+    )
+    approver.start()
     dag_ids = [*example_dag_ids(), SECRETS_DAG]
     runs = {}
     for dag_id in dag_ids:
@@ -48,6 +73,8 @@ def finished_runs(local_deployment, local_emulator):
     finished = {dag_id: api.wait_for_run(dag_id, run_id) for dag_id, run_id in runs.items()}
     for dag_id in ASSET_SCHEDULED:
         finished[dag_id] = api.wait_for_run(dag_id, api.wait_for_any_run(dag_id))
+    stop.set()
+    approver.join(30)
     assert set(finished) == set(dag_ids)
     return finished
 
