@@ -5,12 +5,21 @@ Without ``max_file_bytes`` the output is the one file named. With it, the output
 ``<stem>.part-00000<ext>``, ``<stem>.part-00001<ext>``... (``2026-01-01.jsonl.gz`` gives
 ``2026-01-01.part-00000.jsonl.gz``): numbered from zero, five digits, so that a listing sorts them in order.
 Every part is written to its own temporary file and published by its own rename (never through a link, as
-:mod:`deyel_provider.publish` does), only once the whole run is written; then the parts a previous, larger run
-left beyond the new count are removed, so the folder holds exactly this run's set.
+:mod:`deyel_provider.publish` does), only once the whole run is written:
+
+1. every final name is checked first (not a folder, not another user's), so a run that cannot publish a part
+   fails before it has replaced any;
+2. the previous run's manifest ``<stem>.parts.json`` is removed: while the set changes, there is none;
+3. the parts are renamed one by one, then the parts a previous, larger run left beyond the new count are
+   removed, so the folder holds exactly this run's set;
+4. the manifest is written last (the commit point): the parts' names, records and bytes. Readers go by it
+   (or by the task's XCom / Asset event extra), not by a glob of the folder, which may show a set being
+   replaced. A run without ``max_file_bytes`` removes the parts and manifest of an earlier split run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -135,16 +144,27 @@ class OutputFiles:
             return self.target
         return self.target.parent / f"{self.stem}.part-{number:0{PART_DIGITS}d}{self.ext}"
 
+    @property
+    def manifest_target(self) -> ObjectStoragePath:
+        """``<stem>.parts.json``: the list of a split run's parts, written once they are all published."""
+        return self.target.parent / f"{self.stem}.parts.json"
+
     def remove_leftovers(self) -> None:
         """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
         if not self.split:
             publish.remove_leftovers(self.target, self.log)
             return
-        part = self._part
+        part, manifest = self._part, self.manifest_target.name
         publish.remove_own_files(
             self.target,
-            f"{publish.glob_escape(self.stem)}.part-*.tmp-*",
-            lambda name: ".tmp-" in name and part.fullmatch(name.rsplit(".tmp-", 1)[0]) is not None,
+            f"{publish.glob_escape(self.stem)}.part*.tmp-*",
+            lambda name: (
+                ".tmp-" in name
+                and (
+                    part.fullmatch(name.rsplit(".tmp-", 1)[0]) is not None
+                    or name.rsplit(".tmp-", 1)[0] == manifest
+                )
+            ),
             "left by an interrupted attempt",
             self.log,
         )
@@ -195,25 +215,44 @@ class OutputFiles:
         return written
 
     def publish(self, parts: list[WrittenPart]) -> None:
-        """Rename every part over its final name, then remove the parts of a larger earlier run."""
+        """Check every final name, rename every part over its own, remove the parts of an earlier run beyond
+        this run's count (all of them without ``max_file_bytes``), then write the manifest (split runs)."""
+        manifest = self.manifest_target
+        names = [part.target.name for part in parts]
+        publish.check_targets(self.target, [*names, manifest.name] if self.split else names)
+        # No manifest while the set changes: a reader never sees one that lists parts being replaced.
+        self._remove_own(lambda name: name == manifest.name, "the manifest of an earlier run", "manifest")
         for part in parts:
             part.temp.move(part.target)
             self._temps.remove(part.temp)
+        count, pattern = len(parts) if self.split else 0, self._part
+
+        def orphan(name: str) -> bool:
+            match = pattern.fullmatch(name)
+            return match is not None and int(match.group(1)) >= count
+
+        self._remove_own(orphan, "a part of an earlier run that had more", "part")
         if self.split:
-            count, pattern = len(parts), self._part
+            self._write_manifest(parts, manifest)
 
-            def orphan(name: str) -> bool:
-                match = pattern.fullmatch(name)
-                return match is not None and int(match.group(1)) >= count
+    def _remove_own(self, matches: Any, why: str, kind: str) -> None:
+        publish.remove_own_files(
+            self.target, f"{publish.glob_escape(self.stem)}.part*", matches, why, self.log, kind=kind
+        )
 
-            publish.remove_own_files(
-                self.target,
-                f"{publish.glob_escape(self.stem)}.part-*",
-                orphan,
-                "a part of an earlier run that had more",
-                self.log,
-                kind="part",
-            )
+    def _write_manifest(self, parts: list[WrittenPart], manifest: ObjectStoragePath) -> None:
+        listed = [{"name": part.target.name, "records": part.records, "bytes": part.bytes} for part in parts]
+        body = {
+            "parts": listed,
+            "records": sum(part.records for part in parts),
+            "bytes": sum(part.bytes for part in parts),
+        }
+        temp = publish.temp_beside(manifest)
+        self._temps.append(temp)
+        with temp.open("wb") as out:
+            out.write(json.dumps(body, indent=1).encode("utf-8") + b"\n")
+        temp.move(manifest)
+        self._temps.remove(temp)
 
     def discard(self) -> None:
         """Remove every temporary file still there (a failed or skipped run)."""

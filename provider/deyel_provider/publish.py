@@ -177,6 +177,38 @@ def temp_beside(target: ObjectStoragePath) -> LocalTemp | ObjectStoragePath:
     return target.parent / temp_name(target.name)
 
 
+def check_targets(target: ObjectStoragePath, names: list[str]) -> None:
+    """Refuse, before anything is renamed, a final name beside ``target`` that no rename could replace: a
+    folder, or another user's entry (a sticky folder such as ``/tmp`` refuses that rename). Checking them
+    all first is what lets a run of several files publish all of them or none.
+
+    A link of ours there is fine: the rename replaces it, never follows it.
+    """
+    if not is_local(target):
+        return
+    folder = str(target.parent.path)
+    dir_fd = _open_folder(folder)
+    try:
+        me = os.getuid()
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                raise DeyelConfigError(
+                    f"output {name!r} in {folder!r} is a folder; nothing was written into it, and no file "
+                    f"of this run was published"
+                )
+            if info.st_uid != me:
+                raise DeyelConfigError(
+                    f"output {name!r} in {folder!r} belongs to another user (uid {info.st_uid}); no file of "
+                    f"this run was published"
+                )
+    finally:
+        os.close(dir_fd)
+
+
 def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
     """Remove ``<name>.tmp-*`` of an interrupted attempt: only regular files of ours, never through a link."""
     prefix = f"{target.name}.tmp-"
