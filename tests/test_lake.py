@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -401,4 +402,20 @@ def test_templated_options_are_checked_once_rendered_before_anything_is_read(dey
     task.output_path, task.compression = str(tmp_path / "2026-01-01.jsonl"), "gzip"  # as rendered
     with pytest.raises(DeyelConfigError, match=r"compression='gzip' writes a \.gz file"):
         task.execute({})
+    assert emulator.stats()["api_requests"] == 0 and os.listdir(tmp_path) == []
+
+
+def test_a_missing_zstd_codec_is_a_config_error_before_anything_is_read(
+    deyel_conn, emulator, tmp_path, monkeypatch
+):
+    import backports
+
+    # As if neither Python 3.14's compression.zstd nor the [zstd] extra were installed.
+    monkeypatch.delattr(backports, "zstd")
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    monkeypatch.setitem(sys.modules, "compression", None)
+    for on_empty in ("write", "skip"):
+        task = operator(tmp_path / "a.jsonl.zst", compression="zstd", on_empty=on_empty)
+        with pytest.raises(DeyelConfigError, match=r"compression='zstd' needs the zstd codec"):
+            task.execute({})
     assert emulator.stats()["api_requests"] == 0 and os.listdir(tmp_path) == []
