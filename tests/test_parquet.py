@@ -7,6 +7,9 @@ read back with pyarrow and DuckDB, the readers users have.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +310,31 @@ def test_a_late_value_no_float64_or_timestamp_holds_widens_the_column_to_its_tex
     assert dict(writer.types)[name] == "string"
     assert pq.read_table(path).column(name).to_pylist() == expected
     assert [row[0] for row in duckdb.sql(f"SELECT {name} FROM '{path}'").fetchall()] == expected  # noqa: S608
+
+
+def test_descriptors_stay_bounded_whatever_the_schema_changes_and_parts(tmp_path):
+    """Each schema change after a row group starts a segment, each part a file: hundreds of them must not
+    hold hundreds of descriptors (writing, rewriting or publishing), or the run fails with EMFILE."""
+    script = textwrap.dedent(
+        f"""
+        import resource
+        from pathlib import Path
+
+        from tests.writing import write_pages
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        folder = Path({str(tmp_path)!r})
+        changes = [[{{"idObjectValue": str(i), f"dsF{{i}}": "x"}}] for i in range(150)]
+        writer, (path,) = write_pages(folder / "segments.parquet", "parquet", changes, row_group_bytes=1)
+        assert len(writer.parts[0].files) == 150 and len(writer.types) == 151
+        pages = [[{{"idObjectValue": str(i), "dsX": "x" * 50}}] for i in range(150)]
+        for fmt in ("parquet", "jsonl"):
+            _, paths = write_pages(folder / f"parts.{{fmt}}", fmt, pages, max_file_bytes=10)
+            assert len(paths) == 150
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pq.read_table(tmp_path / "segments.parquet").num_columns == 151

@@ -411,9 +411,11 @@ class ParquetWriter(RecordWriter):
             self._pending_bytes = sum(b.nbytes for b in self._pending)
         if self._file is not None and part.layout[-1] != types:
             # This file's schema is fixed: its row groups are rewritten at the end; the next ones go to a
-            # new segment of the same part.
+            # new segment of the same part. Closed now, read back by name: hundreds of schema changes must
+            # not hold hundreds of descriptors.
             self._file.close()
             self._file = None
+            part.files[-1].close()
         self._pending.append(batch)
         self._pending_types = types
         self._pending_bytes += batch.nbytes
@@ -491,7 +493,7 @@ class ParquetWriter(RecordWriter):
     def needs_rewrite(self, part: Part) -> bool:
         return len(part.layout) > 1 or part.layout[0] != self.types
 
-    def rewrite(self, part: Part, sources: Sequence[IO[bytes]], sink: IO[bytes]) -> None:
+    def rewrite(self, part: Part, sources: Iterable[IO[bytes]], sink: IO[bytes]) -> None:
         final = self.types
         with self.pq.ParquetWriter(sink, self.arrow_schema(final), compression=self.compression) as out:
             for source, types in zip(sources, part.layout, strict=True):

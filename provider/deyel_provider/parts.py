@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +49,7 @@ FORMAT_EXTENSIONS = {
 }
 #: What each stream codec's files may end with.
 _CODEC_EXTENSIONS = {"gzip": (".gz", ".gzip"), "zstd": (".zst", ".zstd")}
-#: Parts a run may write: each is held open (a temporary file) until the run is published.
+#: Parts a run may write (each a temporary file until the run is published).
 MAX_PARTS = 1000
 PART_DIGITS = 5
 
@@ -138,6 +140,8 @@ class OutputFiles:
         self._temps: list[Temp] = []
         self._by_part: dict[int, list[Temp]] = {}
         self._sinks: list[EncodedFile] = []  # closed by the writer, or by discard() after a failure
+        self._dir_fd: int | None = None  # the local folder, shared by every temporary file of the run
+        self._dir_open = False
 
     def part_target(self, number: int) -> ObjectStoragePath:
         if not self.split:
@@ -182,9 +186,19 @@ class OutputFiles:
         return sink
 
     def _new_temp(self, number: int) -> Temp:
-        temp = publish.temp_beside(self.part_target(number))
+        return self._temp_beside(self.part_target(number))
+
+    def _temp_beside(self, target: ObjectStoragePath) -> Temp:
+        if not self._dir_open:
+            self._dir_fd, self._dir_open = publish.open_folder(self.target), True
+        temp = publish.temp_beside(target, self._dir_fd)
         self._temps.append(temp)
         return temp
+
+    def _close_folder(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+        self._dir_fd, self._dir_open = None, False
 
     def finish(self, writer: RecordWriter) -> list[WrittenPart]:
         """Every part in its final form: rewritten first where the writer needs it (one part at a time)."""
@@ -195,16 +209,16 @@ class OutputFiles:
             if writer.needs_rewrite(part):
                 self.log.info("rewriting part %d with the run's final columns and types", part.number)
                 fresh = self._new_temp(part.number)
-                raws = [temp.open("rb") for temp in temps]
+                # One segment open at a time: a part may have hundreds (one per schema change).
+                sources = self._read_each(temps)
                 try:
                     sink = EncodedFile(fresh.open("wb"), self.codec)
                     try:
-                        writer.rewrite(part, [decoded(raw, self.codec) for raw in raws], sink.stream)
+                        writer.rewrite(part, sources, sink.stream)
                     finally:
                         sink.close()
                 finally:
-                    for raw in raws:
-                        raw.close()
+                    sources.close()
                 for temp in temps:
                     temp.unlink()
                     self._temps.remove(temp)
@@ -213,6 +227,12 @@ class OutputFiles:
             (temp,) = temps
             written.append(WrittenPart(part.number, temp, self.part_target(part.number), part.records, size))
         return written
+
+    def _read_each(self, temps: list[Temp]) -> Generator[Any, None, None]:
+        """Each temporary file read back through the codec, opened when reached, closed when passed."""
+        for temp in temps:
+            with temp.open("rb") as raw:
+                yield decoded(raw, self.codec)
 
     def publish(self, parts: list[WrittenPart]) -> None:
         """Check every final name, rename every part over its own, remove the parts of an earlier run beyond
@@ -234,6 +254,7 @@ class OutputFiles:
         self._remove_own(orphan, "a part of an earlier run that had more", "part")
         if self.split:
             self._write_manifest(parts, manifest)
+        self._close_folder()
 
     def _remove_own(self, matches: Any, why: str, kind: str) -> None:
         publish.remove_own_files(
@@ -247,8 +268,7 @@ class OutputFiles:
             "records": sum(part.records for part in parts),
             "bytes": sum(part.bytes for part in parts),
         }
-        temp = publish.temp_beside(manifest)
-        self._temps.append(temp)
+        temp = self._temp_beside(manifest)
         with temp.open("wb") as out:
             out.write(json.dumps(body, indent=1).encode("utf-8") + b"\n")
         temp.move(manifest)
@@ -265,3 +285,4 @@ class OutputFiles:
         for temp in self._temps:
             publish.discard(temp)
         self._temps.clear()
+        self._close_folder()
