@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -240,7 +241,10 @@ def test_max_file_bytes_splits_into_parts_and_a_rerun_replaces_the_set(
         small = run(sizes[0])
         parts = small["parts"]
         assert len(parts) > 3 and small["path"] is None
-        assert part_names(tmp_path) == [f"{stem}.part-{n:05d}.{ext}" for n in range(len(parts))]
+        assert part_names(tmp_path) == [f"{stem}.part-{n:05d}.{ext}" for n in range(len(parts))] + [
+            f"{stem}.parts.json"
+        ]
+        assert manifest_of(tmp_path / f"{stem}.parts.json") == parts
         assert [p["path"] for p in parts] == [
             (tmp_path / f"{stem}.part-{n:05d}.{ext}").as_uri() for n in range(len(parts))
         ]
@@ -255,8 +259,66 @@ def test_max_file_bytes_splits_into_parts_and_a_rerun_replaces_the_set(
         bigger = run(sizes[1])
         assert 1 <= len(bigger["parts"]) < len(parts)
         # The earlier run's extra parts are gone: the folder holds exactly this run's set.
-        assert part_names(tmp_path) == [f"{stem}.part-{n:05d}.{ext}" for n in range(len(bigger["parts"]))]
+        assert part_names(tmp_path) == [f"{stem}.part-{n:05d}.{ext}" for n in range(len(bigger["parts"]))] + [
+            f"{stem}.parts.json"
+        ]
+        assert manifest_of(tmp_path / f"{stem}.parts.json") == bigger["parts"]
         assert read_ids(tmp_path, fmt, [Path(p["path"]).name for p in bigger["parts"]], options) == expected
+
+
+def manifest_of(path: Path) -> list[dict[str, Any]]:
+    """The parts a manifest lists, in the XCom's form; its totals checked against them."""
+    body = json.loads(path.read_text())
+    parts = body["parts"]
+    assert body["records"] == sum(p["records"] for p in parts)
+    assert body["bytes"] == sum(p["bytes"] for p in parts)
+    return [
+        {"path": (path.parent / p["name"]).as_uri(), "records": p["records"], "bytes": p["bytes"]}
+        for p in parts
+    ]
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    return {p.name: p.read_bytes() if p.is_file() else None for p in sorted(folder.iterdir())}
+
+
+def test_a_part_that_cannot_be_published_fails_the_run_before_any_part_is_replaced(
+    deyel_conn, emulator, tmp_path
+):
+    first = operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=2_000).execute({})
+    assert len(first["parts"]) > 4
+    # A folder (someone else's, or a leftover) where the rerun's part 3 goes.
+    (tmp_path / "a.part-00003.jsonl").unlink()
+    (tmp_path / "a.part-00003.jsonl").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(DeyelConfigError, match=r"'a.part-00003.jsonl' .* is a folder"):
+        operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=1_000).execute({})
+    assert snapshot(tmp_path) == before  # no part replaced, the first run's manifest still there
+    # The manifest is written last and a folder at its name is refused first as well.
+    (tmp_path / "a.part-00003.jsonl").rmdir()
+    (tmp_path / "a.parts.json").unlink()
+    (tmp_path / "a.parts.json").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(DeyelConfigError, match=r"'a.parts.json' .* is a folder"):
+        operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=1_000).execute({})
+    assert snapshot(tmp_path) == before
+    if os.getuid() != 0:
+        return  # only root can give a file to another user
+    (tmp_path / "a.parts.json").rmdir()
+    os.chown(tmp_path / "a.part-00002.jsonl", 65534, 65534)  # a sticky /tmp would refuse its rename
+    before = snapshot(tmp_path)
+    with pytest.raises(DeyelConfigError, match=r"'a.part-00002.jsonl' .* belongs to another user"):
+        operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=1_000).execute({})
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_without_max_file_bytes_removes_an_earlier_runs_parts(deyel_conn, emulator, tmp_path):
+    operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=2_000).execute({})
+    (tmp_path / "a.part-00099.jsonl").mkdir()  # not a file of ours: left alone
+    (tmp_path / "b.part-00000.jsonl").write_text("another output's part\n")
+    result = operator(tmp_path / "a.jsonl", page_size=5).execute({})
+    assert part_names(tmp_path) == ["a.jsonl", "a.part-00099.jsonl", "b.part-00000.jsonl"]
+    assert result["records"] == len((tmp_path / "a.jsonl").read_text().splitlines())
 
 
 def read_ids(folder: Path, fmt: str, names: list[str], options: dict) -> list[str]:
@@ -340,4 +402,20 @@ def test_templated_options_are_checked_once_rendered_before_anything_is_read(dey
     task.output_path, task.compression = str(tmp_path / "2026-01-01.jsonl"), "gzip"  # as rendered
     with pytest.raises(DeyelConfigError, match=r"compression='gzip' writes a \.gz file"):
         task.execute({})
+    assert emulator.stats()["api_requests"] == 0 and os.listdir(tmp_path) == []
+
+
+def test_a_missing_zstd_codec_is_a_config_error_before_anything_is_read(
+    deyel_conn, emulator, tmp_path, monkeypatch
+):
+    import backports
+
+    # As if neither Python 3.14's compression.zstd nor the [zstd] extra were installed.
+    monkeypatch.delattr(backports, "zstd")
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    monkeypatch.setitem(sys.modules, "compression", None)
+    for on_empty in ("write", "skip"):
+        task = operator(tmp_path / "a.jsonl.zst", compression="zstd", on_empty=on_empty)
+        with pytest.raises(DeyelConfigError, match=r"compression='zstd' needs the zstd codec"):
+            task.execute({})
     assert emulator.stats()["api_requests"] == 0 and os.listdir(tmp_path) == []

@@ -11,6 +11,7 @@ import textwrap
 from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
+from airflow.sdk import ObjectStoragePath
 
 from deyel_provider.lineage import deyel_namespace, endpoint_name, file_dataset_name
 from deyel_provider.operators.deyel import DeyelOperator
@@ -128,6 +129,10 @@ def test_dataset_names():
     assert endpoint_name("/forms/CRM_ACCOUNT/instances/5?x=1") == "forms/CRM_ACCOUNT"
     assert file_dataset_name("s3://lake/deyel/a.parquet") == ("s3://lake", "deyel/a.parquet")
     assert file_dataset_name("file:///data/a.jsonl") == ("file", "/data/a.jsonl")
+    # The storage connection is how the file was reached, not what it is: no user part in the namespace.
+    with_conn = ObjectStoragePath("s3://lake/deyel/a.parquet", conn_id="aws_default")
+    assert file_dataset_name(str(with_conn)) == ("s3://lake", "deyel/a.parquet")
+    assert file_dataset_name("gs://user:pw@lake:443/a.jsonl") == ("gs://lake:443", "a.jsonl")
 
 
 def test_the_provider_works_without_the_openlineage_provider(deyel_conn, emulator, tmp_path):

@@ -7,6 +7,9 @@ read back with pyarrow and DuckDB, the readers users have.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +215,16 @@ def test_a_value_that_does_not_fit_a_declared_type_is_a_typed_error_naming_field
         ("bool", "yes"),
         ("timestamp", "2026-01-01"),
         ("timestamp", "0123"),
+        # Integer text a float64 would round, as the native integer is refused.
+        ("float64", "9007199254740993"),
+        ("float64", 9007199254740993),
+        ("float64", "-99999999999999999999"),
+        pytest.param("float64", 10**400, id="float64-10**400"),  # a typed error, not an OverflowError
+        # Past the year 9999 (or before 0001) no reader reads the timestamp.
+        ("timestamp", "99999999999999999"),
+        ("timestamp", 2**63 - 1),
+        ("timestamp", "253402300800000"),
+        ("timestamp", -62135596800001),
     ],
 )
 def test_no_declared_type_takes_a_value_it_would_change(tmp_path, declared, value):
@@ -251,6 +264,13 @@ def test_a_lone_surrogate_in_a_text_column_is_a_typed_error(tmp_path):
         ("links", [[{"rel": "self"}]], "json"),
         ("mixed", [1, "a"], "string"),
         ("huge", [2**64], "string"),
+        ("qtHuge", ["99999999999999999999"], "string"),  # beyond 64 bits, not 1e20
+        ("nuRevenue", ["1.5", "9007199254740993"], "string"),  # a float64 would round it
+        ("nuRevenue", ["1.5", "9007199254740992"], "float64"),
+        ("nuRevenue", [1.5, 10**400], "string"),
+        ("dtFar", ["99999999999999999"], "string"),  # past the year 9999: no reader takes it
+        ("dtFar", [253402300800000], "string"),
+        ("dtEdge", ["253402300799999", "-62135596800000"], "timestamp"),
         ("dtNever", [None], "timestamp"),
         ("cbNever", [], "bool"),
         ("qtNever", [None], "int64"),
@@ -272,3 +292,49 @@ def test_bad_schemas_are_config_errors_naming_what_to_fix():
         check_schema(["qtEmployee"])  # type: ignore[arg-type]
     with pytest.raises(DeyelConfigError, match=r"schema declares \['dsOther'\], which are not in fields"):
         check_schema({"dsOther": "string"}, ["dsCompany"])
+
+
+@pytest.mark.parametrize(
+    ("pages", "expected"),
+    [
+        ([[{"nuX": "1.5"}], [{"nuX": "9007199254740993"}]], ["1.5", "9007199254740993"]),
+        ([[{"qtX": "1"}], [{"qtX": "2.5"}], [{"qtX": "9007199254740993"}]], ["1", "2.5", "9007199254740993"]),
+        ([[{"nuX": 1.5}], [{"nuX": 10**400}]], ["1.5", str(10**400)]),
+        ([[{"dtX": "1540782000000"}], [{"dtX": "99999999999999999"}]], ["1540782000000", "9" * 17]),
+    ],
+)
+def test_a_late_value_no_float64_or_timestamp_holds_widens_the_column_to_its_text(tmp_path, pages, expected):
+    """Never rounded (2**53 + 1 is not 2**53), no untyped overflow, no timestamp a reader cannot read."""
+    writer, (path,) = write_pages(tmp_path / "w.parquet", "parquet", pages, row_group_bytes=1)
+    name = next(iter(pages[0][0]))
+    assert dict(writer.types)[name] == "string"
+    assert pq.read_table(path).column(name).to_pylist() == expected
+    assert [row[0] for row in duckdb.sql(f"SELECT {name} FROM '{path}'").fetchall()] == expected  # noqa: S608
+
+
+def test_descriptors_stay_bounded_whatever_the_schema_changes_and_parts(tmp_path):
+    """Each schema change after a row group starts a segment, each part a file: hundreds of them must not
+    hold hundreds of descriptors (writing, rewriting or publishing), or the run fails with EMFILE."""
+    script = textwrap.dedent(
+        f"""
+        import resource
+        from pathlib import Path
+
+        from tests.writing import write_pages
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        folder = Path({str(tmp_path)!r})
+        changes = [[{{"idObjectValue": str(i), f"dsF{{i}}": "x"}}] for i in range(150)]
+        writer, (path,) = write_pages(folder / "segments.parquet", "parquet", changes, row_group_bytes=1)
+        assert len(writer.parts[0].files) == 150 and len(writer.types) == 151
+        pages = [[{{"idObjectValue": str(i), "dsX": "x" * 50}}] for i in range(150)]
+        for fmt in ("parquet", "jsonl"):
+            _, paths = write_pages(folder / f"parts.{{fmt}}", fmt, pages, max_file_bytes=10)
+            assert len(paths) == 150
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pq.read_table(tmp_path / "segments.parquet").num_columns == 151

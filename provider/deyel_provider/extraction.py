@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from deyel_provider.compression import PARQUET_CODECS, TEXT_CODECS
+from deyel_provider.compression import PARQUET_CODECS, TEXT_CODECS, zstd_module
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.formats import FORMATS, CsvWriter, make_writer
 from deyel_provider.parts import OutputFiles, check_output_name
@@ -218,6 +218,11 @@ def extract(
     )
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
+    if format != "parquet" and compression == "zstd":
+        # The first file is opened with the first page: without this, a missing codec fails after the
+        # reading (and never, for an empty run with on_empty="skip"). Here, not at DAG parsing: the workers
+        # are what need the [zstd] extra.
+        zstd_module()
     target = as_storage_path(output, output_conn_id)
     check_output_name(target.name, format, compression)
     options: dict[str, Any] = {}

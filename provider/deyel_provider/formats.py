@@ -168,8 +168,9 @@ class RecordWriter(ABC):
         """Whether ``part`` lacks columns (or types) that the run found after it was written."""
         return False
 
-    def rewrite(self, part: Part, sources: Sequence[IO[bytes]], sink: IO[bytes]) -> None:
-        """Copy ``part`` (its files, as read back, in order) into ``sink`` with the run's final layout."""
+    def rewrite(self, part: Part, sources: Iterable[IO[bytes]], sink: IO[bytes]) -> None:
+        """Copy ``part`` (its files, as read back, in order; each usable until the next is taken) into
+        ``sink`` with the run's final layout."""
         raise NotImplementedError(f"{type(self).__name__} never needs a rewrite")
 
     def _start_part(self) -> Part:
@@ -244,9 +245,9 @@ class CsvWriter(RecordWriter):
     def needs_rewrite(self, part: Part) -> bool:
         return bool(part.layout) and part.layout[0] < len(self.columns)
 
-    def rewrite(self, part: Part, sources: Sequence[IO[bytes]], sink: IO[bytes]) -> None:
-        (source,) = sources
-        widen_csv(source, sink, self.columns)
+    def rewrite(self, part: Part, sources: Iterable[IO[bytes]], sink: IO[bytes]) -> None:
+        for source in sources:  # one: a CSV part is always one file
+            widen_csv(source, sink, self.columns)
 
     def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         if self.fields is None:

@@ -51,11 +51,16 @@ def endpoint_name(endpoint: str) -> str:
 
 
 def file_dataset_name(path: str) -> tuple[str, str]:
-    """``(namespace, name)`` of a published file."""
+    """``(namespace, name)`` of a published file.
+
+    ``ObjectStoragePath`` puts its connection id where a URL's user goes (``s3://aws_default@bucket/key``):
+    that is not part of the dataset's name (the same bucket through another connection is the same data).
+    """
     parts = urlsplit(path)
     if parts.scheme in ("", "file", "local"):
         return "file", parts.path
-    return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
+    bucket = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{bucket}", parts.path.lstrip("/")
 
 
 @functools.cache

@@ -37,6 +37,8 @@ _NULL_FIELD_TYPES = {"dt": "timestamp", "cb": "bool", "qt": "int64", "nu": "floa
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Integers a float64 holds exactly.
 _EXACT_IN_FLOAT = 2**53
+#: Epoch milliseconds of years 0001 to 9999: what readers (DuckDB, pandas) can read as a timestamp.
+_TIMESTAMP_MIN, _TIMESTAMP_END = -62135596800000, 253402300800000
 #: JSON's number grammar, ASCII digits only; linear (no nested repetition), on at most 64 characters.
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _NoneType = type(None)
@@ -110,11 +112,27 @@ def float_text(value: str) -> float | None:
     if len(value) > 64 or not _NUMBER.fullmatch(value):
         return None
     number = float(value)
-    return number if math.isfinite(number) else None
+    if not math.isfinite(number):
+        return None
+    if "." not in value and "e" not in value and "E" not in value and not exact_in_float(int(value)):
+        return None  # integer text a float64 would round: as a native integer would be
+    return number
+
+
+def exact_in_float(value: int) -> bool:
+    """Whether a float64 holds the integer ``value`` exactly (past 2**53 only some do)."""
+    try:
+        return abs(value) <= _EXACT_IN_FLOAT or float(value) == value
+    except OverflowError:  # beyond float64's range altogether
+        return False
 
 
 def _in_int64(value: int) -> bool:
     return _INT64_MIN <= value <= _INT64_MAX
+
+
+def _in_timestamp(value: int) -> bool:
+    return _TIMESTAMP_MIN <= value < _TIMESTAMP_END
 
 
 def infer_type(name: str, values: Iterable[Any]) -> str:
@@ -127,7 +145,8 @@ def infer_type(name: str, values: Iterable[Any]) -> str:
     - text (Deyel 8.0 sends every value as text): ``dt`` with integer text timestamp, ``qt``/``nu`` with
       numbers int64 or float64, ``cb`` with ``true``/``false`` bool; any other text stays string (codes such
       as ``"00123"`` keep their zeros);
-    - anything else (mixed kinds, integers beyond 64 bits): string.
+    - anything else (mixed kinds, integers beyond 64 bits, integers a float64 would round beside fractions,
+      ``dt`` epoch milliseconds outside the years 0001-9999): string.
     """
     present = [value for value in values if value is not None]
     prefix = hungarian_prefix(name)
@@ -141,14 +160,15 @@ def infer_type(name: str, values: Iterable[Any]) -> str:
     if kinds <= {int, float}:
         ints = [value for value in present if type(value) is int]
         if kinds == {int}:
-            if not all(map(_in_int64, ints)):
-                return "string"
-            return "timestamp" if prefix == "dt" else "int64"
-        return "float64" if all(abs(value) <= _EXACT_IN_FLOAT for value in ints) else "string"
+            if prefix == "dt":
+                return "timestamp" if all(map(_in_timestamp, ints)) else "string"
+            return "int64" if all(map(_in_int64, ints)) else "string"
+        return "float64" if all(map(exact_in_float, ints)) else "string"
     if kinds == {str}:
         if prefix in ("dt", "qt", "nu"):
             numbers = [int_text(value) for value in present]
-            if all(number is not None and _in_int64(number) for number in numbers):
+            fits = _in_timestamp if prefix == "dt" else _in_int64
+            if all(number is not None and fits(number) for number in numbers):
                 return "timestamp" if prefix == "dt" else "int64"
             if prefix != "dt" and all(float_text(value) is not None for value in present):
                 return "float64"
@@ -268,7 +288,7 @@ class _Converters:
             kind = type(value)
             if value is None or kind is float:
                 out.append(value)
-            elif kind is int and (abs(value) <= _EXACT_IN_FLOAT or float(value) == value):
+            elif kind is int and exact_in_float(value):
                 out.append(float(value))
             elif kind is str and (number := float_text(value)) is not None:
                 out.append(number)
@@ -297,7 +317,7 @@ class _Converters:
                 out.append(None)
                 continue
             number = int_text(value) if kind is str else value if kind is int else None
-            if number is None or not _in_int64(number):
+            if number is None or not _in_timestamp(number):
                 raise _Misfit(index, value)
             out.append(number)
         return self.pa.array(out, self.arrow["timestamp"])
@@ -391,9 +411,11 @@ class ParquetWriter(RecordWriter):
             self._pending_bytes = sum(b.nbytes for b in self._pending)
         if self._file is not None and part.layout[-1] != types:
             # This file's schema is fixed: its row groups are rewritten at the end; the next ones go to a
-            # new segment of the same part.
+            # new segment of the same part. Closed now, read back by name: hundreds of schema changes must
+            # not hold hundreds of descriptors.
             self._file.close()
             self._file = None
+            part.files[-1].close()
         self._pending.append(batch)
         self._pending_types = types
         self._pending_bytes += batch.nbytes
@@ -471,7 +493,7 @@ class ParquetWriter(RecordWriter):
     def needs_rewrite(self, part: Part) -> bool:
         return len(part.layout) > 1 or part.layout[0] != self.types
 
-    def rewrite(self, part: Part, sources: Sequence[IO[bytes]], sink: IO[bytes]) -> None:
+    def rewrite(self, part: Part, sources: Iterable[IO[bytes]], sink: IO[bytes]) -> None:
         final = self.types
         with self.pq.ParquetWriter(sink, self.arrow_schema(final), compression=self.compression) as out:
             for source, types in zip(sources, part.layout, strict=True):

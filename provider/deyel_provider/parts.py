@@ -5,14 +5,25 @@ Without ``max_file_bytes`` the output is the one file named. With it, the output
 ``<stem>.part-00000<ext>``, ``<stem>.part-00001<ext>``... (``2026-01-01.jsonl.gz`` gives
 ``2026-01-01.part-00000.jsonl.gz``): numbered from zero, five digits, so that a listing sorts them in order.
 Every part is written to its own temporary file and published by its own rename (never through a link, as
-:mod:`deyel_provider.publish` does), only once the whole run is written; then the parts a previous, larger run
-left beyond the new count are removed, so the folder holds exactly this run's set.
+:mod:`deyel_provider.publish` does), only once the whole run is written:
+
+1. every final name is checked first (not a folder, not another user's), so a run that cannot publish a part
+   fails before it has replaced any;
+2. the previous run's manifest ``<stem>.parts.json`` is removed: while the set changes, there is none;
+3. the parts are renamed one by one, then the parts a previous, larger run left beyond the new count are
+   removed, so the folder holds exactly this run's set;
+4. the manifest is written last (the commit point): the parts' names, records and bytes. Readers go by it
+   (or by the task's XCom / Asset event extra), not by a glob of the folder, which may show a set being
+   replaced. A run without ``max_file_bytes`` removes the parts and manifest of an earlier split run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +49,7 @@ FORMAT_EXTENSIONS = {
 }
 #: What each stream codec's files may end with.
 _CODEC_EXTENSIONS = {"gzip": (".gz", ".gzip"), "zstd": (".zst", ".zstd")}
-#: Parts a run may write: each is held open (a temporary file) until the run is published.
+#: Parts a run may write (each a temporary file until the run is published).
 MAX_PARTS = 1000
 PART_DIGITS = 5
 
@@ -129,22 +140,35 @@ class OutputFiles:
         self._temps: list[Temp] = []
         self._by_part: dict[int, list[Temp]] = {}
         self._sinks: list[EncodedFile] = []  # closed by the writer, or by discard() after a failure
+        self._dir_fd: int | None = None  # the local folder, shared by every temporary file of the run
+        self._dir_open = False
 
     def part_target(self, number: int) -> ObjectStoragePath:
         if not self.split:
             return self.target
         return self.target.parent / f"{self.stem}.part-{number:0{PART_DIGITS}d}{self.ext}"
 
+    @property
+    def manifest_target(self) -> ObjectStoragePath:
+        """``<stem>.parts.json``: the list of a split run's parts, written once they are all published."""
+        return self.target.parent / f"{self.stem}.parts.json"
+
     def remove_leftovers(self) -> None:
         """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
         if not self.split:
             publish.remove_leftovers(self.target, self.log)
             return
-        part = self._part
+        part, manifest = self._part, self.manifest_target.name
         publish.remove_own_files(
             self.target,
-            f"{publish.glob_escape(self.stem)}.part-*.tmp-*",
-            lambda name: ".tmp-" in name and part.fullmatch(name.rsplit(".tmp-", 1)[0]) is not None,
+            f"{publish.glob_escape(self.stem)}.part*.tmp-*",
+            lambda name: (
+                ".tmp-" in name
+                and (
+                    part.fullmatch(name.rsplit(".tmp-", 1)[0]) is not None
+                    or name.rsplit(".tmp-", 1)[0] == manifest
+                )
+            ),
             "left by an interrupted attempt",
             self.log,
         )
@@ -162,9 +186,19 @@ class OutputFiles:
         return sink
 
     def _new_temp(self, number: int) -> Temp:
-        temp = publish.temp_beside(self.part_target(number))
+        return self._temp_beside(self.part_target(number))
+
+    def _temp_beside(self, target: ObjectStoragePath) -> Temp:
+        if not self._dir_open:
+            self._dir_fd, self._dir_open = publish.open_folder(self.target), True
+        temp = publish.temp_beside(target, self._dir_fd)
         self._temps.append(temp)
         return temp
+
+    def _close_folder(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+        self._dir_fd, self._dir_open = None, False
 
     def finish(self, writer: RecordWriter) -> list[WrittenPart]:
         """Every part in its final form: rewritten first where the writer needs it (one part at a time)."""
@@ -175,16 +209,16 @@ class OutputFiles:
             if writer.needs_rewrite(part):
                 self.log.info("rewriting part %d with the run's final columns and types", part.number)
                 fresh = self._new_temp(part.number)
-                raws = [temp.open("rb") for temp in temps]
+                # One segment open at a time: a part may have hundreds (one per schema change).
+                sources = self._read_each(temps)
                 try:
                     sink = EncodedFile(fresh.open("wb"), self.codec)
                     try:
-                        writer.rewrite(part, [decoded(raw, self.codec) for raw in raws], sink.stream)
+                        writer.rewrite(part, sources, sink.stream)
                     finally:
                         sink.close()
                 finally:
-                    for raw in raws:
-                        raw.close()
+                    sources.close()
                 for temp in temps:
                     temp.unlink()
                     self._temps.remove(temp)
@@ -194,26 +228,51 @@ class OutputFiles:
             written.append(WrittenPart(part.number, temp, self.part_target(part.number), part.records, size))
         return written
 
+    def _read_each(self, temps: list[Temp]) -> Generator[Any, None, None]:
+        """Each temporary file read back through the codec, opened when reached, closed when passed."""
+        for temp in temps:
+            with temp.open("rb") as raw:
+                yield decoded(raw, self.codec)
+
     def publish(self, parts: list[WrittenPart]) -> None:
-        """Rename every part over its final name, then remove the parts of a larger earlier run."""
+        """Check every final name, rename every part over its own, remove the parts of an earlier run beyond
+        this run's count (all of them without ``max_file_bytes``), then write the manifest (split runs)."""
+        manifest = self.manifest_target
+        names = [part.target.name for part in parts]
+        publish.check_targets(self.target, [*names, manifest.name] if self.split else names)
+        # No manifest while the set changes: a reader never sees one that lists parts being replaced.
+        self._remove_own(lambda name: name == manifest.name, "the manifest of an earlier run", "manifest")
         for part in parts:
             part.temp.move(part.target)
             self._temps.remove(part.temp)
+        count, pattern = len(parts) if self.split else 0, self._part
+
+        def orphan(name: str) -> bool:
+            match = pattern.fullmatch(name)
+            return match is not None and int(match.group(1)) >= count
+
+        self._remove_own(orphan, "a part of an earlier run that had more", "part")
         if self.split:
-            count, pattern = len(parts), self._part
+            self._write_manifest(parts, manifest)
+        self._close_folder()
 
-            def orphan(name: str) -> bool:
-                match = pattern.fullmatch(name)
-                return match is not None and int(match.group(1)) >= count
+    def _remove_own(self, matches: Any, why: str, kind: str) -> None:
+        publish.remove_own_files(
+            self.target, f"{publish.glob_escape(self.stem)}.part*", matches, why, self.log, kind=kind
+        )
 
-            publish.remove_own_files(
-                self.target,
-                f"{publish.glob_escape(self.stem)}.part-*",
-                orphan,
-                "a part of an earlier run that had more",
-                self.log,
-                kind="part",
-            )
+    def _write_manifest(self, parts: list[WrittenPart], manifest: ObjectStoragePath) -> None:
+        listed = [{"name": part.target.name, "records": part.records, "bytes": part.bytes} for part in parts]
+        body = {
+            "parts": listed,
+            "records": sum(part.records for part in parts),
+            "bytes": sum(part.bytes for part in parts),
+        }
+        temp = self._temp_beside(manifest)
+        with temp.open("wb") as out:
+            out.write(json.dumps(body, indent=1).encode("utf-8") + b"\n")
+        temp.move(manifest)
+        self._temps.remove(temp)
 
     def discard(self) -> None:
         """Remove every temporary file still there (a failed or skipped run)."""
@@ -226,3 +285,4 @@ class OutputFiles:
         for temp in self._temps:
             publish.discard(temp)
         self._temps.clear()
+        self._close_folder()

@@ -95,10 +95,13 @@ class LocalTemp:
     so the extraction does not care which kind of storage it writes to.
     """
 
-    def __init__(self, target: ObjectStoragePath) -> None:
+    def __init__(self, target: ObjectStoragePath, dir_fd: int | None = None) -> None:
         self._folder = str(target.parent.path)
         self._target_name = target.name
-        self._dir_fd = _open_folder(self._folder)
+        # A run of many files shares one descriptor of their folder (``dir_fd``, kept open by its owner):
+        # one per file would run out of descriptors.
+        self._owns_dir = dir_fd is None
+        self._dir_fd = _open_folder(self._folder) if dir_fd is None else dir_fd
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             for _ in range(_CREATE_ATTEMPTS):
@@ -115,7 +118,8 @@ class LocalTemp:
                     f"every name tried was taken"
                 )
         except BaseException:
-            os.close(self._dir_fd)
+            if self._owns_dir:
+                os.close(self._dir_fd)
             raise
 
     def __repr__(self) -> str:
@@ -166,15 +170,55 @@ class LocalTemp:
             os.close(self._fd)
             self._fd = None
         if self._dir_fd >= 0:
-            os.close(self._dir_fd)
+            if self._owns_dir:
+                os.close(self._dir_fd)
             self._dir_fd = -1
 
 
-def temp_beside(target: ObjectStoragePath) -> LocalTemp | ObjectStoragePath:
-    """A new temporary file or object beside ``target``, to write the output into."""
+def temp_beside(target: ObjectStoragePath, dir_fd: int | None = None) -> LocalTemp | ObjectStoragePath:
+    """A new temporary file or object beside ``target``, to write the output into (locally, through the
+    folder descriptor ``dir_fd`` when given: see :func:`open_folder`)."""
     if is_local(target):
-        return LocalTemp(target)
+        return LocalTemp(target, dir_fd)
     return target.parent / temp_name(target.name)
+
+
+def open_folder(target: ObjectStoragePath) -> int | None:
+    """A descriptor of ``target``'s local folder, for temporary files that share it (the caller closes it);
+    None on an object store."""
+    return _open_folder(str(target.parent.path)) if is_local(target) else None
+
+
+def check_targets(target: ObjectStoragePath, names: list[str]) -> None:
+    """Refuse, before anything is renamed, a final name beside ``target`` that no rename could replace: a
+    folder, or another user's entry (a sticky folder such as ``/tmp`` refuses that rename). Checking them
+    all first is what lets a run of several files publish all of them or none.
+
+    A link of ours there is fine: the rename replaces it, never follows it.
+    """
+    if not is_local(target):
+        return
+    folder = str(target.parent.path)
+    dir_fd = _open_folder(folder)
+    try:
+        me = os.getuid()
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                raise DeyelConfigError(
+                    f"output {name!r} in {folder!r} is a folder; nothing was written into it, and no file "
+                    f"of this run was published"
+                )
+            if info.st_uid != me:
+                raise DeyelConfigError(
+                    f"output {name!r} in {folder!r} belongs to another user (uid {info.st_uid}); no file of "
+                    f"this run was published"
+                )
+    finally:
+        os.close(dir_fd)
 
 
 def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
