@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,19 +42,24 @@ def local_emulator():
 
 @pytest.fixture(scope="session")
 def local_deployment(local_emulator, tmp_path_factory):
-    """api-server + scheduler + dag-processor, LocalExecutor on SQLite, example and e2e DAGs."""
+    """api-server + scheduler + dag-processor + triggerer, LocalExecutor, example and e2e DAGs.
+
+    On PostgreSQL, as a deployment runs: with every example DAG at once (mapped tasks, a deferred sensor, an
+    asset watcher) SQLite's single writer held the API server's connections past its pool's timeout."""
     home = tmp_path_factory.mktemp("airflow-local")
-    deployment = Deployment(
-        home=home,
-        dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
-        # The approval example's deferred sensor polls every second here (60 s in the example).
-        env={
-            **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
-            "DEYEL_DEMO_POKE_INTERVAL": "1",
-        },
-    )
-    with deployment:
-        yield deployment
+    with fresh_postgres_database() as database:
+        deployment = Deployment(
+            home=home,
+            sql_alchemy_conn=database,
+            dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
+            # The approval example's deferred sensor polls every second here (60 s in the example).
+            env={
+                **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
+                "DEYEL_DEMO_POKE_INTERVAL": "1",
+            },
+        )
+        with deployment:
+            yield deployment
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +95,8 @@ def _redis_ping(port: int, process: Process) -> bool:
         return False
 
 
-@pytest.fixture
-def postgres_database():
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database (127.0.0.1:5432, trust auth) for one deployment, dropped afterwards."""
     import psycopg2
 
@@ -104,6 +111,12 @@ def postgres_database():
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_database():
+    with fresh_postgres_database() as url:
+        yield url
 
 
 def leaked(values: object, secrets: list[str]) -> list[str]:
