@@ -186,6 +186,21 @@ def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
     assert counts(load(source)) == (0, 0, 4, 0)  # the same values, told apart from nothing
 
 
+def test_numbers_are_compared_exactly_past_a_floats_precision(emulator, deyel_conn):
+    from deyel_provider.values import same
+
+    big = 2**53 + 1  # 9007199254740993: as a float, the same as 2**53
+    # Deyel 8.0 sends numbers as text: "1000" and "12.50" hold what the source's 1000.0 and 12.5 say.
+    seed(emulator, [customer(1, qtEmployee=big), customer(2, qtEmployee="1000", nuRevenue="12.50")])
+    emulator.reset()
+    source = [customer(1, qtEmployee=big - 1), customer(2, qtEmployee=1000.0, nuRevenue=12.5)]
+    assert counts(load(source)) == (0, 1, 1, 0)
+    assert emulator.methods() == {"GET": 1, "PATCH": 1}
+    assert stored(emulator)["C-00001"]["qtEmployee"] == big - 1
+    assert same(1000, 1000.0) and same(1000, "1000") and same(1000.0, "1000") and same("1000", 1000)
+    assert not same(big, str(big - 1)) and not same(str(big), big - 1) and not same(12.5, "12.51")
+
+
 def test_modes_insert_and_update(emulator, deyel_conn):
     before, source = mixed(10, existing=6, changed=3)
     seed(emulator, before)

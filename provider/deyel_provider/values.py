@@ -11,7 +11,9 @@ values from JSON, CSV text or Parquet columns, so:
   ``true``/``false``, grids as JSON text); a cell that does not parse stays text, for Deyel to refuse;
 - :func:`same` compares a source value with the stored one loosely enough that a rerun writes nothing:
   ``1000`` equals ``1000.0`` and Deyel 8.0's ``"1000"``, ``true`` equals ``"true"``, null equals an empty
-  text, and a date's number equals its text.
+  text, and a date's number equals its text. Numbers are compared exactly (integers as integers, text as
+  ``Decimal``), so a change past a float's 53 bits (``9007199254740993`` to ``...992``) is seen; only
+  when one side is a float is the comparison made in floats (the source's precision is then a float's).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from deyel_provider.instances import SERVER_KEYS
@@ -107,17 +109,29 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any) -> int | float | Decimal | None:
+    """A number as itself, a numeric text (Deyel 8.0 sends numbers so) as an exact ``Decimal``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return value
     if isinstance(value, str):
         try:
-            return float(value)
-        except ValueError:
+            number = Decimal(value)
+        except InvalidOperation:
             return None
+        return number if number.is_finite() else None
     return None
+
+
+def _same_number(a: int | float | Decimal, b: int | float | Decimal) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        # A float's side has a float's precision already: more digits on the other side mean nothing.
+        try:
+            return float(a) == float(b)
+        except OverflowError:
+            return False
+    return a == b  # int and Decimal compare exactly
 
 
 def same(wanted: Any, stored: Any) -> bool:
@@ -146,7 +160,7 @@ def same(wanted: Any, stored: Any) -> bool:
         return wanted == stored
     a, b = _number(wanted), _number(stored)
     if a is not None and b is not None:
-        return a == b
+        return _same_number(a, b)
     return text_of(wanted) == text_of(stored)
 
 
