@@ -201,6 +201,35 @@ def test_numbers_are_compared_exactly_past_a_floats_precision(emulator, deyel_co
     assert not same(big, str(big - 1)) and not same(str(big), big - 1) and not same(12.5, "12.51")
 
 
+def test_uuids_and_times_become_text_and_values_without_a_deyel_form_fail_before_any_write(
+    emulator, deyel_conn
+):
+    from datetime import time, timedelta
+    from uuid import UUID
+
+    code = UUID("12345678-1234-5678-1234-567812345678")
+    source = [
+        customer(1, dsName=code),
+        customer(2, dsName=time(10, 30)),
+        customer(3, dsName=time(8, 0, 0, 5)),
+    ]
+    assert counts(load(source)) == (3, 0, 0, 0)
+    state = stored(emulator)
+    assert [state[f"C-0000{i}"]["dsName"] for i in (1, 2, 3)] == [str(code), "10:30:00", "08:00:00.000005"]
+    emulator.reset()
+    assert counts(load(source)) == (0, 0, 3, 0)
+
+    for bad, where, what in [
+        ([customer(4), customer(5, dsName=b"\x00bin")], "record 2", "'dsName' a bytes value"),
+        ([customer(4, qtEmployee=timedelta(seconds=5))], "record 1", "'qtEmployee' a timedelta value"),
+        ([customer(4, lsAddress=[{"lsAddress/dsCity": {1, 2}}])], "record 1", "'lsAddress' a set value"),
+    ]:
+        emulator.reset()
+        with pytest.raises(DeyelSourceError, match=f"{where} holds in {what}, which has no Deyel form"):
+            load(bad)
+        assert emulator.stats()["api_requests"] == 0
+
+
 def test_modes_insert_and_update(emulator, deyel_conn):
     before, source = mixed(10, existing=6, changed=3)
     seed(emulator, before)

@@ -7,7 +7,9 @@ share one (a typed :class:`~deyel_provider.exceptions.DeyelSourceError` naming t
 in tens of MB; a hash that repeats is confirmed by comparing the keys themselves in a second pass.
 
 Values become Deyel values as they are read (:mod:`deyel_provider.values`): CSV cells are typed by their
-column's prefix; dates, decimals and NaNs from Parquet or Python become what Deyel stores.
+column's prefix; dates, decimals, NaNs, UUIDs and times from Parquet or Python become what Deyel stores, and
+a value with no Deyel form (``bytes``, ``timedelta``) is a ``DeyelSourceError`` naming its record and field,
+raised by :func:`check_keys`' pass, before any write.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
-from deyel_provider.values import csv_value, deyel_value, text_of
+from deyel_provider.values import UnsupportedValue, csv_value, deyel_value, text_of
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -142,7 +144,16 @@ class Source:
             raise DeyelSourceError(
                 f"{self.name}: {where} is {type(row).__name__}, not an object of field names to values"
             )
-        return {field: deyel_value(field, value) for field, value in row.items()}
+        values: dict[str, Any] = {}
+        for field, value in row.items():
+            try:
+                values[field] = deyel_value(field, value)
+            except UnsupportedValue as exc:
+                raise DeyelSourceError(
+                    f"{self.name}: {where} holds in {field!r} {exc} (a text, number, boolean, date or grid); "
+                    f"convert it in the source, e.g. to text"
+                ) from None
+        return values
 
     def _jsonl(self, raw: IO[bytes]) -> Iterator[Record]:
         for number, line in enumerate(raw, 1):
