@@ -553,6 +553,13 @@ def test_bad_input_is_a_typed_error_before_any_request(emulator, deyel_conn, tmp
     fails(DeyelSourceError, "'7' at record 1, record 2", [{KEY: 7, "dsName": "a"}, {KEY: 7.0, "dsName": "b"}])
     fails(DeyelSourceError, r"record 2 has no 'cdCustomer', the key", [customer(1), {"dsName": "No key"}])
     fails(DeyelSourceError, r"record 1 has a list in 'cdCustomer'", [{KEY: ["a"], "dsName": "x"}])
+    # A comma separates the search's filters: this key would be searched as cdCustomer=eq:a AND dsName=eq:b,
+    # never found, and created again on every run.
+    fails(
+        DeyelSourceError,
+        r"record 2 has 'a,dsName=eq:b' in 'cdCustomer', the key: a key holding ',' cannot be searched",
+        [customer(1), {KEY: "a,dsName=eq:b", "dsName": "b"}],
+    )
 
     (tmp_path / "no-key.csv").write_text("dsName,qtEmployee\nA,1\n")
     fails(
@@ -592,7 +599,7 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
     long = [customer(i, prefix="LONG-" + "x" * 34 + "-") for i in range(100)]  # 45-character keys
     odd = [
         customer(1, prefix="semi;colon-"),
-        customer(2, prefix="com,ma-"),
+        customer(2, prefix="eq=ua:ls-"),
         customer(3, prefix="spa ce&amp="),
     ]
     with run_emulator(records=0, max_url_length=1000) as emulator:
@@ -606,9 +613,10 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
         assert counts(load(long + odd, max_search_length=800)) == (103, 0, 0, 0)
         head = len("cdCustomer%3Din%3A")
         per_search = (800 - head) // len("LONG-" + "x" * 34 + "-00000%3B")  # 15 keys of 48 encoded characters
-        # A search per group of long keys (the first chunk of 100), then one per odd key (the second chunk):
-        # those holding ';' or ',' are looked up alone, and the third is a group of one.
-        searches = -(-100 // per_search) + 3
+        # A search per group of long keys (the first chunk of 100), then for the second chunk: the key
+        # holding ';' alone, the two others ('=', ':', '&', a space: a filter's value is all after its
+        # 'op:') in one.
+        searches = -(-100 // per_search) + 2
         assert emulator.methods() == {"GET": searches, "POST": 103}
         assert emulator.stats()["status_counts"].get("414") is None
 

@@ -3,9 +3,9 @@
 ``search=key=in:v1;v2;...`` (documented operator; ``;`` separates the values, assumed and configurable) finds
 a batch's instances in one request. A server refuses request lines past a limit (many accept 8 KiB of
 headers, Tomcat's default), so a batch is split where its encoded ``search`` value would pass
-``max_search_length``. A value holding the separator, or a comma (which may start another clause), is
-looked up alone with ``eq``. Matches are checked on the client too: only an instance whose key equals a
-value asked for counts.
+``max_search_length``. A value holding the separator is looked up alone with ``eq`` (a comma, which starts
+another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). Matches are checked on the
+client too: only an instance whose key equals a value asked for counts.
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ class KeySearch:
         return found
 
     def clauses(self, keys: list[str]) -> list[tuple[str, int]]:
-        """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest."""
+        """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest.
+
+        Keys holding a comma never get here (:func:`~deyel_provider.sources.check_keys` refuses them).
+        """
         clauses: list[tuple[str, int]] = []
         group: list[str] = []
         head = f"{self.key}=in:"
@@ -81,8 +84,8 @@ class KeySearch:
                 clauses.append((head + self._separator.join(group), len(group)))
 
         for text in keys:
-            # A value holding the separator (or a comma, which may start a clause) is looked up alone.
-            if self._separator in text or "," in text:
+            # A value holding the separator is looked up alone.
+            if self._separator in text:
                 clauses.append((f"{self.key}=eq:{text}", 1))
                 continue
             size = len(quote(text + self._separator, safe=""))

@@ -10,6 +10,11 @@ Values become Deyel values as they are read (:mod:`deyel_provider.values`): CSV 
 column's prefix; dates, decimals, NaNs, UUIDs and times from Parquet or Python become what Deyel stores, and
 a value with no Deyel form (``bytes``, ``timedelta``) is a ``DeyelSourceError`` naming its record and field,
 raised by :func:`check_keys`' pass, before any write.
+
+A key must be expressible in Deyel's search grammar (``f=op:v[,f=op:v...]``, ``deyel-api.md``): a comma
+separates filters and the grammar documents no escape, so a key holding one (``a,dsCompany=eq:b``) could
+be searched as two filters, never found, and created again on every run. :func:`check_keys` refuses it.
+``=`` and ``:`` inside a value are fine: a filter's value is everything after its ``op:``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ _RUN = 1 << 20
 _NAMED = 5
 #: Rows decoded at once from a Parquet file.
 _PARQUET_BATCH = 1000
+#: What separates the filters of Deyel's ``search`` (``f=op:v,f=op:v``): a key holding it cannot be searched.
+SEARCH_SEPARATOR = ","
 
 
 @dataclass(frozen=True)
@@ -260,6 +267,13 @@ def check_keys(source: Source, key: str) -> int:
             raise DeyelSourceError(
                 f"{source.name}: {record.where} {what} {key!r}, the key: every record needs a text or number "
                 f"there to be matched with an instance"
+            )
+        if SEARCH_SEPARATOR in text:
+            raise DeyelSourceError(
+                f"{source.name}: {record.where} has {text!r} in {key!r}, the key: a key holding "
+                f"{SEARCH_SEPARATOR!r} cannot be searched (Deyel's search separates filters with it and "
+                f"documents no escape), so its instance would never be found and be created again on every "
+                f"run; change the key in the source or match on another field"
             )
         hashes.append(_key_hash(text))
     suspects = _repeated(hashes)
