@@ -23,6 +23,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.faults import REQUEST_LIMIT_BODY
 from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import (
+    DeyelBadResponseError,
     DeyelConfigError,
     DeyelRejectedError,
     DeyelRequestError,
@@ -628,3 +629,27 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
         emulator.reset()
         assert counts(load(odd, batch_size=1)) == (0, 0, 3, 0)  # one eq search per record
         assert emulator.methods() == {"GET": 3}
+
+
+# -- what the server's answers prove -------------------------------------------------------------------------
+
+SUMMARY_ONLY = [{"idObjectValue": "1", "links": [{"rel": "self", "href": "/forms/ERP_CUSTOMER/instances/1"}]}]
+FILTER_IGNORED = [{"idObjectValue": "7", KEY: "C-09999", "dsName": "Not asked for"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (SUMMARY_ONLY, "instance 1 came without cdCustomer"),
+        (FILTER_IGNORED, "instance 7 has cdCustomer='C-09999', a value not asked for"),
+    ],
+)
+def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulator, deyel_conn, body, match):
+    seed(emulator, [customer(1), customer(9999)])
+    emulator.reset()
+    emulator.set_faults(
+        [{"route": "data", "method": "GET", "action": "status", "status": 200, "body": body, "count": 10}]
+    )
+    with pytest.raises(DeyelBadResponseError, match=f"{match}, so the server did not apply the search"):
+        load([customer(1, dsName="Changed"), customer(2)])
+    assert set(emulator.methods()) == {"GET"}  # neither the create of C-00002 nor the update of C-00001

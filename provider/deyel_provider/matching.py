@@ -5,7 +5,8 @@ a batch's instances in one request. A server refuses request lines past a limit 
 headers, Tomcat's default), so a batch is split where its encoded ``search`` value would pass
 ``max_search_length``. A value holding the separator is looked up alone with ``eq`` (a comma, which starts
 another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). Matches are checked on the
-client too: only an instance whose key equals a value asked for counts.
+client too: an instance without the key, or whose key is not a value asked for, means the server did not
+apply the search, a typed error before any write.
 """
 
 from __future__ import annotations
@@ -57,14 +58,37 @@ class KeySearch:
         self._max_length = max_search_length
 
     def find(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel)."""
+        """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel).
+
+        An instance the search returns without the key, or with a key not asked for, is a
+        :class:`DeyelBadResponseError` before anything is written: dropping it would count its record as
+        missing and create it a second time.
+        """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
             for instance in self._search(clause, expected):
-                text = key_text(instance.get(self.key))
-                if text in found:
-                    found[text].append(instance)
+                value = instance.get(self.key)
+                text = key_text(value)
+                if text not in found:
+                    raise self._not_applied(clause, instance, value)
+                found[text].append(instance)
         return found
+
+    def _not_applied(self, clause: str, instance: dict[str, Any], value: Any) -> DeyelBadResponseError:
+        what = (
+            f"came without {self.key}"
+            if value is None
+            else f"has {self.key}={str(value)[:80]!r}, a value not asked for"
+        )
+        return DeyelBadResponseError(
+            f"searching {self.form} with {clause[:80]!r}: instance {instance.get('idObjectValue')} {what}, "
+            f"so the server did not apply the search as sent (a listing without field values, a filter "
+            f"ignored, another spelling or case of the key); records it cannot match are not written. Check "
+            f"that {self.key!r} is a field of the form, and in_separator (or batch_size=1, one eq search per "
+            f"record, for a server without 'in')",
+            method="GET",
+            path=self._endpoint,
+        )
 
     def clauses(self, keys: list[str]) -> list[tuple[str, int]]:
         """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest.
