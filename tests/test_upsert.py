@@ -25,6 +25,7 @@ from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import (
     DeyelBadResponseError,
     DeyelConfigError,
+    DeyelIncompleteError,
     DeyelRejectedError,
     DeyelRequestError,
     DeyelSourceError,
@@ -653,3 +654,52 @@ def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulato
     with pytest.raises(DeyelBadResponseError, match=f"{match}, so the server did not apply the search"):
         load([customer(1, dsName="Changed"), customer(2)])
     assert set(emulator.methods()) == {"GET"}  # neither the create of C-00002 nor the update of C-00001
+
+
+@pytest.mark.parametrize(
+    ("server", "searches", "searches_again"),
+    [
+        # Chunk 1 (100 keys, all in Deyel): 50 of 101 asked proves nothing, then pages of 50 up to an empty
+        # one; chunk 2 (80 in Deyel): 50, then 30 in a page of 50, a size the server has sent; chunk 3: empty.
+        # Again, chunks 2 and 3 hold 100 and 50: 50 + 50 + empty, and 50 of 51 asked + empty.
+        ({"page_size_max": 50, "send_total": False}, 3 + 2 + 1, 3 + 3 + 2),
+        ({"page_size_max": 50}, 2 + 2 + 1, 2 + 2 + 1),  # the total (of the search) ends each search
+        ({"ignore_page_size": True, "page_size_default": 30, "send_total": False}, 4 + 3 + 1, 4 + 4 + 2),
+        ({}, 3, 3),
+    ],
+    ids=["capped-no-total", "capped-total", "size-ignored-no-total", "plain"],
+)
+def test_a_server_that_caps_pages_below_the_batch_creates_no_duplicate(
+    deyel_conn, server, searches, searches_again
+):
+    before, source = mixed(250, existing=180, changed=20)
+    with run_emulator(records=0, **server) as emulator:
+        deyel_conn(url=emulator.url)
+        seed(emulator, before)
+        emulator.reset()
+        # A short page (50 of the 101 asked) is not taken as the last: the chunk's keys are all found.
+        assert counts(load(source, batch_size=100)) == (70, 20, 160, 0)
+        assert emulator.methods() == {"GET": searches, "POST": 70, "PATCH": 20}
+        assert_state_is(emulator, source)
+        emulator.reset()
+        assert counts(load(source, batch_size=100)) == (0, 0, 250, 0)
+        assert emulator.methods() == {"GET": searches_again}
+
+
+def test_a_total_that_ignores_the_search_names_total_header_none_which_then_loads_right(deyel_conn):
+    before, source = mixed(150, existing=100, changed=10)
+    with run_emulator(records=0, total_ignores_search=True) as emulator:
+        deyel_conn(url=emulator.url)
+        seed(emulator, [*before, customer(1, prefix="other-")])
+        emulator.reset()
+        with pytest.raises(
+            DeyelIncompleteError,
+            match=r"X-Total-Count header says 101 instances match, but the pages held 100 and then ended: "
+            r"the header does not count the search .* total_header to none",
+        ):
+            load(source)
+        assert set(emulator.methods()) == {"GET"}
+
+        deyel_conn(url=emulator.url, extra={"total_header": "none"})
+        assert counts(load(source)) == (50, 10, 90, 0)
+        assert_state_is(emulator, source, prefix="C-")

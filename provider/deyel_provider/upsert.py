@@ -119,7 +119,8 @@ def upsert(
         existing ones only; a record without an instance is rejected).
     :param max_workers: requests in flight, or ``"auto"``.
     :param max_workers_ceiling: the most requests ``"auto"`` keeps in flight.
-    :param batch_size: records matched by one search (at most the server's page size, assumed 1000).
+    :param batch_size: records matched by one search, at most 1000 (a server whose pages are smaller is
+        paged through: see :meth:`KeySearch._search`).
     :param max_search_length: the most encoded characters of one ``search`` value (a batch is split past it).
     :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed).
     :param max_rejects: rejects tolerated; past it the load still finishes, then raises
