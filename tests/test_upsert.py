@@ -703,3 +703,10 @@ def test_a_total_that_ignores_the_search_names_total_header_none_which_then_load
         deyel_conn(url=emulator.url, extra={"total_header": "none"})
         assert counts(load(source)) == (50, 10, 90, 0)
         assert_state_is(emulator, source, prefix="C-")
+
+
+def test_a_load_that_cannot_start_leaves_no_temporary_rejects_file(emulator, deyel_conn, tmp_path):
+    deyel_conn(extra={"paging": "pages"})
+    with pytest.raises(DeyelConfigError, match="extra field 'paging' must be one of"):
+        load([customer(1)], rejects=str(tmp_path / "out" / "rejects.jsonl"))
+    assert list((tmp_path / "out").iterdir()) == []
