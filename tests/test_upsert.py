@@ -23,7 +23,9 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.faults import REQUEST_LIMIT_BODY
 from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import (
+    DeyelBadResponseError,
     DeyelConfigError,
+    DeyelIncompleteError,
     DeyelRejectedError,
     DeyelRequestError,
     DeyelSourceError,
@@ -184,6 +186,50 @@ def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
     assert state["C-4"]["dtOpening"] == "1540782000000"
     emulator.reset()
     assert counts(load(source)) == (0, 0, 4, 0)  # the same values, told apart from nothing
+
+
+def test_numbers_are_compared_exactly_past_a_floats_precision(emulator, deyel_conn):
+    from deyel_provider.values import same
+
+    big = 2**53 + 1  # 9007199254740993: as a float, the same as 2**53
+    # Deyel 8.0 sends numbers as text: "1000" and "12.50" hold what the source's 1000.0 and 12.5 say.
+    seed(emulator, [customer(1, qtEmployee=big), customer(2, qtEmployee="1000", nuRevenue="12.50")])
+    emulator.reset()
+    source = [customer(1, qtEmployee=big - 1), customer(2, qtEmployee=1000.0, nuRevenue=12.5)]
+    assert counts(load(source)) == (0, 1, 1, 0)
+    assert emulator.methods() == {"GET": 1, "PATCH": 1}
+    assert stored(emulator)["C-00001"]["qtEmployee"] == big - 1
+    assert same(1000, 1000.0) and same(1000, "1000") and same(1000.0, "1000") and same("1000", 1000)
+    assert not same(big, str(big - 1)) and not same(str(big), big - 1) and not same(12.5, "12.51")
+
+
+def test_uuids_and_times_become_text_and_values_without_a_deyel_form_fail_before_any_write(
+    emulator, deyel_conn
+):
+    from datetime import time, timedelta
+    from uuid import UUID
+
+    code = UUID("12345678-1234-5678-1234-567812345678")
+    source = [
+        customer(1, dsName=code),
+        customer(2, dsName=time(10, 30)),
+        customer(3, dsName=time(8, 0, 0, 5)),
+    ]
+    assert counts(load(source)) == (3, 0, 0, 0)
+    state = stored(emulator)
+    assert [state[f"C-0000{i}"]["dsName"] for i in (1, 2, 3)] == [str(code), "10:30:00", "08:00:00.000005"]
+    emulator.reset()
+    assert counts(load(source)) == (0, 0, 3, 0)
+
+    for bad, where, what in [
+        ([customer(4), customer(5, dsName=b"\x00bin")], "record 2", "'dsName' a bytes value"),
+        ([customer(4, qtEmployee=timedelta(seconds=5))], "record 1", "'qtEmployee' a timedelta value"),
+        ([customer(4, lsAddress=[{"lsAddress/dsCity": {1, 2}}])], "record 1", "'lsAddress' a set value"),
+    ]:
+        emulator.reset()
+        with pytest.raises(DeyelSourceError, match=f"{where} holds in {what}, which has no Deyel form"):
+            load(bad)
+        assert emulator.stats()["api_requests"] == 0
 
 
 def test_modes_insert_and_update(emulator, deyel_conn):
@@ -509,6 +555,13 @@ def test_bad_input_is_a_typed_error_before_any_request(emulator, deyel_conn, tmp
     fails(DeyelSourceError, "'7' at record 1, record 2", [{KEY: 7, "dsName": "a"}, {KEY: 7.0, "dsName": "b"}])
     fails(DeyelSourceError, r"record 2 has no 'cdCustomer', the key", [customer(1), {"dsName": "No key"}])
     fails(DeyelSourceError, r"record 1 has a list in 'cdCustomer'", [{KEY: ["a"], "dsName": "x"}])
+    # A comma separates the search's filters: this key would be searched as cdCustomer=eq:a AND dsName=eq:b,
+    # never found, and created again on every run.
+    fails(
+        DeyelSourceError,
+        r"record 2 has 'a,dsName=eq:b' in 'cdCustomer', the key: a key holding ',' cannot be searched",
+        [customer(1), {KEY: "a,dsName=eq:b", "dsName": "b"}],
+    )
 
     (tmp_path / "no-key.csv").write_text("dsName,qtEmployee\nA,1\n")
     fails(
@@ -548,7 +601,7 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
     long = [customer(i, prefix="LONG-" + "x" * 34 + "-") for i in range(100)]  # 45-character keys
     odd = [
         customer(1, prefix="semi;colon-"),
-        customer(2, prefix="com,ma-"),
+        customer(2, prefix="eq=ua:ls-"),
         customer(3, prefix="spa ce&amp="),
     ]
     with run_emulator(records=0, max_url_length=1000) as emulator:
@@ -562,9 +615,10 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
         assert counts(load(long + odd, max_search_length=800)) == (103, 0, 0, 0)
         head = len("cdCustomer%3Din%3A")
         per_search = (800 - head) // len("LONG-" + "x" * 34 + "-00000%3B")  # 15 keys of 48 encoded characters
-        # A search per group of long keys (the first chunk of 100), then one per odd key (the second chunk):
-        # those holding ';' or ',' are looked up alone, and the third is a group of one.
-        searches = -(-100 // per_search) + 3
+        # A search per group of long keys (the first chunk of 100), then for the second chunk: the key
+        # holding ';' alone, the two others ('=', ':', '&', a space: a filter's value is all after its
+        # 'op:') in one.
+        searches = -(-100 // per_search) + 2
         assert emulator.methods() == {"GET": searches, "POST": 103}
         assert emulator.stats()["status_counts"].get("414") is None
 
@@ -576,3 +630,83 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
         emulator.reset()
         assert counts(load(odd, batch_size=1)) == (0, 0, 3, 0)  # one eq search per record
         assert emulator.methods() == {"GET": 3}
+
+
+# -- what the server's answers prove -------------------------------------------------------------------------
+
+SUMMARY_ONLY = [{"idObjectValue": "1", "links": [{"rel": "self", "href": "/forms/ERP_CUSTOMER/instances/1"}]}]
+FILTER_IGNORED = [{"idObjectValue": "7", KEY: "C-09999", "dsName": "Not asked for"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (SUMMARY_ONLY, "instance 1 came without cdCustomer"),
+        (FILTER_IGNORED, "instance 7 has cdCustomer='C-09999', a value not asked for"),
+    ],
+)
+def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulator, deyel_conn, body, match):
+    seed(emulator, [customer(1), customer(9999)])
+    emulator.reset()
+    emulator.set_faults(
+        [{"route": "data", "method": "GET", "action": "status", "status": 200, "body": body, "count": 10}]
+    )
+    with pytest.raises(DeyelBadResponseError, match=f"{match}, so the server did not apply the search"):
+        load([customer(1, dsName="Changed"), customer(2)])
+    assert set(emulator.methods()) == {"GET"}  # neither the create of C-00002 nor the update of C-00001
+
+
+@pytest.mark.parametrize(
+    ("server", "searches", "searches_again"),
+    [
+        # Chunk 1 (100 keys, all in Deyel): 50 of 101 asked proves nothing, then pages of 50 up to an empty
+        # one; chunk 2 (80 in Deyel): 50, then 30 in a page of 50, a size the server has sent; chunk 3: empty.
+        # Again, chunks 2 and 3 hold 100 and 50: 50 + 50 + empty, and 50 of 51 asked + empty.
+        ({"page_size_max": 50, "send_total": False}, 3 + 2 + 1, 3 + 3 + 2),
+        ({"page_size_max": 50}, 2 + 2 + 1, 2 + 2 + 1),  # the total (of the search) ends each search
+        ({"ignore_page_size": True, "page_size_default": 30, "send_total": False}, 4 + 3 + 1, 4 + 4 + 2),
+        ({}, 3, 3),
+    ],
+    ids=["capped-no-total", "capped-total", "size-ignored-no-total", "plain"],
+)
+def test_a_server_that_caps_pages_below_the_batch_creates_no_duplicate(
+    deyel_conn, server, searches, searches_again
+):
+    before, source = mixed(250, existing=180, changed=20)
+    with run_emulator(records=0, **server) as emulator:
+        deyel_conn(url=emulator.url)
+        seed(emulator, before)
+        emulator.reset()
+        # A short page (50 of the 101 asked) is not taken as the last: the chunk's keys are all found.
+        assert counts(load(source, batch_size=100)) == (70, 20, 160, 0)
+        assert emulator.methods() == {"GET": searches, "POST": 70, "PATCH": 20}
+        assert_state_is(emulator, source)
+        emulator.reset()
+        assert counts(load(source, batch_size=100)) == (0, 0, 250, 0)
+        assert emulator.methods() == {"GET": searches_again}
+
+
+def test_a_total_that_ignores_the_search_names_total_header_none_which_then_loads_right(deyel_conn):
+    before, source = mixed(150, existing=100, changed=10)
+    with run_emulator(records=0, total_ignores_search=True) as emulator:
+        deyel_conn(url=emulator.url)
+        seed(emulator, [*before, customer(1, prefix="other-")])
+        emulator.reset()
+        with pytest.raises(
+            DeyelIncompleteError,
+            match=r"X-Total-Count header says 101 instances match, but the pages held 100 and then ended: "
+            r"the header does not count the search .* total_header to none",
+        ):
+            load(source)
+        assert set(emulator.methods()) == {"GET"}
+
+        deyel_conn(url=emulator.url, extra={"total_header": "none"})
+        assert counts(load(source)) == (50, 10, 90, 0)
+        assert_state_is(emulator, source, prefix="C-")
+
+
+def test_a_load_that_cannot_start_leaves_no_temporary_rejects_file(emulator, deyel_conn, tmp_path):
+    deyel_conn(extra={"paging": "pages"})
+    with pytest.raises(DeyelConfigError, match="extra field 'paging' must be one of"):
+        load([customer(1)], rejects=str(tmp_path / "out" / "rejects.jsonl"))
+    assert list((tmp_path / "out").iterdir()) == []

@@ -3,9 +3,13 @@
 ``search=key=in:v1;v2;...`` (documented operator; ``;`` separates the values, assumed and configurable) finds
 a batch's instances in one request. A server refuses request lines past a limit (many accept 8 KiB of
 headers, Tomcat's default), so a batch is split where its encoded ``search`` value would pass
-``max_search_length``. A value holding the separator, or a comma (which may start another clause), is
-looked up alone with ``eq``. Matches are checked on the client too: only an instance whose key equals a
-value asked for counts.
+``max_search_length``. A value holding the separator is looked up alone with ``eq`` (a comma, which starts
+another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). Matches are checked on the
+client too: an instance without the key, or whose key is not a value asked for, means the server did not
+apply the search, a typed error before any write.
+
+A key is "missing" (then created) only when the search is proven complete: see :meth:`KeySearch._search`
+for why a page shorter than asked is not proof by itself (a server that caps pages sends short pages too).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ if TYPE_CHECKING:
 #: The most encoded characters of one ``search`` value: the request line then stays far below the 8 KiB of
 #: headers many servers accept (Tomcat's default), Authorization included.
 MAX_SEARCH_LENGTH = 4000
-#: The assumed server cap on a page (``deyel-api.md``): a batch's search must come back in one page.
+#: The assumed server cap on a page (``deyel-api.md``): the largest page asked for.
 MAX_BATCH = 1000
 
 
@@ -55,19 +59,47 @@ class KeySearch:
         self._get = get
         self._separator = separator
         self._max_length = max_search_length
+        #: The longest page the server has sent: it serves pages of that size in full (its cap is no lower).
+        self._honoured = 0
 
     def find(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel)."""
+        """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel).
+
+        An instance the search returns without the key, or with a key not asked for, is a
+        :class:`DeyelBadResponseError` before anything is written: dropping it would count its record as
+        missing and create it a second time.
+        """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
             for instance in self._search(clause, expected):
-                text = key_text(instance.get(self.key))
-                if text in found:
-                    found[text].append(instance)
+                value = instance.get(self.key)
+                text = key_text(value)
+                if text not in found:
+                    raise self._not_applied(clause, instance, value)
+                found[text].append(instance)
         return found
 
+    def _not_applied(self, clause: str, instance: dict[str, Any], value: Any) -> DeyelBadResponseError:
+        what = (
+            f"came without {self.key}"
+            if value is None
+            else f"has {self.key}={str(value)[:80]!r}, a value not asked for"
+        )
+        return DeyelBadResponseError(
+            f"searching {self.form} with {clause[:80]!r}: instance {instance.get('idObjectValue')} {what}, "
+            f"so the server did not apply the search as sent (a listing without field values, a filter "
+            f"ignored, another spelling or case of the key); records it cannot match are not written. Check "
+            f"that {self.key!r} is a field of the form, and in_separator (or batch_size=1, one eq search per "
+            f"record, for a server without 'in')",
+            method="GET",
+            path=self._endpoint,
+        )
+
     def clauses(self, keys: list[str]) -> list[tuple[str, int]]:
-        """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest."""
+        """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest.
+
+        Keys holding a comma never get here (:func:`~deyel_provider.sources.check_keys` refuses them).
+        """
         clauses: list[tuple[str, int]] = []
         group: list[str] = []
         head = f"{self.key}=in:"
@@ -81,8 +113,8 @@ class KeySearch:
                 clauses.append((head + self._separator.join(group), len(group)))
 
         for text in keys:
-            # A value holding the separator (or a comma, which may start a clause) is looked up alone.
-            if self._separator in text or "," in text:
+            # A value holding the separator is looked up alone.
+            if self._separator in text:
                 clauses.append((f"{self.key}=eq:{text}", 1))
                 continue
             size = len(quote(text + self._separator, safe=""))
@@ -95,9 +127,17 @@ class KeySearch:
         return clauses
 
     def _search(self, clause: str, expected: int) -> list[dict[str, Any]]:
-        """Every instance the clause matches, through as many pages as it takes."""
+        """Every instance the clause matches, through as many pages as it takes.
+
+        The page size asked is one more than can match, so a page that holds every match is short and
+        needs no next request. But a server may cap its pages below what is asked, and a capped page is
+        short too: a short page proves the end only when a total header says every match came, the page
+        is empty, or the server has already sent a page of at least this size (so it serves it in full).
+        Otherwise the search goes on from where it is, in pages the size of the short one: the server
+        sent that many, so it serves pages of that size in full. Without a total header this costs one
+        request more per search (the empty page that ends it), never a missed instance.
+        """
         paging = self._paging
-        # One more than can match: a page that is not full is then the last, without asking for another.
         size = min(expected + 1, MAX_BATCH)
         url: str = self._endpoint
         query: dict[str, Any] | None = {"search": clause, **paging.params_for(0, size)}
@@ -114,6 +154,7 @@ class KeySearch:
                     )
                 fresh += str(instance_id) not in instances
                 instances[str(instance_id)] = instance
+            self._honoured = max(self._honoured, len(page.records))
             if not paging.pages or not fresh:
                 break
             if paging.strategy == "link":
@@ -121,16 +162,21 @@ class KeySearch:
                     break
                 url, query = page.next_url, None
                 continue
-            short = len(page.records) < size
             if page.total is not None and len(instances) >= page.total:
                 break
-            if short and page.total is None:
-                break
-            if short:
-                raise DeyelIncompleteError(
-                    f"searching {self.form} by {self.key}: the server sent {len(page.records)} instances of "
-                    f"{page.total} in a page of {size}; lower batch_size to the server's page size"
-                )
+            if len(page.records) < size:
+                if size <= self._honoured:
+                    break  # a size the server has sent in full: this short page is the last
+                # Only a first page gets here (later ones have a size the server sent): go on in pages of
+                # its length, the next one starting after it.
+                size = len(page.records)
             index += 1
             query = {"search": clause, **paging.params_for(index, size)}
+        if page.total is not None and len(instances) < page.total:
+            raise DeyelIncompleteError(
+                f"searching {self.form} by {self.key}: the {paging.total_header} header says "
+                f"{page.total} instances match, but the pages held {len(instances)} and then ended: the "
+                f"header does not count the search (it counts the whole form?). Set the connection's "
+                f"total_header to none; the load then proves a search's end by its pages alone"
+            )
         return list(instances.values())

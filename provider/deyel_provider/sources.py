@@ -7,7 +7,14 @@ share one (a typed :class:`~deyel_provider.exceptions.DeyelSourceError` naming t
 in tens of MB; a hash that repeats is confirmed by comparing the keys themselves in a second pass.
 
 Values become Deyel values as they are read (:mod:`deyel_provider.values`): CSV cells are typed by their
-column's prefix; dates, decimals and NaNs from Parquet or Python become what Deyel stores.
+column's prefix; dates, decimals, NaNs, UUIDs and times from Parquet or Python become what Deyel stores, and
+a value with no Deyel form (``bytes``, ``timedelta``) is a ``DeyelSourceError`` naming its record and field,
+raised by :func:`check_keys`' pass, before any write.
+
+A key must be expressible in Deyel's search grammar (``f=op:v[,f=op:v...]``, ``deyel-api.md``): a comma
+separates filters and the grammar documents no escape, so a key holding one (``a,dsCompany=eq:b``) could
+be searched as two filters, never found, and created again on every run. :func:`check_keys` refuses it.
+``=`` and ``:`` inside a value are fine: a filter's value is everything after its ``op:``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
-from deyel_provider.values import csv_value, deyel_value, text_of
+from deyel_provider.values import UnsupportedValue, csv_value, deyel_value, text_of
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -37,6 +44,8 @@ _RUN = 1 << 20
 _NAMED = 5
 #: Rows decoded at once from a Parquet file.
 _PARQUET_BATCH = 1000
+#: What separates the filters of Deyel's ``search`` (``f=op:v,f=op:v``): a key holding it cannot be searched.
+SEARCH_SEPARATOR = ","
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,16 @@ class Source:
             raise DeyelSourceError(
                 f"{self.name}: {where} is {type(row).__name__}, not an object of field names to values"
             )
-        return {field: deyel_value(field, value) for field, value in row.items()}
+        values: dict[str, Any] = {}
+        for field, value in row.items():
+            try:
+                values[field] = deyel_value(field, value)
+            except UnsupportedValue as exc:
+                raise DeyelSourceError(
+                    f"{self.name}: {where} holds in {field!r} {exc} (a text, number, boolean, date or grid); "
+                    f"convert it in the source, e.g. to text"
+                ) from None
+        return values
 
     def _jsonl(self, raw: IO[bytes]) -> Iterator[Record]:
         for number, line in enumerate(raw, 1):
@@ -249,6 +267,13 @@ def check_keys(source: Source, key: str) -> int:
             raise DeyelSourceError(
                 f"{source.name}: {record.where} {what} {key!r}, the key: every record needs a text or number "
                 f"there to be matched with an instance"
+            )
+        if SEARCH_SEPARATOR in text:
+            raise DeyelSourceError(
+                f"{source.name}: {record.where} has {text!r} in {key!r}, the key: a key holding "
+                f"{SEARCH_SEPARATOR!r} cannot be searched (Deyel's search separates filters with it and "
+                f"documents no escape), so its instance would never be found and be created again on every "
+                f"run; change the key in the source or match on another field"
             )
         hashes.append(_key_hash(text))
     suspects = _repeated(hashes)

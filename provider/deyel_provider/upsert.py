@@ -119,7 +119,8 @@ def upsert(
         existing ones only; a record without an instance is rejected).
     :param max_workers: requests in flight, or ``"auto"``.
     :param max_workers_ceiling: the most requests ``"auto"`` keeps in flight.
-    :param batch_size: records matched by one search (at most the server's page size, assumed 1000).
+    :param batch_size: records matched by one search, at most 1000 (a server whose pages are smaller is
+        paged through: see :meth:`KeySearch._search`).
     :param max_search_length: the most encoded characters of one ``search`` value (a batch is split past it).
     :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed).
     :param max_rejects: rejects tolerated; past it the load still finishes, then raises
@@ -154,22 +155,24 @@ def upsert(
     records = Source(source, format=source_format, conn_id=source_conn_id)
     total = check_keys(records, key)
     logger.info("loading %d records of %s into %s (key %s, mode %s)", total, records.name, form, key, mode)
-    sink = RejectsFile(rejects, rejects_conn_id, logger) if rejects is not None else None
-    loader = _Loader(
-        hook,
-        form,
-        endpoint,
-        key,
-        fields=[f for f in fields if f != key] if fields is not None else None,
-        mode=mode,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        max_search_length=max_search_length,
-        in_separator=in_separator,
-        logger=logger,
-    )
-    loader.started = started  # the key check counts too
+    sink: RejectsFile | None = None
     try:
+        # Inside the try: a loader that cannot start (a connection's bad paging) leaves no temporary file.
+        sink = RejectsFile(rejects, rejects_conn_id, logger) if rejects is not None else None
+        loader = _Loader(
+            hook,
+            form,
+            endpoint,
+            key,
+            fields=[f for f in fields if f != key] if fields is not None else None,
+            mode=mode,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            max_search_length=max_search_length,
+            in_separator=in_separator,
+            logger=logger,
+        )
+        loader.started = started  # the key check counts too
         counts = loader.run(records, sink, progress_interval)
     except BaseException:
         if sink is not None:

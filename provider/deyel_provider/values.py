@@ -6,12 +6,17 @@ values from JSON, CSV text or Parquet columns, so:
 
 - :func:`deyel_value` turns what Python readers produce into what Deyel stores: a ``datetime`` (naive means
   UTC) or ``date`` into epoch-ms text, a number in a ``dt``, ``cd`` or ``ds`` field into its text, a
-  ``Decimal`` into a number, a NaN into null;
+  ``Decimal`` into a number, a NaN into null, a ``UUID`` into its text, a ``time`` into ``HH:MM:SS`` text
+  (``HH:MM:SS.ffffff`` with microseconds). A value with no obvious Deyel form (``bytes``, ``timedelta``,
+  a set, any other object) raises :class:`UnsupportedValue`, which the reader turns into a typed error
+  naming the record and field while the keys are checked, before any write;
 - :func:`csv_value` types a CSV cell by its column's prefix (as the extraction writes them: empty is null,
   ``true``/``false``, grids as JSON text); a cell that does not parse stays text, for Deyel to refuse;
 - :func:`same` compares a source value with the stored one loosely enough that a rerun writes nothing:
   ``1000`` equals ``1000.0`` and Deyel 8.0's ``"1000"``, ``true`` equals ``"true"``, null equals an empty
-  text, and a date's number equals its text.
+  text, and a date's number equals its text. Numbers are compared exactly (integers as integers, text as
+  ``Decimal``), so a change past a float's 53 bits (``9007199254740993`` to ``...992``) is seen; only
+  when one side is a float is the comparison made in floats (the source's precision is then a float's).
 """
 
 from __future__ import annotations
@@ -20,14 +25,19 @@ import calendar
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timezone
-from decimal import Decimal
+from datetime import date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any
+from uuid import UUID
 
 from deyel_provider.instances import SERVER_KEYS
 
 _KINDS = (("cd", "text"), ("ds", "text"), ("qt", "number"), ("nu", "number"), ("cb", "boolean"))
 _MORE_KINDS = (("dt", "date"), ("ls", "grid"))
+
+
+class UnsupportedValue(ValueError):
+    """A source value that has no Deyel form (the reader names the record and field)."""
 
 
 def field_kind(field: str) -> str | None:
@@ -67,11 +77,20 @@ def deyel_value(field: str, value: Any) -> Any:
         and field_kind(field) in ("date", "text")
     ):
         return text_of(value)  # a warehouse's numeric code or epoch number, in a text or date field
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, time):
+        return value.isoformat()  # HH:MM:SS, or HH:MM:SS.ffffff: no digit is dropped
     if isinstance(value, list):
-        return [
-            {k: deyel_value(k, v) for k, v in row.items()} if isinstance(row, dict) else row for row in value
-        ]
-    return value
+        return [deyel_value(field, row) for row in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise UnsupportedValue("an object whose names are not all text")
+        return {k: deyel_value(k, v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    # bytes (which encoding? base64?), timedelta (which unit?), sets, objects: the source must say.
+    raise UnsupportedValue(f"a {type(value).__name__} value, which has no Deyel form")
 
 
 def csv_value(field: str, cell: str) -> Any:
@@ -107,17 +126,29 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any) -> int | float | Decimal | None:
+    """A number as itself, a numeric text (Deyel 8.0 sends numbers so) as an exact ``Decimal``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return value
     if isinstance(value, str):
         try:
-            return float(value)
-        except ValueError:
+            number = Decimal(value)
+        except InvalidOperation:
             return None
+        return number if number.is_finite() else None
     return None
+
+
+def _same_number(a: int | float | Decimal, b: int | float | Decimal) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        # A float's side has a float's precision already: more digits on the other side mean nothing.
+        try:
+            return float(a) == float(b)
+        except OverflowError:
+            return False
+    return a == b  # int and Decimal compare exactly
 
 
 def same(wanted: Any, stored: Any) -> bool:
@@ -146,7 +177,7 @@ def same(wanted: Any, stored: Any) -> bool:
         return wanted == stored
     a, b = _number(wanted), _number(stored)
     if a is not None and b is not None:
-        return a == b
+        return _same_number(a, b)
     return text_of(wanted) == text_of(stored)
 
 

@@ -47,7 +47,8 @@ class DeyelUpsertOperator(BaseOperator):
     :param max_rejects: rejects tolerated before the task fails.
     :param rejects: where to publish the rejects as JSON Lines, one per record with Deyel's ``errors``
         (published atomically, replacing an older file) (templated).
-    :param batch_size: records matched by one search; at most the server's page size (1000 assumed).
+    :param batch_size: records matched by one search, at most 1000 (a server whose pages are smaller is
+        paged through).
     :param max_search_length: the most encoded characters of one ``search`` value; a longer batch is split.
     :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed, undocumented).
     :param source_format: ``jsonl``, ``csv`` or ``parquet``; default: from the file's suffix (templated).
