@@ -26,6 +26,8 @@ EXTRACT_DAG, EXTRACT_AT, EXTRACT_FILE = (
     "2026-01-02T00:00:00Z",
     "CRM_ACCOUNT/2026-01-01.jsonl",
 )
+# Extractions of a data interval: triggered for that day (a run without a logical date has no interval).
+INTERVAL_DAGS = {EXTRACT_DAG, "deyel_extract_lake"}
 # Scheduled on the extraction's Asset: started by its event, not triggered.
 ASSET_SCHEDULED = {"deyel_extract_consumer"}
 
@@ -69,7 +71,7 @@ def finished_runs(local_deployment, local_emulator):
         if dag_id in ASSET_SCHEDULED:
             api.unpause(dag_id)
         else:
-            runs[dag_id] = api.trigger(dag_id, logical_date=EXTRACT_AT if dag_id == EXTRACT_DAG else None)
+            runs[dag_id] = api.trigger(dag_id, logical_date=EXTRACT_AT if dag_id in INTERVAL_DAGS else None)
     finished = {dag_id: api.wait_for_run(dag_id, run_id) for dag_id, run_id in runs.items()}
     for dag_id in ASSET_SCHEDULED:
         finished[dag_id] = api.wait_for_run(dag_id, api.wait_for_any_run(dag_id))
