@@ -302,6 +302,8 @@ def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
 ):
     """Through Airflow's task runner: a day with changes gives a Parquet part and one Asset event listing it;
     an empty day (on_empty="skip") succeeds with no file and no event, so nothing downstream runs."""
+    import json
+
     import duckdb
     import pendulum
     from airflow import settings
@@ -331,7 +333,9 @@ def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
     part = folder / "2026-01-01.part-00000.parquet"
     assert summary["parts"] == [{"path": part.as_uri(), "records": 50, "bytes": part.stat().st_size}]
     assert [extra["parts"] for extra in events] == [summary["parts"]]
-    assert os.listdir(folder) == [part.name]
+    assert sorted(os.listdir(folder)) == ["2026-01-01.part-00000.parquet", "2026-01-01.parts.json"]
+    manifest = json.loads((folder / "2026-01-01.parts.json").read_text())  # published last: the commit point
+    assert manifest["records"] == 50 and [p["records"] for p in manifest["parts"]] == [50]
     described = duckdb.sql(f"DESCRIBE SELECT * FROM '{part}'").fetchall()  # noqa: S608
     types = {name: kind for name, kind, *_ in described}
     assert (types["dtLastUpdate"], types["qtEmployee"], types["lsAddress"]) == (
