@@ -55,10 +55,10 @@ def test_no_plain_option_has_a_name_airflow_hides():
         assert hidden == spec.secret, f"extra {spec.name!r}: Airflow would hide its value in the UI"
 
 
-def test_readme_documents_every_option():
-    readme = (ROOT / "README.md").read_text()
+def test_the_connection_reference_documents_every_option():
+    reference = (ROOT / "docs" / "connection.md").read_text()
     for spec in EXTRA_FIELDS:
-        assert f"| `{spec.name}` | {spec.label} |" in readme, spec.name
+        assert f"| `{spec.name}` | {spec.label} |" in reference, spec.name
 
 
 def test_airflow_lists_the_provider_and_its_connection_type():

@@ -279,7 +279,7 @@ ALIASES: dict[str, str] = {
 
 _LOCK_WAIT_RETIRED = (
     "a process now waits for another's token renewal while that renewal's holder is alive, up to the budget "
-    "of one renewal derived from the retry_* extras and timeout (see the README, Sharing tokens)"
+    "of one renewal derived from the retry_* extras and timeout (see docs/tokens.md)"
 )
 
 #: Options no longer read, and why: a warning names them, their value is ignored.

@@ -39,7 +39,7 @@ RENEWAL_MARGIN = 5.0
 class RenewalBudget:
     """How long one token renewal may take, derived from the retry policy and the request timeout.
 
-    The one place where it is computed (see :meth:`RetryPolicy.renewal_budget`); the README states it.
+    The one place where it is computed (see :meth:`RetryPolicy.renewal_budget`); docs/tokens.md states it.
 
     :param fetching: the renewing process starts no attempt, and sleeps no wait, that could end past this
         many seconds after the renewal began (a ``Retry-After`` that does not fit ends the renewal with the

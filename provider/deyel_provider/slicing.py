@@ -5,7 +5,7 @@ later instance up one slot, so the instance at the next page boundary is never r
 slices ``field=gte:a,field=lt:b`` instead (documented search operators), each small enough to come back in
 one response, so a change elsewhere cannot shift it.
 
-The contract (the README's "Extracting data" states it for users):
+The contract (docs/extraction.md states it for users):
 
 1. Every instance that matches the search for the whole read is yielded exactly once; one that changes
    during the read is yielded once (the version before or after the change); one created or deleted during

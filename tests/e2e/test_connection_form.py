@@ -2,7 +2,7 @@
 
 A user's path through the Airflow 3 UI: sign in, Admin > Connections > Add, choose "Deyel", fill the form,
 save, press the row's Test button; then change the secret to a wrong one and test again. Screenshots go to
-``artifacts/e2e/`` (the filled form is the README's picture, copied to ``docs/connection-form.png``).
+``artifacts/e2e/`` (the filled form is the picture in docs/connection.md, ``docs/connection-form.png``).
 """
 
 from __future__ import annotations

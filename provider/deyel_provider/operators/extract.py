@@ -35,7 +35,7 @@ _TEMPLATE_START = re.compile(r"{{|{%")
 class DeyelExtractOperator(BaseOperator):
     """Extract a form's instances to a file or object-store object: every instance exactly once, or a failure.
 
-    The contract (the README's "Extracting data" says more):
+    The contract (docs/extraction.md says more):
 
     1. In one output file, every instance that matches ``search`` (and the run's window) for the whole run
        appears exactly once; one changed during the run appears once (before or after the change); one
@@ -82,8 +82,8 @@ class DeyelExtractOperator(BaseOperator):
         3.14), the output name ending with ``.gz`` or ``.zst``; default none. Parquet: ``snappy`` (default),
         ``zstd``, ``gzip`` or ``none`` (templated).
     :param schema: Parquet column types by field, e.g. ``{"qtEmployee": "int64"}`` (``string``, ``int64``,
-        ``float64``, ``bool``, ``timestamp``, ``json``); fields not declared are inferred (README, "Parquet
-        types").
+        ``float64``, ``bool``, ``timestamp``, ``json``); fields not declared are inferred
+        (docs/extraction.md, "Parquet types").
     :param on_empty: ``write`` (default: an empty file, and the Asset event) or ``skip`` (no file, no event,
         ``"skipped": true`` in the XCom) when the run finds no instance.
     :param max_file_bytes: split the output into parts ``<stem>.part-00000<ext>``... of about this many bytes
