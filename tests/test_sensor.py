@@ -144,10 +144,11 @@ def test_without_a_total_header_the_count_is_read_from_pages(deyel_conn):
         xcom = sensor(form="CRM_ACCOUNT", search=None, min_count=1500).execute({})
         assert (xcom["count"], xcom["count_exact"]) == (2000, False)
         assert xcom["instances"] == [{"idObjectValue": "1"}]
-        # The first page (one instance), then two pages of 1000 until 1500 are seen.
-        assert emulator.stats()["api_requests"] == 3
+        # The first page holds up to min_count (1000 at most), then one more page of 1000: 1500 are seen.
+        assert emulator.stats()["api_requests"] == 2
         emulator.reset()
-        # Three matches, five wanted: the first page is full, the counting page is short, so 3 is exact.
+        # Three matches, five wanted: the first page (of five) is short; the next page of three is empty,
+        # which proves the end (a short page alone could be the server's cap), so 3 is exact.
         few = sensor(form="CRM_ACCOUNT", search="idObjectValue=in:1;2;3", min_count=5)
         assert few.poke({}) is False
         assert emulator.stats()["api_requests"] == 2
@@ -260,3 +261,32 @@ def test_many_deferred_sensors_share_one_token(emulator, deyel_conn, cache, tmp_
     stats = emulator.stats()
     assert stats["token_requests"] == 1
     assert stats["api_requests"] == 20
+
+
+@pytest.mark.parametrize(
+    ("server", "min_count", "expected"),
+    [
+        # A total that counts the whole form, not the search: no match must not look like 50.
+        ({"total_ignores_search": True}, 1, (0, True)),
+        # A total that counts the page sent: 60 wanted of 50 is not reached, 50 is.
+        ({"total_counts_page": True}, 60, (50, True)),
+        ({"total_counts_page": True}, 50, (50, True)),
+        # Pages capped below what is asked, no total: read in pages of what the server sends.
+        ({"send_total": False, "page_size_max": 500}, 800, (1000, False)),
+        ({"send_total": False, "ignore_page_size": True}, 1500, (1500, False)),
+    ],
+)
+def test_a_total_that_disagrees_or_a_capped_page_never_makes_a_wrong_count(
+    deyel_conn, server, min_count, expected
+):
+    """A sensor must not fire on nothing, nor wait forever on a server that pages below what it is asked."""
+    records = 2500 if "page_size_max" in server or "ignore_page_size" in server else 50
+    with run_emulator(records=records, **server) as emulator:
+        deyel_conn(url=emulator.url)
+        search = "idObjectValue=eq:999999" if "total_ignores_search" in server else None
+        waiting = sensor(form="CRM_ACCOUNT", search=search, min_count=min_count)
+        outcome = waiting.poke({})
+        if expected[0] >= min_count:
+            assert (outcome.xcom_value["count"], outcome.xcom_value["count_exact"]) == expected
+        else:
+            assert outcome is False

@@ -1,10 +1,14 @@
 """How many instances of a form match a search, asked as cheaply as the server allows: the one check behind
 ``DeyelInstanceSensor`` (on a worker) and ``DeyelInstanceTrigger`` (in the triggerer).
 
-A probe is one GET of the first page, ``max_instances`` instances long (1 by default). Where the server
-sends the total header (``total_header`` extra, ``X-Total-Count`` by default) that page answers the count.
-Where it does not, a full first page proves only "at least this many": the probe then reads whole pages
-(1000 at most each) until it has seen ``min_count`` matches or a short page.
+A probe is one GET of the first page, long enough to hold ``max_instances`` and (up to 1000) ``min_count``
+instances: a match counts only when the server returned an instance for it. The total header
+(``total_header`` extra, ``X-Total-Count`` by default) answers a count above that page, and only when it
+agrees with the page (no total above zero with an empty page, none other than the page's length with a short
+page): a total that ignores the search or counts the page must not make a sensor fire on nothing. Otherwise
+the probe reads on until it has seen ``min_count`` matches or proof of the end: an empty page, or a page
+shorter than the largest one the server sent (a server that caps its pages below what is asked is read in
+pages of what it sends).
 
 What it returns is small and goes to XCom as it is: the count and at most ``max_instances`` matching
 instances, each reduced to its id and the fields asked for. Data belongs in files (``DeyelExtractOperator``),
@@ -105,43 +109,45 @@ def probe(hook: DeyelHook, query: InstanceQuery) -> ProbeResult:
     endpoint = instances_endpoint(query.form)
     paging = hook.paging()
     base: dict[str, Any] = {"search": query.search} if query.search else {}
-    size = max(1, query.max_instances)
+    size = max(1, query.max_instances, min(query.min_count, COUNT_PAGE_SIZE))
     first = _read(hook, endpoint, {**base, **paging.params_for(0, size)}, paging)
     instances = tuple(_reduced(r, query.fields) for r in first.records[: query.max_instances])
+    served = len(first.records)
+    total = first.total
     if not paging.pages:
-        count, exact = len(first.records), True
-    elif first.total is not None:
-        count, exact = first.total, True
-    elif len(first.records) < size:
-        count, exact = len(first.records), True
-    elif len(first.records) >= query.min_count:
-        count, exact = len(first.records), False
+        count, exact = served, True
+    elif total is not None and (total >= served if served >= size else total == served):
+        count, exact = total, True  # a total that agrees with the page: above it, or the short page's length
+    elif served >= query.min_count:
+        count, exact = served, served < size
     else:
-        count, exact = _count_up_to(hook, endpoint, base, paging, query.min_count)
+        count, exact = _count_on(hook, endpoint, base, paging, first, size, query.min_count)
     return ProbeResult(count, exact, instances, first.server_ms)
 
 
-def _count_up_to(
-    hook: DeyelHook, endpoint: str, base: dict[str, Any], paging: Paging, wanted: int
+def _count_on(
+    hook: DeyelHook, endpoint: str, base: dict[str, Any], paging: Paging, first: Page, asked: int, wanted: int
 ) -> tuple[int, bool]:
-    """Read whole pages until ``wanted`` matches are seen (a lower bound) or a short page ends the form."""
-    seen, index = 0, 0
-    target: str = endpoint
-    params: dict[str, Any] | None = {**base, **paging.params_for(0, COUNT_PAGE_SIZE)}
-    while True:
-        page = _read(hook, target, params, paging)
-        seen += len(page.records)
-        if seen >= wanted:
-            return seen, False
-        if len(page.records) < COUNT_PAGE_SIZE:
+    """Read on after ``first`` until ``wanted`` matches are seen (a lower bound) or the end is proven."""
+    seen = largest = len(first.records)
+    size = asked if seen >= asked else max(seen, 1)  # a short page may be the server's cap: ask for that
+    page = first
+    while seen < wanted:
+        if not page.records:
             return seen, True
-        index += 1
         if paging.strategy == "link":
             if not page.next_url:
                 return seen, True
-            target, params = page.next_url, None
+            page = _read(hook, page.next_url, None, paging)
         else:
-            params = {**base, **paging.params_for(index, COUNT_PAGE_SIZE)}
+            if seen % size:
+                return seen, False  # the next page cannot be addressed exactly: what was seen is a floor
+            page = _read(hook, endpoint, {**base, **paging.params_for(seen // size, size)}, paging)
+        seen += len(page.records)
+        if page.records and len(page.records) < largest:
+            return seen, True  # shorter than the server has shown it sends: the last page
+        largest = max(largest, len(page.records))
+    return seen, False
 
 
 def _read(hook: DeyelHook, endpoint: str, params: dict[str, Any] | None, paging: Paging) -> Page:
