@@ -138,11 +138,11 @@ class DeyelChangeTrigger(BaseEventTrigger):
     events cover consecutive windows, and a DAG scheduled on the asset extracts exactly its event's window
     (``DeyelHook.iter_instances(form, search=..., start=window_start, end=window_end)``).
 
-    The watermark is kept in the asset's state store where Airflow has one (3.3+), written once the event was
-    taken, so a restarted triggerer carries on from it (a triggerer stopped in between sends that window
-    again: at least once, never a window in no event); elsewhere it starts again at ``start`` (or at the
-    server's present). The event: ``{"form", "search", "field", "window_start", "window_end", "count",
-    "count_exact"}`` (epoch milliseconds).
+    The watermark is kept in the asset's state store where Airflow has one (3.3+), written one poll after its
+    event (once the triggerer has stored it), so a restarted triggerer carries on from it (one stopped in
+    between sends that window again: at least once, never a window in no event); elsewhere it starts again
+    at ``start`` (or at the server's present). The event: ``{"form", "search", "field", "window_start",
+    "window_end", "count", "count_exact"}`` (epoch milliseconds).
 
     :param form: the form's identifier.
     :param search: Deyel filter narrowing the watched instances, e.g. ``cdStatus=eq:APPROVED``.
@@ -192,11 +192,11 @@ class DeyelChangeTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = DeyelHook(deyel_conn_id=self.deyel_conn_id)
         try:
-            mark = await self._load_watermark()
+            mark = saved = await self._load_watermark()
             while True:
                 try:
                     if mark is None:
-                        mark = await asyncio.to_thread(self._present, hook)
+                        mark = saved = await asyncio.to_thread(self._present, hook)
                         await self._save_watermark(mark)
                     event = await asyncio.to_thread(self._changes_since, hook, mark)
                 except DeyelError as exc:
@@ -205,13 +205,17 @@ class DeyelChangeTrigger(BaseEventTrigger):
                     self.log.warning("Deyel did not answer the change poll (%s); trying again later", exc)
                     event = None
                 if event is not None:
-                    # Sent first, saved once the triggerer took it: a triggerer that stops in between sends
-                    # this window again (a consumer that names its output by the window, as the example does,
-                    # replaces the same file); saved first, the window's changes would be in no event at all.
+                    # The triggerer keeps a yielded event in memory and stores it at its next sync, while a
+                    # state write goes out at once: the new mark is saved one poll later, once the event is
+                    # stored. A triggerer killed in between sends this window again (a consumer naming its
+                    # output by the window, as the example does, replaces the same file); saved first, the
+                    # window's changes would be in no event at all.
                     yield TriggerEvent(event)
                     mark = event["window_end"]
-                    await self._save_watermark(mark)
                 await asyncio.sleep(self.poll_interval)
+                if mark is not None and mark != saved:
+                    await self._save_watermark(mark)
+                    saved = mark
         finally:
             await asyncio.to_thread(hook.close)
 
