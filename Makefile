@@ -1,5 +1,6 @@
 # Every target sets itself up on a fresh clone: a virtualenv in .venv, the project installed editable with
-# its test extras, pinned by constraints.txt so that every machine gets the same versions.
+# its test dependency group (pip >= 25.1 reads --group; the line above upgrades pip first), pinned by
+# constraints.txt so that every machine gets the same versions.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -qq -c constraints.txt -e . --group test
 	touch $(STAMP)
 
 demo: setup

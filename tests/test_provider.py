@@ -184,3 +184,20 @@ def test_a_redis_lock_lease_under_one_second_is_refused(emulator, deyel_conn):
     deyel_conn(extra={"cache": "redis", "cache_url": "redis://127.0.0.1:1/0", "cache_lock_lease": 0.5})
     with pytest.raises(DeyelConfigError, match="'cache_lock_lease' must be at least 1 s"):
         DeyelHook().get_token()
+
+
+def test_provider_info_lists_every_hook_operator_sensor_and_trigger_module():
+    """Airflow's providers page and `airflow providers` read these lists: a module left out is invisible."""
+    import pkgutil
+
+    import deyel_provider
+
+    info = get_provider_info()
+    integrations = {i["integration-name"] for i in info["integrations"]}
+    for kind in ("hooks", "operators", "sensors", "triggers"):
+        folder = Path(deyel_provider.__file__).parent / kind
+        on_disk = {f"deyel_provider.{kind}.{m.name}" for m in pkgutil.iter_modules([str(folder)])}
+        listed = {module for entry in info.get(kind, []) for module in entry["python-modules"]}
+        assert listed == on_disk, kind
+        assert {entry["integration-name"] for entry in info.get(kind, [])} <= integrations
+    assert info["versions"] == [deyel_provider.__version__]

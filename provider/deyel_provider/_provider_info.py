@@ -33,7 +33,11 @@ PROVIDER_INFO: dict[str, Any] = {
     "operators": [
         {
             "integration-name": "Deyel",
-            "python-modules": ["deyel_provider.operators.deyel", "deyel_provider.operators.upsert"],
+            "python-modules": [
+                "deyel_provider.operators.deyel",
+                "deyel_provider.operators.extract",
+                "deyel_provider.operators.upsert",
+            ],
         }
     ],
     "hooks": [{"integration-name": "Deyel", "python-modules": ["deyel_provider.hooks.deyel"]}],
