@@ -21,7 +21,10 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 
 # Data intervals (start and end of each day) need an interval timetable: Airflow 3's "@daily" triggers
 # at midnight with an empty interval.
-from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+try:
+    from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.0 and 3.1 keep timetables in the core package
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from deyel_provider.operators.extract import DeyelExtractOperator
 

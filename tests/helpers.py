@@ -16,3 +16,15 @@ def connection_json(url: str, **extra) -> str:
     return json.dumps(
         {"conn_type": "deyel", "host": url, "login": CLIENT_ID, "password": CLIENT_SECRET, "extra": extra}
     )
+
+
+def airflow_secrets_masker():
+    """Airflow's process-wide secrets masker (the one ``mask_secret`` fills), wherever this version has it."""
+    try:
+        from airflow.sdk.log import _secrets_masker  # 3.3
+    except ImportError:
+        try:
+            from airflow.sdk._shared.secrets_masker import _secrets_masker  # 3.1, 3.2
+        except ImportError:
+            from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # 3.0
+    return _secrets_masker()

@@ -13,9 +13,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from airflow.sdk.log import mask_secret
-
 from deyel_provider.auth.cache import TokenCacheError
+from deyel_provider.compat import mask_secret
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
