@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test e2e bench airflow lint clean
+.PHONY: setup demo test e2e bench airflow lint clean compat
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ e2e: setup
 	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
+# The unit suite and every example DAG on the latest patch of each supported Airflow minor (3.0 to 3.3), one
+# uv virtualenv each in .compat/ with the built wheel; prints a table. COMPAT_ARGS="--minors 3.0,3.3" etc.
+compat: setup
+	bash scripts/ensure-redis.sh
+	$(PY) scripts/compat.py $(COMPAT_ARGS)
+
 bench: setup
 	$(PY) -m bench
 
@@ -43,4 +49,4 @@ lint: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build
+	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build .compat
