@@ -1,105 +1,36 @@
-"""``deyel-probe``: what a real Deyel tenant does (token, API prefix, paging) and the extras to set.
-
-Deyel documents no API prefix, no paging and no token error statuses (``deyel-api.md``, section 5), so the
-first question on a new tenant is what this server does. The probe asks it, read-only: one token POST, then
-only GETs of a form's instances, with pages of a few instances (one page of the connection's ``page_size``
-checks for a cap). Candidates are the connection's own values first, then common spellings, then any given
-on the command line. It never writes, and never sends the token to another host (redirects are not followed).
-"""
+"""The probe's steps: token, API prefix, paging, count header, page-size cap, search."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
 from deyel_provider.config import DeyelConfig
-from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.exceptions import DeyelAuthError, DeyelError
+from deyel_provider.probe.results import (
+    FAIL,
+    MIN_INSTANCES,
+    OFFSET_PARAMS,
+    OK,
+    PAGE_PARAMS,
+    PREFIXES,
+    SIZE_PARAMS,
+    TINY,
+    TOTAL_HEADERS,
+    WARN,
+    Answer,
+    Finding,
+    ProbeFailed,
+    ProbeResult,
+    record_key,
+    record_keys,
+    search_field,
+    unique,
+)
 from deyel_provider.response_body import read_capped
-from deyel_provider.retry import RetryPolicy
-
-PREFIXES = ("", "/api", "/rest", "/DeyelWeb/api", "/DeyelWeb/rest", "/deyel/api", "/api/v1")
-PAGE_PARAMS = ("page", "pageNumber", "pageNo", "p")
-SIZE_PARAMS = ("pageSize", "size", "per_page", "limit", "max", "rows", "count")
-OFFSET_PARAMS = ("offset", "start", "skip", "first", "from")
-TOTAL_HEADERS = ("X-Total-Count", "X-Total", "Total-Count", "X-Result-Count", "X-Count")
-
-#: Instances per page while probing: two pages of TINY must be told apart from one page of 2 * TINY.
-TINY = 2
-#: Fewer instances than this and paging cannot be told from no paging.
-MIN_INSTANCES = 2 * TINY + 1
-
-OK, WARN, FAIL = "ok", "warn", "FAIL"
-
-
-@dataclass
-class Finding:
-    level: str
-    topic: str
-    text: str
-
-
-@dataclass
-class Answer:
-    """One GET: status, headers, the parsed JSON (None when not JSON) and the URL answered."""
-
-    status: int
-    headers: requests.structures.CaseInsensitiveDict[str]
-    body: Any
-    url: str
-    links: dict[str, dict[str, str]]
-
-    @property
-    def records(self) -> list[dict[str, Any]] | None:
-        if self.status == 200 and isinstance(self.body, list) and all(isinstance(r, dict) for r in self.body):
-            return self.body
-        return None
-
-    def deyel_error(self) -> str | None:
-        """The first message of a Deyel error body (``errors`` list or ``errorCode``), if it is one."""
-        body = self.body
-        if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
-            first = body["errors"][0]
-            return str(first.get("message", "")) if isinstance(first, dict) else str(first)
-        if isinstance(body, dict) and "errorCode" in body:
-            return str(body.get("message") or body["errorCode"])
-        return None
-
-
-@dataclass
-class ProbeResult:
-    findings: list[Finding] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-    gets: int = 0
-    token_posts: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.level == FAIL for f in self.findings)
-
-
-class ProbeFailed(Exception):
-    """A step the others depend on failed: the findings so far say why."""
-
-
-def _unique(*groups: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(item for group in groups for item in group))
-
-
-def _key(record: dict[str, Any]) -> str:
-    ident = record.get("idObjectValue")
-    return str(ident) if ident is not None else json.dumps(record, sort_keys=True, default=str)
-
-
-def _keys(records: Sequence[dict[str, Any]] | None) -> list[str] | None:
-    return None if records is None else [_key(r) for r in records]
 
 
 class Prober:
@@ -125,12 +56,12 @@ class Prober:
         self.form = form
         self._grant = grant
         self._redact = redact
-        self.prefixes = _unique([config.api_prefix], PREFIXES, prefixes)
-        self.page_params = _unique([config.page_param], PAGE_PARAMS, page_params)
-        self.size_params = _unique([config.page_size_param, config.limit_param], SIZE_PARAMS, size_params)
-        self.offset_params = _unique([config.offset_param], OFFSET_PARAMS, offset_params)
+        self.prefixes = unique([config.api_prefix], PREFIXES, prefixes)
+        self.page_params = unique([config.page_param], PAGE_PARAMS, page_params)
+        self.size_params = unique([config.page_size_param, config.limit_param], SIZE_PARAMS, size_params)
+        self.offset_params = unique([config.offset_param], OFFSET_PARAMS, offset_params)
         named = [config.total_header] if config.total_header.strip().lower() != "none" else []
-        self.total_headers = _unique(named, TOTAL_HEADERS, total_headers)
+        self.total_headers = unique(named, TOTAL_HEADERS, total_headers)
         self.page_size = page_size or config.page_size
         self.result = ProbeResult()
         self._token = ""
@@ -259,8 +190,8 @@ class Prober:
             return
         ref = self.records({size_param: 2 * TINY}) or []
         first = self.listing({size_param: TINY})
-        head = _keys(first.records) or []
-        if ref[:TINY] and head != _keys(ref[:TINY]):
+        head = record_keys(first.records) or []
+        if ref[:TINY] and head != record_keys(ref[:TINY]):
             self.note(
                 WARN,
                 "order",
@@ -318,12 +249,12 @@ class Prober:
             raise ProbeFailed("find this server's page-size parameter and pass it with --size-param")
         for name in self.page_params:
             second = self.records({name: 2})
-            if second is not None and _keys(second) != _keys(records):
+            if second is not None and record_keys(second) != record_keys(records):
                 self._fixed_size("page", {"paging": "page", "page_param": name}, n, second)
                 return
         for name in self.offset_params:
             shifted = self.records({name: TINY})
-            if shifted is not None and _keys(shifted) != _keys(records):
+            if shifted is not None and record_keys(shifted) != record_keys(records):
                 self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, shifted)
                 return
         if n < MIN_INSTANCES:
@@ -366,7 +297,7 @@ class Prober:
         if not link:
             return None
         following = self.get(urljoin(first.url, link)).records
-        if _keys(following) != _keys(ref[TINY : 2 * TINY]):
+        if record_keys(following) != record_keys(ref[TINY : 2 * TINY]):
             self.note(FAIL, "paging", "the next link of a page does not lead to the following instances")
             raise ProbeFailed("the server's next links are not usable for extractions")
         self.note(
@@ -379,12 +310,12 @@ class Prober:
         return "link"
 
     def _page(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
-        wanted = _keys(ref[TINY : 2 * TINY])
+        wanted = record_keys(ref[TINY : 2 * TINY])
         for name in self.page_params:
             if name == size_param:
                 continue
-            if _keys(self.records({name: 2, size_param: TINY})) == wanted:
-                if _keys(self.records({name: 1, size_param: TINY})) != _keys(ref[:TINY]):
+            if record_keys(self.records({name: 2, size_param: TINY})) == wanted:
+                if record_keys(self.records({name: 1, size_param: TINY})) != record_keys(ref[:TINY]):
                     self.note(
                         FAIL, "paging", f"{name} numbers pages from 0; the provider numbers them from 1"
                     )
@@ -401,11 +332,11 @@ class Prober:
         return None
 
     def _offset(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
-        wanted = _keys(ref[TINY : 2 * TINY])
+        wanted = record_keys(ref[TINY : 2 * TINY])
         for name in self.offset_params:
             if name == size_param:
                 continue
-            if _keys(self.records({name: TINY, size_param: TINY})) == wanted:
+            if record_keys(self.records({name: TINY, size_param: TINY})) == wanted:
                 self.note(
                     OK,
                     "paging",
@@ -486,7 +417,7 @@ class Prober:
             extras["page_size"] = asked
 
     def _search(self, size_param: str | None, sample: list[dict[str, Any]]) -> None:
-        picked = _search_field(sample)
+        picked = search_field(sample)
         if picked is None:
             self.note(WARN, "search", "no field with a plain value to filter on in the first instances")
             return
@@ -503,7 +434,7 @@ class Prober:
             )
             return
         stray = [r for r in records if str(r.get(name)) != str(value)]
-        if stray or (sample[1:2] and _key(sample[1]) in (_keys(records) or [])):
+        if stray or (sample[1:2] and record_key(sample[1]) in (record_keys(records) or [])):
             self.note(
                 FAIL,
                 "search",
@@ -523,131 +454,3 @@ class Prober:
                     f"{header} counts the whole form, not the search "
                     f"({raw} with the search too): set total_header none",
                 )
-
-
-def _search_field(sample: Sequence[dict[str, Any]]) -> tuple[str, Any] | None:
-    """A field of the first instance with a plain value that the second instance does not share."""
-    if not sample:
-        return None
-    first, other = sample[0], (sample[1] if len(sample) > 1 else {})
-    plain = [
-        (name, value)
-        for name, value in first.items()
-        if name not in ("links", "idObjectValue")
-        and isinstance(value, (str, int))
-        and not isinstance(value, bool)
-        and not any(c in str(value) for c in ",=:;")
-        and str(value)
-        and value != other.get(name)
-    ]
-    # Text first: numbers and dates may be compared in another literal form.
-    plain.sort(key=lambda item: (not isinstance(item[1], str) or item[0].startswith("dt"), item[0]))
-    if plain:
-        return plain[0]
-    ident = first.get("idObjectValue")
-    return ("idObjectValue", ident) if ident is not None else None
-
-
-# -- the command ---------------------------------------------------------------------------------------------
-
-
-def render(result: ProbeResult, config: DeyelConfig, current: dict[str, Any]) -> str:
-    lines = [f"Probing connection {config.conn_id!r} ({config.base_url})"]
-    lines += [f"  {f.level:<4}  {f.topic:<10}  {f.text}" for f in result.findings]
-    lines.append(f"  ({result.token_posts} token POST, {result.gets} GETs, nothing written)")
-    if result.ok and result.extras:
-        changed = {k: v for k, v in result.extras.items() if current.get(k, DEFAULTS.get(k)) != v}
-        lines += ["", "Extras to set on the connection (what this server does):", json.dumps(result.extras)]
-        lines.append(
-            f"Differs from the connection now: {json.dumps(changed)}"
-            if changed
-            else "The connection already says so: nothing to change."
-        )
-    elif not result.ok:
-        lines += ["", "Diagnosis: see the FAIL lines above; nothing was changed."]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="deyel-probe",
-        description="Find out, read-only, what a Deyel server does (token, API prefix, paging) and print the "
-        "connection extras to set.",
-    )
-    parser.add_argument(
-        "--conn-id", default="deyel_default", help="the deyel connection (default: %(default)s)"
-    )
-    parser.add_argument("--form", default="CRM_ACCOUNT", help="a form with at least 5 instances to list")
-    parser.add_argument("--prefix", action="append", default=[], help="another API prefix to try")
-    parser.add_argument("--page-param", action="append", default=[], help="another page parameter to try")
-    parser.add_argument("--size-param", action="append", default=[], help="another page-size parameter")
-    parser.add_argument("--offset-param", action="append", default=[], help="another offset parameter")
-    parser.add_argument("--total-header", action="append", default=[], help="another count header")
-    parser.add_argument("--page-size", type=int, help="page size to check for a cap (default: the extra)")
-    parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
-    args = parser.parse_args(argv)
-
-    from deyel_provider.auth.client import TokenClient
-    from deyel_provider.auth.provider import mask_token
-    from deyel_provider.hooks.deyel import DeyelHook
-
-    hook = DeyelHook(deyel_conn_id=args.conn_id)
-    try:
-        config = hook.config
-        current = hook.get_connection(args.conn_id).extra_dejson
-    except Exception as exc:
-        print(f"deyel-probe: connection {args.conn_id!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    session = hook._pooled_session()
-    client = TokenClient(
-        config,
-        hook._pooled_session(),
-        redact=hook.redactor,
-        credential_key=hook.credential_key,
-        retry=RetryPolicy(attempts=1),
-    )
-
-    def grant() -> Any:
-        token = client.grant(remembered_refusals=False)
-        mask_token(token)
-        hook.redactor.add(token.access_token)
-        return token
-
-    prober = Prober(
-        config,
-        session,
-        form=args.form,
-        grant=grant,
-        redact=lambda text: hook.redactor(text),
-        prefixes=args.prefix,
-        page_params=args.page_param,
-        size_params=args.size_param,
-        offset_params=args.offset_param,
-        total_headers=args.total_header,
-        page_size=args.page_size,
-    )
-    try:
-        result = prober.run()
-    finally:
-        client.close()
-        session.close()
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": result.ok,
-                    "extras": result.extras if result.ok else {},
-                    "findings": [vars(f) for f in result.findings],
-                    "gets": result.gets,
-                    "token_posts": result.token_posts,
-                },
-                indent=2,
-            )
-        )
-    else:
-        print(render(result, config, current))
-    return 0 if result.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
