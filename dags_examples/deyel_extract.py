@@ -72,7 +72,8 @@ with DAG(
             path = ObjectStoragePath(event.extra["path"])
             with path.open("r", encoding="utf-8") as lines:
                 first = lines.readline()
-                count = (1 if first else 0) + sum(1 for _ in lines)
+                # readline, not iteration: Airflow 3.0's file objects do not iterate.
+                count = (1 if first else 0) + sum(1 for _ in iter(lines.readline, ""))
             total += count
             # DEYEL-DEMO marks the lines `make demo` echoes.
             reported = event.extra["records"]

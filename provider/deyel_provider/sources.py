@@ -145,7 +145,8 @@ class Source:
         return {field: deyel_value(field, value) for field, value in row.items()}
 
     def _jsonl(self, raw: IO[bytes]) -> Iterator[Record]:
-        for number, line in enumerate(raw, 1):
+        # readline, not iteration: Airflow 3.0's ObjectStoragePath file wrapper does not iterate.
+        for number, line in enumerate(iter(raw.readline, b""), 1):
             if not line.strip():
                 continue
             where = f"line {number}"
