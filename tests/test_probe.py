@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,28 @@ def test_a_server_that_ignores_search_is_diagnosed(probe_server, capsys):
     assert code == 1
     search = [f for f in report["findings"] if f["topic"] == "search"]
     assert search[0]["level"] == "FAIL" and "is ignored" in search[0]["text"]
+
+
+def test_a_connection_stored_in_the_metadata_database_is_found(probe_server, monkeypatch, tmp_path):
+    """Users keep connections in the database; outside a task the SDK alone does not read it."""
+    emulator = probe_server(paging="link")
+    monkeypatch.delenv("AIRFLOW_CONN_DEYEL_DEFAULT")
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [*airflow, "connections", "add", "deyel_stored", "--conn-type", "deyel", "--conn-host", emulator.url,
+         "--conn-login", "DEYELBOT", "--conn-password", CLIENT_SECRET, "--conn-extra", '{"cache": "memory"}'],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("deyel-probe")), "--conn-id", "deyel_stored", "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["extras"]["paging"] == "link"
 
 
 def test_console_script(probe_server):

@@ -57,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     hook = DeyelHook(deyel_conn_id=args.conn_id)
     try:
+        conn = _connection(args.conn_id)
+        # The hook reads the connection found here: outside a task the SDK sees no metadata database.
+        hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign,assignment]
         config = hook.config
-        current = hook.get_connection(args.conn_id).extra_dejson
+        current = conn.extra_dejson
     except Exception as exc:
         print(f"deyel-probe: connection {args.conn_id!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
@@ -111,3 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(render(result, config, current))
     return 0 if result.ok else 1
+
+
+def _connection(conn_id: str) -> Any:
+    """The connection from the Task SDK's sources (environment, secrets backends), else, as ``airflow
+    connections get`` does, from the metadata database: a command line has no task context to ask it."""
+    from deyel_provider.compat import BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as not_found:
+        try:
+            from airflow.models.connection import Connection as StoredConnection
+
+            return StoredConnection.get_connection_from_secrets(conn_id)
+        except Exception:
+            raise not_found from None
