@@ -28,3 +28,12 @@ def airflow_secrets_masker():
         except ImportError:
             from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # 3.0
     return _secrets_masker()
+
+
+def dagbag_class():
+    """Airflow's DagBag (moved to airflow.dag_processing in 3.1)."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # 3.0
+        from airflow.models.dagbag import DagBag
+    return DagBag
