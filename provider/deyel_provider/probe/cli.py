@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from deyel_provider.auth.provider import mask_token
     from deyel_provider.hooks.deyel import DeyelHook
 
+    # Airflow 3.0 logs each connection lookup to stdout: the report (and --json) must stay alone there.
+    logging.getLogger("airflow.hooks.base").setLevel(logging.WARNING)
     hook = DeyelHook(deyel_conn_id=args.conn_id)
     try:
         conn = _connection(args.conn_id)
