@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -51,7 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, help="page size to check for a cap (default: the extra)")
     parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
     args = parser.parse_args(argv)
+    # Airflow 3.0 logs to stdout (connection lookups, the Fernet key warning): while it works, stdout is
+    # stderr, so that the report (and --json) is alone on stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        code, report = _probe(args)
+    if report:
+        print(report)
+    return code
 
+
+def _probe(args: argparse.Namespace) -> tuple[int, str]:
     from deyel_provider.auth.client import TokenClient
     from deyel_provider.auth.provider import mask_token
     from deyel_provider.hooks.deyel import DeyelHook
@@ -67,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         current = conn.extra_dejson
     except Exception as exc:
         print(f"deyel-probe: connection {args.conn_id!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return 2, ""
     session = hook._pooled_session()
     client = TokenClient(
         config,
@@ -102,21 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
         session.close()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": result.ok,
-                    "extras": result.extras if result.ok else {},
-                    "findings": [vars(f) for f in result.findings],
-                    "gets": result.gets,
-                    "token_posts": result.token_posts,
-                },
-                indent=2,
-            )
-        )
-    else:
-        print(render(result, config, current))
-    return 0 if result.ok else 1
+        report = {
+            "ok": result.ok,
+            "extras": result.extras if result.ok else {},
+            "findings": [vars(f) for f in result.findings],
+            "gets": result.gets,
+            "token_posts": result.token_posts,
+        }
+        return (0 if result.ok else 1), json.dumps(report, indent=2)
+    return (0 if result.ok else 1), render(result, config, current)
 
 
 def _connection(conn_id: str) -> Any:
