@@ -1,18 +1,19 @@
 # Every target sets itself up on a fresh clone: a virtualenv in .venv, the project installed editable with
-# its test extras, pinned by constraints.txt so that every machine gets the same versions.
+# its test dependency group (pip >= 25.1 reads --group; the line above upgrades pip first), pinned by
+# constraints.txt so that every machine gets the same versions.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test e2e bench airflow lint clean
+.PHONY: setup demo test e2e bench airflow lint clean compat
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -qq -c constraints.txt -e . --group test
 	touch $(STAMP)
 
 demo: setup
@@ -30,6 +31,12 @@ e2e: setup
 	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
+# The unit suite and every example DAG on the latest patch of each supported Airflow minor (3.0 to 3.3), one
+# uv virtualenv each in .compat/ with the built wheel; prints a table. COMPAT_ARGS="--minors 3.0,3.3" etc.
+compat: setup
+	bash scripts/ensure-redis.sh
+	$(PY) scripts/compat.py $(COMPAT_ARGS)
+
 bench: setup
 	$(PY) -m bench
 
@@ -42,4 +49,4 @@ lint: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build
+	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build .compat

@@ -21,7 +21,10 @@ from airflow.sdk import DAG, Asset, ObjectStoragePath, task
 
 # Data intervals (start and end of each day) need an interval timetable: Airflow 3's "@daily" triggers
 # at midnight with an empty interval.
-from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+try:
+    from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.0 and 3.1 keep timetables in the core package
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from deyel_provider.operators.extract import DeyelExtractOperator
 
@@ -69,7 +72,8 @@ with DAG(
             path = ObjectStoragePath(event.extra["path"])
             with path.open("r", encoding="utf-8") as lines:
                 first = lines.readline()
-                count = (1 if first else 0) + sum(1 for _ in lines)
+                # readline, not iteration: Airflow 3.0's file objects do not iterate.
+                count = (1 if first else 0) + sum(1 for _ in iter(lines.readline, ""))
             total += count
             # DEYEL-DEMO marks the lines `make demo` echoes.
             reported = event.extra["records"]

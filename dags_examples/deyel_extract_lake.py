@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Asset
-from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+
+try:
+    from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.0 and 3.1 keep timetables in the core package
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from deyel_provider.operators.extract import DeyelExtractOperator
 

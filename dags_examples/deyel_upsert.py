@@ -46,7 +46,7 @@ with DAG(
         target = ObjectStoragePath(f"{FOLDER}/customers.jsonl")
         with ObjectStoragePath(extracted["path"]).open("r", encoding="utf-8") as accounts:
             with target.open("w", encoding="utf-8") as customers:
-                for line in accounts:
+                for line in iter(accounts.readline, ""):  # Airflow 3.0's file objects do not iterate
                     account = json.loads(line)
                     customer = {
                         "cdCustomer": f"CRM-{account['idObjectValue']}",

@@ -36,11 +36,10 @@ def _fresh_secrets_masker():
     session (hundreds of tokens in one process, where a worker sees one a day) a registration takes a second
     and the renewal-timing tests break. Each test starts with an empty masker, and the provider forgets what
     it registered."""
-    from airflow.sdk.log import _secrets_masker
-
     from deyel_provider.auth import masking
+    from tests.helpers import airflow_secrets_masker
 
-    _secrets_masker().reset_masker()
+    airflow_secrets_masker().reset_masker()
     masking.forget_all()
 
 

@@ -96,7 +96,7 @@ def test_a_busy_renewal_lock_is_waited_for_once_per_holder(
 def test_a_hand_written_cache_url_password_is_read_and_masked_whole(
     emulator, deyel_conn, redis_server, caplog
 ):
-    from airflow.sdk.log import _secrets_masker
+    from tests.helpers import airflow_secrets_masker
 
     password = "s3cr#t/Pa55?w@rd"
     url = f"redis://:{password}@127.0.0.1:{redis_server.port}/0"
@@ -105,7 +105,7 @@ def test_a_hand_written_cache_url_password_is_read_and_masked_whole(
     parsed = config_redis_url(hook.config)
     kwargs = redis_client(parsed).connection_pool.connection_kwargs
     assert (kwargs["password"], kwargs["host"], kwargs["port"]) == (password, "127.0.0.1", redis_server.port)
-    assert _secrets_masker().redact(f"password is {password}") == "password is ***"
+    assert airflow_secrets_masker().redact(f"password is {password}") == "password is ***"
     with caplog.at_level(logging.WARNING):
         assert hook.get_token()  # this Redis has no password: a cache fault, then a direct fetch
     assert "redis token cache" in caplog.text

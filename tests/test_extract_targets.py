@@ -111,7 +111,10 @@ def test_a_mapped_extraction_with_an_expanded_output_must_name_its_asset(tmp_pat
 def test_the_scheduler_sees_the_asset_of_a_mapped_extraction(tmp_path):
     """What the DAG processor stores is what the scheduler knows: the mapped task produces the asset, so
     its events are registered and a DAG scheduled on it runs."""
-    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # Airflow 3.0
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 
     output = str(tmp_path / "{{ task.form }}.jsonl")
     with DAG("mapped_serialized", schedule=None) as dag:

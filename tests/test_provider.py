@@ -14,6 +14,7 @@ from deyel_provider import get_provider_info
 from deyel_provider.conn_fields import EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
+from tests.helpers import airflow_secrets_masker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,8 +49,7 @@ def test_no_plain_option_has_a_name_airflow_hides():
     The connection form would then store "***" as the option's value: `token_path` did, until the browser
     test of the real UI caught it. Only a secret option may carry such a name.
     """
-    from airflow.sdk.log import redact
-
+    redact = airflow_secrets_masker().redact
     for spec in EXTRA_FIELDS:
         hidden = redact("value", name=spec.name) == "***"
         assert hidden == spec.secret, f"extra {spec.name!r}: Airflow would hide its value in the UI"
@@ -184,3 +184,51 @@ def test_a_redis_lock_lease_under_one_second_is_refused(emulator, deyel_conn):
     deyel_conn(extra={"cache": "redis", "cache_url": "redis://127.0.0.1:1/0", "cache_lock_lease": 0.5})
     with pytest.raises(DeyelConfigError, match="'cache_lock_lease' must be at least 1 s"):
         DeyelHook().get_token()
+
+
+def test_provider_info_lists_every_hook_operator_sensor_and_trigger_module():
+    """Airflow's providers page and `airflow providers` read these lists: a module left out is invisible."""
+    import pkgutil
+
+    import deyel_provider
+
+    info = get_provider_info()
+    integrations = {i["integration-name"] for i in info["integrations"]}
+    for kind in ("hooks", "operators", "sensors", "triggers"):
+        folder = Path(deyel_provider.__file__).parent / kind
+        on_disk = {f"deyel_provider.{kind}.{m.name}" for m in pkgutil.iter_modules([str(folder)])}
+        listed = {module for entry in info.get(kind, []) for module in entry["python-modules"]}
+        assert listed == on_disk, kind
+        assert {entry["integration-name"] for entry in info.get(kind, [])} <= integrations
+    assert info["versions"] == [deyel_provider.__version__]
+
+
+def test_the_connection_form_this_airflow_renders():
+    """3.2+ renders the declared form (extras as fields); 3.0/3.1 take the hook's form, with the Extra box
+    left visible and a JSON example of the options, and only when wtforms is installed (FAB provider)."""
+    import importlib.util
+
+    from airflow.providers_manager import ProvidersManager
+
+    from deyel_provider.compat import HAS_CONN_FIELDS
+
+    behaviour = ProvidersManager().field_behaviours.get("deyel")
+    relabeling = {"host": "Base URL", "login": "Client ID", "password": "Client Secret"}
+    if HAS_CONN_FIELDS:
+        assert behaviour["hidden_fields"] == ["schema", "extra"]
+        assert "extra__deyel__api_prefix" in ProvidersManager().connection_form_widgets
+    elif importlib.util.find_spec("wtforms"):
+        assert behaviour["hidden_fields"] == ["schema"]
+        hint = json.loads(behaviour["placeholders"]["extra"])
+        assert set(hint) <= {spec.name for spec in EXTRA_FIELDS}
+    else:
+        assert behaviour is None
+        return
+    assert behaviour["relabeling"] == relabeling
+
+
+def test_the_older_form_hints_every_option_it_shows():
+    behaviour = DeyelHook.get_ui_field_behaviour()
+    hint = json.loads(behaviour["placeholders"]["extra"])
+    assert "extra" not in behaviour["hidden_fields"]
+    assert set(hint) <= {spec.name for spec in EXTRA_FIELDS} and "api_prefix" in hint

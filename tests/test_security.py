@@ -19,9 +19,9 @@ BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)
 
 
 def _redact(value: str) -> object:
-    from airflow.sdk.log import _secrets_masker  # the process-wide masker that mask_secret fills
+    from tests.helpers import airflow_secrets_masker
 
-    return _secrets_masker().redact(value)
+    return airflow_secrets_masker().redact(value)
 
 
 def test_reprs_show_no_secret_or_token(emulator, deyel_conn):

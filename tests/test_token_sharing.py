@@ -140,10 +140,10 @@ def test_password_grant_needs_username_and_password(emulator, deyel_conn):
 
 
 def test_user_password_is_masked_and_not_in_repr(emulator, deyel_conn):
-    from airflow.sdk.log import _secrets_masker
+    from tests.helpers import airflow_secrets_masker
 
     deyel_conn(extra=PASSWORD_GRANT)
     hook = DeyelHook()
     hook.get_token()
     assert "JPerez-pass1" not in repr(hook.config)
-    assert _secrets_masker().redact("pw=JPerez-pass1") == "pw=***"
+    assert airflow_secrets_masker().redact("pw=JPerez-pass1") == "pw=***"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow.sdk.exceptions import AirflowException
+from deyel_provider.compat import AirflowException
 
 #: Deyel's error code for "the organisation's API request limit is exceeded" (sent with a 403).
 REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"

@@ -163,7 +163,8 @@ class Source:
         return values
 
     def _jsonl(self, raw: IO[bytes]) -> Iterator[Record]:
-        for number, line in enumerate(raw, 1):
+        # readline, not iteration: Airflow 3.0's ObjectStoragePath file wrapper does not iterate.
+        for number, line in enumerate(iter(raw.readline, b""), 1):
             if not line.strip():
                 continue
             where = f"line {number}"

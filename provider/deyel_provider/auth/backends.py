@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from airflow.sdk.log import mask_secret
-
 from deyel_provider.auth.cache import PROCESS_CACHE, NoTokenCache, TokenCache
 from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
+from deyel_provider.compat import mask_secret
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.retry import RetryPolicy
 
@@ -46,7 +45,7 @@ def redis_url(config: DeyelConfig) -> str:
     if config.cache_url:
         url = _escaped_password(config.cache_url)
     else:
-        from airflow.sdk import BaseHook
+        from deyel_provider.compat import BaseHook
 
         assert config.cache_conn_id  # DeyelConfig checks that one of the two is set
         conn = BaseHook.get_connection(config.cache_conn_id)

@@ -15,13 +15,14 @@ every text built from a server answer, whatever is registered here.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import threading
 from collections import OrderedDict
 from typing import Any
 
-from airflow.sdk.log import mask_secret
+from deyel_provider.compat import mask_secret
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,14 @@ def _unregister(secret: str) -> None:
 
 
 def _airflow_masker() -> Any:
-    try:
-        from airflow.sdk.log import _secrets_masker
-    except ImportError:
-        return None
-    return _secrets_masker()
+    """Airflow's process-wide masker (the one ``mask_secret`` fills), wherever this version keeps it."""
+    for module in (
+        "airflow.sdk.log",  # 3.3
+        "airflow.sdk._shared.secrets_masker",  # 3.1, 3.2
+        "airflow.sdk.execution_time.secrets_masker",  # 3.0
+    ):
+        try:
+            return importlib.import_module(module)._secrets_masker()
+        except (ImportError, AttributeError):
+            continue
+    return None

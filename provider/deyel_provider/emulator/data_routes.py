@@ -110,7 +110,7 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         form = request.path_params["form"]
         if not store.exists(form):
             return form_missing(form)
-        search_text = request.query_params.get("search", "")
+        search_text = "" if settings.ignore_search else request.query_params.get("search", "")
         try:
             search = parse_search(
                 search_text,

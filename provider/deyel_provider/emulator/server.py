@@ -68,6 +68,8 @@ class RunningEmulator:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # No websockets served: importing an implementation only warns (websockets.legacy in some pairs).
+            ws="none",
             timeout_graceful_shutdown=5,
             # The middleware sends Date itself, from the emulator's clock (see date_offset_ms).
             date_header=False,

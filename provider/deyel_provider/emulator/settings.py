@@ -71,6 +71,7 @@ class EmulatorSettings:
     unstable_order: bool = False  # every request lists the matches in a new order (ties of a bad ORDER BY)
     ignore_page_param: bool = False  # every page/offset/cursor asks for the first page
     ignore_page_size: bool = False  # every page holds page_size_default instances, whatever is asked
+    ignore_search: bool = False  # the search parameter is accepted and ignored: every instance matches
 
     # Another user editing the seeded form while clients read it: before each listing request, about this
     # many instances are edited (dtLastUpdate moves to now), inserted and deleted, drawn from writer_seed.

@@ -9,8 +9,6 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 
 from deyel_provider.auth.backends import process_tier, shared_tier
@@ -19,6 +17,7 @@ from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.crypto import credential_key
 from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
+from deyel_provider.compat import BaseHook, mask_secret
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
@@ -55,6 +54,13 @@ class DeyelHook(BaseHook):
     default_conn_name = "deyel_default"
     conn_type = "deyel"
     hook_name = "Deyel"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow 3.0 and 3.1; 3.2+ reads ``get_provider_info()`` and skips this."""
+        from deyel_provider._provider_info import legacy_ui_field_behaviour
+
+        return legacy_ui_field_behaviour()
 
     def __init__(self, deyel_conn_id: str = default_conn_name, token: Any = None) -> None:
         super().__init__()

@@ -1,0 +1,139 @@
+"""The ``deyel-probe`` command: a connection's probe, printed as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from deyel_provider.config import DeyelConfig
+from deyel_provider.conn_fields import DEFAULTS
+from deyel_provider.probe.prober import Prober
+from deyel_provider.probe.results import ProbeResult
+from deyel_provider.retry import RetryPolicy
+
+
+def render(result: ProbeResult, config: DeyelConfig, current: dict[str, Any]) -> str:
+    lines = [f"Probing connection {config.conn_id!r} ({config.base_url})"]
+    lines += [f"  {f.level:<4}  {f.topic:<10}  {f.text}" for f in result.findings]
+    lines.append(f"  ({result.token_posts} token POST, {result.gets} GETs, nothing written)")
+    if result.ok and result.extras:
+        changed = {k: v for k, v in result.extras.items() if current.get(k, DEFAULTS.get(k)) != v}
+        lines += ["", "Extras to set on the connection (what this server does):", json.dumps(result.extras)]
+        lines.append(
+            f"Differs from the connection now: {json.dumps(changed)}"
+            if changed
+            else "The connection already says so: nothing to change."
+        )
+    elif not result.ok:
+        lines += ["", "Diagnosis: see the FAIL lines above; nothing was changed."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="deyel-probe",
+        description="Find out, read-only, what a Deyel server does (token, API prefix, paging) and print the "
+        "connection extras to set.",
+    )
+    parser.add_argument(
+        "--conn-id", default="deyel_default", help="the deyel connection (default: %(default)s)"
+    )
+    parser.add_argument("--form", default="CRM_ACCOUNT", help="a form with at least 5 instances to list")
+    parser.add_argument("--prefix", action="append", default=[], help="another API prefix to try")
+    parser.add_argument("--page-param", action="append", default=[], help="another page parameter to try")
+    parser.add_argument("--size-param", action="append", default=[], help="another page-size parameter")
+    parser.add_argument("--offset-param", action="append", default=[], help="another offset parameter")
+    parser.add_argument("--total-header", action="append", default=[], help="another count header")
+    parser.add_argument("--page-size", type=int, help="page size to check for a cap (default: the extra)")
+    parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
+    args = parser.parse_args(argv)
+    # Airflow 3.0 logs to stdout (connection lookups, the Fernet key warning): while it works, stdout is
+    # stderr, so that the report (and --json) is alone on stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        code, report = _probe(args)
+    if report:
+        print(report)
+    return code
+
+
+def _probe(args: argparse.Namespace) -> tuple[int, str]:
+    from deyel_provider.auth.client import TokenClient
+    from deyel_provider.auth.provider import mask_token
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    # Airflow 3.0 logs each connection lookup to stdout: the report (and --json) must stay alone there.
+    logging.getLogger("airflow.hooks.base").setLevel(logging.WARNING)
+    hook = DeyelHook(deyel_conn_id=args.conn_id)
+    try:
+        conn = _connection(args.conn_id)
+        # The hook reads the connection found here: outside a task the SDK sees no metadata database.
+        hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign,assignment]
+        config = hook.config
+        current = conn.extra_dejson
+    except Exception as exc:
+        print(f"deyel-probe: connection {args.conn_id!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2, ""
+    session = hook._pooled_session()
+    client = TokenClient(
+        config,
+        hook._pooled_session(),
+        redact=hook.redactor,
+        credential_key=hook.credential_key,
+        retry=RetryPolicy(attempts=1),
+    )
+
+    def grant() -> Any:
+        token = client.grant(remembered_refusals=False)
+        mask_token(token)
+        hook.redactor.add(token.access_token)
+        return token
+
+    prober = Prober(
+        config,
+        session,
+        form=args.form,
+        grant=grant,
+        redact=lambda text: hook.redactor(text),
+        prefixes=args.prefix,
+        page_params=args.page_param,
+        size_params=args.size_param,
+        offset_params=args.offset_param,
+        total_headers=args.total_header,
+        page_size=args.page_size,
+    )
+    try:
+        result = prober.run()
+    finally:
+        client.close()
+        session.close()
+    if args.json:
+        report = {
+            "ok": result.ok,
+            "extras": result.extras if result.ok else {},
+            "findings": [vars(f) for f in result.findings],
+            "gets": result.gets,
+            "token_posts": result.token_posts,
+        }
+        return (0 if result.ok else 1), json.dumps(report, indent=2)
+    return (0 if result.ok else 1), render(result, config, current)
+
+
+def _connection(conn_id: str) -> Any:
+    """The connection from the Task SDK's sources (environment, secrets backends), else, as ``airflow
+    connections get`` does, from the metadata database: a command line has no task context to ask it."""
+    from deyel_provider.compat import BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception as not_found:
+        try:
+            from airflow.models.connection import Connection as StoredConnection
+
+            return StoredConnection.get_connection_from_secrets(conn_id)
+        except Exception:
+            raise not_found from None

@@ -1,0 +1,456 @@
+"""The probe's steps: token, API prefix, paging, count header, page-size cap, search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from deyel_provider.config import DeyelConfig
+from deyel_provider.exceptions import DeyelAuthError, DeyelError
+from deyel_provider.probe.results import (
+    FAIL,
+    MIN_INSTANCES,
+    OFFSET_PARAMS,
+    OK,
+    PAGE_PARAMS,
+    PREFIXES,
+    SIZE_PARAMS,
+    TINY,
+    TOTAL_HEADERS,
+    WARN,
+    Answer,
+    Finding,
+    ProbeFailed,
+    ProbeResult,
+    record_key,
+    record_keys,
+    search_field,
+    unique,
+)
+from deyel_provider.response_body import read_capped
+
+
+class Prober:
+    """Runs the probe against one connection's server; :meth:`run` returns what it found."""
+
+    def __init__(
+        self,
+        config: DeyelConfig,
+        session: requests.Session,
+        *,
+        form: str = "CRM_ACCOUNT",
+        grant: Callable[[], Any],
+        redact: Callable[[str], str] = str,
+        prefixes: Sequence[str] = (),
+        page_params: Sequence[str] = (),
+        size_params: Sequence[str] = (),
+        offset_params: Sequence[str] = (),
+        total_headers: Sequence[str] = (),
+        page_size: int | None = None,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.form = form
+        self._grant = grant
+        self._redact = redact
+        self.prefixes = unique([config.api_prefix], PREFIXES, prefixes)
+        self.page_params = unique([config.page_param], PAGE_PARAMS, page_params)
+        self.size_params = unique([config.page_size_param, config.limit_param], SIZE_PARAMS, size_params)
+        self.offset_params = unique([config.offset_param], OFFSET_PARAMS, offset_params)
+        named = [config.total_header] if config.total_header.strip().lower() != "none" else []
+        self.total_headers = unique(named, TOTAL_HEADERS, total_headers)
+        self.page_size = page_size or config.page_size
+        self.result = ProbeResult()
+        self._token = ""
+        self._collection = ""
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def note(self, level: str, topic: str, text: str) -> None:
+        self.result.findings.append(Finding(level, topic, self._redact(text)))
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> Answer:
+        if not self.config.is_own_url(url):
+            raise ProbeFailed(
+                f"refusing to send the token to {urlsplit(url).netloc}: not the connection's host"
+            )
+        self.result.gets += 1
+        path = urlsplit(url).path
+        try:
+            response = self.session.get(
+                url,
+                params=params,
+                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                timeout=self.config.timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+            read_capped(response, self.config.max_response_bytes, method="GET", path=path)
+        except requests.RequestException as exc:
+            raise ProbeFailed(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
+        try:
+            body = response.json()
+        except (ValueError, RecursionError):
+            body = None
+        return Answer(response.status_code, response.headers, body, response.url, response.links)
+
+    def listing(self, params: dict[str, Any] | None = None) -> Answer:
+        return self.get(self._collection, params)
+
+    def records(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+        return self.listing(params).records
+
+    # -- the steps -----------------------------------------------------------------------------------------
+
+    def run(self) -> ProbeResult:
+        try:
+            self.check_token()
+            prefix = self.find_prefix()
+            self.result.extras["api_prefix"] = prefix
+            self.detect_paging()
+        except ProbeFailed as exc:
+            self.note(FAIL, "stopped", str(exc))
+        return self.result
+
+    def check_token(self) -> None:
+        config = self.config
+        self.result.token_posts += 1
+        try:
+            token = self._grant()
+        except DeyelAuthError as exc:
+            self.note(FAIL, "token", f"POST {config.token_url} refused the credentials: {exc}")
+            raise ProbeFailed(
+                "check Login (the Client ID: the code of the 'Rest API Client' user) and Password (its "
+                "password, the Client Secret)"
+            ) from None
+        except DeyelError as exc:
+            status = getattr(exc, "status", None)
+            hint = (
+                "no token endpoint there: check Host and the 'oauth_path' extra (documented: /oauth/token; "
+                "behind a context root, e.g. /DeyelWeb/oauth/token)"
+                if status in (404, 405)
+                else "check Host, TLS ('verify', 'ca_bundle') and that this machine reaches the server"
+            )
+            self.note(FAIL, "token", f"POST {config.token_url} failed: {exc}")
+            raise ProbeFailed(hint) from None
+        self._token = token.access_token
+        self.note(OK, "token", f"POST {config.token_path or '/'}: Bearer token valid {token.lifetime:.0f} s")
+
+    def find_prefix(self) -> str:
+        tiny = {self.config.page_size_param: TINY, self.config.limit_param: TINY}
+        tried: list[str] = []
+        for prefix in self.prefixes:
+            collection = f"{self.config.base_url}{prefix}/forms/{self.form}/instances"
+            answer = self.get(collection, tiny)
+            shown = f"{prefix or '(none)'} -> {answer.status}"
+            if answer.records is not None:
+                self._collection = collection
+                self.note(
+                    OK,
+                    "api prefix",
+                    f"{prefix or '(none)'}: GET {prefix}/forms/{self.form}/instances answers a JSON array",
+                )
+                return prefix
+            message = answer.deyel_error()
+            if answer.status == 400 and message is not None:
+                # A Deyel error about the parameters: the API is here, and paging detection tells which.
+                self._collection = collection
+                self.note(
+                    OK,
+                    "api prefix",
+                    f"{prefix or '(none)'} (the tiny page parameters were refused: {message})",
+                )
+                return prefix
+            # A 404 that names the form comes from the API; a bare "Not Found" from a path that is not it.
+            no_form = answer.status == 404 and message is not None and self.form in message
+            if message is not None and (answer.status in (401, 403) or no_form):
+                what = {
+                    401: "refused the token",
+                    403: "denied access (no permission on the form's application, or REQUEST_LIMIT_EXCEEDED)",
+                    404: f"has no form {self.form!r} (pass --form with a form this client may read)",
+                }[answer.status]
+                self.note(FAIL, "api prefix", f"{prefix or '(none)'} is the API, but it {what}: {message}")
+                raise ProbeFailed(
+                    f"fix the above, then probe again (GET {prefix}/forms/{self.form}/instances)"
+                )
+            tried.append(shown)
+        self.note(FAIL, "api prefix", f"no candidate answered a JSON array of instances: {', '.join(tried)}")
+        raise ProbeFailed(
+            "find the path of the REST API on this server (e.g. the context root Deyel is deployed under) "
+            "and pass it with --prefix, or check --form"
+        )
+
+    def detect_paging(self) -> None:
+        size_param = self._honoured_size_param()
+        if size_param is None:
+            self._without_size_param()
+            return
+        ref = self.records({size_param: 2 * TINY}) or []
+        first = self.listing({size_param: TINY})
+        head = record_keys(first.records) or []
+        if ref[:TINY] and head != record_keys(ref[:TINY]):
+            self.note(
+                WARN,
+                "order",
+                "two identical requests listed different instances first: the listing "
+                "order is not stable, so paging can skip or repeat instances",
+            )
+        strategy = (
+            self._link(first, size_param, ref) or self._page(size_param, ref) or self._offset(size_param, ref)
+        )
+        if strategy is None:
+            self.note(
+                FAIL,
+                "paging",
+                f"{size_param} limits a page to {TINY}, but no page parameter "
+                f"({', '.join(self.page_params)}), offset parameter ({', '.join(self.offset_params)}) or "
+                f"next link moves past the first page; extractions would read it again and again",
+            )
+            raise ProbeFailed(
+                "find this server's page parameter and pass it with --page-param (or --offset-param)"
+            )
+        self._total(first, strategy)
+        self._cap(strategy)
+        self._search(size_param, ref)
+
+    def _honoured_size_param(self) -> str | None:
+        counts: list[int] = []
+        for name in self.size_params:
+            small = self.records({name: TINY})
+            if small is None:
+                continue
+            counts.append(len(small))
+            if len(small) == TINY and len(self.records({name: TINY + 1}) or []) == TINY + 1:
+                return name
+        if counts and max(counts) < MIN_INSTANCES and min(counts) == max(counts):
+            self.note(
+                FAIL,
+                "paging",
+                f"the form holds {max(counts)} instance(s): too few to tell how the server pages",
+            )
+            raise ProbeFailed(f"probe a form with at least {MIN_INSTANCES} instances (--form)")
+        return None
+
+    def _without_size_param(self) -> None:
+        """No page-size parameter is honoured: no paging, or pages of a fixed size."""
+        whole = self.listing()
+        records = whole.records or []
+        n = len(records)
+        if whole.links.get("next"):
+            self.note(
+                FAIL,
+                "paging",
+                f"pages of {n} with a next link, whatever page size is asked "
+                f"({', '.join(self.size_params)} tried)",
+            )
+            raise ProbeFailed("find this server's page-size parameter and pass it with --size-param")
+        for name in self.page_params:
+            second = self.records({name: 2})
+            if second is not None and record_keys(second) != record_keys(records):
+                self._fixed_size("page", {"paging": "page", "page_param": name}, n, second)
+                return
+        for name in self.offset_params:
+            shifted = self.records({name: TINY})
+            if shifted is not None and record_keys(shifted) != record_keys(records):
+                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, shifted)
+                return
+        if n < MIN_INSTANCES:
+            self.note(FAIL, "paging", f"the form holds {n} instance(s): too few to tell how the server pages")
+            raise ProbeFailed(f"probe a form with at least {MIN_INSTANCES} instances (--form)")
+        self.note(
+            OK,
+            "paging",
+            f"none: every request answers all {n} instances, whatever page, size or offset parameter is sent",
+        )
+        self.result.extras.update({"paging": "none", "total_header": "none"})
+        self.note(OK, "total", "none needed: one response holds every instance")
+        self._search(None, records)
+
+    def _fixed_size(
+        self, strategy: str, extras: dict[str, Any], n: int, second: list[dict[str, Any]]
+    ) -> None:
+        self.result.extras.update(extras)
+        if second:
+            self.result.extras["page_size"] = n
+            self.note(
+                WARN,
+                "paging",
+                f"{strategy}, but every page holds {n} instances whatever size is asked "
+                f"({', '.join(self.size_params)} tried): page_size must be {n}, or a short page would "
+                f"end an extraction early",
+            )
+        else:
+            self.note(
+                WARN,
+                "paging",
+                f"{strategy}, pages of a fixed size of at least {n} (the whole form "
+                f"fits in one): the size parameter is ignored; set page_size to the server's page size",
+            )
+            self.result.extras["page_size"] = n
+        self._total(self.listing(), strategy)
+
+    def _link(self, first: Answer, size_param: str, ref: list[dict[str, Any]]) -> str | None:
+        link = first.links.get("next", {}).get("url")
+        if not link:
+            return None
+        following = self.get(urljoin(first.url, link)).records
+        if record_keys(following) != record_keys(ref[TINY : 2 * TINY]):
+            self.note(FAIL, "paging", "the next link of a page does not lead to the following instances")
+            raise ProbeFailed("the server's next links are not usable for extractions")
+        self.note(
+            OK,
+            "paging",
+            f'link: {size_param}={TINY} pages, and the Link header\'s rel="next" '
+            f"leads to the next {TINY} instances",
+        )
+        self.result.extras.update({"paging": "link", "page_size_param": size_param})
+        return "link"
+
+    def _page(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
+        wanted = record_keys(ref[TINY : 2 * TINY])
+        for name in self.page_params:
+            if name == size_param:
+                continue
+            if record_keys(self.records({name: 2, size_param: TINY})) == wanted:
+                if record_keys(self.records({name: 1, size_param: TINY})) != record_keys(ref[:TINY]):
+                    self.note(
+                        FAIL, "paging", f"{name} numbers pages from 0; the provider numbers them from 1"
+                    )
+                    raise ProbeFailed("0-based page numbers are not supported: use offset paging if offered")
+                self.note(
+                    OK,
+                    "paging",
+                    f"page: {name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
+                )
+                self.result.extras.update(
+                    {"paging": "page", "page_param": name, "page_size_param": size_param}
+                )
+                return "page"
+        return None
+
+    def _offset(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
+        wanted = record_keys(ref[TINY : 2 * TINY])
+        for name in self.offset_params:
+            if name == size_param:
+                continue
+            if record_keys(self.records({name: TINY, size_param: TINY})) == wanted:
+                self.note(
+                    OK,
+                    "paging",
+                    f"offset: {name}={TINY}&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
+                )
+                self.result.extras.update(
+                    {"paging": "offset", "offset_param": name, "limit_param": size_param}
+                )
+                return "offset"
+        return None
+
+    def _next_exists(self, strategy: str, served: int) -> bool | None:
+        """Whether an instance exists after the first ``served`` ones (None: cannot tell cheaply)."""
+        extras = self.result.extras
+        if strategy == "page" and "page_size_param" in extras:
+            more = self.records({extras["page_param"]: served + 1, extras["page_size_param"]: 1})
+        elif strategy == "offset" and "limit_param" in extras:
+            more = self.records({extras["offset_param"]: served, extras["limit_param"]: 1})
+        else:
+            return None
+        return bool(more)
+
+    def _total(self, answer: Answer, strategy: str) -> None:
+        served = len(answer.records or [])
+        for name in self.total_headers:
+            raw = answer.headers.get(name)
+            if raw is None:
+                continue
+            try:
+                total = int(raw)
+            except ValueError:
+                self.note(WARN, "total", f"{name}: {raw!r} is not a number")
+                continue
+            if total <= served and self._next_exists(strategy, served):
+                self.result.extras["total_header"] = "none"
+                self.note(WARN, "total", f"{name} counts the page sent ({total}), not the matches: unusable")
+                return
+            self.result.extras["total_header"] = name
+            self._total_value = total
+            self.note(OK, "total", f"{name}: {total} instances")
+            return
+        self.result.extras["total_header"] = "none"
+        self.note(
+            WARN,
+            "total",
+            f"no usable count header ({', '.join(self.total_headers)} looked for): "
+            f"extractions cannot prove a slice whole by its count and rely on a short last page",
+        )
+
+    def _cap(self, strategy: str) -> None:
+        extras = self.result.extras
+        if "page_size" in extras:  # a fixed page size was found already
+            return
+        size_param = str(extras.get("page_size_param") or extras["limit_param"])
+        asked = self.page_size
+        answer = self.listing({size_param: asked})
+        served = len(answer.records or [])
+        if served >= asked:
+            self.note(OK, "page size", f"{asked} instances per page served as asked")
+            extras["page_size"] = asked
+            return
+        total = getattr(self, "_total_value", None)
+        more = total > served if total is not None and extras.get("total_header") != "none" else None
+        if more is None:
+            more = (
+                bool(answer.links.get("next")) if strategy == "link" else self._next_exists(strategy, served)
+            )
+        if more:
+            self.note(
+                WARN,
+                "page size",
+                f"asked {asked} per page, got {served} while more match: the server "
+                f"caps pages at {served}; page_size must not exceed it",
+            )
+            extras["page_size"] = served
+        else:
+            self.note(OK, "page size", f"the whole form ({served}) fits in one page of {asked}; no cap seen")
+            extras["page_size"] = asked
+
+    def _search(self, size_param: str | None, sample: list[dict[str, Any]]) -> None:
+        picked = search_field(sample)
+        if picked is None:
+            self.note(WARN, "search", "no field with a plain value to filter on in the first instances")
+            return
+        name, value = picked
+        params: dict[str, Any] = {"search": f"{name}=eq:{value}"}
+        if size_param:
+            params[size_param] = TINY
+        answer = self.listing(params)
+        shown = params["search"]
+        records = answer.records
+        if records is None:
+            self.note(
+                FAIL, "search", f"search={shown} answered {answer.status}: {answer.deyel_error() or ''}"
+            )
+            return
+        stray = [r for r in records if str(r.get(name)) != str(value)]
+        if stray or (sample[1:2] and record_key(sample[1]) in (record_keys(records) or [])):
+            self.note(
+                FAIL,
+                "search",
+                f"search={shown} is ignored (instances with other values came back): "
+                f"incremental and sliced extractions need it",
+            )
+            return
+        self.note(OK, "search", f"search={shown} honoured")
+        header = self.result.extras.get("total_header")
+        if header and header != "none" and getattr(self, "_total_value", None) is not None:
+            raw = answer.headers.get(header)
+            if raw is not None and raw.isdigit() and int(raw) == self._total_value:
+                self.result.extras["total_header"] = "none"
+                self.note(
+                    WARN,
+                    "total",
+                    f"{header} counts the whole form, not the search "
+                    f"({raw} with the search too): set total_header none",
+                )

@@ -1,0 +1,232 @@
+"""deyel-probe against the emulator in each of its modes: each identified, read-only, one token POST."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deyel_provider.emulator import run_emulator
+from deyel_provider.probe import main
+from tests.helpers import CLIENT_SECRET, connection_json
+
+PAGE = {"paging": "page", "page_param": "page", "page_size_param": "pageSize"}
+COUNTED = {"total_header": "X-Total-Count"}
+
+
+@pytest.fixture
+def probe_server(monkeypatch):
+    """Start an emulator with the given switches and point ``deyel_default`` (memory cache) at it."""
+    started = []
+
+    def start(extra: dict | None = None, **settings):
+        settings.setdefault("records", 50)
+        context = run_emulator(**settings)
+        running = context.__enter__()
+        started.append(context)
+        body = json.loads(connection_json(running.url, cache="memory", **(extra or {})))
+        monkeypatch.setenv("AIRFLOW_CONN_DEYEL_DEFAULT", json.dumps(body))
+        return running
+
+    yield start
+    for context in started:
+        context.__exit__(None, None, None)
+
+
+def probe_json(capsys, *args: str) -> tuple[int, dict]:
+    code = main(["--conn-id", "deyel_default", "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+MODES = {
+    "page (the assumed default)": (
+        {},
+        {"api_prefix": "", **PAGE, **COUNTED, "page_size": 100},
+    ),
+    "page, other names": (
+        {"page_param": "pageNumber", "page_size_param": "size", "total_header": "X-Total"},
+        {
+            "api_prefix": "",
+            "paging": "page",
+            "page_param": "pageNumber",
+            "page_size_param": "size",
+            "total_header": "X-Total",
+            "page_size": 100,
+        },
+    ),
+    "offset": (
+        {"paging": "offset"},
+        {
+            "api_prefix": "",
+            "paging": "offset",
+            "offset_param": "offset",
+            "limit_param": "limit",
+            **COUNTED,
+            "page_size": 100,
+        },
+    ),
+    "offset, other names, no total": (
+        {"paging": "offset", "offset_param": "start", "limit_param": "max", "send_total": False},
+        {
+            "api_prefix": "",
+            "paging": "offset",
+            "offset_param": "start",
+            "limit_param": "max",
+            "total_header": "none",
+            "page_size": 100,
+        },
+    ),
+    "link, absolute": (
+        {"paging": "link"},
+        {"api_prefix": "", "paging": "link", "page_size_param": "pageSize", **COUNTED, "page_size": 100},
+    ),
+    "link, relative": (
+        {"paging": "link", "link_style": "relative", "api_prefix": "/api"},
+        {"api_prefix": "/api", "paging": "link", "page_size_param": "pageSize", **COUNTED, "page_size": 100},
+    ),
+    "none": (
+        {"paging": "none"},
+        {"api_prefix": "", "paging": "none", "total_header": "none"},
+    ),
+    "prefix and page-size cap": (
+        {"api_prefix": "/DeyelWeb/api", "page_size_max": 5},
+        {"api_prefix": "/DeyelWeb/api", **PAGE, **COUNTED, "page_size": 5},
+    ),
+    "cap without a total header": (
+        {"page_size_max": 7, "send_total": False},
+        {"api_prefix": "", **PAGE, "total_header": "none", "page_size": 7},
+    ),
+    "total ignores the search": (
+        {"total_ignores_search": True},
+        {"api_prefix": "", **PAGE, "total_header": "none", "page_size": 100},
+    ),
+    "total counts the page": (
+        {"total_counts_page": True},
+        {"api_prefix": "", **PAGE, "total_header": "none", "page_size": 100},
+    ),
+    "page size ignored": (
+        {"ignore_page_size": True, "records": 250},
+        {"api_prefix": "", "paging": "page", "page_param": "page", **COUNTED, "page_size": 100},
+    ),
+}
+
+
+@pytest.mark.parametrize("settings, expected", MODES.values(), ids=MODES.keys())
+def test_identifies_each_mode_read_only_with_one_token(probe_server, capsys, settings, expected):
+    emulator = probe_server(**settings)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["ok"]) == (0, True), report["findings"]
+    assert report["extras"] == expected
+    assert emulator.stats()["token_requests"] == 1
+    assert set(emulator.methods()) == {"GET"}
+    assert report["gets"] == emulator.methods()["GET"]
+
+
+def test_a_connection_set_as_advised_probes_clean(probe_server, capsys):
+    """The printed extras are the ones the provider reads: set them, and nothing is left to change."""
+    settings = {"paging": "offset", "offset_param": "start", "limit_param": "max", "page_size_max": 20}
+    probe_server(**settings)
+    _, first = probe_json(capsys)
+    probe_server(extra=first["extras"], **settings)
+
+    main(["--conn-id", "deyel_default"])
+
+    assert "The connection already says so: nothing to change." in capsys.readouterr().out
+
+
+def test_a_server_that_ignores_the_page_parameter_is_diagnosed(probe_server, capsys):
+    probe_server(ignore_page_param=True)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["ok"], report["extras"]) == (1, False, {})
+    paging = [f for f in report["findings"] if f["topic"] == "paging"]
+    assert paging[0]["level"] == "FAIL"
+    assert "moves past the first page" in paging[0]["text"]
+
+
+def test_a_prefix_outside_the_candidates_is_found_when_given(probe_server, capsys):
+    probe_server(api_prefix="/tenant/rest/v2")
+
+    code, report = probe_json(capsys)
+    assert code == 1
+    assert "no candidate answered" in " ".join(f["text"] for f in report["findings"])
+
+    code, report = probe_json(capsys, "--prefix", "/tenant/rest/v2")
+    assert (code, report["extras"]["api_prefix"]) == (0, "/tenant/rest/v2")
+
+
+def test_a_missing_form_is_named(probe_server, capsys):
+    emulator = probe_server()
+
+    code, report = probe_json(capsys, "--form", "NO_SUCH_FORM")
+
+    assert code == 1
+    assert "has no form 'NO_SUCH_FORM'" in report["findings"][1]["text"]
+    assert emulator.methods() == {"GET": 1}
+
+
+def test_refused_credentials_stop_after_the_token_post_without_echoing_the_secret(probe_server, capsys):
+    emulator = probe_server(client_secret="another secret")
+
+    code = main(["--conn-id", "deyel_default"])
+    out = capsys.readouterr().out
+
+    assert code == 1
+    assert "FAIL  token" in out and "Client Secret" in out
+    assert CLIENT_SECRET not in out
+    assert emulator.stats()["token_requests"] == 1
+    assert emulator.methods() == {}
+
+
+def test_a_server_that_ignores_search_is_diagnosed(probe_server, capsys):
+    probe_server(ignore_search=True)
+
+    code, report = probe_json(capsys)
+
+    assert code == 1
+    search = [f for f in report["findings"] if f["topic"] == "search"]
+    assert search[0]["level"] == "FAIL" and "is ignored" in search[0]["text"]
+
+
+def test_a_connection_stored_in_the_metadata_database_is_found(probe_server, monkeypatch, tmp_path):
+    """Users keep connections in the database; outside a task the SDK alone does not read it."""
+    emulator = probe_server(paging="link")
+    monkeypatch.delenv("AIRFLOW_CONN_DEYEL_DEFAULT")
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [*airflow, "connections", "add", "deyel_stored", "--conn-type", "deyel", "--conn-host", emulator.url,
+         "--conn-login", "DEYELBOT", "--conn-password", CLIENT_SECRET, "--conn-extra", '{"cache": "memory"}'],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("deyel-probe")), "--conn-id", "deyel_stored", "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["extras"]["paging"] == "link"
+
+
+def test_console_script(probe_server):
+    """The installed ``deyel-probe`` command, as users run it; its text output is the README's."""
+    probe_server(paging="offset", page_size_max=25)
+    script = Path(sys.executable).with_name("deyel-probe")
+
+    done = subprocess.run(
+        [str(script), "--conn-id", "deyel_default"], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "ok    paging      offset: offset=2&limit=2 answers instances 3 to 4" in done.stdout
+    assert '"page_size": 25' in done.stdout
+    assert 'Differs from the connection now: {"paging": "offset", "page_size": 25}' in done.stdout
