@@ -38,6 +38,8 @@ LATEST: dict[str, tuple[str, str | None]] = {
 #: Dependencies whose floors (security fixes) are newer than an older minor's release: taken as of today.
 NEWER_FLOORS = ("urllib3", "filelock", "backports-zstd")
 UV = [sys.executable, "-m", "uv"]
+#: Seconds one example DAG may take under ``airflow dags test`` (a wait that never ends fails the row).
+DAG_TIMEOUT = 600
 #: Every example DAG, in an order where a consumer follows its producer; a logical date where a DAG reads
 #: its data interval (the run at 2026-01-02 covers 2026-01-01).
 DAG_RUNS: tuple[tuple[str, str | None], ...] = (
@@ -49,16 +51,44 @@ DAG_RUNS: tuple[tuple[str, str | None], ...] = (
     ("deyel_extract_changes", "2026-01-02T00:00:00+00:00"),
     ("deyel_extract_lake", "2026-01-02T00:00:00+00:00"),
     ("deyel_upsert", None),
+    ("deyel_approval", None),
+    ("deyel_on_change", None),
 )
+#: The person who approves in Deyel, for deyel_approval: run with the minor's own Python and hook, it
+#: approves every pending purchase request through the API until it is stopped.
+APPROVER = """
+import time
+from deyel_provider.hooks.deyel import DeyelHook
+hook = DeyelHook()
+while True:
+    for request in hook.iter_instances("PURCHASE_REQUEST", search="cdStatus=eq:PENDING"):
+        hook.update_instance(
+            "PURCHASE_REQUEST", request["idObjectValue"],
+            {"cdStatus": "APPROVED", "dtLastUpdate": request["dtLastUpdate"]},
+        )
+    time.sleep(0.5)
+"""
 
 
-def sh(*args: str | Path, log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> int:
+def sh(
+    *args: str | Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    timeout: float | None = None,
+) -> int:
+    """Run a command into the log; its exit code (124 when it ran past ``timeout`` seconds and was killed)."""
     with log.open("a") as out:
         out.write(f"\n$ {shlex.join(str(a) for a in args)}\n")
         out.flush()
-        return subprocess.run(
-            [str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False
-        ).returncode
+        try:
+            return subprocess.run(
+                [str(a) for a in args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=False,
+                timeout=timeout,
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            out.write(f"\n(killed after {timeout:.0f} s)\n")
+            return 124
 
 
 def build_wheel() -> Path:
@@ -138,6 +168,7 @@ def run_dags(venv: Path, log: Path) -> tuple[int, list[str]]:
         home,
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags_examples"),
         DEYEL_DEMO_OUTPUT=str(home / "extract-output"),
+        DEYEL_DEMO_POKE_INTERVAL="1",
     )
     airflow = venv / "bin" / "airflow"
     with subprocess.Popen(
@@ -158,10 +189,17 @@ def run_dags(venv: Path, log: Path) -> tuple[int, list[str]]:
                 if sh(airflow, *step, log=log, env=env):
                     return 0, [" ".join(step)]
             failed = []
-            for dag_id, logical_date in DAG_RUNS:
-                when = [logical_date] if logical_date else []
-                if sh(airflow, "dags", "test", dag_id, *when, log=log, env=env):
-                    failed.append(dag_id)
+            with subprocess.Popen(
+                [str(venv / "bin" / "python"), "-c", APPROVER],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            ) as approver:  # fmt: skip
+                try:
+                    for dag_id, logical_date in DAG_RUNS:
+                        when = [logical_date] if logical_date else []
+                        if sh(airflow, "dags", "test", dag_id, *when, log=log, env=env, timeout=DAG_TIMEOUT):
+                            failed.append(dag_id)
+                finally:
+                    approver.terminate()
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)

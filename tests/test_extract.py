@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from airflow.sdk import Asset
@@ -26,7 +26,7 @@ from tests.contract import Before
 
 RECORDS = 257
 # With updated_order="id", the dtLastUpdate of record i (0-based) is 2026-01-01T00:00Z plus i minutes.
-UPDATED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+UPDATED_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def in_update_order(emulator) -> list[str]:
@@ -123,7 +123,7 @@ def test_incremental_windows_union_to_the_full_set_without_overlap(deyel_conn, t
 
 
 def _updated(record: dict) -> datetime:
-    return datetime.fromtimestamp(int(record["dtLastUpdate"]) / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(int(record["dtLastUpdate"]) / 1000, tz=UTC)
 
 
 def test_a_full_load_is_asked_for_and_combines_with_search(deyel_conn, emulator, tmp_path):

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -181,7 +181,7 @@ def test_an_empty_run_with_skip_writes_no_file_and_emits_no_event(deyel_conn, em
     assert asset in task.outlets
     outlet_events: defaultdict = defaultdict(SimpleNamespace)
     # The emulator's instances were all updated on 2026-01-01: this interval holds none.
-    start, end = datetime(2026, 2, 1, tzinfo=timezone.utc), datetime(2026, 2, 2, tzinfo=timezone.utc)
+    start, end = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)
     summary = task.execute(
         {"data_interval_start": start, "data_interval_end": end, "outlet_events": outlet_events}
     )

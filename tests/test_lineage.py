@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
@@ -64,7 +65,7 @@ def test_extraction_reports_the_form_read_and_every_part_published(deyel_conn, e
 
 
 def test_an_interval_run_reports_its_window_and_the_file_it_names(deyel_conn, emulator, tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     target = tmp_path / "day.csv"
     task = DeyelExtractOperator(
@@ -72,7 +73,7 @@ def test_an_interval_run_reports_its_window_and_the_file_it_names(deyel_conn, em
     )
     start = task.get_openlineage_facets_on_start()
     assert [(d.namespace, d.name) for d in start.outputs] == [("file", str(target))]
-    begin, end = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)
+    begin, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
     summary = task.execute({"data_interval_start": begin, "data_interval_end": end})
     complete = task.get_openlineage_facets_on_complete(None)
     window = complete.inputs[0].inputFacets["deyelWindow"]
@@ -91,12 +92,12 @@ def test_an_interval_run_reports_its_window_and_the_file_it_names(deyel_conn, em
 
 
 def test_a_skipped_empty_run_reports_no_output(deyel_conn, emulator, tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     task = DeyelExtractOperator(
         task_id="x", form="CRM_ACCOUNT", output=str(tmp_path / "d.jsonl"), on_empty="skip"
     )
-    begin, end = datetime(2025, 1, 1, tzinfo=timezone.utc), datetime(2025, 1, 2, tzinfo=timezone.utc)
+    begin, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
     task.execute({"data_interval_start": begin, "data_interval_end": end})
     complete = task.get_openlineage_facets_on_complete(None)
     assert complete.outputs == [] and len(complete.inputs) == 1

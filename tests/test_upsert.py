@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -168,10 +169,10 @@ def test_csv_parquet_and_xcom_sources_load_the_same_values(emulator, deyel_conn,
 
 
 def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
     from decimal import Decimal
 
-    opened = datetime(2018, 10, 29, 3, 0, tzinfo=timezone.utc)
+    opened = datetime(2018, 10, 29, 3, 0, tzinfo=UTC)
     source = [
         {KEY: 1001, "dsName": "Numeric code", "dtOpening": opened, "nuRevenue": Decimal("12.50")},
         {KEY: "C-2", "dsName": "Dates", "dtOpening": date(2018, 10, 29), "qtEmployee": Decimal("7")},

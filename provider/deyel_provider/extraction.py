@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +66,7 @@ class ExtractResult:
 def epoch_ms(moment: datetime) -> int:
     """Deyel's date literal: milliseconds since the epoch (naive datetimes are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     # Integer arithmetic (not timestamp() floats), and it works for pendulum datetimes as well.
     return calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000
 

@@ -25,7 +25,7 @@ import calendar
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
@@ -55,9 +55,9 @@ def field_kind(field: str) -> str | None:
 def epoch_ms_text(moment: date) -> str:
     """Deyel's date value, epoch milliseconds as text (naive datetimes are UTC; a date: its midnight UTC)."""
     if not isinstance(moment, datetime):
-        moment = datetime(moment.year, moment.month, moment.day, tzinfo=timezone.utc)
+        moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
     elif moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return str(calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000)
 
 

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -489,7 +489,7 @@ def test_iso_dates_and_in_separator_are_switches() -> None:
         assert ids_of(api(emu, "GET", token=token, params={"search": search})) == list(range(11, 51))
         epoch = api(emu, "GET", token=token, params={"search": "dtLastUpdate=gte:1767225600000"})
         assert epoch.status_code == 400
-    assert datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() * 1000 == 1767225600000
+    assert datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000 == 1767225600000
 
 
 # -- paging --------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 OPERATORS = frozenset({"eq", "neq", "like", "sw", "nsw", "ew", "new", "gt", "gte", "lt", "lte", "in", "nin"})
@@ -15,7 +15,7 @@ _RANGE_OPERATORS = frozenset({"eq", "gt", "gte", "lt", "lte"})
 # A comma starts a new clause only when "field=op:" follows, so commas inside values survive.
 _CLAUSE_SPLIT = re.compile(r",(?=\s*[A-Za-z_][\w/]*=[A-Za-z]+:)")
 _CLAUSE = re.compile(r"\s*(?P<field>[A-Za-z_][\w/]*)=(?P<op>[A-Za-z]+):(?P<value>.*)", re.DOTALL)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 Getter = Callable[[str], Any]
@@ -147,7 +147,7 @@ def _parse_date(raw: str, date_format: str) -> int:
         return int(raw)
     parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return (parsed - _EPOCH) // _ONE_MS
 
 
