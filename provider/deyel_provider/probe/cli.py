@@ -6,8 +6,9 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from deyel_provider.config import DeyelConfig
@@ -52,13 +53,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, help="page size to check for a cap (default: the extra)")
     parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
     args = parser.parse_args(argv)
-    # Airflow 3.0 logs to stdout (connection lookups, the Fernet key warning): while it works, stdout is
-    # stderr, so that the report (and --json) is alone on stdout.
-    with contextlib.redirect_stdout(sys.stderr):
+    with _stdout_is_stderr():
         code, report = _probe(args)
     if report:
         print(report)
     return code
+
+
+@contextlib.contextmanager
+def _stdout_is_stderr() -> Iterator[None]:
+    """While the probe works, what anything prints to stdout goes to stderr, so that the report (and
+    ``--json``) is alone on stdout. Airflow logs there on some versions: connection lookups and the Fernet
+    key warning (3.0), migration plugins through a stream its logging took at import (3.2). So the file
+    descriptor itself is swapped, not only ``sys.stdout``."""
+    streams = [s for s in (sys.stdout, sys.__stdout__) if s is not None]
+    for stream in streams:
+        stream.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for stream in streams:
+            stream.flush()  # what they hold was written while fd 1 was stderr
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _probe(args: argparse.Namespace) -> tuple[int, str]:
