@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from types import SimpleNamespace
+from typing import Any
 
 # The documented example credentials, which the emulator accepts by default.
 CLIENT_ID = "DEYELBOT"
@@ -41,7 +44,52 @@ def dagbag_class():
 
 def as_airflow_logs_it(text: str) -> str:
     """``text`` after what Airflow's log pipeline does to every line: its JWT pattern, then its masker."""
-    from airflow.sdk._shared.logging.structlog import redact_jwt
+    try:
+        from airflow.sdk._shared.logging.structlog import redact_jwt  # 3.1+
+    except ImportError:
+        from airflow.sdk.log import redact_jwt  # 3.0
 
     event = redact_jwt(None, "info", {"event": text})["event"]
     return str(airflow_secrets_masker().redact(event))
+
+
+class ByAsset(MutableMapping):
+    """A hand-made ``outlet_events`` or ``inlet_events``: Airflow's accessors take an Asset as the key, and
+    an Asset is hashable only from Airflow 3.1 on. Missing keys get ``default()`` (a defaultdict's way)."""
+
+    def __init__(
+        self, items: Iterable[tuple[Any, Any]] = (), default: Callable[[], Any] | None = None
+    ) -> None:
+        self._by_key: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._default = default
+        for asset, value in items:
+            self[asset] = value
+
+    @staticmethod
+    def _key(asset: Any) -> tuple[str, str, str]:
+        return (type(asset).__name__, asset.name, asset.uri)
+
+    def __getitem__(self, asset: Any) -> Any:
+        key = self._key(asset)
+        if key not in self._by_key:
+            if self._default is None:
+                raise KeyError(asset)
+            self._by_key[key] = (asset, self._default())
+        return self._by_key[key][1]
+
+    def __setitem__(self, asset: Any, value: Any) -> None:
+        self._by_key[self._key(asset)] = (asset, value)
+
+    def __delitem__(self, asset: Any) -> None:
+        del self._by_key[self._key(asset)]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (asset for asset, _ in self._by_key.values())
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def outlet_events() -> ByAsset:
+    """What a task's ``context["outlet_events"]`` is to the code under test: ``[asset].extra`` settable."""
+    return ByAsset(default=SimpleNamespace)

@@ -15,6 +15,7 @@ import pytest
 
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
+from tests.helpers import dagbag_class
 from tests.test_change_trigger import AssetState, watching
 from tests.test_example_dags import DAGS_FOLDER, consumed_by_the_next_run
 
@@ -23,9 +24,7 @@ FORM = "PURCHASE_REQUEST"
 
 def example_dag(name: str):
     """One example DAG, parsed now (so that environment settings of the test apply)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS_FOLDER / f"{name}.py")).get_dag(name)
+    return dagbag_class()(dag_folder=str(DAGS_FOLDER / f"{name}.py")).get_dag(name)
 
 
 def approve(instance_id: str) -> None:

@@ -23,6 +23,7 @@ from deyel_provider.formats import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
 from tests.contract import Before
+from tests.helpers import ByAsset, outlet_events
 
 RECORDS = 257
 # With updated_order="id", the dtLastUpdate of record i (0-based) is 2026-01-01T00:00Z plus i minutes.
@@ -407,15 +408,14 @@ def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_even
         extra={"watermark": {"key": watermark_key("CRM_ACCOUNT", "dtLastUpdate", None), "end": 5}}
     )
     events = [SimpleNamespace(extra=extra), other]
-    assert read_watermark({"inlet_events": {asset: events}}, asset, key) == mark
-    assert read_watermark({"inlet_events": {asset: [other]}}, asset, key) is None  # another search's
+    assert read_watermark({"inlet_events": ByAsset([(asset, events)])}, asset, key) == mark
+    assert read_watermark({"inlet_events": ByAsset([(asset, [other])])}, asset, key) is None  # another's
     assert read_watermark({}, asset, key) is None
 
 
 def test_a_cleared_or_retried_watermark_run_reads_its_window_again(deyel_conn, emulator, tmp_path):
     """Once a run published, its retry (or a clear) must not read an empty window from the new watermark:
     its changes would then be in no file."""
-    from collections import defaultdict
     from types import SimpleNamespace
 
     asset = Asset(tmp_path.as_uri())
@@ -429,10 +429,10 @@ def test_a_cleared_or_retried_watermark_run_reads_its_window_again(deyel_conn, e
 
     def run(run_id: str, events: list) -> dict:
         task.output_path = str(tmp_path / f"{run_id}.jsonl")  # as rendered
-        outlet_events: defaultdict = defaultdict(SimpleNamespace)
-        context = {"run_id": run_id, "inlet_events": {asset: events}, "outlet_events": outlet_events}
+        events_out = outlet_events()
+        context = {"run_id": run_id, "inlet_events": ByAsset([(asset, events)]), "outlet_events": events_out}
         summary = task.execute(context)
-        assert outlet_events[asset].extra == summary
+        assert events_out[asset].extra == summary
         return summary
 
     first = run("r1", [])

@@ -8,10 +8,8 @@ import gzip
 import json
 import os
 import sys
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import duckdb
@@ -27,6 +25,7 @@ from deyel_provider.exceptions import DeyelConfigError, DeyelSchemaError
 from deyel_provider.formats import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
+from tests.helpers import outlet_events
 
 FORM = "CRM_ACCOUNT"
 
@@ -41,8 +40,13 @@ def served() -> list[dict[str, Any]]:
     return list(DeyelHook().iter_instances(FORM))
 
 
+#: One connection for the module: duckdb 1.3 (Airflow 3.0's era) closes a connection nobody holds before
+#: its result is read.
+DUCK = duckdb.connect()
+
+
 def duck() -> duckdb.DuckDBPyConnection:
-    return duckdb.connect()
+    return DUCK
 
 
 def parquet_as_sent(rows: list[dict[str, Any]], schema: pa.Schema) -> list[dict[str, Any]]:
@@ -179,25 +183,21 @@ def test_an_empty_run_with_skip_writes_no_file_and_emits_no_event(deyel_conn, em
         asset=asset,
     )
     assert asset in task.outlets
-    outlet_events: defaultdict = defaultdict(SimpleNamespace)
+    events = outlet_events()
     # The emulator's instances were all updated on 2026-01-01: this interval holds none.
     start, end = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)
-    summary = task.execute(
-        {"data_interval_start": start, "data_interval_end": end, "outlet_events": outlet_events}
-    )
+    summary = task.execute({"data_interval_start": start, "data_interval_end": end, "outlet_events": events})
     assert summary["skipped"] is True and summary["records"] == 0
     assert summary["path"] is None and summary["parts"] == [] and summary["bytes"] == 0
     assert os.listdir(tmp_path) == []
     assert asset not in task.outlets  # Airflow emits an event for every outlet of a successful task
-    assert outlet_events == {}
+    assert len(events) == 0
 
     # The same run with on_empty="write" (the default) publishes an empty file and its event.
     task = DeyelExtractOperator(task_id="x", form=FORM, output=str(tmp_path / "day.jsonl"), asset=asset)
-    summary = task.execute(
-        {"data_interval_start": start, "data_interval_end": end, "outlet_events": outlet_events}
-    )
+    summary = task.execute({"data_interval_start": start, "data_interval_end": end, "outlet_events": events})
     assert summary["skipped"] is False and (tmp_path / "day.jsonl").read_bytes() == b""
-    assert outlet_events[asset].extra == summary and asset in task.outlets
+    assert events[asset].extra == summary and asset in task.outlets
 
 
 def part_names(folder: Path) -> list[str]:
@@ -219,7 +219,7 @@ def test_max_file_bytes_splits_into_parts_and_a_rerun_replaces_the_set(
 ):
     stem, _, ext = name.partition(".")
     asset = Asset(tmp_path.as_uri())
-    outlet_events: defaultdict = defaultdict(SimpleNamespace)
+    events = outlet_events()
     page_size = 5 if records < 100 else 200
 
     def run(max_file_bytes: int) -> dict:
@@ -231,8 +231,8 @@ def test_max_file_bytes_splits_into_parts_and_a_rerun_replaces_the_set(
             asset=asset,
             **options,
         )
-        summary = task.execute({"outlet_events": outlet_events})
-        assert outlet_events[asset].extra == summary
+        summary = task.execute({"outlet_events": events})
+        assert events[asset].extra == summary
         return summary
 
     with run_emulator(records=records) as emulator:

