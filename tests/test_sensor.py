@@ -119,6 +119,24 @@ def test_missing_form_fails_at_once(emulator, deyel_conn):
     assert emulator.stats()["api_requests"] == 1
 
 
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_failure_skips_with_never_fail_and_waits_with_silent_fail_in_both_modes(
+    emulator, deyel_conn, deferrable
+):
+    """Airflow's sensor flags apply to the probe on the worker whatever the mode (the deferrable sensor's
+    first probe is its own code, not Airflow's poke loop)."""
+    emulator.reset()
+    with pytest.raises(AirflowSkipException):
+        sensor(form="NO_SUCH_FORM", never_fail=True, deferrable=deferrable).execute({})
+    assert emulator.stats()["api_requests"] == 1
+    silent = sensor(form="NO_SUCH_FORM", silent_fail=True, timeout=0.05, deferrable=deferrable)
+    # The failure is logged and counts as "not yet": a deferrable sensor hands the wait to the triggerer.
+    with pytest.raises(TaskDeferred if deferrable else AirflowSensorTimeout):
+        silent.execute({})
+    with pytest.raises(DeyelNotFoundError):  # without a flag it fails at once in both modes
+        sensor(form="NO_SUCH_FORM", deferrable=deferrable).execute({})
+
+
 def test_refused_credentials_fail_at_once(emulator, deyel_conn):
     deyel_conn(password="wrong-secret")
     with pytest.raises(DeyelAuthError):
