@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -185,6 +186,28 @@ def test_bad_bounds_fail_at_parse_time():
 
 
 # -- deferred -----------------------------------------------------------------------------------------------
+
+
+def test_a_hanging_deyel_holds_none_of_the_event_loops_default_threads(emulator, deyel_conn):
+    """Other providers' triggers in the same triggerer run their blocking calls in the event loop's default
+    thread pool: a Deyel that does not answer must not hold those threads."""
+    create_requests("APPROVED")
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 5_000, "count": 1}])
+    trigger = DeyelInstanceTrigger(form=FORM, search=APPROVED, poll_interval=0.01)
+
+    async def scenario() -> tuple[int, dict]:
+        # The default pool at its smallest: one thread, as when every default thread is busy.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+        waiting = asyncio.ensure_future(first_event(trigger))
+        while emulator.stats()["api_in_flight"] == 0:
+            await asyncio.sleep(0.01)
+        # Another trigger's blocking call, while the probe hangs: it runs now, not after the probe.
+        in_flight = await asyncio.to_thread(lambda: emulator.stats()["api_in_flight"])
+        return in_flight, await waiting
+
+    in_flight, event = asyncio.run(scenario())
+    assert in_flight == 1  # the probe was still waiting on Deyel
+    assert event["status"] == "success" and event["xcom"]["count"] == 1
 
 
 def test_deferred_sensor_resumes_with_the_sync_xcom(emulator, deyel_conn):
