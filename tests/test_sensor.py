@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -119,6 +120,24 @@ def test_missing_form_fails_at_once(emulator, deyel_conn):
     assert emulator.stats()["api_requests"] == 1
 
 
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_failure_skips_with_never_fail_and_waits_with_silent_fail_in_both_modes(
+    emulator, deyel_conn, deferrable
+):
+    """Airflow's sensor flags apply to the probe on the worker whatever the mode (the deferrable sensor's
+    first probe is its own code, not Airflow's poke loop)."""
+    emulator.reset()
+    with pytest.raises(AirflowSkipException):
+        sensor(form="NO_SUCH_FORM", never_fail=True, deferrable=deferrable).execute({})
+    assert emulator.stats()["api_requests"] == 1
+    silent = sensor(form="NO_SUCH_FORM", silent_fail=True, timeout=0.05, deferrable=deferrable)
+    # The failure is logged and counts as "not yet": a deferrable sensor hands the wait to the triggerer.
+    with pytest.raises(TaskDeferred if deferrable else AirflowSensorTimeout):
+        silent.execute({})
+    with pytest.raises(DeyelNotFoundError):  # without a flag it fails at once in both modes
+        sensor(form="NO_SUCH_FORM", deferrable=deferrable).execute({})
+
+
 def test_refused_credentials_fail_at_once(emulator, deyel_conn):
     deyel_conn(password="wrong-secret")
     with pytest.raises(DeyelAuthError):
@@ -167,6 +186,28 @@ def test_bad_bounds_fail_at_parse_time():
 
 
 # -- deferred -----------------------------------------------------------------------------------------------
+
+
+def test_a_hanging_deyel_holds_none_of_the_event_loops_default_threads(emulator, deyel_conn):
+    """Other providers' triggers in the same triggerer run their blocking calls in the event loop's default
+    thread pool: a Deyel that does not answer must not hold those threads."""
+    create_requests("APPROVED")
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 5_000, "count": 1}])
+    trigger = DeyelInstanceTrigger(form=FORM, search=APPROVED, poll_interval=0.01)
+
+    async def scenario() -> tuple[int, dict]:
+        # The default pool at its smallest: one thread, as when every default thread is busy.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+        waiting = asyncio.ensure_future(first_event(trigger))
+        while emulator.stats()["api_in_flight"] == 0:
+            await asyncio.sleep(0.01)
+        # Another trigger's blocking call, while the probe hangs: it runs now, not after the probe.
+        in_flight = await asyncio.to_thread(lambda: emulator.stats()["api_in_flight"])
+        return in_flight, await waiting
+
+    in_flight, event = asyncio.run(scenario())
+    assert in_flight == 1  # the probe was still waiting on Deyel
+    assert event["status"] == "success" and event["xcom"]["count"] == 1
 
 
 def test_deferred_sensor_resumes_with_the_sync_xcom(emulator, deyel_conn):

@@ -12,7 +12,7 @@ import airflow
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowException
+    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
     from airflow.sdk.log import mask_secret
 else:
     try:
@@ -24,11 +24,22 @@ else:
     except ImportError:  # 3.0
         from airflow.exceptions import AirflowException
     try:
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # 3.0, 3.1
+        from airflow.exceptions import AirflowSkipException
+    try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # early 3.0 patches
         from airflow.sdk.execution_time.secrets_masker import mask_secret
 
-__all__ = ["AIRFLOW_VERSION", "HAS_CONN_FIELDS", "AirflowException", "BaseHook", "mask_secret"]
+__all__ = [
+    "AIRFLOW_VERSION",
+    "HAS_CONN_FIELDS",
+    "AirflowException",
+    "AirflowSkipException",
+    "BaseHook",
+    "mask_secret",
+]
 
 
 def _minor(version: str) -> tuple[int, int]:

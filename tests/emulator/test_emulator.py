@@ -645,6 +645,7 @@ def test_stats_count_exactly() -> None:
             "faults_injected": 0,
             "rate_limited": 0,
             "api_in_flight_peak": 1,
+            "api_in_flight": 0,
             "status_counts": {"200": 1, "401": 1, "404": 1},
             "active_tokens": 1,
         }

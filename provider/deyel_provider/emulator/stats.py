@@ -62,6 +62,7 @@ class Stats:
             out["faults_injected"] = self._counts["faults_injected"]
             out["rate_limited"] = self._counts["rate_limited"]
             out["api_in_flight_peak"] = self._counts["api_in_flight_peak"]
+            out["api_in_flight"] = self._in_flight
             # JSON object keys are strings; keep them so in-process and HTTP readers see the same dict.
             out["status_counts"] = {str(status): n for status, n in sorted(self._statuses.items())}
         return out

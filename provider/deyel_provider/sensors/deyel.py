@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from deyel_provider.compat import AirflowSkipException
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
@@ -101,7 +102,7 @@ class DeyelInstanceSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         # One probe on the worker: a condition already met, or a failure, needs no trip to the triggerer.
-        outcome = self.poke(context)
+        outcome = self._first_poke(context)
         if isinstance(outcome, PokeReturnValue) and outcome.is_done:
             return outcome.xcom_value
         query = self.query
@@ -118,6 +119,22 @@ class DeyelInstanceSensor(BaseSensorOperator):
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
+
+    def _first_poke(self, context: Context) -> PokeReturnValue | bool:
+        """The deferrable sensor's probe on the worker, with what Airflow's poke loop does on a failure:
+        ``silent_fail`` logs it and waits on, ``never_fail`` skips the task. (``soft_fail`` skips only on a
+        timeout there; after the deferral Airflow's ``resume_execution`` applies both flags itself.)"""
+        try:
+            return self.poke(context)
+        except AirflowSkipException:
+            raise
+        except Exception as exc:
+            if self.silent_fail:
+                self.log.error("Sensor poke failed: %s", exc)
+                return False
+            if self.never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
+            raise
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after the trigger fired: its XCom, or the typed error it reported."""

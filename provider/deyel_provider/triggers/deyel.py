@@ -1,20 +1,24 @@
 """Triggers that wait on Deyel in the triggerer: the deferred mode of ``DeyelInstanceSensor``, and changes of
 a form for event-driven DAGs (``AssetWatcher``).
 
-They run the hook's blocking calls in a worker thread (``asyncio.to_thread``), as Airflow's own REST triggers
-do, so the event loop that serves every other trigger never waits on Deyel, and there is one implementation
-of the token path and the retry policy: the hook's. Each trigger reads the connection in the triggerer
-(its serialised kwargs hold no secret), and its hook takes tokens from the process's memory tier and the
-connection's shared cache, so many deferred sensors on one triggerer share one token.
+They run the hook's blocking calls in worker threads of their own (:data:`THREADS` at most), so the event
+loop that serves every other trigger never waits on Deyel, a Deyel that does not answer holds none of the
+loop's default threads (other providers' triggers run their blocking calls there), and there is one
+implementation of the token path and the retry policy: the hook's. Each trigger reads the connection in the
+triggerer (its serialised kwargs hold no secret), and its hook takes tokens from the process's memory tier
+and the connection's shared cache, so many deferred sensors on one triggerer share one token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
@@ -23,6 +27,20 @@ from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
 from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS
+
+_T = TypeVar("_T")
+
+#: Threads for the triggers' blocking Deyel calls in one triggerer. A call lasts up to the connection's
+#: timeout times its attempts, plus backoff: with more triggers than this waiting on a slow Deyel, their
+#: polls queue here, and the loop's default pool stays free for everything else.
+THREADS = 8
+_executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="deyel-trigger")
+
+
+async def in_thread(func: Callable[..., _T], *args: Any) -> _T:
+    """``asyncio.to_thread`` (the caller's context variables included), on the Deyel triggers' own threads."""
+    call = functools.partial(contextvars.copy_context().run, func, *args)
+    return await asyncio.get_running_loop().run_in_executor(_executor, call)
 
 
 def error_event(error: DeyelError) -> dict[str, Any]:
@@ -102,7 +120,7 @@ class DeyelInstanceTrigger(BaseTrigger):
         try:
             while True:
                 try:
-                    result = await asyncio.to_thread(probe, hook, self.query)
+                    result = await in_thread(probe, hook, self.query)
                 except DeyelError as exc:
                     if not is_not_yet(exc):
                         yield TriggerEvent(error_event(exc))
@@ -121,7 +139,7 @@ class DeyelInstanceTrigger(BaseTrigger):
                     )
                 await asyncio.sleep(self.poll_interval)
         finally:
-            await asyncio.to_thread(hook.close)
+            await in_thread(hook.close)
 
 
 #: Prefix of the change trigger's watermark in the asset's state (not the extraction's ``deyel_watermark``).
@@ -196,9 +214,9 @@ class DeyelChangeTrigger(BaseEventTrigger):
             while True:
                 try:
                     if mark is None:
-                        mark = saved = await asyncio.to_thread(self._present, hook)
+                        mark = saved = await in_thread(self._present, hook)
                         await self._save_watermark(mark)
-                    event = await asyncio.to_thread(self._changes_since, hook, mark)
+                    event = await in_thread(self._changes_since, hook, mark)
                 except DeyelError as exc:
                     if not is_not_yet(exc):
                         raise
@@ -217,7 +235,7 @@ class DeyelChangeTrigger(BaseEventTrigger):
                     await self._save_watermark(mark)
                     saved = mark
         finally:
-            await asyncio.to_thread(hook.close)
+            await in_thread(hook.close)
 
     def _narrowed(self, *clauses: str) -> InstanceQuery:
         search = ",".join(c for c in (self.query.search, *clauses) if c)
