@@ -230,3 +230,39 @@ def test_console_script(probe_server):
     assert "ok    paging      offset: offset=2&limit=2 answers instances 3 to 4" in done.stdout
     assert '"page_size": 25' in done.stdout
     assert 'Differs from the connection now: {"paging": "offset", "page_size": 25}' in done.stdout
+
+
+def findings(report: dict, topic: str) -> list[dict]:
+    return [f for f in report["findings"] if f["topic"] == topic]
+
+
+def test_fixed_pages_through_an_unknown_page_parameter_are_not_taken_for_no_paging(probe_server, capsys):
+    """20 per page whatever size is asked, paged by ``pg``: "none" would read 20 of 50 and succeed."""
+    probe_server(page_param="pg", ignore_page_size=True, page_size_default=20)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"]) == (1, {}), report["findings"]
+    paging = findings(report, "paging")[0]
+    assert paging["level"] == "FAIL"
+    assert "pages of 20" in paging["text"] and "50" in paging["text"]
+    assert "--page-param" in " ".join(f["text"] for f in report["findings"])
+
+
+def test_no_paging_without_a_count_header_is_not_asserted(probe_server, capsys):
+    probe_server(paging="none")
+
+    code, report = probe_json(capsys)
+
+    assert code == 0
+    paging = findings(report, "paging")[0]
+    assert paging["level"] == "warn" and "not proven" in paging["text"]
+
+
+def test_fixed_size_paging_checks_search_too(probe_server, capsys):
+    probe_server(ignore_page_size=True, ignore_search=True, records=250)
+
+    code, report = probe_json(capsys)
+
+    assert code == 1
+    assert [f["level"] for f in findings(report, "search")] == ["FAIL"]

@@ -260,14 +260,54 @@ class Prober:
         if n < MIN_INSTANCES:
             self.note(FAIL, "paging", f"the form holds {n} instance(s): too few to tell how the server pages")
             raise ProbeFailed(f"probe a form with at least {MIN_INSTANCES} instances (--form)")
-        self.note(
-            OK,
-            "paging",
-            f"none: every request answers all {n} instances, whatever page, size or offset parameter is sent",
-        )
+        self._no_paging(whole, n)
         self.result.extras.update({"paging": "none", "total_header": "none"})
         self.note(OK, "total", "none needed: one response holds every instance")
         self._search(None, records)
+
+    def _no_paging(self, whole: Answer, n: int) -> None:
+        """Every request answered the same ``n`` instances: all of them, unless a count header says more.
+
+        A server with pages of a fixed size and a page parameter not among the candidates looks the same;
+        taken for "none", an extraction would read its first page alone and succeed."""
+        tried = f"page ({', '.join(self.page_params)}), offset ({', '.join(self.offset_params)})"
+        for name, total in self._counts(whole):
+            if total > n:
+                self.note(
+                    FAIL,
+                    "paging",
+                    f"pages of {n}: {name} says {total} instances match, but every request answers the "
+                    f"same {n}, whatever {tried} or size parameter is sent",
+                )
+                raise ProbeFailed(
+                    "the page parameter is not among the candidates: find it and pass --page-param (or "
+                    "--offset-param) to probe again"
+                )
+            if total == n:
+                self.note(
+                    OK,
+                    "paging",
+                    f"none: every request answers all {n} instances ({name}: {total}), whatever page, "
+                    f"size or offset parameter is sent",
+                )
+                return
+        self.note(
+            WARN,
+            "paging",
+            f"none, not proven: every request answers the same {n} instances, whatever {tried} or size "
+            f"parameter is sent, and no count header ({', '.join(self.total_headers)}) says how many match; "
+            f"if this server pages by {n} through another parameter, pass it with --page-param or an "
+            f"extraction reads the first {n} alone",
+        )
+
+    def _counts(self, answer: Answer) -> list[tuple[str, int]]:
+        """The count headers of an answer that hold a number."""
+        found = []
+        for name in self.total_headers:
+            raw = answer.headers.get(name, "").strip()
+            if raw.isdigit():
+                found.append((name, int(raw)))
+        return found
 
     def _fixed_size(
         self, strategy: str, extras: dict[str, Any], n: int, second: list[dict[str, Any]]
@@ -290,7 +330,9 @@ class Prober:
                 f"fits in one): the size parameter is ignored; set page_size to the server's page size",
             )
             self.result.extras["page_size"] = n
-        self._total(self.listing(), strategy)
+        first = self.listing()
+        self._total(first, strategy)
+        self._search(None, first.records or [])
 
     def _link(self, first: Answer, size_param: str, ref: list[dict[str, Any]]) -> str | None:
         link = first.links.get("next", {}).get("url")
