@@ -266,3 +266,50 @@ def test_fixed_size_paging_checks_search_too(probe_server, capsys):
 
     assert code == 1
     assert [f["level"] for f in findings(report, "search")] == ["FAIL"]
+
+
+def test_an_oversized_answer_is_a_diagnosis_not_a_traceback(probe_server, capsys):
+    probe_server(extra={"max_response_bytes": 4000})
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["ok"]) == (1, False)
+    assert "max_response_bytes" in findings(report, "stopped")[0]["text"]
+
+
+def test_an_internal_error_exits_3_with_a_one_line_diagnosis(probe_server, capsys, monkeypatch):
+    import requests
+
+    probe_server()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(requests.Session, "get", broken)
+    code = main(["--conn-id", "deyel_default", "--json"])
+    captured = capsys.readouterr()
+
+    assert code == 3
+    error = "internal error: RuntimeError: something unforeseen"
+    assert json.loads(captured.out) == {"ok": False, "error": error}
+    assert captured.err.strip().splitlines()[-1].startswith("deyel-probe: internal error: RuntimeError")
+
+
+@pytest.mark.parametrize("size", ["-5", "0", "many"])
+def test_page_size_must_be_a_positive_integer(capsys, size):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--conn-id", "deyel_default", "--page-size", size])
+
+    assert exit_.value.code == 2
+    assert "--page-size" in capsys.readouterr().err
+
+
+def test_an_unreadable_connection_is_reported_in_json_without_the_secret(capsys, monkeypatch):
+    body = json.loads(connection_json("http://127.0.0.1:9", paging="sideways"))
+    monkeypatch.setenv("AIRFLOW_CONN_DEYEL_DEFAULT", json.dumps(body))
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["ok"]) == (2, False)
+    assert "paging" in report["error"]
+    assert CLIENT_SECRET not in json.dumps(report)

@@ -90,7 +90,9 @@ class Prober:
             )
             read_capped(response, self.config.max_response_bytes, method="GET", path=path)
         except requests.RequestException as exc:
-            raise ProbeFailed(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
+            raise ProbeFailed(self._redact(f"GET {path} failed: {type(exc).__name__}: {exc}")) from None
+        except DeyelError as exc:  # an oversized or cut-off body
+            raise ProbeFailed(self._redact(f"GET {path} failed: {exc}")) from None
         try:
             body = response.json()
         except (ValueError, RecursionError):
