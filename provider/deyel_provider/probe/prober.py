@@ -66,6 +66,9 @@ class Prober:
         self.result = ProbeResult()
         self._token = ""
         self._collection = ""
+        self._total_value: int | None = None
+        #: A page parameter that numbers pages from 0 (the provider numbers them from 1).
+        self._zero_based: str | None = None
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -203,6 +206,16 @@ class Prober:
         strategy = (
             self._link(first, size_param, ref) or self._page(size_param, ref) or self._offset(size_param, ref)
         )
+        if strategy is None and self._zero_based:
+            self.note(
+                FAIL,
+                "paging",
+                f"{self._zero_based} numbers pages from 0 ({self._zero_based}=1 answers instances "
+                f"{TINY + 1} to {2 * TINY}); the provider numbers them from 1",
+            )
+            raise ProbeFailed(
+                "0-based page numbers are not supported: use offset paging if the server offers it"
+            )
         if strategy is None:
             self.note(
                 FAIL,
@@ -257,7 +270,9 @@ class Prober:
         for name in self.offset_params:
             shifted = self.records({name: TINY})
             if shifted is not None and record_keys(shifted) != record_keys(records):
-                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, shifted)
+                # What follows the first page, not the shifted one, tells whether more exist.
+                following = self.records({name: n}) or []
+                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, following)
                 return
         if n < MIN_INSTANCES:
             self.note(FAIL, "paging", f"the form holds {n} instance(s): too few to tell how the server pages")
@@ -333,17 +348,32 @@ class Prober:
             )
             self.result.extras["page_size"] = n
         first = self.listing()
-        self._total(first, strategy)
+        # A count header equal to the page counts the page unless the second page came back empty.
+        self._total(first, strategy, more=bool(second))
         self._search(None, first.records or [])
 
     def _link(self, first: Answer, size_param: str, ref: list[dict[str, Any]]) -> str | None:
         link = first.links.get("next", {}).get("url")
         if not link:
             return None
-        following = self.get(urljoin(first.url, link)).records
-        if record_keys(following) != record_keys(ref[TINY : 2 * TINY]):
-            self.note(FAIL, "paging", "the next link of a page does not lead to the following instances")
-            raise ProbeFailed("the server's next links are not usable for extractions")
+        target = urljoin(first.url, link)
+        if not self.config.is_own_url(target):
+            # Not followed: the token goes to the connection's host alone.
+            self.note(
+                WARN,
+                "paging",
+                f"the Link header's next link leads to another host ({urlsplit(target).netloc}): "
+                f"not followed; trying page and offset parameters",
+            )
+            return None
+        if not self._continues(self.get(target).records, ref):
+            self.note(
+                WARN,
+                "paging",
+                "the Link header's next link does not lead to the following instances: not usable; "
+                "trying page and offset parameters",
+            )
+            return None
         self.note(
             OK,
             "paging",
@@ -353,34 +383,39 @@ class Prober:
         self.result.extras.update({"paging": "link", "page_size_param": size_param})
         return "link"
 
+    @staticmethod
+    def _continues(records: list[dict[str, Any]] | None, ref: list[dict[str, Any]]) -> bool:
+        """Whether ``records`` start with the instances after the first page of ``ref`` (the first ``2 *
+        TINY``, or fewer when the server caps pages below that)."""
+        wanted = record_keys(ref[TINY : 2 * TINY]) or []
+        got = record_keys(records)
+        return bool(wanted) and got is not None and got[: len(wanted)] == wanted
+
     def _page(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
-        wanted = record_keys(ref[TINY : 2 * TINY])
+        head = record_keys(ref[:TINY])
         for name in self.page_params:
             if name == size_param:
                 continue
-            if record_keys(self.records({name: 2, size_param: TINY})) == wanted:
-                if record_keys(self.records({name: 1, size_param: TINY})) != record_keys(ref[:TINY]):
-                    self.note(
-                        FAIL, "paging", f"{name} numbers pages from 0; the provider numbers them from 1"
-                    )
-                    raise ProbeFailed("0-based page numbers are not supported: use offset paging if offered")
-                self.note(
-                    OK,
-                    "paging",
-                    f"page: {name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
-                )
-                self.result.extras.update(
-                    {"paging": "page", "page_param": name, "page_size_param": size_param}
-                )
-                return "page"
+            second = self.records({name: 2, size_param: TINY})
+            if not self._continues(second, ref):
+                moved = second is not None and record_keys(second) != head
+                if moved and self._continues(self.records({name: 1, size_param: TINY}), ref):
+                    self._zero_based = self._zero_based or name
+                continue
+            self.note(
+                OK,
+                "paging",
+                f"page: {name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
+            )
+            self.result.extras.update({"paging": "page", "page_param": name, "page_size_param": size_param})
+            return "page"
         return None
 
     def _offset(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
-        wanted = record_keys(ref[TINY : 2 * TINY])
         for name in self.offset_params:
             if name == size_param:
                 continue
-            if record_keys(self.records({name: TINY, size_param: TINY})) == wanted:
+            if self._continues(self.records({name: TINY, size_param: TINY}), ref):
                 self.note(
                     OK,
                     "paging",
@@ -403,8 +438,11 @@ class Prober:
             return None
         return bool(more)
 
-    def _total(self, answer: Answer, strategy: str) -> None:
+    def _total(self, answer: Answer, strategy: str, more: bool | None = None) -> None:
+        """Find the count header; ``more``: whether instances follow ``answer`` (None: ask the server)."""
         served = len(answer.records or [])
+        if more is None and strategy == "link":
+            more = bool(answer.links.get("next"))
         for name in self.total_headers:
             raw = answer.headers.get(name)
             if raw is None:
@@ -414,7 +452,7 @@ class Prober:
             except ValueError:
                 self.note(WARN, "total", f"{name}: {raw!r} is not a number")
                 continue
-            if total <= served and self._next_exists(strategy, served):
+            if total <= served and (more if more is not None else self._next_exists(strategy, served)):
                 self.result.extras["total_header"] = "none"
                 self.note(WARN, "total", f"{name} counts the page sent ({total}), not the matches: unusable")
                 return
@@ -442,11 +480,19 @@ class Prober:
             self.note(OK, "page size", f"{asked} instances per page served as asked")
             extras["page_size"] = asked
             return
-        total = getattr(self, "_total_value", None)
-        more = total > served if total is not None and extras.get("total_header") != "none" else None
+        # What follows is asked of the server: a count header may overstate the total.
+        more = bool(answer.links.get("next")) if strategy == "link" else self._next_exists(strategy, served)
+        header, total = extras.get("total_header"), self._total_value
         if more is None:
-            more = (
-                bool(answer.links.get("next")) if strategy == "link" else self._next_exists(strategy, served)
+            more = total > served if total is not None and header != "none" else None
+        elif not more and total is not None and total > served and header != "none":
+            extras["total_header"] = "none"
+            self._total_value = None
+            self.note(
+                WARN,
+                "total",
+                f"{header} says {total}, but nothing follows the first {served}: it overstates the total; "
+                f"unusable",
             )
         if more:
             self.note(
@@ -488,7 +534,7 @@ class Prober:
             return
         self.note(OK, "search", f"search={shown} honoured")
         header = self.result.extras.get("total_header")
-        if header and header != "none" and getattr(self, "_total_value", None) is not None:
+        if header and header != "none" and self._total_value is not None:
             raw = answer.headers.get(header)
             if raw is not None and raw.isdigit() and int(raw) == self._total_value:
                 self.result.extras["total_header"] = "none"
