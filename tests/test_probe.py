@@ -475,3 +475,15 @@ def test_a_small_page_size_cap_is_found(odd_server, capsys, cap):
     assert (code, report["extras"].get("paging"), report["extras"].get("page_size")) == (0, "page", cap), (
         report["findings"]
     )
+
+
+def test_a_server_that_ignores_every_size_parameter_is_listed_whole_a_few_times_only(probe_server, capsys):
+    """Each such listing is the whole form (up to max_response_bytes): one per question, not one per name."""
+    emulator = probe_server(paging="none", records=300)
+
+    code, report = probe_json(capsys)
+
+    assert code == 0
+    assert report["extras"]["paging"] == "none"
+    # prefix, every size name at once, the listing, every page name at once, every offset name, search
+    assert emulator.methods()["GET"] == 6

@@ -67,6 +67,8 @@ class Prober:
         self._token = ""
         self._collection = ""
         self._total_value: int | None = None
+        #: The answer to the prefix's GET, which asked for a tiny page with the connection's size names.
+        self._prefix_answer: Answer | None = None
         #: A page parameter that numbers pages from 0 (the provider numbers them from 1).
         self._zero_based: str | None = None
 
@@ -150,6 +152,7 @@ class Prober:
         for prefix in self.prefixes:
             collection = f"{self.config.base_url}{prefix}/forms/{self.form}/instances"
             answer = self.get(collection, tiny)
+            self._prefix_answer = answer
             shown = f"{prefix or '(none)'} -> {answer.status}"
             if answer.records is not None:
                 self._collection = collection
@@ -231,9 +234,21 @@ class Prober:
         self._cap(strategy)
         self._search(size_param, ref)
 
+    def _ignored(self, answer: Answer | None) -> bool:
+        """Whether ``answer``, asked for pages of TINY, holds many more: the size names sent are ignored, and
+        on a server without paging each such answer is the whole form (up to max_response_bytes)."""
+        return answer is not None and answer.records is not None and len(answer.records) > 2 * TINY
+
     def _honoured_size_param(self) -> str | None:
+        names = self.size_params
+        if self._ignored(self._prefix_answer):
+            # The connection's size names were ignored: ask with all the others at once before one by one.
+            sent = (self.config.page_size_param, self.config.limit_param)
+            names = [name for name in names if name not in sent]
+            if not names or self._ignored(self.listing(dict.fromkeys(names, TINY))):
+                return None
         counts: list[int] = []
-        for name in self.size_params:
+        for name in names:
             small = self.records({name: TINY})
             if small is None:
                 continue
@@ -262,12 +277,14 @@ class Prober:
                 f"({', '.join(self.size_params)} tried)",
             )
             raise ProbeFailed("find this server's page-size parameter and pass it with --size-param")
-        for name in self.page_params:
+        # Every page name at once, then every offset name: one listing each where none is honoured.
+        page_names = self._moving(dict.fromkeys(self.page_params, 2), records)
+        for name in page_names:
             second = self.records({name: 2})
             if second is not None and record_keys(second) != record_keys(records):
                 self._fixed_size("page", {"paging": "page", "page_param": name}, n, second)
                 return
-        for name in self.offset_params:
+        for name in self._moving(dict.fromkeys(self.offset_params, TINY), records):
             shifted = self.records({name: TINY})
             if shifted is not None and record_keys(shifted) != record_keys(records):
                 # What follows the first page, not the shifted one, tells whether more exist.
@@ -281,6 +298,11 @@ class Prober:
         self.result.extras.update({"paging": "none", "total_header": "none"})
         self.note(OK, "total", "none needed: one response holds every instance")
         self._search(None, records)
+
+    def _moving(self, params: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+        """The names of ``params`` worth trying one by one: none if, sent together, they change nothing."""
+        together = self.records(params)
+        return list(params) if together is None or record_keys(together) != record_keys(records) else []
 
     def _no_paging(self, whole: Answer, n: int) -> None:
         """Every request answered the same ``n`` instances: all of them, unless a count header says more.
