@@ -463,7 +463,7 @@ def test_zero_based_page_numbers_get_their_own_diagnosis(odd_server, capsys):
     code, report = probe_json(capsys)
 
     assert code == 1
-    assert "numbers pages from 0" in findings(report, "paging")[0]["text"]
+    assert "pages are numbered from 0" in findings(report, "paging")[0]["text"]
 
 
 @pytest.mark.parametrize("cap", [3, 4])

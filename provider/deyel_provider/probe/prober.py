@@ -213,8 +213,8 @@ class Prober:
             self.note(
                 FAIL,
                 "paging",
-                f"{self._zero_based} numbers pages from 0 ({self._zero_based}=1 answers instances "
-                f"{TINY + 1} to {2 * TINY}); the provider numbers them from 1",
+                f"pages are numbered from 0 ({self._zero_based}=1 answers instances {TINY + 1} to "
+                f"{2 * TINY}); the provider numbers them from 1",
             )
             raise ProbeFailed(
                 "0-based page numbers are not supported: use offset paging if the server offers it"
