@@ -244,9 +244,12 @@ def test_a_connection_stored_in_the_metadata_database_is_found(probe_server, mon
     assert json.loads(done.stdout)["extras"]["paging"] == "link"
 
 
-def test_console_script(probe_server):
-    """The installed ``deyel-probe`` command, as users run it; its text output is the README's."""
-    probe_server(paging="offset", page_size_max=25)
+def test_console_script_prints_what_the_readme_shows(probe_server):
+    """The installed ``deyel-probe`` command, as users run it, against the README's emulator mode: its output
+    is the README's pasted block line for line (the emulator's port aside)."""
+    emulator = probe_server(
+        records=1000, api_prefix="/DeyelWeb/api", paging="offset", page_size_max=50, total_header="X-Total"
+    )
     script = Path(sys.executable).with_name("deyel-probe")
 
     done = subprocess.run(
@@ -254,9 +257,14 @@ def test_console_script(probe_server):
     )
 
     assert done.returncode == 0, done.stderr
-    assert "ok    paging      offset: offset=2&limit=2 answers instances 3 to 4" in done.stdout
-    assert '"page_size": 25' in done.stdout
-    assert 'Differs from the connection now: {"paging": "offset", "page_size": 25}' in done.stdout
+    printed = done.stdout.replace(emulator.url, "http://127.0.0.1:45665").splitlines()
+    root = Path(__file__).parent.parent
+    for page in (root / "README.md", root / "docs" / "probe.md"):
+        text = page.read_text()
+        block = text.split("<!-- deyel-probe output", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+        command, *shown = block.splitlines()
+        assert command == "$ deyel-probe --conn-id deyel_default", page.name
+        assert printed == shown, f"{page.name}: the pasted output has drifted"
 
 
 def findings(report: dict, topic: str) -> list[dict]:
