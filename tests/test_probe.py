@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -111,6 +114,30 @@ MODES = {
     "page size ignored": (
         {"ignore_page_size": True, "records": 250},
         {"api_prefix": "", "paging": "page", "page_param": "page", **COUNTED, "page_size": 100},
+    ),
+    "link, total counts the page": (
+        {"paging": "link", "total_counts_page": True},
+        {
+            "api_prefix": "",
+            "paging": "link",
+            "page_size_param": "pageSize",
+            "total_header": "none",
+            "page_size": 100,
+        },
+    ),
+    "offset, page size ignored, total counts the page": (
+        {"paging": "offset", "ignore_page_size": True, "total_counts_page": True, "records": 250},
+        {
+            "api_prefix": "",
+            "paging": "offset",
+            "offset_param": "offset",
+            "total_header": "none",
+            "page_size": 100,
+        },
+    ),
+    "page size ignored, total counts the page": (
+        {"ignore_page_size": True, "total_counts_page": True, "records": 250},
+        {"api_prefix": "", "paging": "page", "page_param": "page", "total_header": "none", "page_size": 100},
     ),
 }
 
@@ -217,9 +244,12 @@ def test_a_connection_stored_in_the_metadata_database_is_found(probe_server, mon
     assert json.loads(done.stdout)["extras"]["paging"] == "link"
 
 
-def test_console_script(probe_server):
-    """The installed ``deyel-probe`` command, as users run it; its text output is the README's."""
-    probe_server(paging="offset", page_size_max=25)
+def test_console_script_prints_what_the_readme_shows(probe_server):
+    """The installed ``deyel-probe`` command, as users run it, against the README's emulator mode: its output
+    is the README's pasted block line for line (the emulator's port aside)."""
+    emulator = probe_server(
+        records=1000, api_prefix="/DeyelWeb/api", paging="offset", page_size_max=50, total_header="X-Total"
+    )
     script = Path(sys.executable).with_name("deyel-probe")
 
     done = subprocess.run(
@@ -227,6 +257,241 @@ def test_console_script(probe_server):
     )
 
     assert done.returncode == 0, done.stderr
-    assert "ok    paging      offset: offset=2&limit=2 answers instances 3 to 4" in done.stdout
-    assert '"page_size": 25' in done.stdout
-    assert 'Differs from the connection now: {"paging": "offset", "page_size": 25}' in done.stdout
+    printed = done.stdout.replace(emulator.url, "http://127.0.0.1:45665").splitlines()
+    root = Path(__file__).parent.parent
+    for page in (root / "README.md", root / "docs" / "probe.md"):
+        text = page.read_text()
+        block = text.split("<!-- deyel-probe output", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+        command, *shown = block.splitlines()
+        assert command == "$ deyel-probe --conn-id deyel_default", page.name
+        assert printed == shown, f"{page.name}: the pasted output has drifted"
+
+
+def findings(report: dict, topic: str) -> list[dict]:
+    return [f for f in report["findings"] if f["topic"] == topic]
+
+
+def test_fixed_pages_through_an_unknown_page_parameter_are_not_taken_for_no_paging(probe_server, capsys):
+    """20 per page whatever size is asked, paged by ``pg``: "none" would read 20 of 50 and succeed."""
+    probe_server(page_param="pg", ignore_page_size=True, page_size_default=20)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"]) == (1, {}), report["findings"]
+    paging = findings(report, "paging")[0]
+    assert paging["level"] == "FAIL"
+    assert "pages of 20" in paging["text"] and "50" in paging["text"]
+    assert "--page-param" in " ".join(f["text"] for f in report["findings"])
+
+
+def test_no_paging_without_a_count_header_is_not_asserted(probe_server, capsys):
+    probe_server(paging="none")
+
+    code, report = probe_json(capsys)
+
+    assert code == 0
+    paging = findings(report, "paging")[0]
+    assert paging["level"] == "warn" and "not proven" in paging["text"]
+
+
+def test_fixed_size_paging_checks_search_too(probe_server, capsys):
+    probe_server(ignore_page_size=True, ignore_search=True, records=250)
+
+    code, report = probe_json(capsys)
+
+    assert code == 1
+    assert [f["level"] for f in findings(report, "search")] == ["FAIL"]
+
+
+def test_an_oversized_answer_is_a_diagnosis_not_a_traceback(probe_server, capsys):
+    probe_server(extra={"max_response_bytes": 4000})
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["ok"]) == (1, False)
+    assert "max_response_bytes" in findings(report, "stopped")[0]["text"]
+
+
+def test_an_internal_error_exits_3_with_a_one_line_diagnosis(probe_server, capsys, monkeypatch):
+    import requests
+
+    probe_server()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(requests.Session, "get", broken)
+    code = main(["--conn-id", "deyel_default", "--json"])
+    captured = capsys.readouterr()
+
+    assert code == 3
+    error = "internal error: RuntimeError: something unforeseen"
+    assert json.loads(captured.out) == {"ok": False, "error": error}
+    assert captured.err.strip().splitlines()[-1].startswith("deyel-probe: internal error: RuntimeError")
+
+
+@pytest.mark.parametrize("size", ["-5", "0", "many"])
+def test_page_size_must_be_a_positive_integer(capsys, size):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--conn-id", "deyel_default", "--page-size", size])
+
+    assert exit_.value.code == 2
+    assert "--page-size" in capsys.readouterr().err
+
+
+def test_an_unreadable_connection_is_reported_in_json_without_the_secret(capsys, monkeypatch):
+    body = json.loads(connection_json("http://127.0.0.1:9", paging="sideways"))
+    monkeypatch.setenv("AIRFLOW_CONN_DEYEL_DEFAULT", json.dumps(body))
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["ok"]) == (2, False)
+    assert "paging" in report["error"]
+    assert CLIENT_SECRET not in json.dumps(report)
+
+
+def test_a_count_header_of_the_page_is_not_taken_for_the_total_on_link_servers(probe_server, capsys):
+    probe_server(paging="link", total_counts_page=True)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"]["total_header"]) == (0, "none")
+    assert [f["level"] for f in findings(report, "total")] == ["warn"], report["findings"]
+
+
+class OddServer(ThreadingHTTPServer):
+    """What the emulator does not do: a Deyel-like server paging by ``page``/``pageSize`` from ``base``,
+    with a page-size ``cap``, a count header that may lie (``total``), and a Link header (``link``: a URL
+    template with ``{page}`` and ``{size}``, absolute or not). ``seen``: each request's path and
+    Authorization."""
+
+    def __init__(self, records: int = 50, base: int = 1, cap: int = 1000, total: int | None = None,
+                 link: str = "") -> None:  # fmt: skip
+        super().__init__(("127.0.0.1", 0), _OddHandler)
+        self.rows = [{"idObjectValue": str(i), "dsName": f"account {i}"} for i in range(1, records + 1)]
+        self.base, self.cap, self.total, self.link = base, cap, total, link
+        self.seen: list[tuple[str, str, str]] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _OddHandler(BaseHTTPRequestHandler):
+    server: OddServer
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body, headers=()):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        for name, value in [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *headers,
+        ]:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        self.server.seen.append(("POST", self.path, ""))
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send({"access_token": "odd-token-0123456789", "token_type": "Bearer", "expires_in": 3600})
+
+    def do_GET(self):
+        odd = self.server
+        odd.seen.append(("GET", self.path, self.headers.get("Authorization", "")))
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        rows = odd.rows
+        if "search" in query:
+            name, value = query["search"].split("=eq:")
+            rows = [r for r in rows if str(r.get(name)) == value]
+        size = min(int(query.get("pageSize", 100)), odd.cap)
+        page = int(query.get("page", odd.base))
+        start = max(page - odd.base, 0) * size
+        headers = [("X-Total-Count", str(len(rows) if odd.total is None else odd.total))]
+        if odd.link and start + size < len(rows):
+            headers.append(("Link", f'<{odd.link.format(page=page + 1, size=size)}>; rel="next"'))
+        self._send(rows[start : start + size], headers)
+
+
+@pytest.fixture
+def odd_server(monkeypatch):
+    started: list[OddServer] = []
+
+    def start(**settings) -> OddServer:
+        server = OddServer(**settings)
+        started.append(server)
+        if len(started) == 1:
+            body = json.loads(connection_json(server.url, cache="memory"))
+            monkeypatch.setenv("AIRFLOW_CONN_DEYEL_DEFAULT", json.dumps(body))
+        return server
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_next_link_to_another_host_is_a_warning_and_page_paging_is_found(odd_server, capsys):
+    server = odd_server(link="")
+    elsewhere = odd_server()
+    server.link = elsewhere.url + "/forms/CRM_ACCOUNT/instances?page={page}&pageSize={size}"
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"]["paging"]) == (0, "page"), report["findings"]
+    assert findings(report, "paging")[0]["level"] == "warn"
+    assert "another host" in findings(report, "paging")[0]["text"]
+    assert elsewhere.seen == []
+
+
+def test_a_next_link_that_repeats_the_first_page_is_a_warning_and_page_paging_is_found(odd_server, capsys):
+    odd_server(link="/forms/CRM_ACCOUNT/instances?page=1&pageSize={size}")
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"]["paging"]) == (0, "page"), report["findings"]
+    assert findings(report, "paging")[0]["level"] == "warn"
+
+
+def test_a_count_header_that_overstates_the_total_gives_no_page_size_cap(odd_server, capsys):
+    odd_server(total=1000)
+
+    code, report = probe_json(capsys)
+
+    assert code == 0, report["findings"]
+    assert report["extras"]["page_size"] == 100
+    assert report["extras"]["total_header"] == "none"
+
+
+def test_zero_based_page_numbers_get_their_own_diagnosis(odd_server, capsys):
+    odd_server(base=0)
+
+    code, report = probe_json(capsys)
+
+    assert code == 1
+    assert "pages are numbered from 0" in findings(report, "paging")[0]["text"]
+
+
+@pytest.mark.parametrize("cap", [3, 4])
+def test_a_small_page_size_cap_is_found(odd_server, capsys, cap):
+    odd_server(cap=cap)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"].get("paging"), report["extras"].get("page_size")) == (0, "page", cap), (
+        report["findings"]
+    )
+
+
+def test_a_server_that_ignores_every_size_parameter_is_listed_whole_a_few_times_only(probe_server, capsys):
+    """Each such listing is the whole form (up to max_response_bytes): one per question, not one per name."""
+    emulator = probe_server(paging="none", records=300)
+
+    code, report = probe_json(capsys)
+
+    assert code == 0
+    assert report["extras"]["paging"] == "none"
+    # prefix, every size name at once, the listing, every page name at once, every offset name, search
+    assert emulator.methods()["GET"] == 6

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from deyel_provider.config import DeyelConfig
@@ -50,14 +50,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-param", action="append", default=[], help="another page-size parameter")
     parser.add_argument("--offset-param", action="append", default=[], help="another offset parameter")
     parser.add_argument("--total-header", action="append", default=[], help="another count header")
-    parser.add_argument("--page-size", type=int, help="page size to check for a cap (default: the extra)")
+    parser.add_argument(
+        "--page-size", type=_positive_int, help="page size to check for a cap (default: the extra)"
+    )
     parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
     args = parser.parse_args(argv)
+    # Exit codes: 0 ok, 1 a FAIL finding, 2 the connection could not be read, 3 an internal error.
+    redact: list[Callable[[str], str]] = []  # the connection's redactor, once known
     with _stdout_is_stderr():
-        code, report = _probe(args)
+        try:
+            code, report = _probe(args, redact)
+        except Exception as exc:
+            code, report = 3, _failure(args, f"internal error: {type(exc).__name__}: {exc}", *redact)
     if report:
         print(report)
     return code
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of instances")
+    return value
+
+
+def _failure(args: argparse.Namespace, message: str, *redact: Callable[[str], str]) -> str:
+    """Say on stderr, in one line, why the probe could not run; with --json, say it on stdout too."""
+    message = " ".join(message.split())
+    for redactor in redact:
+        message = redactor(message)
+    print(f"deyel-probe: {message}", file=sys.stderr)
+    return json.dumps({"ok": False, "error": message}) if args.json else ""
 
 
 @contextlib.contextmanager
@@ -81,23 +107,28 @@ def _stdout_is_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _probe(args: argparse.Namespace) -> tuple[int, str]:
+def _probe(args: argparse.Namespace, redact: list[Callable[[str], str]]) -> tuple[int, str]:
     from deyel_provider.auth.client import TokenClient
     from deyel_provider.auth.provider import mask_token
     from deyel_provider.hooks.deyel import DeyelHook
 
     # Airflow 3.0 logs each connection lookup to stdout: the report (and --json) must stay alone there.
     logging.getLogger("airflow.hooks.base").setLevel(logging.WARNING)
+    from deyel_provider.redact import Redactor, basic_value
+
     hook = DeyelHook(deyel_conn_id=args.conn_id)
     try:
         conn = _connection(args.conn_id)
+        # Until the connection is understood, its password and Basic value are what must not be shown.
+        login, password = conn.login or "", conn.password or ""
+        redact.append(Redactor((password, basic_value(login, password) if password else None)))
         # The hook reads the connection found here: outside a task the SDK sees no metadata database.
         hook.get_connection = lambda _conn_id: conn  # type: ignore[method-assign,assignment]
         config = hook.config
         current = conn.extra_dejson
     except Exception as exc:
-        print(f"deyel-probe: connection {args.conn_id!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2, ""
+        return 2, _failure(args, f"connection {args.conn_id!r}: {type(exc).__name__}: {exc}", *redact)
+    redact.append(hook.redactor)
     session = hook._pooled_session()
     client = TokenClient(
         config,

@@ -66,6 +66,11 @@ class Prober:
         self.result = ProbeResult()
         self._token = ""
         self._collection = ""
+        self._total_value: int | None = None
+        #: The answer to the prefix's GET, which asked for a tiny page with the connection's size names.
+        self._prefix_answer: Answer | None = None
+        #: A page parameter that numbers pages from 0 (the provider numbers them from 1).
+        self._zero_based: str | None = None
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -90,7 +95,9 @@ class Prober:
             )
             read_capped(response, self.config.max_response_bytes, method="GET", path=path)
         except requests.RequestException as exc:
-            raise ProbeFailed(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
+            raise ProbeFailed(self._redact(f"GET {path} failed: {type(exc).__name__}: {exc}")) from None
+        except DeyelError as exc:  # an oversized or cut-off body
+            raise ProbeFailed(self._redact(f"GET {path} failed: {exc}")) from None
         try:
             body = response.json()
         except (ValueError, RecursionError):
@@ -145,6 +152,7 @@ class Prober:
         for prefix in self.prefixes:
             collection = f"{self.config.base_url}{prefix}/forms/{self.form}/instances"
             answer = self.get(collection, tiny)
+            self._prefix_answer = answer
             shown = f"{prefix or '(none)'} -> {answer.status}"
             if answer.records is not None:
                 self._collection = collection
@@ -201,6 +209,16 @@ class Prober:
         strategy = (
             self._link(first, size_param, ref) or self._page(size_param, ref) or self._offset(size_param, ref)
         )
+        if strategy is None and self._zero_based:
+            self.note(
+                FAIL,
+                "paging",
+                f"pages are numbered from 0 ({self._zero_based}=1 answers instances {TINY + 1} to "
+                f"{2 * TINY}); the provider numbers them from 1",
+            )
+            raise ProbeFailed(
+                "0-based page numbers are not supported: use offset paging if the server offers it"
+            )
         if strategy is None:
             self.note(
                 FAIL,
@@ -216,9 +234,21 @@ class Prober:
         self._cap(strategy)
         self._search(size_param, ref)
 
+    def _ignored(self, answer: Answer | None) -> bool:
+        """Whether ``answer``, asked for pages of TINY, holds many more: the size names sent are ignored, and
+        on a server without paging each such answer is the whole form (up to max_response_bytes)."""
+        return answer is not None and answer.records is not None and len(answer.records) > 2 * TINY
+
     def _honoured_size_param(self) -> str | None:
+        names = self.size_params
+        if self._ignored(self._prefix_answer):
+            # The connection's size names were ignored: ask with all the others at once before one by one.
+            sent = (self.config.page_size_param, self.config.limit_param)
+            names = [name for name in names if name not in sent]
+            if not names or self._ignored(self.listing(dict.fromkeys(names, TINY))):
+                return None
         counts: list[int] = []
-        for name in self.size_params:
+        for name in names:
             small = self.records({name: TINY})
             if small is None:
                 continue
@@ -247,27 +277,76 @@ class Prober:
                 f"({', '.join(self.size_params)} tried)",
             )
             raise ProbeFailed("find this server's page-size parameter and pass it with --size-param")
-        for name in self.page_params:
+        # Every page name at once, then every offset name: one listing each where none is honoured.
+        page_names = self._moving(dict.fromkeys(self.page_params, 2), records)
+        for name in page_names:
             second = self.records({name: 2})
             if second is not None and record_keys(second) != record_keys(records):
                 self._fixed_size("page", {"paging": "page", "page_param": name}, n, second)
                 return
-        for name in self.offset_params:
+        for name in self._moving(dict.fromkeys(self.offset_params, TINY), records):
             shifted = self.records({name: TINY})
             if shifted is not None and record_keys(shifted) != record_keys(records):
-                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, shifted)
+                # What follows the first page, not the shifted one, tells whether more exist.
+                following = self.records({name: n}) or []
+                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, following)
                 return
         if n < MIN_INSTANCES:
             self.note(FAIL, "paging", f"the form holds {n} instance(s): too few to tell how the server pages")
             raise ProbeFailed(f"probe a form with at least {MIN_INSTANCES} instances (--form)")
-        self.note(
-            OK,
-            "paging",
-            f"none: every request answers all {n} instances, whatever page, size or offset parameter is sent",
-        )
+        self._no_paging(whole, n)
         self.result.extras.update({"paging": "none", "total_header": "none"})
         self.note(OK, "total", "none needed: one response holds every instance")
         self._search(None, records)
+
+    def _moving(self, params: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+        """The names of ``params`` worth trying one by one: none if, sent together, they change nothing."""
+        together = self.records(params)
+        return list(params) if together is None or record_keys(together) != record_keys(records) else []
+
+    def _no_paging(self, whole: Answer, n: int) -> None:
+        """Every request answered the same ``n`` instances: all of them, unless a count header says more.
+
+        A server with pages of a fixed size and a page parameter not among the candidates looks the same;
+        taken for "none", an extraction would read its first page alone and succeed."""
+        tried = f"page ({', '.join(self.page_params)}), offset ({', '.join(self.offset_params)})"
+        for name, total in self._counts(whole):
+            if total > n:
+                self.note(
+                    FAIL,
+                    "paging",
+                    f"pages of {n}: {name} says {total} instances match, but every request answers the "
+                    f"same {n}, whatever {tried} or size parameter is sent",
+                )
+                raise ProbeFailed(
+                    "the page parameter is not among the candidates: find it and pass --page-param (or "
+                    "--offset-param) to probe again"
+                )
+            if total == n:
+                self.note(
+                    OK,
+                    "paging",
+                    f"none: every request answers all {n} instances ({name}: {total}), whatever page, "
+                    f"size or offset parameter is sent",
+                )
+                return
+        self.note(
+            WARN,
+            "paging",
+            f"none, not proven: every request answers the same {n} instances, whatever {tried} or size "
+            f"parameter is sent, and no count header ({', '.join(self.total_headers)}) says how many match; "
+            f"if this server pages by {n} through another parameter, pass it with --page-param or an "
+            f"extraction reads the first {n} alone",
+        )
+
+    def _counts(self, answer: Answer) -> list[tuple[str, int]]:
+        """The count headers of an answer that hold a number."""
+        found = []
+        for name in self.total_headers:
+            raw = answer.headers.get(name, "").strip()
+            if raw.isdigit():
+                found.append((name, int(raw)))
+        return found
 
     def _fixed_size(
         self, strategy: str, extras: dict[str, Any], n: int, second: list[dict[str, Any]]
@@ -290,16 +369,33 @@ class Prober:
                 f"fits in one): the size parameter is ignored; set page_size to the server's page size",
             )
             self.result.extras["page_size"] = n
-        self._total(self.listing(), strategy)
+        first = self.listing()
+        # A count header equal to the page counts the page unless the second page came back empty.
+        self._total(first, strategy, more=bool(second))
+        self._search(None, first.records or [])
 
     def _link(self, first: Answer, size_param: str, ref: list[dict[str, Any]]) -> str | None:
         link = first.links.get("next", {}).get("url")
         if not link:
             return None
-        following = self.get(urljoin(first.url, link)).records
-        if record_keys(following) != record_keys(ref[TINY : 2 * TINY]):
-            self.note(FAIL, "paging", "the next link of a page does not lead to the following instances")
-            raise ProbeFailed("the server's next links are not usable for extractions")
+        target = urljoin(first.url, link)
+        if not self.config.is_own_url(target):
+            # Not followed: the token goes to the connection's host alone.
+            self.note(
+                WARN,
+                "paging",
+                f"the Link header's next link leads to another host ({urlsplit(target).netloc}): "
+                f"not followed; trying page and offset parameters",
+            )
+            return None
+        if not self._continues(self.get(target).records, ref):
+            self.note(
+                WARN,
+                "paging",
+                "the Link header's next link does not lead to the following instances: not usable; "
+                "trying page and offset parameters",
+            )
+            return None
         self.note(
             OK,
             "paging",
@@ -309,34 +405,39 @@ class Prober:
         self.result.extras.update({"paging": "link", "page_size_param": size_param})
         return "link"
 
+    @staticmethod
+    def _continues(records: list[dict[str, Any]] | None, ref: list[dict[str, Any]]) -> bool:
+        """Whether ``records`` start with the instances after the first page of ``ref`` (the first ``2 *
+        TINY``, or fewer when the server caps pages below that)."""
+        wanted = record_keys(ref[TINY : 2 * TINY]) or []
+        got = record_keys(records)
+        return bool(wanted) and got is not None and got[: len(wanted)] == wanted
+
     def _page(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
-        wanted = record_keys(ref[TINY : 2 * TINY])
+        head = record_keys(ref[:TINY])
         for name in self.page_params:
             if name == size_param:
                 continue
-            if record_keys(self.records({name: 2, size_param: TINY})) == wanted:
-                if record_keys(self.records({name: 1, size_param: TINY})) != record_keys(ref[:TINY]):
-                    self.note(
-                        FAIL, "paging", f"{name} numbers pages from 0; the provider numbers them from 1"
-                    )
-                    raise ProbeFailed("0-based page numbers are not supported: use offset paging if offered")
-                self.note(
-                    OK,
-                    "paging",
-                    f"page: {name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
-                )
-                self.result.extras.update(
-                    {"paging": "page", "page_param": name, "page_size_param": size_param}
-                )
-                return "page"
+            second = self.records({name: 2, size_param: TINY})
+            if not self._continues(second, ref):
+                moved = second is not None and record_keys(second) != head
+                if moved and self._continues(self.records({name: 1, size_param: TINY}), ref):
+                    self._zero_based = self._zero_based or name
+                continue
+            self.note(
+                OK,
+                "paging",
+                f"page: {name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
+            )
+            self.result.extras.update({"paging": "page", "page_param": name, "page_size_param": size_param})
+            return "page"
         return None
 
     def _offset(self, size_param: str, ref: list[dict[str, Any]]) -> str | None:
-        wanted = record_keys(ref[TINY : 2 * TINY])
         for name in self.offset_params:
             if name == size_param:
                 continue
-            if record_keys(self.records({name: TINY, size_param: TINY})) == wanted:
+            if self._continues(self.records({name: TINY, size_param: TINY}), ref):
                 self.note(
                     OK,
                     "paging",
@@ -359,8 +460,11 @@ class Prober:
             return None
         return bool(more)
 
-    def _total(self, answer: Answer, strategy: str) -> None:
+    def _total(self, answer: Answer, strategy: str, more: bool | None = None) -> None:
+        """Find the count header; ``more``: whether instances follow ``answer`` (None: ask the server)."""
         served = len(answer.records or [])
+        if more is None and strategy == "link":
+            more = bool(answer.links.get("next"))
         for name in self.total_headers:
             raw = answer.headers.get(name)
             if raw is None:
@@ -370,7 +474,7 @@ class Prober:
             except ValueError:
                 self.note(WARN, "total", f"{name}: {raw!r} is not a number")
                 continue
-            if total <= served and self._next_exists(strategy, served):
+            if total <= served and (more if more is not None else self._next_exists(strategy, served)):
                 self.result.extras["total_header"] = "none"
                 self.note(WARN, "total", f"{name} counts the page sent ({total}), not the matches: unusable")
                 return
@@ -398,11 +502,19 @@ class Prober:
             self.note(OK, "page size", f"{asked} instances per page served as asked")
             extras["page_size"] = asked
             return
-        total = getattr(self, "_total_value", None)
-        more = total > served if total is not None and extras.get("total_header") != "none" else None
+        # What follows is asked of the server: a count header may overstate the total.
+        more = bool(answer.links.get("next")) if strategy == "link" else self._next_exists(strategy, served)
+        header, total = extras.get("total_header"), self._total_value
         if more is None:
-            more = (
-                bool(answer.links.get("next")) if strategy == "link" else self._next_exists(strategy, served)
+            more = total > served if total is not None and header != "none" else None
+        elif not more and total is not None and total > served and header != "none":
+            extras["total_header"] = "none"
+            self._total_value = None
+            self.note(
+                WARN,
+                "total",
+                f"{header} says {total}, but nothing follows the first {served}: it overstates the total; "
+                f"unusable",
             )
         if more:
             self.note(
@@ -444,7 +556,7 @@ class Prober:
             return
         self.note(OK, "search", f"search={shown} honoured")
         header = self.result.extras.get("total_header")
-        if header and header != "none" and getattr(self, "_total_value", None) is not None:
+        if header and header != "none" and self._total_value is not None:
             raw = answer.headers.get(header)
             if raw is not None and raw.isdigit() and int(raw) == self._total_value:
                 self.result.extras["total_header"] = "none"
