@@ -11,9 +11,19 @@ from datetime import timedelta
 import pytest
 
 try:
-    from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 except ImportError:  # 3.0 and 3.1 keep them in airflow.exceptions
-    from airflow.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+    from airflow.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 
 from deyel_provider.auth.cache import PROCESS_CACHE
 from deyel_provider.emulator import run_emulator
@@ -136,6 +146,23 @@ def test_a_failure_skips_with_never_fail_and_waits_with_silent_fail_in_both_mode
         silent.execute({})
     with pytest.raises(DeyelNotFoundError):  # without a flag it fails at once in both modes
         sensor(form="NO_SUCH_FORM", deferrable=deferrable).execute({})
+
+
+class FailingSensor(DeyelInstanceSensor):
+    """A user's subclass whose poke fails the task on purpose (``AirflowFailException``)."""
+
+    def poke(self, context):
+        raise AirflowFailException("the request was withdrawn")
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_fail_exception_is_never_silenced_and_skips_with_soft_fail_in_both_modes(deferrable):
+    """Airflow's poke loop, step for step: ``silent_fail`` swallows errors but not a fail exception (or a
+    timeout), which ``soft_fail`` turns into a skip."""
+    with pytest.raises(AirflowFailException):
+        FailingSensor(task_id="wait", form=FORM, silent_fail=True, deferrable=deferrable).execute({})
+    with pytest.raises(AirflowSkipException):
+        FailingSensor(task_id="wait", form=FORM, soft_fail=True, deferrable=deferrable).execute({})
 
 
 def test_refused_credentials_fail_at_once(emulator, deyel_conn):
