@@ -58,6 +58,15 @@ DAG_RUNS: tuple[tuple[str, str | None], ...] = (
     ("deyel_approval", None),
     ("deyel_on_change", None),
 )
+#: Every task instance's state, from the metadata database of the example DAGs' runs (same on 3.0 to 3.3).
+TASK_STATES = """
+import json
+from airflow.models import TaskInstance
+from airflow.utils.session import create_session
+with create_session() as session:
+    rows = session.query(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.state).all()
+print("TASK-STATES " + json.dumps([[d, t, getattr(s, "value", s)] for d, t, s in rows]))
+"""
 #: The person who approves in Deyel, for deyel_approval: run with the minor's own Python and hook, it
 #: approves every pending purchase request through the API until it is stopped.
 APPROVER = """
@@ -165,7 +174,7 @@ def run_suite(venv: Path, log: Path, pytest_args: list[str]) -> tuple[bool, str]
     cell = f"{passed} passed, {failures + errors} failed" + (f", {skipped} skipped" if skipped else "")
     if code != 0 and failures + errors == 0:
         cell += f" (pytest exit {code})"
-    return code == 0 and tests > 0, cell
+    return code == 0 and passed > 0, cell
 
 
 def run_dags(venv: Path, log: Path) -> tuple[int, list[str]]:
@@ -211,10 +220,36 @@ def run_dags(venv: Path, log: Path) -> tuple[int, list[str]]:
                             failed.append(dag_id)
                 finally:
                     approver.terminate()
+            # `dags test` exits 0 unless the run failed: a run of skipped tasks would pass. Every task of an
+            # example DAG must have succeeded.
+            unfinished = not_succeeded(venv, env)
+            failed += [f"{dag_id} ({unfinished[dag_id]})" for dag_id, _ in DAG_RUNS if dag_id in unfinished]
+            failed = list(dict.fromkeys(failed))
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)
-    return len(DAG_RUNS) - len(failed), failed
+    failed_dags = {name.split(" ")[0] for name in failed}
+    return len(DAG_RUNS) - len(failed_dags), failed
+
+
+def not_succeeded(venv: Path, env: dict[str, str]) -> dict[str, str]:
+    """The example DAGs with a task instance in another state than success: ``{dag_id: "task=state, ..."}``
+    (every DAG, when the metadata database cannot be read)."""
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", TASK_STATES],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("TASK-STATES ")]
+    if done.returncode or not lines:
+        return {dag_id: "task states unreadable" for dag_id, _ in DAG_RUNS}
+    out: dict[str, list[str]] = {}
+    for dag_id, task_id, state in json.loads(lines[-1].removeprefix("TASK-STATES ")):
+        if state != "success":
+            out.setdefault(dag_id, []).append(f"{task_id}={state}")
+    return {dag_id: ", ".join(tasks) for dag_id, tasks in out.items()}
 
 
 def main() -> int:

@@ -11,15 +11,26 @@ from datetime import timedelta
 import pytest
 
 try:
-    from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 except ImportError:  # 3.0 and 3.1 keep them in airflow.exceptions
-    from airflow.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+    from airflow.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 
 from deyel_provider.auth.cache import PROCESS_CACHE
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelNotFoundError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
+from deyel_provider.triggers import deyel as triggers_module
 from deyel_provider.triggers.deyel import DeyelInstanceTrigger
 from tests.helpers import CLIENT_SECRET
 
@@ -138,6 +149,23 @@ def test_a_failure_skips_with_never_fail_and_waits_with_silent_fail_in_both_mode
         sensor(form="NO_SUCH_FORM", deferrable=deferrable).execute({})
 
 
+class FailingSensor(DeyelInstanceSensor):
+    """A user's subclass whose poke fails the task on purpose (``AirflowFailException``)."""
+
+    def poke(self, context):
+        raise AirflowFailException("the request was withdrawn")
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_fail_exception_is_never_silenced_and_skips_with_soft_fail_in_both_modes(deferrable):
+    """Airflow's poke loop, step for step: ``silent_fail`` swallows errors but not a fail exception (or a
+    timeout), which ``soft_fail`` turns into a skip."""
+    with pytest.raises(AirflowFailException):
+        FailingSensor(task_id="wait", form=FORM, silent_fail=True, deferrable=deferrable).execute({})
+    with pytest.raises(AirflowSkipException):
+        FailingSensor(task_id="wait", form=FORM, soft_fail=True, deferrable=deferrable).execute({})
+
+
 def test_refused_credentials_fail_at_once(emulator, deyel_conn):
     deyel_conn(password="wrong-secret")
     with pytest.raises(DeyelAuthError):
@@ -186,6 +214,38 @@ def test_bad_bounds_fail_at_parse_time():
 
 
 # -- deferred -----------------------------------------------------------------------------------------------
+
+
+def test_a_hanging_tenant_holds_none_of_another_connections_threads(emulator, deyel_conn):
+    """Two tenants on one triggerer: while every thread of the slow one's connection waits on it, the other
+    connection's triggers still poll."""
+    threads = triggers_module.THREADS
+    create_requests("APPROVED")
+    with run_emulator(records=5) as slow:
+        slow_conn = deyel_conn("deyel_slow_tenant", url=slow.url)
+        slow.set_faults([{"route": "data", "action": "delay", "delay_ms": 5_000}])
+        hung = [
+            DeyelInstanceTrigger(form="CRM_ACCOUNT", deyel_conn_id=slow_conn, poll_interval=0.01)
+            for _ in range(threads)
+        ]
+        healthy = DeyelInstanceTrigger(
+            form=FORM, search=APPROVED, deyel_conn_id=deyel_conn("deyel_healthy_tenant"), poll_interval=0.01
+        )
+
+        async def scenario() -> tuple[int, dict]:
+            waiting = [asyncio.ensure_future(first_event(trigger)) for trigger in hung]
+            while slow.stats()["api_in_flight"] < threads:  # every thread of the slow connection is taken
+                await asyncio.sleep(0.01)
+            event = await first_event(healthy)
+            in_flight = slow.stats()["api_in_flight"]
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            return in_flight, event
+
+        in_flight, event = asyncio.run(scenario())
+    assert in_flight == threads  # the healthy tenant's probe did not wait for the slow one's threads
+    assert event["status"] == "success" and event["xcom"]["count"] == 1
 
 
 def test_a_hanging_deyel_holds_none_of_the_event_loops_default_threads(emulator, deyel_conn):

@@ -12,7 +12,13 @@ import airflow
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+    from airflow.sdk.exceptions import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        AirflowTaskTimeout,
+    )
     from airflow.sdk.log import mask_secret
 else:
     try:
@@ -24,9 +30,19 @@ else:
     except ImportError:  # 3.0
         from airflow.exceptions import AirflowException
     try:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import (
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+            AirflowTaskTimeout,
+        )
     except ImportError:  # 3.0, 3.1
-        from airflow.exceptions import AirflowSkipException
+        from airflow.exceptions import (
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+            AirflowTaskTimeout,
+        )
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # early 3.0 patches
@@ -36,7 +52,10 @@ __all__ = [
     "AIRFLOW_VERSION",
     "HAS_CONN_FIELDS",
     "AirflowException",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
+    "AirflowTaskTimeout",
     "BaseHook",
     "mask_secret",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -9,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from deyel_provider.compat import AirflowSkipException
+from deyel_provider.compat import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+)
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
@@ -121,16 +127,24 @@ class DeyelInstanceSensor(BaseSensorOperator):
         )
 
     def _first_poke(self, context: Context) -> PokeReturnValue | bool:
-        """The deferrable sensor's probe on the worker, with what Airflow's poke loop does on a failure:
-        ``silent_fail`` logs it and waits on, ``never_fail`` skips the task. (``soft_fail`` skips only on a
-        timeout there; after the deferral Airflow's ``resume_execution`` applies both flags itself.)"""
+        """The deferrable sensor's probe on the worker, with the failure handling of Airflow's poke loop
+        (``BaseSensorOperator.execute``), step for step: a timeout or a fail exception skips under
+        ``soft_fail`` or ``never_fail``; any other error is logged and waited on under ``silent_fail``, skips
+        under ``never_fail``. After the deferral, Airflow's ``resume_execution`` applies ``soft_fail`` and
+        ``never_fail`` to what the trigger reports; ``silent_fail`` does not reach the triggerer."""
         try:
             return self.poke(context)
+        except (AirflowSensorTimeout, AirflowTaskTimeout, AirflowFailException) as exc:
+            if self.soft_fail:
+                raise AirflowSkipException("Skipping due to soft_fail is set to True.") from exc
+            if self.never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc
+            raise
         except AirflowSkipException:
             raise
         except Exception as exc:
             if self.silent_fail:
-                self.log.error("Sensor poke failed: %s", exc)
+                self.log.error("Sensor poke failed: \n %s", traceback.format_exc())
                 return False
             if self.never_fail:
                 raise AirflowSkipException("Skipping due to never_fail is set to True.") from exc

@@ -1,12 +1,13 @@
 """Triggers that wait on Deyel in the triggerer: the deferred mode of ``DeyelInstanceSensor``, and changes of
 a form for event-driven DAGs (``AssetWatcher``).
 
-They run the hook's blocking calls in worker threads of their own (:data:`THREADS` at most), so the event
-loop that serves every other trigger never waits on Deyel, a Deyel that does not answer holds none of the
-loop's default threads (other providers' triggers run their blocking calls there), and there is one
-implementation of the token path and the retry policy: the hook's. Each trigger reads the connection in the
-triggerer (its serialised kwargs hold no secret), and its hook takes tokens from the process's memory tier
-and the connection's shared cache, so many deferred sensors on one triggerer share one token.
+They run the hook's blocking calls in worker threads of their own (:data:`THREADS` per connection), so the
+event loop that serves every other trigger never waits on Deyel, and a Deyel that does not answer holds
+none of the loop's default threads (other providers' triggers run theirs there) nor another connection's.
+There is one implementation of the token path and the retry policy: the hook's. Each trigger reads the
+connection in the triggerer (its serialised kwargs hold no secret), and its hook takes tokens from the
+process's memory tier and the connection's shared cache, so many deferred sensors on one triggerer share
+one token.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextvars
 import functools
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,17 +32,29 @@ from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS
 
 _T = TypeVar("_T")
 
-#: Threads for the triggers' blocking Deyel calls in one triggerer. A call lasts up to the connection's
-#: timeout times its attempts, plus backoff: with more triggers than this waiting on a slow Deyel, their
-#: polls queue here, and the loop's default pool stays free for everything else.
+#: Threads per connection for the triggers' blocking Deyel calls in one triggerer. A call lasts up to the
+#: connection's timeout times its attempts, plus backoff: with more triggers than this waiting on a slow
+#: Deyel, their polls queue on that connection's threads, while other connections (another tenant) and the
+#: loop's default pool stay free.
 THREADS = 8
-_executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="deyel-trigger")
+_pools: dict[str, ThreadPoolExecutor] = {}
 
 
-async def in_thread(func: Callable[..., _T], *args: Any) -> _T:
-    """``asyncio.to_thread`` (the caller's context variables included), on the Deyel triggers' own threads."""
+def _forget_pools() -> None:
+    """A forked child has none of its parent's threads: it starts its own pools."""
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+async def in_thread(conn_id: str, func: Callable[..., _T], *args: Any) -> _T:
+    """``asyncio.to_thread`` (the caller's context variables included), on the threads of ``conn_id``."""
+    pool = _pools.get(conn_id)
+    if pool is None:  # no thread starts until a call is submitted: a pool lost in a race costs nothing
+        pool = _pools.setdefault(conn_id, ThreadPoolExecutor(THREADS, thread_name_prefix="deyel-trigger"))
     call = functools.partial(contextvars.copy_context().run, func, *args)
-    return await asyncio.get_running_loop().run_in_executor(_executor, call)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 def error_event(error: DeyelError) -> dict[str, Any]:
@@ -120,7 +134,7 @@ class DeyelInstanceTrigger(BaseTrigger):
         try:
             while True:
                 try:
-                    result = await in_thread(probe, hook, self.query)
+                    result = await in_thread(self.deyel_conn_id, probe, hook, self.query)
                 except DeyelError as exc:
                     if not is_not_yet(exc):
                         yield TriggerEvent(error_event(exc))
@@ -139,7 +153,8 @@ class DeyelInstanceTrigger(BaseTrigger):
                     )
                 await asyncio.sleep(self.poll_interval)
         finally:
-            await in_thread(hook.close)
+            # Not queued behind hung calls: closing the pooled sessions does not wait on the network.
+            hook.close()
 
 
 #: Prefix of the change trigger's watermark in the asset's state (not the extraction's ``deyel_watermark``).
@@ -214,9 +229,9 @@ class DeyelChangeTrigger(BaseEventTrigger):
             while True:
                 try:
                     if mark is None:
-                        mark = saved = await in_thread(self._present, hook)
+                        mark = saved = await in_thread(self.deyel_conn_id, self._present, hook)
                         await self._save_watermark(mark)
-                    event = await in_thread(self._changes_since, hook, mark)
+                    event = await in_thread(self.deyel_conn_id, self._changes_since, hook, mark)
                 except DeyelError as exc:
                     if not is_not_yet(exc):
                         raise
@@ -235,7 +250,8 @@ class DeyelChangeTrigger(BaseEventTrigger):
                     await self._save_watermark(mark)
                     saved = mark
         finally:
-            await in_thread(hook.close)
+            # Not queued behind hung calls: closing the pooled sessions does not wait on the network.
+            hook.close()
 
     def _narrowed(self, *clauses: str) -> InstanceQuery:
         search = ",".join(c for c in (self.query.search, *clauses) if c)
