@@ -331,6 +331,60 @@ def test_an_internal_error_exits_3_with_a_one_line_diagnosis(probe_server, capsy
     assert captured.err.strip().splitlines()[-1].startswith("deyel-probe: internal error: RuntimeError")
 
 
+@pytest.mark.parametrize(
+    "raised, code, said",
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (SystemExit(1), 2, "Airflow exited while loading (exit code 1)"),
+    ],
+)
+def test_an_interruption_or_an_exit_while_probing_is_an_exit_code(monkeypatch, capsys, raised, code, said):
+    from deyel_provider.probe import cli
+
+    def stopped(*args):
+        raise raised
+
+    monkeypatch.setattr(cli, "_probe", stopped)
+
+    assert main(["--conn-id", "deyel_default", "--json"]) == code
+    assert json.loads(capsys.readouterr().out) == {"ok": False, "error": said}
+
+
+def test_an_error_that_cannot_be_printed_is_still_one_line(monkeypatch, capsys):
+    from deyel_provider.probe import cli
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise ValueError("no")
+
+    def broken(*args):
+        raise Unprintable
+
+    monkeypatch.setattr(cli, "_probe", broken)
+
+    assert main(["--conn-id", "deyel_default"]) == 3
+    assert "internal error: Unprintable" in capsys.readouterr().err
+
+
+def test_a_failing_flush_still_gives_stdout_back(monkeypatch):
+    """A closed pipe (BrokenPipeError on flush) must not leave file descriptor 1 on stderr."""
+    import io
+
+    from deyel_provider.probe import cli
+
+    class ClosedPipe(io.StringIO):
+        def flush(self):
+            raise BrokenPipeError
+
+    before = os.fstat(1)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    with cli._stdout_is_stderr():
+        assert os.path.sameopenfile(1, 2)
+    after = os.fstat(1)
+
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
 @pytest.mark.parametrize("size", ["-5", "0", "many"])
 def test_page_size_must_be_a_positive_integer(capsys, size):
     with pytest.raises(SystemExit) as exit_:
