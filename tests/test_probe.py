@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -330,6 +331,60 @@ def test_an_internal_error_exits_3_with_a_one_line_diagnosis(probe_server, capsy
     assert captured.err.strip().splitlines()[-1].startswith("deyel-probe: internal error: RuntimeError")
 
 
+@pytest.mark.parametrize(
+    "raised, code, said",
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (SystemExit(1), 2, "Airflow exited while loading (exit code 1)"),
+    ],
+)
+def test_an_interruption_or_an_exit_while_probing_is_an_exit_code(monkeypatch, capsys, raised, code, said):
+    from deyel_provider.probe import cli
+
+    def stopped(*args):
+        raise raised
+
+    monkeypatch.setattr(cli, "_probe", stopped)
+
+    assert main(["--conn-id", "deyel_default", "--json"]) == code
+    assert json.loads(capsys.readouterr().out) == {"ok": False, "error": said}
+
+
+def test_an_error_that_cannot_be_printed_is_still_one_line(monkeypatch, capsys):
+    from deyel_provider.probe import cli
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise ValueError("no")
+
+    def broken(*args):
+        raise Unprintable
+
+    monkeypatch.setattr(cli, "_probe", broken)
+
+    assert main(["--conn-id", "deyel_default"]) == 3
+    assert "internal error: Unprintable" in capsys.readouterr().err
+
+
+def test_a_failing_flush_still_gives_stdout_back(monkeypatch):
+    """A closed pipe (BrokenPipeError on flush) must not leave file descriptor 1 on stderr."""
+    import io
+
+    from deyel_provider.probe import cli
+
+    class ClosedPipe(io.StringIO):
+        def flush(self):
+            raise BrokenPipeError
+
+    before = os.fstat(1)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    with cli._stdout_is_stderr():
+        assert os.path.sameopenfile(1, 2)
+    after = os.fstat(1)
+
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
 @pytest.mark.parametrize("size", ["-5", "0", "many"])
 def test_page_size_must_be_a_positive_integer(capsys, size):
     with pytest.raises(SystemExit) as exit_:
@@ -361,15 +416,19 @@ def test_a_count_header_of_the_page_is_not_taken_for_the_total_on_link_servers(p
 
 class OddServer(ThreadingHTTPServer):
     """What the emulator does not do: a Deyel-like server paging by ``page``/``pageSize`` from ``base``,
-    with a page-size ``cap``, a count header that may lie (``total``), and a Link header (``link``: a URL
-    template with ``{page}`` and ``{size}``, absolute or not). ``seen``: each request's path and
-    Authorization."""
+    with a page-size ``cap``, a count header that may lie (``total``; "page": it counts the page sent), and
+    a Link header (``link``: a URL template with ``{page}`` and ``{size}``, absolute or not). ``fixed``:
+    every page holds that many, whatever size is asked; ``offset``: the name of a parameter read as a record
+    offset (0-based) instead of ``page``; ``refuse``: a test on the query, true for requests answered 400
+    with a Deyel error. ``seen``: each request's path and Authorization."""
 
-    def __init__(self, records: int = 50, base: int = 1, cap: int = 1000, total: int | None = None,
-                 link: str = "") -> None:  # fmt: skip
+    def __init__(self, records: int = 50, base: int = 1, cap: int = 1000, total: int | str | None = None,
+                 link: str = "", fixed: int | None = None, offset: str = "",
+                 refuse: Callable[[dict[str, str]], bool] | None = None) -> None:  # fmt: skip
         super().__init__(("127.0.0.1", 0), _OddHandler)
         self.rows = [{"idObjectValue": str(i), "dsName": f"account {i}"} for i in range(1, records + 1)]
         self.base, self.cap, self.total, self.link = base, cap, total, link
+        self.fixed, self.offset, self.refuse = fixed, offset, refuse
         self.seen: list[tuple[str, str, str]] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -381,9 +440,9 @@ class _OddHandler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _send(self, body, headers=()):
+    def _send(self, body, headers=(), status=200):
         data = json.dumps(body).encode()
-        self.send_response(200)
+        self.send_response(status)
         for name, value in [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
@@ -402,17 +461,22 @@ class _OddHandler(BaseHTTPRequestHandler):
         odd = self.server
         odd.seen.append(("GET", self.path, self.headers.get("Authorization", "")))
         query = dict(parse_qsl(urlsplit(self.path).query))
+        if odd.refuse is not None and odd.refuse(query):
+            self._send({"errorCode": "INVALID_PARAMETER", "message": "out of range"}, status=400)
+            return
         rows = odd.rows
         if "search" in query:
             name, value = query["search"].split("=eq:")
             rows = [r for r in rows if str(r.get(name)) == value]
-        size = min(int(query.get("pageSize", 100)), odd.cap)
+        size = odd.fixed or min(int(query.get("pageSize", 100)), odd.cap)
         page = int(query.get("page", odd.base))
-        start = max(page - odd.base, 0) * size
-        headers = [("X-Total-Count", str(len(rows) if odd.total is None else odd.total))]
+        start = int(query.get(odd.offset, 0)) if odd.offset else max(page - odd.base, 0) * size
+        sent = rows[start : start + size]
+        total = {None: len(rows), "page": len(sent)}.get(odd.total, odd.total)  # type: ignore[call-overload]
+        headers = [("X-Total-Count", str(total))]
         if odd.link and start + size < len(rows):
             headers.append(("Link", f'<{odd.link.format(page=page + 1, size=size)}>; rel="next"'))
-        self._send(rows[start : start + size], headers)
+        self._send(sent, headers)
 
 
 @pytest.fixture
@@ -495,3 +559,54 @@ def test_a_server_that_ignores_every_size_parameter_is_listed_whole_a_few_times_
     assert report["extras"]["paging"] == "none"
     # prefix, every size name at once, the listing, every page name at once, every offset name, search
     assert emulator.methods()["GET"] == 6
+
+
+def test_a_refused_look_past_the_first_page_does_not_discredit_the_count_header(odd_server, capsys):
+    """A cap of 10, and pages past the 10th refused: page=11&pageSize=1 (is there an 11th instance?) fails.
+    Unknown is not "no": taken for "nothing follows", the true count header was called an overstatement and
+    page_size set to the 20 asked, so an extraction reads 10, sees a short page, and stops."""
+    odd_server(cap=10, refuse=lambda query: int(query.get("page", 1)) > 10)
+
+    code, report = probe_json(capsys, "--page-size", "20")
+
+    assert code == 0, report["findings"]
+    assert (report["extras"]["page_size"], report["extras"]["total_header"]) == (10, "X-Total-Count")
+    assert any(f["level"] == "warn" and "400" in f["text"] for f in report["findings"]), report["findings"]
+
+
+def test_a_refused_second_fixed_size_page_does_not_pass_the_form_for_one_page(odd_server, capsys):
+    """Pages of 20 whatever is asked, by ``offset``, a count header of the page, and offset=20 refused: that
+    is not "the whole form fits in one page", and the header (20) must not be taken for the total."""
+    refused = lambda query: int(query.get("offset", 0)) >= 20  # noqa: E731
+    odd_server(fixed=20, offset="offset", total="page", refuse=refused)
+
+    code, report = probe_json(capsys)
+
+    assert code == 0, report["findings"]
+    extras = report["extras"]
+    assert (extras["paging"], extras["page_size"], extras["total_header"]) == ("offset", 20, "none"), extras
+    assert any(f["level"] == "warn" and "400" in f["text"] for f in findings(report, "paging"))
+
+
+def test_an_offset_parameter_among_the_page_names_is_not_taken_for_page_paging(odd_server, capsys):
+    """``p`` read as a record offset: p=2&pageSize=2 answers instances 3-4 as page 2 would, but p=1 answers
+    2-3; as page paging, an extraction would ask p=1,2,3 by 100 and read overlapping pages."""
+    odd_server(offset="p")
+
+    code, report = probe_json(capsys)
+
+    assert report["extras"].get("paging") != "page", report["findings"]
+    assert code == 1
+    code, report = probe_json(capsys, "--offset-param", "p")
+    assert (code, report["extras"]["paging"], report["extras"]["offset_param"]) == (0, "offset", "p"), report
+
+
+def test_zero_based_fixed_size_pages_are_not_taken_for_one_based(odd_server, capsys):
+    """Pages of 20 whatever is asked, numbered from 0: page=2 is the third page; taken for the second, an
+    extraction would skip page 0."""
+    odd_server(fixed=20, base=0)
+
+    code, report = probe_json(capsys)
+
+    assert (code, report["extras"]) == (1, {}), report["findings"]
+    assert "numbered from 0" in findings(report, "paging")[0]["text"]

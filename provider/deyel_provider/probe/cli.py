@@ -55,13 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
     args = parser.parse_args(argv)
-    # Exit codes: 0 ok, 1 a FAIL finding, 2 the connection could not be read, 3 an internal error.
+    # Exit codes: 0 ok, 1 a FAIL finding, 2 the connection could not be read, 3 an internal error,
+    # 130 interrupted (Ctrl-C).
     redact: list[Callable[[str], str]] = []  # the connection's redactor, once known
     with _stdout_is_stderr():
         try:
             code, report = _probe(args, redact)
+        except KeyboardInterrupt:
+            code, report = 130, _failure(args, "interrupted")
+        except SystemExit as exc:  # Airflow's configuration code exits on what it cannot load
+            said = f"Airflow exited while loading (exit code {exc.code!r})"
+            code, report = 2, _failure(args, said, *redact)
         except Exception as exc:
-            code, report = 3, _failure(args, f"internal error: {type(exc).__name__}: {exc}", *redact)
+            code, report = 3, _failure(args, f"internal error: {_describe(exc)}", *redact)
     if report:
         print(report)
     return code
@@ -77,12 +83,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, or the type alone when the exception cannot say what it is."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be formatted)"
+
+
 def _failure(args: argparse.Namespace, message: str, *redact: Callable[[str], str]) -> str:
-    """Say on stderr, in one line, why the probe could not run; with --json, say it on stdout too."""
-    message = " ".join(message.split())
-    for redactor in redact:
-        message = redactor(message)
-    print(f"deyel-probe: {message}", file=sys.stderr)
+    """Say on stderr, in one line, why the probe could not run; with --json, say it on stdout too. It
+    cannot raise: it runs where an error is already being reported."""
+    try:
+        message = " ".join(message.split())
+        for redactor in redact:
+            message = redactor(message)
+    except Exception:
+        message = "the error could not be formatted"  # not the unredacted text
+    with contextlib.suppress(OSError, ValueError):
+        print(f"deyel-probe: {message}", file=sys.stderr)
     return json.dumps({"ok": False, "error": message}) if args.json else ""
 
 
@@ -94,17 +113,21 @@ def _stdout_is_stderr() -> Iterator[None]:
     descriptor itself is swapped, not only ``sys.stdout``."""
     streams = [s for s in (sys.stdout, sys.__stdout__) if s is not None]
     for stream in streams:
-        stream.flush()
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
-        for stream in streams:
-            stream.flush()  # what they hold was written while fd 1 was stderr
-        os.dup2(saved, 1)
-        os.close(saved)
+        try:
+            for stream in streams:
+                with contextlib.suppress(OSError, ValueError):  # a closed pipe must not keep fd 1 on stderr
+                    stream.flush()  # what they hold was written while fd 1 was stderr
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _probe(args: argparse.Namespace, redact: list[Callable[[str], str]]) -> tuple[int, str]:

@@ -282,15 +282,32 @@ class Prober:
         for name in page_names:
             second = self.records({name: 2})
             if second is not None and record_keys(second) != record_keys(records):
+                # Page 2 moves; page 1 must be the first page, or page 2 is the third (0-based) or an offset.
+                if record_keys(self.records({name: 1})) != record_keys(records):
+                    self._zero_based = self._zero_based or name
+                    continue
                 self._fixed_size("page", {"paging": "page", "page_param": name}, n, second)
                 return
         for name in self._moving(dict.fromkeys(self.offset_params, TINY), records):
             shifted = self.records({name: TINY})
             if shifted is not None and record_keys(shifted) != record_keys(records):
                 # What follows the first page, not the shifted one, tells whether more exist.
-                following = self.records({name: n}) or []
-                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, following)
+                answer = self.listing({name: n})
+                if answer.records is None:  # refused or failed: unknown, not "nothing follows"
+                    self._unanswered(answer, "paging", f"{name}={n} (what follows the first page)")
+                self._fixed_size("offset", {"paging": "offset", "offset_param": name}, n, answer.records)
                 return
+        if self._zero_based:
+            self.note(
+                FAIL,
+                "paging",
+                f"pages are numbered from 0, or {self._zero_based} is not a page number: "
+                f"{self._zero_based}=2 moves past the first page but {self._zero_based}=1 does not answer "
+                f"it; the provider numbers pages from 1",
+            )
+            raise ProbeFailed(
+                "0-based page numbers are not supported: use offset paging if the server offers it"
+            )
         if n < MIN_INSTANCES:
             self.note(FAIL, "paging", f"the form holds {n} instance(s): too few to tell how the server pages")
             raise ProbeFailed(f"probe a form with at least {MIN_INSTANCES} instances (--form)")
@@ -349,10 +366,20 @@ class Prober:
         return found
 
     def _fixed_size(
-        self, strategy: str, extras: dict[str, Any], n: int, second: list[dict[str, Any]]
+        self, strategy: str, extras: dict[str, Any], n: int, second: list[dict[str, Any]] | None
     ) -> None:
+        """``second``: what follows the first page (None: unknown, the request was refused or failed)."""
         self.result.extras.update(extras)
-        if second:
+        if second is None:
+            self.result.extras["page_size"] = n
+            self.note(
+                WARN,
+                "paging",
+                f"{strategy}, every first page holds {n} instances whatever size is asked "
+                f"({', '.join(self.size_params)} tried); whether more follow is unknown: page_size must be "
+                f"{n}, or a short page would end an extraction early",
+            )
+        elif second:
             self.result.extras["page_size"] = n
             self.note(
                 WARN,
@@ -371,7 +398,7 @@ class Prober:
             self.result.extras["page_size"] = n
         first = self.listing()
         # A count header equal to the page counts the page unless the second page came back empty.
-        self._total(first, strategy, more=bool(second))
+        self._total(first, strategy, more=None if second is None else bool(second))
         self._search(None, first.records or [])
 
     def _link(self, first: Answer, size_param: str, ref: list[dict[str, Any]]) -> str | None:
@@ -424,10 +451,20 @@ class Prober:
                 if moved and self._continues(self.records({name: 1, size_param: TINY}), ref):
                     self._zero_based = self._zero_based or name
                 continue
+            # An offset answers the same at 2 (with pages of TINY): page numbers answer the first page at 1.
+            if record_keys(self.records({name: 1, size_param: TINY})) != head:
+                self.note(
+                    WARN,
+                    "paging",
+                    f"{name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}, but {name}=1 "
+                    f"does not answer the first {TINY}: not a page number (an offset?)",
+                )
+                continue
             self.note(
                 OK,
                 "paging",
-                f"page: {name}=2&{size_param}={TINY} answers instances {TINY + 1} to {2 * TINY}",
+                f"page: {name}=1 and {name}=2 with {size_param}={TINY} answer instances 1 to {TINY} and "
+                f"{TINY + 1} to {2 * TINY}",
             )
             self.result.extras.update({"paging": "page", "page_param": name, "page_size_param": size_param})
             return "page"
@@ -449,16 +486,32 @@ class Prober:
                 return "offset"
         return None
 
-    def _next_exists(self, strategy: str, served: int) -> bool | None:
-        """Whether an instance exists after the first ``served`` ones (None: cannot tell cheaply)."""
+    def _next_exists(self, strategy: str, served: int, topic: str) -> bool | None:
+        """Whether an instance exists after the first ``served`` ones (None: cannot tell cheaply, or the
+        server refused to say: a refusal is not "nothing follows")."""
         extras = self.result.extras
         if strategy == "page" and "page_size_param" in extras:
-            more = self.records({extras["page_param"]: served + 1, extras["page_size_param"]: 1})
+            params = {extras["page_param"]: served + 1, extras["page_size_param"]: 1}
         elif strategy == "offset" and "limit_param" in extras:
-            more = self.records({extras["offset_param"]: served, extras["limit_param"]: 1})
+            params = {extras["offset_param"]: served, extras["limit_param"]: 1}
         else:
             return None
-        return bool(more)
+        answer = self.listing(params)
+        if answer.records is None:
+            shown = "&".join(f"{k}={v}" for k, v in params.items())
+            self._unanswered(answer, topic, f"{shown} (is there an instance after the first {served}?)")
+            return None
+        return bool(answer.records)
+
+    def _unanswered(self, answer: Answer, topic: str, asked: str) -> None:
+        """Say that a listing asked to tell whether more instances follow did not answer a list."""
+        error = answer.deyel_error()
+        self.note(
+            WARN,
+            topic,
+            f"GET {asked} answered {answer.status}{f': {error}' if error else ''}, not a list: "
+            f"whether more follow is unknown, not taken for no",
+        )
 
     def _total(self, answer: Answer, strategy: str, more: bool | None = None) -> None:
         """Find the count header; ``more``: whether instances follow ``answer`` (None: ask the server)."""
@@ -474,10 +527,23 @@ class Prober:
             except ValueError:
                 self.note(WARN, "total", f"{name}: {raw!r} is not a number")
                 continue
-            if total <= served and (more if more is not None else self._next_exists(strategy, served)):
-                self.result.extras["total_header"] = "none"
-                self.note(WARN, "total", f"{name} counts the page sent ({total}), not the matches: unusable")
-                return
+            if total <= served:
+                follows = more if more is not None else self._next_exists(strategy, served, "total")
+                if follows is None:  # unknown: a header of the page would end extractions after one page
+                    self.result.extras["total_header"] = "none"
+                    self.note(
+                        WARN,
+                        "total",
+                        f"{name} says {total}, no more than the page sent, and whether more follow is "
+                        f"unknown: it may count the page; unusable",
+                    )
+                    return
+                if follows:
+                    self.result.extras["total_header"] = "none"
+                    self.note(
+                        WARN, "total", f"{name} counts the page sent ({total}), not the matches: unusable"
+                    )
+                    return
             self.result.extras["total_header"] = name
             self._total_value = total
             self.note(OK, "total", f"{name}: {total} instances")
@@ -503,11 +569,24 @@ class Prober:
             extras["page_size"] = asked
             return
         # What follows is asked of the server: a count header may overstate the total.
-        more = bool(answer.links.get("next")) if strategy == "link" else self._next_exists(strategy, served)
+        more = (
+            bool(answer.links.get("next"))
+            if strategy == "link"
+            else self._next_exists(strategy, served, "page size")
+        )
         header, total = extras.get("total_header"), self._total_value
-        if more is None:
+        if more is None:  # unknown: the count header decides, and is never discredited by an unknown
             more = total > served if total is not None and header != "none" else None
-        elif not more and total is not None and total > served and header != "none":
+        if more is None and served:
+            self.note(
+                WARN,
+                "page size",
+                f"asked {asked} per page, got {served}, and whether more follow is unknown (no usable count "
+                f"header): page_size set to {served}, which holds whether or not the server caps pages there",
+            )
+            extras["page_size"] = served
+            return
+        if not more and total is not None and total > served and header != "none":
             extras["total_header"] = "none"
             self._total_value = None
             self.note(
