@@ -22,15 +22,12 @@ def connection_json(url: str, **extra) -> str:
 
 
 def airflow_secrets_masker():
-    """Airflow's process-wide secrets masker (the one ``mask_secret`` fills), wherever this version has it."""
-    try:
-        from airflow.sdk.log import _secrets_masker  # 3.3
-    except ImportError:
-        try:
-            from airflow.sdk._shared.secrets_masker import _secrets_masker  # 3.1, 3.2
-        except ImportError:
-            from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # 3.0
-    return _secrets_masker()
+    """Airflow's process-wide secrets masker (the one ``mask_secret`` fills), as the provider finds it."""
+    from deyel_provider.auth.masking import _airflow_masker
+
+    masker = _airflow_masker()
+    assert masker is not None, "this Airflow keeps its secrets masker where the provider does not look"
+    return masker
 
 
 def dagbag_class():
