@@ -336,8 +336,9 @@ def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
     part = folder / "2026-01-01.part-00000.parquet"
     assert summary["parts"] == [{"path": part.as_uri(), "records": 50, "bytes": part.stat().st_size}]
     assert [extra["parts"] for extra in events] == [summary["parts"]]
-    assert sorted(os.listdir(folder)) == ["2026-01-01.part-00000.parquet", "2026-01-01.parts.json"]
-    manifest = json.loads((folder / "2026-01-01.parts.json").read_text())  # published last: the commit point
+    assert sorted(os.listdir(folder)) == ["2026-01-01.part-00000.parquet", "2026-01-01.parquet.parts.json"]
+    # The manifest, published last: the commit point.
+    manifest = json.loads((folder / "2026-01-01.parquet.parts.json").read_text())
     assert manifest["records"] == 50 and [p["records"] for p in manifest["parts"]] == [50]
     described = duckdb.sql(f"DESCRIBE SELECT * FROM '{part}'").fetchall()  # noqa: S608
     types = {name: kind for name, kind, *_ in described}

@@ -241,10 +241,10 @@ def test_max_file_bytes_splits_into_parts_and_a_rerun_replaces_the_set(
         small = run(sizes[0])
         parts = small["parts"]
         assert len(parts) > 3 and small["path"] is None
-        assert part_names(tmp_path) == [f"{stem}.part-{n:05d}.{ext}" for n in range(len(parts))] + [
-            f"{stem}.parts.json"
-        ]
-        assert manifest_of(tmp_path / f"{stem}.parts.json") == parts
+        assert part_names(tmp_path) == sorted(
+            [f"{stem}.part-{n:05d}.{ext}" for n in range(len(parts))] + [f"{name}.parts.json"]
+        )
+        assert manifest_of(tmp_path / f"{name}.parts.json") == parts
         assert [p["path"] for p in parts] == [
             (tmp_path / f"{stem}.part-{n:05d}.{ext}").as_uri() for n in range(len(parts))
         ]
@@ -259,10 +259,10 @@ def test_max_file_bytes_splits_into_parts_and_a_rerun_replaces_the_set(
         bigger = run(sizes[1])
         assert 1 <= len(bigger["parts"]) < len(parts)
         # The earlier run's extra parts are gone: the folder holds exactly this run's set.
-        assert part_names(tmp_path) == [f"{stem}.part-{n:05d}.{ext}" for n in range(len(bigger["parts"]))] + [
-            f"{stem}.parts.json"
-        ]
-        assert manifest_of(tmp_path / f"{stem}.parts.json") == bigger["parts"]
+        assert part_names(tmp_path) == sorted(
+            [f"{stem}.part-{n:05d}.{ext}" for n in range(len(bigger["parts"]))] + [f"{name}.parts.json"]
+        )
+        assert manifest_of(tmp_path / f"{name}.parts.json") == bigger["parts"]
         assert read_ids(tmp_path, fmt, [Path(p["path"]).name for p in bigger["parts"]], options) == expected
 
 
@@ -276,6 +276,34 @@ def manifest_of(path: Path) -> list[dict[str, Any]]:
         {"path": (path.parent / p["name"]).as_uri(), "records": p["records"], "bytes": p["bytes"]}
         for p in parts
     ]
+
+
+def test_outputs_sharing_a_stem_keep_their_own_manifests(deyel_conn, tmp_path):
+    """``a.jsonl`` and ``a.jsonl.gz`` split in one folder: each manifest lists its own parts (both were
+    ``a.parts.json`` before, the second run overwriting the first's)."""
+    plain = operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=2_000).execute({})
+    packed = operator(tmp_path / "a.jsonl.gz", compression="gzip", page_size=5, max_file_bytes=2_000).execute(
+        {}
+    )
+    assert len(plain["parts"]) > 1 and len(packed["parts"]) >= 1
+    assert manifest_of(tmp_path / "a.jsonl.parts.json") == plain["parts"]
+    assert manifest_of(tmp_path / "a.jsonl.gz.parts.json") == packed["parts"]
+    assert not (tmp_path / "a.parts.json").exists()
+
+
+def test_a_manifest_of_the_old_name_listing_this_outputs_parts_is_removed(deyel_conn, tmp_path):
+    """Releases before 0.2 named the manifest after the stem: one listing this output's parts would go on
+    listing a set the rerun replaces; one listing another output's parts is left to that output."""
+    first = operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=2_000).execute({})
+    names = [Path(p["path"]).name for p in first["parts"]]
+    old = {"parts": [{"name": n, "records": 1, "bytes": 1} for n in names], "records": 1, "bytes": 1}
+    (tmp_path / "a.parts.json").write_text(json.dumps(old))
+    operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=1_000).execute({})
+    assert not (tmp_path / "a.parts.json").exists()
+    other = {"parts": [{"name": "a.part-00000.csv", "records": 1, "bytes": 1}], "records": 1, "bytes": 1}
+    (tmp_path / "a.parts.json").write_text(json.dumps(other))  # another output's: kept
+    operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=1_000).execute({})
+    assert json.loads((tmp_path / "a.parts.json").read_text()) == other
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -296,15 +324,15 @@ def test_a_part_that_cannot_be_published_fails_the_run_before_any_part_is_replac
     assert snapshot(tmp_path) == before  # no part replaced, the first run's manifest still there
     # The manifest is written last and a folder at its name is refused first as well.
     (tmp_path / "a.part-00003.jsonl").rmdir()
-    (tmp_path / "a.parts.json").unlink()
-    (tmp_path / "a.parts.json").mkdir()
+    (tmp_path / "a.jsonl.parts.json").unlink()
+    (tmp_path / "a.jsonl.parts.json").mkdir()
     before = snapshot(tmp_path)
-    with pytest.raises(DeyelConfigError, match=r"'a.parts.json' .* is a folder"):
+    with pytest.raises(DeyelConfigError, match=r"'a.jsonl.parts.json' .* is a folder"):
         operator(tmp_path / "a.jsonl", page_size=5, max_file_bytes=1_000).execute({})
     assert snapshot(tmp_path) == before
     if os.getuid() != 0:
         return  # only root can give a file to another user
-    (tmp_path / "a.parts.json").rmdir()
+    (tmp_path / "a.jsonl.parts.json").rmdir()
     os.chown(tmp_path / "a.part-00002.jsonl", 65534, 65534)  # a sticky /tmp would refuse its rename
     before = snapshot(tmp_path)
     with pytest.raises(DeyelConfigError, match=r"'a.part-00002.jsonl' .* belongs to another user"):

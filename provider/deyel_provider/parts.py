@@ -9,7 +9,9 @@ Every part is written to its own temporary file and published by its own rename 
 
 1. every final name is checked first (not a folder, not another user's), so a run that cannot publish a part
    fails before it has replaced any;
-2. the previous run's manifest ``<stem>.parts.json`` is removed: while the set changes, there is none;
+2. the previous run's manifest ``<name>.parts.json`` is removed: while the set changes, there is none
+   (named after the whole output name, ``2026-01-01.jsonl.gz.parts.json``, so that outputs of other formats
+   or codecs in one folder keep their own);
 3. the parts are renamed one by one, then the parts a previous, larger run left beyond the new count are
    removed, so the folder holds exactly this run's set;
 4. the manifest is written last (the commit point): the parts' names, records and bytes. Readers go by it
@@ -52,6 +54,8 @@ _CODEC_EXTENSIONS = {"gzip": (".gz", ".gzip"), "zstd": (".zst", ".zstd")}
 #: Parts a run may write (each a temporary file until the run is published).
 MAX_PARTS = 1000
 PART_DIGITS = 5
+#: The most of an old-style manifest read to tell whether it lists this output's parts.
+LEGACY_MANIFEST_MAX_BYTES = 1 << 20
 
 Temp = Any  # publish.LocalTemp or an ObjectStoragePath
 
@@ -150,8 +154,11 @@ class OutputFiles:
 
     @property
     def manifest_target(self) -> ObjectStoragePath:
-        """``<stem>.parts.json``: the list of a split run's parts, written once they are all published."""
-        return self.target.parent / f"{self.stem}.parts.json"
+        """``<name>.parts.json``: the list of a split run's parts, written once they are all published.
+
+        Named after the whole output name: ``a.jsonl`` and ``a.jsonl.gz`` in one folder share a stem, and
+        a manifest named after it (as releases before 0.2 did) was overwritten by the other output's."""
+        return self.target.parent / f"{self.target.name}.parts.json"
 
     def remove_leftovers(self) -> None:
         """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
@@ -161,7 +168,8 @@ class OutputFiles:
         part, manifest = self._part, self.manifest_target.name
         publish.remove_own_files(
             self.target,
-            f"{publish.glob_escape(self.stem)}.part*.tmp-*",
+            # Parts (<stem>.part-N<ext>) and the manifest (<name>.parts.json) both start with "<stem>.".
+            f"{publish.glob_escape(self.stem)}.*.tmp-*",
             lambda name: (
                 ".tmp-" in name
                 and (
@@ -241,7 +249,13 @@ class OutputFiles:
         names = [part.target.name for part in parts]
         publish.check_targets(self.target, [*names, manifest.name] if self.split else names)
         # No manifest while the set changes: a reader never sees one that lists parts being replaced.
-        self._remove_own(lambda name: name == manifest.name, "the manifest of an earlier run", "manifest")
+        self._remove_own(
+            lambda name: name == manifest.name,
+            "the manifest of an earlier run",
+            "manifest",
+            pattern=publish.glob_escape(manifest.name),
+        )
+        self._remove_legacy_manifest()
         for part in parts:
             part.temp.move(part.target)
             self._temps.remove(part.temp)
@@ -256,10 +270,30 @@ class OutputFiles:
             self._write_manifest(parts, manifest)
         self._close_folder()
 
-    def _remove_own(self, matches: Any, why: str, kind: str) -> None:
-        publish.remove_own_files(
-            self.target, f"{publish.glob_escape(self.stem)}.part*", matches, why, self.log, kind=kind
-        )
+    def _remove_own(self, matches: Any, why: str, kind: str, *, pattern: str | None = None) -> None:
+        glob = pattern if pattern is not None else f"{publish.glob_escape(self.stem)}.part*"
+        publish.remove_own_files(self.target, glob, matches, why, self.log, kind=kind)
+
+    def _remove_legacy_manifest(self) -> None:
+        """Remove a ``<stem>.parts.json`` (the name releases before 0.2 used) that lists only this output's
+        parts: it would go on listing a set this run replaces. One listing another output's parts (the same
+        stem in another format) is that output's, and is left alone."""
+        legacy = self.target.parent / f"{self.stem}.parts.json"
+        if legacy.name == self.manifest_target.name:
+            return
+        try:
+            with legacy.open("rb") as raw:
+                body = json.loads(raw.read(LEGACY_MANIFEST_MAX_BYTES + 1)[:LEGACY_MANIFEST_MAX_BYTES])
+            names = [entry["name"] for entry in body["parts"]]
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return  # absent, unreadable or not a manifest of ours: nothing to replace
+        if names and all(isinstance(n, str) and self._part.fullmatch(n) for n in names):
+            self._remove_own(
+                lambda name: name == legacy.name,
+                "the manifest of an earlier release (now named after the whole output name)",
+                "manifest",
+                pattern=publish.glob_escape(legacy.name),
+            )
 
     def _write_manifest(self, parts: list[WrittenPart], manifest: ObjectStoragePath) -> None:
         listed = [{"name": part.target.name, "records": part.records, "bytes": part.bytes} for part in parts]
