@@ -33,7 +33,7 @@ from deyel_provider.watermark import (
     legacy_key,
     watermark_key,
 )
-from tests.helpers import outlet_events
+from tests.helpers import ByAsset, outlet_events
 
 FORM = "CRM_ACCOUNT"
 START_FROM = "2026-01-01T00:00:00Z"
@@ -265,11 +265,14 @@ class AssetStores:
 class Runs:
     """Runs of one operator with the state Airflow keeps between them."""
 
-    def __init__(self, task: DeyelExtractOperator, folder: Path) -> None:
+    def __init__(self, task: DeyelExtractOperator, folder: Path, *, state_stores: bool = True) -> None:
         self.task = task
         self.folder = folder
         self.assets = AssetStores()
         self.task_states: dict[str, StateStore] = {}
+        #: Airflow 3.0 to 3.2: no state store, the asset's events (their extra) instead.
+        self.state_stores = state_stores
+        self.events: list[SimpleNamespace] = []
 
     @property
     def state(self) -> StateStore:
@@ -288,11 +291,17 @@ class Runs:
             "dag_run": SimpleNamespace(run_id=run_id, run_after=run_after, conf=conf or {}),
             "dag": SimpleNamespace(dag_id="d"),
             "ti": SimpleNamespace(dag_id="d", map_index=-1),
-            "asset_state_store": self.assets,
-            "task_state_store": self.task_states.setdefault(run_id, StateStore()),
             "outlet_events": outlet_events(),
         }
-        return self.task.execute(context)
+        if self.state_stores:
+            context["asset_state_store"] = self.assets
+            context["task_state_store"] = self.task_states.setdefault(run_id, StateStore())
+        else:
+            context["inlet_events"] = ByAsset([(self.task.asset, list(self.events))])
+        summary = self.task.execute(context)
+        extra = json.loads(json.dumps(context["outlet_events"][self.task.asset].extra))
+        self.events.append(SimpleNamespace(extra=extra))
+        return summary
 
 
 def extract_task(folder: Path) -> DeyelExtractOperator:
@@ -413,6 +422,33 @@ def test_a_date_header_years_ahead_does_not_move_the_watermark(deyel_conn, tmp_p
         with pytest.raises(DeyelWatermarkError, match="ahead of this worker's clock"):
             runs.run("r1", 1)
         assert runs.state.values == {} and (not folder.exists() or list(folder.iterdir()) == [])
+
+
+def test_without_a_state_store_a_cleared_older_run_reads_its_window_from_the_events(
+    emulator, deyel_conn, tmp_path
+):
+    """Finding 1 on Airflow 3.0 to 3.2 (no state store): the windows travel in the asset events' extra, and
+    a value planted in an event is refused as it is in the asset's state."""
+    emulator.advance(STEP_S)
+    folder = tmp_path / "out"
+    runs = Runs(extract_task(folder), folder, state_stores=False)
+    a = runs.run("a", 1)
+    emulator.advance(STEP_S)
+    edit("7")
+    emulator.advance(STEP_S)
+    b = runs.run("b", 2)
+    emulator.advance(STEP_S)
+    c = runs.run("c", 3)
+    assert ids_in(folder / "b.jsonl") == ["7"] and c["records"] == 0 and a["records"] == 50
+    b_again = runs.run("b", 2)
+    assert (b_again["window_start"], b_again["window_end"]) == (b["window_start"], b["window_end"])
+    assert ids_in(folder / "b.jsonl") == ["7"]
+    d = runs.run("d", 4)
+    assert d["window_start"] == c["window_end"]
+
+    runs.events.append(SimpleNamespace(extra={"watermark": planted(runs, emulator)["end one hour ahead"]}))
+    with pytest.raises(DeyelWatermarkError, match="latest event"):
+        runs.run("e", 5)
 
 
 def test_a_retry_after_the_publish_failed_rereads_its_recorded_window(runs, emulator):
