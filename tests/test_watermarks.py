@@ -479,7 +479,7 @@ def test_a_reset_run_starts_at_start_from_and_the_next_runs_follow_it(runs, emul
     reset = runs.run("r2", 2, conf={RESET_CONF: True})
     assert reset["records"] == 50
     assert reset["window_start"] == int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
-    with pytest.raises(DeyelWatermarkError, match="older than the last"):
+    with pytest.raises(DeyelWatermarkError, match="older than the oldest window kept"):
         runs.run("r1", 1)  # a run from before the reset: its window is not recorded, no other one is read
     emulator.advance(STEP_S)
     edit("7")

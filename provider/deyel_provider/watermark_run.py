@@ -95,10 +95,11 @@ class WatermarkRun:
             mark = None
         elif mark is not None and mark.forgot(self._run_after):
             raise DeyelWatermarkError(
-                f"run {self.run_id!r} is older than the last {HISTORY} windows kept for the watermark "
-                f"{self.key!r} and its own window is no longer recorded: reading another window would "
-                f"rewrite its file with other changes. Its changes are in the files of the runs after it: "
-                f"mark this task instance successful instead of clearing it, or trigger a new run"
+                f"run {self.run_id!r} is older than the oldest window kept for the watermark {self.key!r} "
+                f"(the last {HISTORY} are kept, and a reset forgets those before it) and its own window is "
+                f"not recorded: reading another window would rewrite its file with other changes. Its "
+                f"changes are in the files of the runs after it: mark this task instance successful "
+                f"instead of clearing it, or trigger a new run"
             )
         if mark is not None:
             self._start = mark.end
@@ -109,8 +110,8 @@ class WatermarkRun:
         if old is not None:
             self._log.warning(
                 "a watermark of a previous release (unauthenticated, shared by every task of this form, "
-                "field and search) ends at %s; it is not used: this run starts at start_from %s (set "
-                "start_from to the first to continue from it instead)",
+                "field and search) ends at %s; it is not used: this run starts at start_from %s (to "
+                "continue from the old watermark instead, set start_from to its end)",
                 _at(old),
                 _at(self._start),
             )
