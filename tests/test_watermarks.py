@@ -21,7 +21,7 @@ import pytest
 from airflow.sdk import Asset
 
 from deyel_provider.emulator import run_emulator
-from deyel_provider.exceptions import DeyelWatermarkError
+from deyel_provider.exceptions import DeyelConfigError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.watermark import (
@@ -536,3 +536,27 @@ def test_mapped_instances_and_shared_keys():
     )
     window = Window("r", 1, 2, None)
     assert Watermark("k", 0).with_window(window).window_of("r") == window
+
+
+def test_an_explicit_watermark_key_is_shared_on_purpose(runs, emulator):
+    """``watermark_key``: a task moved to another task id (or DAG) continues where the old one ended."""
+    asset = runs.task.asset
+    old = DeyelExtractOperator(
+        task_id="x", form=FORM, output="/unused", start_from=START_FROM, asset=asset, watermark_key="crm"
+    )
+    moved = DeyelExtractOperator(
+        task_id="y", form=FORM, output="/unused", start_from=START_FROM, asset=asset, watermark_key="crm"
+    )
+    runs.task = old
+    first = runs.run("r1", 1)
+    emulator.advance(STEP_S)
+    edit("7")
+    emulator.advance(STEP_S)
+    runs.task = moved
+    second = runs.run("r2", 2)
+    assert second["window_start"] == first["window_end"] and ids_in(runs.folder / "r2.jsonl") == ["7"]
+    with pytest.raises(DeyelConfigError, match="watermark_key"):
+        runs.task = DeyelExtractOperator(
+            task_id="z", form=FORM, output="/unused", start_from=START_FROM, asset=asset, watermark_key=" "
+        )
+        runs.run("r3", 3)
