@@ -9,6 +9,7 @@ go through the operator with a stand-in for Airflow 3.3's state stores (``get``/
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,61 @@ def test_a_task_mapped_over_two_tenants_loses_no_change(emulator, deyel_conn, da
         assert [s["window_start"] for s in second] == [s["window_end"] for s in first]
         # Each window ends at its own server's present: A's half an hour after B's.
         assert second[0]["window_end"] - second[1]["window_end"] >= 1_790_000
+
+
+PLANTER_SOURCE = """
+    import hashlib
+    import os
+
+    import pendulum
+    from airflow.sdk import DAG, Asset, task
+
+    from deyel_provider.watermark import watermark_key
+
+    LAKE = Asset("file://" + os.environ["DEYEL_WM_OUTPUT"] + "/planted")
+
+    with DAG("wm_planter", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+
+        @task(outlets=[LAKE])
+        def plant(**context):
+            ahead = int(os.environ["DEYEL_WM_PLANTED_END"])
+            key = watermark_key(
+                "CRM_ACCOUNT", "dtLastUpdate", None, conn_id="deyel_default", dag_id="wm_planted",
+                task_id="extract",
+            )
+            # The key of earlier releases too: whatever a version reads, the attacker writes.
+            old_key = "deyel_watermark:CRM_ACCOUNT:dtLastUpdate:" + hashlib.sha256(b"").hexdigest()[:16]
+            value = {"key": key, "v": 2, "end": ahead, "windows": [], "dropped_after": None}
+            stores = context.get("asset_state_store")
+            if stores is not None:  # Airflow 3.3+
+                stores[LAKE].set(key, value)
+                stores[LAKE].set(old_key, {"start": None, "end": ahead, "run_id": None})
+            else:  # 3.0 to 3.2: the watermark travels in the asset's latest event
+                context["outlet_events"][LAKE].extra = {"watermark": value}
+
+        plant()
+"""
+
+
+@pytest.mark.dag
+def test_a_watermark_planted_in_airflows_asset_state_fails_the_run_typed(
+    emulator, deyel_conn, dag_files, monkeypatch, capsys
+):
+    """Finding 3 in Airflow's own terms: another DAG that may write the asset's state (or, before 3.3, emit
+    its events) plants an end one hour ahead. Before, every run of the extraction succeeded with records=0;
+    now it fails with DeyelWatermarkError naming the reset, and nothing is written."""
+    emulator.advance(STEP_S)
+    monkeypatch.setenv("DEYEL_WM_PLANTED_END", str(now_ms(emulator) + 3_600_000))
+    planter = dag_files("wm_planter", PLANTER_SOURCE)
+    extraction = dag_files("wm_planted", DAG_SOURCE.format(dag_id="wm_planted", folder="planted"))
+    assert planter.test().state == "success"
+    capsys.readouterr()
+    dag_run = extraction.test(run_after=pendulum.datetime(2026, 1, 2, tz="UTC"))
+    logged = capsys.readouterr()
+    assert dag_run.state == "failed"
+    assert "DeyelWatermarkError" in logged.out + logged.err and RESET_CONF in logged.out + logged.err
+    folder = Path(os.environ["DEYEL_WM_OUTPUT"]) / "planted"
+    assert not folder.exists() or list(folder.iterdir()) == []
 
 
 # -- the operator with Airflow 3.3's state stores: planted values, records, resets ---------------------
