@@ -402,11 +402,22 @@ def planted(runs: Runs, emulator) -> dict[str, dict]:
         "10**17": {"key": key, "v": 2, "end": 10**17, "windows": [], "dropped_after": None},
         "previous release's shape": {"start": None, "end": future, "run_id": "r2"},
         "bare int": future,
+        "a MAC that is not ASCII": {"key": key, "v": 2, "end": future, "windows": [], "mac": "é" * 64},
+        "a string end": {"key": key, "v": 2, "end": str(future), "windows": []},
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["end one hour ahead", "year 9999", "10**17", "previous release's shape", "bare int"]
+    "case",
+    [
+        "end one hour ahead",
+        "year 9999",
+        "10**17",
+        "previous release's shape",
+        "bare int",
+        "a MAC that is not ASCII",
+        "a string end",
+    ],
 )
 def test_a_planted_watermark_is_a_typed_error_not_an_empty_success(runs, emulator, case):
     """Finding 3: a value planted in the asset's state without the connection's key. Before: an end ahead
@@ -616,3 +627,24 @@ def test_an_explicit_watermark_key_is_shared_on_purpose(runs, emulator):
             task_id="z", form=FORM, output="/unused", start_from=START_FROM, asset=asset, watermark_key=" "
         )
         runs.run("r3", 3)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"end": 10, "windows": [["r", 20, 10, None]]},  # a window that starts after it ends
+        {"end": 10, "windows": "r"},
+        {"end": 10, "windows": [["r", 1, 2]]},
+        {"end": True, "windows": []},
+        {"end": -1, "windows": []},
+        {"end": 10, "windows": [["r", 1, 2, None]] * (HISTORY + 1)},
+        {"end": 10, "windows": [], "dropped_after": "yesterday"},
+    ],
+)
+def test_a_signed_value_of_the_wrong_shape_is_a_typed_error(body):
+    """Even with a genuine MAC (a bug, or a value of a later format), a malformed value is refused."""
+    signer = WatermarkSigner("secret", "salt")
+    value = signer.sign({"key": "k", "v": 2, "dropped_after": None, **body})
+    with pytest.raises(DeyelWatermarkError, match=RESET_CONF):
+        Watermark.from_json(value, "k", signer, "the asset's state")
+    assert Watermark.from_json(signer.sign({"key": "k", "v": 2, "end": 10, "windows": []}), "k", signer, "x")

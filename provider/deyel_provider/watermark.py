@@ -118,7 +118,12 @@ class WatermarkSigner:
         if body.get("v") != VERSION or body.get("key") != key:
             raise _untrusted(key, where, "is not a watermark this provider wrote under this key")
         mac = value.get("mac")
-        if not isinstance(mac, str) or not hmac.compare_digest(mac, self.mac(body)):
+        try:
+            # compare_digest refuses non-ASCII text, and a hostile body may not even serialise.
+            genuine = isinstance(mac, str) and mac.isascii() and hmac.compare_digest(mac, self.mac(body))
+        except (ValueError, TypeError, RecursionError):
+            genuine = False
+        if not genuine:
             raise _untrusted(
                 key,
                 where,
@@ -297,8 +302,9 @@ def _untrusted(key: str, where: str, why: str) -> DeyelWatermarkError:
 
 def _moment(value: Any, key: str, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MS:
+        shown = f"{value}" if isinstance(value, int) and value.bit_length() < 128 else type(value).__name__
         raise _untrusted(
-            key, where, f"holds {str(value)[:40]!r} where an epoch-millisecond moment before year 10000 goes"
+            key, where, f"holds {shown[:40]!r} where an epoch-millisecond moment before year 10000 goes"
         )
     return value
 
