@@ -369,9 +369,7 @@ def extract_task(folder: Path) -> DeyelExtractOperator:
 
 def signer_of(conn_id: str = "deyel_default") -> WatermarkSigner:
     config = DeyelHook(conn_id).config
-    return WatermarkSigner(
-        config.client_secret, json.dumps(["watermark", config.token_url, config.client_id])
-    )
+    return WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id)
 
 
 @pytest.fixture

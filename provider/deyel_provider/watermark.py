@@ -102,6 +102,11 @@ class WatermarkSigner:
     def __repr__(self) -> str:
         return "WatermarkSigner()"
 
+    @classmethod
+    def for_connection(cls, client_secret: str, token_url: str, client_id: str) -> WatermarkSigner:
+        """The signer of a connection: its key changes with the secret, the token URL or the client id."""
+        return cls(client_secret, json.dumps(["watermark", token_url, client_id]))
+
     def mac(self, body: dict[str, Any]) -> str:
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return purpose_mac(self._secret, self._salt, WATERMARK_PURPOSE, canonical)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from deyel_provider.exceptions import DeyelWatermarkError
+from deyel_provider.exceptions import DeyelConfigError, DeyelWatermarkError
 from deyel_provider.watermark import (
     HISTORY,
     RESET_CONF,
@@ -20,6 +20,7 @@ from deyel_provider.watermark import (
     read_watermark,
     record_run_window,
     reset_requested,
+    watermark_key,
     write_watermark,
 )
 
@@ -160,6 +161,34 @@ class WatermarkRun:
                 raise
             self._log.warning("%s: setting aside an untrusted value of %s", RESET_CONF, self.key)
             return None
+
+
+def task_watermark_key(
+    context: Context,
+    *,
+    form: str,
+    field: str,
+    search: str | None,
+    conn_id: str,
+    task_id: str,
+    shared: str | None,
+) -> str:
+    """The watermark key of a task: owner-bound (connection, DAG, task, map index) unless ``shared``
+    (the operator's ``watermark_key``) shares one on purpose."""
+    if shared is not None and (not isinstance(shared, str) or not shared.strip()):
+        raise DeyelConfigError(f"watermark_key must be a non-empty string, got {shared!r}")
+    ti, dag = context.get("ti"), context.get("dag")
+    map_index = getattr(ti, "map_index", None)
+    return watermark_key(
+        form,
+        field,
+        search,
+        conn_id=conn_id,
+        dag_id=getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None),
+        task_id=task_id,
+        map_index=map_index if isinstance(map_index, int) else None,
+        shared=shared.strip() if shared else None,
+    )
 
 
 def _at(ms: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extraction import check_output_options, epoch_ms, extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.parts import check_output_name
-from deyel_provider.watermark_run import WatermarkRun
+from deyel_provider.watermark_run import WatermarkRun, task_watermark_key
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -305,41 +304,27 @@ class DeyelExtractOperator(BaseOperator):
                 "a run without a data interval keeps a watermark in its asset, and this task has none: "
                 "pass asset=Asset(...), use a data-interval timetable, or incremental_field=None"
             )
+        config = self.hook.config
+        key = task_watermark_key(
+            context,
+            form=self.form,
+            field=field,
+            search=self.search or None,
+            conn_id=self.deyel_conn_id,
+            task_id=self.task_id,
+            shared=self.watermark_key,
+        )
         run = WatermarkRun(
             context,
             self.asset,
-            self._watermark_key(context, field),
-            self._signer(),
+            key,
+            wm.WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id),
             start_from=self._start_from_ms,
             legacy=(self.form, field, self.search or None),
             logger=self.log,
         )
         start, end = run.choose()
         return "watermark", start, end, run
-
-    def _watermark_key(self, context: Context, field: str) -> str:
-        """Owner-bound unless ``watermark_key`` shares one on purpose (docs/extraction.md, "Watermarks")."""
-        shared = self.watermark_key
-        if shared is not None and (not isinstance(shared, str) or not shared.strip()):
-            raise DeyelConfigError(f"watermark_key must be a non-empty string, got {shared!r}")
-        ti = context.get("ti")
-        dag = context.get("dag")
-        map_index = getattr(ti, "map_index", None)
-        return wm.watermark_key(
-            self.form,
-            field,
-            self.search or None,
-            conn_id=self.deyel_conn_id,
-            dag_id=getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None),
-            task_id=self.task_id,
-            map_index=map_index if isinstance(map_index, int) else None,
-            shared=shared.strip() if shared else None,
-        )
-
-    def _signer(self) -> wm.WatermarkSigner:
-        config = self.hook.config
-        salt = json.dumps(["watermark", config.token_url, config.client_id])
-        return wm.WatermarkSigner(config.client_secret, salt)
 
     def _start_from_ms(self) -> int:
         if self.start_from is None:
