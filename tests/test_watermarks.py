@@ -12,7 +12,12 @@ import json
 import os
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -646,3 +651,54 @@ def test_a_signed_value_of_the_wrong_shape_is_a_typed_error(body):
     with pytest.raises(DeyelWatermarkError, match=RESET_CONF):
         Watermark.from_json(value, "k", signer, "the asset's state")
     assert Watermark.from_json(signer.sign({"key": "k", "v": 2, "end": 10, "windows": []}), "k", signer, "x")
+
+
+@contextmanager
+def server_without_a_date_header() -> Iterator[str]:
+    """A stand-in Deyel (written apart from the emulator) that sends no ``Date``: an empty form."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self.send_response_only(code, message)  # BaseHTTPRequestHandler would add Server and Date
+
+        def _json(self, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(200)
+            for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._json(b'{"access_token": "opaque-token-1", "token_type": "Bearer", "expires_in": 3600}')
+
+        def do_GET(self) -> None:
+            self._json(b"[]", {"X-Total-Count": "0"})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_without_a_date_header_the_local_clock_bounds_a_watermark_start(deyel_conn, tmp_path):
+    """No ``Date``: the worker's clock stands in, with its five-minute margin either way. A watermark a
+    minute ahead of it (a server clock slightly ahead) reads an empty window; one an hour ahead is refused."""
+    with server_without_a_date_header() as url:
+        deyel_conn(url=url)
+        folder = tmp_path / "out"
+        runs = Runs(extract_task(folder), folder)
+        local = int(time.time() * 1000)
+        runs.state.values[runs.key()] = Watermark(runs.key(), local + 60_000).to_json(signer_of())
+        assert runs.run("r1", 1)["records"] == 0
+        runs.state.values[runs.key()] = Watermark(runs.key(), local + 3_600_000).to_json(signer_of())
+        with pytest.raises(DeyelWatermarkError, match="after the server's present"):
+            runs.run("r2", 2)
