@@ -702,3 +702,19 @@ def test_without_a_date_header_the_local_clock_bounds_a_watermark_start(deyel_co
         runs.state.values[runs.key()] = Watermark(runs.key(), local + 3_600_000).to_json(signer_of())
         with pytest.raises(DeyelWatermarkError, match="after the server's present"):
             runs.run("r2", 2)
+
+
+def test_a_date_header_years_ahead_does_not_move_the_change_triggers_watermark(deyel_conn):
+    """Finding 3, the change trigger: a Date five years ahead moved its watermark there for good (no later
+    change would fire until 2031). Now that Date is not trusted; the triggerer's clock stands in."""
+    from deyel_provider.triggers.deyel import DeyelChangeTrigger
+
+    with run_emulator(records=5, date_offset_ms=5 * 365 * 86_400_000) as skewed:
+        deyel_conn(url=skewed.url)
+        hook = DeyelHook()
+        trigger = DeyelChangeTrigger(form=FORM, start=0)
+        assert trigger._present(hook) <= time.time() * 1000
+        event = trigger._changes_since(hook, 0)  # the seeded instances, stamped in the past
+        assert event is not None and event["count"] == 5
+        assert event["window_end"] <= time.time() * 1000
+        hook.close()
