@@ -396,21 +396,30 @@ def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_even
     """Airflow before 3.3 has no asset state: the watermark travels in the asset event's extra."""
     from types import SimpleNamespace
 
-    from deyel_provider.watermark import Watermark, read_watermark, watermark_key, write_watermark
+    from deyel_provider.watermark import (
+        Watermark,
+        WatermarkSigner,
+        Window,
+        read_watermark,
+        watermark_key,
+        write_watermark,
+    )
 
     asset = Asset("file:///data/deyel/CRM_ACCOUNT")
-    key = watermark_key("CRM_ACCOUNT", "dtLastUpdate", "cdCountry=eq:AR")
+    owner = {"conn_id": "deyel_default", "dag_id": "d", "task_id": "t"}
+    key = watermark_key("CRM_ACCOUNT", "dtLastUpdate", "cdCountry=eq:AR", **owner)
+    signer = WatermarkSigner("secret", "salt")
     extra: dict = {}
-    mark = Watermark(1767139200000, 1767225600000, "scheduled__2026-01-01")
-    write_watermark({}, asset, key, mark, extra)
-    assert extra["watermark"] == {"key": key, **mark.as_json()}
-    other = SimpleNamespace(
-        extra={"watermark": {"key": watermark_key("CRM_ACCOUNT", "dtLastUpdate", None), "end": 5}}
-    )
+    window = Window("scheduled__2026-01-01", 1767139200000, 1767225600000, 1767225600000)
+    mark = Watermark(key, window.start).with_window(window)
+    write_watermark({}, asset, mark, signer, extra)
+    assert extra["watermark"]["key"] == key and extra["watermark"]["end"] == window.end
+    another = Watermark(watermark_key("CRM_ACCOUNT", "dtLastUpdate", None, **owner), 5)
+    other = SimpleNamespace(extra={"watermark": another.to_json(signer)})
     events = [SimpleNamespace(extra=extra), other]
-    assert read_watermark({"inlet_events": ByAsset([(asset, events)])}, asset, key) == mark
-    assert read_watermark({"inlet_events": ByAsset([(asset, [other])])}, asset, key) is None  # another's
-    assert read_watermark({}, asset, key) is None
+    assert read_watermark({"inlet_events": ByAsset([(asset, events)])}, asset, key, signer) == mark
+    assert read_watermark({"inlet_events": ByAsset([(asset, [other])])}, asset, key, signer) is None
+    assert read_watermark({}, asset, key, signer) is None
 
 
 def test_a_cleared_or_retried_watermark_run_reads_its_window_again(deyel_conn, emulator, tmp_path):

@@ -126,6 +126,12 @@ class DeyelIncompleteError(DeyelError):
     faster than it can be read) and the option to change. Nothing is published."""
 
 
+class DeyelWatermarkError(DeyelError):
+    """A stored watermark (or a run's recorded window) cannot be trusted: it fails its MAC, is not the shape
+    this provider writes, lies after the server's present, or this run's window is no longer recorded. The
+    message names how to reset it (docs/extraction.md, "Resetting a watermark"). Nothing is published."""
+
+
 class DeyelSourceError(DeyelConfigError):
     """The records given to a load cannot be loaded as they are: the source is missing or unreadable, a record
     lacks the key, two records share a key. The message names the record (line) and what to fix; nothing was

@@ -25,7 +25,7 @@ from deyel_provider.formats import FORMATS, CsvWriter, make_writer
 from deyel_provider.parts import OutputFiles, check_output_name
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from deyel_provider.hooks.deyel import DeyelHook
 
@@ -180,6 +180,7 @@ def extract(
     output_conn_id: str | None = None,
     progress_interval: float = 30.0,
     logger: Any = log,
+    before_publish: Callable[[int | None], None] | None = None,
 ) -> ExtractResult:
     """Stream every instance of ``form`` matching ``search`` into ``output`` and publish it atomically.
 
@@ -207,6 +208,8 @@ def extract(
     :param end_at_server_time: end the window at the server's present (a watermark run); ``end`` ignored.
     :param output_conn_id: Airflow connection of the object store, if it needs one.
     :param progress_interval: seconds between progress lines in the log.
+    :param before_publish: called with the window's end once everything is read, before anything is
+        published (a watermark run records its window there); an exception from it publishes nothing.
     """
     check_output_options(
         format,
@@ -258,6 +261,8 @@ def extract(
             if piece.records:
                 writer.write_page(piece.records)
             progress.add(len(piece.records))
+        if before_publish is not None:
+            before_publish(reader.stats.window_end)
         if progress.records == 0 and on_empty == "skip":
             skipped = True
             written = []

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.concurrency import Concurrency
-from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
+from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelWatermarkError
 from deyel_provider.id_set import IdSet
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
@@ -180,6 +180,20 @@ class SlicedReader:
             # it was read would fall in no run's window. Wait for the end to pass on the server's clock.
             probe, present = self._wait_for(end, low, probe, present)
         if end_at_server_time:
+            # A start after the server's own clock (its Date) is no moment this server has reached: a
+            # watermark planted or written from a clock that ran ahead. Clamping it would read nothing,
+            # run after run, and succeed. (Between the read horizon and the Date: an empty window.) Without
+            # a Date, our clock stands in, off by as much as its margin either way.
+            local = int(time.time() * 1000) + LOCAL_CLOCK_MARGIN_MS
+            now = probe.server_ms if probe.server_ms is not None else local
+            if low > now:
+                raise DeyelWatermarkError(
+                    f"the window starts at {self._field}={low}, {(low - now) / 1000:.0f} s after the "
+                    f"server's present ({now}): the stored watermark lies in the server's future (planted, "
+                    f"or written while a clock ran ahead), or start_from does; reset the watermark by "
+                    f'triggering one run with the conf {{"deyel_watermark_reset": true}} and a start_from in '
+                    f"the past (docs/extraction.md, 'Resetting a watermark')"
+                )
             end = max(low, present)
         self.stats.window_end = end
         if self._is_whole(probe, low, None if end_at_server_time else end):

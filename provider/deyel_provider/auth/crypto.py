@@ -30,6 +30,8 @@ CACHE_PURPOSE = "token-cache"
 XCOM_PURPOSE = "xcom-token"
 #: MAC of a clear-text XCom token: ties it to the connection it was made for.
 XCOM_CLEAR_PURPOSE = "xcom-clear-mac"
+#: MAC of a stored watermark: ties it to the connection (and the key it was written under).
+WATERMARK_PURPOSE = "watermark-mac"
 
 #: scrypt cost: 2**14 * 8 * 128 bytes = 16 MiB of memory and 4 * N * r = 524,288 Salsa20/8 cores per guess
 #: (about 50 ms on one core; an attacker's core tests a few dozen guesses a second at most).
@@ -65,10 +67,15 @@ def credential_name(token_url: str, client_id: str, secrets: tuple[str, ...]) ->
     return "deyel-token-" + subkey(master, "cache-key-name", length=16).hex()
 
 
+def purpose_mac(client_secret: str, salt_material: str, purpose: str, fields: str) -> str:
+    """A MAC of ``fields`` with a key derived from the secret for one purpose (scrypt once per process)."""
+    mac_key = subkey(stretched(client_secret, salt_material), purpose, salt_material)
+    return hmac.new(mac_key, fields.encode(), hashlib.sha256).hexdigest()
+
+
 def clear_text_mac(client_secret: str, key: str, fields: str) -> str:
     """A MAC proving a clear-text XCom token was made with this connection's secret, for this credential."""
-    mac_key = subkey(stretched(client_secret, key), XCOM_CLEAR_PURPOSE, key)
-    return hmac.new(mac_key, fields.encode(), hashlib.sha256).hexdigest()
+    return purpose_mac(client_secret, key, XCOM_CLEAR_PURPOSE, fields)
 
 
 class UnreadableTokenError(ValueError):

@@ -12,18 +12,13 @@ import pendulum
 import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from deyel_provider import watermark as wm
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extraction import check_output_options, epoch_ms, extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.parts import check_output_name
-from deyel_provider.watermark import (
-    Watermark,
-    has_asset_state,
-    read_watermark,
-    watermark_key,
-    write_watermark,
-)
+from deyel_provider.watermark_run import WatermarkRun, task_watermark_key
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -54,8 +49,15 @@ class DeyelExtractOperator(BaseOperator):
     Windows: with a data interval (``CronDataIntervalTimetable``, backfills), the interval
     ``[start, end)``. Without one (``schedule="@daily"`` is a ``CronTriggerTimetable``, manual and
     asset-triggered runs), a watermark: from the end of the last published window (or ``start_from`` on
-    the first run) to the server's present; it is kept in Airflow (the asset's state on Airflow 3.3+) and
-    advanced only after the publish. ``incremental_field=None`` asks for a full load.
+    the first run) to the server's present; it is kept in Airflow (the asset's state on Airflow 3.3+, the
+    asset event's extra before) and advanced only after the publish. A watermark belongs to its connection,
+    DAG, task (and map index), form, field and search, unless ``watermark_key`` shares one on purpose. Each
+    run's window is recorded before the publish: a cleared or retried run, whichever it is, reads exactly
+    its own window again (the last 50 published windows are kept; clearing an older run is a typed error).
+    Stored values carry a MAC from the connection's client secret: one that fails it, is out of range or
+    lies after the server's present is a ``DeyelWatermarkError`` (reset: trigger one run with the conf
+    ``{"deyel_watermark_reset": true}``; docs/extraction.md, "Watermarks"). ``incremental_field=None`` asks
+    for a full load.
 
     Returns ``{"path", "parts", "records", "slices", "bytes", "seconds", "requests", "repeats",
     "window_start", "window_end", "mode", "skipped"}`` (``mode``: ``interval``, ``watermark`` or ``full``;
@@ -75,7 +77,11 @@ class DeyelExtractOperator(BaseOperator):
     :param incremental_field: the epoch-millisecond field every write moves to the present; it bounds each
         run's window and cuts the slices. None: a full load (still sliced on ``dtLastUpdate``) (templated).
     :param start_from: where the first watermark run starts (datetime or ISO 8601 string); required for
-        runs without a data interval until a watermark is stored (templated).
+        runs without a data interval until a watermark is stored, and where a reset run starts (templated).
+    :param watermark_key: share one watermark between tasks on purpose (e.g. a task moved to another DAG
+        keeps its watermark by naming the same key in both); default: the watermark belongs to this
+        connection, DAG, task and map index. Form, field and search are part of the key either way
+        (templated).
     :param format: ``jsonl`` (one instance per line, as returned), ``csv`` or ``parquet`` (typed columns;
         the ``[parquet]`` extra) (templated).
     :param compression: JSON Lines and CSV: ``gzip`` or ``zstd`` (the ``[zstd]`` extra before Python
@@ -110,6 +116,7 @@ class DeyelExtractOperator(BaseOperator):
         "search",
         "incremental_field",
         "start_from",
+        "watermark_key",
         "format",
         "compression",
         "fields",
@@ -124,6 +131,7 @@ class DeyelExtractOperator(BaseOperator):
         search: str | None = None,
         incremental_field: str | None = "dtLastUpdate",
         start_from: datetime | str | None = None,
+        watermark_key: str | None = None,
         format: str = "jsonl",
         compression: str | None = None,
         schema: dict[str, str] | None = None,
@@ -170,6 +178,7 @@ class DeyelExtractOperator(BaseOperator):
         self.search = search
         self.incremental_field = incremental_field
         self.start_from = start_from
+        self.watermark_key = watermark_key
         self.format = format
         self.compression = compression
         self.schema = schema
@@ -216,9 +225,7 @@ class DeyelExtractOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         field = self.incremental_field or None
-        mode, start, end, key = self._window(context, field)
-        # A watermark run that published already (cleared, or retried after it) reads its window again.
-        rerun = mode == "watermark" and end is not None
+        mode, start, end, run = self._window(context, field)
         result = extract(
             self.hook,
             self.form,
@@ -237,24 +244,21 @@ class DeyelExtractOperator(BaseOperator):
             field=field or "dtLastUpdate",
             start=start,
             end=end,
-            end_at_server_time=mode == "watermark" and not rerun,
+            # A re-read of a recorded window has its end; a new watermark window ends at the server's present.
+            end_at_server_time=run is not None and end is None,
             output_conn_id=self.output_conn_id,
             progress_interval=self.progress_interval,
             logger=self.log,
+            before_publish=run.record if run is not None else None,
         )
         summary = {**result.as_dict(), "mode": mode}
         if mode == "full":
             summary["window_start"] = summary["window_end"] = None
-        if (
-            mode == "watermark"
-            and self.asset is not None
-            and key is not None
-            and result.window_end is not None
-        ):
+        if run is not None:
             # After the publish: a failed run leaves the watermark where it was.
-            mark = Watermark(start, result.window_end, _run_id(context))
-            write_watermark(context, self.asset, key, mark, summary)
-            self.log.info("watermark of %s at %s", self.form, _moment(result.window_end))
+            newest = run.publish(summary)
+            if newest is not None:
+                self.log.info("watermark of %s at %s", self.form, _moment(newest))
         self._lineage = _LineageRecord(summary, result.columns, field, self.search or None)
         if result.skipped and self.asset is not None:
             # No file: no Asset event either, so nothing downstream runs on an empty extraction. Airflow
@@ -282,8 +286,10 @@ class DeyelExtractOperator(BaseOperator):
 
         return lineage.extract_lineage(self, getattr(self, "_lineage", None))
 
-    def _window(self, context: Context, field: str | None) -> tuple[str, int | None, int | None, str | None]:
-        """(mode, start, end, watermark key) of this run; see the class docstring."""
+    def _window(
+        self, context: Context, field: str | None
+    ) -> tuple[str, int | None, int | None, WatermarkRun | None]:
+        """(mode, start, end, watermark run) of this run; see the class docstring."""
         if not field:
             self.log.info("full load of %s (incremental_field=None)", self.form)
             return "full", None, None, None
@@ -298,30 +304,35 @@ class DeyelExtractOperator(BaseOperator):
                 "a run without a data interval keeps a watermark in its asset, and this task has none: "
                 "pass asset=Asset(...), use a data-interval timetable, or incremental_field=None"
             )
-        key = watermark_key(self.form, field, self.search)
-        mark = read_watermark(context, self.asset, key)
-        run_id = _run_id(context)
-        if mark is not None and run_id is not None and mark.run_id == run_id:
-            self.log.info(
-                "this run published [%s, %s) already: reading that window again",
-                _moment(mark.start or 0),
-                _moment(mark.end),
+        config = self.hook.config
+        key = task_watermark_key(
+            context,
+            form=self.form,
+            field=field,
+            search=self.search or None,
+            conn_id=self.deyel_conn_id,
+            task_id=self.task_id,
+            shared=self.watermark_key,
+        )
+        run = WatermarkRun(
+            context,
+            self.asset,
+            key,
+            wm.WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id),
+            start_from=self._start_from_ms,
+            legacy=(self.form, field, self.search or None),
+            logger=self.log,
+        )
+        start, end = run.choose()
+        return "watermark", start, end, run
+
+    def _start_from_ms(self) -> int:
+        if self.start_from is None:
+            raise DeyelConfigError(
+                f"no watermark for {self.form} yet and no start_from: pass start_from (the first run's "
+                f"start, e.g. '2026-01-01T00:00:00Z'), or incremental_field=None for a full load"
             )
-            return "watermark", mark.start, mark.end, key
-        start = mark.end if mark is not None else None
-        if start is None:
-            if self.start_from is None:
-                raise DeyelConfigError(
-                    f"no watermark for {self.form} yet and no start_from: pass start_from (the first run's "
-                    f"start, e.g. '2026-01-01T00:00:00Z'), or incremental_field=None for a full load"
-                )
-            start = epoch_ms(_as_datetime(self.start_from))
-            self.log.info("first watermark run: %s from start_from %s", field, _moment(start))
-        else:
-            self.log.info(
-                "incremental load: %s from the watermark %s to the server's present", field, _moment(start)
-            )
-        return "watermark", start, None, key
+        return epoch_ms(_as_datetime(self.start_from))
 
 
 class _LineageRecord:
@@ -338,12 +349,6 @@ class _LineageRecord:
 
 def _templated(*values: Any) -> bool:
     return any(isinstance(value, str) and _TEMPLATE_START.search(value) for value in values)
-
-
-def _run_id(context: Context) -> str | None:
-    run = context.get("dag_run")
-    run_id = getattr(run, "run_id", None) or context.get("run_id")
-    return run_id if isinstance(run_id, str) else None
 
 
 def _as_datetime(value: datetime | str) -> datetime:
@@ -372,7 +377,7 @@ def _declared_assets(
     inlets = list(inlets) if isinstance(inlets, (list, tuple)) else [inlets] if inlets else []
     if asset is not None and asset not in outlets:
         outlets.append(asset)
-    if asset is not None and incremental_field and not has_asset_state() and asset not in inlets:
+    if asset is not None and incremental_field and not wm.has_asset_state() and asset not in inlets:
         inlets.append(asset)
     return outlets, inlets
 

@@ -29,6 +29,7 @@ from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
 from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS
+from deyel_provider.watermark_run import MAX_AHEAD_MS
 
 _T = TypeVar("_T")
 
@@ -258,13 +259,13 @@ class DeyelChangeTrigger(BaseEventTrigger):
         return InstanceQuery.build(self.query.form, search, 1, 0, None)
 
     def _present(self, hook: DeyelHook) -> int:
-        return _server_present(probe(hook, self.query).server_ms)
+        return _server_present(self._trusted_date(probe(hook, self.query).server_ms))
 
     def _changes_since(self, hook: DeyelHook, mark: int) -> dict[str, Any] | None:
         changed = probe(hook, self._narrowed(f"{self.field}=gte:{mark}"))
         if changed.count == 0:
             return None
-        end = _server_present(changed.server_ms)
+        end = _server_present(self._trusted_date(changed.server_ms))
         if end <= mark:
             return None
         window = probe(hook, self._narrowed(f"{self.field}=gte:{mark}", f"{self.field}=lt:{end}"))
@@ -279,6 +280,23 @@ class DeyelChangeTrigger(BaseEventTrigger):
             "count": window.count,
             "count_exact": window.exact,
         }
+
+    # -- issue 20, finding 3: a Date far ahead of this worker's clock does not move the watermark -----------
+
+    def _trusted_date(self, server_ms: int | None) -> int | None:
+        """The server's ``Date``, or None (our clock stands in, with its wider margin) when it lies more than
+        ``MAX_AHEAD_MS`` ahead of this worker's clock: one answer from a skewed proxy saying 2031 would move
+        the watermark years ahead for good, and no change would fire until then."""
+        if server_ms is not None and server_ms - time.time() * 1000 > MAX_AHEAD_MS:
+            self.log.warning(
+                "The Deyel server's Date is %.0f s ahead of this triggerer's clock: not trusted to move the "
+                "watermark of %s (this clock is used instead); fix the clock of the server, its proxy or "
+                "this host",
+                (server_ms - time.time() * 1000) / 1000,
+                self.query.form,
+            )
+            return None
+        return server_ms
 
     async def _load_watermark(self) -> int | None:
         store = getattr(self, "asset_state_store", None)
