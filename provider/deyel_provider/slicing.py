@@ -314,8 +314,8 @@ class SlicedReader:
         A round whose first response does not hold the rest waits until everything written up to then has
         settled (``settle_ms`` plus the ``Date``'s resolution), then reads the part settled by then by slices.
         Each round reads what the writers wrote during the one before, so the rounds converge whenever the
-        form is read faster than it is written; a round reading more than the one before (the tail grows)
-        fails typed, as does the MAX_ROUNDS-th.
+        form is read faster than it is written; a round reading no fewer than the one before (the tail does
+        not shrink) fails typed, as does the MAX_ROUNDS-th.
         """
         low = start
         before: int | None = None
@@ -346,11 +346,13 @@ class SlicedReader:
             read += self.stats.repeats - repeats
             if end is not None and upto >= end:
                 return
-            if before is not None and read > before:
+            if before is not None and read >= before:
+                # Each round reads what was written during the one before: a round reading no fewer than
+                # the last means the writers keep pace with the reader, and waiting more will not end it.
                 raise DeyelIncompleteError(
-                    f"the instances with {self._field} at or after the server's settled present grow "
-                    f"from round to round ({before}, then {read}): the form changes faster than it can be "
-                    f"read; extract an incremental window (incremental_field and a data interval or a "
+                    f"the instances with {self._field} at or after the server's settled present do not "
+                    f"shrink from round to round ({before}, then {read}): the form changes faster than it "
+                    f"can be read; extract an incremental window (incremental_field and a data interval or a "
                     f"watermark) or use a larger page_size"
                 )
             before, low = read, upto
