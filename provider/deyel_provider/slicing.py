@@ -26,7 +26,7 @@ slice). A one-millisecond slice that still holds more is paged, re-read until tw
 ending after ``t0`` is waited for (bounded). The part of a full load at or above ``t0`` is read last, in
 rounds: each waits until what the last one saw has settled, reads the settled part by slices, and the
 rounds end when one response holds the rest (they converge whenever the form is read faster than it is
-written; a round that reads more than the one before fails typed). Ids already yielded are dropped, so an
+written; a round that reads no fewer than the one before fails typed). Ids already yielded are dropped, so an
 instance edited after its slice was read is not yielded twice.
 
 Assumptions (all Deyel's documented behaviour or the project's switchable ones): every write moves
