@@ -268,9 +268,10 @@ def test_a_server_written_differently_loses_no_change_either(stand_in, options):
 def test_a_run_right_after_another_reads_an_empty_window_instead_of_dividing_by_zero(stand_in):
     """The second run comes within the same second of the server's clock: its window [end, end) is empty.
     Today's code divided by its width (a bare ZeroDivisionError) when the probe held 8 instances or more."""
-    server = stand_in(records=20, extra={"settle_seconds": 1})
-    # Twelve saves in the last second: above the whole-window probe's start, fewer than a page.
-    for _ in range(12):
+    server = stand_in(records=30, extra={"settle_seconds": 1})
+    # Twenty saves in the last second: above the whole-window probe's start, fewer than a page (of 40), more
+    # than the "well-filled" threshold the density is taken from (8, and a third of the page).
+    for _ in range(20):
         server.save()
     first = stand_in_reader(server)
     assert [r for piece in first.read(START, None, end_at_server_time=True) for r in piece.records]
