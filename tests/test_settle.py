@@ -68,6 +68,31 @@ def assert_every_change_in_a_window(
     assert not lost, f"{len(lost)} of {len(expected)} changes are in no window: {sorted(lost)[:5]}"
 
 
+# -- the emulator's switch: a save seen when it commits ------------------------------------------------------
+
+
+def test_the_emulator_lists_a_save_only_once_it_commits(deyel_conn):
+    from deyel_provider.emulator.__main__ import build_parser, settings_from_args
+
+    assert settings_from_args(build_parser().parse_args(["--commit-lag-ms", "3000"])).commit_lag_ms == 3000
+    with run_emulator(records=5, commit_lag_ms=3000) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        hook = DeyelHook()
+        before = hook.get_instance(FORM, "2")
+        hook.update_instance(FORM, "2", {"dsNotes": "saved", "dtLastUpdate": before["dtLastUpdate"]})
+        created = hook.create_instance(FORM, {"dsCompany": "new"})
+        listed = {i["idObjectValue"]: i for i in hook.iter_instances(FORM)}
+        # Stamped, not committed: the previous version is listed, the new instance is not.
+        assert sorted(listed) == ["1", "2", "3", "4", "5"]
+        assert listed["2"]["dtLastUpdate"] == before["dtLastUpdate"]
+        emulator.advance(3)
+        listed = {i["idObjectValue"]: i for i in hook.iter_instances(FORM)}
+        assert sorted(listed) == ["1", "2", "3", "4", "5", created["idObjectValue"]]
+        assert listed["2"]["dsNotes"] == "saved"
+        # The stamp is the save's start, 3 s before it was seen.
+        assert int(listed["2"]["dtLastUpdate"]) < int(emulator.state.clock.now() * 1000) - 2900
+
+
 # -- finding 4: a Date ahead of the stamping clock, a commit lag ---------------------------------------------
 
 
