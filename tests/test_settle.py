@@ -509,3 +509,20 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
 
     example()
     assert outcomes.count("succeeded") >= 0.8 * len(outcomes), outcomes
+
+
+# -- the extras ----------------------------------------------------------------------------------------------
+
+
+def test_the_clock_extras_are_validated_and_reach_the_reader(emulator, deyel_conn):
+    from deyel_provider.exceptions import DeyelConfigError
+
+    hook = DeyelHook()
+    assert (hook.config.settle_seconds, hook.config.max_clock_skew_seconds) == (SETTLE_S, 300)
+    deyel_conn(extra={"settle_seconds": "2.5", "max_clock_skew_seconds": 60})
+    reader = DeyelHook().sliced_reader(FORM)
+    assert (reader._settle_ms, reader._max_skew_ms) == (2500, 60_000)
+    for bad in ({"settle_seconds": -1}, {"max_clock_skew_seconds": 0}, {"settle_seconds": "soon"}):
+        deyel_conn(extra=bad)
+        with pytest.raises(DeyelConfigError, match=next(iter(bad))):
+            DeyelHook().config  # noqa: B018

@@ -64,8 +64,8 @@ class DeyelConfig:
     limit_param: str
     total_header: str
     # The server's clock (issue 20): see the extras' descriptions in conn_fields.
-    settle_seconds: float = 10
-    max_clock_skew_seconds: float = 300
+    settle_seconds: float
+    max_clock_skew_seconds: float
 
     @property
     def token_url(self) -> str:
