@@ -67,7 +67,13 @@ async def next_event(events, timeout: float = 20.0) -> dict:
     return (await asyncio.wait_for(events.__anext__(), timeout)).payload
 
 
+#: These tests move the emulator's clock a second or two past each change: no settle margin (its own tests
+#: are in test_settle.py).
+NO_MARGIN = {"settle_seconds": 0}
+
+
 def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deyel_conn):
+    deyel_conn(extra=NO_MARGIN)
     first, second = create("PENDING"), create("PENDING")
     emulator.advance(5)  # these two were written well before the watch starts
     state = AssetState()
@@ -80,7 +86,7 @@ def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deye
         await asyncio.sleep(0.05)
         assert not waiting.done()  # nothing changed since the watch started
         await asyncio.to_thread(approve, second)
-        emulator.advance(2)  # the server's present moves past the change (and the one-second margin)
+        emulator.advance(2)  # the server's present moves past the change
         event = await waiting
         await asyncio.to_thread(approve, first)
         emulator.advance(2)
@@ -99,6 +105,7 @@ def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deye
 
 
 def test_watching_a_form_before_its_first_instance(emulator, deyel_conn):
+    deyel_conn(extra=NO_MARGIN)
     state = AssetState()
     trigger = watcher(state)
 
@@ -117,6 +124,7 @@ def test_watching_a_form_before_its_first_instance(emulator, deyel_conn):
 
 
 def test_the_watermark_survives_a_triggerer_restart(emulator, deyel_conn):
+    deyel_conn(extra=NO_MARGIN)
     (pending,) = [create("PENDING")]
     state = AssetState()
     first_run = watcher(state)

@@ -93,6 +93,7 @@ def test_on_change_dag_extracts_exactly_the_window_of_its_event(emulator, deyel_
     from airflow.models.asset import AssetEvent, AssetModel
     from sqlalchemy import select
 
+    deyel_conn(extra={"settle_seconds": 0})  # the clock moves a few seconds past each change: no margin
     hook = DeyelHook()
     before, changed = (hook.create_instance(FORM, {"cdStatus": "PENDING"})["idObjectValue"] for _ in range(2))
     emulator.advance(5)

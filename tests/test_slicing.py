@@ -22,15 +22,26 @@ MINUTE = 60_000
 RECORDS = 257  # not a multiple of any page size used below
 
 
+#: The emulator ``served`` runs: reads wait on its clock (the settle margin) instead of the wall clock.
+_served: list = []
+
+
 @contextlib.contextmanager
 def served(deyel_conn, conn_extra=None, **settings):
     """An emulator with ``settings`` and ``deyel_default`` pointing at it."""
     with run_emulator(records=settings.pop("records", RECORDS), **settings) as emulator:
         deyel_conn(url=emulator.url, extra={"cache": "memory", **(conn_extra or {})})
-        yield emulator
+        _served.append(emulator)
+        try:
+            yield emulator
+        finally:
+            _served.remove(emulator)
 
 
 def read(start=None, end=None, **kwargs):
+    if _served:
+        kwargs.setdefault("clock", _served[-1].state.clock.now)
+        kwargs.setdefault("sleep", _served[-1].advance)
     reader = DeyelHook().sliced_reader(FORM, **kwargs)
     records = [record for piece in reader.read(start, end) for record in piece.records]
     return records, reader.stats

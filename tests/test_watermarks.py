@@ -27,7 +27,7 @@ import pytest
 from airflow.sdk import Asset
 
 from deyel_provider.emulator import run_emulator
-from deyel_provider.exceptions import DeyelConfigError, DeyelWatermarkError
+from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.watermark import (
@@ -59,6 +59,19 @@ def ids_in(path: str | Path) -> list[str]:
 
 
 # -- dag.test(): Airflow's own runs, clears and mapped tasks ---------------------------------------------
+
+
+@pytest.fixture
+def deyel_conn(deyel_conn):
+    """The suite's connections, trusting a server Date up to a day from this clock: these tests move the
+    emulator's clock forward (``advance``) instead of waiting, while the worker's clock stays put."""
+
+    def define(conn_id: str = "deyel_default", **fields):
+        extra = {"max_clock_skew_seconds": 86_400, **fields.pop("extra", {})}
+        return deyel_conn(conn_id, extra=extra, **fields)
+
+    define()
+    return define
 
 
 @pytest.fixture
@@ -489,7 +502,8 @@ def test_a_date_header_years_ahead_does_not_move_the_watermark(deyel_conn, tmp_p
             asset=Asset(folder.as_uri()),
         )
         runs = Runs(task, folder)
-        with pytest.raises(DeyelWatermarkError, match="ahead of this worker's clock"):
+        # The reader refuses a Date further than max_clock_skew_seconds from the worker's clock.
+        with pytest.raises(DeyelClockSkewError, match="max_clock_skew_seconds"):
             runs.run("r1", 1)
         assert runs.state.values == {} and (not folder.exists() or list(folder.iterdir()) == [])
 
@@ -706,15 +720,14 @@ def test_without_a_date_header_the_local_clock_bounds_a_watermark_start(deyel_co
 
 def test_a_date_header_years_ahead_does_not_move_the_change_triggers_watermark(deyel_conn):
     """Finding 3, the change trigger: a Date five years ahead moved its watermark there for good (no later
-    change would fire until 2031). Now that Date is not trusted; the triggerer's clock stands in."""
+    change would fire until 2031). Now a Date further than ``max_clock_skew_seconds`` from the triggerer's
+    clock moves nothing: the poll is skipped (with a warning) and the watermark stays where it was."""
     from deyel_provider.triggers.deyel import DeyelChangeTrigger
 
     with run_emulator(records=5, date_offset_ms=5 * 365 * 86_400_000) as skewed:
         deyel_conn(url=skewed.url)
         hook = DeyelHook()
         trigger = DeyelChangeTrigger(form=FORM, start=0)
-        assert trigger._present(hook) <= time.time() * 1000
-        event = trigger._changes_since(hook, 0)  # the seeded instances, stamped in the past
-        assert event is not None and event["count"] == 5
-        assert event["window_end"] <= time.time() * 1000
+        assert trigger._present(hook) is None
+        assert trigger._changes_since(hook, 0) is None  # the seeded instances wait for a trusted Date
         hook.close()

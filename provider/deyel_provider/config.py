@@ -63,6 +63,9 @@ class DeyelConfig:
     offset_param: str
     limit_param: str
     total_header: str
+    # The server's clock (issue 20): see the extras' descriptions in conn_fields.
+    settle_seconds: float
+    max_clock_skew_seconds: float
 
     @property
     def token_url(self) -> str:

@@ -261,6 +261,27 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "string",
         "X-Total-Count",
     ),
+    # The server's clock, as extractions and the change trigger trust it (settle margin, clock bound).
+    ExtraField(
+        "settle_seconds",
+        "Settle margin (s)",
+        "How long after its dtLastUpdate stamp a change is surely visible in listings and the server's Date "
+        "header is trusted: incremental windows end this long before the server's present, and a window "
+        "ending later is waited for. Covers a Date header ahead of the stamping clock plus the commit lag.",
+        "number",
+        10,
+        maximum=3600,
+    ),
+    ExtraField(
+        "max_clock_skew_seconds",
+        "Max server clock skew (s)",
+        "A server Date header further than this from the worker's clock is not trusted to end a window, "
+        "move a watermark or the change trigger (a typed error, or a skipped poll).",
+        "number",
+        300,
+        above=True,
+        maximum=10**8,
+    ),
 )
 
 #: Older spellings, still read. Airflow hides the value of any extra whose name holds "token" (the UI form

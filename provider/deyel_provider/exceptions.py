@@ -132,6 +132,13 @@ class DeyelWatermarkError(DeyelError):
     message names how to reset it (docs/extraction.md, "Resetting a watermark"). Nothing is published."""
 
 
+# The server's clock (issue 20): a Date header that cannot be trusted to end a window.
+class DeyelClockSkewError(DeyelIncompleteError):
+    """The server's ``Date`` header is further from the worker's clock than the connection's
+    ``max_clock_skew_seconds``: it is not trusted to end a window or move a watermark. Nothing is published
+    and no watermark moves; the message gives both clocks."""
+
+
 class DeyelSourceError(DeyelConfigError):
     """The records given to a load cannot be loaded as they are: the source is missing or unreadable, a record
     lacks the key, two records share a key. The message names the record (line) and what to fix; nothing was

@@ -16,14 +16,18 @@ The contract (docs/extraction.md states it for users):
    the page parameter is ignored inside a crowded millisecond, the form changes faster than it can be
    read), :class:`~deyel_provider.exceptions.DeyelIncompleteError` says what was seen and what to change.
 
-How: the window is cut at the server's present ``t0`` (its ``Date`` header less a margin). Slices below
+How: the window is cut at the server's settled present ``t0``: its ``Date`` header less ``settle_ms`` (the
+connection's ``settle_seconds``: how long after its stamp a change is surely visible; a ``Date`` further
+than ``max_skew_ms`` from the worker's clock is refused). Slices below
 ``t0`` are read in any order and in parallel, and split while they hold more than one response can: by the
 total header (``count == total`` proves a slice whole), or without one by the most instances any response
 held (a server sends ``min(slice, its page size)``, so fewer than the largest page ever seen is the whole
-slice). A one-millisecond slice that still holds more is paged, re-read until two passes agree. The part
-at or above ``t0`` (full loads, or a window reaching into the present) is read last, in rounds that move
-``t0`` forward until one response holds the rest; ids already yielded are dropped, so an instance edited
-after its slice was read is not yielded twice.
+slice). A one-millisecond slice that still holds more is paged, re-read until two passes agree. A window
+ending after ``t0`` is waited for (bounded). The part of a full load at or above ``t0`` is read last, in
+rounds: each waits until what the last one saw has settled, reads the settled part by slices, and the
+rounds end when one response holds the rest (they converge whenever the form is read faster than it is
+written; a round that reads no fewer than the one before fails typed). Ids already yielded are dropped, so an
+instance edited after its slice was read is not yielded twice.
 
 Assumptions (all Deyel's documented behaviour or the project's switchable ones): every write moves
 ``dtLastUpdate`` to the server's present, values are epoch milliseconds, and the server's page size does
@@ -37,13 +41,19 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.concurrency import Concurrency
-from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelWatermarkError
+from deyel_provider.exceptions import (
+    DeyelClockSkewError,
+    DeyelConfigError,
+    DeyelError,
+    DeyelIncompleteError,
+    DeyelWatermarkError,
+)
 from deyel_provider.id_set import IdSet
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
@@ -55,15 +65,21 @@ log = logging.getLogger(__name__)
 #: Slices are planned to hold a response's capacity less this many standard deviations of a Poisson count
 #: (about 70 of 100, 905 of 1000), so that ordinary unevenness rarely overflows one.
 SPREAD = 3.0
-#: The server's ``Date`` has whole seconds, and its records may be stamped by another clock than its HTTP
-#: layer: what is this close to the present is read again at the end rather than trusted.
-CLOCK_MARGIN_MS = 1_000
+#: The connection's ``settle_seconds`` default, in ms: how long after its stamp a change is surely visible
+#: and the server's ``Date`` trusted (a Date ahead of the stamping clock plus a commit lag; see
+#: docs/extraction.md).
+DEFAULT_SETTLE_MS = 10_000
+#: The connection's ``max_clock_skew_seconds`` default, in ms: a ``Date`` further than this from the
+#: worker's clock ends no window.
+DEFAULT_MAX_SKEW_MS = 300_000
+#: The server's ``Date`` has whole seconds: the present it gives may be this much behind the real one.
+DATE_RESOLUTION_MS = 1_000
 #: Without a ``Date`` header our own clock stands in, and it may be off by minutes.
 LOCAL_CLOCK_MARGIN_MS = 300_000
 #: Passes over a crowded millisecond before giving up on two of them agreeing.
 MAX_PASSES = 6
-#: Rounds over the present before giving up on the form ever holding still enough.
-MAX_ROUNDS = 8
+#: Rounds over the present before giving up on the form ever holding still enough (each waits the margin).
+MAX_ROUNDS = 16
 #: The longest a window ending in the server's future is waited for before the read fails.
 MAX_FUTURE_WAIT_S = 300
 #: The most parts one slice is cut into at once.
@@ -121,6 +137,11 @@ class SlicedReader:
     :param field: an epoch-millisecond field that every write moves to the present (``dtLastUpdate``).
     :param id_field: the instance id, to drop repeats.
     :param concurrency: requests in flight (fixed or ``auto``).
+    :param settle_ms: how long after its stamp a change is surely visible: windows end this long before the
+        server's ``Date`` (the connection's ``settle_seconds``).
+    :param max_skew_ms: a ``Date`` further than this from ``clock`` is refused (``max_clock_skew_seconds``).
+    :param clock: the worker's clock, seconds since the epoch (tests pass the emulator's).
+    :param sleep: waits that many seconds (tests pass one that moves the emulator's clock instead).
     """
 
     def __init__(
@@ -134,6 +155,10 @@ class SlicedReader:
         id_field: str = "idObjectValue",
         concurrency: Concurrency | None = None,
         logger: Any = log,
+        settle_ms: int = DEFAULT_SETTLE_MS,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not isinstance(field, str) or not field.strip() or any(c in field for c in ",=:"):
             raise DeyelConfigError(f"the incremental field must be a field identifier, got {field!r}")
@@ -146,6 +171,10 @@ class SlicedReader:
         self._id_field = id_field
         self._concurrency = concurrency or Concurrency(1)
         self._log = logger
+        self._settle_ms = max(0, int(settle_ms))
+        self._max_skew_ms = int(max_skew_ms)
+        self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
         #: The most instances one response held: the server's page size is at least this.
         self._largest = 0
@@ -166,9 +195,25 @@ class SlicedReader:
 
         :param start: inclusive lower bound, epoch ms; None: from the epoch (a full load).
         :param end: exclusive upper bound, epoch ms; None: no bound (a full load, read up to the present).
-        :param end_at_server_time: end the window at the server's present instead (``end`` is ignored): the
-            watermark of a run without a data interval. ``stats.window_end`` then says where it ended.
+        :param end_at_server_time: end the window at the server's settled present instead (``end`` is
+            ignored): the watermark of a run without a data interval. ``stats.window_end`` then says where it
+            ended.
+
+        Every failure is a :class:`~deyel_provider.exceptions.DeyelError`.
         """
+        try:
+            yield from self._read(start, end, end_at_server_time)
+        except DeyelError:
+            raise
+        except Exception as exc:
+            # The contract promises a typed failure: a bug of ours must not leave as a bare exception (its
+            # text may hold server values, so only its type is named).
+            raise DeyelIncompleteError(
+                f"the read stopped on an unexpected {type(exc).__name__} (a provider bug; please report it "
+                f"with the task log): nothing of this read may be published"
+            ) from exc
+
+    def _read(self, start: int | None, end: int | None, end_at_server_time: bool) -> Iterator[Slice]:
         low = 0 if start is None else int(start)
         if not end_at_server_time and end is not None and end <= low:
             self.stats.window_end = end
@@ -184,7 +229,7 @@ class SlicedReader:
             # watermark planted or written from a clock that ran ahead. Clamping it would read nothing,
             # run after run, and succeed. (Between the read horizon and the Date: an empty window.) Without
             # a Date, our clock stands in, off by as much as its margin either way.
-            local = int(time.time() * 1000) + LOCAL_CLOCK_MARGIN_MS
+            local = int(self._clock() * 1000) + LOCAL_CLOCK_MARGIN_MS
             now = probe.server_ms if probe.server_ms is not None else local
             if low > now:
                 raise DeyelWatermarkError(
@@ -194,7 +239,12 @@ class SlicedReader:
                     f'triggering one run with the conf {{"deyel_watermark_reset": true}} and a start_from in '
                     f"the past (docs/extraction.md, 'Resetting a watermark')"
                 )
-            end = max(low, present)
+            if present <= low:
+                # Nothing has settled since ``start`` (a run right after the last one): an empty window, the
+                # next run takes it all.
+                self.stats.window_end = low
+                return
+            end = present
         self.stats.window_end = end
         if self._is_whole(probe, low, None if end_at_server_time else end):
             # One response holds the window: a consistent snapshot, nothing can have moved inside it.
@@ -206,16 +256,24 @@ class SlicedReader:
             yield from self._read_present(past_end, end)
 
     def _wait_for(self, end: int, low: int, probe: Page, present: int) -> tuple[Page, int]:
+        """Wait until ``end`` has settled on the server's clock: a window whose end is still inside the margin
+        would miss a change stamped before its end but seen after the read. Bounded: a window ending more
+        than MAX_FUTURE_WAIT_S after the server's ``Date`` is refused."""
         for _ in range(3):
             lag = (end - present) / 1000
-            if lag > MAX_FUTURE_WAIT_S:
+            if lag > MAX_FUTURE_WAIT_S + self._settle_ms / 1000:
                 raise DeyelIncompleteError(
-                    f"the window ends {lag:.0f} s after the server's present ({self._field} < {end}): "
-                    f"changes made until then would fall in a window already read; run it once its interval "
-                    f"is over on the server's clock (a later schedule, or a data-interval timetable)"
+                    f"the window ends {lag:.0f} s after the server's present ({self._field} < {end}, "
+                    f"settle_seconds included): changes made until then would fall in a window already "
+                    f"read; run it once its interval is over on the server's clock (a later schedule, or a "
+                    f"data-interval timetable)"
                 )
-            self._log.info("the window ends %.1f s after the server's present: waiting for it", lag)
-            time.sleep(max(lag, 0.0) + CLOCK_MARGIN_MS / 1000)
+            self._log.info(
+                "the window ends %.1f s after the server's settled present (Date less settle_seconds): "
+                "waiting for it",
+                lag,
+            )
+            self._sleep(max(lag, 0.0) + DATE_RESOLUTION_MS / 1000)
             probe = self._get(low, end)
             present = self._present(probe)
             if end <= present:
@@ -271,26 +329,58 @@ class SlicedReader:
                 in_flight += 1
 
     def _read_present(self, start: int, end: int | None) -> Iterator[Slice]:
-        """``[start, end)`` at or above the present, read after everything below: each round reads what
-        is past by then and moves on, until one response holds the rest."""
+        """``[start, end)`` at or above the settled present, read after everything below, in rounds.
+
+        A round whose first response does not hold the rest waits until everything written up to then has
+        settled (``settle_ms`` plus the ``Date``'s resolution), then reads the part settled by then by slices.
+        Each round reads what the writers wrote during the one before, so the rounds converge whenever the
+        form is read faster than it is written; a round reading no fewer than the one before (the tail does
+        not shrink) fails typed, as does the MAX_ROUNDS-th.
+        """
         low = start
+        before: int | None = None
         for _ in range(MAX_ROUNDS):
             self.stats.rounds += 1
             page = self._get(low, end)
             if self._is_whole(page, low, end):
                 yield self._accept(page, low, end)
                 return
-            present = max(low + 1, self._present(page))
+            self._log.info(
+                "more than one response of instances at or after the server's settled present: waiting "
+                "%.1f s for them to settle",
+                (self._settle_ms + DATE_RESOLUTION_MS) / 1000,
+            )
+            self._sleep((self._settle_ms + DATE_RESOLUTION_MS) / 1000)
+            page = self._get(low, end)
+            if self._is_whole(page, low, end):
+                yield self._accept(page, low, end)
+                return
+            present = self._present(page)
             upto = present if end is None else min(end, present)
-            yield from self._read_past(low, upto, page)
+            if upto <= low:
+                continue  # the server's clock did not move while we waited: the next round waits again
+            repeats, read = self.stats.repeats, 0
+            for piece in self._read_past(low, upto, page):
+                read += len(piece.records)
+                yield piece
+            read += self.stats.repeats - repeats
             if end is not None and upto >= end:
                 return
-            low = upto
+            if before is not None and read >= before:
+                # Each round reads what was written during the one before: a round reading no fewer than
+                # the last means the writers keep pace with the reader, and waiting more will not end it.
+                raise DeyelIncompleteError(
+                    f"the instances with {self._field} at or after the server's settled present do not "
+                    f"shrink from round to round ({before}, then {read}): the form changes faster than it "
+                    f"can be read; extract an incremental window (incremental_field and a data interval or a "
+                    f"watermark) or use a larger page_size"
+                )
+            before, low = read, upto
         raise DeyelIncompleteError(
             f"after {MAX_ROUNDS} rounds, more than one response of instances still have {self._field} at or "
-            f"after {low} (the server's present): the form changes faster than it can be read, or holds "
-            f"future {self._field} values; extract an incremental window (incremental_field and a data "
-            f"interval or a watermark) or use a larger page_size"
+            f"after {low} (the server's settled present): the form changes faster than it can be read, or "
+            f"holds future {self._field} values; extract an incremental window (incremental_field and a "
+            f"data interval or a watermark) or use a larger page_size"
         )
 
     def _page_inside(self, start: int, end: int, first: Page) -> Iterator[Slice]:
@@ -485,7 +575,13 @@ class SlicedReader:
             self.stats.slices += 1
             self.stats.repeats += repeats
             # A slice of a few instances says little of the density: only well-filled ones count.
-            if end is not None and not crowded and len(page.records) >= max(8, self._paging.page_size // 3):
+            # (A zero-width slice, which only a whole-window probe can be, says nothing either.)
+            if (
+                end is not None
+                and end > start
+                and not crowded
+                and len(page.records) >= max(8, self._paging.page_size // 3)
+            ):
                 self._density = max(self._density or 0.0, len(page.records) / (end - start))
         return Slice(start, end, [entry[3] for entry in fresh])
 
@@ -532,9 +628,13 @@ class SlicedReader:
     # -- values ----------------------------------------------------------------------------------------------
 
     def _present(self, page: Page) -> int:
-        if page.server_ms is not None:
-            return page.server_ms - CLOCK_MARGIN_MS
-        return int(time.time() * 1000) - LOCAL_CLOCK_MARGIN_MS
+        """The server's settled present: its ``Date`` less the settle margin; our clock, with a wider margin,
+        without one. A ``Date`` further than ``max_skew_ms`` from our clock is refused."""
+        worker_ms = int(self._clock() * 1000)
+        if page.server_ms is None:
+            return worker_ms - LOCAL_CLOCK_MARGIN_MS - self._settle_ms
+        check_server_clock(page.server_ms, worker_ms, self._max_skew_ms)
+        return page.server_ms - self._settle_ms
 
     def _sample_value(self, record: dict[str, Any]) -> int:
         try:
@@ -567,6 +667,27 @@ class SlicedReader:
         return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(
             self._paging.strategy, "next link"
         )
+
+
+def check_server_clock(server_ms: int, worker_ms: int, max_skew_ms: int) -> None:
+    """Refuse a server ``Date`` further than ``max_skew_ms`` from the worker's clock: one such answer (a
+    proxy's clock, a node set years ahead) would otherwise end a window, and move a watermark, that far
+    off."""
+    skew = server_ms - worker_ms
+    if abs(skew) > max_skew_ms:
+        raise DeyelClockSkewError(
+            f"the server's Date header says {_utc(server_ms)} and this worker's clock {_utc(worker_ms)}: "
+            f"{abs(skew) / 1000:.0f} s apart, more than max_clock_skew_seconds ({max_skew_ms / 1000:g} s); "
+            f"a present that far off ends no window and moves no watermark: fix the server's or the "
+            f"worker's clock (NTP), or raise the connection's max_clock_skew_seconds"
+        )
+
+
+def _utc(ms: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
 
 
 def _even(start: int, end: int, parts: float) -> list[tuple[int, int]]:

@@ -3,7 +3,6 @@ after it (:mod:`deyel_provider.watermark` holds the stored values and their chec
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,10 +26,6 @@ from deyel_provider.watermark import (
 if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
 
-#: The furthest a window's end (the server's ``Date``) may lie ahead of the worker's clock and still move a
-#: watermark: beyond it one skewed answer (a proxy's Date in 2031) would silence every later run.
-MAX_AHEAD_MS = 3_600_000
-
 
 class WatermarkRun:
     """The watermark of one run of one task.
@@ -42,7 +37,6 @@ class WatermarkRun:
     :param signer: MACs with the connection's key.
     :param start_from: the first run's start (epoch ms), called only when no watermark is stored.
     :param legacy: (form, field, search) of the key releases before 1.x used, to name it in a warning.
-    :param clock: the worker's clock in epoch ms (injectable for tests).
     """
 
     def __init__(
@@ -55,7 +49,6 @@ class WatermarkRun:
         start_from: Callable[[], int],
         legacy: tuple[str, str, str | None],
         logger: Any,
-        clock: Callable[[], int] | None = None,
     ) -> None:
         self._context = context
         self._asset = asset
@@ -64,7 +57,6 @@ class WatermarkRun:
         self._start_from = start_from
         self._legacy = legacy
         self._log = logger
-        self._clock = clock or (lambda: int(time.time() * 1000))
         dag_run = context.get("dag_run")
         run_id = getattr(dag_run, "run_id", None) or context.get("run_id")
         self.run_id: str = run_id if isinstance(run_id, str) else ""
@@ -121,18 +113,12 @@ class WatermarkRun:
         return self._start, None
 
     def record(self, window_end: int | None) -> None:
-        """Before the publish: refuse an end far ahead of the worker's clock, record the window."""
+        """Before the publish: record the window. (An end far ahead of the worker's clock never gets here: the
+        reader refuses a server Date further than ``max_clock_skew_seconds`` from it.)"""
         if window_end is None or self._start is None:
             return
         if self._reread:
             return  # recorded already, and its end is in the past
-        ahead = window_end - self._clock()
-        if ahead > MAX_AHEAD_MS:
-            raise DeyelWatermarkError(
-                f"the server's present ({_at(window_end)}) is {ahead / 1000:.0f} s ahead of this worker's "
-                f"clock: a watermark moved there would skip every change until then; fix the clock of the "
-                f"server (or of the proxy sending its Date header) or of the worker. Nothing was published"
-            )
         self._window = Window(self.run_id, self._start, window_end, self._run_after)
         record_run_window(self._context, self.key, self._window, self._signer)
 

@@ -83,6 +83,10 @@ class EmulatorSettings:
     # The HTTP Date header's clock against the clock that stamps dtLastUpdate (a skewed proxy or web
     # server in front of Deyel): ahead by more than a second, incremental runs can miss changes.
     date_offset_ms: int = 0
+    # A save's stamp is taken when its transaction starts and the save is seen by listings and reads only
+    # when it commits, this many ms later (on the emulator's clock): a window read in between misses it
+    # unless its end is older than the lag. 0: every save is visible at once.
+    commit_lag_ms: int = 0
 
     latency_ms: float = 0
     version: Version = "8.4"
@@ -126,6 +130,8 @@ class EmulatorSettings:
             problems.append(f"link_style must be one of {LINK_STYLE_CHOICES}")
         if self.list_order not in LIST_ORDER_CHOICES:
             problems.append(f"list_order must be one of {LIST_ORDER_CHOICES}")
+        if self.commit_lag_ms < 0:
+            problems.append("commit_lag_ms must be >= 0")
         if self.updated_burst < 1:
             problems.append("updated_burst must be >= 1")
         if min(self.writer_edits, self.writer_inserts, self.writer_deletes) < 0:

@@ -1,7 +1,9 @@
 """Form instances: the generated CRM_ACCOUNT collection plus an overlay of the mutations made through the API.
 
 The seeded records are never stored; the overlay holds only what clients created, changed or deleted.
-A listing is a sequence of ids in the collection's order (by id, or by dtLastUpdate then id): a ``range``
+With ``commit_lag_ms`` a save is held back (stamped, not yet visible) until its commit time passes on the
+emulator's clock, as a database transaction that takes its timestamp when it starts. A listing is a
+sequence of ids in the collection's order (by id, or by dtLastUpdate then id): a ``range``
 when nothing narrows or reorders it, else an ``array`` of ids built once per (form, search, overlay version)
 and cached, so paging through it does not rescan. Searches on dtLastUpdate use an index of the seeded values
 built on first use, so a narrow time slice of a large form costs no scan.
@@ -10,6 +12,7 @@ built on first use, so a narrow time slice of a large form costs no scan.
 from __future__ import annotations
 
 import bisect
+import heapq
 import threading
 from array import array
 from collections import OrderedDict
@@ -106,6 +109,10 @@ class DataStore:
         for name in filter(None, (n.strip() for n in settings.empty_forms.split(","))):
             self._forms.setdefault(name, _Form(seeded=0, next_id=1))
         self._last_ms = 0
+        self._commit_lag_ms = settings.commit_lag_ms
+        #: Saves not committed yet: (commit time in ms, order, form, id, values); see ``commit_lag_ms``.
+        self._uncommitted: list[tuple[int, int, str, int, dict[str, Any]]] = []
+        self._saves = 0
         self._cache: OrderedDict[tuple[str, str], tuple[int, Listing]] = OrderedDict()
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -125,6 +132,7 @@ class DataStore:
 
     def get(self, form: str, instance_id: int) -> dict[str, Any] | None:
         with self._lock:
+            self._commit_due()
             state = self._forms.get(form)
             if state is None:
                 return None
@@ -138,6 +146,7 @@ class DataStore:
     def get_many(self, form: str, ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
         """The instances for a page of ids, skipping any deleted since the listing was computed."""
         with self._lock:
+            self._commit_due()
             state = self._forms.get(form)
             if state is None:
                 return []
@@ -162,6 +171,7 @@ class DataStore:
     def all_ids(self, form: str) -> list[int]:
         """Every live id of a form, in id order (for tests that check what a client read)."""
         with self._lock:
+            self._commit_due()
             state = self._forms[form]
             live = set(range(1, state.seeded + 1)) - state.deleted
             live |= state.changed.keys()
@@ -178,6 +188,7 @@ class DataStore:
     def select(self, form: str, search: Search, search_key: str) -> Listing:
         """The ids of the instances matching ``search``, in the collection's order."""
         with self._lock:
+            self._commit_due()
             state = self._forms[form]
             cached = self._cache.get((form, search_key))
             if cached is not None and cached[0] == state.version:
@@ -251,6 +262,31 @@ class DataStore:
         self._last_ms = max(int(self._clock.now() * 1000), self._last_ms + 1, previous + 1)
         return self._last_ms
 
+    def _save(self, form: str, state: _Form, instance_id: int, values: dict[str, Any]) -> None:
+        """Store a save (under the lock): at once, or held back until it commits (``commit_lag_ms``)."""
+        if self._commit_lag_ms <= 0:
+            state.changed[instance_id] = values
+            state.version += 1
+            return
+        self._saves += 1
+        due = int(self._clock.now() * 1000) + self._commit_lag_ms
+        heapq.heappush(self._uncommitted, (due, self._saves, form, instance_id, values))
+
+    def _commit_due(self) -> None:
+        """Make the saves whose commit time has passed visible (under the lock), in commit order."""
+        if not self._uncommitted:
+            return
+        now = int(self._clock.now() * 1000)
+        while self._uncommitted and self._uncommitted[0][0] <= now:
+            _, _, form, instance_id, values = heapq.heappop(self._uncommitted)
+            state = self._forms[form]
+            state.changed[instance_id] = values
+            state.version += 1
+
+    def _locked_by_save(self, form: str, instance_id: int) -> bool:
+        """An instance with a save still in its transaction: another save waits for it, here refused."""
+        return any(entry[2] == form and entry[3] == instance_id for entry in self._uncommitted)
+
     @staticmethod
     def _clean(values: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in values.items() if k not in RESERVED_KEYS}
@@ -261,8 +297,7 @@ class DataStore:
             instance_id = state.next_id
             state.next_id += 1
             stamp = str(self._now_ms())
-            state.changed[instance_id] = {**self._clean(values), "dtLastUpdate": stamp}
-            state.version += 1
+            self._save(form, state, instance_id, {**self._clean(values), "dtLastUpdate": stamp})
         return instance_id, stamp
 
     def update(
@@ -275,17 +310,19 @@ class DataStore:
         if "dtLastUpdate" not in values or values["dtLastUpdate"] in (None, ""):
             return UpdateResult.MISSING_VERSION, ""
         with self._lock:
+            self._commit_due()
             state = self._forms[form]
             # Read again under the lock: a concurrent writer may have won since the unlocked read.
             latest = state.changed.get(instance_id, current)
             if instance_id in state.deleted:
                 return UpdateResult.NOT_FOUND, ""
+            if self._locked_by_save(form, instance_id):
+                return UpdateResult.STALE, str(latest["dtLastUpdate"])
             if str(values["dtLastUpdate"]) != str(latest["dtLastUpdate"]):
                 return UpdateResult.STALE, str(latest["dtLastUpdate"])
             base = {k: v for k, v in latest.items() if k != "dtLastUpdate"} if partial else {}
             stamp = str(self._now_ms(int(latest["dtLastUpdate"])))
-            state.changed[instance_id] = {**base, **self._clean(values), "dtLastUpdate": stamp}
-            state.version += 1
+            self._save(form, state, instance_id, {**base, **self._clean(values), "dtLastUpdate": stamp})
         return UpdateResult.UPDATED, stamp
 
     def touch(self, form: str, instance_id: int, values: dict[str, Any] | None = None) -> str | None:
@@ -295,21 +332,24 @@ class DataStore:
         if current is None:
             return None
         with self._lock:
+            self._commit_due()
             state = self._forms[form]
-            if instance_id in state.deleted:
+            if instance_id in state.deleted or self._locked_by_save(form, instance_id):
                 return None
             latest = state.changed.get(instance_id, current)
             stamp = str(self._now_ms(int(latest["dtLastUpdate"])))
-            state.changed[instance_id] = {**latest, **self._clean(values or {}), "dtLastUpdate": stamp}
-            state.version += 1
+            self._save(
+                form, state, instance_id, {**latest, **self._clean(values or {}), "dtLastUpdate": stamp}
+            )
         return stamp
 
     def delete(self, form: str, instance_id: int) -> bool:
         if self.get(form, instance_id) is None:
             return False
         with self._lock:
+            self._commit_due()
             state = self._forms[form]
-            if instance_id in state.deleted:
+            if instance_id in state.deleted or self._locked_by_save(form, instance_id):
                 return False
             state.changed.pop(instance_id, None)
             if instance_id <= state.seeded:

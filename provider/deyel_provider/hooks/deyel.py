@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -261,6 +262,8 @@ class DeyelHook(BaseHook):
         max_workers: int | str = 1,
         max_workers_ceiling: int = 8,
         logger: Any = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
     ) -> SlicedReader:
         """A reader of a form's instances through time slices of ``field`` (:mod:`deyel_provider.slicing`):
         every instance exactly once while the form changes, whatever the server's paging, or a typed error.
@@ -272,6 +275,9 @@ class DeyelHook(BaseHook):
         :param params: other query parameters sent with every request.
         :param max_workers: slices in flight at once (any paging strategy), or ``"auto"``.
         :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
+        :param clock: the worker's clock (seconds since the epoch), the server's ``Date`` is checked against.
+        :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
+            emulator's clock).
         """
         concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger or self.log)
         query = dict(params or {})
@@ -289,6 +295,11 @@ class DeyelHook(BaseHook):
             field=field,
             concurrency=concurrency,
             logger=logger or self.log,
+            # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
+            settle_ms=round(self.config.settle_seconds * 1000),
+            max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
+            clock=clock or time.time,
+            sleep=sleep or time.sleep,
         )
 
     def iter_instances(

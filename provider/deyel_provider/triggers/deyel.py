@@ -25,11 +25,10 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from deyel_provider import exceptions
-from deyel_provider.exceptions import DeyelError
+from deyel_provider.exceptions import DeyelClockSkewError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
-from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS
-from deyel_provider.watermark_run import MAX_AHEAD_MS
+from deyel_provider.slicing import LOCAL_CLOCK_MARGIN_MS, check_server_clock
 
 _T = TypeVar("_T")
 
@@ -167,8 +166,10 @@ class DeyelChangeTrigger(BaseEventTrigger):
 
     It keeps a watermark on ``dtLastUpdate``. Each poll asks the server (one cheap GET) whether any instance
     changed at or after it; when one did, the event covers the window ``[window_start, window_end)``, whose
-    end is the server's present (its ``Date``) less a second (a write stamped just before the present may
-    not be visible yet; it falls into the next window), and the watermark moves to that end. So consecutive
+    end is the server's present (its ``Date``) less the connection's ``settle_seconds`` (a write stamped
+    just before the present may not be visible yet; it falls into the next window), and the watermark moves
+    to that end. A ``Date`` further than the connection's ``max_clock_skew_seconds`` from the triggerer's
+    clock moves nothing: the poll is skipped with a warning, and the next one tries again. So consecutive
     events cover consecutive windows, and a DAG scheduled on the asset extracts exactly its event's window
     (``DeyelHook.iter_instances(form, search=..., start=window_start, end=window_end)``).
 
@@ -229,10 +230,13 @@ class DeyelChangeTrigger(BaseEventTrigger):
             mark = saved = await self._load_watermark()
             while True:
                 try:
+                    event = None
                     if mark is None:
                         mark = saved = await in_thread(self.deyel_conn_id, self._present, hook)
-                        await self._save_watermark(mark)
-                    event = await in_thread(self.deyel_conn_id, self._changes_since, hook, mark)
+                        if mark is not None:
+                            await self._save_watermark(mark)
+                    if mark is not None:
+                        event = await in_thread(self.deyel_conn_id, self._changes_since, hook, mark)
                 except DeyelError as exc:
                     if not is_not_yet(exc):
                         raise
@@ -258,15 +262,15 @@ class DeyelChangeTrigger(BaseEventTrigger):
         search = ",".join(c for c in (self.query.search, *clauses) if c)
         return InstanceQuery.build(self.query.form, search, 1, 0, None)
 
-    def _present(self, hook: DeyelHook) -> int:
-        return _server_present(self._trusted_date(probe(hook, self.query).server_ms))
+    def _present(self, hook: DeyelHook) -> int | None:
+        return self._settled_present(hook, probe(hook, self.query).server_ms)
 
     def _changes_since(self, hook: DeyelHook, mark: int) -> dict[str, Any] | None:
         changed = probe(hook, self._narrowed(f"{self.field}=gte:{mark}"))
         if changed.count == 0:
             return None
-        end = _server_present(self._trusted_date(changed.server_ms))
-        if end <= mark:
+        end = self._settled_present(hook, changed.server_ms)
+        if end is None or end <= mark:
             return None
         window = probe(hook, self._narrowed(f"{self.field}=gte:{mark}", f"{self.field}=lt:{end}"))
         if window.count == 0:  # every change is too close to the present yet: the next poll takes it
@@ -282,21 +286,6 @@ class DeyelChangeTrigger(BaseEventTrigger):
         }
 
     # -- issue 20, finding 3: a Date far ahead of this worker's clock does not move the watermark -----------
-
-    def _trusted_date(self, server_ms: int | None) -> int | None:
-        """The server's ``Date``, or None (our clock stands in, with its wider margin) when it lies more than
-        ``MAX_AHEAD_MS`` ahead of this worker's clock: one answer from a skewed proxy saying 2031 would move
-        the watermark years ahead for good, and no change would fire until then."""
-        if server_ms is not None and server_ms - time.time() * 1000 > MAX_AHEAD_MS:
-            self.log.warning(
-                "The Deyel server's Date is %.0f s ahead of this triggerer's clock: not trusted to move the "
-                "watermark of %s (this clock is used instead); fix the clock of the server, its proxy or "
-                "this host",
-                (server_ms - time.time() * 1000) / 1000,
-                self.query.form,
-            )
-            return None
-        return server_ms
 
     async def _load_watermark(self) -> int | None:
         store = getattr(self, "asset_state_store", None)
@@ -320,10 +309,18 @@ class DeyelChangeTrigger(BaseEventTrigger):
         except Exception as exc:
             self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
 
-
-def _server_present(server_ms: int | None) -> int:
-    """The latest moment a window may end at: the server's present less a margin (its Date has whole seconds,
-    and a write stamped just before it may not be visible yet); our clock, with a wider margin, without it."""
-    if server_ms is not None:
-        return server_ms - CLOCK_MARGIN_MS
-    return int(time.time() * 1000) - LOCAL_CLOCK_MARGIN_MS
+    def _settled_present(self, hook: DeyelHook, server_ms: int | None) -> int | None:
+        """The latest moment a window may end at: the server's present less ``settle_seconds`` (a write
+        stamped just before it may not be visible yet); our clock, with a wider margin, without a ``Date``.
+        None (with a warning) for a ``Date`` too far from our clock: it moves no watermark."""
+        config = hook.config
+        settle_ms = round(config.settle_seconds * 1000)
+        worker_ms = int(time.time() * 1000)
+        if server_ms is None:
+            return worker_ms - LOCAL_CLOCK_MARGIN_MS - settle_ms
+        try:
+            check_server_clock(server_ms, worker_ms, round(config.max_clock_skew_seconds * 1000))
+        except DeyelClockSkewError as exc:
+            self.log.warning("Not moving the change watermark of %s: %s", self.query.form, exc.detail)
+            return None
+        return server_ms - settle_ms
