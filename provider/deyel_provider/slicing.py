@@ -40,11 +40,13 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.id_set import IdSet
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
 if TYPE_CHECKING:
@@ -68,6 +70,12 @@ MAX_ROUNDS = 8
 MAX_FUTURE_WAIT_S = 300
 #: The most parts one slice is cut into at once.
 MAX_SPLIT = 4096
+#: How dates are written inside ``search`` values (the connection's ``date_literal`` extra).
+DATE_LITERALS: tuple[str, ...] = ("epoch_ms", "iso")
+#: A value that read as epoch seconds lies within this many ms before the server's present (and read as
+#: milliseconds lies in 1970) is taken for seconds: no form is stamped in 1970, and small test values are
+#: not mistaken for seconds.
+SECONDS_WINDOW_MS = 40 * 365 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,8 @@ class SlicedReader:
     :param params: other query parameters sent with every request; ``search`` is narrowed per slice.
     :param paging: the connection's paging strategy, used inside crowded milliseconds and to size responses.
     :param field: an epoch-millisecond field that every write moves to the present (``dtLastUpdate``).
-    :param id_field: the instance id, to drop repeats.
+    :param id_field: the key of the instance id, to drop repeats (``links``: the self link's last segment).
+    :param date_literal: how the slice bounds are written in ``search``: ``epoch_ms`` or ``iso``.
     :param concurrency: requests in flight (fixed or ``auto``).
     """
 
@@ -131,7 +140,8 @@ class SlicedReader:
         paging: Paging,
         *,
         field: str = "dtLastUpdate",
-        id_field: str = "idObjectValue",
+        id_field: str = DEFAULT_ID_FIELD,
+        date_literal: str = "epoch_ms",
         concurrency: Concurrency | None = None,
         logger: Any = log,
     ) -> None:
@@ -144,6 +154,11 @@ class SlicedReader:
         self._paging = paging
         self._field = field
         self._id_field = id_field
+        if date_literal not in DATE_LITERALS:
+            raise DeyelConfigError(f"date_literal must be one of {list(DATE_LITERALS)}, got {date_literal!r}")
+        self._date_literal = date_literal
+        #: Whether the field's unit was checked (on the first response that holds an instance).
+        self._unit_checked = False
         self._concurrency = concurrency or Concurrency(1)
         self._log = logger
         self._lock = threading.Lock()
@@ -354,9 +369,9 @@ class SlicedReader:
 
     def _get(self, start: int, end: int | None, *, index: int = 0, size: int | None = None) -> Page:
         clauses = [self._search] if self._search else []
-        clauses.append(f"{self._field}=gte:{start}")
+        clauses.append(f"{self._field}=gte:{self._literal(start)}")
         if end is not None:
-            clauses.append(f"{self._field}=lt:{end}")
+            clauses.append(f"{self._field}=lt:{self._literal(end)}")
         query = {**self._params, "search": ",".join(clauses)}
         query.update(self._paging.params_for(index, size or self._paging.page_size))
         return self._call(self._endpoint, query)
@@ -451,6 +466,10 @@ class SlicedReader:
         """
         fresh: list[tuple[int, int, str, dict[str, Any]]] = []
         repeats = 0
+        if not self._unit_checked and page.records:
+            self._check_unit(page)
+        elif not self._unit_checked and start > 0 and self.stats.requests == 1:
+            self._check_unit(self._sample_before(start))  # the first response was empty
         for record in page.records:
             value = self._value_of(record)
             if value < start or (end is not None and value >= end):
@@ -458,7 +477,8 @@ class SlicedReader:
                     continue
                 raise DeyelIncompleteError(
                     f"asked for {self._field} in [{start}, {end}) and got an instance with {value}: the "
-                    f"server ignores the search, or does not compare dates as epoch milliseconds"
+                    f"server ignores the search, or does not compare dates as epoch milliseconds (the "
+                    f"connection's date_literal is {self._date_literal!r})"
                 )
             instance_id = self._id_of(record)
             if self._seen.add(instance_id):
@@ -535,24 +555,68 @@ class SlicedReader:
                 raise ValueError(raw)
             return int(raw) if isinstance(raw, int) else int(str(raw).strip())
         except (TypeError, ValueError):
+            ident = instance_id(record, self._id_field)
+            unit = " (ISO 8601 text, not a number)" if _is_iso(raw) else ""
             raise DeyelIncompleteError(
-                f"instance {record.get(self._id_field)!r} has {self._field}={str(raw)[:40]!r}: slicing needs "
+                f"instance {ident!r} has {self._field}={str(raw)[:40]!r}{unit}: slicing needs "
                 f"epoch-millisecond values in every instance; set incremental_field to such a field"
             ) from None
 
-    def _id_of(self, record: dict[str, Any]) -> str:
-        raw = record.get(self._id_field)
-        if not isinstance(raw, (str, int)) or isinstance(raw, bool) or raw == "":
+    def _check_unit(self, page: Page) -> None:
+        """Refuse a field in epoch seconds: compared with millisecond bounds, every window reads empty."""
+        self._unit_checked = True
+        present = page.server_ms if page.server_ms is not None else int(time.time() * 1000)
+        values = [v for v in (self._sample_value(r) for r in page.records) if v > 0]
+        if not values:
+            return
+        newest = max(values)
+        age_ms = present - newest * 1000
+        if -86_400_000 <= age_ms <= SECONDS_WINDOW_MS:
             raise DeyelIncompleteError(
-                f"an instance has no '{self._id_field}' (got {type(raw).__name__}): repeats cannot be told "
-                f"apart without the instance id"
+                f"{self._field} holds epoch seconds ({newest}, a moment {age_ms // 1000} s "
+                f"before the server's Date), where epoch milliseconds are expected: every window bounded in "
+                f"milliseconds would read nothing; set incremental_field to an epoch-millisecond field"
             )
-        return str(raw)
+
+    def _sample_before(self, start: int) -> Page:
+        """One instance older than an empty first window, to check the field's unit with: a field in
+        seconds compared with millisecond bounds makes every window empty, so an empty one proves nothing."""
+        if not self._paging.pages:
+            return Page(records=[])  # one response would hold every older instance
+        clauses = [self._search] if self._search else []
+        clauses.append(f"{self._field}=lt:{self._literal(start)}")
+        query = {**self._params, "search": ",".join(clauses), **self._paging.params_for(0, 1)}
+        return self._call(self._endpoint, query)
+
+    def _literal(self, moment: int) -> str:
+        """A slice bound as the server reads dates in ``search`` (the connection's ``date_literal``)."""
+        if self._date_literal == "iso":
+            stamp = datetime.fromtimestamp(moment / 1000, UTC)
+            return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return str(moment)
+
+    def _id_of(self, record: dict[str, Any]) -> str:
+        ident = instance_id(record, self._id_field)
+        if ident is None:
+            raise DeyelIncompleteError(
+                f"{missing_id(self._id_field)}; repeats cannot be told apart without the instance id"
+            )
+        return ident
 
     def _page_param_name(self) -> str:
         return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(
             self._paging.strategy, "next link"
         )
+
+
+def _is_iso(raw: Any) -> bool:
+    if not isinstance(raw, str) or not 10 <= len(raw.strip()) <= 40:
+        return False
+    try:
+        datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _even(start: int, end: int, parts: float) -> list[tuple[int, int]]:
