@@ -556,7 +556,7 @@ class SlicedReader:
             return int(raw) if isinstance(raw, int) else int(str(raw).strip())
         except (TypeError, ValueError):
             ident = instance_id(record, self._id_field)
-            unit = " (ISO 8601 text, not a number)" if _is_iso(raw) else ""
+            unit = " (ISO 8601 text, not a number)" if is_iso(raw) else ""
             raise DeyelIncompleteError(
                 f"instance {ident!r} has {self._field}={str(raw)[:40]!r}{unit}: slicing needs "
                 f"epoch-millisecond values in every instance; set incremental_field to such a field"
@@ -570,12 +570,11 @@ class SlicedReader:
         if not values:
             return
         newest = max(values)
-        age_ms = present - newest * 1000
-        if -86_400_000 <= age_ms <= SECONDS_WINDOW_MS:
+        if in_seconds(newest, present):
             raise DeyelIncompleteError(
-                f"{self._field} holds epoch seconds ({newest}, a moment {age_ms // 1000} s "
-                f"before the server's Date), where epoch milliseconds are expected: every window bounded in "
-                f"milliseconds would read nothing; set incremental_field to an epoch-millisecond field"
+                f"{self._field} holds epoch seconds (newest {newest}: in milliseconds a moment of 1970) "
+                f"where epoch milliseconds are expected: every window bounded in milliseconds would read "
+                f"nothing; set incremental_field to an epoch-millisecond field"
             )
 
     def _sample_before(self, start: int) -> Page:
@@ -609,7 +608,14 @@ class SlicedReader:
         )
 
 
-def _is_iso(raw: Any) -> bool:
+def in_seconds(value: int, present_ms: int) -> bool:
+    """Whether an epoch value is seconds, not milliseconds: read as seconds it lies in the last decades
+    before ``present_ms`` (or a day after it), read as milliseconds in 1970."""
+    return -86_400_000 <= present_ms - value * 1000 <= SECONDS_WINDOW_MS
+
+
+def is_iso(raw: Any) -> bool:
+    """Whether ``raw`` is ISO 8601 date text (what some servers send for dates)."""
     if not isinstance(raw, str) or not 10 <= len(raw.strip()) <= 40:
         return False
     try:
