@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.concurrency import Concurrency
-from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
+from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelRequestError
 from deyel_provider.id_set import IdSet
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
@@ -374,7 +374,21 @@ class SlicedReader:
             clauses.append(f"{self._field}=lt:{self._literal(end)}")
         query = {**self._params, "search": ",".join(clauses)}
         query.update(self._paging.params_for(index, size or self._paging.page_size))
-        return self._call(self._endpoint, query)
+        try:
+            return self._call(self._endpoint, query)
+        except DeyelRequestError as refused:
+            if refused.status != 400:
+                raise
+            # Deyel documents no date literal for search values: a 400 here is most often that.
+            raise DeyelRequestError(
+                f"{refused.detail}; the slice's search bounds {self._field} with {self._date_literal} "
+                f"literals (e.g. {self._literal(start)}): if this server writes dates otherwise in search, set "
+                f"the connection's date_literal extra (epoch_ms or iso; deyel-probe tells which)",
+                status=refused.status,
+                method=refused.method,
+                path=refused.path,
+                errors=refused.errors,
+            ) from None
 
     def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
         self._concurrency.before_request()
