@@ -382,8 +382,8 @@ class SlicedReader:
             # Deyel documents no date literal for search values: a 400 here is most often that.
             raise DeyelRequestError(
                 f"{refused.detail}; the slice's search bounds {self._field} with {self._date_literal} "
-                f"literals (e.g. {self._literal(start)}): if this server writes dates otherwise in search, set "
-                f"the connection's date_literal extra (epoch_ms or iso; deyel-probe tells which)",
+                f"literals (e.g. {self._literal(start)}): if this server writes dates otherwise in search, "
+                f"set the connection's date_literal extra (epoch_ms or iso; deyel-probe tells which)",
                 status=refused.status,
                 method=refused.method,
                 path=refused.path,
