@@ -602,11 +602,7 @@ class SlicedReader:
         return self._call(self._endpoint, query)
 
     def _literal(self, moment: int) -> str:
-        """A slice bound as the server reads dates in ``search`` (the connection's ``date_literal``)."""
-        if self._date_literal == "iso":
-            stamp = datetime.fromtimestamp(moment / 1000, UTC)
-            return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return str(moment)
+        return search_literal(moment, self._date_literal)
 
     def _id_of(self, record: dict[str, Any]) -> str:
         ident = instance_id(record, self._id_field)
@@ -620,6 +616,14 @@ class SlicedReader:
         return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(
             self._paging.strategy, "next link"
         )
+
+
+def search_literal(moment: int, kind: str = "epoch_ms") -> str:
+    """An epoch-ms moment as the server reads dates in ``search`` (the connection's ``date_literal``)."""
+    if kind == "iso":
+        stamp = datetime.fromtimestamp(moment / 1000, UTC)
+        return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(moment)
 
 
 def in_seconds(value: int, present_ms: int) -> bool:

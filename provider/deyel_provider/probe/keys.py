@@ -13,7 +13,6 @@ import email.utils
 import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -21,6 +20,7 @@ from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.instance_ids import LINKS, instance_id, self_link_id
 from deyel_provider.probe.results import FAIL, OK, TINY, WARN, Answer, ProbeFailed, search_field, unique
 from deyel_provider.slicing import in_seconds, is_iso
+from deyel_provider.slicing import search_literal as literal
 
 if TYPE_CHECKING:
     from deyel_provider.probe.prober import Prober
@@ -37,17 +37,6 @@ MAX_NEWEST_STEPS = 8
 SETTLE_SLACK_S = 2
 #: The settle margin assumed when the connection declares none (the settle helper's own default wins).
 FALLBACK_SETTLE_S = 5
-
-
-def literal(moment: int, kind: str) -> str:
-    """A date in a ``search`` value as ``date_literal`` ``kind`` writes it (the slicing's own format)."""
-    if kind == "iso":
-        return (
-            datetime.fromtimestamp(moment / 1000, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
-    return str(moment)
 
 
 def server_ms(date: str | None) -> int | None:
