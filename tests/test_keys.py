@@ -5,6 +5,7 @@ differently (ids as JSON numbers under ``id``, no links, its own search parser a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -168,6 +169,30 @@ def test_an_iso_literal_server_is_read_with_date_literal_iso_and_named_without(d
         window = [r for piece in reader.read(start, start + 10 * 60_000) for r in piece.records]
         expected = sorted(i for i, v in emulator_updated(emulator).items() if start <= v < start + 600_000)
         assert sorted(r["idObjectValue"] for r in window) == expected and expected
+
+
+def test_the_change_trigger_writes_its_bounds_in_the_connections_date_literal(deyel_conn):
+    """The trigger's own searches (``dtLastUpdate=gte:<mark>``) go out as ISO text on such a server."""
+    from tests.test_change_trigger import AssetState, next_event, watcher, watching
+
+    with served(
+        deyel_conn, {"date_literal": "iso"}, date_format="iso", empty_forms="PURCHASE_REQUEST"
+    ) as emu:
+        state = AssetState()
+        trigger = watcher(state)
+
+        async def scenario() -> dict:
+            events = trigger.run()
+            waiting = asyncio.ensure_future(next_event(events))
+            await watching(trigger, state)
+            await asyncio.to_thread(DeyelHook().create_instance, "PURCHASE_REQUEST", {"cdStatus": "PENDING"})
+            emu.advance(120)  # past any settle margin
+            event = await waiting
+            await events.aclose()
+            return event
+
+        event = asyncio.run(scenario())
+    assert event["count"] == 1
 
 
 def emulator_updated(emulator) -> dict[str, int]:
