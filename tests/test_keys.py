@@ -151,6 +151,18 @@ def test_ids_only_in_the_self_link_are_read_with_id_field_links(deyel_conn, tmp_
         assert emulator.state.store.get(TARGET_FORM, first)["dsName"] == "Uno"
 
 
+def test_the_write_back_searches_keys_with_the_connections_in_separator(deyel_conn):
+    """A server splitting ``in`` values on ',': with the extra set, three existing keys are matched by one
+    search and left alone (with ';' none would match, and each would be created a second time)."""
+    with served(deyel_conn, {"in_separator": ","}, in_separator=",") as emulator:
+        rows = [{"cdCustomer": f"C-{i}", "dsName": f"name {i}"} for i in range(3)]
+        for row in rows:
+            emulator.state.store.create(TARGET_FORM, dict(row))
+        loaded = upsert(DeyelHook(), TARGET_FORM, rows, "cdCustomer")
+        assert (loaded.unchanged, loaded.created) == (3, 0)
+        assert emulator.methods() == {"GET": 1}
+
+
 # -- finding 6: date literals and the unit of dtLastUpdate ---------------------------------------------------
 
 

@@ -146,9 +146,7 @@ def upsert(
         raise DeyelConfigError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
     if not isinstance(max_rejects, int) or isinstance(max_rejects, bool) or max_rejects < 0:
         raise DeyelConfigError(f"max_rejects must be a whole number >= 0, got {max_rejects!r}")
-    if in_separator is None:
-        in_separator = hook.config.in_separator
-    if not in_separator or not isinstance(in_separator, str):
+    if in_separator is not None and (not in_separator or not isinstance(in_separator, str)):
         raise DeyelConfigError("in_separator must be a non-empty string (Deyel's is assumed to be ';')")
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
@@ -245,7 +243,7 @@ class _Loader:
         concurrency: Concurrency,
         batch_size: int,
         max_search_length: int,
-        in_separator: str,
+        in_separator: str | None,
         logger: Any,
     ) -> None:
         self.hook = hook
@@ -266,7 +264,8 @@ class _Loader:
             key,
             paging=hook.paging(batch_size),
             get=lambda url, query: self._call(partial(self._get, url, query)),
-            separator=in_separator,
+            # None: the connection's (read here, inside the load: a bad connection leaves nothing behind).
+            separator=in_separator if in_separator is not None else hook.config.in_separator,
             max_search_length=max_search_length,
             id_field=self.id_field,
         )
