@@ -28,7 +28,7 @@ from deyel_provider.instance_ids import BASE_SERVER_KEYS
 log = logging.getLogger(__name__)
 
 #: Keys the server owns in an instance: not values the caller sets, so not compared after a replay (the
-#: connection's own ``id_field`` joins them where it is known: :func:`~deyel_provider.instance_ids.server_keys`).
+#: connection's ``id_field`` joins them where it is known: ``instance_ids.server_keys``).
 SERVER_KEYS = BASE_SERVER_KEYS
 
 
