@@ -337,7 +337,7 @@ class IdServer(ThreadingHTTPServer):
     regular expression of its own (``eq``, ``in`` with ``;``, ``gte``/``lt`` on dtLastUpdate written as
     ``literal`` says: epoch ms or ISO), pages by ``page``/``pageSize``, PATCH with an optimistic lock."""
 
-    def __init__(self, records: int = 30, literal: str = "epoch_ms") -> None:
+    def __init__(self, records: int = 30, literal: str = "epoch_ms", search_ids: bool = True) -> None:
         super().__init__(("127.0.0.1", 0), _IdHandler)
         base = int(time.time() * 1000) - 86_400_000
         self.rows = {
@@ -345,6 +345,7 @@ class IdServer(ThreadingHTTPServer):
             for n in range(1, records + 1)
         }
         self.literal = literal
+        self.search_ids = search_ids
         self.lock = threading.Lock()
         self.patches = 0
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
@@ -393,6 +394,9 @@ class _IdHandler(BaseHTTPRequestHandler):
             )
             return
         query = dict(parse_qsl(parts.query))
+        if not self.server.search_ids and re.search(r"(^|,)id=", query.get("search", "")):
+            self._send({"errors": [{"message": "id is not a field", "attribute-name": "search"}]}, 400)
+            return
         try:
             for name, op, raw in _CLAUSE.findall(query.get("search", "")):
                 raw = unquote(raw)
@@ -468,6 +472,15 @@ def test_a_stand_in_keyed_by_id_is_probed_extracted_and_written_back(stand_in, c
     )
     assert (loaded.updated, loaded.unchanged, fresh.patches) == (1, 1, 1)
     assert fresh.rows[3]["dsName"] == "three"
+
+
+def test_the_separator_is_checked_on_another_field_where_the_id_cannot_be_searched(stand_in, capsys):
+    stand_in(search_ids=False)
+    code, report = probe_json(capsys)
+    assert (code, report["extras"]["id_field"], report["extras"]["in_separator"]) == (0, "id", ";")
+    assert finding(report, "in") == {"level": "ok", "topic": "in", "text": (
+        "search=cdCustomer=in:K1;K2 answers both instances"
+    )}  # fmt: skip
 
 
 def test_a_stand_in_with_iso_literals_is_read_with_date_literal_iso(stand_in, capsys, tmp_path):

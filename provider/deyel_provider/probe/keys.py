@@ -287,19 +287,37 @@ class KeyChecks:
         return newest, False
 
     def separator(self, sample: list[dict[str, Any]]) -> None:
-        """A search for two known values with ``in`` must answer both (and nothing else)."""
-        name: str | None = self.id_field
-        if name is not None and name != LINKS:
-            first, second = instance_id(sample[0], name), instance_id(sample[1], name)
-        else:
-            picked = search_field(sample)
-            name, first = picked if picked is not None else (None, None)
-            second = sample[1].get(name) if name is not None else None
-        if name is None or first is None or second is None or str(first) == str(second):
+        """A search for two known values with ``in`` must answer both (and nothing else): on the id key, or
+        on another field when the server refuses to search the id."""
+        pairs: list[tuple[str, Any, Any]] = []
+        if self.id_field is not None and self.id_field != LINKS:
+            pairs.append(
+                (self.id_field, instance_id(sample[0], self.id_field), instance_id(sample[1], self.id_field))
+            )
+        picked = search_field(sample)
+        if picked is not None and picked[0] not in (self.id_field, LINKS):
+            pairs.append((picked[0], picked[1], sample[1].get(picked[0])))
+        pairs = [(n, a, b) for n, a, b in pairs if a is not None and b is not None and str(a) != str(b)]
+        if not pairs:
             self._note(WARN, "in", "no field with two distinct plain values to check the in separator on")
             return
+        shown = ""
+        for name, first, second in pairs:
+            said: dict[str, str] = {}
+            if self._separator_on(name, first, second, said):
+                return
+            shown = "; ".join(f"{s!r} {t}" for s, t in said.items())
+            if not all(text.startswith("answered") for text in said.values()):
+                break  # the field was searched, and no separator found both: another field says no more
+        self._note(
+            WARN,
+            "in",
+            f"no separator finds both {name} values with in ({shown}): the write-back's key search needs it "
+            f"(or batch_size=1, one eq search per record)",
+        )
+
+    def _separator_on(self, name: str, first: Any, second: Any, said: dict[str, str]) -> bool:
         wanted = {str(first), str(second)}
-        said: dict[str, str] = {}
         for sep in unique([self.config.in_separator], SEPARATORS):
             if any(sep in value for value in wanted):
                 continue
@@ -311,22 +329,12 @@ class KeyChecks:
                 self.extras["in_separator"] = sep
                 level = OK if sep == self.config.in_separator else WARN
                 before = "; ".join(f"{s!r} {t}" for s, t in said.items())
-                self._note(
-                    level,
-                    "in",
-                    f"search={search} answers both instances"
-                    + (f" (the connection's {before})" if before else ""),
-                )
-                return
+                tried = f" (tried before: {before})" if before else ""
+                self._note(level, "in", f"search={search} answers both instances{tried}")
+                return True
             said[sep] = (
                 f"answered {answer.status}"
                 if records is None
                 else f"found {len(got & wanted)} of the 2 values"
             )
-        shown = "; ".join(f"{s!r} {t}" for s, t in said.items())
-        self._note(
-            WARN,
-            "in",
-            f"no separator finds both {name} values with in ({shown}): the write-back's key search needs it "
-            f"(or batch_size=1, one eq search per record)",
-        )
+        return False
