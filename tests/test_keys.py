@@ -233,6 +233,22 @@ def test_an_incremental_field_in_epoch_seconds_is_a_typed_error_not_zero_records
         assert not (tmp_path / "out.jsonl").exists()
 
 
+@pytest.mark.parametrize("unit", ["s", "iso"])
+def test_the_emulator_sends_dtlastupdate_in_its_unit_and_locks_on_it(deyel_conn, unit):
+    from deyel_provider.exceptions import DeyelConflictError
+
+    with served(deyel_conn, updated_unit=unit, updated_order="id"):
+        hook = DeyelHook()
+        one = hook.get_instance(FORM, 1)
+        assert one["dtLastUpdate"] == ("1767225600" if unit == "s" else "2026-01-01T00:00:00.000Z")
+        listed = next(iter(hook.request("GET", f"/forms/{FORM}/instances", params={"pageSize": 1}).json()))
+        assert listed["dtLastUpdate"] == one["dtLastUpdate"]
+        hook.update_instance(FORM, 1, {"dsNotes": "once", "dtLastUpdate": one["dtLastUpdate"]})
+        with pytest.raises(DeyelConflictError):
+            hook.update_instance(FORM, 1, {"dsNotes": "twice", "dtLastUpdate": one["dtLastUpdate"]})
+        assert hook.get_instance(FORM, 1)["dsNotes"] == "once"
+
+
 def test_an_incremental_field_in_iso_text_is_a_typed_error(deyel_conn, tmp_path):
     with served(deyel_conn, updated_unit="iso"):
         with pytest.raises(DeyelIncompleteError, match=r"ISO 8601 text.*incremental_field"):
