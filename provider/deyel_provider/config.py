@@ -155,9 +155,9 @@ class DeyelConfig:
         )
 
 
-def _check_keys(conn_id: str, extras: Mapping[str, Any]) -> None:
+def _check_keys(conn_id: str, extras: dict[str, Any]) -> None:
     """The id key is named in search clauses and error messages: it cannot hold what splits a clause."""
-    id_field = extras["id_field"].strip()
+    id_field = extras["id_field"] = extras["id_field"].strip()
     if not id_field or any(c in id_field for c in ",=:"):
         raise DeyelConfigError(
             f"connection {conn_id!r}: extra field 'id_field' must be the key holding an instance's id (e.g. "
