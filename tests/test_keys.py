@@ -111,6 +111,15 @@ def test_with_id_field_an_id_keyed_server_is_extracted_and_written_back(deyel_co
         assert "id" not in store.get(TARGET_FORM, first)  # the server's key is not sent back as a field
 
 
+@pytest.mark.parametrize("value", ["", "id,name", "id=1", " "])
+def test_an_id_field_that_cannot_name_a_key_is_refused(deyel_conn, value):
+    from deyel_provider.exceptions import DeyelConfigError
+
+    deyel_conn(extra={"id_field": value or "a:b"})
+    with pytest.raises(DeyelConfigError, match="'id_field' must be the key holding an instance's id"):
+        DeyelHook().config  # noqa: B018
+
+
 def test_the_sensor_reports_ids_under_the_servers_key_and_searches_on_it(deyel_conn):
     with served(deyel_conn, {"id_field": "id"}, id_key="id"):
         found = probe(DeyelHook(), InstanceQuery.build(FORM, "id=in:3;5", min_count=2, max_instances=2))
