@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from deyel_provider.conn_fields import DEFAULTS
+from deyel_provider.dates import in_seconds, is_iso
+from deyel_provider.dates import search_literal as literal
 from deyel_provider.instance_ids import LINKS, instance_id, self_link_id
 from deyel_provider.probe.results import FAIL, OK, TINY, WARN, Answer, ProbeFailed, search_field, unique
-from deyel_provider.slicing import in_seconds, is_iso
-from deyel_provider.slicing import search_literal as literal
 
 if TYPE_CHECKING:
     from deyel_provider.probe.prober import Prober

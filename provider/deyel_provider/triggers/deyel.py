@@ -25,10 +25,11 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from deyel_provider import exceptions
+from deyel_provider.dates import search_literal
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
-from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS, search_literal
+from deyel_provider.slicing import CLOCK_MARGIN_MS, LOCAL_CLOCK_MARGIN_MS
 
 _T = TypeVar("_T")
 
