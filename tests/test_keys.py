@@ -277,6 +277,29 @@ def test_the_probe_says_which_key_holds_the_id_and_prints_it_among_the_extras(de
         assert "nothing to change" not in out
 
 
+def test_the_extras_the_probe_prints_make_an_unlike_server_work(deyel_conn, capsys, tmp_path):
+    """Ids under ``id``, ISO literals, ',' between in values: set what the probe printed, and the probe has
+    nothing left to change while extraction and write-back work."""
+    unlike = {"id_key": "id", "date_format": "iso", "in_separator": ","}
+    with served(deyel_conn, **unlike) as emulator:
+        _, first = probe_json(capsys)
+        extras = first["extras"]
+        assert {k: extras[k] for k in ("id_field", "date_literal", "in_separator")} == {
+            "id_field": "id",
+            "date_literal": "iso",
+            "in_separator": ",",
+        }
+        deyel_conn(url=emulator.url, extra={"cache": "memory", **extras})
+        main(["--conn-id", "deyel_default"])
+        assert "The connection already says so: nothing to change." in capsys.readouterr().out
+        assert full_load(tmp_path / "out.jsonl")["records"] == RECORDS
+        rows = [{"cdCustomer": f"C-{i}", "dsName": f"name {i}"} for i in range(3)]
+        for row in rows:
+            emulator.state.store.create(TARGET_FORM, dict(row))
+        loaded = upsert(DeyelHook(), TARGET_FORM, [*rows[:2], {**rows[2], "dsName": "new"}], "cdCustomer")
+        assert (loaded.unchanged, loaded.updated, loaded.created) == (2, 1, 0)
+
+
 def test_the_probe_finds_ids_given_only_in_links(deyel_conn, capsys):
     with served(deyel_conn, id_in_links_only=True):
         code, report = probe_json(capsys)
