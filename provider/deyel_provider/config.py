@@ -66,6 +66,10 @@ class DeyelConfig:
     # The server's clock (issue 20): see the extras' descriptions in conn_fields.
     settle_seconds: float
     max_clock_skew_seconds: float
+    # Undocumented keys and literals (id_field, date_literal, in_separator; see conn_fields).
+    id_field: str
+    date_literal: str
+    in_separator: str
 
     @property
     def token_url(self) -> str:
@@ -136,6 +140,7 @@ class DeyelConfig:
                 f"{MIN_LOCK_LEASE:g} s (the renewal lock's holder extends its lease every third of it), "
                 f"got {extras['cache_lock_lease']!r}"
             )
+        _check_keys(conn_id, extras)
         if extras["cache"] == "redis" and not (extras["cache_url"] or extras["cache_conn_id"]):
             raise DeyelConfigError(
                 f"connection {conn_id!r}: cache 'redis' needs the 'cache_url' extra "
@@ -150,6 +155,16 @@ class DeyelConfig:
             user_password=user_password,
             token_path=token_path,
             **extras,
+        )
+
+
+def _check_keys(conn_id: str, extras: dict[str, Any]) -> None:
+    """The id key is named in search clauses and error messages: it cannot hold what splits a clause."""
+    id_field = extras["id_field"] = extras["id_field"].strip()
+    if not id_field or any(c in id_field for c in ",=:"):
+        raise DeyelConfigError(
+            f"connection {conn_id!r}: extra field 'id_field' must be the key holding an instance's id (e.g. "
+            f"idObjectValue, id) or 'links', got {extras['id_field']!r}"
         )
 
 

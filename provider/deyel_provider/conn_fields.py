@@ -282,6 +282,31 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         above=True,
         maximum=10**8,
     ),
+    # Keys and literals Deyel does not document (issue 20): every one a setting; deyel-probe finds them.
+    ExtraField(
+        "id_field",
+        "Instance id key",
+        "Key holding an instance's id in listings (assumed: idObjectValue). links: the server sends the id "
+        "only in the instance's self link; the id is the last segment of its href.",
+        "string",
+        "idObjectValue",
+    ),
+    ExtraField(
+        "date_literal",
+        "Date literal in search",
+        "How dates are written in search values: epoch_ms (milliseconds since the epoch, assumed) or iso "
+        "(ISO 8601 in UTC, e.g. 2026-01-01T00:00:00.000Z).",
+        "string",
+        "epoch_ms",
+        enum=("epoch_ms", "iso"),
+    ),
+    ExtraField(
+        "in_separator",
+        "Separator of in values",
+        "Separator of the values of the search operator in (assumed: ;): the write-back's key search.",
+        "string",
+        ";",
+    ),
 )
 
 #: Older spellings, still read. Airflow hides the value of any extra whose name holds "token" (the UI form

@@ -230,7 +230,12 @@ def extract(
     check_output_name(target.name, format, compression)
     options: dict[str, Any] = {}
     if format == "parquet":
-        options = {"schema": schema, "compression": compression or "snappy", "redact": hook.redactor}
+        options = {
+            "schema": schema,
+            "compression": compression or "snappy",
+            "redact": hook.redactor,
+            "id_field": hook.config.id_field,
+        }
         if row_group_bytes is not None:
             options["row_group_bytes"] = row_group_bytes
     elif row_group_bytes is not None:

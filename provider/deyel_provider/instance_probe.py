@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD
 from deyel_provider.pagination import Page, Paging, parse_page
 
 if TYPE_CHECKING:
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 MAX_INSTANCES = 100
 #: Page size of the counting reads when the server sends no total.
 COUNT_PAGE_SIZE = 1000
-#: The id of an instance in every listing.
-ID_FIELD = "idObjectValue"
+#: The id of an instance in listings, unless the connection's ``id_field`` says otherwise.
+ID_FIELD = DEFAULT_ID_FIELD
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ def probe(hook: DeyelHook, query: InstanceQuery) -> ProbeResult:
     base: dict[str, Any] = {"search": query.search} if query.search else {}
     size = max(1, query.max_instances, min(query.min_count, COUNT_PAGE_SIZE))
     first = _read(hook, endpoint, {**base, **paging.params_for(0, size)}, paging)
-    instances = tuple(_reduced(r, query.fields) for r in first.records[: query.max_instances])
+    id_field = hook.config.id_field
+    instances = tuple(_reduced(r, query.fields, id_field) for r in first.records[: query.max_instances])
     served = len(first.records)
     total = first.total
     if not paging.pages:
@@ -154,9 +156,10 @@ def _read(hook: DeyelHook, endpoint: str, params: dict[str, Any] | None, paging:
     return parse_page(hook.request("GET", endpoint, params=params), paging)
 
 
-def _reduced(record: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {ID_FIELD: record.get(ID_FIELD)}
-    out.update({name: record.get(name) for name in fields if name != ID_FIELD})
+def _reduced(record: Mapping[str, Any], fields: Sequence[str], id_field: str = ID_FIELD) -> dict[str, Any]:
+    """The instance's id under the server's own key (``links``: its links), and the fields asked for."""
+    out: dict[str, Any] = {id_field: record.get(id_field)}
+    out.update({name: record.get(name) for name in fields if name != id_field})
     return out
 
 

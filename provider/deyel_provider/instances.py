@@ -23,11 +23,13 @@ from deyel_provider.exceptions import (
     DeyelNotFoundError,
     DeyelRequestError,
 )
+from deyel_provider.instance_ids import BASE_SERVER_KEYS
 
 log = logging.getLogger(__name__)
 
-#: Keys the server owns in an instance: not values the caller sets, so not compared after a replay.
-SERVER_KEYS = frozenset({"idObjectValue", "idObjectName", "dtLastUpdate", "links"})
+#: Keys the server owns in an instance: not values the caller sets, so not compared after a replay (the
+#: connection's ``id_field`` joins them where it is known: ``instance_ids.server_keys``).
+SERVER_KEYS = BASE_SERVER_KEYS
 
 
 def instance_path(collection: str, instance_id: str | int) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.pagination import Paging, parse_page
 from deyel_provider.sources import key_text
 
@@ -39,6 +40,7 @@ class KeySearch:
     :param paging: the connection's paging, used when a search's matches fill a page.
     :param separator: separator of the values of the ``in`` operator.
     :param max_search_length: the most encoded characters of one ``search`` value.
+    :param id_field: where listings hold an instance's id (the connection's ``id_field``).
     """
 
     def __init__(
@@ -51,7 +53,9 @@ class KeySearch:
         get: Callable[[str, dict[str, Any] | None], requests.Response],
         separator: str = ";",
         max_search_length: int = MAX_SEARCH_LENGTH,
+        id_field: str = DEFAULT_ID_FIELD,
     ) -> None:
+        self._id_field = id_field
         self.form = form
         self.key = key
         self._endpoint = endpoint
@@ -85,8 +89,9 @@ class KeySearch:
             if value is None
             else f"has {self.key}={str(value)[:80]!r}, a value not asked for"
         )
+        ident = instance_id(instance, self._id_field)
         return DeyelBadResponseError(
-            f"searching {self.form} with {clause[:80]!r}: instance {instance.get('idObjectValue')} {what}, "
+            f"searching {self.form} with {clause[:80]!r}: instance {ident} {what}, "
             f"so the server did not apply the search as sent (a listing without field values, a filter "
             f"ignored, another spelling or case of the key); records it cannot match are not written. Check "
             f"that {self.key!r} is a field of the form, and in_separator (or batch_size=1, one eq search per "
@@ -147,13 +152,13 @@ class KeySearch:
             page = parse_page(self._get(url, query), paging)
             fresh = 0
             for instance in page.records:
-                instance_id = instance.get("idObjectValue")
-                if instance_id is None:
+                ident = instance_id(instance, self._id_field)
+                if ident is None:
                     raise DeyelBadResponseError(
-                        f"an instance of {self.form} came without its idObjectValue", method="GET", path=url
+                        f"{self.form}: {missing_id(self._id_field)}", method="GET", path=url
                     )
-                fresh += str(instance_id) not in instances
-                instances[str(instance_id)] = instance
+                fresh += ident not in instances
+                instances[ident] = instance
             self._honoured = max(self._honoured, len(page.records))
             if not paging.pages or not fresh:
                 break

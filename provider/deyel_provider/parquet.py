@@ -25,12 +25,21 @@ from typing import IO, Any
 from deyel_provider.compression import PARQUET_CODECS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
 from deyel_provider.formats import OpenFile, Part, RecordWriter, _encodable_json, _json, _refuse_surrogates
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Arrow data per row group: memory holds about one (plus a page), readers get large enough groups.
 DEFAULT_ROW_GROUP_BYTES = 8 * 2**20
-#: Columns of an empty run's file when nothing declares any: every Deyel instance has these two.
+#: Columns of an empty run's file when nothing declares any: every Deyel instance has these two (the id under
+#: the connection's ``id_field``, see :func:`empty_run_columns`).
 EMPTY_RUN_COLUMNS: tuple[tuple[str, str], ...] = (("idObjectValue", "string"), ("dtLastUpdate", "timestamp"))
+
+
+def empty_run_columns(id_field: str = DEFAULT_ID_FIELD) -> tuple[tuple[str, str], ...]:
+    """An empty run's columns on a server whose listings hold the id under ``id_field``."""
+    first = ("links", "json") if id_field == LINKS else (id_field, "string")
+    return (first, ("dtLastUpdate", "timestamp"))
+
 
 #: The type a field null in its whole first page takes, from its Hungarian prefix (Deyel's naming rule).
 _NULL_FIELD_TYPES = {"dt": "timestamp", "cb": "bool", "qt": "int64", "nu": "float64", "ls": "json"}
@@ -344,6 +353,8 @@ class ParquetWriter(RecordWriter):
     :param compression: ``snappy``, ``zstd``, ``gzip`` or ``none``.
     :param row_group_bytes: Arrow bytes per row group (capped at ``max_file_bytes`` when splitting).
     :param redact: applied to the text of server values in error messages.
+    :param id_field: where an instance's id is (the connection's ``id_field``): named in errors, and the
+        first column of an empty run.
     """
 
     def __init__(
@@ -356,8 +367,10 @@ class ParquetWriter(RecordWriter):
         compression: str | None = "snappy",
         row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
         redact: Callable[[str], str] = str,
+        id_field: str = DEFAULT_ID_FIELD,
     ) -> None:
         super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
+        self._id_field = id_field
         self.pa, self.pq = pyarrow_modules()
         compression = compression or "snappy"
         if compression not in PARQUET_CODECS:
@@ -384,7 +397,7 @@ class ParquetWriter(RecordWriter):
     def types(self) -> Types:
         """The columns and their types so far (the final schema once the run is written)."""
         known = tuple((c.name, c.type) for c in self._columns.values() if c.type is not None)
-        return known or EMPTY_RUN_COLUMNS
+        return known or empty_run_columns(self._id_field)
 
     def arrow_schema(self, types: Types | None = None) -> Any:
         types = self.types if types is None else types
@@ -445,18 +458,18 @@ class ParquetWriter(RecordWriter):
         self, column: _Column, records: Sequence[dict[str, Any]], misfit: _Misfit
     ) -> DeyelSchemaError:
         position = self.records + misfit.index + 1
-        instance_id = records[misfit.index].get("idObjectValue")
-        instance_id = None if instance_id is None else self._redact(str(instance_id))[:80]
+        ident = instance_id(records[misfit.index], self._id_field)
+        ident = None if ident is None else self._redact(ident)[:80]
         value = self._redact(_json(misfit.value) if not isinstance(misfit.value, str) else repr(misfit.value))
         shown = value if len(value) <= 60 else value[:57] + "..."
-        which = f" (idObjectValue {instance_id!r})" if instance_id is not None else ""
+        which = f" ({self._id_field} {ident!r})" if ident is not None else ""
         return DeyelSchemaError(
             f"field {column.name!r} is declared {column.type!r} in schema, but record {position} of this run"
             f"{which} holds {shown}, which is not a {column.type}: declare the field as 'string' (or 'json') "
             f"in schema, or correct the value in Deyel",
             field=column.name,
             position=position,
-            instance_id=instance_id,
+            instance_id=ident,
         )
 
     def _flush(self, part: Part) -> None:

@@ -47,14 +47,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.concurrency import Concurrency
+from deyel_provider.dates import DATE_LITERALS, in_seconds, is_iso, search_literal
 from deyel_provider.exceptions import (
     DeyelClockSkewError,
     DeyelConfigError,
     DeyelError,
     DeyelIncompleteError,
+    DeyelRequestError,
     DeyelWatermarkError,
 )
 from deyel_provider.id_set import IdSet
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
 if TYPE_CHECKING:
@@ -135,7 +138,8 @@ class SlicedReader:
     :param params: other query parameters sent with every request; ``search`` is narrowed per slice.
     :param paging: the connection's paging strategy, used inside crowded milliseconds and to size responses.
     :param field: an epoch-millisecond field that every write moves to the present (``dtLastUpdate``).
-    :param id_field: the instance id, to drop repeats.
+    :param id_field: the key of the instance id, to drop repeats (``links``: the self link's last segment).
+    :param date_literal: how the slice bounds are written in ``search``: ``epoch_ms`` or ``iso``.
     :param concurrency: requests in flight (fixed or ``auto``).
     :param settle_ms: how long after its stamp a change is surely visible: windows end this long before the
         server's ``Date`` (the connection's ``settle_seconds``).
@@ -152,7 +156,8 @@ class SlicedReader:
         paging: Paging,
         *,
         field: str = "dtLastUpdate",
-        id_field: str = "idObjectValue",
+        id_field: str = DEFAULT_ID_FIELD,
+        date_literal: str = "epoch_ms",
         concurrency: Concurrency | None = None,
         logger: Any = log,
         settle_ms: int = DEFAULT_SETTLE_MS,
@@ -169,6 +174,11 @@ class SlicedReader:
         self._paging = paging
         self._field = field
         self._id_field = id_field
+        if date_literal not in DATE_LITERALS:
+            raise DeyelConfigError(f"date_literal must be one of {list(DATE_LITERALS)}, got {date_literal!r}")
+        self._date_literal = date_literal
+        #: Whether the field's unit was checked (on the first response that holds an instance).
+        self._unit_checked = False
         self._concurrency = concurrency or Concurrency(1)
         self._log = logger
         self._settle_ms = max(0, int(settle_ms))
@@ -458,12 +468,26 @@ class SlicedReader:
 
     def _get(self, start: int, end: int | None, *, index: int = 0, size: int | None = None) -> Page:
         clauses = [self._search] if self._search else []
-        clauses.append(f"{self._field}=gte:{start}")
+        clauses.append(f"{self._field}=gte:{self._literal(start)}")
         if end is not None:
-            clauses.append(f"{self._field}=lt:{end}")
+            clauses.append(f"{self._field}=lt:{self._literal(end)}")
         query = {**self._params, "search": ",".join(clauses)}
         query.update(self._paging.params_for(index, size or self._paging.page_size))
-        return self._call(self._endpoint, query)
+        try:
+            return self._call(self._endpoint, query)
+        except DeyelRequestError as refused:
+            if refused.status != 400:
+                raise
+            # Deyel documents no date literal for search values: a 400 here is most often that.
+            raise DeyelRequestError(
+                f"{refused.detail}; the slice's search bounds {self._field} with {self._date_literal} "
+                f"literals (e.g. {self._literal(start)}): if this server writes dates otherwise in search, "
+                f"set the connection's date_literal extra (epoch_ms or iso; deyel-probe tells which)",
+                status=refused.status,
+                method=refused.method,
+                path=refused.path,
+                errors=refused.errors,
+            ) from None
 
     def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
         self._concurrency.before_request()
@@ -555,6 +579,10 @@ class SlicedReader:
         """
         fresh: list[tuple[int, int, str, dict[str, Any]]] = []
         repeats = 0
+        if not self._unit_checked and page.records:
+            self._check_unit(page)
+        elif not self._unit_checked and start > 0 and self.stats.requests == 1:
+            self._check_unit(self._sample_before(start))  # the first response was empty
         for record in page.records:
             value = self._value_of(record)
             if value < start or (end is not None and value >= end):
@@ -562,7 +590,8 @@ class SlicedReader:
                     continue
                 raise DeyelIncompleteError(
                     f"asked for {self._field} in [{start}, {end}) and got an instance with {value}: the "
-                    f"server ignores the search, or does not compare dates as epoch milliseconds"
+                    f"server ignores the search, or does not compare dates as epoch milliseconds (the "
+                    f"connection's date_literal is {self._date_literal!r})"
                 )
             instance_id = self._id_of(record)
             if self._seen.add(instance_id):
@@ -649,19 +678,48 @@ class SlicedReader:
                 raise ValueError(raw)
             return int(raw) if isinstance(raw, int) else int(str(raw).strip())
         except (TypeError, ValueError):
+            ident = instance_id(record, self._id_field)
+            unit = " (ISO 8601 text, not a number)" if is_iso(raw) else ""
             raise DeyelIncompleteError(
-                f"instance {record.get(self._id_field)!r} has {self._field}={str(raw)[:40]!r}: slicing needs "
+                f"instance {ident!r} has {self._field}={str(raw)[:40]!r}{unit}: slicing needs "
                 f"epoch-millisecond values in every instance; set incremental_field to such a field"
             ) from None
 
-    def _id_of(self, record: dict[str, Any]) -> str:
-        raw = record.get(self._id_field)
-        if not isinstance(raw, (str, int)) or isinstance(raw, bool) or raw == "":
+    def _check_unit(self, page: Page) -> None:
+        """Refuse a field in epoch seconds: compared with millisecond bounds, every window reads empty."""
+        self._unit_checked = True
+        present = page.server_ms if page.server_ms is not None else int(time.time() * 1000)
+        values = [v for v in (self._sample_value(r) for r in page.records) if v > 0]
+        if not values:
+            return
+        newest = max(values)
+        if in_seconds(newest, present):
             raise DeyelIncompleteError(
-                f"an instance has no '{self._id_field}' (got {type(raw).__name__}): repeats cannot be told "
-                f"apart without the instance id"
+                f"{self._field} holds epoch seconds (newest {newest}: in milliseconds a moment of 1970) "
+                f"where epoch milliseconds are expected: every window bounded in milliseconds would read "
+                f"nothing; set incremental_field to an epoch-millisecond field"
             )
-        return str(raw)
+
+    def _sample_before(self, start: int) -> Page:
+        """One instance older than an empty first window, to check the field's unit with: a field in
+        seconds compared with millisecond bounds makes every window empty, so an empty one proves nothing."""
+        if not self._paging.pages:
+            return Page(records=[])  # one response would hold every older instance
+        clauses = [self._search] if self._search else []
+        clauses.append(f"{self._field}=lt:{self._literal(start)}")
+        query = {**self._params, "search": ",".join(clauses), **self._paging.params_for(0, 1)}
+        return self._call(self._endpoint, query)
+
+    def _literal(self, moment: int) -> str:
+        return search_literal(moment, self._date_literal)
+
+    def _id_of(self, record: dict[str, Any]) -> str:
+        ident = instance_id(record, self._id_field)
+        if ident is None:
+            raise DeyelIncompleteError(
+                f"{missing_id(self._id_field)}; repeats cannot be told apart without the instance id"
+            )
+        return ident
 
     def _page_param_name(self) -> str:
         return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(

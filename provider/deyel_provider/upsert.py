@@ -47,6 +47,7 @@ from deyel_provider.exceptions import (
     DeyelRequestError,
     DeyelServerError,
 )
+from deyel_provider.instance_ids import instance_id, missing_id, server_keys
 from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
 from deyel_provider.sources import Record, Source, check_keys, key_text
@@ -99,7 +100,7 @@ def upsert(
     max_workers_ceiling: int = 8,
     batch_size: int = 100,
     max_search_length: int = MAX_SEARCH_LENGTH,
-    in_separator: str = ";",
+    in_separator: str | None = None,
     max_rejects: int = 0,
     rejects: str | ObjectStoragePath | None = None,
     rejects_conn_id: str | None = None,
@@ -122,7 +123,8 @@ def upsert(
     :param batch_size: records matched by one search, at most 1000 (a server whose pages are smaller is
         paged through: see :meth:`KeySearch._search`).
     :param max_search_length: the most encoded characters of one ``search`` value (a batch is split past it).
-    :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed).
+    :param in_separator: separator of the values of Deyel's ``in`` operator; default: the connection's
+        ``in_separator`` extra (``;`` assumed).
     :param max_rejects: rejects tolerated; past it the load still finishes, then raises
         :class:`DeyelRejectedError`.
     :param rejects: where to publish the rejects (JSON Lines); None: only logged and counted.
@@ -144,7 +146,7 @@ def upsert(
         raise DeyelConfigError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
     if not isinstance(max_rejects, int) or isinstance(max_rejects, bool) or max_rejects < 0:
         raise DeyelConfigError(f"max_rejects must be a whole number >= 0, got {max_rejects!r}")
-    if not in_separator or not isinstance(in_separator, str):
+    if in_separator is not None and (not in_separator or not isinstance(in_separator, str)):
         raise DeyelConfigError("in_separator must be a non-empty string (Deyel's is assumed to be ';')")
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
@@ -241,7 +243,7 @@ class _Loader:
         concurrency: Concurrency,
         batch_size: int,
         max_search_length: int,
-        in_separator: str,
+        in_separator: str | None,
         logger: Any,
     ) -> None:
         self.hook = hook
@@ -253,14 +255,19 @@ class _Loader:
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.log = logger
+        #: Where listings hold an instance's id (the connection's ``id_field``): the write's path.
+        self.id_field = hook.config.id_field
+        self._server_keys = server_keys(self.id_field)
         self.search = KeySearch(
             form,
             endpoint,
             key,
             paging=hook.paging(batch_size),
             get=lambda url, query: self._call(partial(self._get, url, query)),
-            separator=in_separator,
+            # None: the connection's (read here, inside the load: a bad connection leaves nothing behind).
+            separator=in_separator if in_separator is not None else hook.config.in_separator,
             max_search_length=max_search_length,
+            id_field=self.id_field,
         )
         self.started = time.monotonic()
         self.rejected = 0
@@ -364,12 +371,12 @@ class _Loader:
     def _compared(self, record: Record) -> list[str]:
         if self.fields is not None:
             return self.fields
-        return [f for f in record.values if f != self.key and f not in SERVER_KEYS]
+        return [f for f in record.values if f != self.key and f not in self._server_keys]
 
     def _place(self, record: Record, found: list[dict[str, Any]]) -> str | Reject:
         """Create, update or leave alone the instance of one record; a refusal is returned as a Reject."""
         if len(found) > 1:
-            ids = ", ".join(str(i.get("idObjectValue")) for i in found[:5])
+            ids = ", ".join(str(instance_id(i, self.id_field)) for i in found[:5])
             return self._reject(
                 record,
                 f"{len(found)} instances of {self.form} have this {self.key} (ids {ids}): the key must name "
@@ -399,16 +406,21 @@ class _Loader:
         key = key_text(record.values.get(self.key)) or ""
         return Reject(key=key, where=record.where, errors=errors, status=status, record=record.values)
 
-    def _update(self, record: Record, instance: dict[str, Any], *, again: bool = False) -> str | Reject:
+    def _update(
+        self, record: Record, instance: dict[str, Any], *, again: bool = False, ident: str | None = None
+    ) -> str | Reject:
         changes = differences(record.values, instance, self._compared(record))
         if not changes:
             return UNCHANGED
-        instance_id = str(instance["idObjectValue"])
+        # The id from the listing: a re-read instance (GET of one) may not repeat it.
+        ident = ident or instance_id(instance, self.id_field)
+        if ident is None:  # the key search refuses instances without one
+            raise DeyelBadResponseError(missing_id(self.id_field), method="GET", path=self.endpoint)
         values = {**changes, "dtLastUpdate": instance.get("dtLastUpdate")}
         try:
             self._call(
                 lambda: self.hook.update_instance(
-                    self.form, instance_id, values, on_retry=self.concurrency.note_retry
+                    self.form, ident, values, on_retry=self.concurrency.note_retry
                 )
             )
             return UPDATED
@@ -422,11 +434,11 @@ class _Loader:
         # Another user saved it since it was read: read it again and write what still differs, once.
         try:
             fresh = self._call(
-                lambda: self.hook.get_instance(self.form, instance_id, on_retry=self.concurrency.note_retry)
+                lambda: self.hook.get_instance(self.form, ident, on_retry=self.concurrency.note_retry)
             )
         except DeyelNotFoundError:
             return self._create(record) if self.mode != "update" else self._reject(record, _DELETED, self.key)
-        return self._update(record, fresh, again=True)
+        return self._update(record, fresh, again=True, ident=ident)
 
     def _create(self, record: Record) -> str | Reject:
         values = record.values

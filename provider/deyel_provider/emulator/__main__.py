@@ -22,6 +22,7 @@ from deyel_provider.emulator.settings import (
     PAGING_CHOICES,
     UNAUTHORIZED_STYLE_CHOICES,
     UPDATED_ORDER_CHOICES,
+    UPDATED_UNIT_CHOICES,
     VERSION_CHOICES,
     EmulatorSettings,
 )
@@ -35,6 +36,7 @@ _CHOICES = {
     "updated_order": UPDATED_ORDER_CHOICES,
     "list_order": LIST_ORDER_CHOICES,
     "link_style": LINK_STYLE_CHOICES,
+    "updated_unit": UPDATED_UNIT_CHOICES,
 }
 
 

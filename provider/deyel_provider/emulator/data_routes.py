@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from deyel_provider.emulator.forms import write_errors
 from deyel_provider.emulator.paging import PagingError, Window, encode_cursor, parse_window
+from deyel_provider.emulator.records import stamp_in_unit
 from deyel_provider.emulator.responses import errors_response, json_response, unauthorized_response
 from deyel_provider.emulator.search import Search, SearchError, parse_search
 from deyel_provider.emulator.state import EmulatorState
@@ -49,7 +50,17 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         return errors_response(404, f"Form '{form}' not found", "form")
 
     def instance_missing(form: str, raw_id: str) -> Response:
-        return errors_response(404, f"Instance '{raw_id}' of form '{form}' not found", "idObjectValue")
+        return errors_response(404, f"Instance '{raw_id}' of form '{form}' not found", settings.id_key)
+
+    def shown(instance_id: int, values: dict[str, Any], href: str) -> dict[str, Any]:
+        """An instance as this server sends it: its id under ``id_key`` (or only in its self link), and
+        dtLastUpdate in ``updated_unit``."""
+        body: dict[str, Any] = {} if settings.id_in_links_only else {settings.id_key: str(instance_id)}
+        body.update(values)
+        if "dtLastUpdate" in values:
+            body["dtLastUpdate"] = stamp_in_unit(values["dtLastUpdate"], settings.updated_unit)
+        body["links"] = [{"rel": "self", "href": href}]
+        return body
 
     async def json_object(request: Request) -> dict[str, Any] | Response:
         if not _is_json(request):
@@ -79,10 +90,7 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         start, stop = window.bounds(ids, listing.key)
         page_ids = ids[start:stop]
         href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/"
-        body = [
-            {"idObjectValue": str(i), **values, "links": [{"rel": "self", "href": f"{href}{i}"}]}
-            for i, values in store.get_many(form, page_ids)
-        ]
+        body = [shown(i, values, f"{href}{i}") for i, values in store.get_many(form, page_ids)]
         headers: dict[str, str] = {}
         if settings.paging != "none" and settings.send_total:
             counted = store.select(form, Search(clauses=()), "").ids if settings.total_ignores_search else ids
@@ -117,6 +125,7 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
                 in_separator=settings.in_separator,
                 date_format=settings.date_format,
                 known_fields=store.known_fields(form),
+                updated_unit=settings.updated_unit,
             )
             window = parse_window(settings, request.query_params)
         except SearchError as exc:
@@ -136,11 +145,11 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
             return form_missing(form)
         instance_id = _instance_id(raw_id)
         values = None if instance_id is None else store.get(form, instance_id)
-        if values is None:
+        if values is None or instance_id is None:
             return instance_missing(form, raw_id)
         base = str(request.base_url).rstrip("/")
         href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/{instance_id}"
-        return json_response({"idObjectValue": raw_id, **values, "links": [{"rel": "self", "href": href}]})
+        return json_response(shown(instance_id, values, href))
 
     async def create_instance(request: Request) -> Response:
         if not authorized(request):
@@ -154,17 +163,13 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
             return invalid
         new_id, stamp = store.create(form, body)
         value = str(new_id)
-        # The docs name the id both name/value and idObjectName/idObjectValue: send both pairs.
-        return json_response(
-            {
-                "idObjectName": form,
-                "idObjectValue": value,
-                "name": form,
-                "value": value,
-                "dtLastUpdate": stamp,
-            },
-            201,
-        )
+        # The docs name the id both name/value and idObjectName/idObjectValue: send both pairs (the second
+        # under the id_key of this server's listings, none when they hold the id only in links).
+        created = {"idObjectName": form, settings.id_key: value, "name": form, "value": value}
+        if settings.id_in_links_only:
+            del created[settings.id_key]
+        created["dtLastUpdate"] = stamp_in_unit(stamp, settings.updated_unit)
+        return json_response(created, 201)
 
     async def update_instance(request: Request) -> Response:
         if not authorized(request):
@@ -183,6 +188,11 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         invalid = refused(form, body, whole=request.method == "PUT")
         if invalid is not None:
             return invalid
+        stored = store.get(form, instance_id) or {}
+        if settings.updated_unit != "ms" and "dtLastUpdate" in body and "dtLastUpdate" in stored:
+            # The client sends back the value it read, in this server's unit: compared in that unit.
+            if str(body["dtLastUpdate"]) == str(stamp_in_unit(stored["dtLastUpdate"], settings.updated_unit)):
+                body["dtLastUpdate"] = stored["dtLastUpdate"]
         result, current = store.update(form, instance_id, body, partial=request.method == "PATCH")
         if result is UpdateResult.NOT_FOUND:
             return instance_missing(form, raw_id)
@@ -193,7 +203,8 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
         if result is UpdateResult.STALE:
             return errors_response(
                 settings.stale_status,
-                f"The instance was modified by another user (current dtLastUpdate {current})",
+                f"The instance was modified by another user (current dtLastUpdate "
+                f"{stamp_in_unit(current, settings.updated_unit)})",
                 "dtLastUpdate",
             )
         return Response(status_code=202)

@@ -8,6 +8,7 @@ collection in memory.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 SEEDED_FORM = "CRM_ACCOUNT"
@@ -95,6 +96,17 @@ _FIELDS: tuple[tuple[str, Callable[[int, int], Any]], ...] = (
 )
 _FIELD_INDEX = {name: (k, gen) for k, (name, gen) in enumerate(_FIELDS)}
 FIELD_NAMES: tuple[str, ...] = (*(name for name, _ in _FIELDS), "dtLastUpdate")
+
+
+def stamp_in_unit(stamp: Any, unit: str) -> Any:
+    """A dtLastUpdate kept in epoch milliseconds as the server sends it (``updated_unit``: ms, s or iso)."""
+    if unit == "ms" or stamp is None:
+        return stamp
+    ms = int(stamp)
+    if unit == "s":
+        return str(ms // 1000)
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def to_v80(value: Any) -> Any:

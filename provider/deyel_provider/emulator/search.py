@@ -151,10 +151,10 @@ def _parse_date(raw: str, date_format: str) -> int:
     return (parsed - _EPOCH) // _ONE_MS
 
 
-def _literal(kind: str, raw: str, field: str, date_format: str) -> Any:
+def _literal(kind: str, raw: str, field: str, date_format: str, scale: int = 1) -> Any:
     try:
         if kind == "date":
-            return _parse_date(raw, date_format)
+            return _parse_date(raw, date_format) * (scale if date_format == "epoch_ms" else 1)
         if kind == "number":
             return float(raw)
     except ValueError:
@@ -165,9 +165,17 @@ def _literal(kind: str, raw: str, field: str, date_format: str) -> Any:
 
 
 def parse_search(
-    text: str, *, in_separator: str, date_format: str, known_fields: Collection[str] | None = None
+    text: str,
+    *,
+    in_separator: str,
+    date_format: str,
+    known_fields: Collection[str] | None = None,
+    updated_unit: str = "ms",
 ) -> Search:
-    """Parse a search expression; ``known_fields`` (top-level names) makes unknown fields an error."""
+    """Parse a search expression; ``known_fields`` (top-level names) makes unknown fields an error.
+
+    ``updated_unit`` ``s``: an epoch literal of dtLastUpdate counts seconds, as a server storing seconds
+    compares it (a millisecond bound then lies 50,000 years ahead)."""
     if not text.strip():
         return Search(clauses=())
     clauses = []
@@ -181,12 +189,15 @@ def parse_search(
         if known_fields is not None and field.split("/", 1)[0] not in known_fields:
             raise SearchError(f"Unknown field '{field}' in search")
         kind = _kind(field)
+        scale = 1000 if field == "dtLastUpdate" and updated_unit == "s" else 1
         value: Any
         if op in ("in", "nin"):
-            value = frozenset(_literal(kind, item, field, date_format) for item in raw.split(in_separator))
+            value = frozenset(
+                _literal(kind, item, field, date_format, scale) for item in raw.split(in_separator)
+            )
         elif op in ("like", "sw", "nsw", "ew", "new"):
             value = raw
         else:
-            value = _literal(kind, raw, field, date_format)
+            value = _literal(kind, raw, field, date_format, scale)
         clauses.append(Clause(field=field, op=op, raw=raw, kind=kind, value=value))
     return Search(clauses=tuple(clauses))

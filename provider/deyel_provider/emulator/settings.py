@@ -12,6 +12,7 @@ UnauthorizedStyle = Literal["errors", "errorCode"]
 DateFormat = Literal["epoch_ms", "iso"]
 UpdatedOrder = Literal["random", "id"]
 ListOrder = Literal["id", "dtLastUpdate"]
+UpdatedUnit = Literal["ms", "s", "iso"]
 
 PAGING_CHOICES: tuple[str, ...] = ("page", "offset", "link", "none")
 VERSION_CHOICES: tuple[str, ...] = ("8.4", "8.0")
@@ -19,6 +20,7 @@ UNAUTHORIZED_STYLE_CHOICES: tuple[str, ...] = ("errors", "errorCode")
 DATE_FORMAT_CHOICES: tuple[str, ...] = ("epoch_ms", "iso")
 UPDATED_ORDER_CHOICES: tuple[str, ...] = ("random", "id")
 LIST_ORDER_CHOICES: tuple[str, ...] = ("id", "dtLastUpdate")
+UPDATED_UNIT_CHOICES: tuple[str, ...] = ("ms", "s", "iso")
 #: How a next link is written: a whole URL, a path from the server root (``/api/forms/...?cursor=``), or
 #: relative to the request (``instances?cursor=``), as RFC 8288 allows.
 LINK_STYLE_CHOICES: tuple[str, ...] = ("absolute", "path", "relative")
@@ -116,6 +118,14 @@ class EmulatorSettings:
     # approval example creates and a sensor waits on; any other form exists once a POST creates it.
     empty_forms: str = "PURCHASE_REQUEST"
 
+    # Keys Deyel does not document (issue 20): the key holding an instance's id in listings and single reads
+    # (also the name a search filters the id on); ``id_in_links_only`` sends the id only in the instance's
+    # self link href. ``updated_unit``: dtLastUpdate as epoch milliseconds (assumed), epoch seconds, or ISO
+    # 8601 text; in seconds, a search's epoch literal for it is read in seconds too.
+    id_key: str = "idObjectValue"
+    id_in_links_only: bool = False
+    updated_unit: UpdatedUnit = "ms"
+
     def __post_init__(self) -> None:
         problems = []
         if self.paging not in PAGING_CHOICES:
@@ -161,6 +171,14 @@ class EmulatorSettings:
                 problems.append(f"{name} must start with '/' and not end with '/'")
         if not self.token_path:
             problems.append("token_path must not be empty")
+        if (
+            not self.id_key
+            or any(c in self.id_key for c in ",=:/ ")
+            or self.id_key in ("links", "dtLastUpdate")
+        ):
+            problems.append("id_key must be a plain key name (not links or dtLastUpdate)")
+        if self.updated_unit not in UPDATED_UNIT_CHOICES:
+            problems.append(f"updated_unit must be one of {UPDATED_UNIT_CHOICES}")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -64,9 +64,9 @@ class Listing:
     key: Callable[[int], Any]
 
 
-def _dict_getter(instance_id: int, values: dict[str, Any]) -> Callable[[str], Any]:
+def _dict_getter(instance_id: int, values: dict[str, Any], id_key: str) -> Callable[[str], Any]:
     def get(name: str) -> Any:
-        return str(instance_id) if name == "idObjectValue" else values.get(name)
+        return str(instance_id) if name == id_key else values.get(name)
 
     return get
 
@@ -99,6 +99,8 @@ class DataStore:
             updated_burst=settings.updated_burst,
         )
         self._by_update = settings.list_order == "dtLastUpdate"
+        self._id_key = settings.id_key
+        self._reserved = RESERVED_KEYS | {settings.id_key}
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._index: _UpdatedIndex | None = None
@@ -124,10 +126,10 @@ class DataStore:
     def known_fields(self, form: str) -> frozenset[str] | None:
         """Top-level fields a search may name, when the form has a fixed schema (the seeded one)."""
         if form == SEEDED_FORM:
-            return frozenset(FIELD_NAMES) | {"idObjectValue"}
+            return frozenset(FIELD_NAMES) | {self._id_key}
         schema = SCHEMAS.get(form)
         if schema is not None and schema.closed:
-            return schema.fields | {"idObjectValue", "dtLastUpdate"}
+            return schema.fields | {self._id_key, "dtLastUpdate"}
         return None
 
     def get(self, form: str, instance_id: int) -> dict[str, Any] | None:
@@ -233,6 +235,7 @@ class DataStore:
             candidates = range(1, snap.seeded + 1)
             residual = bool(search.clauses)
         field_of = self._generator.field
+        id_key = self._id_key
         ids = []
         for instance_id in candidates:
             if instance_id in touched:
@@ -240,7 +243,7 @@ class DataStore:
             if residual:
 
                 def get(name: str, i: int = instance_id - 1) -> Any:
-                    return str(i + 1) if name == "idObjectValue" else field_of(i, name)
+                    return str(i + 1) if name == id_key else field_of(i, name)
 
                 if not search.matches(get):
                     continue
@@ -248,7 +251,7 @@ class DataStore:
         # The index lists in (dtLastUpdate, id) order; the collection may list by id.
         reorder = bounds is not None and not self._by_update
         for instance_id, values in snap.changed.items():
-            if search.matches(_dict_getter(instance_id, values)):
+            if search.matches(_dict_getter(instance_id, values, id_key)):
                 ids.append(instance_id)
                 reorder = True
         if reorder:
@@ -287,9 +290,8 @@ class DataStore:
         """An instance with a save still in its transaction: another save waits for it, here refused."""
         return any(entry[2] == form and entry[3] == instance_id for entry in self._uncommitted)
 
-    @staticmethod
-    def _clean(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in values.items() if k not in RESERVED_KEYS}
+    def _clean(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in self._reserved}
 
     def create(self, form: str, values: dict[str, Any]) -> tuple[int, str]:
         with self._lock:

@@ -293,6 +293,8 @@ class DeyelHook(BaseHook):
             query,
             self.paging(page_size),
             field=field,
+            id_field=self.config.id_field,
+            date_literal=self.config.date_literal,
             concurrency=concurrency,
             logger=logger or self.log,
             # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
@@ -402,7 +404,7 @@ class DeyelHook(BaseHook):
         """Return one instance of a form, ``dtLastUpdate`` included (what an update must send back).
 
         :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
-        :param instance_id: the instance's ``idObjectValue``; encoded into the path.
+        :param instance_id: the instance's id (its ``id_field`` key in listings); encoded into the path.
         :param on_retry: see :meth:`request` (the instance helpers all take it).
         """
         path = instance_path(instances_endpoint(form), instance_id)

@@ -50,7 +50,8 @@ class DeyelUpsertOperator(BaseOperator):
     :param batch_size: records matched by one search, at most 1000 (a server whose pages are smaller is
         paged through).
     :param max_search_length: the most encoded characters of one ``search`` value; a longer batch is split.
-    :param in_separator: separator of the values of Deyel's ``in`` operator (``;`` assumed, undocumented).
+    :param in_separator: separator of the values of Deyel's ``in`` operator; default: the connection's
+        ``in_separator`` extra (``;`` assumed, undocumented).
     :param source_format: ``jsonl``, ``csv`` or ``parquet``; default: from the file's suffix (templated).
     :param source_conn_id: Airflow connection of the source's object store, if it needs one.
     :param rejects_conn_id: Airflow connection of the rejects' object store, if it needs one.
@@ -84,7 +85,7 @@ class DeyelUpsertOperator(BaseOperator):
         rejects: str | ObjectStoragePath | None = None,
         batch_size: int = 100,
         max_search_length: int = MAX_SEARCH_LENGTH,
-        in_separator: str = ";",
+        in_separator: str | None = None,
         source_format: str | None = None,
         source_conn_id: str | None = None,
         rejects_conn_id: str | None = None,

@@ -1,4 +1,5 @@
-"""The probe's steps: token, API prefix, paging, count header, page-size cap, search."""
+"""The probe's steps: token, API prefix, paging, count header, page-size cap, search; then the id key,
+dates and clocks (:mod:`deyel_provider.probe.keys`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import requests
 
 from deyel_provider.config import DeyelConfig
 from deyel_provider.exceptions import DeyelAuthError, DeyelError
+from deyel_provider.probe.keys import KeyChecks
 from deyel_provider.probe.results import (
     FAIL,
     MIN_INSTANCES,
@@ -118,6 +120,8 @@ class Prober:
             prefix = self.find_prefix()
             self.result.extras["api_prefix"] = prefix
             self.detect_paging()
+            # The undocumented keys and clocks (issue 20): probe/keys.py, once paging is known.
+            KeyChecks(self).run()
         except ProbeFailed as exc:
             self.note(FAIL, "stopped", str(exc))
         return self.result

@@ -9,6 +9,8 @@ from typing import Any
 
 import requests
 
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id
+
 PREFIXES = ("", "/api", "/rest", "/DeyelWeb/api", "/DeyelWeb/rest", "/deyel/api", "/api/v1")
 PAGE_PARAMS = ("page", "pageNumber", "pageNo", "p")
 SIZE_PARAMS = ("pageSize", "size", "per_page", "limit", "max", "rows", "count")
@@ -77,8 +79,9 @@ def unique(*groups: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(item for group in groups for item in group))
 
 
-def record_key(record: dict[str, Any]) -> str:
-    ident = record.get("idObjectValue")
+def record_key(record: dict[str, Any], id_field: str = DEFAULT_ID_FIELD) -> str:
+    """The instance's id under ``id_field``, else the whole instance: paging is told apart either way."""
+    ident = instance_id(record, id_field)
     return str(ident) if ident is not None else json.dumps(record, sort_keys=True, default=str)
 
 
@@ -94,7 +97,7 @@ def search_field(sample: Sequence[dict[str, Any]]) -> tuple[str, Any] | None:
     plain = [
         (name, value)
         for name, value in first.items()
-        if name not in ("links", "idObjectValue")
+        if name not in ("links", DEFAULT_ID_FIELD)
         and isinstance(value, (str, int))
         and not isinstance(value, bool)
         and not any(c in str(value) for c in ",=:;")
@@ -105,5 +108,5 @@ def search_field(sample: Sequence[dict[str, Any]]) -> tuple[str, Any] | None:
     plain.sort(key=lambda item: (not isinstance(item[1], str) or item[0].startswith("dt"), item[0]))
     if plain:
         return plain[0]
-    ident = first.get("idObjectValue")
-    return ("idObjectValue", ident) if ident is not None else None
+    ident = first.get(DEFAULT_ID_FIELD)
+    return (DEFAULT_ID_FIELD, ident) if ident is not None else None

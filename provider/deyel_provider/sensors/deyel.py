@@ -31,7 +31,8 @@ class DeyelInstanceSensor(BaseSensorOperator):
     Each poke is one cheap GET (the first page, ``max_instances`` long, counted by the server's total header
     where it sends one; see :mod:`deyel_provider.instance_probe`). The XCom, the same in both modes, is
     ``{"form", "search", "count", "count_exact", "instances"}``, where ``instances`` holds at most
-    ``max_instances`` matches, each reduced to ``idObjectValue`` and ``fields``.
+    ``max_instances`` matches, each reduced to its id (under the connection's ``id_field``, by default
+    ``idObjectValue``) and ``fields``.
 
     Refused credentials, a missing form, a refused search or a missing permission fail the task at once
     with the typed :class:`~deyel_provider.exceptions.DeyelError`; a transient failure is retried by the

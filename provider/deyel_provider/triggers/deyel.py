@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from deyel_provider import exceptions
+from deyel_provider.dates import search_literal
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
@@ -266,13 +267,20 @@ class DeyelChangeTrigger(BaseEventTrigger):
         return self._settled_present(hook, probe(hook, self.query).server_ms)
 
     def _changes_since(self, hook: DeyelHook, mark: int) -> dict[str, Any] | None:
-        changed = probe(hook, self._narrowed(f"{self.field}=gte:{mark}"))
+        kind = hook.config.date_literal  # dates in search as the server reads them (date_literal extra)
+        changed = probe(hook, self._narrowed(f"{self.field}=gte:{search_literal(mark, kind)}"))
         if changed.count == 0:
             return None
         end = self._settled_present(hook, changed.server_ms)
         if end is None or end <= mark:
             return None
-        window = probe(hook, self._narrowed(f"{self.field}=gte:{mark}", f"{self.field}=lt:{end}"))
+        window = probe(
+            hook,
+            self._narrowed(
+                f"{self.field}=gte:{search_literal(mark, kind)}",
+                f"{self.field}=lt:{search_literal(end, kind)}",
+            ),
+        )
         if window.count == 0:  # every change is too close to the present yet: the next poll takes it
             return None
         return {

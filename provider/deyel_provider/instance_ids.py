@@ -1,0 +1,59 @@
+"""Where an instance's id is in a listing: the connection's ``id_field`` extra, or the instance's self link.
+
+Deyel documents no key for the id of a listed instance: the project assumes ``idObjectValue`` (the name the
+POST answer uses). A server that keys it otherwise (``id``) is read by setting ``id_field``; one that sends
+the id only in the hypermedia link of the instance (``links: [{"rel": "self", "href": ".../instances/42"}]``)
+by setting it to ``links``: the id is then the last path segment of that href. ``deyel-probe`` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+#: The assumed key (deyel-api.md, [ASSUMED]).
+DEFAULT_ID_FIELD = "idObjectValue"
+#: The ``id_field`` value meaning "the last segment of the instance's self link".
+LINKS = "links"
+#: Keys the server owns in an instance whatever the id key: never written back, never compared.
+BASE_SERVER_KEYS = frozenset({"idObjectValue", "idObjectName", "dtLastUpdate", "links"})
+
+
+def instance_id(record: Mapping[str, Any], id_field: str = DEFAULT_ID_FIELD) -> str | None:
+    """The instance's id as text, or None when ``record`` holds none where ``id_field`` says."""
+    if id_field == LINKS:
+        return self_link_id(record.get(LINKS))
+    raw = record.get(id_field)
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)) or raw == "":
+        return None
+    return str(raw)
+
+
+def self_link_id(links: Any) -> str | None:
+    """The last path segment of the ``self`` link's href (the only link, when none says ``self``)."""
+    if not isinstance(links, list):
+        return None
+    candidates = [link for link in links if isinstance(link, Mapping) and isinstance(link.get("href"), str)]
+    chosen = [link for link in candidates if str(link.get("rel", "")).lower() == "self"]
+    if not chosen and len(candidates) == 1:
+        chosen = candidates
+    if len(chosen) != 1:
+        return None
+    segment = urlsplit(chosen[0]["href"]).path.rstrip("/").rsplit("/", 1)[-1]
+    text = unquote(segment)
+    return text if text not in ("", ".", "..", "instances") else None
+
+
+def server_keys(id_field: str = DEFAULT_ID_FIELD) -> frozenset[str]:
+    """The keys a write-back must not compare or send: the server's, the connection's id key included."""
+    return BASE_SERVER_KEYS | {id_field}
+
+
+def missing_id(id_field: str) -> str:
+    """Why an instance has no id, and the setting that fixes it (no server text: it may echo anything)."""
+    where = "self link in 'links'" if id_field == LINKS else f"'{id_field}'"
+    return (
+        f"an instance has no {where}: set the connection's 'id_field' extra to the key holding the instance "
+        f"id ('links' when only its self link holds it); deyel-probe tells which"
+    )
