@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from airflow.triggers.base import BaseEventTrigger
 
-from deyel_provider.exceptions import DeyelAuthError
+from deyel_provider.exceptions import DeyelAuthError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.triggers.deyel import DeyelChangeTrigger
+from deyel_provider.triggers.deyel import DeyelChangeTrigger, _signer_of
+from deyel_provider.watermark import VERSION
 from tests.helpers import CLIENT_SECRET
 
 FORM = "PURCHASE_REQUEST"
@@ -101,7 +102,8 @@ def test_fires_for_later_changes_with_a_window_that_extracts_them(emulator, deye
     assert in_window(later) == [first]
     # A window is saved once the triggerer asks for the next event: the first one is; the last one was only
     # taken (the generator was closed right after), so a restarted trigger sends it again, never loses it.
-    assert state.values == {trigger.state_key: event["window_end"]}
+    assert list(state.values) == [trigger.state_key]
+    assert state.values[trigger.state_key]["end"] == event["window_end"]  # signed: {"v", "key", "end", "mac"}
 
 
 def test_watching_a_form_before_its_first_instance(emulator, deyel_conn):
@@ -140,7 +142,7 @@ def test_the_watermark_survives_a_triggerer_restart(emulator, deyel_conn):
 
     emulator.advance(5)
     asyncio.run(until_cancelled())  # the triggerer stops; the watermark it started from is in the state
-    started_at = state.values[first_run.state_key]
+    started_at = state.values[first_run.state_key]["end"]
     approve(pending)  # changed while no triggerer ran
     emulator.advance(2)
     _, kwargs = first_run.serialize()
@@ -196,3 +198,80 @@ def test_serialises_to_plain_values_without_secrets(emulator, deyel_conn):
     # An AssetWatcher identifies its trigger by this hash: the same arguments, the same trigger.
     assert BaseEventTrigger.hash(classpath, kwargs) == BaseEventTrigger.hash(*trigger.serialize())
     assert emulator.stats()["token_requests"] == 0
+
+
+# -- the watermark in the asset's state: owned by the connection, signed (issue 20, findings 2 and 3) ------
+
+
+def _first_event(trigger: DeyelChangeTrigger) -> dict:
+    async def first() -> dict:
+        events = trigger.run()
+        event = await next_event(events)
+        await events.aclose()
+        return event
+
+    return asyncio.run(first())
+
+
+def test_two_connections_watching_one_asset_keep_their_own_watermarks(emulator, deyel_conn):
+    """Finding 2 for the change trigger: its key was (form, field, search), so two watchers of one asset
+    through two connections (two tenants) shared one watermark, each starting where the other stopped."""
+    deyel_conn("deyel_tenant_b")
+    state = AssetState()
+    tenant_a = watcher(state, start=0)
+    tenant_b = watcher(state, start=0, deyel_conn_id="deyel_tenant_b")
+    assert tenant_a.state_key != tenant_b.state_key
+    create("PENDING")
+    emulator.advance(15)  # past the settle margin
+    first_a = _first_event(tenant_a)
+    first_b = _first_event(tenant_b)
+    assert first_a["window_start"] == first_b["window_start"] == 0  # B did not start at A's end
+    assert first_a["count"] == first_b["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        4_102_444_800_000,  # a bare moment (year 2100), as an earlier release stored it
+        {"v": 2, "key": None, "end": 4_102_444_800_000, "mac": "0" * 64},
+        "not a watermark",
+    ],
+)
+def test_a_planted_watermark_is_not_trusted(emulator, deyel_conn, planted):
+    """Finding 3 for the change trigger: whatever was in the asset's state was trusted, so a moment planted
+    far ahead silenced the watcher until then. Now a value this provider did not sign is refused: with
+    ``start`` the watch begins there (repeats at most), without it the trigger fails typed."""
+    create("PENDING")
+    emulator.advance(15)
+    state = AssetState()
+    key = watcher(state).state_key
+    if isinstance(planted, dict):
+        planted = {**planted, "key": key}
+    state.values[key] = planted
+    event = _first_event(watcher(state, start=0))
+    assert event["window_start"] == 0 and event["count"] == 1
+
+    state.values[key] = planted
+    with pytest.raises(DeyelWatermarkError, match="pass start="):
+        _first_event(watcher(state))
+
+
+def test_a_watermark_signed_with_another_connections_secret_is_not_trusted(emulator, deyel_conn):
+    """A value signed under this very key, but with another connection's client secret (another tenant's,
+    or this one's before a rotation), is refused too."""
+    deyel_conn("deyel_other", password="another-secret")
+    state = AssetState()
+    mine = watcher(state)
+    theirs = _signer_of(DeyelHook(deyel_conn_id="deyel_other"))
+    state.values[mine.state_key] = theirs.sign(
+        {"v": VERSION, "key": mine.state_key, "end": 4_102_444_800_000}
+    )
+    with pytest.raises(DeyelWatermarkError, match="fails its check"):
+        _first_event(mine)
+    # The same value signed with this connection's own secret is trusted (the check above can pass).
+    state.values[mine.state_key] = _signer_of(DeyelHook()).sign(
+        {"v": VERSION, "key": mine.state_key, "end": 0}
+    )
+    create("PENDING")
+    emulator.advance(15)
+    assert _first_event(mine)["window_start"] == 0

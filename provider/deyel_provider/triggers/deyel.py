@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import functools
 import hashlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,8 +26,9 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from deyel_provider import exceptions
+from deyel_provider import watermark as wm
 from deyel_provider.dates import search_literal
-from deyel_provider.exceptions import DeyelClockSkewError, DeyelError
+from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
 from deyel_provider.slicing import LOCAL_CLOCK_MARGIN_MS, check_server_clock
@@ -159,7 +161,7 @@ class DeyelInstanceTrigger(BaseTrigger):
 
 
 #: Prefix of the change trigger's watermark in the asset's state (not the extraction's ``deyel_watermark``).
-CHANGE_STATE_PREFIX = "deyel_change_watermark"
+CHANGE_STATE_PREFIX = "deyel_change_watermark2"
 
 
 class DeyelChangeTrigger(BaseEventTrigger):
@@ -221,21 +223,26 @@ class DeyelChangeTrigger(BaseEventTrigger):
 
     @property
     def state_key(self) -> str:
-        """One watermark per (form, field, search) in the asset's state."""
-        digest = hashlib.sha256(self.query.search.encode()).hexdigest()[:16]
+        """One watermark per (connection, form, field, search) in the asset's state: two watchers of one
+        asset reading two tenants (or one form through two connections) keep their own."""
+        owner = json.dumps(
+            [self.deyel_conn_id, self.query.form, self.field, self.query.search], separators=(",", ":")
+        )
+        digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
         return f"{CHANGE_STATE_PREFIX}:{self.query.form}:{self.field}:{digest}"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = DeyelHook(deyel_conn_id=self.deyel_conn_id)
         try:
-            mark = saved = await self._load_watermark()
+            signer = await in_thread(self.deyel_conn_id, _signer_of, hook)
+            mark = saved = await self._load_watermark(signer)
             while True:
                 try:
                     event = None
                     if mark is None:
                         mark = saved = await in_thread(self.deyel_conn_id, self._present, hook)
                         if mark is not None:
-                            await self._save_watermark(mark)
+                            await self._save_watermark(mark, signer)
                     if mark is not None:
                         event = await in_thread(self.deyel_conn_id, self._changes_since, hook, mark)
                 except DeyelError as exc:
@@ -253,7 +260,7 @@ class DeyelChangeTrigger(BaseEventTrigger):
                     mark = event["window_end"]
                 await asyncio.sleep(self.poll_interval)
                 if mark is not None and mark != saved:
-                    await self._save_watermark(mark)
+                    await self._save_watermark(mark, signer)
                     saved = mark
         finally:
             # Not queued behind hung calls: closing the pooled sessions does not wait on the network.
@@ -293,27 +300,46 @@ class DeyelChangeTrigger(BaseEventTrigger):
             "count_exact": window.exact,
         }
 
-    # -- issue 20, finding 3: a Date far ahead of this worker's clock does not move the watermark -----------
+    # -- its watermark in the asset's state: owned by the connection, signed with its key --------------------
 
-    async def _load_watermark(self) -> int | None:
+    async def _load_watermark(self, signer: wm.WatermarkSigner) -> int | None:
+        """The stored watermark once its MAC proves this provider wrote it for this connection and key; else
+        ``start``. A value that fails the check with no ``start`` to fall back on is a typed error: the
+        trigger cannot know where it was, and starting at the present would skip what changed since."""
         store = getattr(self, "asset_state_store", None)
-        if store is not None:
-            try:
-                stored = await store.aget(self.state_key)
-            except Exception as exc:  # an Airflow without this asset's state: fall back to ``start``
-                self.log.warning("Could not read the watermark from the asset's state (%s)", exc)
-            else:
-                if isinstance(stored, int) and not isinstance(stored, bool):
-                    self.log.info("Watching %s for changes since %s (asset state)", self.query.form, stored)
-                    return stored
-        return self.start
+        if store is None:
+            return self.start
+        try:
+            stored = await store.aget(self.state_key)
+        except Exception as exc:  # an Airflow without this asset's state: fall back to ``start``
+            self.log.warning("Could not read the watermark from the asset's state (%s)", exc)
+            return self.start
+        if stored is None:
+            return self.start
+        mark = _verified_mark(stored, self.state_key, signer)
+        if mark is None:
+            why = (
+                f"the change trigger's watermark {self.state_key!r} in the asset's state fails its check "
+                f"(not a value this provider signed for connection {self.deyel_conn_id!r}: planted, altered, "
+                f"or written before the client secret changed)"
+            )
+            if self.start is None:
+                raise DeyelWatermarkError(
+                    f"{why}; pass start= (epoch ms) to DeyelChangeTrigger to watch from a known moment, or "
+                    f"delete that key from the asset's state"
+                )
+            self.log.warning("%s: watching from start=%s instead", why, self.start)
+            return self.start
+        self.log.info("Watching %s for changes since %s (asset state)", self.query.form, mark)
+        return mark
 
-    async def _save_watermark(self, mark: int) -> None:
+    async def _save_watermark(self, mark: int, signer: wm.WatermarkSigner) -> None:
         store = getattr(self, "asset_state_store", None)
         if store is None:
             return
+        value = signer.sign({"v": wm.VERSION, "key": self.state_key, "end": mark})
         try:
-            await store.aset(self.state_key, mark)
+            await store.aset(self.state_key, value)
         except Exception as exc:
             self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
 
@@ -332,3 +358,21 @@ class DeyelChangeTrigger(BaseEventTrigger):
             self.log.warning("Not moving the change watermark of %s: %s", self.query.form, exc.detail)
             return None
         return server_ms - settle_ms
+
+
+def _signer_of(hook: DeyelHook) -> wm.WatermarkSigner:
+    """The connection's watermark signer (reading the connection may block: called in a thread)."""
+    config = hook.config
+    return wm.WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id)
+
+
+def _verified_mark(value: Any, key: str, signer: wm.WatermarkSigner) -> int | None:
+    """The moment a stored change watermark holds, or None when it fails its MAC or is no moment."""
+    try:
+        body = signer.verified(value, key, "the asset's state")
+    except DeyelWatermarkError:
+        return None
+    end = body.get("end")
+    if not isinstance(end, int) or isinstance(end, bool) or not 0 <= end <= wm.MAX_MS:
+        return None
+    return end
