@@ -118,11 +118,18 @@ def sensor(**kwargs) -> DeyelInstanceSensor:
 
 def test_the_sensors_count_does_not_stop_at_a_page_counting_header_on_a_capping_server(deyel_conn):
     """1,000 instances, pages capped at 50, the header counting the page: before, "50, exact" and a sensor
-    waiting for 100 never fired."""
+    waiting for 100 never fired. Now the header is caught counting the page (a page of one says 1): a typed
+    error naming total_header; with total_header none the sensor fires."""
     with run_emulator(records=1000, page_size_max=50, total_counts_page=True) as emulator:
         deyel_conn(url=emulator.url)
+        with pytest.raises(DeyelIncompleteError, match="counts the page sent.*total_header to 'none'"):
+            sensor(min_count=100).poke({})
+        deyel_conn(url=emulator.url, extra={"total_header": "none"})
+        emulator.reset()
         outcome = sensor(min_count=100).poke({})
-        assert outcome and outcome.xcom_value["count"] >= 100
+        assert outcome and outcome.xcom_value["count"] == 100
+        # 50 of 100 asked, then page 2 at 50 (full: the cap is proven) makes 100.
+        assert emulator.stats()["api_requests"] == 2
 
 
 def test_the_sensors_count_does_not_stop_at_a_page_shortened_after_paging(deyel_conn):
@@ -194,14 +201,20 @@ class _StandInHandler(BaseHTTPRequestHandler):
     def _send(self, body: object, headers: list[tuple[str, str]]) -> None:
         data = json.dumps(body).encode()
         self.send_response(200)
-        for name, value in [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers]:
+        for name, value in [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *headers,
+        ]:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._send({"access_token": "stand-in-token-0123456789", "token_type": "Bearer", "expires_in": 3600}, [])
+        self._send(
+            {"access_token": "stand-in-token-0123456789", "token_type": "Bearer", "expires_in": 3600}, []
+        )
 
     def do_GET(self) -> None:
         server = self.server

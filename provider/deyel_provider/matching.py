@@ -8,8 +8,11 @@ another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). 
 client too: an instance without the key, or whose key is not a value asked for, means the server did not
 apply the search, a typed error before any write.
 
-A key is "missing" (then created) only when the search is proven complete: see :meth:`KeySearch._search`
-for why a page shorter than asked is not proof by itself (a server that caps pages sends short pages too).
+A key is "missing" (then created) only when the search is proven complete: the pages are walked by
+:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (a page shorter than
+asked is not one by itself: a server that caps pages, or drops instances after paging, sends short pages
+too; a count header equal to a short page is not one either), so a search cut short fails typed before any
+write instead of creating a duplicate.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError
-from deyel_provider.pagination import Paging, parse_page
+from deyel_provider.page_walker import PageWalker
+from deyel_provider.pagination import Page, Paging, parse_page
 from deyel_provider.sources import key_text
 
 if TYPE_CHECKING:
@@ -59,8 +63,8 @@ class KeySearch:
         self._get = get
         self._separator = separator
         self._max_length = max_search_length
-        #: The longest page the server has sent: it serves pages of that size in full (its cap is no lower).
-        self._honoured = 0
+        #: Decides when a search's listing has ended; learns the server's cap across the searches of a load.
+        self._walker = PageWalker(paging)
 
     def find(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel).
@@ -127,55 +131,41 @@ class KeySearch:
         return clauses
 
     def _search(self, clause: str, expected: int) -> list[dict[str, Any]]:
-        """Every instance the clause matches, through as many pages as it takes.
+        """Every instance the clause matches, through as many pages as it takes to prove the end.
 
-        The page size asked is one more than can match, so a page that holds every match is short and
-        needs no next request. But a server may cap its pages below what is asked, and a capped page is
-        short too: a short page proves the end only when a total header says every match came, the page
-        is empty, or the server has already sent a page of at least this size (so it serves it in full).
-        Otherwise the search goes on from where it is, in pages the size of the short one: the server
-        sent that many, so it serves pages of that size in full. Without a total header this costs one
-        request more per search (the empty page that ends it), never a missed instance.
+        The page size asked is one more than can match, so on a server that serves it a page holding every
+        match is short. A short page ends the search only on the walker's proof (the server proved it sends
+        pages of at least that size in full, or a total shown to count the search agrees); otherwise the
+        search goes on in pages of the short one's size up to an empty page: one request more, never a
+        missed instance (which the load would then create a second time).
         """
         paging = self._paging
         size = min(expected + 1, MAX_BATCH)
-        url: str = self._endpoint
-        query: dict[str, Any] | None = {"search": clause, **paging.params_for(0, size)}
+
+        def page(index: int, count: int) -> Page:
+            return parse_page(
+                self._get(self._endpoint, {"search": clause, **paging.params_for(index, count)}), paging
+            )
+
+        def follow(url: str) -> Page:
+            return parse_page(self._get(url, None), paging)
+
         instances: dict[str, dict[str, Any]] = {}
-        index = 0
-        while True:
-            page = parse_page(self._get(url, query), paging)
-            fresh = 0
-            for instance in page.records:
+        for answer in self._walker.walk(page(0, size), size, page, follow):
+            for instance in answer.records:
                 instance_id = instance.get("idObjectValue")
                 if instance_id is None:
                     raise DeyelBadResponseError(
-                        f"an instance of {self.form} came without its idObjectValue", method="GET", path=url
+                        f"an instance of {self.form} came without its idObjectValue",
+                        method="GET",
+                        path=self._endpoint,
                     )
-                fresh += str(instance_id) not in instances
                 instances[str(instance_id)] = instance
-            self._honoured = max(self._honoured, len(page.records))
-            if not paging.pages or not fresh:
-                break
-            if paging.strategy == "link":
-                if not page.next_url:
-                    break
-                url, query = page.next_url, None
-                continue
-            if page.total is not None and len(instances) >= page.total:
-                break
-            if len(page.records) < size:
-                if size <= self._honoured:
-                    break  # a size the server has sent in full: this short page is the last
-                # Only a first page gets here (later ones have a size the server sent): go on in pages of
-                # its length, the next one starting after it.
-                size = len(page.records)
-            index += 1
-            query = {"search": clause, **paging.params_for(index, size)}
-        if page.total is not None and len(instances) < page.total:
+        total = self._walker.last_total
+        if total is not None and len(instances) < total:
             raise DeyelIncompleteError(
                 f"searching {self.form} by {self.key}: the {paging.total_header} header says "
-                f"{page.total} instances match, but the pages held {len(instances)} and then ended: the "
+                f"{total} instances match, but the pages held {len(instances)} and then ended: the "
                 f"header does not count the search (it counts the whole form?). Set the connection's "
                 f"total_header to none; the load then proves a search's end by its pages alone"
             )

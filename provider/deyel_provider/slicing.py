@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.id_set import IdSet
+from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
 if TYPE_CHECKING:
@@ -147,10 +148,8 @@ class SlicedReader:
         self._concurrency = concurrency or Concurrency(1)
         self._log = logger
         self._lock = threading.Lock()
-        #: The most instances one response held: the server's page size is at least this.
-        self._largest = 0
-        #: The server's page size, once a response with fewer than asked and more to come proved it.
-        self._cap: int | None = None
+        #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
+        self._walker = PageWalker(paging, id_field=id_field)
         #: The densest whole slice seen (instances per ms), for planning without a total: sparse edges of
         #: a window (years with nothing in them) would make an average far too low.
         self._density: float | None = None
@@ -311,9 +310,12 @@ class SlicedReader:
                         f"header that counts the search, or a page_size above the instances of one ms"
                     )
                 yield self._accept(page, start, end, crowded=True)
+                self._walker.observe(page)
                 listed += ids
                 totals.add(page.total)
-                if not ids or len(ids) < page_size:
+                # The end of a pass only on proof: an empty page, or one below a size the server serves whole
+                # (a page shortened after paging is not; the next one is asked).
+                if not ids or self._walker.short_page_ends(len(ids), page_size):
                     break
                 if page.total is not None and len(listed) >= page.total:
                     break
@@ -369,29 +371,6 @@ class SlicedReader:
         self._concurrency.note_done()
         return page
 
-    def _next_page_is_empty(self, page: Page, start: int, end: int | None) -> bool:
-        """Fewer than asked, no total, and no response larger yet: the server may cap its pages at this
-        size. Other instances on the next page prove it does. An empty next page alone proves nothing (an
-        instance of the first page that left meanwhile shifts the one after it onto the first page), but
-        with the first page unchanged when read again it does: the slice then held only those instances
-        when the next page was read, so any other one it held before has changed, and is read where it went.
-        """
-        count = len(page.records)
-        if self._paging.strategy == "link":
-            if not page.next_url:
-                return True  # the server listed the whole slice in this one answer
-            following = self._call(page.next_url, None)
-        else:
-            following = self._get(start, end, index=1, size=count)
-        first = {self._id_of(r) for r in page.records}
-        if following.records:
-            if {self._id_of(r) for r in following.records} != first:
-                with self._lock:
-                    self._cap = count if self._cap is None else min(self._cap, count)
-            return False
-        again = self._get(start, end)
-        return {self._id_of(r) for r in again.records} == first
-
     def _check_parts(self, pending: _Pending, page: Page) -> None:
         split = pending.parent
         if split is None or split.total is None or page.total is None:
@@ -405,32 +384,14 @@ class SlicedReader:
             )
 
     def _is_whole(self, page: Page, start: int, end: int | None) -> bool:
-        """Whether ``page`` holds every instance of ``[start, end)`` (see the module docstring)."""
-        count = len(page.records)
-        if not self._paging.pages:
-            return True
-        asked = self._paging.page_size
-        with self._lock:
-            largest, self._largest = self._largest, max(self._largest, count)
-            if page.total is None:
-                # A server sends min(slice, its page size), and its page size is at least ``largest``.
-                if count == 0 or count < (self._cap or largest):
-                    return True
-                if self._cap is not None or count >= asked:
-                    return False
-        if page.total is None:
-            return self._next_page_is_empty(page, start, end)
-        with self._lock:
-            if count > page.total:
-                raise self._counts_disagree(page.total, count, None)
-            if count < page.total and count < self._paging.page_size:
-                self._cap = count if self._cap is None else min(self._cap, count)
-            if count != page.total:
-                return False
-            # A full page whose total is its own length may come from a total that counts the page, not the
-            # search: a planned slice rarely fills a page, so checking the next one costs little.
-            full = count >= min(asked, self._cap or asked)
-        return not full or self._next_page_is_empty(page, start, end)
+        """Whether ``page`` holds every instance of ``[start, end)``: the page walker's proofs (an empty next
+        page with the first unchanged, a total shown to count the search, a page below a proven cap)."""
+        return self._walker.holds_all(
+            page,
+            self._paging.page_size,
+            lambda index, size: self._get(start, end, index=index, size=size),
+            lambda url: self._call(url, None),
+        )
 
     def _counts_disagree(self, total: int, count: int, at: int | None) -> DeyelIncompleteError:
         where = f" with {self._field}={at}" if at is not None else ""
@@ -484,8 +445,8 @@ class SlicedReader:
         total, the densest well-filled slice seen so far stands in for the count.
         """
         with self._lock:
-            capacity = min(self._paging.page_size, self._cap or self._paging.page_size)
             density = self._density
+        capacity = self._walker.capacity
         target = max(1, int(capacity - SPREAD * capacity**0.5))
         total = page.total
 
