@@ -75,12 +75,8 @@ class KeySearch:
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
-            for instance in self._search(clause, expected):
-                value = instance.get(self.key)
-                text = key_text(value)
-                if text not in found:
-                    raise self._not_applied(clause, instance, value)
-                found[text].append(instance)
+            for instance in self._search(clause, expected, found):
+                found[key_text(instance.get(self.key))].append(instance)
         return found
 
     def _not_applied(self, clause: str, instance: dict[str, Any], value: Any) -> DeyelBadResponseError:
@@ -130,14 +126,16 @@ class KeySearch:
         close()
         return clauses
 
-    def _search(self, clause: str, expected: int) -> list[dict[str, Any]]:
+    def _search(self, clause: str, expected: int, asked: dict[str, Any]) -> list[dict[str, Any]]:
         """Every instance the clause matches, through as many pages as it takes to prove the end.
 
         The page size asked is one more than can match, so on a server that serves it a page holding every
         match is short. A short page ends the search only on the walker's proof (the server proved it sends
         pages of at least that size in full, or a total shown to count the search agrees); otherwise the
         search goes on in pages of the short one's size up to an empty page: one request more, never a
-        missed instance (which the load would then create a second time).
+        missed instance (which the load would then create a second time). Each page's instances are
+        checked against the keys ``asked`` before the next page is asked for: a search the server did not
+        apply is told as such, not as a paging problem.
         """
         paging = self._paging
         size = min(expected + 1, MAX_BATCH)
@@ -160,6 +158,9 @@ class KeySearch:
                         method="GET",
                         path=self._endpoint,
                     )
+                value = instance.get(self.key)
+                if key_text(value) not in asked:
+                    raise self._not_applied(clause, instance, value)
                 instances[str(instance_id)] = instance
         total = self._walker.last_total
         if total is not None and len(instances) < total:
