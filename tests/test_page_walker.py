@@ -122,7 +122,7 @@ def test_the_sensors_count_does_not_stop_at_a_page_counting_header_on_a_capping_
     error naming total_header; with total_header none the sensor fires."""
     with run_emulator(records=1000, page_size_max=50, total_counts_page=True) as emulator:
         deyel_conn(url=emulator.url)
-        with pytest.raises(DeyelIncompleteError, match="counts the page sent.*total_header to 'none'"):
+        with pytest.raises(DeyelIncompleteError, match=r"counts the page sent.*total_header to 'none'"):
             sensor(min_count=100).poke({})
         deyel_conn(url=emulator.url, extra={"total_header": "none"})
         emulator.reset()
