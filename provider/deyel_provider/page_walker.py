@@ -264,6 +264,8 @@ class PageWalker:
             if not ids:
                 again = get(0, asked)
                 return self.ids(again) == first_ids
+            if ids == first_ids:
+                return False  # the first page again: an ignored page parameter, told by the caller's paging
             if not seen.issuperset(ids):
                 if index == 1:
                     self.followed(count, asked, len(ids), lambda: get(0, count), first_ids)
