@@ -76,7 +76,7 @@ class KeySearch:
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
             for instance in self._search(clause, expected, found):
-                found[key_text(instance.get(self.key))].append(instance)
+                found[str(key_text(instance.get(self.key)))].append(instance)
         return found
 
     def _not_applied(self, clause: str, instance: dict[str, Any], value: Any) -> DeyelBadResponseError:

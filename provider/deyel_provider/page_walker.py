@@ -62,11 +62,20 @@ class PageWalker:
 
     :param paging: the connection's paging options (strategy, page size, total header).
     :param id_field: the key holding an instance's id, to tell repeats from new instances.
+    :param key: instead of ``id_field``, a function giving each instance's identity (the probe, which does
+        not know the id key yet).
     """
 
-    def __init__(self, paging: Paging, *, id_field: str = "idObjectValue") -> None:
+    def __init__(
+        self,
+        paging: Paging,
+        *,
+        id_field: str = "idObjectValue",
+        key: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
         self.paging = paging
         self.id_field = id_field
+        self._key = key
         self._lock = threading.Lock()
         self._largest = 0
         self._cap: int | None = None
@@ -114,7 +123,8 @@ class PageWalker:
             if page.total is not None and page.total > count:
                 self._counts_listing = True
 
-    def _mark_shortens(self) -> None:
+    def mark_shortens(self) -> None:
+        """A page shorter than asked was followed by more where the server's page sizes say it cannot be."""
         with self._lock:
             self._shortens = True
 
@@ -201,6 +211,8 @@ class PageWalker:
     # -- one page, or a walk -------------------------------------------------------------------------------
 
     def ids(self, page: Page) -> list[str]:
+        if self._key is not None:
+            return [self._key(record) for record in page.records]
         out = []
         for record in page.records:
             raw = record.get(self.id_field)
@@ -270,10 +282,10 @@ class PageWalker:
                 if index == 1:
                     self.followed(count, asked, len(ids), lambda: get(0, count), first_ids)
                 else:
-                    self._mark_shortens()
+                    self.mark_shortens()
                 return False
             # Only instances already read: pages overlap, so the server shortened the first one.
-            self._mark_shortens()
+            self.mark_shortens()
         raise self._endless(count)
 
     def walk(
