@@ -622,9 +622,9 @@ def test_zero_based_fixed_size_pages_are_not_taken_for_one_based(odd_server, cap
         ({"records": 25}, "ok", "page 3 held 5 of 10 asked and nothing followed"),
         ({"page_size_max": 7, "send_total": False}, "ok", "the first 4 pages of 7 came back full"),
         ({"drop_after_paging": 0.3, "records": 200}, "warn", "more instances followed"),
-        ({"drop_after_paging": 0.3, "records": 200, "paging": "link"}, "warn", "more instances followed"),
+        ({"drop_after_paging": 0.3, "records": 200, "paging": "offset"}, "warn", "more instances followed"),
     ],
-    ids=["whole pages", "the form's end", "a cap", "shortened after paging", "shortened, link paging"],
+    ids=["whole pages", "the form's end", "a cap", "shortened after paging", "shortened, offset paging"],
 )
 def test_the_probe_says_whether_short_pages_can_be_trusted(probe_server, capsys, settings, level, said):
     probe_server(**settings)
