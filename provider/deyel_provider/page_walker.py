@@ -250,8 +250,10 @@ class PageWalker:
                 return True
         if count == 0:
             return True
-        if count >= asked:
-            return False
+        with self._lock:
+            cap = self._cap if not self._shortens else None
+        if count >= min(asked, cap or asked):
+            return False  # a full page (at what was asked, or at the proven cap): more may follow
         if self.short_page_ends(count, asked):
             return True
         return self._next_is_empty(first, asked, get, follow)
