@@ -9,16 +9,20 @@ from __future__ import annotations
 import email.utils
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.paging import hidden_after_paging
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelError, DeyelIncompleteError
+from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
@@ -269,3 +273,50 @@ def test_a_stand_in_hiding_instances_after_paging(deyel_conn, tmp_path):
         target = tmp_path / "out.jsonl"
         extract(target, page_size=100)
         assert written(target) == server.visible()
+
+
+# -- every paging behaviour: every visible instance, or a typed error naming what to change -----------------
+
+
+def test_paging_behaviours_give_every_visible_instance_or_a_typed_error(deyel_conn):
+    """Caps, count headers of every kind (of the search, of the page, of the whole form, none), pages
+    shortened after paging, three paging strategies: a read yields exactly the instances the user can see,
+    or fails with a DeyelError that names a setting, and only where the count header counts something else
+    than what the pages show (the page, the whole form, instances the permissions hide)."""
+    taken: Counter[str] = Counter()
+
+    @settings(max_examples=30, deadline=None, database=None)
+    @given(
+        records=st.integers(60, 400),
+        cap=st.sampled_from([1000, 40, 13]),
+        header=st.sampled_from(["search", "search", "none", "none", "page", "form"]),
+        drop=st.sampled_from([0.0, 0.0, 0.1, 0.4]),
+        strategy=st.sampled_from(["page", "offset", "link"]),
+        page_size=st.sampled_from([30, 100]),
+    )
+    def check(records, cap, header, drop, strategy, page_size):
+        server = {
+            "records": records,
+            "page_size_max": cap,
+            "drop_after_paging": drop,
+            "paging": strategy,
+            "send_total": header != "none",
+            "total_counts_page": header == "page",
+            "total_ignores_search": header == "form",
+        }
+        with run_emulator(**server) as emulator:
+            deyel_conn(url=emulator.url, extra={"cache": "memory", "paging": strategy})
+            reader = DeyelHook().sliced_reader(FORM, page_size=page_size)
+            try:
+                got = sorted(int(r["idObjectValue"]) for s in reader.read(None, None) for r in s.records)
+            except DeyelError as error:
+                assert "total_header" in str(error) or "set" in str(error), str(error)
+                # Only where the count header counts something else than what the pages show.
+                assert header in ("page", "form") or (header == "search" and drop), str(error)
+                taken["typed error"] += 1
+            else:
+                assert got == visible(emulator), server
+                taken["complete"] += 1
+
+    check()
+    assert taken["complete"] >= 0.3 * sum(taken.values()), taken

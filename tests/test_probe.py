@@ -640,6 +640,6 @@ def test_a_stand_in_server_whose_pages_come_back_short_is_reported(odd_server, c
     """The stand-in (not the emulator) pages 50 rows by page/pageSize and caps pages at 3: pages of 3 are
     whole, the last one (2 of 3) ends the form; nothing suggests shortened pages."""
     odd_server(records=11, cap=3)
-    code, report = probe_json(capsys)
+    _, report = probe_json(capsys)
     (short,) = findings(report, "short page")
     assert short["level"] == "ok" and "nothing followed" in short["text"], report["findings"]
