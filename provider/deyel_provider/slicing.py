@@ -17,10 +17,10 @@ The contract (docs/extraction.md states it for users):
    read), :class:`~deyel_provider.exceptions.DeyelIncompleteError` says what was seen and what to change.
 
 How: the window is cut at the server's present ``t0`` (its ``Date`` header less a margin). Slices below
-``t0`` are read in any order and in parallel, and split while they hold more than one response can: by the
-total header (``count == total`` proves a slice whole), or without one by the most instances any response
-held (a server sends ``min(slice, its page size)``, so fewer than the largest page ever seen is the whole
-slice). A one-millisecond slice that still holds more is paged, re-read until two passes agree. The part
+``t0`` are read in any order and in parallel, and split while they hold more than one response can: whether
+a response holds its whole slice is :class:`~deyel_provider.page_walker.PageWalker`'s decision, on proof
+only (an empty next page with the first unchanged, a total shown to count the search, a page below a size
+the server proved it serves whole). A one-millisecond slice that still holds more is paged, re-read until two passes agree. The part
 at or above ``t0`` (full loads, or a window reaching into the present) is read last, in rounds that move
 ``t0`` forward until one response holds the rest; ids already yielded are dropped, so an instance edited
 after its slice was read is not yielded twice.
