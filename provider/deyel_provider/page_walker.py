@@ -188,7 +188,9 @@ class PageWalker:
             return False  # a page of one cannot tell the two apart: the pages decide
         single = get(0, 1)
         self.observe(single)
-        if single.total is not None and single.total > len(single.records):
+        if single.total is None:
+            return False  # no header this time: the pages decide
+        if single.total > len(single.records):
             return True
         raise self.counts_page(count)
 
