@@ -83,7 +83,7 @@ class PageWalker:
         self._cap_hint: int | None = None
         self._shortens = False
         self._counts_listing = False
-        #: The last walk's last total (None: no header), for :meth:`check_total` and callers' messages.
+        #: The last walk's last total (None: no header), for callers' messages.
         self.last_total: int | None = None
 
     # -- what is known ---------------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class PageWalker:
         Pages after a short first page are asked at its size, so they start where it ended on a capping
         server and inside it on one that shortens pages: repeats are possible (callers count ids), skips not.
         A page identical to the one before (an ignored page parameter) and a total below the instances
-        listed are typed errors. :meth:`check_total` tells a total above them once the walk ended.
+        listed are typed errors; ``last_total`` tells the caller a total above them once the walk ended.
         """
         self.last_total = None
         cut, size = len(first.records), asked
@@ -351,20 +351,9 @@ class PageWalker:
                 page = get(index, size)
         raise self._endless(size)  # pragma: no cover - a million pages
 
-    def check_total(self, counted: int) -> None:
-        """After a walk that ended: a total above what the pages held is a typed error."""
-        total = self.last_total
-        if total is not None and counted < total:
-            raise self.disagree(total, counted)
-
     def _endless(self, size: int) -> DeyelIncompleteError:
         return DeyelIncompleteError(
             f"{MAX_REPEAT_PAGES} pages of {size} in a row brought no instance not already read, and no "
             f"empty page came: the server's pages overlap without end; set the connection's paging options "
             f"to what the server understands"
         )
-
-
-def from_paging(paging: Paging, **kwargs: Any) -> PageWalker:
-    """A walker for one task's listings over one connection."""
-    return PageWalker(paging, **kwargs)

@@ -20,14 +20,14 @@ How: the window is cut at the server's present ``t0`` (its ``Date`` header less 
 ``t0`` are read in any order and in parallel, and split while they hold more than one response can: whether
 a response holds its whole slice is :class:`~deyel_provider.page_walker.PageWalker`'s decision, on proof
 only (an empty next page with the first unchanged, a total shown to count the search, a page below a size
-the server proved it serves whole). A one-millisecond slice that still holds more is paged, re-read until two passes agree. The part
-at or above ``t0`` (full loads, or a window reaching into the present) is read last, in rounds that move
-``t0`` forward until one response holds the rest; ids already yielded are dropped, so an instance edited
-after its slice was read is not yielded twice.
+the server proved it serves whole). A one-millisecond slice that still holds more is paged, re-read until
+two passes agree. The part at or above ``t0`` (full loads, or a window reaching into the present) is read
+last, in rounds that move ``t0`` forward until one response holds the rest; ids already yielded are
+dropped, so an instance edited after its slice was read is not yielded twice.
 
 Assumptions (all Deyel's documented behaviour or the project's switchable ones): every write moves
-``dtLastUpdate`` to the server's present, values are epoch milliseconds, and the server's page size does
-not vary between requests.
+``dtLastUpdate`` to the server's present, values are epoch milliseconds; short pages are trusted only as
+far as the page walker says (a server that shortens pages after paging is read to empty pages).
 """
 
 from __future__ import annotations
