@@ -320,3 +320,20 @@ def test_paging_behaviours_give_every_visible_instance_or_a_typed_error(deyel_co
 
     check()
     assert taken["complete"] >= 0.3 * sum(taken.values()), taken
+
+
+def test_a_key_search_over_pages_in_an_unstable_order_fails_typed_instead_of_creating(deyel_conn):
+    """Pages capped at 50 and listed in a new order by every request (ties of a bad ORDER BY): a search for
+    100 keys walks two pages that repeat some instances and skip others. Before: the skipped keys were
+    "missing" and created a second time. Now a typed error before any write."""
+    with run_emulator(records=0, page_size_max=50, unstable_order=True, send_total=False) as emulator:
+        deyel_conn(url=emulator.url, extra={"total_header": "none"})
+        for i in range(180):
+            emulator.state.store.create(TARGET, customer(i))
+        emulator.reset()
+        load = DeyelUpsertOperator(
+            task_id="load", form=TARGET, source=[customer(i) for i in range(100)], key=KEY, batch_size=100
+        )
+        with pytest.raises(DeyelIncompleteError, match="order"):
+            load.execute({})
+        assert set(emulator.methods()) == {"GET"}  # nothing created

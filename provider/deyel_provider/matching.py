@@ -149,7 +149,8 @@ class KeySearch:
             return parse_page(self._get(url, None), paging)
 
         instances: dict[str, dict[str, Any]] = {}
-        for answer in self._walker.walk(page(0, size), size, page, follow):
+        # A skipped instance would be created a second time: an order that changes between pages is refused.
+        for answer in self._walker.walk(page(0, size), size, page, follow, stable_order=True):
             for instance in answer.records:
                 instance_id = instance.get("idObjectValue")
                 if instance_id is None:

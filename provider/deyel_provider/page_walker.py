@@ -293,7 +293,13 @@ class PageWalker:
         raise self._endless(count)
 
     def walk(
-        self, first: Page, asked: int, get: GetPage, follow: Follow | None = None
+        self,
+        first: Page,
+        asked: int,
+        get: GetPage,
+        follow: Follow | None = None,
+        *,
+        stable_order: bool = False,
     ) -> Generator[Page, None, None]:
         """``first`` and the pages after it, up to a proven end (the caller may stop earlier).
 
@@ -301,6 +307,10 @@ class PageWalker:
         server and inside it on one that shortens pages: repeats are possible (callers count ids), skips not.
         A page identical to the one before (an ignored page parameter) and a total below the instances
         listed are typed errors; ``last_total`` tells the caller a total above them once the walk ended.
+
+        :param stable_order: the caller cannot afford a skipped instance (a missing key is created): a page
+            repeating instances of earlier ones, on a server not known to shorten pages, means the order
+            changes between requests (which skips others), a typed error.
         """
         self.last_total = None
         cut, size = len(first.records), asked
@@ -334,6 +344,13 @@ class PageWalker:
                 size = len(ids)  # page on at the size the server sent: its pages start there
             elif index == 2 and cut < asked and fresh and not before.shortens:
                 self.followed(cut, asked, len(ids), lambda: get(0, cut), self.ids(first))
+            if stable_order and index > 1 and len(fresh) < len(ids) and not self.evidence.shortens:
+                raise DeyelIncompleteError(
+                    f"page {index} repeated {len(ids) - len(fresh)} instances of earlier pages: the "
+                    f"listing's order changes between requests (or the listing moved), so others may have "
+                    f"been skipped; retry when the form is quiet, or set a batch_size whose matches fit "
+                    f"one page of the server"
+                )
             if not fresh:
                 repeats += 1
                 if repeats > MAX_REPEAT_PAGES:
