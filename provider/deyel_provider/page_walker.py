@@ -3,27 +3,29 @@
 Deyel documents no paging (``docs/deyel-api.md``); servers cap pages below what is asked, send count headers
 that count the page, or apply permissions after paging (a page comes back shorter than asked while more
 follow). Slicing, the sensor's count, the write-back's key search and ``deyel-probe`` all decide through this
-module when a listing has ended, and accept exactly three proofs:
+module when a listing has ended, and accept two proofs:
 
 1. **An empty page** at the position after the instances read (or no ``next`` link: the server says so).
-   Where the listing may shift between requests (an instance that leaves moves the later ones up), the
-   caller re-reads the first page: unchanged, nothing left in between (:meth:`PageWalker.holds_all`).
+   Pages after a short one are asked at its size, so they start where a capping server's page ended and
+   inside a shortened one: nothing is skipped. Where the listing may shift between requests (an instance
+   that leaves moves the later ones up), the first page is read again: unchanged, nothing left in between
+   (:meth:`PageWalker.holds_all`).
 2. **A total that agrees with what was counted across pages.** The count header is believed only once it
    has shown it does not count the page it comes with: a total above a page's length, a walk of several
    pages that reaches it, or a page of one asked on purpose whose total is above one. A total equal to a
    short first page is no proof: on a server capping pages below ``page_size`` a header counting the page
    says exactly that.
-3. **A page shorter than a size the server has proven it serves in full**: a proven cap (a response with
-   fewer than asked followed by more instances, and the first page asked again at that size coming back
-   whole) or the largest page it has sent. This holds for servers whose pages hold ``min(asked, cap,
-   rest)``; a server that shortens pages arbitrarily breaks it, and the walker watches for that: a page
-   below the proven size followed by more, a re-read at the cap coming back short, or a next page holding
-   only instances of the one before, marks the server's short pages as untrustworthy (``shortens``), and
-   from then on every listing is read up to an empty page. Cost: one request more per listing, and the
-   re-read of its first page (docs/extraction.md).
+
+A page shorter than asked is no proof, even below a cap the server has shown (fewer than asked, then more):
+a server that applies permissions per page shortens pages while more follow, and a sparse one passes every
+test of a cap in one region and shortens pages in another (the property test of ``tests/test_page_walker.py``
+found one). What the answers show is still recorded (:class:`PageEvidence`): a proven cap sizes slices and
+marks a page at the cap as full (split, not walked); ``shortens`` is what ``deyel-probe`` reports. Without a
+count header the cost is one request more per listing for the empty page, and one for the re-read.
 
 Everything else (a page identical to the one before, a total below what was listed or one that counts the
-page) is a typed :class:`~deyel_provider.exceptions.DeyelError`, never an early end.
+page, an order that changes between pages where a skip is not affordable) is a typed
+:class:`~deyel_provider.exceptions.DeyelError`, never an early end.
 """
 
 from __future__ import annotations
@@ -103,14 +105,6 @@ class PageWalker:
     @property
     def header(self) -> str:
         return self.paging.total_header
-
-    def short_page_ends(self, count: int, asked: int) -> bool:
-        """Whether a page of ``count`` instances, ``asked`` for, is proven the last (proof 3)."""
-        with self._lock:
-            if self._shortens or count >= asked:
-                return False
-            proven = self._cap if self._cap is not None else self._largest
-            return count < proven
 
     def observe(self, page: Page) -> None:
         """Learn from an answer: the largest page sent, and a total above the page (it counts more)."""
@@ -256,8 +250,6 @@ class PageWalker:
             cap = self._cap if not self._shortens else None
         if count >= min(asked, cap or asked):
             return False  # a full page (at what was asked, or at the proven cap): more may follow
-        if self.short_page_ends(count, asked):
-            return True
         return self._next_is_empty(first, asked, get, follow)
 
     def _next_is_empty(self, first: Page, asked: int, get: GetPage, follow: Follow | None) -> bool:
@@ -305,6 +297,7 @@ class PageWalker:
 
         Pages after a short first page are asked at its size, so they start where it ended on a capping
         server and inside it on one that shortens pages: repeats are possible (callers count ids), skips not.
+        The walk ends at an empty page, or a total shown to count the search that the pages reached.
         A page identical to the one before (an ignored page parameter) and a total below the instances
         listed are typed errors; ``last_total`` tells the caller a total above them once the walk ended.
 
@@ -362,8 +355,6 @@ class PageWalker:
                 if not page.next_url or follow is None:
                     return
                 page = follow(page.next_url)
-            elif len(ids) < size and self.short_page_ends(len(ids), size):
-                return
             else:
                 page = get(index, size)
         raise self._endless(size)  # pragma: no cover - a million pages

@@ -19,15 +19,16 @@ The contract (docs/extraction.md states it for users):
 How: the window is cut at the server's present ``t0`` (its ``Date`` header less a margin). Slices below
 ``t0`` are read in any order and in parallel, and split while they hold more than one response can: whether
 a response holds its whole slice is :class:`~deyel_provider.page_walker.PageWalker`'s decision, on proof
-only (an empty next page with the first unchanged, a total shown to count the search, a page below a size
-the server proved it serves whole). A one-millisecond slice that still holds more is paged, re-read until
+only (an empty next page with the first unchanged, or a total shown to count the search; a short page alone
+is none). A one-millisecond slice that still holds more is paged, re-read until
 two passes agree. The part at or above ``t0`` (full loads, or a window reaching into the present) is read
 last, in rounds that move ``t0`` forward until one response holds the rest; ids already yielded are
 dropped, so an instance edited after its slice was read is not yielded twice.
 
 Assumptions (all Deyel's documented behaviour or the project's switchable ones): every write moves
-``dtLastUpdate`` to the server's present, values are epoch milliseconds; short pages are trusted only as
-far as the page walker says (a server that shortens pages after paging is read to empty pages).
+``dtLastUpdate`` to the server's present, values are epoch milliseconds; a short page ends nothing (a
+server that shortens pages after paging sends them too), so without a count header slices are read to an
+empty page.
 """
 
 from __future__ import annotations
@@ -313,9 +314,9 @@ class SlicedReader:
                 self._walker.observe(page)
                 listed += ids
                 totals.add(page.total)
-                # The end of a pass only on proof: an empty page, or one below a size the server serves whole
-                # (a page shortened after paging is not; the next one is asked).
-                if not ids or self._walker.short_page_ends(len(ids), page_size):
+                # The end of a pass only on proof (page_walker): an empty page; a short one is no end (a
+                # server that shortens pages after paging sends them while more follow).
+                if not ids:
                     break
                 if page.total is not None and len(listed) >= page.total:
                     break
