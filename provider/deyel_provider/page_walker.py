@@ -335,8 +335,11 @@ class PageWalker:
                     return
             if index == 1 and len(ids) != asked:
                 size = len(ids)  # page on at the size the server sent: its pages start there
-            elif index == 2 and cut < asked and fresh and not before.shortens:
-                self.followed(cut, asked, len(ids), lambda: get(0, cut), self.ids(first))
+            elif index == 2 and cut < asked and not before.shortens:
+                # Repeats after a short first page: pages shortened after paging overlap, a capped listing
+                # in a changing order repeats; the first page asked again at its size tells which.
+                following = len(ids) if len(fresh) == len(ids) else -1
+                self.followed(cut, asked, following, lambda: get(0, cut), self.ids(first))
             if stable_order and index > 1 and len(fresh) < len(ids) and not self.evidence.shortens:
                 raise DeyelIncompleteError(
                     f"page {index} repeated {len(ids) - len(fresh)} instances of earlier pages: the "
