@@ -1,11 +1,12 @@
-"""The probe's short-page step: can a page shorter than asked be taken for the last one on this server?
+"""The probe's short-page step: does this server send pages shorter than asked while more follow?
 
-Extractions, sensors and loads end a listing at a short page only when it is shorter than a size the server
-has proven it serves in full (:mod:`deyel_provider.page_walker`). A server that applies permissions after
-paging (it pages, then removes what the user may not see) sends short pages while more follow, and then
-only an empty page ends a listing. This step reads the first pages of the form at a small size, and after
-the first short page it meets asks for the next one anyway: what the walker learns from the answers (a short
-page followed by more, a re-read at the short size that comes back shorter) is reported.
+The provider never ends a listing on a short page alone (:mod:`deyel_provider.page_walker`): without a
+count header it reads on to an empty page. Whether the server's short pages could be trusted still tells a
+user what to expect: a server that applies permissions after paging (it pages, then removes what the user
+may not see) sends short pages while more follow, and its count header, if any, usually counts the
+instances before the removal, which makes extractions fail naming ``total_header``. This step reads the
+first pages of the form at a small size, and after the first short page it meets asks for the next one
+anyway; the walker records what that shows.
 """
 
 from __future__ import annotations
@@ -70,14 +71,18 @@ def check_short_pages(prober: Prober, strategy: str, *, size: int | None = None)
         prober.note(
             WARN,
             "short page",
-            f"{verdict}: this server shortens pages after paging (permissions applied per page?), so a "
-            f"page shorter than asked proves nothing here; extractions, sensors and loads read on to an "
-            f"empty page (one request more per listing, and a re-read of its first page); a count header "
-            f"that counts what the pages show (total_header) spares those requests, one that also counts "
-            f"what they hide makes extractions fail naming it",
+            f"{verdict}: this server shortens pages after paging (permissions applied per page?), so its "
+            f"short pages cannot be trusted; the provider reads every listing on to an empty page anyway "
+            f"(a count header that counts what the pages show spares those requests; one that also counts "
+            f"what they hide makes extractions fail naming total_header: then set it to none)",
         )
     else:
-        prober.note(OK, "short page", f"{verdict}: a page shorter than asked can be taken for the last")
+        prober.note(
+            OK,
+            "short page",
+            f"{verdict}: no page was shortened while more followed (the provider still ends a listing "
+            f"only at an empty page or an agreeing count)",
+        )
 
 
 def _walk(walker: PageWalker, paging: Paging, get: Any, follow: Any, size: int) -> str:
