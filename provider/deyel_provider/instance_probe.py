@@ -5,10 +5,10 @@ A probe is one GET of the first page, long enough to hold ``max_instances`` and 
 instances: a match counts only when the server returned an instance for it. The total header
 (``total_header`` extra, ``X-Total-Count`` by default) answers a count above a full first page (it then
 counts more than the page). Otherwise, while fewer than ``min_count`` were seen, the probe reads on through
-:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (an empty page, a total
-shown to count the search, a page below a cap the server proved): a total equal to a short page (a header
-counting the page on a server capping pages) and a page shortened after paging (permissions applied per
-page) are not ends, and a total that counts the page is a typed error naming ``total_header``.
+:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (an empty page, or a
+total shown to count the search): a total equal to a short page (a header counting the page on a server
+capping pages) and a page shortened after paging (permissions applied per page) are not ends, and a total
+that counts the page is a typed error naming ``total_header``.
 
 What it returns is small and goes to XCom as it is: the count and at most ``max_instances`` matching
 instances, each reduced to its id and the fields asked for. Data belongs in files (``DeyelExtractOperator``),

@@ -386,7 +386,7 @@ class SlicedReader:
 
     def _is_whole(self, page: Page, start: int, end: int | None) -> bool:
         """Whether ``page`` holds every instance of ``[start, end)``: the page walker's proofs (an empty next
-        page with the first unchanged, a total shown to count the search, a page below a proven cap)."""
+        page with the first unchanged, or a total shown to count the search; a short page alone is none)."""
         return self._walker.holds_all(
             page,
             self._paging.page_size,

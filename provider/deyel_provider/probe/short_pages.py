@@ -100,8 +100,8 @@ def _walk(walker: PageWalker, paging: Paging, get: Any, follow: Any, size: int) 
             nxt = _next(paging, page, index, size, get, follow)
             if nxt is None or seen.issuperset(walker.ids(nxt)):
                 return f"page {index + 1} held {len(ids)} of {size} asked and nothing followed"
-            # More followed a short page at a size the server serves whole: where the walker would have
-            # ended the listing (or asked on), pages are shortened; it trusts no short page from now on.
+            # More followed a short page at a size the server serves whole (no larger than its cap):
+            # pages are shortened after paging.
             walker.mark_shortens()
             return f"page {index + 1} held {len(ids)} of {size} asked and more instances followed"
         if index == PAGES - 1:
