@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.page_walker import PageWalker
@@ -34,6 +35,10 @@ MAX_INSTANCES = 100
 COUNT_PAGE_SIZE = 1000
 #: The id of an instance in every listing.
 ID_FIELD = "idObjectValue"
+#: One page walker per hook: what a poke proved about the server's pages (its count header counts more than
+#: a page, its cap) serves the next pokes of the same sensor or trigger, so a waiting sensor does not pay
+#: for the proof at every poke.
+_WALKERS: WeakKeyDictionary[Any, PageWalker] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,9 @@ def _count_on(
     hook: DeyelHook, endpoint: str, base: dict[str, Any], paging: Paging, first: Page, asked: int, wanted: int
 ) -> tuple[int, bool]:
     """Read on after ``first`` until ``wanted`` matches are seen (a lower bound) or the end is proven."""
-    walker = PageWalker(paging, id_field=ID_FIELD)
+    walker = _WALKERS.get(hook)
+    if walker is None or walker.paging != paging:
+        walker = _WALKERS[hook] = PageWalker(paging, id_field=ID_FIELD)
     seen: set[str] = set()
     pages = walker.walk(
         first,
