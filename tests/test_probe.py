@@ -615,3 +615,36 @@ def test_zero_based_fixed_size_pages_are_not_taken_for_one_based(odd_server, cap
 
     assert (code, report["extras"]) == (1, {}), report["findings"]
     assert "numbered from 0" in findings(report, "paging")[0]["text"]
+
+
+# -- issue 20: whether short pages can be trusted ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "level", "said"),
+    [
+        ({}, "ok", "the first 4 pages of 10 came back full"),
+        ({"records": 25}, "ok", "page 3 held 5 of 10 asked and nothing followed"),
+        ({"page_size_max": 7, "send_total": False}, "ok", "the first 4 pages of 7 came back full"),
+        ({"drop_after_paging": 0.3, "records": 200}, "warn", "more instances followed"),
+        ({"drop_after_paging": 0.3, "records": 200, "paging": "offset"}, "warn", "more instances followed"),
+    ],
+    ids=["whole pages", "the form's end", "a cap", "shortened after paging", "shortened, offset paging"],
+)
+def test_the_probe_says_whether_short_pages_can_be_trusted(probe_server, capsys, settings, level, said):
+    probe_server(**settings)
+    code, report = probe_json(capsys)
+    (short,) = findings(report, "short page")
+    assert (code, short["level"]) == (0, level), report["findings"]
+    assert said in short["text"]
+    if level == "warn":
+        assert "its short pages cannot be trusted" in short["text"]
+
+
+def test_a_stand_in_server_whose_pages_come_back_short_is_reported(odd_server, capsys):
+    """The stand-in (not the emulator) pages 50 rows by page/pageSize and caps pages at 3: pages of 3 are
+    whole, the last one (2 of 3) ends the form; nothing suggests shortened pages."""
+    odd_server(records=11, cap=3)
+    _, report = probe_json(capsys)
+    (short,) = findings(report, "short page")
+    assert short["level"] == "ok" and "nothing followed" in short["text"], report["findings"]

@@ -121,15 +121,18 @@ def test_5000_records_end_equal_to_the_source_and_a_rerun_writes_nothing(emulato
     first = load(path, max_workers=4)
     assert counts(first) == (2000, 1000, 2000, 0)
     assert first["records"] == 5000 and first["rejects_path"] is None and first["seconds"] > 0
-    # One search per 100 records, one write per record that needs one, nothing else.
-    assert emulator.methods() == {"GET": 50, "POST": 2000, "PATCH": 1000}
-    assert emulator.stats()["status_counts"] == {"200": 50, "201": 2000, "202": 1000}
+    # One search per 100 records, one write per record that needs one, and once per load a page of one that
+    # proves the count header counts the search, not the page (page_walker): nothing else.
+    assert emulator.methods() == {"GET": 51, "POST": 2000, "PATCH": 1000}
+    assert emulator.stats()["status_counts"] == {"200": 51, "201": 2000, "202": 1000}
     assert_state_is(emulator, source)
 
     emulator.reset()
     again = load(path, max_workers=4)
     assert counts(again) == (0, 0, 5000, 0)
-    assert emulator.methods() == {"GET": 50}
+    assert emulator.methods() == {
+        "GET": 51
+    }  # +1: a page of one proves the count header counts the search (page_walker)
     assert_state_is(emulator, source)
 
 
@@ -152,7 +155,9 @@ def test_csv_parquet_and_xcom_sources_load_the_same_values(emulator, deyel_conn,
     assert_state_is(emulator, records)
     emulator.reset()
     assert counts(load(records, max_workers="auto")) == (0, 0, 120, 0)  # the XCom list: same values
-    assert emulator.methods() == {"GET": 2}
+    assert emulator.methods() == {
+        "GET": 3
+    }  # +1: a page of one proves the count header counts the search (page_walker)
 
     import duckdb
 
@@ -198,7 +203,10 @@ def test_numbers_are_compared_exactly_past_a_floats_precision(emulator, deyel_co
     emulator.reset()
     source = [customer(1, qtEmployee=big - 1), customer(2, qtEmployee=1000.0, nuRevenue=12.5)]
     assert counts(load(source)) == (0, 1, 1, 0)
-    assert emulator.methods() == {"GET": 1, "PATCH": 1}
+    assert emulator.methods() == {
+        "GET": 2,
+        "PATCH": 1,
+    }  # +1: a page of one proves the count header counts the search (page_walker)
     assert stored(emulator)["C-00001"]["qtEmployee"] == big - 1
     assert same(1000, 1000.0) and same(1000, "1000") and same(1000.0, "1000") and same("1000", 1000)
     assert not same(big, str(big - 1)) and not same(str(big), big - 1) and not same(12.5, "12.51")
@@ -239,14 +247,20 @@ def test_modes_insert_and_update(emulator, deyel_conn):
     emulator.reset()
     inserted = load(source, mode="insert")
     assert counts(inserted) == (4, 0, 6, 0)  # existing instances are left as they are, changed or not
-    assert emulator.methods() == {"GET": 1, "POST": 4}
+    assert emulator.methods() == {
+        "GET": 2,
+        "POST": 4,
+    }  # +1: a page of one proves the count header counts the search (page_walker)
     assert stored(emulator)["C-00000"]["dsName"] == "Old name 0"
 
     emulator.reset()
     fresh = [*source, customer(99)]
     updated = load(fresh, mode="update", max_rejects=1)
     assert counts(updated) == (0, 3, 7, 1)  # the record without an instance is a reject, not a create
-    assert emulator.methods() == {"GET": 1, "PATCH": 3}
+    assert emulator.methods() == {
+        "GET": 2,
+        "PATCH": 3,
+    }  # +1: a page of one proves the count header counts the search (page_walker)
     assert_state_is(emulator, source)
 
 
@@ -280,8 +294,9 @@ def test_a_record_saved_by_someone_else_twice_is_a_reject_and_progress_is_logged
         progress_interval=1e-9,
     )
     assert counts(result.as_dict()) == (0, 1, 0, 1)
-    # The search; for the first record a PATCH (409), a re-read, a PATCH (409 again); the second's PATCH.
-    assert emulator.methods() == {"GET": 2, "PATCH": 3}
+    # The search (and its page of one proving the count header); for the first record a PATCH (409), a
+    # re-read, a PATCH (409 again); the second's PATCH.
+    assert emulator.methods() == {"GET": 3, "PATCH": 3}
     assert stored(emulator)["C-00001"]["dsName"] == "Theirs"
     assert stored(emulator)["C-00002"]["dsName"] == "Customer 2"
     logged = [r.getMessage() for r in caplog.records if r.name == logger.name]
@@ -298,7 +313,8 @@ def test_a_record_saved_by_someone_else_twice_is_a_reject_and_progress_is_logged
 
 # -- faults --------------------------------------------------------------------------------------------------
 
-#: (rules, requests expected beyond the fault-free 1 GET / 40 POST / 10 PATCH, given the faults injected).
+#: (rules, requests expected beyond the fault-free 2 GET (the search and the page of one that proves its count
+#: header) / 40 POST / 10 PATCH, given the faults injected).
 FAULTS = {
     "create applied, then 504": (
         [{"method": "POST", "action": "apply_status", "probability": 0.25, "seed": 1}],
@@ -352,7 +368,7 @@ def test_faults_leave_no_duplicate_and_the_right_state(emulator, deyel_conn, cas
     injected = emulator.stats()["faults_injected"]
     assert injected > 0
     assert counts(result) == (40, 10, 10, 0)
-    expected = {"GET": 1, "POST": 40, "PATCH": 10}
+    expected = {"GET": 2, "POST": 40, "PATCH": 10}
     for method, more in extra(injected).items():
         expected[method] += more
     assert emulator.methods() == expected
@@ -360,7 +376,9 @@ def test_faults_leave_no_duplicate_and_the_right_state(emulator, deyel_conn, cas
     emulator.clear_faults()
     emulator.reset()
     assert counts(load(source)) == (0, 0, 60, 0)
-    assert emulator.methods() == {"GET": 1}
+    assert emulator.methods() == {
+        "GET": 2
+    }  # +1: a page of one proves the count header counts the search (page_walker)
 
 
 def _rule(action: str, method: str | None, status: int, probability: float, seed: int) -> dict[str, Any]:
@@ -488,7 +506,11 @@ def test_rejects_are_listed_with_deyels_errors_and_too_many_fail_the_task(emulat
     assert "4 records of the source list were rejected, more than max_rejects=3" in message
     assert str(target.as_uri()) in message and "record 2 (key 'C-00001')" in message
     # Every other record was written, each refused one was tried once.
-    assert emulator.methods() == {"GET": 1, "POST": 5, "PATCH": 2}
+    assert emulator.methods() == {
+        "GET": 2,
+        "POST": 5,
+        "PATCH": 2,
+    }  # +1: a page of one proves the count header counts the search (page_walker)
     assert_state_is(emulator, [good[0], customer(1), good[1], good[2]])
 
     lines = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
@@ -526,7 +548,10 @@ def test_an_instance_key_held_twice_in_deyel_is_a_reject(emulator, deyel_conn):
         DeyelRejectedError, match=r"2 instances of ERP_CUSTOMER have this cdCustomer \(ids 1, 2\)"
     ):
         load([customer(1), customer(2)])
-    assert emulator.methods() == {"GET": 1, "POST": 1}
+    assert emulator.methods() == {
+        "GET": 2,
+        "POST": 1,
+    }  # +1: a page of one proves the count header counts the search (page_walker)
 
 
 # -- bad input fails before any write ------------------------------------------------------------------------
@@ -625,12 +650,15 @@ def test_searches_stay_under_the_servers_url_limit_and_odd_keys_are_found(deyel_
 
         emulator.reset()
         assert counts(load(long + odd, max_search_length=800)) == (0, 0, 103, 0)
-        assert emulator.methods() == {"GET": searches}
+        # The first search now finds 15: once per load, a page of one proves the count header counts it.
+        assert emulator.methods() == {"GET": searches + 1}
         assert_state_is(emulator, long + odd)
 
         emulator.reset()
         assert counts(load(odd, batch_size=1)) == (0, 0, 3, 0)  # one eq search per record
-        assert emulator.methods() == {"GET": 3}
+        # +1: the first search's one instance with a total of 1 proves nothing (a header counting the page
+        # says so too); its next page does: empty, with a total of 1, the header counts more than the page.
+        assert emulator.methods() == {"GET": 4}
 
 
 # -- what the server's answers prove -------------------------------------------------------------------------
@@ -661,12 +689,13 @@ def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulato
     ("server", "searches", "searches_again"),
     [
         # Chunk 1 (100 keys, all in Deyel): 50 of 101 asked proves nothing, then pages of 50 up to an empty
-        # one; chunk 2 (80 in Deyel): 50, then 30 in a page of 50, a size the server has sent; chunk 3: empty.
-        # Again, chunks 2 and 3 hold 100 and 50: 50 + 50 + empty, and 50 of 51 asked + empty.
-        ({"page_size_max": 50, "send_total": False}, 3 + 2 + 1, 3 + 3 + 2),
+        # one; chunk 2 (80 in Deyel): 50, 30, and an empty page (a short page is no end: page_walker);
+        # chunk 3: empty. Again, chunks 2 and 3 hold 100 and 50: 50 + 50 + empty, and 50 of 51 + empty.
+        ({"page_size_max": 50, "send_total": False}, 3 + 3 + 1, 3 + 3 + 2),
         ({"page_size_max": 50}, 2 + 2 + 1, 2 + 2 + 1),  # the total (of the search) ends each search
-        ({"ignore_page_size": True, "page_size_default": 30, "send_total": False}, 4 + 3 + 1, 4 + 4 + 2),
-        ({}, 3, 3),
+        # Pages of 30 whatever is asked: each search of more than 30 ends at an empty page.
+        ({"ignore_page_size": True, "page_size_default": 30, "send_total": False}, 5 + 4 + 1, 5 + 5 + 3),
+        ({}, 3 + 1, 3 + 1),  # +1: a page of one proves the count header counts the search, not the page
     ],
     ids=["capped-no-total", "capped-total", "size-ignored-no-total", "plain"],
 )

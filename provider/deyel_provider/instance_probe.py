@@ -3,12 +3,12 @@
 
 A probe is one GET of the first page, long enough to hold ``max_instances`` and (up to 1000) ``min_count``
 instances: a match counts only when the server returned an instance for it. The total header
-(``total_header`` extra, ``X-Total-Count`` by default) answers a count above that page, and only when it
-agrees with the page (no total above zero with an empty page, none other than the page's length with a short
-page): a total that ignores the search or counts the page must not make a sensor fire on nothing. Otherwise
-the probe reads on until it has seen ``min_count`` matches or proof of the end: an empty page, or a page
-shorter than the largest one the server sent (a server that caps its pages below what is asked is read in
-pages of what it sends).
+(``total_header`` extra, ``X-Total-Count`` by default) answers a count above a full first page (it then
+counts more than the page). Otherwise, while fewer than ``min_count`` were seen, the probe reads on through
+:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (an empty page, or a
+total shown to count the search): a total equal to a short page (a header counting the page on a server
+capping pages) and a page shortened after paging (permissions applied per page) are not ends, and a total
+that counts the page is a typed error naming ``total_header``.
 
 What it returns is small and goes to XCom as it is: the count and at most ``max_instances`` matching
 instances, each reduced to its id and the fields asked for. Data belongs in files (``DeyelExtractOperator``),
@@ -20,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD
+from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
 
 if TYPE_CHECKING:
@@ -34,6 +36,10 @@ MAX_INSTANCES = 100
 COUNT_PAGE_SIZE = 1000
 #: The id of an instance in listings, unless the connection's ``id_field`` says otherwise.
 ID_FIELD = DEFAULT_ID_FIELD
+#: One page walker per hook: what a poke proved about the server's pages (its count header counts more than
+#: a page, its cap) serves the next pokes of the same sensor or trigger, so a waiting sensor does not pay
+#: for the proof at every poke.
+_WALKERS: WeakKeyDictionary[Any, PageWalker] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,11 @@ def probe(hook: DeyelHook, query: InstanceQuery) -> ProbeResult:
     total = first.total
     if not paging.pages:
         count, exact = served, True
-    elif total is not None and (total >= served if served >= size else total == served):
-        count, exact = total, True  # a total that agrees with the page: above it, or the short page's length
+    elif total is not None and served >= size and total > served:
+        count, exact = total, True  # a full page and a total above it: the header counts beyond the page
     elif served >= query.min_count:
-        count, exact = served, served < size
+        # Enough already: no request is spent proving the count exact (the header's word when it agrees).
+        count, exact = served, total is not None and total == served
     else:
         count, exact = _count_on(hook, endpoint, base, paging, first, size, query.min_count)
     return ProbeResult(count, exact, instances, first.server_ms)
@@ -131,25 +138,22 @@ def _count_on(
     hook: DeyelHook, endpoint: str, base: dict[str, Any], paging: Paging, first: Page, asked: int, wanted: int
 ) -> tuple[int, bool]:
     """Read on after ``first`` until ``wanted`` matches are seen (a lower bound) or the end is proven."""
-    seen = largest = len(first.records)
-    size = asked if seen >= asked else max(seen, 1)  # a short page may be the server's cap: ask for that
-    page = first
-    while seen < wanted:
-        if not page.records:
-            return seen, True
-        if paging.strategy == "link":
-            if not page.next_url:
-                return seen, True
-            page = _read(hook, page.next_url, None, paging)
-        else:
-            if seen % size:
-                return seen, False  # the next page cannot be addressed exactly: what was seen is a floor
-            page = _read(hook, endpoint, {**base, **paging.params_for(seen // size, size)}, paging)
-        seen += len(page.records)
-        if page.records and len(page.records) < largest:
-            return seen, True  # shorter than the server has shown it sends: the last page
-        largest = max(largest, len(page.records))
-    return seen, False
+    walker = _WALKERS.get(hook)
+    if walker is None or walker.paging != paging:
+        walker = _WALKERS[hook] = PageWalker(paging, id_field=hook.config.id_field)
+    seen: set[str] = set()
+    pages = walker.walk(
+        first,
+        asked,
+        lambda index, size: _read(hook, endpoint, {**base, **paging.params_for(index, size)}, paging),
+        lambda url: _read(hook, url, None, paging),
+    )
+    for page in pages:
+        seen.update(walker.ids(page))
+        if len(seen) >= wanted:
+            pages.close()
+            return len(seen), False
+    return len(seen), True
 
 
 def _read(hook: DeyelHook, endpoint: str, params: dict[str, Any] | None, paging: Paging) -> Page:

@@ -8,8 +8,11 @@ another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). 
 client too: an instance without the key, or whose key is not a value asked for, means the server did not
 apply the search, a typed error before any write.
 
-A key is "missing" (then created) only when the search is proven complete: see :meth:`KeySearch._search`
-for why a page shorter than asked is not proof by itself (a server that caps pages sends short pages too).
+A key is "missing" (then created) only when the search is proven complete: the pages are walked by
+:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (a page shorter than
+asked is not one by itself: a server that caps pages, or drops instances after paging, sends short pages
+too; a count header equal to a short page is not one either), so a search cut short fails typed before any
+write instead of creating a duplicate.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from urllib.parse import quote
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
-from deyel_provider.pagination import Paging, parse_page
+from deyel_provider.page_walker import PageWalker
+from deyel_provider.pagination import Page, Paging, parse_page
 from deyel_provider.sources import key_text
 
 if TYPE_CHECKING:
@@ -63,8 +67,8 @@ class KeySearch:
         self._get = get
         self._separator = separator
         self._max_length = max_search_length
-        #: The longest page the server has sent: it serves pages of that size in full (its cap is no lower).
-        self._honoured = 0
+        #: Decides when a search's listing has ended; learns the server's cap across the searches of a load.
+        self._walker = PageWalker(paging, id_field=id_field)
 
     def find(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel).
@@ -75,12 +79,8 @@ class KeySearch:
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
-            for instance in self._search(clause, expected):
-                value = instance.get(self.key)
-                text = key_text(value)
-                if text not in found:
-                    raise self._not_applied(clause, instance, value)
-                found[text].append(instance)
+            for instance in self._search(clause, expected, found):
+                found[str(key_text(instance.get(self.key)))].append(instance)
         return found
 
     def _not_applied(self, clause: str, instance: dict[str, Any], value: Any) -> DeyelBadResponseError:
@@ -131,56 +131,46 @@ class KeySearch:
         close()
         return clauses
 
-    def _search(self, clause: str, expected: int) -> list[dict[str, Any]]:
-        """Every instance the clause matches, through as many pages as it takes.
+    def _search(self, clause: str, expected: int, asked: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every instance the clause matches, through as many pages as it takes to prove the end.
 
-        The page size asked is one more than can match, so a page that holds every match is short and
-        needs no next request. But a server may cap its pages below what is asked, and a capped page is
-        short too: a short page proves the end only when a total header says every match came, the page
-        is empty, or the server has already sent a page of at least this size (so it serves it in full).
-        Otherwise the search goes on from where it is, in pages the size of the short one: the server
-        sent that many, so it serves pages of that size in full. Without a total header this costs one
-        request more per search (the empty page that ends it), never a missed instance.
+        The page size asked is one more than can match, so on a server that serves it a page holding every
+        match is short. A short page ends the search only on the walker's proof (the server proved it sends
+        pages of at least that size in full, or a total shown to count the search agrees); otherwise the
+        search goes on in pages of the short one's size up to an empty page: one request more, never a
+        missed instance (which the load would then create a second time). Each page's instances are
+        checked against the keys ``asked`` before the next page is asked for: a search the server did not
+        apply is told as such, not as a paging problem.
         """
         paging = self._paging
         size = min(expected + 1, MAX_BATCH)
-        url: str = self._endpoint
-        query: dict[str, Any] | None = {"search": clause, **paging.params_for(0, size)}
+
+        def page(index: int, count: int) -> Page:
+            return parse_page(
+                self._get(self._endpoint, {"search": clause, **paging.params_for(index, count)}), paging
+            )
+
+        def follow(url: str) -> Page:
+            return parse_page(self._get(url, None), paging)
+
         instances: dict[str, dict[str, Any]] = {}
-        index = 0
-        while True:
-            page = parse_page(self._get(url, query), paging)
-            fresh = 0
-            for instance in page.records:
+        # A skipped instance would be created a second time: an order that changes between pages is refused.
+        for answer in self._walker.walk(page(0, size), size, page, follow, stable_order=True):
+            for instance in answer.records:
                 ident = instance_id(instance, self._id_field)
                 if ident is None:
                     raise DeyelBadResponseError(
-                        f"{self.form}: {missing_id(self._id_field)}", method="GET", path=url
+                        f"{self.form}: {missing_id(self._id_field)}", method="GET", path=self._endpoint
                     )
-                fresh += ident not in instances
+                value = instance.get(self.key)
+                if key_text(value) not in asked:
+                    raise self._not_applied(clause, instance, value)
                 instances[ident] = instance
-            self._honoured = max(self._honoured, len(page.records))
-            if not paging.pages or not fresh:
-                break
-            if paging.strategy == "link":
-                if not page.next_url:
-                    break
-                url, query = page.next_url, None
-                continue
-            if page.total is not None and len(instances) >= page.total:
-                break
-            if len(page.records) < size:
-                if size <= self._honoured:
-                    break  # a size the server has sent in full: this short page is the last
-                # Only a first page gets here (later ones have a size the server sent): go on in pages of
-                # its length, the next one starting after it.
-                size = len(page.records)
-            index += 1
-            query = {"search": clause, **paging.params_for(index, size)}
-        if page.total is not None and len(instances) < page.total:
+        total = self._walker.last_total
+        if total is not None and len(instances) < total:
             raise DeyelIncompleteError(
                 f"searching {self.form} by {self.key}: the {paging.total_header} header says "
-                f"{page.total} instances match, but the pages held {len(instances)} and then ended: the "
+                f"{total} instances match, but the pages held {len(instances)} and then ended: the "
                 f"header does not count the search (it counts the whole form?). Set the connection's "
                 f"total_header to none; the load then proves a search's end by its pages alone"
             )

@@ -19,19 +19,20 @@ The contract (docs/extraction.md states it for users):
 How: the window is cut at the server's settled present ``t0``: its ``Date`` header less ``settle_ms`` (the
 connection's ``settle_seconds``: how long after its stamp a change is surely visible; a ``Date`` further
 than ``max_skew_ms`` from the worker's clock is refused). Slices below
-``t0`` are read in any order and in parallel, and split while they hold more than one response can: by the
-total header (``count == total`` proves a slice whole), or without one by the most instances any response
-held (a server sends ``min(slice, its page size)``, so fewer than the largest page ever seen is the whole
-slice). A one-millisecond slice that still holds more is paged, re-read until two passes agree. A window
-ending after ``t0`` is waited for (bounded). The part of a full load at or above ``t0`` is read last, in
-rounds: each waits until what the last one saw has settled, reads the settled part by slices, and the
+``t0`` are read in any order and in parallel, and split while they hold more than one response can:
+whether a response holds its whole slice is :class:`~deyel_provider.page_walker.PageWalker`'s decision, on
+proof only (an empty next page with the first unchanged, or a total shown to count the search; a short page
+alone is none). A one-millisecond slice that still holds more is paged, re-read until two passes agree. A
+window ending after ``t0`` is waited for (bounded). The part of a full load at or above ``t0`` is read last,
+in rounds: each waits until what the last one saw has settled, reads the settled part by slices, and the
 rounds end when one response holds the rest (they converge whenever the form is read faster than it is
-written; a round that reads no fewer than the one before fails typed). Ids already yielded are dropped, so an
-instance edited after its slice was read is not yielded twice.
+written; a round that reads no fewer than the one before fails typed). Ids already yielded are dropped, so
+an instance edited after its slice was read is not yielded twice.
 
 Assumptions (all Deyel's documented behaviour or the project's switchable ones): every write moves
-``dtLastUpdate`` to the server's present, values are epoch milliseconds, and the server's page size does
-not vary between requests.
+``dtLastUpdate`` to the server's present, values are epoch milliseconds; a short page ends nothing (a
+server that shortens pages after paging sends them too), so without a count header slices are read to an
+empty page.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from deyel_provider.exceptions import (
 )
 from deyel_provider.id_set import IdSet
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
+from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
 if TYPE_CHECKING:
@@ -186,10 +188,8 @@ class SlicedReader:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        #: The most instances one response held: the server's page size is at least this.
-        self._largest = 0
-        #: The server's page size, once a response with fewer than asked and more to come proved it.
-        self._cap: int | None = None
+        #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
+        self._walker = PageWalker(paging, id_field=id_field)
         #: The densest whole slice seen (instances per ms), for planning without a total: sparse edges of
         #: a window (years with nothing in them) would make an average far too low.
         self._density: float | None = None
@@ -425,9 +425,12 @@ class SlicedReader:
                         f"header that counts the search, or a page_size above the instances of one ms"
                     )
                 yield self._accept(page, start, end, crowded=True)
+                self._walker.observe(page)
                 listed += ids
                 totals.add(page.total)
-                if not ids or len(ids) < page_size:
+                # The end of a pass only on proof (page_walker): an empty page; a short one is no end (a
+                # server that shortens pages after paging sends them while more follow).
+                if not ids:
                     break
                 if page.total is not None and len(listed) >= page.total:
                     break
@@ -497,29 +500,6 @@ class SlicedReader:
         self._concurrency.note_done()
         return page
 
-    def _next_page_is_empty(self, page: Page, start: int, end: int | None) -> bool:
-        """Fewer than asked, no total, and no response larger yet: the server may cap its pages at this
-        size. Other instances on the next page prove it does. An empty next page alone proves nothing (an
-        instance of the first page that left meanwhile shifts the one after it onto the first page), but
-        with the first page unchanged when read again it does: the slice then held only those instances
-        when the next page was read, so any other one it held before has changed, and is read where it went.
-        """
-        count = len(page.records)
-        if self._paging.strategy == "link":
-            if not page.next_url:
-                return True  # the server listed the whole slice in this one answer
-            following = self._call(page.next_url, None)
-        else:
-            following = self._get(start, end, index=1, size=count)
-        first = {self._id_of(r) for r in page.records}
-        if following.records:
-            if {self._id_of(r) for r in following.records} != first:
-                with self._lock:
-                    self._cap = count if self._cap is None else min(self._cap, count)
-            return False
-        again = self._get(start, end)
-        return {self._id_of(r) for r in again.records} == first
-
     def _check_parts(self, pending: _Pending, page: Page) -> None:
         split = pending.parent
         if split is None or split.total is None or page.total is None:
@@ -533,32 +513,14 @@ class SlicedReader:
             )
 
     def _is_whole(self, page: Page, start: int, end: int | None) -> bool:
-        """Whether ``page`` holds every instance of ``[start, end)`` (see the module docstring)."""
-        count = len(page.records)
-        if not self._paging.pages:
-            return True
-        asked = self._paging.page_size
-        with self._lock:
-            largest, self._largest = self._largest, max(self._largest, count)
-            if page.total is None:
-                # A server sends min(slice, its page size), and its page size is at least ``largest``.
-                if count == 0 or count < (self._cap or largest):
-                    return True
-                if self._cap is not None or count >= asked:
-                    return False
-        if page.total is None:
-            return self._next_page_is_empty(page, start, end)
-        with self._lock:
-            if count > page.total:
-                raise self._counts_disagree(page.total, count, None)
-            if count < page.total and count < self._paging.page_size:
-                self._cap = count if self._cap is None else min(self._cap, count)
-            if count != page.total:
-                return False
-            # A full page whose total is its own length may come from a total that counts the page, not the
-            # search: a planned slice rarely fills a page, so checking the next one costs little.
-            full = count >= min(asked, self._cap or asked)
-        return not full or self._next_page_is_empty(page, start, end)
+        """Whether ``page`` holds every instance of ``[start, end)``: the page walker's proofs (an empty next
+        page with the first unchanged, or a total shown to count the search; a short page alone is none)."""
+        return self._walker.holds_all(
+            page,
+            self._paging.page_size,
+            lambda index, size: self._get(start, end, index=index, size=size),
+            lambda url: self._call(url, None),
+        )
 
     def _counts_disagree(self, total: int, count: int, at: int | None) -> DeyelIncompleteError:
         where = f" with {self._field}={at}" if at is not None else ""
@@ -623,8 +585,8 @@ class SlicedReader:
         total, the densest well-filled slice seen so far stands in for the count.
         """
         with self._lock:
-            capacity = min(self._paging.page_size, self._cap or self._paging.page_size)
             density = self._density
+        capacity = self._walker.capacity
         target = max(1, int(capacity - SPREAD * capacity**0.5))
         total = page.total
 

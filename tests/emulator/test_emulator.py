@@ -879,3 +879,30 @@ def test_cli_prints_the_url_then_stops_cleanly_on_sigterm() -> None:
             stdout, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert stdout == ""
+
+
+def test_pages_shortened_after_paging_and_a_count_of_the_page_under_a_cap() -> None:
+    """Issue 20's switches: drop_after_paging removes the same instances from every page that holds them,
+    after paging (a page is short while more follow; the header counts before the removal); with
+    total_counts_page and a cap, the header says what the capped page holds."""
+    from deyel_provider.emulator.paging import hidden_after_paging
+
+    with run_emulator(records=100, drop_after_paging=0.3) as emu:
+        token = get_token(emu)
+        hidden = [i for i in range(1, 101) if hidden_after_paging(emu.settings, i)]
+        assert 15 < len(hidden) < 45
+        first = api(emu, "GET", token=token, params={"page": 1, "pageSize": 20})
+        assert ids_of(first) == [i for i in range(1, 21) if i not in hidden]
+        assert first.headers["X-Total-Count"] == "100"
+        seen = [i for page in range(1, 6) for i in ids_of(
+            api(emu, "GET", token=token, params={"page": page, "pageSize": 20}))]  # fmt: skip
+        assert seen == [i for i in range(1, 101) if i not in hidden]
+    with run_emulator(records=100, page_size_max=30, total_counts_page=True) as emu:
+        capped = api(emu, "GET", token=get_token(emu), params={"pageSize": 100})
+        assert (len(capped.json()), capped.headers["X-Total-Count"]) == (30, "30")
+    from deyel_provider.emulator.__main__ import build_parser, settings_from_args
+
+    parsed = settings_from_args(build_parser().parse_args(["--drop-after-paging", "0.25"]))
+    assert parsed.drop_after_paging == 0.25
+    with pytest.raises(ValueError, match="drop_after_paging"):
+        EmulatorSettings(drop_after_paging=1.0)

@@ -15,7 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deyel_provider.emulator.forms import write_errors
-from deyel_provider.emulator.paging import PagingError, Window, encode_cursor, parse_window
+from deyel_provider.emulator.paging import (
+    PagingError,
+    Window,
+    encode_cursor,
+    hidden_after_paging,
+    parse_window,
+)
 from deyel_provider.emulator.records import stamp_in_unit
 from deyel_provider.emulator.responses import errors_response, json_response, unauthorized_response
 from deyel_provider.emulator.search import Search, SearchError, parse_search
@@ -89,15 +95,18 @@ def register_data_routes(app: FastAPI, state: EmulatorState) -> None:
             ids = random.sample(list(ids), len(ids))
         start, stop = window.bounds(ids, listing.key)
         page_ids = ids[start:stop]
+        if settings.drop_after_paging:
+            # Permissions checked per page, after paging: the page comes out shorter than asked.
+            page_ids = [i for i in page_ids if not hidden_after_paging(settings, i)]
         href = f"{base}{prefix}/forms/{quote(form, safe='')}/instances/"
         body = [shown(i, values, f"{href}{i}") for i, values in store.get_many(form, page_ids)]
         headers: dict[str, str] = {}
         if settings.paging != "none" and settings.send_total:
             counted = store.select(form, Search(clauses=()), "").ids if settings.total_ignores_search else ids
-            total = len(page_ids) if settings.total_counts_page else len(counted)
+            total = len(page_ids) if settings.total_counts_page else len(counted)  # before drop_after_paging
             headers[settings.total_header] = str(total)
-        if settings.paging == "link" and stop < len(ids) and len(page_ids):
-            last_key = listing.key(page_ids[-1])
+        if settings.paging == "link" and stop < len(ids) and stop > start:
+            last_key = listing.key(ids[stop - 1])
             headers["Link"] = f'<{next_url(request_url, window, last_key)}>; rel="next"'
         return json_response(body, 200, headers)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import bisect
 import json
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,3 +80,10 @@ def parse_window(settings: EmulatorSettings, query: Mapping[str, str]) -> Window
         return Window(size=size, after=_decode_cursor(query[settings.cursor_param], settings.cursor_param))
     page = 1 if settings.ignore_page_param else _int_param(query, settings.page_param, 1, 1)
     return Window(start=(page - 1) * size, size=size)
+
+
+def hidden_after_paging(settings: EmulatorSettings, instance_id: int) -> bool:
+    """Whether ``drop_after_paging`` removes this instance from every page that holds it (same seed, same
+    answer: tests compute the instances a user of that server can see)."""
+    share = settings.drop_after_paging
+    return share > 0 and zlib.crc32(f"{settings.seed}/{instance_id}".encode()) < share * 2**32

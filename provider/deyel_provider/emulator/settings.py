@@ -74,6 +74,10 @@ class EmulatorSettings:
     ignore_page_param: bool = False  # every page/offset/cursor asks for the first page
     ignore_page_size: bool = False  # every page holds page_size_default instances, whatever is asked
     ignore_search: bool = False  # the search parameter is accepted and ignored: every instance matches
+    # Permissions applied per page (issue 20): the server pages the matches, then removes this share of each
+    # page's instances (the same ones every time, drawn from ``seed``), so a page is shorter than asked while
+    # more follow. The total header still counts the matches before the removal.
+    drop_after_paging: float = 0.0
 
     # Another user editing the seeded form while clients read it: before each listing request, about this
     # many instances are edited (dtLastUpdate moves to now), inserted and deleted, drawn from writer_seed.
@@ -146,6 +150,8 @@ class EmulatorSettings:
             problems.append("updated_burst must be >= 1")
         if min(self.writer_edits, self.writer_inserts, self.writer_deletes) < 0:
             problems.append("writer rates must be >= 0")
+        if not 0 <= self.drop_after_paging < 1:
+            problems.append("drop_after_paging must be >= 0 and < 1")
         if self.date_format not in DATE_FORMAT_CHOICES:
             problems.append(f"date_format must be one of {DATE_FORMAT_CHOICES}")
         if self.rate_limit_status not in (403, 429):

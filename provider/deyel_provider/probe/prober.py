@@ -32,6 +32,7 @@ from deyel_provider.probe.results import (
     search_field,
     unique,
 )
+from deyel_provider.probe.short_pages import check_short_pages
 from deyel_provider.response_body import read_capped
 
 
@@ -236,6 +237,7 @@ class Prober:
             )
         self._total(first, strategy)
         self._cap(strategy)
+        check_short_pages(self, strategy)  # issue 20: whether a short page may end a listing here
         self._search(size_param, ref)
 
     def _ignored(self, answer: Answer | None) -> bool:
@@ -403,6 +405,8 @@ class Prober:
         first = self.listing()
         # A count header equal to the page counts the page unless the second page came back empty.
         self._total(first, strategy, more=None if second is None else bool(second))
+        if second is not None:
+            check_short_pages(self, strategy, size=n)  # issue 20: pages of n, cut after paging?
         self._search(None, first.records or [])
 
     def _link(self, first: Answer, size_param: str, ref: list[dict[str, Any]]) -> str | None:
