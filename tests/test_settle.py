@@ -450,9 +450,10 @@ PROPERTIES = settings(
 def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published(
     deyel_conn, tmp_path_factory
 ):
-    """Date skew and commit lag below the settle margin, writers at any rate, 1 or 3 workers: consecutive
-    watermark runs (through the extraction engine, to files) hold every change in some file, no file holds
-    an instance twice, or a run fails typed and publishes nothing."""
+    """Date skew and commit lag below the settle margin, writers at any rate, 1 or 3 workers, each paging
+    strategy with and without a count header: consecutive watermark runs (through the extraction engine, to
+    files) hold every change in some file, no file holds an instance twice, or a run fails typed and
+    publishes nothing."""
     outcomes: list[str] = []
 
     @PROPERTIES
@@ -468,9 +469,12 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
         gap=st.floats(0, 1.5),
         runs=st.integers(3, 10),
         writer_seed=st.integers(0, 1000),
+        paging=st.sampled_from(["page", "offset", "link"]),
+        send_total=st.booleans(),
     )
     def example(
-        settle, skew_share, lag_share, edits, inserts, deletes, workers, page_size, gap, runs, writer_seed
+        settle, skew_share, lag_share, edits, inserts, deletes, workers, page_size, gap, runs, writer_seed,
+        paging, send_total,
     ):  # fmt: skip
         folder: Path = tmp_path_factory.mktemp("runs")
         with run_emulator(
@@ -481,8 +485,12 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
             writer_inserts=inserts,
             writer_deletes=deletes,
             writer_seed=writer_seed,
+            paging=paging,
+            send_total=send_total,
         ) as emulator:
-            deyel_conn(url=emulator.url, extra={"cache": "memory", "settle_seconds": settle})
+            deyel_conn(
+                url=emulator.url, extra={"cache": "memory", "settle_seconds": settle, "paging": paging}
+            )
             low, windows, failed = START, [], 0
             for run in range(runs + 1):
                 if run == runs:  # the writers stop, every save commits: the last run takes the rest
