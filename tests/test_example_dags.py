@@ -336,7 +336,7 @@ def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
     part = folder / "2026-01-01.part-00000.parquet"
     assert summary["parts"] == [{"path": part.as_uri(), "records": 50, "bytes": part.stat().st_size}]
     assert [extra["parts"] for extra in events] == [summary["parts"]]
-    assert sorted(os.listdir(folder)) == ["2026-01-01.part-00000.parquet", "2026-01-01.parquet.parts.json"]
+    assert sorted(os.listdir(folder)) == ["2026-01-01.parquet.parts.json", "2026-01-01.part-00000.parquet"]
     # The manifest, published last: the commit point.
     manifest = json.loads((folder / "2026-01-01.parquet.parts.json").read_text())
     assert manifest["records"] == 50 and [p["records"] for p in manifest["parts"]] == [50]

@@ -333,11 +333,33 @@ def test_a_date_header_five_years_ahead_ends_no_window_and_publishes_nothing(sta
 
 
 def test_a_wider_bound_lets_a_skewed_clock_through(stand_in):
+    """Two hours ahead: refused by default, not by this bound; and even then a Date ahead of the worker's
+    clock is not trusted past it: the window ends at the worker's clock less the margin."""
     server = stand_in(extra={"max_clock_skew_seconds": 3 * 3600})
-    server.dates = [server.now_ms + 2 * 3_600_000]  # two hours ahead: refused by default, not by this bound
+    server.dates = [server.now_ms + 2 * 3_600_000]
     reader = stand_in_reader(server)
     list(reader.read(START, None, end_at_server_time=True))
-    assert reader.stats.window_end == (server.now_ms // 1000) * 1000 + 2 * 3_600_000 - SETTLE_S * 1000
+    assert reader.stats.window_end == server.now_ms - SETTLE_S * 1000
+
+
+@pytest.mark.parametrize("ahead_s", [15, 30, 120])
+def test_a_date_ahead_of_the_worker_by_more_than_the_margin_loses_no_change(deyel_conn, ahead_s):
+    """Review finding: a Date 15 s to 2 min ahead (more than settle_seconds, less than the 300 s bound) was
+    trusted, and back-to-back watermark reads lost a share of the changes with no error. The window now ends
+    at the earlier of the Date and the worker's clock (here the clock that stamps), less the margin."""
+    with run_emulator(records=300, date_offset_ms=ahead_s * 1000, writer_edits=2, writer_seed=3) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory", "total_header": "none"})
+        low, windows = START, []
+        for run in range(12):
+            if run == 11:
+                emulator.set_writer()
+                emulator.advance(SETTLE_S + 2)
+            reader = served_reader(emulator)
+            read = reader.read(low, None, end_at_server_time=True)
+            windows.append([record for piece in read for record in piece.records])
+            low = reader.stats.window_end
+            emulator.advance(5)
+        assert_every_change_in_a_window(windows, final_state(emulator), START, low)
 
 
 # -- finding 8: full loads converge --------------------------------------------------------------------------
@@ -391,13 +413,15 @@ def test_a_window_ending_inside_the_margin_waits_on_the_injected_clock(deyel_con
 # -- the change trigger uses the same margin and clock bound -------------------------------------------------
 
 
-def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn):
+def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn, monkeypatch):
     """Date 3 s ahead: a one-second margin ended the first window after the real present, so a change saved
     right after the event fell before its end, in no event."""
     from tests.test_change_trigger import AssetState, approve, create, in_window, next_event, watcher
 
     with run_emulator(records=10, date_offset_ms=3000, empty_forms="PURCHASE_REQUEST") as emulator:
         deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        # The triggerer's clock is the one that stamps (the emulator's, moved instead of waited on).
+        monkeypatch.setattr(DeyelHook, "clock", staticmethod(emulator.state.clock.now))
         first, second = create("PENDING"), create("PENDING")
         emulator.advance(SETTLE_S + 5)
         state = AssetState()

@@ -62,9 +62,11 @@ def ids_in(path: str | Path) -> list[str]:
 
 
 @pytest.fixture
-def deyel_conn(deyel_conn):
-    """The suite's connections, trusting a server Date up to a day from this clock: these tests move the
-    emulator's clock forward (``advance``) instead of waiting, while the worker's clock stays put."""
+def deyel_conn(deyel_conn, emulator, monkeypatch):
+    """The suite's connections, trusting a server Date up to a day from the worker's clock: these tests move
+    the emulator's clock forward (``advance``) instead of waiting, and the worker's clock with it (the
+    provider never trusts a Date past the worker's clock)."""
+    monkeypatch.setattr(DeyelHook, "clock", staticmethod(emulator.state.clock.now))
 
     def define(conn_id: str = "deyel_default", **fields):
         extra = {"max_clock_skew_seconds": 86_400, **fields.pop("extra", {})}

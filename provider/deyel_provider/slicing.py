@@ -619,13 +619,8 @@ class SlicedReader:
     # -- values ----------------------------------------------------------------------------------------------
 
     def _present(self, page: Page) -> int:
-        """The server's settled present: its ``Date`` less the settle margin; our clock, with a wider margin,
-        without one. A ``Date`` further than ``max_skew_ms`` from our clock is refused."""
-        worker_ms = int(self._clock() * 1000)
-        if page.server_ms is None:
-            return worker_ms - LOCAL_CLOCK_MARGIN_MS - self._settle_ms
-        check_server_clock(page.server_ms, worker_ms, self._max_skew_ms)
-        return page.server_ms - self._settle_ms
+        """The server's settled present (see :func:`settled_present`)."""
+        return settled_present(page.server_ms, int(self._clock() * 1000), self._settle_ms, self._max_skew_ms)
 
     def _sample_value(self, record: dict[str, Any]) -> int:
         try:
@@ -687,6 +682,22 @@ class SlicedReader:
         return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(
             self._paging.strategy, "next link"
         )
+
+
+def settled_present(server_ms: int | None, worker_ms: int, settle_ms: int, max_skew_ms: int) -> int:
+    """The latest moment a window may end at: the earlier of the server's ``Date`` and the worker's clock,
+    less the settle margin; without a ``Date``, the worker's clock with a wider margin.
+
+    The earlier of the two: a ``Date`` ahead of the clock that stamps ``dtLastUpdate`` (a proxy, another
+    node) by more than the margin would end a window after changes not yet stamped, and they would fall in
+    no window. A ``Date`` ahead of the worker's clock is never trusted past it; one behind it only ends the
+    window earlier (the next run reads the rest). One further than ``max_skew_ms`` either way is refused
+    (:func:`check_server_clock`).
+    """
+    if server_ms is None:
+        return worker_ms - LOCAL_CLOCK_MARGIN_MS - settle_ms
+    check_server_clock(server_ms, worker_ms, max_skew_ms)
+    return min(server_ms, worker_ms) - settle_ms
 
 
 def check_server_clock(server_ms: int, worker_ms: int, max_skew_ms: int) -> None:

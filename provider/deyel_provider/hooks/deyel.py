@@ -55,6 +55,9 @@ class DeyelHook(BaseHook):
     default_conn_name = "deyel_default"
     conn_type = "deyel"
     hook_name = "Deyel"
+    #: The worker's clock (seconds since the epoch): the server's ``Date`` is checked against it and never
+    #: trusted past it. Tests that move an emulator's clock instead of waiting set it to that clock.
+    clock: Callable[[], float] = staticmethod(time.time)
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -300,7 +303,7 @@ class DeyelHook(BaseHook):
             # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
             settle_ms=round(self.config.settle_seconds * 1000),
             max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
-            clock=clock or time.time,
+            clock=clock or self.clock,
             sleep=sleep or time.sleep,
         )
 

@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -31,7 +30,7 @@ from deyel_provider.dates import search_literal
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
-from deyel_provider.slicing import LOCAL_CLOCK_MARGIN_MS, check_server_clock
+from deyel_provider.slicing import settled_present
 
 _T = TypeVar("_T")
 
@@ -344,20 +343,19 @@ class DeyelChangeTrigger(BaseEventTrigger):
             self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
 
     def _settled_present(self, hook: DeyelHook, server_ms: int | None) -> int | None:
-        """The latest moment a window may end at: the server's present less ``settle_seconds`` (a write
-        stamped just before it may not be visible yet); our clock, with a wider margin, without a ``Date``.
-        None (with a warning) for a ``Date`` too far from our clock: it moves no watermark."""
+        """The latest moment a window may end at (:func:`~deyel_provider.slicing.settled_present`); None
+        (with a warning) for a ``Date`` too far from our clock: it moves no watermark."""
         config = hook.config
-        settle_ms = round(config.settle_seconds * 1000)
-        worker_ms = int(time.time() * 1000)
-        if server_ms is None:
-            return worker_ms - LOCAL_CLOCK_MARGIN_MS - settle_ms
         try:
-            check_server_clock(server_ms, worker_ms, round(config.max_clock_skew_seconds * 1000))
+            return settled_present(
+                server_ms,
+                int(hook.clock() * 1000),
+                round(config.settle_seconds * 1000),
+                round(config.max_clock_skew_seconds * 1000),
+            )
         except DeyelClockSkewError as exc:
             self.log.warning("Not moving the change watermark of %s: %s", self.query.form, exc.detail)
             return None
-        return server_ms - settle_ms
 
 
 def _signer_of(hook: DeyelHook) -> wm.WatermarkSigner:
