@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import stat
+import threading
 import uuid
 
 import pytest
@@ -156,3 +157,44 @@ def test_a_folder_link_planted_by_another_user_is_not_followed(deyel_conn, share
         extract(DeyelHook(), "CRM_ACCOUNT", str(planted / "authorized_keys"), format="csv")
     assert (victim / "authorized_keys").read_text() == VICTIM_TEXT
     assert sorted(os.listdir(victim)) == ["authorized_keys"]
+
+
+@pytest.mark.parametrize("planted", ["fifo", "link to a fifo", "link to a manifest"])
+def test_a_fifo_or_link_at_the_old_manifest_name_neither_hangs_nor_is_read(
+    deyel_conn, shared_folder, tmp_path, caplog, planted
+):
+    """Review R4: a split run reads an old-style ``<stem>.parts.json`` to decide whether it is its own. A FIFO
+    planted there blocked that read forever; a link made the run read (and judge) what it points to."""
+    folder, victim = shared_folder
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    # A body that would be removed as ours if read: it lists only this output's first part.
+    (victim / "manifest.json").write_text(json.dumps({"parts": [{"name": "day.part-00000.jsonl.gz"}]}))
+    legacy = folder / "day.parts.json"
+    if planted == "fifo":
+        os.mkfifo(legacy)
+    else:
+        legacy.symlink_to(fifo if planted == "link to a fifo" else victim / "manifest.json")
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            target = str(folder / "day.jsonl.gz")
+            hook = DeyelHook()
+            result["ok"] = extract(hook, "CRM_ACCOUNT", target, compression="gzip", max_file_bytes=4096)
+        except Exception as exc:  # reported by the assertion below
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)  # returns as soon as the run ends; the bound only matters when it hangs
+    hung = worker.is_alive()
+    if hung:  # unblock the read (a writer that closes at once: end of file) so the process can end
+        os.close(os.open(fifo if planted == "link to a fifo" else legacy, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(60)
+    assert not hung, "the run blocked on the planted FIFO"
+    assert "error" not in result, result
+    assert os.path.lexists(legacy)  # not ours: left alone
+    assert json.loads((folder / "day.jsonl.gz.parts.json").read_text())["records"] == 50
+    warned = [r.getMessage() for r in caplog.records if "leaving day.parts.json alone" in r.getMessage()]
+    assert len(warned) == 1

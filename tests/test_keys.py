@@ -20,7 +20,13 @@ import pytest
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.forms import TARGET_FORM
-from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError, DeyelRequestError
+from deyel_provider.exceptions import (
+    DeyelBadResponseError,
+    DeyelConfigError,
+    DeyelIncompleteError,
+    DeyelRequestError,
+)
+from deyel_provider.extraction import extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, probe
 from deyel_provider.operators.extract import DeyelExtractOperator
@@ -119,6 +125,37 @@ def test_an_id_field_that_cannot_name_a_key_is_refused(deyel_conn, value):
     deyel_conn(extra={"id_field": value or "a:b"})
     with pytest.raises(DeyelConfigError, match="'id_field' must be the key holding an instance's id"):
         DeyelHook().config  # noqa: B018
+
+
+@pytest.mark.parametrize("id_field", ["cdCountry", "cdInstanceOwner"])
+@pytest.mark.parametrize("page_size", [100, 25])  # the window in one response, or sliced and paged
+def test_an_id_field_that_is_not_unique_fails_typed_instead_of_dropping_instances(
+    deyel_conn, tmp_path, id_field, page_size
+):
+    """Review R5: a key many instances share (a country) made distinct instances "repeats": records 10 of
+    50 and a success. One response is a consistent snapshot: the same id twice in it means no id."""
+    with served(deyel_conn, {"id_field": id_field}):
+        with pytest.raises(DeyelConfigError, match=f"'id_field' extra names '{id_field}'"):
+            extract(DeyelHook(), FORM, str(tmp_path / "all.jsonl"), page_size=page_size)
+        with pytest.raises(DeyelConfigError, match=f"'id_field' extra names '{id_field}'"):
+            list(DeyelHook().iter_instances(FORM, page_size=page_size))
+    assert not list(tmp_path.iterdir())  # nothing published
+
+
+def test_the_sensors_count_refuses_an_id_field_that_is_not_unique(deyel_conn):
+    """The sensor counts matches by id across pages: a shared key would count one per country."""
+    with served(deyel_conn, {"id_field": "cdCountry"}):
+        with pytest.raises(DeyelConfigError, match="'id_field' extra names 'cdCountry'"):
+            # More than there are: the count reads on (and counts ids) after the first page.
+            probe(DeyelHook(), InstanceQuery.build(FORM, None, min_count=RECORDS + 1, max_instances=1))
+
+
+def test_an_id_field_equal_to_the_incremental_field_is_refused(deyel_conn, tmp_path):
+    with served(deyel_conn, {"id_field": "dtLastUpdate"}) as emulator:
+        with pytest.raises(DeyelConfigError, match=r"'id_field'.*incremental field 'dtLastUpdate'"):
+            extract(DeyelHook(), FORM, str(tmp_path / "all.jsonl"))
+        assert emulator.methods().get("GET", 0) == 0  # refused before any request
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_sensor_reports_ids_under_the_servers_key_and_searches_on_it(deyel_conn):

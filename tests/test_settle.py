@@ -416,7 +416,15 @@ def test_a_window_ending_inside_the_margin_waits_on_the_injected_clock(deyel_con
 def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn, monkeypatch):
     """Date 3 s ahead: a one-second margin ended the first window after the real present, so a change saved
     right after the event fell before its end, in no event."""
-    from tests.test_change_trigger import AssetState, approve, create, in_window, next_event, watcher
+    from tests.test_change_trigger import (
+        AssetState,
+        approve,
+        create,
+        in_window,
+        next_event,
+        watcher,
+        watching,
+    )
 
     with run_emulator(records=10, date_offset_ms=3000, empty_forms="PURCHASE_REQUEST") as emulator:
         deyel_conn(url=emulator.url, extra={"cache": "memory"})
@@ -430,8 +438,7 @@ def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ah
         async def scenario() -> tuple[dict, dict]:
             events = trigger.run()
             waiting = asyncio.ensure_future(next_event(events))
-            while trigger.state_key not in state.values:
-                await asyncio.sleep(0.005)
+            await watching(trigger, state)  # bounded: a trigger that never takes a watermark fails, not hangs
             await asyncio.to_thread(approve, first)
             emulator.advance(SETTLE_S + 2)
             event = await waiting

@@ -32,6 +32,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.watermark import (
     HISTORY,
+    MAX_MS,
     RESET_CONF,
     Watermark,
     WatermarkSigner,
@@ -597,6 +598,18 @@ def test_a_previous_releases_watermark_is_not_used_the_run_starts_at_start_from(
     first = runs.run("r1", 1)
     logged = capsys.readouterr()
     assert first["records"] == 50 and "previous release" in logged.out + logged.err
+
+
+@pytest.mark.parametrize("end", [10**17, -(10**17), MAX_MS + 1, -1, True])
+def test_a_previous_releases_watermark_out_of_range_is_ignored_not_a_crash(runs, emulator, capsys, end):
+    """Review R3: anyone who can write the asset's state may plant the old key; an end no date can hold
+    (year 3170843) is not named in the warning, and neither a first run nor a reset run fails on it."""
+    runs.state.values[legacy_key(FORM, "dtLastUpdate", None)] = {"start": None, "end": end, "run_id": "x"}
+    first = runs.run("r1", 1)
+    reset = runs.run("r2", 2, conf={RESET_CONF: True})
+    logged = capsys.readouterr()
+    assert first["records"] == reset["records"] == 50
+    assert "previous release" not in logged.out + logged.err
 
 
 def test_mapped_instances_and_shared_keys():

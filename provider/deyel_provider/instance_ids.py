@@ -57,3 +57,17 @@ def missing_id(id_field: str) -> str:
         f"an instance has no {where}: set the connection's 'id_field' extra to the key holding the instance "
         f"id ('links' when only its self link holds it); deyel-probe tells which"
     )
+
+
+def not_an_id(id_field: str) -> str:
+    """Why one response listing the same id twice is refused (no server text: it may echo anything).
+
+    One response is a consistent snapshot: it lists an instance once. Two sharing the key mean the key is
+    not an id, and distinct instances would be dropped as repeats (a silent loss), not a server's quirk.
+    """
+    where = "self link in 'links'" if id_field == LINKS else f"'{id_field}'"
+    return (
+        f"two instances in one response share their {where}: the connection's 'id_field' extra names "
+        f"'{id_field}', a key that is not an instance id (distinct instances would be dropped as repeats); "
+        f"set it to the key holding the instance id (idObjectValue, id, or 'links'); deyel-probe tells which"
+    )

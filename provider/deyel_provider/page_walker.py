@@ -35,8 +35,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id, not_an_id
 from deyel_provider.pagination import Page, Paging
 
 #: Asks the listing for page ``index`` (0-based) of ``size`` instances; the caller binds the query.
@@ -218,6 +218,9 @@ class PageWalker:
                     f"{missing_id(self.id_field)}; repeats cannot be told apart without the instance id"
                 )
             out.append(ident)
+        # One response is a consistent snapshot: an id twice in it is no id (cheap; the page is in memory).
+        if len(set(out)) != len(out):
+            raise DeyelConfigError(not_an_id(self.id_field))
         return out
 
     def holds_all(self, first: Page, asked: int, get: GetPage, follow: Follow | None = None) -> bool:

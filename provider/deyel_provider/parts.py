@@ -282,8 +282,13 @@ class OutputFiles:
         if legacy.name == self.manifest_target.name:
             return
         try:
-            with legacy.open("rb") as raw:
-                body = json.loads(raw.read(LEGACY_MANIFEST_MAX_BYTES + 1)[:LEGACY_MANIFEST_MAX_BYTES])
+            # Never through a link nor blocking on a FIFO another user planted there (publish's rule).
+            raw = publish.read_own_file(
+                legacy, LEGACY_MANIFEST_MAX_BYTES, self._dir_fd, self.log, kind="manifest"
+            )
+            if raw is None:
+                return
+            body = json.loads(raw)
             names = [entry["name"] for entry in body["parts"]]
         except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return  # absent, unreadable or not a manifest of ours: nothing to replace

@@ -11,8 +11,9 @@ local filesystem:
   followed;
 - publishing renames the temporary file over the final name itself: a link there is replaced, not followed;
   a folder there is a :class:`DeyelConfigError`, never a move into it;
-- leftovers ``<name>.tmp-*`` are removed only when they are regular files of ours; anything else is left
-  alone with a warning.
+- leftovers ``<name>.tmp-*`` are removed, and files of an earlier release read, only when they are regular
+  files of ours (opened without following a link or blocking on a FIFO); anything else is left alone with
+  a warning.
 
 Object stores have no links: they keep fsspec's move (copy, then delete the temporary object).
 """
@@ -271,6 +272,55 @@ def remove_own_files(
                 logger.warning("could not remove %s: %s", name, exc.strerror)
     finally:
         os.close(dir_fd)
+
+
+def read_own_file(
+    target: ObjectStoragePath, limit: int, dir_fd: int | None = None, logger: Any = log, *, kind: str
+) -> bytes | None:
+    """At most ``limit`` bytes of ``target``, or ``None`` when it is absent or not ours.
+
+    Locally the rule of :func:`remove_own_files`: only a regular file of this user is read. It is opened
+    without following a link and without blocking (a FIFO another user planted at the name would hang the
+    run on open or read), relative to the folder descriptor ``dir_fd`` when given; anything else is left
+    alone with a warning (``kind`` names what the file was meant to be). Object stores read the path.
+    """
+    if not is_local(target):
+        try:
+            with target.open("rb") as raw:
+                data: bytes = raw.read(limit)
+                return data
+        except FileNotFoundError:
+            return None
+    folder_fd = dir_fd
+    if folder_fd is None:
+        try:
+            folder_fd = _open_folder(str(target.parent.path))
+        except DeyelConfigError:
+            return None  # the write reports the folder problem
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(target.name, flags, dir_fd=folder_fd)
+        except FileNotFoundError:
+            return None
+        except OSError:  # ELOOP: a link; EACCES: not ours either
+            logger.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                logger.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
+                return None
+            chunks, left = [], limit
+            while left > 0 and (chunk := os.read(fd, left)):
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    finally:
+        if dir_fd is None:
+            os.close(folder_fd)
 
 
 def glob_escape(name: str) -> str:

@@ -58,7 +58,7 @@ from deyel_provider.exceptions import (
     DeyelWatermarkError,
 )
 from deyel_provider.id_set import IdSet
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id, not_an_id
 from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Fetch, Page, Paging, parse_page
 
@@ -169,6 +169,11 @@ class SlicedReader:
     ) -> None:
         if not isinstance(field, str) or not field.strip() or any(c in field for c in ",=:"):
             raise DeyelConfigError(f"the incremental field must be a field identifier, got {field!r}")
+        if id_field == field:  # every instance written in one millisecond would be one "id"
+            raise DeyelConfigError(
+                f"the connection's 'id_field' extra names the incremental field {field!r}, which is not an "
+                f"instance id; set id_field to the key holding the instance id (idObjectValue, id or 'links')"
+            )
         self._fetch = fetch
         self._endpoint = endpoint
         self._params = dict(params or {})
@@ -541,6 +546,7 @@ class SlicedReader:
         """
         fresh: list[tuple[int, int, str, dict[str, Any]]] = []
         repeats = 0
+        in_response: set[str] = set()  # one response is a consistent snapshot: it lists an instance once
         if not self._unit_checked and page.records:
             self._check_unit(page)
         elif not self._unit_checked and start > 0 and self.stats.requests == 1:
@@ -556,6 +562,9 @@ class SlicedReader:
                     f"connection's date_literal is {self._date_literal!r})"
                 )
             instance_id = self._id_of(record)
+            if instance_id in in_response:
+                raise DeyelConfigError(not_an_id(self._id_field))
+            in_response.add(instance_id)
             if self._seen.add(instance_id):
                 fresh.append((value, len(instance_id), instance_id, record))
             else:

@@ -275,7 +275,8 @@ def record_run_window(context: Context, key: str, window: Window, signer: Waterm
 
 
 def legacy_end(context: Context, asset: Asset, form: str, field: str, search: str | None) -> int | None:
-    """The end of a watermark stored by a release before 1.x's owners and MACs, to name it in a warning."""
+    """The end of a watermark stored by a release before 1.x's owners and MACs, to name it in a warning
+    (``None`` when absent, or not a moment between 1970 and 9999)."""
     key = legacy_key(form, field, search)
     stored: Any = None
     stores = context.get("asset_state_store")
@@ -288,7 +289,11 @@ def legacy_end(context: Context, asset: Asset, form: str, field: str, search: st
                 stored = value
                 break
     end = stored.get("end") if isinstance(stored, dict) else stored
-    return end if isinstance(end, int) and not isinstance(end, bool) else None
+    # Unauthenticated: anyone who can write the asset's state may plant it. Only a moment a date can hold
+    # is named (the warning formats it; year 3170843 would fail every first and every reset run).
+    if not isinstance(end, int) or isinstance(end, bool) or not 0 <= end <= MAX_MS:
+        return None
+    return end
 
 
 def reset_requested(context: Context) -> bool:
