@@ -242,6 +242,58 @@ def test_an_incremental_field_in_epoch_seconds_is_a_typed_error_not_zero_records
         assert not (tmp_path / "out.jsonl").exists()
 
 
+#: Scales of a dtLastUpdate sent in another unit than epoch ms, and what the error must name.
+FINER_UNITS = [(1000, "microseconds"), (1_000_000, "nanoseconds")]
+
+
+def read_all(reader, start, end=None):
+    return [r for piece in reader.read(start, end, end_at_server_time=end is None) for r in piece.records]
+
+
+@pytest.mark.parametrize("scale, unit", FINER_UNITS)
+@pytest.mark.parametrize("window", ["watermark", "past interval"])
+def test_an_incremental_field_in_micro_or_nanoseconds_is_a_typed_error_not_zero_records(
+    stand_in, scale, unit, window
+):
+    """Review R2: a stand-in stamping in microseconds (or ns) made every watermark run read 0 instances and
+    succeed (the whole-window probe dropped every value at or after the window's end). A value further
+    after the server's Date than max_clock_skew_seconds is no moment yet: a typed error naming the unit."""
+    server = stand_in({"id_field": "id"})
+    for row in server.rows.values():
+        row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) * scale)  # the same moments, in a finer unit
+    now = int(time.time() * 1000)
+    start = now - 2 * 86_400_000  # every instance changed after it
+    reader = DeyelHook().sliced_reader(FORM, page_size=10)
+    with pytest.raises(DeyelIncompleteError, match=rf"{unit}.*clock.*incremental_field"):
+        read_all(reader, start, None if window == "watermark" else now - 3_600_000)
+
+
+def test_instances_stamped_by_a_clock_running_ahead_are_a_typed_error(stand_in):
+    """The same check, a clock (not a unit) an hour ahead of the server's Date: never a silent drop."""
+    server = stand_in({"id_field": "id"})
+    for row in server.rows.values():
+        row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) + 25 * 3_600_000)  # an hour after the present
+    reader = DeyelHook().sliced_reader(FORM, page_size=10)
+    with pytest.raises(DeyelIncompleteError, match=r"after the server's Date.*clock.*running ahead"):
+        read_all(reader, int(time.time() * 1000) - 2 * 86_400_000)
+
+
+def test_the_future_check_costs_no_request_on_a_millisecond_server(stand_in):
+    """The happy path: one response holds the window (its total proven), the check adds no request."""
+    server = stand_in({"id_field": "id"})
+    reader = DeyelHook().sliced_reader(FORM, page_size=100)
+    got = read_all(reader, int(time.time() * 1000) - 2 * 86_400_000)
+    assert (len(got), reader.stats.requests, server.gets) == (30, 2, 2)  # the probe and its proof
+
+
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_the_emulator_in_micro_or_nanoseconds_fails_a_watermark_window_typed(deyel_conn, unit):
+    with served(deyel_conn, updated_unit=unit):
+        reader = DeyelHook().sliced_reader(FORM, page_size=25)
+        with pytest.raises(DeyelIncompleteError, match=r"(micro|nano)seconds.*incremental_field"):
+            read_all(reader, int(time.time() * 1000) - 400 * 86_400_000)
+
+
 @pytest.mark.parametrize("unit", ["s", "iso"])
 def test_the_emulator_sends_dtlastupdate_in_its_unit_and_locks_on_it(deyel_conn, unit):
     from deyel_provider.exceptions import DeyelConflictError
@@ -396,6 +448,7 @@ class IdServer(ThreadingHTTPServer):
         self.search_ids = search_ids
         self.lock = threading.Lock()
         self.patches = 0
+        self.gets = 0  # listings and reads served (the happy path's cost is asserted)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -431,6 +484,7 @@ class _IdHandler(BaseHTTPRequestHandler):
         self._send({"access_token": "stand-in-token-0123456789", "token_type": "Bearer", "expires_in": 3600})
 
     def do_GET(self):
+        self.server.gets += 1
         parts = urlsplit(self.path)
         tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
         with self.server.lock:
