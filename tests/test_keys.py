@@ -365,7 +365,15 @@ def test_the_probe_finds_the_date_literal_search_accepts(deyel_conn, capsys):
     assert "epoch_ms refused (400" in finding(report, "date")["text"]
 
 
-@pytest.mark.parametrize("unit, said", [("s", "epoch seconds"), ("iso", "ISO 8601 text")])
+@pytest.mark.parametrize(
+    "unit, said",
+    [
+        ("s", "epoch seconds"),
+        ("iso", "ISO 8601 text"),
+        ("us", "epoch microseconds"),  # review R2b: the probe crashed (exit 3) building a date of year 58897
+        ("ns", "epoch nanoseconds"),
+    ],
+)
 def test_the_probe_fails_a_dtlastupdate_not_in_milliseconds(deyel_conn, capsys, unit, said):
     with served(deyel_conn, updated_unit=unit):
         code, report = probe_json(capsys)
@@ -583,6 +591,29 @@ def test_the_separator_is_checked_on_another_field_where_the_id_cannot_be_search
     assert finding(report, "in") == {"level": "ok", "topic": "in", "text": (
         "search=cdCustomer=in:K1;K2 answers both instances"
     )}  # fmt: skip
+
+
+@pytest.mark.parametrize("scale, unit", FINER_UNITS)
+def test_the_probe_fails_a_stand_in_stamping_in_micro_or_nanoseconds(stand_in, capsys, scale, unit):
+    """Review R2b: ``deyel-probe`` ended with "internal error: ValueError: year 58897 is out of range"."""
+    server = stand_in({"id_field": "id"})
+    for row in server.rows.values():
+        row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) * scale)
+    code, report = probe_json(capsys, "--form", FORM)
+    assert code == 1, report["findings"]
+    updated = finding(report, "updated")
+    assert updated["level"] == "FAIL" and f"epoch {unit}" in updated["text"]
+    assert "incremental_field" in updated["text"]
+
+
+@pytest.mark.parametrize("moment", [int(time.time() * 1_000_000), -62_135_596_800_001, 253_402_300_800_000])
+def test_a_date_literal_of_a_moment_out_of_range_is_a_typed_error(moment):
+    from deyel_provider.dates import search_literal
+    from deyel_provider.exceptions import DeyelConfigError
+
+    for kind in ("iso", "epoch_ms"):
+        with pytest.raises(DeyelConfigError, match=r"no epoch-millisecond date \(years 1 to 9999\)"):
+            search_literal(moment, kind)
 
 
 def test_a_stand_in_with_iso_literals_is_read_with_date_literal_iso(stand_in, capsys, tmp_path):
