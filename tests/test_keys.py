@@ -126,6 +126,24 @@ def test_the_sensor_reports_ids_under_the_servers_key_and_searches_on_it(deyel_c
     assert (found.count, found.instances) == (2, ({"id": "3"}, {"id": "5"}))
 
 
+def test_the_sensor_reports_the_id_itself_with_id_field_links(deyel_conn):
+    """Review: with ``id_field: links`` the sensor's XCom held the raw ``links`` list as the id. Now the id
+    taken from the self link, under ``idObjectValue`` (docs/operators.md), as on a server keying it so."""
+    with served(deyel_conn, {"id_field": "links"}, id_in_links_only=True):
+        listed = next(
+            iter(DeyelHook().request("GET", f"/forms/{FORM}/instances", params={"pageSize": 2}).json())
+        )
+        found = probe(
+            DeyelHook(), InstanceQuery.build(FORM, min_count=2, max_instances=2, fields=["dsCompany"])
+        )
+    first = found.instances[0]
+    assert first == {
+        "idObjectValue": listed["links"][0]["href"].rsplit("/", 1)[1],
+        "dsCompany": listed["dsCompany"],
+    }
+    assert [set(i) for i in found.instances] == [{"idObjectValue", "dsCompany"}] * 2
+
+
 def test_the_emulators_own_routes_work_with_another_id_key(deyel_conn):
     with served(deyel_conn, {"id_field": "id"}, id_key="id") as emulator:
         hook = DeyelHook()
