@@ -286,13 +286,16 @@ def test_an_incremental_field_in_micro_or_nanoseconds_is_a_typed_error_not_zero_
         read_all(reader, start, None if window == "watermark" else now - 3_600_000)
 
 
-def test_instances_stamped_by_a_clock_running_ahead_are_a_typed_error(stand_in):
-    """The same check, a clock (not a unit) an hour ahead of the server's Date: never a silent drop."""
-    server = stand_in({"id_field": "id"})
+@pytest.mark.parametrize("send_date", [True, False])
+def test_instances_stamped_by_a_clock_running_ahead_are_a_typed_error(stand_in, send_date):
+    """The same check, a clock (not a unit) an hour ahead of the server's Date (of this worker's clock, on
+    a server sending no Date): never a silent drop."""
+    server = stand_in({"id_field": "id"}, send_date=send_date)
     for row in server.rows.values():
         row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) + 25 * 3_600_000)  # an hour after the present
     reader = DeyelHook().sliced_reader(FORM, page_size=10)
-    with pytest.raises(DeyelIncompleteError, match=r"after the server's Date.*clock.*running ahead"):
+    said = "the server's Date" if send_date else r"this worker's clock \(no Date header\)"
+    with pytest.raises(DeyelIncompleteError, match=rf"after {said}.*clock.*running ahead"):
         read_all(reader, int(time.time() * 1000) - 2 * 86_400_000)
 
 
@@ -305,11 +308,16 @@ def test_the_future_check_costs_no_request_on_a_millisecond_server(stand_in):
 
 
 @pytest.mark.parametrize("unit", ["us", "ns"])
-def test_the_emulator_in_micro_or_nanoseconds_fails_a_watermark_window_typed(deyel_conn, unit):
-    with served(deyel_conn, updated_unit=unit):
+@pytest.mark.parametrize("window", ["watermark", "past interval"])
+def test_the_emulator_in_micro_or_nanoseconds_fails_a_window_typed(deyel_conn, unit, window):
+    """The emulator's switch: a past interval reads empty there (its bounds read as micro- or nanoseconds
+    lie in 1970), and so does everything before it: one future instance is sampled, and refused."""
+    with served(deyel_conn, updated_unit=unit) as emulator:
         reader = DeyelHook().sliced_reader(FORM, page_size=25)
+        start = 1767225600000  # the emulator's first stamp
         with pytest.raises(DeyelIncompleteError, match=r"(micro|nano)seconds.*incremental_field"):
-            read_all(reader, int(time.time() * 1000) - 400 * 86_400_000)
+            read_all(reader, start, None if window == "watermark" else start + 3_600_000)
+        assert emulator.methods() == {"GET": 1 if window == "watermark" else 3}
 
 
 @pytest.mark.parametrize("unit", ["s", "iso"])
@@ -463,7 +471,9 @@ class IdServer(ThreadingHTTPServer):
     regular expression of its own (``eq``, ``in`` with ``;``, ``gte``/``lt`` on dtLastUpdate written as
     ``literal`` says: epoch ms or ISO), pages by ``page``/``pageSize``, PATCH with an optimistic lock."""
 
-    def __init__(self, records: int = 30, literal: str = "epoch_ms", search_ids: bool = True) -> None:
+    def __init__(
+        self, records: int = 30, literal: str = "epoch_ms", search_ids: bool = True, send_date: bool = True
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _IdHandler)
         base = int(time.time() * 1000) - 86_400_000
         self.rows = {
@@ -472,6 +482,7 @@ class IdServer(ThreadingHTTPServer):
         }
         self.literal = literal
         self.search_ids = search_ids
+        self.send_date = send_date
         self.lock = threading.Lock()
         self.patches = 0
         self.gets = 0  # listings and reads served (the happy path's cost is asserted)
@@ -490,7 +501,10 @@ class _IdHandler(BaseHTTPRequestHandler):
 
     def _send(self, body, status=200, headers=()):
         data = json.dumps(body).encode()
-        self.send_response(status)
+        if self.server.send_date:
+            self.send_response(status)
+        else:
+            self.send_response_only(status)  # no Date header: clients fall back on their own clock
         for name, value in [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
