@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import pytest
 from airflow.triggers.base import BaseEventTrigger
 
-from deyel_provider.exceptions import DeyelAuthError, DeyelWatermarkError
+from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger, _signer_of
-from deyel_provider.watermark import VERSION
+from deyel_provider.watermark import MAX_MS, VERSION
 from tests.helpers import CLIENT_SECRET
 
 FORM = "PURCHASE_REQUEST"
@@ -275,3 +277,38 @@ def test_a_watermark_signed_with_another_connections_secret_is_not_trusted(emula
     create("PENDING")
     emulator.advance(15)
     assert _first_event(mine)["window_start"] == 0
+
+
+# -- a watermark checked against the server's present (review R6) --------------------------------------------
+
+
+@pytest.mark.parametrize("start", [int(time.time() * 1_000_000), -1, MAX_MS + 1, True, "5", 1.5])
+def test_a_start_that_is_no_epoch_millisecond_moment_is_refused_when_built(start):
+    """Review R6: start= in microseconds by mistake was taken as it is (and failed only when polled)."""
+    with pytest.raises(DeyelConfigError, match=r"start must be epoch milliseconds"):
+        DeyelChangeTrigger(form=FORM, start=start)
+
+
+@pytest.mark.parametrize("literal", ["epoch_ms", "iso"])
+@pytest.mark.parametrize("where", ["start", "asset state"])
+def test_a_watermark_after_the_servers_present_is_a_typed_error(deyel_conn, literal, where):
+    """Review R6: a mark a day after the server's Date (a start= from a clock running ahead, or a stored
+    one) watched silently forever: no change is stamped there until then. Now the first poll refuses it,
+    with no request more than a poll makes."""
+    with run_emulator(records=0, date_format=literal) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory", **NO_MARGIN, "date_literal": literal})
+        ahead = int(time.time() * 1000) + 86_400_000
+        state = AssetState()
+        if where == "start":
+            trigger = watcher(state, start=ahead)
+        else:
+            trigger = watcher(state)
+            state.values[trigger.state_key] = _signer_of(DeyelHook()).sign(
+                {"v": VERSION, "key": trigger.state_key, "end": ahead}
+            )
+        create("PENDING")
+        emulator.advance(2)
+        emulator.reset()
+        with pytest.raises(DeyelWatermarkError, match=r"after the server's present.*start="):
+            _first_event(trigger)
+        assert emulator.methods() == {"GET": 1}  # the poll's own request, nothing more

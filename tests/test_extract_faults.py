@@ -50,6 +50,8 @@ BEHAVIOURS: list[tuple[dict, dict]] = [
     ({"id_in_links_only": True}, {"id_field": "links"}),
     ({"updated_unit": "s"}, {}),
     ({"updated_unit": "iso"}, {}),
+    ({"updated_unit": "us"}, {}),  # review R2: a typed error, never 0 records
+    ({"updated_unit": "ns"}, {}),
     ({"date_offset_ms": 3_000}, {}),
     ({"commit_lag_ms": 3_000}, {}),
     ({"drop_after_paging": 0.2}, {}),

@@ -164,6 +164,24 @@ def test_the_sensor_reports_ids_under_the_servers_key_and_searches_on_it(deyel_c
     assert (found.count, found.instances) == (2, ({"id": "3"}, {"id": "5"}))
 
 
+def test_the_sensor_reports_the_id_itself_with_id_field_links(deyel_conn):
+    """Review: with ``id_field: links`` the sensor's XCom held the raw ``links`` list as the id. Now the id
+    taken from the self link, under ``idObjectValue`` (docs/operators.md), as on a server keying it so."""
+    with served(deyel_conn, {"id_field": "links"}, id_in_links_only=True):
+        listed = next(
+            iter(DeyelHook().request("GET", f"/forms/{FORM}/instances", params={"pageSize": 2}).json())
+        )
+        found = probe(
+            DeyelHook(), InstanceQuery.build(FORM, min_count=2, max_instances=2, fields=["dsCompany"])
+        )
+    first = found.instances[0]
+    assert first == {
+        "idObjectValue": listed["links"][0]["href"].rsplit("/", 1)[1],
+        "dsCompany": listed["dsCompany"],
+    }
+    assert [set(i) for i in found.instances] == [{"idObjectValue", "dsCompany"}] * 2
+
+
 def test_the_emulators_own_routes_work_with_another_id_key(deyel_conn):
     with served(deyel_conn, {"id_field": "id"}, id_key="id") as emulator:
         hook = DeyelHook()
@@ -281,6 +299,66 @@ def test_an_incremental_field_in_epoch_seconds_is_a_typed_error_not_zero_records
         assert not (tmp_path / "out.jsonl").exists()
 
 
+#: Scales of a dtLastUpdate sent in another unit than epoch ms, and what the error must name.
+FINER_UNITS = [(1000, "microseconds"), (1_000_000, "nanoseconds")]
+
+
+def read_all(reader, start, end=None):
+    return [r for piece in reader.read(start, end, end_at_server_time=end is None) for r in piece.records]
+
+
+@pytest.mark.parametrize("scale, unit", FINER_UNITS)
+@pytest.mark.parametrize("window", ["watermark", "past interval"])
+def test_an_incremental_field_in_micro_or_nanoseconds_is_a_typed_error_not_zero_records(
+    stand_in, scale, unit, window
+):
+    """Review R2: a stand-in stamping in microseconds (or ns) made every watermark run read 0 instances and
+    succeed (the whole-window probe dropped every value at or after the window's end). A value further
+    after the server's Date than max_clock_skew_seconds is no moment yet: a typed error naming the unit."""
+    server = stand_in({"id_field": "id"})
+    for row in server.rows.values():
+        row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) * scale)  # the same moments, in a finer unit
+    now = int(time.time() * 1000)
+    start = now - 2 * 86_400_000  # every instance changed after it
+    reader = DeyelHook().sliced_reader(FORM, page_size=10)
+    with pytest.raises(DeyelIncompleteError, match=rf"{unit}.*clock.*incremental_field"):
+        read_all(reader, start, None if window == "watermark" else now - 3_600_000)
+
+
+@pytest.mark.parametrize("send_date", [True, False])
+def test_instances_stamped_by_a_clock_running_ahead_are_a_typed_error(stand_in, send_date):
+    """The same check, a clock (not a unit) an hour ahead of the server's Date (of this worker's clock, on
+    a server sending no Date): never a silent drop."""
+    server = stand_in({"id_field": "id"}, send_date=send_date)
+    for row in server.rows.values():
+        row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) + 25 * 3_600_000)  # an hour after the present
+    reader = DeyelHook().sliced_reader(FORM, page_size=10)
+    said = "the server's Date" if send_date else r"this worker's clock \(no Date header\)"
+    with pytest.raises(DeyelIncompleteError, match=rf"after {said}.*clock.*running ahead"):
+        read_all(reader, int(time.time() * 1000) - 2 * 86_400_000)
+
+
+def test_the_future_check_costs_no_request_on_a_millisecond_server(stand_in):
+    """The happy path: one response holds the window (its total proven), the check adds no request."""
+    server = stand_in({"id_field": "id"})
+    reader = DeyelHook().sliced_reader(FORM, page_size=100)
+    got = read_all(reader, int(time.time() * 1000) - 2 * 86_400_000)
+    assert (len(got), reader.stats.requests, server.gets) == (30, 2, 2)  # the probe and its proof
+
+
+@pytest.mark.parametrize("unit", ["us", "ns"])
+@pytest.mark.parametrize("window", ["watermark", "past interval"])
+def test_the_emulator_in_micro_or_nanoseconds_fails_a_window_typed(deyel_conn, unit, window):
+    """The emulator's switch: a past interval reads empty there (its bounds read as micro- or nanoseconds
+    lie in 1970), and so does everything before it: one future instance is sampled, and refused."""
+    with served(deyel_conn, updated_unit=unit) as emulator:
+        reader = DeyelHook().sliced_reader(FORM, page_size=25)
+        start = 1767225600000  # the emulator's first stamp
+        with pytest.raises(DeyelIncompleteError, match=r"(micro|nano)seconds.*incremental_field"):
+            read_all(reader, start, None if window == "watermark" else start + 3_600_000)
+        assert emulator.methods() == {"GET": 1 if window == "watermark" else 3}
+
+
 @pytest.mark.parametrize("unit", ["s", "iso"])
 def test_the_emulator_sends_dtlastupdate_in_its_unit_and_locks_on_it(deyel_conn, unit):
     from deyel_provider.exceptions import DeyelConflictError
@@ -352,7 +430,15 @@ def test_the_probe_finds_the_date_literal_search_accepts(deyel_conn, capsys):
     assert "epoch_ms refused (400" in finding(report, "date")["text"]
 
 
-@pytest.mark.parametrize("unit, said", [("s", "epoch seconds"), ("iso", "ISO 8601 text")])
+@pytest.mark.parametrize(
+    "unit, said",
+    [
+        ("s", "epoch seconds"),
+        ("iso", "ISO 8601 text"),
+        ("us", "epoch microseconds"),  # review R2b: the probe crashed (exit 3) building a date of year 58897
+        ("ns", "epoch nanoseconds"),
+    ],
+)
 def test_the_probe_fails_a_dtlastupdate_not_in_milliseconds(deyel_conn, capsys, unit, said):
     with served(deyel_conn, updated_unit=unit):
         code, report = probe_json(capsys)
@@ -424,7 +510,9 @@ class IdServer(ThreadingHTTPServer):
     regular expression of its own (``eq``, ``in`` with ``;``, ``gte``/``lt`` on dtLastUpdate written as
     ``literal`` says: epoch ms or ISO), pages by ``page``/``pageSize``, PATCH with an optimistic lock."""
 
-    def __init__(self, records: int = 30, literal: str = "epoch_ms", search_ids: bool = True) -> None:
+    def __init__(
+        self, records: int = 30, literal: str = "epoch_ms", search_ids: bool = True, send_date: bool = True
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _IdHandler)
         base = int(time.time() * 1000) - 86_400_000
         self.rows = {
@@ -433,8 +521,10 @@ class IdServer(ThreadingHTTPServer):
         }
         self.literal = literal
         self.search_ids = search_ids
+        self.send_date = send_date
         self.lock = threading.Lock()
         self.patches = 0
+        self.gets = 0  # listings and reads served (the happy path's cost is asserted)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -450,7 +540,10 @@ class _IdHandler(BaseHTTPRequestHandler):
 
     def _send(self, body, status=200, headers=()):
         data = json.dumps(body).encode()
-        self.send_response(status)
+        if self.server.send_date:
+            self.send_response(status)
+        else:
+            self.send_response_only(status)  # no Date header: clients fall back on their own clock
         for name, value in [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
@@ -470,6 +563,7 @@ class _IdHandler(BaseHTTPRequestHandler):
         self._send({"access_token": "stand-in-token-0123456789", "token_type": "Bearer", "expires_in": 3600})
 
     def do_GET(self):
+        self.server.gets += 1
         parts = urlsplit(self.path)
         tail = parts.path.rstrip("/").rsplit("/", 1)[-1]
         with self.server.lock:
@@ -568,6 +662,29 @@ def test_the_separator_is_checked_on_another_field_where_the_id_cannot_be_search
     assert finding(report, "in") == {"level": "ok", "topic": "in", "text": (
         "search=cdCustomer=in:K1;K2 answers both instances"
     )}  # fmt: skip
+
+
+@pytest.mark.parametrize("scale, unit", FINER_UNITS)
+def test_the_probe_fails_a_stand_in_stamping_in_micro_or_nanoseconds(stand_in, capsys, scale, unit):
+    """Review R2b: ``deyel-probe`` ended with "internal error: ValueError: year 58897 is out of range"."""
+    server = stand_in({"id_field": "id"})
+    for row in server.rows.values():
+        row["dtLastUpdate"] = str(int(row["dtLastUpdate"]) * scale)
+    code, report = probe_json(capsys, "--form", FORM)
+    assert code == 1, report["findings"]
+    updated = finding(report, "updated")
+    assert updated["level"] == "FAIL" and f"epoch {unit}" in updated["text"]
+    assert "incremental_field" in updated["text"]
+
+
+@pytest.mark.parametrize("moment", [int(time.time() * 1_000_000), -62_135_596_800_001, 253_402_300_800_000])
+def test_a_date_literal_of_a_moment_out_of_range_is_a_typed_error(moment):
+    from deyel_provider.dates import search_literal
+    from deyel_provider.exceptions import DeyelConfigError
+
+    for kind in ("iso", "epoch_ms"):
+        with pytest.raises(DeyelConfigError, match=r"no epoch-millisecond date \(years 1 to 9999\)"):
+            search_literal(moment, kind)
 
 
 def test_a_stand_in_with_iso_literals_is_read_with_date_literal_iso(stand_in, capsys, tmp_path):

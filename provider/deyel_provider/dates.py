@@ -4,8 +4,11 @@ must hold. Used by the slicing, the change trigger and ``deyel-probe``."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
+
+from deyel_provider.exceptions import DeyelConfigError
 
 #: How dates are written inside ``search`` values (the connection's ``date_literal`` extra).
 DATE_LITERALS: tuple[str, ...] = ("epoch_ms", "iso")
@@ -15,8 +18,25 @@ DATE_LITERALS: tuple[str, ...] = ("epoch_ms", "iso")
 SECONDS_WINDOW_MS = 40 * 365 * 86_400_000
 
 
+#: Units finer than the millisecond an epoch value may be in by mistake, and how many make one millisecond.
+FINER_UNITS: tuple[tuple[str, int], ...] = (("microseconds", 1000), ("nanoseconds", 1_000_000))
+#: The range of moments a date literal can be written for: 0001-01-01 to 9999-12-31 (``datetime``'s).
+MIN_LITERAL_MS = -62_135_596_800_000
+MAX_LITERAL_MS = 253_402_300_799_999
+
+
 def search_literal(moment: int, kind: str = "epoch_ms") -> str:
-    """An epoch-ms moment as the server reads dates in ``search`` (the connection's ``date_literal``)."""
+    """An epoch-ms moment as the server reads dates in ``search`` (the connection's ``date_literal``).
+
+    :raises DeyelConfigError: for a moment no date can be written for (a value in micro- or nanoseconds
+        given as milliseconds lies tens of thousands of years ahead)."""
+    if not MIN_LITERAL_MS <= moment <= MAX_LITERAL_MS:
+        unit = finer_unit(moment, None)
+        said = f" (it reads as epoch {unit})" if unit else ""
+        raise DeyelConfigError(
+            f"the moment {moment} is no epoch-millisecond date (years 1 to 9999){said}: a watermark, start "
+            f"or incremental field in another unit; give epoch milliseconds"
+        )
     if kind == "iso":
         stamp = datetime.fromtimestamp(moment / 1000, UTC)
         return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -27,6 +47,17 @@ def in_seconds(value: int, present_ms: int) -> bool:
     """Whether an epoch value is seconds, not milliseconds: read as seconds it lies in the last decades
     before ``present_ms`` (or a day after it), read as milliseconds in 1970."""
     return -86_400_000 <= present_ms - value * 1000 <= SECONDS_WINDOW_MS
+
+
+def finer_unit(value: int, present_ms: int | None) -> str | None:
+    """The finer unit (``microseconds``, ``nanoseconds``) an epoch value is in when, read in it, it lies in
+    the last decades before ``present_ms`` (or a day after it; this machine's clock when None); else None."""
+    if present_ms is None:
+        present_ms = int(time.time() * 1000)
+    for name, per_ms in FINER_UNITS:
+        if -86_400_000 <= present_ms - value // per_ms <= SECONDS_WINDOW_MS:
+            return name
+    return None
 
 
 def is_iso(raw: Any) -> bool:

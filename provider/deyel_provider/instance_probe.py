@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
 from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
 
@@ -36,6 +36,9 @@ MAX_INSTANCES = 100
 COUNT_PAGE_SIZE = 1000
 #: The id of an instance in listings, unless the connection's ``id_field`` says otherwise.
 ID_FIELD = DEFAULT_ID_FIELD
+#: The key of the id in the sensor's output when the connection's ``id_field`` is ``links`` (Deyel's own
+#: name of an instance id): the id from the self link, not the list of links.
+LINKS_ID_KEY = DEFAULT_ID_FIELD
 #: One page walker per hook: what a poke proved about the server's pages (its count header counts more than
 #: a page, its cap) serves the next pokes of the same sensor or trigger, so a waiting sensor does not pay
 #: for the proof at every poke.
@@ -161,9 +164,15 @@ def _read(hook: DeyelHook, endpoint: str, params: dict[str, Any] | None, paging:
 
 
 def _reduced(record: Mapping[str, Any], fields: Sequence[str], id_field: str = ID_FIELD) -> dict[str, Any]:
-    """The instance's id under the server's own key (``links``: its links), and the fields asked for."""
-    out: dict[str, Any] = {id_field: record.get(id_field)}
-    out.update({name: record.get(name) for name in fields if name != id_field})
+    """The instance's id under the server's own key, and the fields asked for. With ``id_field: links`` the
+    id itself (the self link's last segment) under :data:`LINKS_ID_KEY`, not the raw list of links: DAG
+    code reads one id whatever the server (docs/operators.md)."""
+    if id_field == LINKS:
+        key, ident = LINKS_ID_KEY, instance_id(record, LINKS)
+    else:
+        key, ident = id_field, record.get(id_field)
+    out: dict[str, Any] = {key: ident}
+    out.update({name: record.get(name) for name in fields if name != key})
     return out
 
 

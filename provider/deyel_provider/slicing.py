@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.concurrency import Concurrency
-from deyel_provider.dates import DATE_LITERALS, in_seconds, is_iso, search_literal
+from deyel_provider.dates import DATE_LITERALS, finer_unit, in_seconds, is_iso, search_literal
 from deyel_provider.exceptions import (
     DeyelClockSkewError,
     DeyelConfigError,
@@ -261,6 +261,10 @@ class SlicedReader:
                 return
             end = present
         self.stats.window_end = end
+        if probe.records and not self._unit_checked:
+            # On the first response, which a watermark run asks with no upper bound: a field in a finer
+            # unit (or stamped ahead) shows there, and would otherwise fall outside every slice below.
+            self._check_unit(probe)
         if self._is_whole(probe, low, None if end_at_server_time else end):
             # One response holds the window: a consistent snapshot, nothing can have moved inside it.
             yield self._accept(probe, low, end, clip=end_at_server_time)
@@ -550,11 +554,17 @@ class SlicedReader:
         if not self._unit_checked and page.records:
             self._check_unit(page)
         elif not self._unit_checked and start > 0 and self.stats.requests == 1:
-            self._check_unit(self._sample_before(start))  # the first response was empty
+            # The first response was empty: sample an older instance, and with none, a future one (a field
+            # in a finer unit lies after every millisecond bound). A healthy empty window costs one more.
+            if not self._check_unit(self._sample_before(start)):
+                self._check_unit(self._sample_after(self._future_bound(page)), page)
         for record in page.records:
             value = self._value_of(record)
             if value < start or (end is not None and value >= end):
                 if clip and end is not None and value >= end:
+                    # Past the window's end: settling yet, for the next run, unless no clock has reached
+                    # it (a finer unit, a stamping clock running ahead): then no run would ever read it.
+                    self._check_future(page, value)
                     continue
                 raise DeyelIncompleteError(
                     f"asked for {self._field} in [{start}, {end}) and got an instance with {value}: the "
@@ -651,13 +661,17 @@ class SlicedReader:
                 f"epoch-millisecond values in every instance; set incremental_field to such a field"
             ) from None
 
-    def _check_unit(self, page: Page) -> None:
-        """Refuse a field in epoch seconds: compared with millisecond bounds, every window reads empty."""
+    def _check_unit(self, page: Page, dated: Page | None = None) -> bool:
+        """Refuse a field in epoch seconds (compared with millisecond bounds, every window reads empty), or
+        one whose newest value lies after the present (see :meth:`_check_future`). False: nothing to check.
+
+        :param dated: the response whose ``Date`` is the present (default: ``page``)."""
         self._unit_checked = True
-        present = page.server_ms if page.server_ms is not None else int(time.time() * 1000)
+        dated = dated or page
         values = [v for v in (self._sample_value(r) for r in page.records) if v > 0]
         if not values:
-            return
+            return False
+        present = dated.server_ms if dated.server_ms is not None else int(self._clock() * 1000)
         newest = max(values)
         if in_seconds(newest, present):
             raise DeyelIncompleteError(
@@ -665,6 +679,37 @@ class SlicedReader:
                 f"where epoch milliseconds are expected: every window bounded in milliseconds would read "
                 f"nothing; set incremental_field to an epoch-millisecond field"
             )
+        self._check_future(dated, newest)
+        return True
+
+    def _future_bound(self, page: Page) -> int:
+        """The latest value a change can hold by the time of ``page``: its ``Date`` (our clock with its
+        margin, without one) plus ``max_skew_ms``. Nothing after it has happened on any sane clock."""
+        if page.server_ms is not None:
+            return page.server_ms + self._max_skew_ms
+        return int(self._clock() * 1000) + LOCAL_CLOCK_MARGIN_MS + self._max_skew_ms
+
+    def _check_future(self, page: Page, value: int) -> None:
+        """Refuse a value after :meth:`_future_bound`: no window bounded by the server's present would ever
+        hold it, so dropping it (a watermark run's probe keeps what lies below its end) loses it for good."""
+        bound = self._future_bound(page)
+        if value <= bound:
+            return
+        present = bound - self._max_skew_ms
+        where = "the server's Date" if page.server_ms is not None else "this worker's clock (no Date header)"
+        unit = finer_unit(value, present)
+        why = (
+            f"it reads as epoch {unit}, not milliseconds"
+            if unit
+            else "a moment no clock has reached: the clock stamping instances is running ahead, or the field "
+            "is not in epoch milliseconds"
+        )
+        raise DeyelIncompleteError(
+            f"an instance has {self._field}={value}, {(value - present) / 1000:.0f} s after {where} "
+            f"({_utc(present)}), more than max_clock_skew_seconds ({self._max_skew_ms / 1000:g} s): {why}; "
+            f"windows bounded by the server's present would never read it. Fix the stamping clock (NTP), or "
+            f"set incremental_field to an epoch-millisecond field"
+        )
 
     def _sample_before(self, start: int) -> Page:
         """One instance older than an empty first window, to check the field's unit with: a field in
@@ -673,6 +718,14 @@ class SlicedReader:
             return Page(records=[])  # one response would hold every older instance
         clauses = [self._search] if self._search else []
         clauses.append(f"{self._field}=lt:{self._literal(start)}")
+        query = {**self._params, "search": ",".join(clauses), **self._paging.params_for(0, 1)}
+        return self._call(self._endpoint, query)
+
+    def _sample_after(self, moment: int) -> Page:
+        """One instance at or after ``moment`` (past the present): only a finer unit or a clock running
+        ahead puts one there. Asked only when a window and everything before it were empty."""
+        clauses = [self._search] if self._search else []
+        clauses.append(f"{self._field}=gte:{self._literal(moment)}")
         query = {**self._params, "search": ",".join(clauses), **self._paging.params_for(0, 1)}
         return self._call(self._endpoint, query)
 

@@ -98,13 +98,19 @@ _FIELD_INDEX = {name: (k, gen) for k, (name, gen) in enumerate(_FIELDS)}
 FIELD_NAMES: tuple[str, ...] = (*(name for name, _ in _FIELDS), "dtLastUpdate")
 
 
+#: Units finer than the millisecond (``updated_unit``): how many of them make one millisecond.
+FINER_UNITS = {"us": 1000, "ns": 1_000_000}
+
+
 def stamp_in_unit(stamp: Any, unit: str) -> Any:
-    """A dtLastUpdate kept in epoch milliseconds as the server sends it (``updated_unit``: ms, s or iso)."""
+    """A dtLastUpdate kept in epoch ms as the server sends it (``updated_unit``: ms, s, iso, us or ns)."""
     if unit == "ms" or stamp is None:
         return stamp
     ms = int(stamp)
     if unit == "s":
         return str(ms // 1000)
+    if unit in FINER_UNITS:
+        return str(ms * FINER_UNITS[unit])
     moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from deyel_provider.emulator.records import FINER_UNITS
+
 OPERATORS = frozenset({"eq", "neq", "like", "sw", "nsw", "ew", "new", "gt", "gte", "lt", "lte", "in", "nin"})
 # A null field satisfies only the negated operators.
 _NEGATIVE = frozenset({"neq", "nsw", "new", "nin"})
@@ -151,7 +153,7 @@ def _parse_date(raw: str, date_format: str) -> int:
     return (parsed - _EPOCH) // _ONE_MS
 
 
-def _literal(kind: str, raw: str, field: str, date_format: str, scale: int = 1) -> Any:
+def _literal(kind: str, raw: str, field: str, date_format: str, scale: float = 1) -> Any:
     try:
         if kind == "date":
             return _parse_date(raw, date_format) * (scale if date_format == "epoch_ms" else 1)
@@ -189,7 +191,11 @@ def parse_search(
         if known_fields is not None and field.split("/", 1)[0] not in known_fields:
             raise SearchError(f"Unknown field '{field}' in search")
         kind = _kind(field)
-        scale = 1000 if field == "dtLastUpdate" and updated_unit == "s" else 1
+        scale: float = 1
+        if field == "dtLastUpdate" and updated_unit == "s":
+            scale = 1000
+        elif field == "dtLastUpdate" and updated_unit in FINER_UNITS:
+            scale = 1 / FINER_UNITS[updated_unit]  # a literal in that unit, compared with stored ms
         value: Any
         if op in ("in", "nin"):
             value = frozenset(

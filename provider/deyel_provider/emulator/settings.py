@@ -12,7 +12,7 @@ UnauthorizedStyle = Literal["errors", "errorCode"]
 DateFormat = Literal["epoch_ms", "iso"]
 UpdatedOrder = Literal["random", "id"]
 ListOrder = Literal["id", "dtLastUpdate"]
-UpdatedUnit = Literal["ms", "s", "iso"]
+UpdatedUnit = Literal["ms", "s", "iso", "us", "ns"]
 
 PAGING_CHOICES: tuple[str, ...] = ("page", "offset", "link", "none")
 VERSION_CHOICES: tuple[str, ...] = ("8.4", "8.0")
@@ -20,7 +20,7 @@ UNAUTHORIZED_STYLE_CHOICES: tuple[str, ...] = ("errors", "errorCode")
 DATE_FORMAT_CHOICES: tuple[str, ...] = ("epoch_ms", "iso")
 UPDATED_ORDER_CHOICES: tuple[str, ...] = ("random", "id")
 LIST_ORDER_CHOICES: tuple[str, ...] = ("id", "dtLastUpdate")
-UPDATED_UNIT_CHOICES: tuple[str, ...] = ("ms", "s", "iso")
+UPDATED_UNIT_CHOICES: tuple[str, ...] = ("ms", "s", "iso", "us", "ns")
 #: How a next link is written: a whole URL, a path from the server root (``/api/forms/...?cursor=``), or
 #: relative to the request (``instances?cursor=``), as RFC 8288 allows.
 LINK_STYLE_CHOICES: tuple[str, ...] = ("absolute", "path", "relative")
@@ -126,6 +126,7 @@ class EmulatorSettings:
     # (also the name a search filters the id on); ``id_in_links_only`` sends the id only in the instance's
     # self link href. ``updated_unit``: dtLastUpdate as epoch milliseconds (assumed), epoch seconds, or ISO
     # 8601 text; in seconds, a search's epoch literal for it is read in seconds too.
+    # (Review R2) ``us``/``ns``: epoch micro- or nanoseconds, a search's epoch literal read in that unit.
     id_key: str = "idObjectValue"
     id_in_links_only: bool = False
     updated_unit: UpdatedUnit = "ms"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from deyel_provider.conn_fields import DEFAULTS
-from deyel_provider.dates import in_seconds, is_iso
+from deyel_provider.dates import MAX_LITERAL_MS, MIN_LITERAL_MS, finer_unit, in_seconds, is_iso
 from deyel_provider.dates import search_literal as literal
 from deyel_provider.instance_ids import LINKS, instance_id, self_link_id
 from deyel_provider.probe.results import FAIL, OK, TINY, WARN, Answer, ProbeFailed, search_field, unique
@@ -181,6 +181,14 @@ class KeyChecks:
         if in_seconds(max(values), present):
             self._unit_fail("epoch seconds", str(max(values)))
             return
+        # Before any date literal is built from them: a value in a finer unit is no date of years 1-9999.
+        unit = finer_unit(max(values), present)
+        if unit is not None:
+            self._unit_fail(f"epoch {unit}", str(max(values)))
+            return
+        if not all(MIN_LITERAL_MS <= v <= MAX_LITERAL_MS for v in values):
+            self._unit_fail("values beyond the dates of years 1 to 9999", str(max(values, key=abs)))
+            return
         self._note(OK, "updated", f"{FIELD} in every instance, epoch milliseconds")
         kind = self.date_literal(sample, values)
         if self._timing is not None:
@@ -247,7 +255,8 @@ class KeyChecks:
         else:
             exact = False
         ahead_ms = newest - (date_ms + 1000)
-        stamp = literal(newest, "iso")
+        in_range = MIN_LITERAL_MS <= newest <= MAX_LITERAL_MS  # a stamp found by the search may not be
+        stamp = literal(newest, "iso") if in_range else f"{newest} (no date of years 1 to 9999)"
         newest_text = f"newest {FIELD} {'' if exact else 'at least '}{stamp}"
         if skew == 0.0:
             date_text = "Date agrees with this machine's clock (within its 1 s resolution)"
@@ -276,6 +285,8 @@ class KeyChecks:
         """The newest stamp: search past the newest seen until nothing newer comes back."""
         size = int(self.extras.get("page_size") or self.config.page_size)
         for _ in range(MAX_NEWEST_STEPS):
+            if newest >= MAX_LITERAL_MS:
+                return newest, False  # no literal can be written past it
             answer = self._search(f"{FIELD}=gte:{literal(newest + 1, kind)}", size)
             records = answer.records
             if records is None:

@@ -27,7 +27,7 @@ from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 from deyel_provider import exceptions
 from deyel_provider import watermark as wm
 from deyel_provider.dates import search_literal
-from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelWatermarkError
+from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
 from deyel_provider.slicing import settled_present
@@ -186,7 +186,9 @@ class DeyelChangeTrigger(BaseEventTrigger):
     :param deyel_conn_id: the ``deyel`` connection, read in the triggerer.
     :param poll_interval: seconds between two polls.
     :param start: the first watermark (epoch ms) when there is none in the asset's state; None: the server's
-        present when the trigger first runs (only later changes fire).
+        present when the trigger first runs (only later changes fire). An int from 0 to year 9999, else
+        ``DeyelConfigError``; a watermark after the server's ``Date`` (beyond ``max_clock_skew_seconds``)
+        fails the first poll with ``DeyelWatermarkError``.
     :param field: the epoch-millisecond field every write moves to the present.
     """
 
@@ -204,7 +206,16 @@ class DeyelChangeTrigger(BaseEventTrigger):
         self.query = InstanceQuery.build(form, search, 1, 0, None)
         self.deyel_conn_id = deyel_conn_id
         self.poll_interval = float(poll_interval)
-        self.start = None if start is None else int(start)
+        if start is not None and (
+            not isinstance(start, int) or isinstance(start, bool) or not 0 <= start <= wm.MAX_MS
+        ):
+            # Checked here, not at the first poll: a start in micro- or nanoseconds by mistake lies
+            # millennia ahead, and a watch from there would wait silently for ever.
+            raise DeyelConfigError(
+                f"start must be epoch milliseconds from 0 to {wm.MAX_MS} (year 9999), got {start!r}: a value "
+                f"in micro- or nanoseconds is 1000 or 1,000,000 times too large"
+            )
+        self.start = start
         self.field = field
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -275,6 +286,7 @@ class DeyelChangeTrigger(BaseEventTrigger):
     def _changes_since(self, hook: DeyelHook, mark: int) -> dict[str, Any] | None:
         kind = hook.config.date_literal  # dates in search as the server reads them (date_literal extra)
         changed = probe(hook, self._narrowed(f"{self.field}=gte:{search_literal(mark, kind)}"))
+        self._check_mark(hook, mark, changed.server_ms)
         if changed.count == 0:
             return None
         end = self._settled_present(hook, changed.server_ms)
@@ -298,6 +310,22 @@ class DeyelChangeTrigger(BaseEventTrigger):
             "count": window.count,
             "count_exact": window.exact,
         }
+
+    def _check_mark(self, hook: DeyelHook, mark: int, server_ms: int | None) -> None:
+        """Refuse a watermark after the server's present (its ``Date``; our clock with its margin without
+        one) by more than ``max_clock_skew_seconds``: no change is stamped there before that moment comes, so
+        the watch would wait silently (as the extraction refuses a window starting after the present)."""
+        worker_ms = int(time.time() * 1000)
+        now = server_ms if server_ms is not None else worker_ms + LOCAL_CLOCK_MARGIN_MS
+        if mark <= now + round(hook.config.max_clock_skew_seconds * 1000):
+            return
+        where = "the server's present (its Date)" if server_ms is not None else "this triggerer's clock"
+        raise DeyelWatermarkError(
+            f"the change trigger of {self.query.form} watches from {self.field}={mark}, "
+            f"{(mark - now) / 1000:.0f} s after {where}: no change is stamped there yet (a start= in the "
+            f"future, or a watermark written while a clock ran ahead); pass start= (epoch ms) in the past "
+            f"and delete the key {self.state_key!r} from the asset's state"
+        )
 
     # -- its watermark in the asset's state: owned by the connection, signed with its key --------------------
 
