@@ -30,7 +30,7 @@ from deyel_provider.dates import search_literal
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelError, DeyelWatermarkError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
-from deyel_provider.slicing import settled_present
+from deyel_provider.slicing import LOCAL_CLOCK_MARGIN_MS, settled_present
 
 _T = TypeVar("_T")
 
@@ -315,7 +315,7 @@ class DeyelChangeTrigger(BaseEventTrigger):
         """Refuse a watermark after the server's present (its ``Date``; our clock with its margin without
         one) by more than ``max_clock_skew_seconds``: no change is stamped there before that moment comes, so
         the watch would wait silently (as the extraction refuses a window starting after the present)."""
-        worker_ms = int(time.time() * 1000)
+        worker_ms = int(hook.clock() * 1000)
         now = server_ms if server_ms is not None else worker_ms + LOCAL_CLOCK_MARGIN_MS
         if mark <= now + round(hook.config.max_clock_skew_seconds * 1000):
             return
