@@ -41,6 +41,9 @@ class DeyelExtractOperator(BaseOperator):
        a form changing faster than it can be read), the task fails with a typed ``DeyelError`` naming what
        it saw and the option to change, and publishes nothing.
 
+    Incremental files cannot carry deletes (a deleted instance is no longer listed) nor instances edited
+    out of ``search`` (the window of that edit lists only matches): a periodic full load carries both.
+
     The form is read through time slices of ``incremental_field`` (``dtLastUpdate``, which Deyel moves to
     the present on every write), not by page offsets, so an edit elsewhere cannot shift what is read.
     Slices are streamed to ``<output>.tmp-<uuid>`` (memory holds a few responses) and the object is moved
