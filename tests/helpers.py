@@ -90,3 +90,26 @@ class ByAsset(MutableMapping):
 def outlet_events() -> ByAsset:
     """What a task's ``context["outlet_events"]`` is to the code under test: ``[asset].extra`` settable."""
     return ByAsset(default=SimpleNamespace)
+
+
+def send_json(
+    handler: Any,
+    body: Any,
+    *,
+    status: int = 200,
+    headers: Iterable[tuple[str, str]] = (),
+    date: bool = True,
+) -> None:
+    """Answer a stand-in server's request (a ``BaseHTTPRequestHandler``) with ``body`` as JSON.
+
+    :param date: send the ``Date`` header (``send_response``); False: none, as some servers do.
+    """
+    data = json.dumps(body).encode()
+    if date:
+        handler.send_response(status)
+    else:
+        handler.send_response_only(status)
+    for name, value in [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers]:
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)

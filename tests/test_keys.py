@@ -32,7 +32,7 @@ from deyel_provider.instance_probe import InstanceQuery, probe
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.probe import main
 from deyel_provider.upsert import upsert
-from tests.helpers import connection_json
+from tests.helpers import connection_json, send_json
 
 FORM = "CRM_ACCOUNT"
 RECORDS = 60
@@ -539,19 +539,7 @@ class _IdHandler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, body, status=200, headers=()):
-        data = json.dumps(body).encode()
-        if self.server.send_date:
-            self.send_response(status)
-        else:
-            self.send_response_only(status)  # no Date header: clients fall back on their own clock
-        for name, value in [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            *headers,
-        ]:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, body, status=status, headers=headers, date=self.server.send_date)
 
     def _date(self, raw: str) -> int:
         if self.server.literal == "iso":

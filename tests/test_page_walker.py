@@ -26,6 +26,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
+from tests.helpers import send_json
 
 FORM = "CRM_ACCOUNT"
 
@@ -203,16 +204,7 @@ class _StandInHandler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, body: object, headers: list[tuple[str, str]]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        for name, value in [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            *headers,
-        ]:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, body, headers=headers)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))

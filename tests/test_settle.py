@@ -30,7 +30,7 @@ from deyel_provider.extraction import extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
 from tests.contract import Before, check_contract
-from tests.helpers import FAST_RETRY, connection_json
+from tests.helpers import FAST_RETRY, connection_json, send_json
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -190,16 +190,7 @@ class _StandInHandler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, body: Any, headers: list[tuple[str, str]]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        for name, value in [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            *headers,
-        ]:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, body, headers=headers)
 
     moment: int | None = None
 
