@@ -49,6 +49,16 @@ def _forget_process_tokens():
     PROCESS_CACHE.clear()
 
 
+@pytest.fixture(autouse=True)
+def _client_clock_follows_the_emulators(monkeypatch):
+    """Tests move an emulator's clock (``advance``) instead of waiting. The provider never trusts a server's
+    Date past the worker's clock (``DeyelHook.clock``), so that clock moves with the running emulators'."""
+    from deyel_provider.emulator.clock import Clock
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    monkeypatch.setattr(DeyelHook, "clock", staticmethod(Clock.latest))
+
+
 @pytest.fixture
 def emulator():
     """A fresh emulator per test, so token counters and the process token cache key start clean."""

@@ -404,7 +404,7 @@ def test_a_window_ending_inside_the_margin_waits_on_the_injected_clock(deyel_con
 # -- the change trigger uses the same margin and clock bound -------------------------------------------------
 
 
-def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn, monkeypatch):
+def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn):
     """Date 3 s ahead: a one-second margin ended the first window after the real present, so a change saved
     right after the event fell before its end, in no event."""
     from tests.test_change_trigger import (
@@ -419,8 +419,6 @@ def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ah
 
     with run_emulator(records=10, date_offset_ms=3000, empty_forms="PURCHASE_REQUEST") as emulator:
         deyel_conn(url=emulator.url, extra={"cache": "memory"})
-        # The triggerer's clock is the one that stamps (the emulator's, moved instead of waited on).
-        monkeypatch.setattr(DeyelHook, "clock", staticmethod(emulator.state.clock.now))
         first, second = create("PENDING"), create("PENDING")
         emulator.advance(SETTLE_S + 5)
         state = AssetState()

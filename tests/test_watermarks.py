@@ -63,11 +63,9 @@ def ids_in(path: str | Path) -> list[str]:
 
 
 @pytest.fixture
-def deyel_conn(deyel_conn, emulator, monkeypatch):
+def deyel_conn(deyel_conn):
     """The suite's connections, trusting a server Date up to a day from the worker's clock: these tests move
-    the emulator's clock forward (``advance``) instead of waiting, and the worker's clock with it (the
-    provider never trusts a Date past the worker's clock)."""
-    monkeypatch.setattr(DeyelHook, "clock", staticmethod(emulator.state.clock.now))
+    emulators' clocks forward (``advance``) instead of waiting, tenants' clocks apart from each other."""
 
     def define(conn_id: str = "deyel_default", **fields):
         extra = {"max_clock_skew_seconds": 86_400, **fields.pop("extra", {})}

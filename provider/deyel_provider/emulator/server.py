@@ -97,6 +97,7 @@ class RunningEmulator:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._state.clock.retire()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
