@@ -13,6 +13,12 @@ A key is "missing" (then created) only when the search is proven complete: the p
 asked is not one by itself: a server that caps pages, or drops instances after paging, sends short pages
 too; a count header equal to a short page is not one either), so a search cut short fails typed before any
 write instead of creating a duplicate.
+
+A wrong separator makes every ``in`` search match nothing (the server reads ``a;b`` as one value), so every
+record would be created again on every run. Two checks keep that from writing (the load asks for them):
+:meth:`KeySearch.prove_separator` searches, with ``in``, key values of instances known to exist, and
+``find(..., confirm_absent=True)`` searches with ``eq`` one key of each ``in`` clause of two or more keys that
+matched nothing. Either failing is a :class:`DeyelConfigError` naming ``in_separator``, before any write.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
@@ -35,6 +41,8 @@ if TYPE_CHECKING:
 MAX_SEARCH_LENGTH = 4000
 #: The assumed server cap on a page (``deyel-api.md``): the largest page asked for.
 MAX_BATCH = 1000
+#: A key value no instance holds, searched beside the only existing one when proving the separator.
+ABSENT_KEY = "deyel-separator-check-absent-key"
 
 
 class KeySearch:
@@ -67,21 +75,75 @@ class KeySearch:
         self._get = get
         self._separator = separator
         self._max_length = max_search_length
+        #: Whether an ``in`` clause of two or more values matched instances (which proves the separator).
+        self.separator_seen = False
         #: Decides when a search's listing has ended; learns the server's cap across the searches of a load.
         self._walker = PageWalker(paging, id_field=id_field)
 
-    def find(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def find(self, keys: list[str], *, confirm_absent: bool = False) -> dict[str, list[dict[str, Any]]]:
         """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel).
 
         An instance the search returns without the key, or with a key not asked for, is a
         :class:`DeyelBadResponseError` before anything is written: dropping it would count its record as
-        missing and create it a second time.
+        missing and create it a second time. With ``confirm_absent``, an ``in`` clause of two or more keys
+        that matches nothing is confirmed by an ``eq`` search of its first key (one request more): an
+        instance found then is a :class:`DeyelConfigError` naming ``in_separator``.
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
-            for instance in self._search(clause, expected, found):
+            matches = self._search(clause, expected, found)
+            if expected > 1 and matches:
+                # Instances matched by an in clause of two or more values: the server split them.
+                self.separator_seen = True
+            elif expected > 1 and confirm_absent:
+                self._confirm_none(clause)
+            for instance in matches:
                 found[str(key_text(instance.get(self.key)))].append(instance)
         return found
+
+    def _confirm_none(self, clause: str) -> None:
+        """An ``in`` clause matched nothing: its first key, searched with ``eq``, must match nothing too."""
+        first = clause[len(f"{self.key}=in:") :].split(self._separator, 1)[0]
+        eq = f"{self.key}=eq:{first}"
+        if self._search(eq, 1, {first: None}):
+            raise self._wrong_separator(f"{clause[:80]!r} matched no instance, but {eq[:80]!r} matched one")
+
+    def prove_separator(self, sample: list[dict[str, Any]]) -> bool:
+        """Search, with one ``in`` clause, the key values of instances known to exist (``sample``).
+
+        Two distinct plain values of the sample are searched (one and :data:`ABSENT_KEY` if the sample has
+        only one): both (or the one) must be found, else a :class:`DeyelConfigError` naming
+        ``in_separator``. Returns False, with no request, when the sample holds no plain key value (an empty
+        form: nothing a wrong separator could duplicate yet).
+        """
+        values: list[str] = []
+        for instance in sample:
+            text = key_text(instance.get(self.key))
+            if text and text not in values and self._separator not in text and "," not in text:
+                values.append(text)
+        values = values[:2]
+        if not values:
+            return False
+        asked = values if len(values) == 2 else [values[0], ABSENT_KEY]
+        clause = f"{self.key}=in:" + self._separator.join(asked)
+        matches = self._search(clause, len(asked), dict.fromkeys(asked))
+        held = {str(key_text(i.get(self.key))) for i in matches}
+        if set(values) <= held:
+            self.separator_seen = True
+        else:
+            shown = ", ".join(repr(v[:40]) for v in values)
+            raise self._wrong_separator(
+                f"{clause[:80]!r} did not find the existing instances holding {self.key} {shown}"
+            )
+        return True
+
+    def _wrong_separator(self, seen: str) -> DeyelConfigError:
+        return DeyelConfigError(
+            f"searching {self.form} by {self.key}: {seen}, so this server's 'in' does not separate values "
+            f"with {self._separator!r}; every record would be created again. Set the connection's "
+            f"in_separator to the one it uses (deyel-probe reports the separator that works); nothing of "
+            f"this batch was written"
+        )
 
     def _not_applied(self, clause: str, instance: dict[str, Any], value: Any) -> DeyelBadResponseError:
         what = (

@@ -47,6 +47,7 @@ from deyel_provider.exceptions import (
     DeyelRequestError,
     DeyelServerError,
 )
+from deyel_provider.form_sample import SAMPLE_SIZE, sample_instances
 from deyel_provider.instance_ids import instance_id, missing_id, server_keys
 from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
@@ -263,7 +264,7 @@ class _Loader:
             endpoint,
             key,
             paging=hook.paging(batch_size),
-            get=lambda url, query: self._call(partial(self._get, url, query)),
+            get=self._get_counted,
             # None: the connection's (read here, inside the load: a bad connection leaves nothing behind).
             separator=in_separator if in_separator is not None else hook.config.in_separator,
             max_search_length=max_search_length,
@@ -272,6 +273,9 @@ class _Loader:
         self.started = time.monotonic()
         self.rejected = 0
         self.first_reject = ""
+        #: Whether the ``in`` separator was checked (before the first create: a rerun that creates nothing
+        #: costs no request for it).
+        self._separator_checked = False
 
     # -- the pipeline ------------------------------------------------------------------------------------
 
@@ -360,10 +364,28 @@ class _Loader:
     # -- matching ----------------------------------------------------------------------------------------
 
     def _match(self, chunk: list[Record]) -> list[tuple[Record, list[dict[str, Any]]]]:
-        """Each record of the chunk with the instances that have its key."""
+        """Each record of the chunk with the instances that have its key.
+
+        A key is taken as absent (then created) only when proven so: an ``in`` clause that matched nothing
+        is confirmed with ``eq``, and before the load's first create the separator is proven on instances
+        that exist (see :mod:`deyel_provider.matching`). Chunks are matched one at a time, so the proof runs
+        once.
+        """
         keys = [key_text(record.values[self.key]) or "" for record in chunk]
-        found = self.search.find(keys)
+        creates = self.mode != "update"
+        found = self.search.find(keys, confirm_absent=creates)
+        # Once, before the first create; no request when an in clause of this load already found instances.
+        if creates and not self._separator_checked and any(not found[k] for k in keys):
+            self._separator_checked = True
+            if not self.search.separator_seen:
+                sample = sample_instances(self._get_counted, self.endpoint, self.hook.paging(SAMPLE_SIZE))
+                # False: no instance has the key yet (an empty form): the eq confirmations stand alone.
+                self.search.prove_separator(sample)
         return [(record, found[k]) for record, k in zip(chunk, keys, strict=True)]
+
+    def _get_counted(self, url: str, query: dict[str, Any] | None) -> requests.Response:
+        """A GET under the concurrency control."""
+        return self._call(partial(self._get, url, query))
 
     def _get(self, url: str, query: dict[str, Any] | None) -> requests.Response:
         return self.hook.request("GET", url, params=query, on_retry=self.concurrency.note_retry)
