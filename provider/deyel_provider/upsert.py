@@ -4,7 +4,9 @@ For each chunk of ``batch_size`` records (:mod:`deyel_provider.sources`), one se
 (documented operator; split where the query would pass ``max_search_length`` characters) returns the
 instances that exist, with their values and ``dtLastUpdate``. Then each record is:
 
-- **created** (POST) when no instance has its key (modes ``upsert`` and ``insert``);
+- **created** (POST) when no instance has its key (modes ``upsert`` and ``insert``), proven so: an ``in``
+  search that found nothing is confirmed with ``eq``, and the separator is proven before the first create
+  (:meth:`_Loader._match`; a wrong one is a :class:`DeyelConfigError` naming ``in_separator``);
 - **updated** (PATCH of the fields that differ, with the ``dtLastUpdate`` the search returned) when a
   compared field differs (modes ``upsert`` and ``update``); a 409 (another user saved it meanwhile) re-reads
   the instance and tries once more, then the record is rejected;
