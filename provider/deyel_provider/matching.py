@@ -124,7 +124,7 @@ class KeySearch:
         values = values[:2]
         if not values:
             return False
-        asked = values if len(values) == 2 else [values[0], ABSENT_KEY]
+        asked = values if len(values) == 2 else [values[0], ABSENT_KEY.replace(self._separator, "")]
         clause = f"{self.key}=in:" + self._separator.join(asked)
         matches = self._search(clause, len(asked), dict.fromkeys(asked))
         held = {str(key_text(i.get(self.key))) for i in matches}
