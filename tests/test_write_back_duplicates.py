@@ -322,3 +322,26 @@ def test_any_server_and_fault_mix_ends_equal_to_the_source_without_a_duplicate(d
 
     example()
     assert taken["loaded"] * 3 >= sum(taken.values()) > 0, taken
+
+
+@pytest.mark.parametrize("separator", [";", "|"])
+def test_one_existing_instance_proves_the_separator_with_a_made_up_key(deyel_conn, separator):
+    """The form holds one instance with the key (not in the source): it is searched with a made-up value
+    beside it, which must find it; a wrong separator then fails before any create."""
+    source = source_of(20)
+    with run_emulator(records=0, in_separator=separator) as emulator:
+        deyel_conn(url=emulator.url)
+        emulator.state.store.create(FORM, record(999, prefix="OTHER-"))
+        emulator.reset()
+        if separator == "|":
+            with pytest.raises(DeyelConfigError, match=r"did not find the existing instances .*in_separator"):
+                upsert(DeyelHook(), FORM, source, KEY, batch_size=10)
+            # The first batch's in search, its eq confirmation, the page of the form, the proving search.
+            assert emulator.methods() == {"GET": 4}
+            assert len(list(emulator.state.store.all_ids(FORM))) == 1
+        else:
+            result = upsert(DeyelHook(), FORM, source, KEY, batch_size=10)
+            assert result.created == 20
+            # Two in searches and their eq confirmations, the page, the proving search and (once per load) a
+            # page of one that proves the count header counts the search.
+            assert emulator.methods() == {"GET": 2 + 2 + 1 + 1 + 1, "POST": 20}
