@@ -11,6 +11,10 @@ instances that exist, with their values and ``dtLastUpdate``. Then each record i
 - **left alone** when every compared field already holds its value (and, in mode ``insert``, whenever the
   instance exists): nothing is sent.
 
+Keys are compared as the key field's type (:mod:`deyel_provider.key_types`: ``key_type``, or inferred from
+the key's prefix, a listing of a few instances, or the source): for a number, ``7`` and ``"007"`` are one key
+in the duplicate check, the search and the matching.
+
 Idempotent: a rerun of the same source finds every instance holding its values and writes nothing.
 A create whose answer was lost (a 5xx, a dropped connection, an unreadable answer) may have been applied, so
 it is never replayed blindly: after the backoff the key is searched; an instance holding the values sent is
@@ -48,10 +52,20 @@ from deyel_provider.exceptions import (
     DeyelServerError,
 )
 from deyel_provider.instance_ids import instance_id, missing_id, server_keys
+from deyel_provider.key_types import (
+    KEY_TYPES,
+    KeyType,
+    check_key_type,
+    infer_key_type,
+    key_text,
+    normalise,
+    written_value,
+)
 from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
+from deyel_provider.pagination import parse_page
 from deyel_provider.rejects import Reject, RejectsFile
-from deyel_provider.sources import Record, Source, check_keys, key_text
-from deyel_provider.values import SERVER_KEYS, differences
+from deyel_provider.sources import Record, Source, check_keys
+from deyel_provider.values import SERVER_KEYS, differences, field_kind
 
 if TYPE_CHECKING:
     import requests
@@ -68,6 +82,8 @@ MODES: tuple[str, ...] = ("upsert", "insert", "update")
 _LOGGED_REJECTS = 10
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+#: Instances read to tell a key's type when neither ``key_type`` nor the key's prefix tells it.
+SAMPLE_SIZE = 10
 _DELETED = "the instance with this key was deleted while the load ran (mode 'update' creates none)"
 
 
@@ -101,6 +117,7 @@ def upsert(
     batch_size: int = 100,
     max_search_length: int = MAX_SEARCH_LENGTH,
     in_separator: str | None = None,
+    key_type: str | None = None,
     max_rejects: int = 0,
     rejects: str | ObjectStoragePath | None = None,
     rejects_conn_id: str | None = None,
@@ -125,6 +142,8 @@ def upsert(
     :param max_search_length: the most encoded characters of one ``search`` value (a batch is split past it).
     :param in_separator: separator of the values of Deyel's ``in`` operator; default: the connection's
         ``in_separator`` extra (``;`` assumed).
+    :param key_type: how keys compare: ``number`` (``7``, ``7.0`` and ``"007"`` are one key), ``text``
+        (exactly), or None: inferred (:func:`key_type_of`).
     :param max_rejects: rejects tolerated; past it the load still finishes, then raises
         :class:`DeyelRejectedError`.
     :param rejects: where to publish the rejects (JSON Lines); None: only logged and counted.
@@ -150,12 +169,14 @@ def upsert(
         raise DeyelConfigError("in_separator must be a non-empty string (Deyel's is assumed to be ';')")
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
+    declared = check_key_type(key_type)
     from deyel_provider.hooks.deyel import instances_endpoint
 
     endpoint = instances_endpoint(form)
     concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger)
     records = Source(source, format=source_format, conn_id=source_conn_id)
-    total = check_keys(records, key)
+    compared = declared or key_type_of(hook, form, endpoint, key, records, logger)
+    total = check_keys(records, key, compared)
     logger.info("loading %d records of %s into %s (key %s, mode %s)", total, records.name, form, key, mode)
     sink: RejectsFile | None = None
     try:
@@ -172,6 +193,7 @@ def upsert(
             batch_size=batch_size,
             max_search_length=max_search_length,
             in_separator=in_separator,
+            key_type=compared,
             logger=logger,
         )
         loader.started = started  # the key check counts too
@@ -209,6 +231,23 @@ def upsert(
     return result
 
 
+def key_type_of(hook: DeyelHook, form: str, endpoint: str, key: str, records: Source, logger: Any) -> KeyType:
+    """The key's type when the load does not declare it, logged with why.
+
+    The key's prefix tells it without a request (``qt``/``nu`` number, ``cd``/``ds`` text); otherwise one
+    listing of ``SAMPLE_SIZE`` instances does, and an empty form leaves it to the source's values
+    (:func:`~deyel_provider.key_types.infer_key_type`).
+    """
+    sample: list[dict[str, Any]] = []
+    if field_kind(key) not in KEY_TYPES:
+        paging = hook.paging(SAMPLE_SIZE)
+        response = hook.request("GET", endpoint, params=paging.params_for(0, SAMPLE_SIZE))
+        sample = parse_page(response, paging).records[:SAMPLE_SIZE]
+    found, why = infer_key_type(sample, key, (record.values.get(key) for record in records.records()))
+    logger.info("%s: keys of %s compared as %s: %s (pass key_type to say otherwise)", form, key, found, why)
+    return found
+
+
 def check_field_name(what: str, name: Any) -> None:
     """A field identifier that can be put in a search clause (no ``,``, ``=`` or ``:``)."""
     if not isinstance(name, str) or not name.strip() or any(c in name for c in ",=:") or name in SERVER_KEYS:
@@ -244,9 +283,11 @@ class _Loader:
         batch_size: int,
         max_search_length: int,
         in_separator: str | None,
+        key_type: KeyType,
         logger: Any,
     ) -> None:
         self.hook = hook
+        self.key_type = key_type
         self.form = form
         self.endpoint = endpoint
         self.key = key
@@ -268,6 +309,7 @@ class _Loader:
             separator=in_separator if in_separator is not None else hook.config.in_separator,
             max_search_length=max_search_length,
             id_field=self.id_field,
+            key_type=key_type,
         )
         self.started = time.monotonic()
         self.rejected = 0
@@ -361,7 +403,8 @@ class _Loader:
 
     def _match(self, chunk: list[Record]) -> list[tuple[Record, list[dict[str, Any]]]]:
         """Each record of the chunk with the instances that have its key."""
-        keys = [key_text(record.values[self.key]) or "" for record in chunk]
+        # check_keys normalised every key already: none is missing or of another type here.
+        keys = [normalise(record.values[self.key], self.key_type) or "" for record in chunk]
         found = self.search.find(keys)
         return [(record, found[k]) for record, k in zip(chunk, keys, strict=True)]
 
@@ -442,8 +485,9 @@ class _Loader:
 
     def _create(self, record: Record) -> str | Reject:
         values = record.values
-        body = {self.key: values[self.key], **{f: values[f] for f in self._compared(record) if f in values}}
-        key = key_text(values[self.key]) or ""
+        written = written_value(self.key, values[self.key], self.key_type)
+        body = {self.key: written, **{f: values[f] for f in self._compared(record) if f in values}}
+        key = normalise(values[self.key], self.key_type) or ""
         policy = self.hook.retry_policy
         attempt = 1
         while True:
