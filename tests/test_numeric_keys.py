@@ -95,6 +95,15 @@ def test_a_form_holding_7_and_sources_keyed_007_make_one_instance_over_three_loa
     assert (held["qtEmployee"], held["dsName"]) == (7, "Seven again")
 
 
+def test_an_instance_holding_the_number_as_text_answers_the_record_keyed_007(emulator, deyel_conn):
+    emulator.state.store.create(TARGET_FORM, customer("7.0"))  # Deyel 8.0 sends numbers as text
+    emulator.reset()
+    assert load(TARGET_FORM, [customer("007")], "qtEmployee") == (0, 0, 1, 0)
+    assert load(TARGET_FORM, [customer(7, name="Seven again")], "qtEmployee") == (0, 1, 0, 0)
+    assert emulator.methods() == {"GET": 4, "PATCH": 1}
+    assert len(instances(emulator, TARGET_FORM)) == 1
+
+
 def test_a_numeric_key_given_as_text_is_created_as_its_number_once(emulator, deyel_conn):
     assert load(TARGET_FORM, [customer("007")], "qtEmployee") == (1, 0, 0, 0)
     assert load(TARGET_FORM, [customer(7.0)], "qtEmployee") == (0, 0, 1, 0)
@@ -182,6 +191,8 @@ def test_normalise_gives_one_text_per_number_and_keeps_text_exact():
     assert normalise("700", "number") == "700" and normalise("-0", "number") == "0"
     assert normalise(2**53 + 1, "number") != normalise(2**53, "number")
     assert normalise("9007199254740993", "number") == "9007199254740993"
+    long = "1234567890.12345678901234567890123456789"  # past Decimal's 28 digits of context
+    assert normalise("00" + long + "000", "number") == long
     assert normalise("007", "text") == "007" != normalise("7", "text")
     assert normalise(None, "number") is None and normalise("", "text") is None
     for bad in ("seven", "1_000", "NaN", "inf", True, "1e999999999"):
@@ -212,3 +223,33 @@ def test_infer_key_type_from_instances_prefix_then_source():
             yield value
 
     assert infer([7], source=source()) == "number" and read == []  # the source is read only when needed
+
+
+def test_every_spelling_of_a_number_is_one_key_and_different_numbers_stay_apart():
+    from collections import Counter
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    taken: Counter[str] = Counter()
+    numbers = st.decimals(allow_nan=False, allow_infinity=False, places=3)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        a=st.one_of(st.integers(-(10**30), 10**30), numbers),
+        b=st.one_of(st.integers(-(10**30), 10**30), numbers),
+        zeros=st.integers(0, 3),
+        trailing=st.integers(0, 3),
+    )
+    def check(a: Any, b: Any, zeros: int, trailing: int) -> None:
+        a, b = Decimal(a), Decimal(b)
+        sign, digits = ("-" if a < 0 else ""), format(a.copy_abs(), "f")  # abs() would round to 28 digits
+        padded = sign + "0" * zeros + digits + ("" if "." in digits else ".") + "0" * trailing
+        taken["whole" if a == a.to_integral_value() else "fraction"] += 1
+        assert normalise(padded, "number") == normalise(a, "number") == normalise(str(a), "number")
+        assert (normalise(a, "number") == normalise(b, "number")) == (a == b)
+        if a == int(a) and abs(a) < 2**53:
+            assert normalise(float(a), "number") == normalise(int(a), "number")
+
+    check()
+    assert taken["whole"] >= 50 and taken["fraction"] >= 50, taken

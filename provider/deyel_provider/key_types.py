@@ -69,7 +69,8 @@ def canonical_number(number: Decimal) -> str:
         raise NotAKey(f"{number} has more than {_MAX_DIGITS} digits, which no key field holds")
     if number == number.to_integral_value():
         return str(int(number))
-    return format(number.normalize(), "f")
+    # Not normalize(): it rounds to the context's 28 digits, and a key must keep every digit.
+    return format(number, "f").rstrip("0")
 
 
 def key_text(value: Any) -> str | None:
