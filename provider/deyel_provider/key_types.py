@@ -11,9 +11,12 @@ of the source, the search clauses, mapping the server's instances back to record
 - ``text``: the value's text, compared exactly (``"007"`` and ``"7"`` are two keys).
 
 The type is declared (``key_type``) or inferred by :func:`infer_key_type`: from the form's existing
-instances (JSON numbers: number; texts: text; both: a typed error asking to declare it), then from the key
-field's Hungarian prefix (``qt``/``nu`` number, ``cd``/``ds`` text, as :mod:`deyel_provider.values` types
-fields), then from the source (every key a JSON number: number; otherwise text).
+instances (JSON numbers: number; texts: text, unless the prefix declares a number and every text is one, as
+Deyel 8.0 sends numbers; both: a typed error asking to declare it), then from the key field's Hungarian
+prefix (``qt``/``nu`` number, ``cd``/``ds`` text, as :mod:`deyel_provider.values` types fields), then from
+the source (every key a JSON number: number; otherwise text). A load
+(:func:`~deyel_provider.upsert.key_type_of`) lists instances only when the prefix declares no type, so a
+prefixed key costs no request.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ _NUMERIC_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 #: The most digits a numeric key may have (written out without exponent: 1e999999999 would be a GB of text).
 _MAX_DIGITS = 1000
+#: Integers below this are written by str() directly (the common case, twice as fast as through Decimal).
+_FAST = 10**18
 
 
 class NotAKey(ValueError):
@@ -86,11 +91,15 @@ def normalise(value: Any, key_type: KeyType) -> str | None:
 
     Raises :class:`NotAKey` for a value that is not a number when ``key_type`` is ``number``.
     """
+    if key_type == "number" and type(value) is int:
+        return str(value) if -_FAST < value < _FAST else canonical_number(as_decimal(value))
     text = key_text(value)
     if text is None:
         return None
     if key_type == "text":
         return text
+    if text.isascii() and text.isdigit() and len(text) < 19:  # the common "007": no Decimal needed
+        return str(int(text))
     try:
         return canonical_number(as_decimal(value))
     except InvalidOperation:  # an exponent past Decimal's context
