@@ -6,7 +6,9 @@ headers, Tomcat's default), so a batch is split where its encoded ``search`` val
 ``max_search_length``. A value holding the separator is looked up alone with ``eq`` (a comma, which starts
 another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). Matches are checked on the
 client too: an instance without the key, or whose key is not a value asked for, means the server did not
-apply the search, a typed error before any write.
+apply the search, a typed error before any write. Both sides go through one normalising function
+(:func:`~deyel_provider.key_types.normalise`): the keys searched are canonical texts of the key's type
+(``7`` for a numeric ``"007"``) and each instance's key is normalised the same way before it is matched.
 
 A key is "missing" (then created) only when the search is proven complete: the pages are walked by
 :class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (a page shorter than
@@ -29,9 +31,9 @@ from urllib.parse import quote
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
+from deyel_provider.key_types import KeyType, NotAKey, normalise
 from deyel_provider.page_walker import PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
-from deyel_provider.sources import key_text
 
 if TYPE_CHECKING:
     import requests
@@ -53,6 +55,9 @@ class KeySearch:
     :param separator: separator of the values of the ``in`` operator.
     :param max_search_length: the most encoded characters of one ``search`` value.
     :param id_field: where listings hold an instance's id (the connection's ``id_field``).
+    :param key_type: how key values compare (:mod:`~deyel_provider.key_types`): the keys given to
+        :meth:`find` are canonical texts of that type, and each instance's key is normalised the same way
+        before it is matched (an instance holding ``7``, ``7.0`` or ``"7"`` answers the key ``"7"``).
     """
 
     def __init__(
@@ -66,8 +71,10 @@ class KeySearch:
         separator: str = ";",
         max_search_length: int = MAX_SEARCH_LENGTH,
         id_field: str = DEFAULT_ID_FIELD,
+        key_type: KeyType = "text",
     ) -> None:
         self._id_field = id_field
+        self.key_type = key_type
         self.form = form
         self.key = key
         self._endpoint = endpoint
@@ -98,8 +105,15 @@ class KeySearch:
             elif expected > 1 and confirm_absent:
                 self._confirm_none(clause)
             for instance in matches:
-                found[str(key_text(instance.get(self.key)))].append(instance)
+                found[str(self.canonical(instance.get(self.key)))].append(instance)
         return found
+
+    def canonical(self, value: Any) -> str | None:
+        """A key value as the keys are compared; None when missing or not of the key's type."""
+        try:
+            return normalise(value, self.key_type)
+        except NotAKey:
+            return None
 
     def _confirm_none(self, clause: str) -> None:
         """An ``in`` clause matched nothing: its first key, searched with ``eq``, must match nothing too."""
@@ -118,7 +132,7 @@ class KeySearch:
         """
         values: list[str] = []
         for instance in sample:
-            text = key_text(instance.get(self.key))
+            text = self.canonical(instance.get(self.key))
             if text and text not in values and self._separator not in text and "," not in text:
                 values.append(text)
         values = values[:2]
@@ -127,7 +141,7 @@ class KeySearch:
         asked = values if len(values) == 2 else [values[0], ABSENT_KEY.replace(self._separator, "")]
         clause = f"{self.key}=in:" + self._separator.join(asked)
         matches = self._search(clause, len(asked), dict.fromkeys(asked))
-        held = {str(key_text(i.get(self.key))) for i in matches}
+        held = {str(self.canonical(i.get(self.key))) for i in matches}
         if set(values) <= held:
             self.separator_seen = True
         else:
@@ -156,8 +170,9 @@ class KeySearch:
             f"searching {self.form} with {clause[:80]!r}: instance {ident} {what}, "
             f"so the server did not apply the search as sent (a listing without field values, a filter "
             f"ignored, another spelling or case of the key); records it cannot match are not written. Check "
-            f"that {self.key!r} is a field of the form, and in_separator (or batch_size=1, one eq search per "
-            f"record, for a server without 'in')",
+            f"that {self.key!r} is a field of the form, key_type (now {self.key_type!r}: a number field "
+            f"needs 'number'), and in_separator (or batch_size=1, one eq search per record, for a server "
+            f"without 'in')",
             method="GET",
             path=self._endpoint,
         )
@@ -225,7 +240,7 @@ class KeySearch:
                         f"{self.form}: {missing_id(self._id_field)}", method="GET", path=self._endpoint
                     )
                 value = instance.get(self.key)
-                if key_text(value) not in asked:
+                if self.canonical(value) not in asked:
                     raise self._not_applied(clause, instance, value)
                 instances[ident] = instance
         total = self._walker.last_total

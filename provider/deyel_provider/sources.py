@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
-from deyel_provider.values import UnsupportedValue, csv_value, deyel_value, text_of
+from deyel_provider.key_types import KeyType, NotAKey, key_text, normalise
+from deyel_provider.values import UnsupportedValue, csv_value, deyel_value
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -54,14 +55,6 @@ class Record:
 
     where: str
     values: dict[str, Any]
-
-
-def key_text(value: Any) -> str | None:
-    """A key value as the text a search compares (``7`` and ``7.0`` are ``"7"``); None when it is missing."""
-    if value is None or isinstance(value, (list, dict)):
-        return None
-    text = text_of(value)
-    return text if text.strip() else None
 
 
 class Source:
@@ -249,8 +242,11 @@ def _repeated(hashes: array[int]) -> set[int]:
     return repeated
 
 
-def check_keys(source: Source, key: str) -> int:
+def check_keys(source: Source, key: str, key_type: KeyType = "text") -> int:
     """Read the whole source once: every record has ``key`` and no two share a value; return their number.
+
+    Keys are compared as ``key_type`` (:func:`~deyel_provider.key_types.normalise`): for a number, ``7`` and
+    ``"007"`` are one key, and a value that is not a number is an error naming its record.
 
     Raises :class:`DeyelSourceError` naming the records to fix (nothing has been written yet).
     """
@@ -261,14 +257,7 @@ def check_keys(source: Source, key: str) -> int:
         )
     hashes: array[int] = array("Q")
     for record in source.records():
-        text = key_text(record.values.get(key))
-        if text is None:
-            value = record.values.get(key)
-            what = "has no" if value in (None, "") else f"has a {type(value).__name__} in"
-            raise DeyelSourceError(
-                f"{source.name}: {record.where} {what} {key!r}, the key: every record needs a text or number "
-                f"there to be matched with an instance"
-            )
+        text = _key_of(source, record, key, key_type)
         if SEARCH_SEPARATOR in text:
             raise DeyelSourceError(
                 f"{source.name}: {record.where} has {text!r} in {key!r}, the key: a key holding "
@@ -281,16 +270,38 @@ def check_keys(source: Source, key: str) -> int:
     count = len(hashes)
     del hashes
     if suspects:
-        _name_duplicates(source, key, suspects)
+        _name_duplicates(source, key, key_type, suspects)
     return count
 
 
-def _name_duplicates(source: Source, key: str, suspects: set[int]) -> None:
+def _key_of(source: Source, record: Record, key: str, key_type: KeyType) -> str:
+    """The record's key as compared (its canonical text), or a :class:`DeyelSourceError` naming the record."""
+    value = record.values.get(key)
+    try:
+        text = normalise(value, key_type)
+    except NotAKey as exc:
+        raise DeyelSourceError(
+            f"{source.name}: {record.where} has {str(value)[:80]!r} in {key!r}, the key, which is compared "
+            f"as a number ({exc}); fix the value, or pass key_type='text' if the field holds text"
+        ) from None
+    if text is None:
+        what = "has no" if value in (None, "") else f"has a {type(value).__name__} in"
+        raise DeyelSourceError(
+            f"{source.name}: {record.where} {what} {key!r}, the key: every record needs a text or number "
+            f"there to be matched with an instance"
+        )
+    return text
+
+
+def _name_duplicates(source: Source, key: str, key_type: KeyType, suspects: set[int]) -> None:
     places: dict[str, list[str]] = {}
     for record in source.records():
-        text = key_text(record.values.get(key))
-        if text is not None and _key_hash(text) in suspects:
-            places.setdefault(text, []).append(record.where)
+        text = _key_of(source, record, key, key_type)
+        if _key_hash(text) in suspects:
+            # The raw value too when it is written otherwise ('007' for the numeric key '7').
+            raw = key_text(record.values.get(key))
+            shown = record.where if raw == text else f"{record.where} ({str(raw)[:80]!r})"
+            places.setdefault(text, []).append(shown)
     repeated = {text: where for text, where in places.items() if len(where) > 1}
     if not repeated:
         return  # 64-bit hashes that collide, keys that differ
@@ -298,7 +309,8 @@ def _name_duplicates(source: Source, key: str, suspects: set[int]) -> None:
         f"{text!r} at {', '.join(where[:3])}" for text, where in list(repeated.items())[:_NAMED]
     )
     more = f" and {len(repeated) - _NAMED} more" if len(repeated) > _NAMED else ""
+    compared = " (compared as numbers: 7 and '007' are one key)" if key_type == "number" else ""
     raise DeyelSourceError(
-        f"{source.name}: {len(repeated)} values of the key {key!r} appear in more than one record ({named}"
-        f"{more}): each key names one instance; remove or merge the repeated records"
+        f"{source.name}: {len(repeated)} values of the key {key!r} appear in more than one record{compared} "
+        f"({named}{more}): each key names one instance; remove or merge the repeated records"
     )

@@ -13,6 +13,10 @@ instances that exist, with their values and ``dtLastUpdate``. Then each record i
 - **left alone** when every compared field already holds its value (and, in mode ``insert``, whenever the
   instance exists): nothing is sent.
 
+Keys are compared as the key field's type (:mod:`deyel_provider.key_types`: ``key_type``, or inferred from
+the key's prefix, a listing of a few instances, or the source): for a number, ``7`` and ``"007"`` are one key
+in the duplicate check, the search and the matching.
+
 Idempotent: a rerun of the same source finds every instance holding its values and writes nothing.
 A create whose answer was lost (a 5xx, a dropped connection, an unreadable answer) may have been applied, so
 it is never replayed blindly: after the backoff the key is searched; an instance holding the values sent is
@@ -51,10 +55,19 @@ from deyel_provider.exceptions import (
 )
 from deyel_provider.form_sample import SAMPLE_SIZE, sample_instances
 from deyel_provider.instance_ids import instance_id, missing_id, server_keys
+from deyel_provider.key_types import (
+    KEY_TYPES,
+    KeyType,
+    check_key_type,
+    infer_key_type,
+    key_text,
+    normalise,
+    written_value,
+)
 from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
-from deyel_provider.sources import Record, Source, check_keys, key_text
-from deyel_provider.values import SERVER_KEYS, differences
+from deyel_provider.sources import Record, Source, check_keys
+from deyel_provider.values import SERVER_KEYS, differences, field_kind
 
 if TYPE_CHECKING:
     import requests
@@ -104,6 +117,7 @@ def upsert(
     batch_size: int = 100,
     max_search_length: int = MAX_SEARCH_LENGTH,
     in_separator: str | None = None,
+    key_type: str | None = None,
     max_rejects: int = 0,
     rejects: str | ObjectStoragePath | None = None,
     rejects_conn_id: str | None = None,
@@ -128,6 +142,8 @@ def upsert(
     :param max_search_length: the most encoded characters of one ``search`` value (a batch is split past it).
     :param in_separator: separator of the values of Deyel's ``in`` operator; default: the connection's
         ``in_separator`` extra (``;`` assumed).
+    :param key_type: how keys compare: ``number`` (``7``, ``7.0`` and ``"007"`` are one key), ``text``
+        (exactly), or None: inferred (:func:`key_type_of`).
     :param max_rejects: rejects tolerated; past it the load still finishes, then raises
         :class:`DeyelRejectedError`.
     :param rejects: where to publish the rejects (JSON Lines); None: only logged and counted.
@@ -153,12 +169,18 @@ def upsert(
         raise DeyelConfigError("in_separator must be a non-empty string (Deyel's is assumed to be ';')")
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
+    declared = check_key_type(key_type)
     from deyel_provider.hooks.deyel import instances_endpoint
 
     endpoint = instances_endpoint(form)
     concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger)
     records = Source(source, format=source_format, conn_id=source_conn_id)
-    total = check_keys(records, key)
+    sample: list[dict[str, Any]] | None = None
+    if declared:
+        compared = declared
+    else:
+        compared, sample = key_type_of(hook, form, endpoint, key, records, logger)
+    total = check_keys(records, key, compared)
     logger.info("loading %d records of %s into %s (key %s, mode %s)", total, records.name, form, key, mode)
     sink: RejectsFile | None = None
     try:
@@ -175,6 +197,8 @@ def upsert(
             batch_size=batch_size,
             max_search_length=max_search_length,
             in_separator=in_separator,
+            key_type=compared,
+            sample=sample,
             logger=logger,
         )
         loader.started = started  # the key check counts too
@@ -212,6 +236,26 @@ def upsert(
     return result
 
 
+def key_type_of(
+    hook: DeyelHook, form: str, endpoint: str, key: str, records: Source, logger: Any
+) -> tuple[KeyType, list[dict[str, Any]] | None]:
+    """The key's type when the load does not declare it, logged with why; and the sample it read, if any.
+
+    The key's prefix tells it without a request (``qt``/``nu`` number, ``cd``/``ds`` text: Deyel's naming
+    convention); otherwise one listing of ``SAMPLE_SIZE`` instances does (the same sample later proves the
+    ``in`` separator), and an empty form leaves it to the source's values
+    (:func:`~deyel_provider.key_types.infer_key_type`).
+    """
+    sample: list[dict[str, Any]] | None = None
+    if field_kind(key) not in KEY_TYPES:
+        sample = sample_instances(
+            lambda url, query: hook.request("GET", url, params=query), endpoint, hook.paging(SAMPLE_SIZE)
+        )
+    found, why = infer_key_type(sample or [], key, (record.values.get(key) for record in records.records()))
+    logger.info("%s: keys of %s compared as %s: %s (pass key_type to say otherwise)", form, key, found, why)
+    return found, sample
+
+
 def check_field_name(what: str, name: Any) -> None:
     """A field identifier that can be put in a search clause (no ``,``, ``=`` or ``:``)."""
     if not isinstance(name, str) or not name.strip() or any(c in name for c in ",=:") or name in SERVER_KEYS:
@@ -247,9 +291,12 @@ class _Loader:
         batch_size: int,
         max_search_length: int,
         in_separator: str | None,
+        key_type: KeyType,
+        sample: list[dict[str, Any]] | None = None,
         logger: Any,
     ) -> None:
         self.hook = hook
+        self.key_type = key_type
         self.form = form
         self.endpoint = endpoint
         self.key = key
@@ -271,6 +318,7 @@ class _Loader:
             separator=in_separator if in_separator is not None else hook.config.in_separator,
             max_search_length=max_search_length,
             id_field=self.id_field,
+            key_type=key_type,
         )
         self.started = time.monotonic()
         self.rejected = 0
@@ -278,6 +326,8 @@ class _Loader:
         #: Whether the ``in`` separator was checked (before the first create: a rerun that creates nothing
         #: costs no request for it).
         self._separator_checked = False
+        #: A few existing instances (read for the key's type, else before the first create).
+        self._sample = sample
 
     # -- the pipeline ------------------------------------------------------------------------------------
 
@@ -373,16 +423,20 @@ class _Loader:
         that exist (see :mod:`deyel_provider.matching`). Chunks are matched one at a time, so the proof runs
         once.
         """
-        keys = [key_text(record.values[self.key]) or "" for record in chunk]
+        # check_keys normalised every key already: none is missing or of another type here.
+        keys = [normalise(record.values[self.key], self.key_type) or "" for record in chunk]
         creates = self.mode != "update"
         found = self.search.find(keys, confirm_absent=creates)
         # Once, before the first create; no request when an in clause of this load already found instances.
         if creates and not self._separator_checked and any(not found[k] for k in keys):
             self._separator_checked = True
             if not self.search.separator_seen:
-                sample = sample_instances(self._get_counted, self.endpoint, self.hook.paging(SAMPLE_SIZE))
+                if self._sample is None:  # not read for the key's type
+                    self._sample = sample_instances(
+                        self._get_counted, self.endpoint, self.hook.paging(SAMPLE_SIZE)
+                    )
                 # False: no instance has the key yet (an empty form): the eq confirmations stand alone.
-                self.search.prove_separator(sample)
+                self.search.prove_separator(self._sample)
         return [(record, found[k]) for record, k in zip(chunk, keys, strict=True)]
 
     def _get_counted(self, url: str, query: dict[str, Any] | None) -> requests.Response:
@@ -466,8 +520,9 @@ class _Loader:
 
     def _create(self, record: Record) -> str | Reject:
         values = record.values
-        body = {self.key: values[self.key], **{f: values[f] for f in self._compared(record) if f in values}}
-        key = key_text(values[self.key]) or ""
+        written = written_value(self.key, values[self.key], self.key_type)
+        body = {self.key: written, **{f: values[f] for f in self._compared(record) if f in values}}
+        key = normalise(values[self.key], self.key_type) or ""
         policy = self.hook.retry_policy
         attempt = 1
         while True:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from deyel_provider.emulator.records import FINER_UNITS
@@ -46,13 +47,23 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def _number(value: Any) -> Decimal | float:
+    """A number exactly, as a database compares it (``007`` is ``7``; 2**53 + 1 is not 2**53); a NaN or an
+    infinity stays a float (a Decimal NaN cannot be ordered)."""
+    try:
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    return number if number.is_finite() else float(number)
+
+
 def _record_value(kind: str, value: Any) -> Any:
     """The comparable form of a stored value, or None when it cannot be compared."""
     try:
         if kind == "date":
             return int(str(value))
         if kind == "number":
-            return float(value) if not isinstance(value, bool) else None
+            return _number(value) if not isinstance(value, bool) else None
     except (TypeError, ValueError):
         return None
     if kind == "bool":
@@ -158,7 +169,7 @@ def _literal(kind: str, raw: str, field: str, date_format: str, scale: float = 1
         if kind == "date":
             return _parse_date(raw, date_format) * (scale if date_format == "epoch_ms" else 1)
         if kind == "number":
-            return float(raw)
+            return _number(raw)
     except ValueError:
         expected = "epoch milliseconds" if date_format == "epoch_ms" else "an ISO 8601 date"
         expected = expected if kind == "date" else "a number"

@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.key_types import check_key_type
 from deyel_provider.matching import MAX_SEARCH_LENGTH
 from deyel_provider.upsert import MODES, check_field_name, upsert
 
@@ -28,8 +29,8 @@ class DeyelUpsertOperator(BaseOperator):
     was lost is settled by searching its key, never replayed blindly. Records Deyel refuses (400 and its
     ``errors``) are rejects: listed in ``rejects``, and the task fails when there are more than
     ``max_rejects`` (after writing every other record). Bad input fails before anything is written: an
-    unknown mode, a record without a key, two records with the same key (no last-wins rule), an unreadable
-    source.
+    unknown mode, a record without a key, two records with the same key (no last-wins rule; for a numeric
+    key ``7`` and ``"007"`` are the same key), an unreadable source.
 
     Returns ``{"created", "updated", "unchanged", "rejected", "seconds", "records", "rejects_path"}``.
 
@@ -52,6 +53,12 @@ class DeyelUpsertOperator(BaseOperator):
     :param max_search_length: the most encoded characters of one ``search`` value; a longer batch is split.
     :param in_separator: separator of the values of Deyel's ``in`` operator; default: the connection's
         ``in_separator`` extra (``;`` assumed, undocumented).
+    :param key_type: how keys compare (templated): ``number`` (``7``, ``7.0``, ``"007"`` and ``"7.00"`` are
+        one key, searched as ``7``; a non-number key is an error naming its record), ``text`` (exactly:
+        ``"007"`` and ``"7"`` are two keys), or None: inferred from the key's prefix (``qt``/``nu`` number,
+        ``cd``/``ds`` text), else from a listing of a few of the form's instances (numbers or texts; both is
+        an error asking for ``key_type``), else, on an empty form, from the source (all numbers: number).
+        The task log says which type was taken and why.
     :param source_format: ``jsonl``, ``csv`` or ``parquet``; default: from the file's suffix (templated).
     :param source_conn_id: Airflow connection of the source's object store, if it needs one.
     :param rejects_conn_id: Airflow connection of the rejects' object store, if it needs one.
@@ -66,6 +73,7 @@ class DeyelUpsertOperator(BaseOperator):
         "key",
         "fields",
         "mode",
+        "key_type",
         "rejects",
         "source_format",
         "token",
@@ -86,6 +94,7 @@ class DeyelUpsertOperator(BaseOperator):
         batch_size: int = 100,
         max_search_length: int = MAX_SEARCH_LENGTH,
         in_separator: str | None = None,
+        key_type: str | None = None,
         source_format: str | None = None,
         source_conn_id: str | None = None,
         rejects_conn_id: str | None = None,
@@ -99,6 +108,8 @@ class DeyelUpsertOperator(BaseOperator):
             raise DeyelConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
         if isinstance(key, str) and "{" not in key:
             check_field_name("key", key)
+        if not (isinstance(key_type, str) and "{" in key_type):
+            check_key_type(key_type)
         Concurrency(max_workers, ceiling=max_workers_ceiling)
         super().__init__(**kwargs)
         self.form = form
@@ -113,6 +124,7 @@ class DeyelUpsertOperator(BaseOperator):
         self.batch_size = batch_size
         self.max_search_length = max_search_length
         self.in_separator = in_separator
+        self.key_type = key_type
         self.source_format = source_format
         self.source_conn_id = source_conn_id
         self.rejects_conn_id = rejects_conn_id
@@ -137,6 +149,7 @@ class DeyelUpsertOperator(BaseOperator):
             batch_size=self.batch_size,
             max_search_length=self.max_search_length,
             in_separator=self.in_separator,
+            key_type=self.key_type or None,
             max_rejects=self.max_rejects,
             rejects=self.rejects or None,
             rejects_conn_id=self.rejects_conn_id,
