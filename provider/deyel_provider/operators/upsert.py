@@ -11,6 +11,7 @@ from airflow.sdk import BaseOperator
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT
 from deyel_provider.matching import MAX_SEARCH_LENGTH
 from deyel_provider.upsert import MODES, check_field_name, upsert
 
@@ -29,7 +30,8 @@ class DeyelUpsertOperator(BaseOperator):
     ``errors``) are rejects: listed in ``rejects``, and the task fails when there are more than
     ``max_rejects`` (after writing every other record). Bad input fails before anything is written: an
     unknown mode, a record without a key, two records with the same key (no last-wins rule), an unreadable
-    source.
+    source. One load of a form runs at a time: a second one waits for the first (``lock_timeout``), then
+    finds what the first wrote.
 
     Returns ``{"created", "updated", "unchanged", "rejected", "seconds", "records", "rejects_path"}``.
 
@@ -56,6 +58,10 @@ class DeyelUpsertOperator(BaseOperator):
     :param source_conn_id: Airflow connection of the source's object store, if it needs one.
     :param rejects_conn_id: Airflow connection of the rejects' object store, if it needs one.
     :param progress_interval: seconds between progress lines in the task log.
+    :param lock_timeout: seconds to wait while another load of the same form (same Deyel server) runs: one
+        load of a form at a time, so that two never both create a key (across hosts with the connection's
+        ``cache=redis``, else across the processes of one host). Then ``DeyelBusyError``, nothing written;
+        0: fail at once.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
     :param deyel_conn_id: the ``deyel`` connection.
     """
@@ -90,6 +96,7 @@ class DeyelUpsertOperator(BaseOperator):
         source_conn_id: str | None = None,
         rejects_conn_id: str | None = None,
         progress_interval: float = 30.0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         token: Any = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
@@ -117,6 +124,7 @@ class DeyelUpsertOperator(BaseOperator):
         self.source_conn_id = source_conn_id
         self.rejects_conn_id = rejects_conn_id
         self.progress_interval = progress_interval
+        self.lock_timeout = lock_timeout
         self.token = token
         self.deyel_conn_id = deyel_conn_id
 
@@ -143,6 +151,7 @@ class DeyelUpsertOperator(BaseOperator):
             source_format=self.source_format or None,
             source_conn_id=self.source_conn_id,
             progress_interval=self.progress_interval,
+            lock_timeout=self.lock_timeout,
             logger=self.log,
         )
         return result.as_dict()
