@@ -22,9 +22,10 @@ import pytest
 import redis
 
 from deyel_provider.emulator import run_emulator
-from deyel_provider.exceptions import DeyelBusyError
+from deyel_provider.exceptions import DeyelBusyError, DeyelConfigError, DeyelLeaseError, DeyelLeaseLostError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load_lease import lease_name, load_lease
+from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.upsert import upsert
 from tests.test_upsert import FORM, KEY, assert_state_is, customer, write_jsonl
 
@@ -36,6 +37,7 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.upsert import upsert
 source, go, out, workers = sys.argv[1:5]
 hook = DeyelHook()
@@ -130,7 +132,7 @@ def test_a_second_load_that_does_not_wait_fails_typed_and_writes_nothing(
     with load_lease(DeyelHook().config, FORM, timeout=0):
         emulator.reset()
         with pytest.raises(DeyelBusyError) as raised:
-            upsert(DeyelHook(), FORM, source, KEY, lock_timeout=0)
+            DeyelUpsertOperator(task_id="load", form=FORM, source=source, key=KEY, lock_timeout=0).execute({})
     message = str(raised.value)
     assert FORM in message and "another load" in message and "lock_timeout" in message
     assert "did not wait" in message and "wrote nothing" in message
@@ -213,3 +215,41 @@ def lost_lease(emulator, redis_server, tmp_path) -> None:
     assert emulator.methods().get("PATCH", 0) == 0
     assert instances(emulator) < 300
     assert client.get(key) == b"another-load"  # the stopped load did not release another's lease
+
+
+def lease_file(deyel_conn_folder: str) -> Path:
+    return Path(deyel_conn_folder) / (lease_name(DeyelHook().config.base_url, FORM) + ".lock")
+
+
+def test_a_removed_lease_file_counts_as_a_lost_lease(emulator, deyel_conn):
+    with load_lease(DeyelHook().config, FORM, timeout=0) as lease:
+        lease.check()
+        lease_file(DeyelHook().config.cache_dir).unlink()  # a cleanup of the folder while the load runs
+        with pytest.raises(DeyelLeaseLostError, match="stopped before its next write"):
+            lease.check()
+
+
+def test_a_lease_file_planted_as_a_link_is_refused_before_any_request(emulator, deyel_conn, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    lease_file(DeyelHook().config.cache_dir).symlink_to(target)
+    with pytest.raises(DeyelLeaseError, match="not a regular file of this user") as raised:
+        upsert(DeyelHook(), FORM, [customer(1)], KEY)
+    assert "cache_dir" in str(raised.value)
+    assert emulator.methods() == {}
+
+
+def test_a_lease_folder_others_can_write_is_refused_before_any_request(emulator, deyel_conn, tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    deyel_conn(extra={"cache": "memory", "cache_dir": str(folder)})
+    with pytest.raises(DeyelLeaseError, match="writable by others"):
+        upsert(DeyelHook(), FORM, [customer(1)], KEY)
+    assert emulator.methods() == {}
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), True, "60"])
+def test_lock_timeout_must_be_a_number_of_seconds(emulator, deyel_conn, bad):
+    with pytest.raises(DeyelConfigError, match="lock_timeout"):
+        upsert(DeyelHook(), FORM, [customer(1)], KEY, lock_timeout=bad)
