@@ -382,10 +382,15 @@ class _Loader:
         return result
 
     def _write(self, send: Callable[[], T]) -> T:
-        """A create or update: only while the load's lease holds (else ``DeyelLeaseLostError``)."""
-        assert self.lease is not None
-        self.lease.check()
-        return self._call(send)
+        """A create or update, sent only while the load's lease holds (else ``DeyelLeaseLostError``)."""
+        lease = self.lease
+        assert lease is not None
+
+        def guarded() -> T:
+            lease.check()  # after the concurrency control's wait, right before sending
+            return send()
+
+        return self._call(guarded)
 
     # -- matching ----------------------------------------------------------------------------------------
 
