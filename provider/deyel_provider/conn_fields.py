@@ -102,7 +102,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "cache",
         "Token cache",
         "Where tokens are shared: file (one host, the default), redis (many hosts), memory (this process "
-        "only) or none (fetch every time, for debugging).",
+        "only) or none (fetch every time, for debugging). Also where the lease that lets one load of a form "
+        "run at a time lives: redis across hosts, any other value a file lock on one host.",
         "string",
         "file",
         enum=("file", "redis", "memory", "none"),
@@ -110,7 +111,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "cache_dir",
         "Token cache folder",
-        "Folder of the file cache (one encrypted 0600 file per credential). Default: "
+        "Folder of the file cache (one encrypted 0600 file per credential), and of the lock files that let "
+        "one load of a form run at a time on this host (every cache but redis). Default: "
         "$AIRFLOW_HOME/deyel-token-cache.",
         "string",
     ),
@@ -130,8 +132,9 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "cache_lock_lease",
         "Token lock lease (s)",
-        "A renewal lock held by a process that died is freed after this many seconds (redis; at least 1). "
-        "A live holder keeps extending it, however long its renewal takes.",
+        "A renewal lock, or a load's lease on its form, held by a process that died is freed after this many "
+        "seconds (redis; at least 1). A live holder keeps extending it, however long its renewal or load "
+        "takes.",
         "number",
         30,
         above=True,

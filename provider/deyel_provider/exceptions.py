@@ -162,3 +162,22 @@ class DeyelConnectionError(DeyelError):
     def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
         self.request_sent = request_sent
         super().__init__(message, **kwargs)
+
+
+# One load at a time per (Deyel server, form) (issue 21): the load lease.
+class DeyelLeaseError(DeyelError):
+    """A load could not take or keep its lease on the form (one load of a form at a time, so that two loads
+    never both create the same key): its lock folder or Redis could not be used. Nothing was written without
+    the lease; the message names the backend and the option to fix (``cache``, ``cache_dir``,
+    ``cache_url``)."""
+
+
+class DeyelBusyError(DeyelLeaseError):
+    """Another load of the same form held the lease for longer than ``lock_timeout``: this load wrote
+    nothing. Run it again when the other has ended, or give it a longer ``lock_timeout``."""
+
+
+class DeyelLeaseLostError(DeyelLeaseError):
+    """The load's lease ran out or was taken while the load ran (its process was paused past
+    ``cache_lock_lease``, or the lock was removed): another load may hold it now, so this one stopped before
+    its next write. What it wrote before is kept; a rerun converges."""

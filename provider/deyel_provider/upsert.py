@@ -25,6 +25,11 @@ A replayed PATCH is settled by :meth:`DeyelHook.update_instance`. A record Deyel
 ``errors``) is a reject, not a failure: the load goes on, lists it in the rejects file, and fails at the end
 when there are more than ``max_rejects``.
 
+One load of a form at a time: before its first search a load takes the form's lease
+(:mod:`deyel_provider.load_lease`: a Redis lock with ``cache=redis``, else a file lock on this host), waiting
+up to ``lock_timeout`` for another load to end, and checks it before each write; two loads of the same keys
+would otherwise both search, find nothing and both create.
+
 Requests run on up to ``max_workers`` threads under the extraction's concurrency control
 (:class:`~deyel_provider.concurrency.Concurrency`: ``auto`` grows while it pays, halves on rate limits and
 paces). Memory holds about two chunks of records.
@@ -33,6 +38,7 @@ paces). Memory holds about two chunks of records.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -64,6 +70,7 @@ from deyel_provider.key_types import (
     normalise,
     written_value,
 )
+from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT, LoadLease, load_lease
 from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
 from deyel_provider.sources import Record, Source, check_keys
@@ -124,6 +131,7 @@ def upsert(
     source_format: str | None = None,
     source_conn_id: str | None = None,
     progress_interval: float = 30.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     logger: Any = log,
 ) -> UpsertResult:
     """Load ``source`` into ``form``, matching records to instances on ``key`` (see the module docstring).
@@ -151,6 +159,9 @@ def upsert(
     :param source_format: ``jsonl``, ``csv`` or ``parquet``; default: from the file's suffix.
     :param source_conn_id: the source's object store connection, if it needs one.
     :param progress_interval: seconds between progress lines in the log.
+    :param lock_timeout: seconds to wait for another load of ``form`` on the same server to end (one load
+        of a form at a time: :mod:`deyel_provider.load_lease`); then :class:`DeyelBusyError`, nothing
+        written. 0: fail at once.
     """
     started = time.monotonic()
     if mode not in MODES:
@@ -170,6 +181,12 @@ def upsert(
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
     declared = check_key_type(key_type)
+    if (
+        not isinstance(lock_timeout, int | float)
+        or isinstance(lock_timeout, bool)
+        or not 0 <= lock_timeout < math.inf
+    ):
+        raise DeyelConfigError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
     from deyel_provider.hooks.deyel import instances_endpoint
 
     endpoint = instances_endpoint(form)
@@ -202,7 +219,9 @@ def upsert(
             logger=logger,
         )
         loader.started = started  # the key check counts too
-        counts = loader.run(records, sink, progress_interval)
+        # Before the first search: a search made before another load's creates would create them again.
+        with load_lease(hook.config, form, timeout=lock_timeout, logger=logger) as lease:
+            counts = loader.run(records, sink, progress_interval, lease)
     except BaseException:
         if sink is not None:
             sink.discard()
@@ -321,6 +340,8 @@ class _Loader:
             key_type=key_type,
         )
         self.started = time.monotonic()
+        #: Held by :meth:`run`; checked before each write.
+        self.lease: LoadLease | None = None
         self.rejected = 0
         self.first_reject = ""
         #: Whether the ``in`` separator was checked (before the first create: a rerun that creates nothing
@@ -331,8 +352,11 @@ class _Loader:
 
     # -- the pipeline ------------------------------------------------------------------------------------
 
-    def run(self, source: Source, sink: RejectsFile | None, progress_interval: float) -> dict[str, int]:
+    def run(
+        self, source: Source, sink: RejectsFile | None, progress_interval: float, lease: LoadLease
+    ) -> dict[str, int]:
         """Search chunk after chunk and write their records, ``concurrency.limit`` requests at a time."""
+        self.lease = lease
         counts = {CREATED: 0, UPDATED: 0, UNCHANGED: 0}
         chunks = source.chunks(self.batch_size)
         ready: deque[tuple[Record, list[dict[str, Any]]]] = deque()
@@ -412,6 +436,17 @@ class _Loader:
         result = send()
         self.concurrency.note_done()
         return result
+
+    def _write(self, send: Callable[[], T]) -> T:
+        """A create or update, sent only while the load's lease holds (else ``DeyelLeaseLostError``)."""
+        lease = self.lease
+        assert lease is not None
+
+        def guarded() -> T:
+            lease.check()  # after the concurrency control's wait, right before sending
+            return send()
+
+        return self._call(guarded)
 
     # -- matching ----------------------------------------------------------------------------------------
 
@@ -496,7 +531,7 @@ class _Loader:
             raise DeyelBadResponseError(missing_id(self.id_field), method="GET", path=self.endpoint)
         values = {**changes, "dtLastUpdate": instance.get("dtLastUpdate")}
         try:
-            self._call(
+            self._write(
                 lambda: self.hook.update_instance(
                     self.form, ident, values, on_retry=self.concurrency.note_retry
                 )
@@ -527,7 +562,7 @@ class _Loader:
         attempt = 1
         while True:
             try:
-                self._call(
+                self._write(
                     lambda: self.hook.create_instance(self.form, body, on_retry=self.concurrency.note_retry)
                 )
                 return CREATED

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from deyel_provider.auth.cache import TokenCacheError
 from deyel_provider.auth.crypto import UnreadableTokenError
+from deyel_provider.locks import LockSetupError, owned_file_lock, trusted_folder
 
 if TYPE_CHECKING:
     from deyel_provider.auth.crypto import TokenSealer
@@ -64,18 +65,10 @@ class FileTokenCache:
         return self._directory / f"{key}.token"
 
     def _trusted(self) -> None:
-        """Create the folder 0700 if needed; refuse one that is a link, not ours, or writable by others."""
         try:
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = os.lstat(self._directory)
-        except OSError as exc:
-            raise TokenCacheError(self.name, f"cannot use {self._directory}: {exc.strerror}") from None
-        if not stat.S_ISDIR(info.st_mode):
-            raise TokenCacheError(self.name, f"{self._directory} is not a folder (a link?): refused")
-        if info.st_uid != os.getuid():
-            raise TokenCacheError(self.name, f"{self._directory} belongs to another user: refused")
-        if info.st_mode & 0o022:
-            raise TokenCacheError(self.name, f"{self._directory} is writable by others: refused")
+            trusted_folder(self._directory)
+        except LockSetupError as exc:
+            raise TokenCacheError(self.name, str(exc)) from None
 
     def _read_entry(self, path: Path) -> bytes | None:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -139,20 +132,12 @@ class FileTokenCache:
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        self._trusted()
-        path = self._directory / f"{key}.lock"
         try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise TokenCacheError(self.name, f"cannot check {path.name}: {exc.strerror}") from None
-        else:
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                raise TokenCacheError(self.name, f"{path.name} is not a regular file of this user: refused")
-        lock = FileLock(str(path), timeout=self._budget, mode=0o600)
+            lock = owned_file_lock(self._directory, f"{key}.lock")
+        except LockSetupError as exc:
+            raise TokenCacheError(self.name, str(exc)) from None
         try:
-            lock.acquire()
+            lock.acquire(timeout=self._budget)
         except Timeout:
             raise TokenCacheError(
                 self.name,

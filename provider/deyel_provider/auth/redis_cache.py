@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from deyel_provider.auth.cache import TokenCacheError
 from deyel_provider.auth.crypto import UnreadableTokenError
 from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.locks import LeaseKeeper
 
 if TYPE_CHECKING:
     from deyel_provider.auth.crypto import TokenSealer
@@ -144,9 +145,17 @@ class RedisTokenCache:
 
         name = f"{key}:lock"
         lock = self._client.lock(name, timeout=self._lease, thread_local=False)
+        taken_at = time.monotonic()
         with self._faults("lock"):
-            self._acquire(lock, name)
-        keeper = _LeaseKeeper(lock, self._lease, until=time.monotonic() + self._budget)
+            taken_at = self._acquire(lock, name)
+        keeper = LeaseKeeper(
+            lock,
+            self._lease,
+            what="redis token cache: the renewal lock",
+            after_loss="another process may renew as well",
+            taken_at=taken_at,
+            until=time.monotonic() + self._budget,
+        )
         try:
             yield
         finally:
@@ -156,10 +165,16 @@ class RedisTokenCache:
             except redis.RedisError:
                 pass  # the lease ran out or Redis went away: the lock frees itself either way
 
-    def _acquire(self, lock: Any, name: str) -> None:
-        """Take the lock, waiting while a live holder of ours has it; else raise ``TokenCacheError``."""
+    def _acquire(self, lock: Any, name: str) -> float:
+        """Take the lock, waiting while a live holder of ours has it; else raise ``TokenCacheError``.
+
+        :returns: ``time.monotonic()`` just before the call that took it (its lease counts from there).
+        """
         give_up_at = time.monotonic() + self._budget
-        while not lock.acquire(blocking=False):
+        while True:
+            taken_at = time.monotonic()
+            if lock.acquire(blocking=False):
+                break
             with self._client.pipeline(transaction=False) as pipe:
                 holder, remaining = pipe.get(name).pttl(name).execute()
             if holder is not None:
@@ -186,42 +201,4 @@ class RedisTokenCache:
             if holder is not None:  # else it was released between the two calls: try again at once
                 time.sleep(min(LOCK_POLL, self._lease / 4))
         _given_up_on.pop(name, None)
-
-
-class _LeaseKeeper:
-    """Extends a held lock's lease every third of the lease, from a thread, until stopped or until ``until``.
-
-    The thread lives and dies with the holder's process, so the lease outlasts the holder by one lease at
-    most; past ``until`` (the renewal's budget: its holder is stuck), it stops extending as well.
-    """
-
-    def __init__(self, lock: Any, lease: float, until: float) -> None:
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(lock, lease / 3, until), name="deyel-token-lease", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, lock: Any, interval: float, until: float) -> None:
-        import redis
-
-        while not self._stopped.wait(interval):
-            if time.monotonic() >= until:
-                log.warning(
-                    "redis token cache: the renewal outlived its budget; its lock's lease is no longer kept"
-                )
-                return
-            try:
-                lock.reacquire()
-            except redis.exceptions.LockNotOwnedError:
-                log.warning(
-                    "redis token cache: the renewal lock's lease ran out before it could be extended (this "
-                    "process was paused for longer than the lease?); another process may renew as well"
-                )
-                return
-            except redis.RedisError:
-                continue  # the lease may still hold: try again at the next beat
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
+        return taken_at

@@ -12,6 +12,7 @@ from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.key_types import check_key_type
+from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT
 from deyel_provider.matching import MAX_SEARCH_LENGTH
 from deyel_provider.upsert import MODES, check_field_name, upsert
 
@@ -30,7 +31,8 @@ class DeyelUpsertOperator(BaseOperator):
     ``errors``) are rejects: listed in ``rejects``, and the task fails when there are more than
     ``max_rejects`` (after writing every other record). Bad input fails before anything is written: an
     unknown mode, a record without a key, two records with the same key (no last-wins rule; for a numeric
-    key ``7`` and ``"007"`` are the same key), an unreadable source.
+    key ``7`` and ``"007"`` are the same key), an unreadable source. One load of a form runs at a time: a
+    second one waits for the first (``lock_timeout``), then finds what the first wrote.
 
     Returns ``{"created", "updated", "unchanged", "rejected", "seconds", "records", "rejects_path"}``.
 
@@ -63,6 +65,10 @@ class DeyelUpsertOperator(BaseOperator):
     :param source_conn_id: Airflow connection of the source's object store, if it needs one.
     :param rejects_conn_id: Airflow connection of the rejects' object store, if it needs one.
     :param progress_interval: seconds between progress lines in the task log.
+    :param lock_timeout: seconds to wait while another load of the same form (same Deyel server) runs: one
+        load of a form at a time, so that two never both create a key (across hosts with the connection's
+        ``cache=redis``, else across the processes of one host). Then ``DeyelBusyError``, nothing written;
+        0: fail at once.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
     :param deyel_conn_id: the ``deyel`` connection.
     """
@@ -99,6 +105,7 @@ class DeyelUpsertOperator(BaseOperator):
         source_conn_id: str | None = None,
         rejects_conn_id: str | None = None,
         progress_interval: float = 30.0,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         token: Any = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
@@ -129,6 +136,7 @@ class DeyelUpsertOperator(BaseOperator):
         self.source_conn_id = source_conn_id
         self.rejects_conn_id = rejects_conn_id
         self.progress_interval = progress_interval
+        self.lock_timeout = lock_timeout
         self.token = token
         self.deyel_conn_id = deyel_conn_id
 
@@ -156,6 +164,7 @@ class DeyelUpsertOperator(BaseOperator):
             source_format=self.source_format or None,
             source_conn_id=self.source_conn_id,
             progress_interval=self.progress_interval,
+            lock_timeout=self.lock_timeout,
             logger=self.log,
         )
         return result.as_dict()

@@ -1,0 +1,255 @@
+"""One load of a form at a time (issue 21): two loads of the same keys started at once in two processes make
+each instance once; a second load waits for the lease or fails typed having written nothing; a holder killed
+by SIGKILL frees it within one lease; a load whose lease was lost stops before its next write.
+
+Real processes, a real redis-server, the emulator over HTTP. Two loads overlap for real: both children wait
+at a barrier (a file) after their imports, and start together when the test creates it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelBusyError, DeyelConfigError, DeyelLeaseError, DeyelLeaseLostError
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.load_lease import lease_name, load_lease
+from deyel_provider.operators.upsert import DeyelUpsertOperator
+from deyel_provider.upsert import upsert
+from tests.test_upsert import FORM, KEY, assert_state_is, customer, write_jsonl
+
+#: Seconds of a short Redis lease (the shortest the connection accepts is 1).
+LEASE = 1.5
+
+#: A load in a child process: waits at the barrier, loads, writes its result (or its error) as JSON.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.operators.upsert import DeyelUpsertOperator
+from deyel_provider.upsert import upsert
+source, go, out, workers = sys.argv[1:5]
+hook = DeyelHook()
+hook.config  # read the connection before the barrier
+Path(out + ".ready").touch()
+while not Path(go).exists():
+    time.sleep(0.002)
+try:
+    result = upsert(hook, "ERP_CUSTOMER", source, "cdCustomer", max_workers=int(workers), batch_size=100,
+                    progress_interval=3600).as_dict()
+except Exception as exc:
+    result = {"error": type(exc).__name__, "message": str(exc)}
+Path(out).write_text(json.dumps(result))
+"""
+
+
+def start_load(source: str, folder: Path, name: str, *, workers: int = 4) -> tuple[subprocess.Popen, Path]:
+    out = folder / f"{name}.json"
+    go = folder / "go"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, source, str(go), str(out), str(workers)], env=os.environ.copy()
+    )
+    return child, out
+
+
+def wait_for(condition, what: str, children=(), timeout: float = 60) -> None:
+    """Poll ``condition`` (a state another process reaches), failing if a child died first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for child in children:
+            assert child.poll() is None, f"a load ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def finish(child: subprocess.Popen, out: Path) -> dict[str, Any]:
+    try:
+        child.wait(120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0
+    return json.loads(out.read_text())
+
+
+def instances(emulator) -> int:
+    return len(emulator.state.store.all_ids(FORM))
+
+
+def use_backend(backend: str, deyel_conn, redis_server, **url) -> None:
+    if backend == "redis":
+        redis.Redis.from_url(redis_server.url).flushdb()
+        deyel_conn(**url, extra={"cache": "redis", "cache_url": redis_server.url, "cache_lock_lease": LEASE})
+    # else: the deyel_conn default, cache=file in a folder of this test
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+def test_two_loads_of_the_same_keys_at_once_create_each_instance_once(
+    backend, emulator, deyel_conn, redis_server, tmp_path
+):
+    use_backend(backend, deyel_conn, redis_server)
+    source = [customer(i) for i in range(1000)]
+    path = write_jsonl(tmp_path / "customers.jsonl", source)
+    loads = [start_load(path, tmp_path, name) for name in ("first", "second")]
+    children = [child for child, _ in loads]
+    try:
+        wait_for(lambda: all(Path(f"{out}.ready").exists() for _, out in loads), "the barrier", children)
+        (tmp_path / "go").touch()
+        results = [finish(child, out) for child, out in loads]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert all("error" not in result for result in results), results
+    assert instances(emulator) == 1000
+    assert_state_is(emulator, source)
+    # One load made them all; the other, started at the same time, waited and found them as they should be.
+    made = sorted((r["created"], r["unchanged"], r["updated"]) for r in results)
+    assert made == [(0, 1000, 0), (1000, 0, 0)]
+    assert emulator.methods().get("POST", 0) == 1000
+    assert emulator.methods().get("PATCH", 0) == 0
+
+
+@pytest.mark.parametrize("backend", ["file", "redis"])
+def test_a_second_load_that_does_not_wait_fails_typed_and_writes_nothing(
+    backend, emulator, deyel_conn, redis_server, tmp_path
+):
+    use_backend(backend, deyel_conn, redis_server)
+    source = [customer(i) for i in range(10)]
+    with load_lease(DeyelHook().config, FORM, timeout=0):
+        emulator.reset()
+        with pytest.raises(DeyelBusyError) as raised:
+            DeyelUpsertOperator(task_id="load", form=FORM, source=source, key=KEY, lock_timeout=0).execute({})
+    message = str(raised.value)
+    assert FORM in message and "another load" in message and "lock_timeout" in message
+    assert "did not wait" in message and "wrote nothing" in message
+    assert emulator.methods() == {}  # not even a search
+    assert instances(emulator) == 0
+    # The lease is free again: the same load now runs.
+    assert upsert(DeyelHook(), FORM, source, KEY, lock_timeout=0).created == 10
+
+
+def test_a_second_load_waits_for_the_first_then_gives_up_typed(emulator, deyel_conn, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with load_lease(DeyelHook().config, FORM, timeout=0):
+        with pytest.raises(DeyelBusyError, match=r"waited lock_timeout=0\.2 s"):
+            upsert(DeyelHook(), FORM, [customer(1)], KEY, lock_timeout=0.2)
+    waiting = [r for r in caplog.records if "holds its lease: waiting up to" in r.getMessage()]
+    assert len(waiting) == 1  # logged once, however long the wait
+    assert instances(emulator) == 0
+
+
+def test_a_killed_holder_frees_the_lease_within_one_lease(emulator, deyel_conn, redis_server, tmp_path):
+    use_backend("redis", deyel_conn, redis_server)
+    source = [customer(i) for i in range(20)]
+    path = write_jsonl(tmp_path / "customers.jsonl", source)
+    # The holder's first search is held back: it holds the lease and has written nothing when it is killed.
+    emulator.set_faults([{"route": "data", "method": "GET", "action": "delay", "delay_ms": 5000, "count": 1}])
+    holder, _ = start_load(path, tmp_path, "holder", workers=1)
+    (tmp_path / "go").touch()
+    try:
+        wait_for(lambda: emulator.stats()["faults_injected"] == 1, "the holder's first search", [holder])
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    killed_at = time.monotonic()
+    emulator.clear_faults()
+    key = lease_name(DeyelHook().config.base_url, FORM) + ":lease"
+    assert redis.Redis.from_url(redis_server.url).pttl(key) > 0  # the dead holder's lease is still there
+
+    result = upsert(DeyelHook(), FORM, source, KEY, lock_timeout=30)
+    waited = time.monotonic() - killed_at
+    assert result.created == 20
+    assert_state_is(emulator, source)
+    # Within one lease of the kill (plus a margin for a loaded 2-core machine and the 20 creates).
+    assert waited < LEASE + 5
+
+
+def test_a_load_whose_lease_was_lost_stops_before_its_next_write(deyel_conn, redis_server, tmp_path):
+    with run_emulator(records=50, latency_ms=20) as emulator:
+        use_backend("redis", deyel_conn, redis_server, url=emulator.url)
+        lost_lease(emulator, redis_server, tmp_path)
+
+
+def lost_lease(emulator, redis_server, tmp_path) -> None:
+    source = [customer(i) for i in range(300)]
+    path = write_jsonl(tmp_path / "customers.jsonl", source)
+    key = lease_name(DeyelHook().config.base_url, FORM) + ":lease"
+    client = redis.Redis.from_url(redis_server.url)
+    load, out = start_load(path, tmp_path, "paused", workers=1)
+    (tmp_path / "go").touch()
+    try:
+        wait_for(lambda: emulator.methods().get("POST", 0) >= 10, "the tenth create", [load])
+        # Paused past its lease (a stopped VM, a swapped-out worker): the lease expires, another takes it.
+        os.kill(load.pid, signal.SIGSTOP)
+        wait_for(lambda: not client.exists(key), "the lease to expire")
+        assert client.set(key, b"another-load", px=60_000, nx=True)
+        posts = emulator.methods()["POST"]
+        os.kill(load.pid, signal.SIGCONT)
+        result = finish(load, out)
+    finally:
+        if load.poll() is None:
+            os.kill(load.pid, signal.SIGCONT)
+            load.kill()
+            load.wait()
+    assert result["error"] == "DeyelLeaseLostError", result
+    assert "stopped before its next write" in result["message"] and FORM in result["message"]
+    # At most the one create its single worker had checked the lease for just before the pause.
+    assert emulator.methods()["POST"] - posts <= 1
+    assert emulator.methods().get("PATCH", 0) == 0
+    assert instances(emulator) < 300
+    assert client.get(key) == b"another-load"  # the stopped load did not release another's lease
+
+
+def lease_file(deyel_conn_folder: str) -> Path:
+    return Path(deyel_conn_folder) / (lease_name(DeyelHook().config.base_url, FORM) + ".lock")
+
+
+def test_a_removed_lease_file_counts_as_a_lost_lease(emulator, deyel_conn):
+    with load_lease(DeyelHook().config, FORM, timeout=0) as lease:
+        lease.check()
+        lease_file(DeyelHook().config.cache_dir).unlink()  # a cleanup of the folder while the load runs
+        with pytest.raises(DeyelLeaseLostError, match="stopped before its next write"):
+            lease.check()
+
+
+def test_a_lease_file_planted_as_a_link_is_refused_before_any_request(emulator, deyel_conn, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    lease_file(DeyelHook().config.cache_dir).symlink_to(target)
+    with pytest.raises(DeyelLeaseError, match="not a regular file of this user") as raised:
+        upsert(DeyelHook(), FORM, [customer(1)], KEY)
+    assert "cache_dir" in str(raised.value)
+    assert emulator.methods() == {}
+
+
+def test_a_lease_folder_others_can_write_is_refused_before_any_request(emulator, deyel_conn, tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    deyel_conn(extra={"cache": "memory", "cache_dir": str(folder)})
+    with pytest.raises(DeyelLeaseError, match="writable by others"):
+        upsert(DeyelHook(), FORM, [customer(1)], KEY)
+    assert emulator.methods() == {}
+
+
+@pytest.mark.parametrize("bad", [-1, float("inf"), float("nan"), True, "60"])
+def test_lock_timeout_must_be_a_number_of_seconds(emulator, deyel_conn, bad):
+    with pytest.raises(DeyelConfigError, match="lock_timeout"):
+        upsert(DeyelHook(), FORM, [customer(1)], KEY, lock_timeout=bad)
