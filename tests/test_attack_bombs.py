@@ -240,4 +240,5 @@ def test_the_test_button_answers_within_its_budget_against_a_trickling_server(de
         assert done, "the Test button did not answer"
         ok, message = done[0]  # type: ignore[misc]
         assert not ok
-        assert "within 3.5 s" in message or "time allowed ran out" in message
+        # The Test button's budget (timeout + 3 s), or the request's own deadline (4 x timeout) first.
+        assert "within 3.5 s" in message or "time allowed ran out" in message or "within 2 s" in message

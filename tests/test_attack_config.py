@@ -10,8 +10,8 @@ from airflow.sdk import Connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deyel_provider.config import DeyelConfig
-from deyel_provider.conn_fields import EXTRA_FIELDS
+from deyel_provider.config import DEADLINE_PER_TIMEOUT, DeyelConfig
+from deyel_provider.conn_fields import DEFAULTS, EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 
@@ -33,6 +33,8 @@ def test_verify_false_with_a_ca_bundle_is_a_config_error(deyel_conn, tmp_path):
 
 # -- numbers: every bad value is a typed error naming field, type and fix; a good one is kept exactly ------
 
+#: Extras whose empty value takes a default computed from another's.
+DERIVED_DEFAULTS = {"request_deadline": DEADLINE_PER_TIMEOUT * DEFAULTS["timeout"]}
 NUMERIC = [spec for spec in EXTRA_FIELDS if spec.type in ("integer", "number")]
 
 
@@ -98,7 +100,8 @@ def test_a_number_extra_is_kept_exactly_or_refused_with_a_typed_error(spec, valu
         return
     if isinstance(value, str):
         text = value.strip()
-        value = spec.default if not text else int(text) if text.lstrip("+-").isdigit() else float(text)
+        default = DERIVED_DEFAULTS.get(spec.name, spec.default)
+        value = default if not text else int(text) if text.lstrip("+-").isdigit() else float(text)
     assert not isinstance(value, bool)
     assert math.isfinite(got) and got == value and got <= spec.maximum
     assert got > spec.minimum if spec.above else got >= spec.minimum

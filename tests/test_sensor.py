@@ -222,9 +222,9 @@ def test_bad_bounds_fail_at_parse_time():
 
 
 def test_a_hanging_tenant_holds_none_of_another_connections_threads(emulator, deyel_conn):
-    """Two tenants on one triggerer: while every thread of the slow one's connection waits on it, the other
-    connection's triggers still poll."""
-    threads = triggers_module.THREADS
+    """Two tenants on one triggerer: while every thread the slow one's connection may take (half of the
+    triggers' threads) waits on it, the other connection's triggers still poll."""
+    threads = triggers_module.thread_cap() // 2
     create_requests("APPROVED")
     with run_emulator(records=5) as slow:
         slow_conn = deyel_conn("deyel_slow_tenant", url=slow.url)

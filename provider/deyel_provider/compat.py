@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
+        AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
         AirflowTaskTimeout,
@@ -26,9 +27,9 @@ else:
     except ImportError:  # 3.0: the Task SDK had no BaseHook yet
         from airflow.hooks.base import BaseHook
     try:
-        from airflow.sdk.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
     except ImportError:  # 3.0
-        from airflow.exceptions import AirflowException
+        from airflow.exceptions import AirflowException, AirflowNotFoundException
     try:
         from airflow.sdk.exceptions import (
             AirflowFailException,
@@ -53,6 +54,7 @@ __all__ = [
     "HAS_CONN_FIELDS",
     "AirflowException",
     "AirflowFailException",
+    "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "AirflowTaskTimeout",

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 
 _FIELDS_BY_NAME = {f.name: f for f in EXTRA_FIELDS}
+#: The default ``request_deadline`` in request timeouts: room for a large page on a slow link.
+DEADLINE_PER_TIMEOUT = 4
 #: The shortest Redis lock lease: its holder extends it every third of it.
 MIN_LOCK_LEASE = 1.0
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
@@ -38,6 +40,8 @@ class DeyelConfig:
     token_path: str
     api_prefix: str
     timeout: float
+    #: Total seconds of one request (connect + whole answer): the extra, else DEADLINE_PER_TIMEOUT x timeout.
+    request_deadline: float
     verify: bool | str
     refresh_margin: float
     # Resilience (see deyel_provider.retry).
@@ -141,6 +145,8 @@ class DeyelConfig:
                 f"got {extras['cache_lock_lease']!r}"
             )
         _check_keys(conn_id, extras)
+        if extras["request_deadline"] is None:
+            extras["request_deadline"] = DEADLINE_PER_TIMEOUT * extras["timeout"]
         if extras["cache"] == "redis" and not (extras["cache_url"] or extras["cache_conn_id"]):
             raise DeyelConfigError(
                 f"connection {conn_id!r}: cache 'redis' needs the 'cache_url' extra "

@@ -69,6 +69,17 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         maximum=3600,
     ),
     ExtraField(
+        "request_deadline",
+        "Request deadline (s)",
+        "Total seconds one request may take: connecting, then the whole answer (headers and body), "
+        "however slowly the server sends it; past it the request fails with DeyelConnectionError (and is "
+        "retried like a timeout). Empty: 4 x the request timeout (120 s by default).",
+        "number",
+        None,
+        above=True,
+        maximum=86400,
+    ),
+    ExtraField(
         "verify",
         "Verify TLS",
         "Verify the server's TLS certificate. Turn off only for a test server.",

@@ -11,6 +11,7 @@ import requests
 
 from deyel_provider.auth import refusals
 from deyel_provider.auth.token import DeyelToken
+from deyel_provider.deadline import REQUEST_DEADLINE, total_deadline
 from deyel_provider.exceptions import DeyelAuthError, DeyelBadResponseError
 from deyel_provider.http_errors import connection_error, error_from_response
 from deyel_provider.redact import Redactor
@@ -139,17 +140,23 @@ class TokenClient:
         try:
             # requests encodes the Basic header from the raw id and secret, as Deyel documents
             # (no form-encoding first), and form-encodes ``data`` with the right Content-Type.
-            response = self._session.post(
-                url,
-                data=form,
-                auth=(config.client_id, config.client_secret),
-                headers={"Accept": "application/json"},
-                timeout=config.timeout,
-                verify=config.verify,
-                allow_redirects=False,
-                stream=True,
-            )
-            read_capped(response, config.max_response_bytes, method="POST", path=path, deadline=deadline)
+            # The whole POST within request_deadline, and within the renewal's (or the Test button's) own.
+            seconds, limit = config.request_deadline, REQUEST_DEADLINE
+            if deadline is not None and deadline - time.monotonic() < seconds:
+                seconds = max(deadline - time.monotonic(), 0.001)
+                limit = "the time allowed for this token request: the Test button's, or the renewal's budget"
+            with total_deadline(seconds, method="POST", path=path, limit=limit):
+                response = self._session.post(
+                    url,
+                    data=form,
+                    auth=(config.client_id, config.client_secret),
+                    headers={"Accept": "application/json"},
+                    timeout=config.timeout,
+                    verify=config.verify,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                read_capped(response, config.max_response_bytes, method="POST", path=path, deadline=deadline)
         except requests.RequestException as exc:
             raise connection_error(exc, url, config.timeout, config.conn_id, method="POST") from None
         log.debug("Token endpoint %s answered %s", url, response.status_code)

@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
@@ -18,9 +17,10 @@ from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.crypto import credential_key
 from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
-from deyel_provider.compat import BaseHook, mask_secret
+from deyel_provider.compat import AirflowNotFoundException, BaseHook, mask_secret
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.config import DeyelConfig
+from deyel_provider.deadline import WatchedAdapter, total_deadline
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.http_errors import connection_error, error_from_response
 from deyel_provider.instances import field_values, instance_path, json_object, settle_delete, settle_update
@@ -77,7 +77,15 @@ class DeyelHook(BaseHook):
     @cached_property
     def config(self) -> DeyelConfig:
         """The validated connection settings (read once, on first use)."""
-        config = DeyelConfig.from_connection(self.get_connection(self.deyel_conn_id))
+        try:
+            connection = self.get_connection(self.deyel_conn_id)
+        except AirflowNotFoundException:
+            # Typed like every other connection mistake (a trigger reports it as its error event).
+            raise DeyelConfigError(
+                f"connection {str(self.deyel_conn_id)[:200]!r} does not exist: create it (type deyel) or fix "
+                f"deyel_conn_id"
+            ) from None
+        config = DeyelConfig.from_connection(connection)
         mask_secret(config.client_secret)
         # The Basic header value is as good as the secret: an echoed request must not show it either.
         mask_secret(basic_value(config.client_id, config.client_secret))
@@ -175,8 +183,9 @@ class DeyelHook(BaseHook):
         session = _ConnectionSession(self.config.is_own_url)
         session.verify = self.config.verify
         session.max_redirect_body = self.config.max_response_bytes
-        # Room for parallel page fetches; requests' default pool keeps 10 connections per host.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        # Room for parallel page fetches; requests' default pool keeps 10 connections per host. Its
+        # connections report to the request's total deadline (request_deadline).
+        adapter = WatchedAdapter(pool_connections=4, pool_maxsize=32)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -223,14 +232,23 @@ class DeyelHook(BaseHook):
 
         def attempt() -> requests.Response:
             try:
-                response = session.request(
-                    method, url, params=params, json=json, data=data, headers=headers, stream=True, **kwargs
-                )
-                # Only a success is left for the caller to stream: an error, a redirect that was not
-                # followed and a 3xx without a Location are read here, capped, to build the error.
-                success = 200 <= response.status_code < 300
-                if not (stream and success):
-                    read_capped(response, config.max_response_bytes, method=method, path=path)
+                # Connect, headers and the whole body within request_deadline, however slow the server.
+                with total_deadline(config.request_deadline, method=method, path=path):
+                    response = session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json,
+                        data=data,
+                        headers=headers,
+                        stream=True,
+                        **kwargs,
+                    )
+                    # Only a success is left for the caller to stream: an error, a redirect that was not
+                    # followed and a 3xx without a Location are read here, capped, to build the error.
+                    success = 200 <= response.status_code < 300
+                    if not (stream and success):
+                        read_capped(response, config.max_response_bytes, method=method, path=path)
             except requests.RequestException as exc:
                 raise connection_error(exc, url, kwargs["timeout"], config.conn_id, method=method) from None
             if not success:
