@@ -652,7 +652,7 @@ def test_a_stand_in_server_whose_pages_come_back_short_is_reported(odd_server, c
 
 class Trickler:
     """A stand-in server on raw sockets that answers every request a byte at a time, one byte per 0.2 s,
-    forever: its status line (``where="head"``) or, after a whole head, its body (``where="body"``). Each byte
+    for hours: its status line and headers (``where="head"``) or, after a whole head, its body. Each byte
     comes well within the connection's read ``timeout``, so only a total deadline ends the wait."""
 
     def __init__(self, where: str) -> None:
@@ -680,7 +680,8 @@ class Trickler:
             self.requests += 1
             if self.where == "body":
                 conn.sendall(head + b"{")
-            drip = head if self.where == "head" else b" " * 100000
+            # A header line under http.client's 64 KiB limit: hours of status line and headers.
+            drip = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60000 if self.where == "head" else b" " * 100000
             for byte in drip:
                 if self.stop.wait(0.2):
                     return
