@@ -1,5 +1,5 @@
 """What the provider registers with Airflow's secrets masker stays bounded in a process that renews its token
-a thousand times (a triggerer lives for weeks), and every token stays masked in log lines."""
+a thousand times (a triggerer lives for weeks), and every token stays masked in log lines while valid."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def test_a_thousand_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
     tokens = [hook.get_token() for _ in range(RENEWALS)]
     assert emulator.stats()["token_requests"] == RENEWALS + 1
     assert len({first, *tokens}) == RENEWALS + 1
-    # The baseline held the first token; it was pushed out with the others by the newest eight.
+    # Every token is valid for a day: the cap applies. The baseline held the first token; it was pushed out
+    # with the others, the first to expire first.
     assert registered_patterns() == baseline - 1 + masking.MAX_REGISTERED
     assert masking.registered_count() == masking.MAX_REGISTERED
     # The newest are masked in a log line, and inside a logged exception, where Airflow's JWT pattern does
@@ -45,7 +46,7 @@ def test_a_thousand_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
     assert airflow_secrets_masker().redact(f"Deyel refused {tokens[-1]}") == "Deyel refused ***"
 
 
-def test_opaque_tokens_stay_registered_only_the_newest_few():
+def test_opaque_tokens_valid_at_once_past_the_cap_keep_only_the_newest_registered():
     baseline = registered_patterns()
     tokens = [secrets.token_urlsafe(24) for _ in range(RENEWALS)]
     now = time.time()
@@ -69,3 +70,55 @@ def test_a_token_seen_again_is_not_registered_twice():
         mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now, refresh_token=refresh))
     assert masking.registered_count() == 2
     assert as_airflow_logs_it(f"{token} and {refresh}") == "*** and ***"
+
+
+def test_a_valid_token_stays_masked_however_many_newer_ones_came(emulator, deyel_conn):
+    """Finding 7 of issue 22: a still-valid token not used since 8 newer ones were registered printed in clear
+    (``airflow dags test``, the Test button's process) until its next use."""
+    deyel_conn(extra={"cache": "none"})
+    hook = DeyelHook()
+    tokens = [hook.get_token() for _ in range(12)]
+    assert emulator.stats()["token_requests"] == 12 and len(set(tokens)) == 12
+    assert masking.registered_count() == 12  # every one valid for a day, none dropped
+    # Masked by the masker itself (as in a logged exception, which Airflow's eyJ*** pattern does not reach),
+    # the first above all.
+    pattern = airflow_secrets_masker().replacer.pattern
+    for token in tokens:
+        assert re.escape(token) in pattern
+        assert airflow_secrets_masker().redact(f"Deyel refused {token}") == "Deyel refused ***"
+
+
+def test_expired_tokens_leave_the_masker_so_it_stays_bounded_over_a_long_run():
+    """A process renewing every 100 s tokens that live 250 s: three are valid at once, and three stay
+    registered (plus the refresh token, which Deyel answers the same at each renewal)."""
+    baseline = registered_patterns()
+    refresh = secrets.token_urlsafe(24)
+    start, lifetime = time.time(), 250.0
+    tokens, counts = [], []
+    for n in range(RENEWALS):
+        now = start + 100 * n
+        token = secrets.token_urlsafe(24)
+        mask_token(
+            DeyelToken(token, expires_at=now + lifetime, issued_at=now, refresh_token=refresh), now=now
+        )
+        tokens.append(token)
+        counts.append(masking.registered_count())
+    assert counts[:3] == [2, 3, 4] and set(counts[3:]) == {4}
+    assert registered_patterns() == baseline + 4
+    replacer = airflow_secrets_masker().replacer
+    assert replacer is not None
+    assert re.escape(tokens[0]) not in replacer.pattern  # expired long ago
+    assert re.escape(tokens[-4]) not in replacer.pattern  # expired 50 s before the last renewal
+    for token in (*tokens[-3:], refresh):
+        assert as_airflow_logs_it(f"token {token} sent") == "token *** sent"
+
+
+def test_past_the_cap_the_token_closest_to_expiry_is_unregistered_first():
+    now = time.time()
+    soon, later = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    mask_token(DeyelToken(later, expires_at=now + 7200, issued_at=now), now=now)
+    mask_token(DeyelToken(soon, expires_at=now + 60, issued_at=now), now=now)
+    for _ in range(masking.MAX_REGISTERED - 1):
+        mask_token(DeyelToken(secrets.token_urlsafe(24), expires_at=now + 3600, issued_at=now), now=now)
+    assert masking.registered_count() == masking.MAX_REGISTERED
+    assert as_airflow_logs_it(f"{soon} {later}") == f"{soon} ***"

@@ -648,3 +648,81 @@ def test_a_stand_in_server_whose_pages_come_back_short_is_reported(odd_server, c
     _, report = probe_json(capsys)
     (short,) = findings(report, "short page")
     assert short["level"] == "ok" and "nothing followed" in short["text"], report["findings"]
+
+
+class Trickler:
+    """A stand-in server on raw sockets that answers every request a byte at a time, one byte per 0.2 s,
+    for hours: its status line and headers (``where="head"``) or, after a whole head, its body. Each byte
+    comes well within the connection's read ``timeout``, so only a total deadline ends the wait."""
+
+    def __init__(self, where: str) -> None:
+        import socket
+
+        self.where = where
+        self.requests = 0
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        with conn:
+            conn.recv(65536)  # the request (small: a token POST)
+            self.requests += 1
+            if self.where == "body":
+                conn.sendall(head + b"{")
+            # A header line under http.client's 64 KiB limit: hours of status line and headers.
+            drip = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60000 if self.where == "head" else b" " * 100000
+            for byte in drip:
+                if self.stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("where", ["head", "body"])
+def test_a_trickling_server_ends_at_the_run_deadline_with_its_exit_code(tmp_path, where):
+    """Finding 6 of issue 22: with ``timeout`` 3 s, a server sending a byte every 0.2 s kept the probe
+    running for good. The run's deadline ends it, wherever the bytes trickle, with its own exit code and a
+    line saying which option to raise. (The child is killed at 120 s: the test cannot hang.)"""
+    import time
+
+    server = Trickler(where)
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_DEYEL_DEFAULT": connection_json(server.url, cache="memory", timeout=3),
+    }
+    script = Path(sys.executable).with_name("deyel-probe")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [str(script), "--conn-id", "deyel_default", "--json", "--deadline", "3"],
+            capture_output=True, text=True, timeout=120, check=False, env=env,
+        )  # fmt: skip
+    finally:
+        server.close()
+    took = time.monotonic() - started
+
+    assert done.returncode == 4, done.stderr
+    said = "the probe did not finish within --deadline 3 s"
+    assert said in done.stderr
+    assert said in json.loads(done.stdout)["error"]
+    assert server.requests == 1  # the deadline ended the token POST itself
+    # 3 s plus the interpreter's and Airflow's start on a loaded 2-core machine; without the deadline the
+    # probe would still be reading at the child's 120 s kill.
+    assert took < 45, took

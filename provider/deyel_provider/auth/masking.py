@@ -4,10 +4,18 @@ Airflow's masker keeps one regex of every value ever registered and recompiles i
 runs over every log line. A triggerer or a worker that lives for weeks and registers each renewed token
 would make every log line (and so every request) slower with each renewal: measured, 50 renewals made the
 50th request cost 300 ms against 25 ms for the first. So every token (access or refresh, JWT or opaque) is
-registered, and only the newest :data:`MAX_REGISTERED` of them stay registered: the oldest is removed from
-the masker when one more comes. Renewals come once a day (``expires_in`` 86400), so a removed token expired
-days ago. JWTs are registered too, although Airflow's log pipeline replaces ``eyJ...`` strings in messages
-(``redact_jwt``): that processor does not reach a token inside a logged exception.
+registered, and stays registered until it expires: a token is removed from the masker once its expiry has
+passed (checked at each registration), never because newer ones came (issue 22: a still-valid token not used
+since 8 newer ones printed in clear). A refresh token has no expiry of its own: it is kept for one lifetime
+of its access token past that token's expiry (the window in which it renews it), longer each time it comes
+back with a renewal (Deyel answers the same refresh token).
+
+What bounds the set is how many tokens can be unexpired at once: per credential, the current pair and the
+previous one (a token is renewed no earlier than half its lifetime), plus one per forced renewal (a 401).
+A server that forces a renewal at every request (or the masker benchmark, ``cache=none``) would still grow
+it, so at most :data:`MAX_REGISTERED` stay registered: past it the one closest to expiry is removed, with a
+warning (once per process). JWTs are registered too, although Airflow's log pipeline replaces ``eyJ...``
+strings in messages (``redact_jwt``): that processor does not reach a token inside a logged exception.
 
 The provider's own :class:`~deyel_provider.redact.Redactor` still redacts this connection's recent tokens from
 every text built from a server answer, whatever is registered here.
@@ -19,34 +27,54 @@ import importlib
 import logging
 import re
 import threading
-from collections import OrderedDict
+import time
 from typing import Any
 
 from deyel_provider.compat import mask_secret
 
 log = logging.getLogger(__name__)
 
-#: Tokens kept registered with Airflow's masker at once (per process).
-MAX_REGISTERED = 8
+#: Unexpired tokens kept registered with Airflow's masker at once (per process): the bound for a server
+#: that hands out tokens faster than they expire. python -m bench masker measures the cost.
+MAX_REGISTERED = 16
 
-_registered: OrderedDict[str, None] = OrderedDict()
+_registered: dict[str, float] = {}  # token -> when it may be unregistered (epoch seconds)
 _guard = threading.Lock()
+_warned = False
 
 
-def register_token(secret: str) -> None:
-    """Make sure ``secret`` (an access or refresh token) is masked in Airflow's logs, keeping the masker
-    bounded: the newest few stay registered."""
+def register_token(secret: str, expires_at: float, *, now: float | None = None) -> None:
+    """Make sure ``secret`` (an access or refresh token) is masked in Airflow's logs until ``expires_at``
+    (epoch seconds), keeping the masker bounded: what expired before ``now`` is unregistered."""
     if not secret:
         return
+    now = time.time() if now is None else now
     with _guard:
+        for gone in [token for token, until in _registered.items() if until <= now and token != secret]:
+            del _registered[gone]
+            _unregister(gone)
         if secret in _registered:
-            _registered.move_to_end(secret)
+            _registered[secret] = max(_registered[secret], expires_at)
             return
         mask_secret(secret)
-        _registered[secret] = None
+        _registered[secret] = expires_at
         while len(_registered) > MAX_REGISTERED:
-            oldest, _ = _registered.popitem(last=False)
-            _unregister(oldest)
+            _unregister_soonest()
+
+
+def _unregister_soonest() -> None:
+    global _warned
+    soonest = min(_registered, key=_registered.__getitem__)
+    del _registered[soonest]
+    _unregister(soonest)
+    if not _warned:
+        _warned = True
+        log.warning(
+            "More than %d Deyel tokens of this process are unexpired at once (a server that forces a renewal "
+            "at each request?): the one closest to expiry is no longer registered with Airflow's secrets "
+            "masker (the provider's own messages still redact it)",
+            MAX_REGISTERED,
+        )
 
 
 def registered_count() -> int:
@@ -57,8 +85,10 @@ def registered_count() -> int:
 
 def forget_all() -> None:
     """Forget what was registered (tests reset Airflow's masker between them)."""
+    global _warned
     with _guard:
         _registered.clear()
+        _warned = False
 
 
 def _unregister(secret: str) -> None:

@@ -52,12 +52,13 @@ def process_jitter() -> float:
     return _jitter[1]
 
 
-def mask_token(token: DeyelToken) -> None:
-    """Mask the token's secrets in Airflow's logs, keeping what is registered with its masker bounded in a
-    long-lived process (:mod:`deyel_provider.auth.masking`)."""
-    for secret in (token.access_token, token.refresh_token):
-        if secret:
-            register_token(secret)
+def mask_token(token: DeyelToken, *, now: float | None = None) -> None:
+    """Mask the token's secrets in Airflow's logs while they are valid, keeping what is registered with its
+    masker bounded in a long-lived process (:mod:`deyel_provider.auth.masking`). The refresh token renews
+    the access token after it expires: it stays registered one lifetime longer."""
+    register_token(token.access_token, token.expires_at, now=now)
+    if token.refresh_token:
+        register_token(token.refresh_token, token.expires_at + token.lifetime, now=now)
 
 
 class TokenProvider:

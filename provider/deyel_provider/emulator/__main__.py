@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from deyel_provider.emulator.server import RunningEmulator
+from deyel_provider.emulator.middleware import CONTROL_TOKEN_HEADER
+from deyel_provider.emulator.server import RunningEmulator, is_loopback
 from deyel_provider.emulator.settings import (
     DATE_FORMAT_CHOICES,
     LINK_STYLE_CHOICES,
@@ -40,6 +44,10 @@ _CHOICES = {
 }
 
 
+#: The control token of an emulator started with --allow-remote (unset: a random one, written to a file).
+CONTROL_TOKEN_ENV = "DEYEL_EMULATOR_CONTROL_TOKEN"
+
+
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -60,7 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deyel-emulator", description="Serve a local Deyel REST API emulator."
     )
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="where to listen (default: %(default)s); not loopback: --allow-remote",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other machines can reach; the control routes then require a control token "
+        f"(${CONTROL_TOKEN_ENV}, else a random one written to a file only you can read)",
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--ssl-certfile", help="serve https with this PEM certificate")
     parser.add_argument("--ssl-keyfile", help="the certificate's PEM private key")
@@ -108,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"deyel-emulator: {exc}", file=sys.stderr)
         return 2
+    if not args.allow_remote and not is_loopback(args.host):
+        print(
+            f"deyel-emulator: refusing to listen on {args.host}: other machines could reach the emulator, "
+            f"whose control routes hand out its client secret and change what it does. Use --host "
+            f"127.0.0.1, or pass --allow-remote (the control routes then require a token).",
+            file=sys.stderr,
+        )
+        return 2
+    control_token = (os.environ.get(CONTROL_TOKEN_ENV) or None) if args.allow_remote else None
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -121,14 +148,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
+        allow_remote=args.allow_remote,
+        control_token=control_token,
     ).start()
     try:
+        if args.allow_remote:
+            _warn_remote(args.host, emulator.control_token or "", written=control_token is None)
         print(emulator.url, flush=True)
         while not stop.wait(0.5):
             pass
     finally:
         emulator.stop()
     return 0
+
+
+def _warn_remote(host: str, token: str, *, written: bool) -> None:
+    """Say loudly, on stderr, that the emulator is reachable from elsewhere, and where its control token is
+    (never the token itself: stderr may be a shared log)."""
+    if written:
+        folder = Path(tempfile.mkdtemp(prefix="deyel-emulator-"))  # 0700, this user's
+        where = folder / "control-token"
+        fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token)
+        source = f"the token is in {where} (readable by you alone)"
+    else:
+        source = f"the token is ${CONTROL_TOKEN_ENV}"
+    print(
+        f"deyel-emulator: WARNING: --allow-remote: listening on {host}, reachable from other machines. The "
+        f"emulator is a test server: its data, tokens and client secret are not protected. Its control "
+        f"routes (/_emulator/...) answer only requests with the {CONTROL_TOKEN_HEADER} header; {source}.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

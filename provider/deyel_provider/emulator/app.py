@@ -20,10 +20,13 @@ from deyel_provider.emulator.token_routes import register_token_routes
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
-    """Build a fresh emulator (its own key, tokens, data and counters); ``app.state.emulator`` holds it."""
+def create_app(settings: EmulatorSettings | None = None, *, control_token: str | None = None) -> FastAPI:
+    """Build a fresh emulator (its own key, tokens, data and counters); ``app.state.emulator`` holds it.
+
+    :param control_token: what the control routes require in the ``X-Emulator-Token`` header (None: nothing).
+    """
     settings = settings or EmulatorSettings()
-    state = EmulatorState(settings)
+    state = EmulatorState(settings, control_token)
     # No OpenAPI or docs routes: Deyel serves none, and unknown paths must answer 404.
     app = FastAPI(
         title="Deyel emulator", openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False

@@ -1,4 +1,5 @@
-"""Control and observability routes under /_emulator/: unauthenticated and not counted as API requests."""
+"""Control and observability routes under /_emulator/, not counted as API requests. They need no Deyel token;
+an emulator that may be reached from other hosts requires its control token (the middleware checks it)."""
 
 from __future__ import annotations
 

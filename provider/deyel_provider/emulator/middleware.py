@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hmac
 import json
 import logging
 from typing import Any
@@ -27,6 +28,11 @@ from deyel_provider.emulator.faults import (
 from deyel_provider.emulator.state import EmulatorState
 
 CONTROL_PREFIX = "/_emulator"
+#: The header that carries the control token (see :attr:`EmulatorState.control_token`).
+CONTROL_TOKEN_HEADER = "X-Emulator-Token"
+_CONTROL_REFUSED = json.dumps(
+    errors_body(f"The control routes need the {CONTROL_TOKEN_HEADER} header of this emulator", "")
+).encode()
 _URI_TOO_LONG = json.dumps(
     errors_body("URI Too Long: shorten the query (fewer search values)", "search")
 ).encode()
@@ -89,6 +95,11 @@ class EmulatorMiddleware:
         send = self._dated(send)
         kind = self._route_kind(scope["path"])
         if kind == "control":
+            if not self._control_allowed(scope):
+                # Nothing else is said: /_emulator/settings would hand out the client secret.
+                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"EmulatorToken")]
+                await _send_whole(send, 401, headers, _CONTROL_REFUSED)
+                return
             await self.app(scope, receive, send)
             return
         if kind == "token":
@@ -99,6 +110,16 @@ class EmulatorMiddleware:
             await self._handle(kind, scope, receive, send)
         finally:
             self.state.stats.leave()
+
+    def _control_allowed(self, scope: Scope) -> bool:
+        """Without a control token (an emulator on loopback) every client may; with one, only a request
+        that presents it."""
+        expected = self.state.control_token
+        if expected is None:
+            return True
+        wanted = CONTROL_TOKEN_HEADER.lower().encode()
+        given = next((value for name, value in scope.get("headers", ()) if name == wanted), b"")
+        return hmac.compare_digest(given, expected.encode())
 
     async def _handle(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import secrets
 import socket
 import threading
 import time
@@ -27,10 +29,29 @@ class RunningEmulator:
         port: int = 0,
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
+        allow_remote: bool = False,
+        control_token: str | None = None,
     ) -> None:
-        """:param ssl_certfile: serve https with this PEM certificate (and ``ssl_keyfile``, its key)."""
+        """:param ssl_certfile: serve https with this PEM certificate (and ``ssl_keyfile``, its key).
+        :param allow_remote: accept a ``host`` other hosts can reach (not loopback): the control routes,
+            which hand out the client secret and change the server's behaviour, then require the control
+            token (:attr:`control_token`).
+        :param control_token: the control token (default: a random one when ``allow_remote``; else none,
+            the control routes being open to the loopback clients alone that can reach them).
+
+        :raises ValueError: ``host`` is not loopback and ``allow_remote`` is not set.
+        """
+        if not allow_remote and not is_loopback(host):
+            raise ValueError(
+                f"refusing to listen on {host!r}: other hosts could reach the emulator, whose control routes "
+                f"hand out its client secret; listen on 127.0.0.1, or pass --allow-remote (allow_remote=True)"
+            )
+        if allow_remote and control_token is None:
+            control_token = secrets.token_urlsafe(32)
+        #: What the control routes require in the ``X-Emulator-Token`` header (None: nothing).
+        self.control_token = control_token
         self.settings = settings or EmulatorSettings()
-        self._app = create_app(self.settings)
+        self._app = create_app(self.settings, control_token=control_token)
         self._state: EmulatorState = self._app.state.emulator
         self._host = host
         self._port = port
@@ -153,6 +174,16 @@ class RunningEmulator:
     def issued_tokens(self) -> dict[str, list[str]]:
         """Every access and refresh token handed out, for tests that scan logs for leaks."""
         return self._state.issued_tokens()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is reachable from this machine alone."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
 
 
 @contextmanager

@@ -14,8 +14,11 @@ from deyel_provider.emulator.writer import ConcurrentWriter
 
 
 class EmulatorState:
-    def __init__(self, settings: EmulatorSettings) -> None:
+    def __init__(self, settings: EmulatorSettings, control_token: str | None = None) -> None:
         self.settings = settings
+        #: What the control routes (``/_emulator/...``) require in the ``X-Emulator-Token`` header; None:
+        #: nothing (an emulator that only loopback clients reach).
+        self.control_token = control_token
         self.tokens = TokenAuthority(settings.token_ttl)
         self.clock = Clock()
         self.store = DataStore(settings, self.clock)

@@ -7,7 +7,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -16,6 +18,11 @@ from deyel_provider.conn_fields import DEFAULTS
 from deyel_provider.probe.prober import Prober
 from deyel_provider.probe.results import ProbeResult
 from deyel_provider.retry import RetryPolicy
+
+#: How long a whole probe may take by default (``--deadline``), in seconds.
+DEFAULT_DEADLINE = 300.0
+#: The exit code when the probe ran out of its ``--deadline``.
+EXIT_DEADLINE = 4
 
 
 def render(result: ProbeResult, config: DeyelConfig, current: dict[str, Any]) -> str:
@@ -54,13 +61,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--page-size", type=_positive_int, help="page size to check for a cap (default: the extra)"
     )
     parser.add_argument("--json", action="store_true", help="print the findings and extras as JSON")
+    parser.add_argument(
+        "--deadline",
+        type=_positive_seconds,
+        default=DEFAULT_DEADLINE,
+        help=f"stop the whole probe after this many seconds, whatever the server does (default: "
+        f"%(default)g); exit code {EXIT_DEADLINE}",
+    )
     args = parser.parse_args(argv)
     # Exit codes: 0 ok, 1 a FAIL finding, 2 the connection could not be read, 3 an internal error,
-    # 130 interrupted (Ctrl-C).
+    # 4 the --deadline passed, 130 interrupted (Ctrl-C).
     redact: list[Callable[[str], str]] = []  # the connection's redactor, once known
     with _stdout_is_stderr():
         try:
-            code, report = _probe(args, redact)
+            with _run_deadline(args.deadline):
+                code, report = _probe(args, redact)
+        except _DeadlinePassed:
+            said = (
+                f"the probe did not finish within --deadline {args.deadline:g} s (the server answers too "
+                f"slowly, or not at all); nothing was changed: raise --deadline, or check the server"
+            )
+            code, report = EXIT_DEADLINE, _failure(args, said)
         except KeyboardInterrupt:
             code, report = 130, _failure(args, "interrupted")
         except SystemExit as exc:  # Airflow's configuration code exits on what it cannot load
@@ -81,6 +102,44 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number of instances")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive, finite number of seconds")
+    return value
+
+
+class _DeadlinePassed(BaseException):
+    """The run's deadline passed. A ``BaseException``, as ``KeyboardInterrupt`` is: no ``except Exception``
+    on the way (a probe step, requests, Airflow's connection lookup) may take it for a server's answer."""
+
+
+@contextlib.contextmanager
+def _run_deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`_DeadlinePassed` in this (the main) thread once ``seconds`` have passed, wherever it is
+    waiting: a connect, a status line or a body trickled a byte at a time (each read within ``timeout``), a
+    retry's sleep. Every request of the probe is so bounded by what remains of the run. A timer signal
+    interrupts a blocking socket call, where a flag checked in a read loop would not be reached while the
+    status line is still arriving."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("deyel-probe's deadline needs the main thread (it uses SIGALRM)")
+
+    def expire(signum: int, frame: Any) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        raise _DeadlinePassed
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _describe(exc: BaseException) -> str:
