@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bench._wide_child import run_child, wide_form_server
-from deyel_provider.exceptions import DeyelBadResponseError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 from tests.test_attack_bombs import peak_memory
 from tests.writing import write_pages
 
@@ -70,11 +70,11 @@ def test_parquet_sizes_a_slice_of_wide_sparse_rows_before_building_it(tmp_path):
     bytes each), never one Arrow table of the whole page."""
     import pyarrow.parquet as pq
 
-    page = sparse_page(60, 10)  # 601 columns: 325 KB of cells for the page, 16 KiB allowed per group
-    _, (path,) = write_pages(tmp_path / "out.parquet", "parquet", [page], row_group_bytes=2**14)
+    page = sparse_page(60, 10)  # 601 columns: 325 KB of cells for the page, 64 KiB allowed per group
+    _, (path,) = write_pages(tmp_path / "out.parquet", "parquet", [page], row_group_bytes=2**16)
     parquet = pq.ParquetFile(path)
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-    assert sum(sizes) == 60 and max(sizes) == 2**14 // (601 * 9) == 3
+    assert sum(sizes) == 60 and max(sizes) == 2**16 // (601 * 9) == 12
     table = parquet.read()
     assert table.column("f59x9").to_pylist()[-1] == 9 and table.column("f0x0").to_pylist()[:2] == [0, None]
 
@@ -107,3 +107,13 @@ def test_the_refusal_shows_the_name_escaped(tmp_path):
         write_pages(tmp_path / "out.csv", "csv", [[{"a\x1b]0;x\x07": 1}]])
     assert "\x1b" not in str(caught.value) and "\x07" not in str(caught.value)
     assert "'a\\x1b]0;x\\x07'" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "2000", 1.5])
+def test_max_columns_must_be_a_positive_number(tmp_path, bad):
+    from deyel_provider.operators.extract import DeyelExtractOperator
+
+    with pytest.raises(DeyelConfigError, match="max_columns must be a positive number of columns"):
+        DeyelExtractOperator(
+            task_id="t", form="F", output=str(tmp_path / "x.csv"), format="csv", max_columns=bad
+        )

@@ -93,7 +93,7 @@ def check_field_name(name: str, redact: Callable[[str], str] = str) -> None:
     _refuse_surrogates(name, f"field name {name!r}")
     if not _CONTROL.isdisjoint(name):
         char = next(c for c in name if c in _CONTROL)
-        shown = redact(ascii(name))[:80]
+        shown = redact(repr(name))[:80]  # repr escapes every character that is not printable
         raise DeyelBadResponseError(
             f"field name {shown} holds the control character U+{ord(char):04X}, which no CSV header or "
             f"Parquet column should carry (a terminal showing it would act on it): the server sent a field "
@@ -243,13 +243,13 @@ class RecordWriter(ABC):
     def _too_many_columns(self, name: str, index: int) -> DeyelSchemaError:
         """The error for field ``name`` of the page's record ``index``, one column past ``max_columns``."""
         position = self.records + index + 1
-        shown = self._redact(ascii(name))[:80]
+        shown = self._redact(repr(name))[:80]
         return DeyelSchemaError(
             f"record {position} of this run brings field {shown}, a column past max_columns="
             f"{self.max_columns} distinct columns for this output (a server sending new field names per "
             f"instance would make every row as wide as all of them): if the form really has that many "
-            f"fields, raise max_columns (an option of DeyelExtractOperator), keep "
-            f"fewer with fields=[...], or use format='jsonl'",
+            f"fields, raise max_columns (an option of DeyelExtractOperator), keep fewer with fields=[...], "
+            f"or use format='jsonl'",
             field=shown,
             position=position,
         )

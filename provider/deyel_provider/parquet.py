@@ -36,6 +36,9 @@ DEFAULT_ROW_GROUP_BYTES = 8 * 2**20
 #: Arrow bytes a cell costs before its text: 8 (int64, float64, timestamp values) and a validity bit; a
 #: string's offset is 4. What a slice of rows is sized with before it is built.
 CELL_BYTES = 9
+#: The least a slice of a page is sized for: a small ``row_group_bytes`` still converts a page of narrow
+#: rows at once (one row group per page), never row by row.
+MIN_SLICE_BYTES = 64 * 2**10
 #: Columns of an empty run's file when nothing declares any: every Deyel instance has these two (the id under
 #: the connection's ``id_field``, see :func:`empty_run_columns`).
 EMPTY_RUN_COLUMNS: tuple[tuple[str, str], ...] = (("idObjectValue", "string"), ("dtLastUpdate", "timestamp"))
@@ -427,9 +430,10 @@ class ParquetWriter(RecordWriter):
         self._offset = 0
 
     def _rows_within(self, budget: int, width: int | None = None) -> int:
-        """Rows whose cells, at ``width`` columns (default: the columns so far), fit ``budget`` bytes."""
+        """Rows whose cells, at ``width`` columns (default: the columns so far), fit ``budget`` bytes (at
+        least :data:`MIN_SLICE_BYTES`)."""
         width = len(self._columns) if width is None else width
-        return max(1, budget // (max(1, width) * CELL_BYTES))
+        return max(1, max(budget, MIN_SLICE_BYTES) // (max(1, width) * CELL_BYTES))
 
     def _add(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         """Convert a slice of a page (sized by :meth:`_rows_within`) and add it to the row group."""
