@@ -48,8 +48,9 @@ def extract_in_child(emulator: RunningEmulator, fmt: str, folder: Path, **option
 def test_a_response_of_new_field_names_is_a_typed_error_within_the_limit(wide_server, tmp_path, fmt):
     result = extract_in_child(wide_server, fmt, tmp_path)
     assert result["outcome"] == "DeyelSchemaError", result
-    # The 2001st distinct column: each record brings 500, so record 5 brings the one past the cap.
-    assert result["message"].startswith("record 5 of this run brings field 'f004000', a column past "), result
+    # The 2001st distinct column: record 1 brings 503 (its 500, id, dtLastUpdate, links), the next 500
+    # each, so record 4's 498th field (i=3, j=497) is the one past the cap.
+    assert result["message"].startswith("record 4 of this run brings field 'f0031f1', a column past "), result
     assert "max_columns=2000" in result["message"]
     assert result["files"] == []  # nothing published, no temporary file left
 
