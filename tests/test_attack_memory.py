@@ -80,6 +80,25 @@ def test_parquet_sizes_a_slice_of_wide_sparse_rows_before_building_it(tmp_path):
     assert table.column("f59x9").to_pylist()[-1] == 9 and table.column("f0x0").to_pylist()[:2] == [0, None]
 
 
+def test_parquet_never_widens_a_long_row_group_past_its_budget(tmp_path):
+    """Many narrow rows, then one row with 1,500 new fields: the rows pending are written as they are (the
+    rewrite pass brings them to the final columns, a slice at a time), not widened in memory to 1,503
+    columns each."""
+    import pyarrow.parquet as pq
+
+    narrow = [{"idObjectValue": str(i), "qtEmployee": i} for i in range(1000)]
+    wide = {"idObjectValue": "1000", **{f"f{j}": j for j in range(1500)}}
+    _, (path,) = write_pages(tmp_path / "out.parquet", "parquet", [narrow, [wide]])
+    parquet = pq.ParquetFile(path)
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    budget = 8 * 2**20 // (1502 * 9)  # rows of 1,502 columns in the default 8 MiB
+    assert sum(sizes) == 1001 and max(sizes) <= budget, sizes
+    table = parquet.read()
+    assert table.num_columns == 1502
+    assert table.column("qtEmployee").to_pylist() == [*range(1000), None]
+    assert table.column("f1499").to_pylist() == [None] * 1000 + [1499]
+
+
 def test_csv_renders_wide_rows_a_few_at_a_time(tmp_path):
     page = sparse_page(900, 2)  # 1,801 columns: 1.6 million cells in the page
     with peak_memory() as peak:
