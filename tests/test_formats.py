@@ -129,9 +129,12 @@ def utf8_ok(text: str) -> bool:
 
 
 def csv_writable(pages: list[list[dict[str, Any]]]) -> bool:
-    """No lone surrogate in a field name or a text cell (inside grids and objects they are escaped)."""
+    """No lone surrogate in a field name or a text cell (inside grids and objects they are escaped), and no
+    control character in a field name (refused in a header)."""
     return all(
-        utf8_ok(name) and not (isinstance(value, str) and not utf8_ok(value))
+        utf8_ok(name)
+        and not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
+        and not (isinstance(value, str) and not utf8_ok(value))
         for page in pages
         for record in page
         for name, value in record.items()
@@ -163,7 +166,7 @@ def test_every_reader_reads_back_the_jsonl_written(tmp_path, pages):
 def test_every_reader_reads_back_the_csv_written(tmp_path, pages):
     path = tmp_path / "out.csv"
     if not csv_writable(pages):
-        with pytest.raises(DeyelBadResponseError, match=r"lone surrogate.*format='jsonl'"):
+        with pytest.raises(DeyelBadResponseError, match=r"(lone surrogate|control char).*='jsonl'"):
             write(path, "csv", pages)
         return
     write(path, "csv", pages)

@@ -107,9 +107,9 @@ class DeyelBadResponseError(DeyelError):
 
 
 class DeyelSchemaError(DeyelBadResponseError):
-    """A value does not fit the type declared for its field in a Parquet ``schema``: ``field`` names the
-    field, ``position`` the record (1-based, in the order the run writes them), ``instance_id`` its id.
-    Nothing is published."""
+    """A value does not fit the type declared for its field in a Parquet ``schema``, or a field would be a
+    CSV or Parquet column past ``max_columns``: ``field`` names the field, ``position`` the record (1-based,
+    in the order the run writes them), ``instance_id`` its id (when known). Nothing is published."""
 
     def __init__(
         self, message: str, *, field: str, position: int, instance_id: str | None = None, **kwargs: Any

@@ -21,7 +21,7 @@ from airflow.sdk import ObjectStoragePath
 
 from deyel_provider.compression import PARQUET_CODECS, TEXT_CODECS, zstd_module
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.formats import FORMATS, CsvWriter, make_writer
+from deyel_provider.formats import DEFAULT_MAX_COLUMNS, FORMATS, CsvWriter, check_max_columns, make_writer
 from deyel_provider.parts import OutputFiles, check_output_name
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ def check_output_options(
     max_file_bytes: int | None = None,
     schema: Any = None,
     fields: Sequence[str] | None = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
 ) -> None:
     """Refuse an unknown format, a codec the format does not have, and the other options' bad values."""
     if fmt not in FORMATS:
@@ -147,6 +148,7 @@ def check_output_options(
         not isinstance(max_file_bytes, int) or isinstance(max_file_bytes, bool) or max_file_bytes <= 0
     ):
         raise DeyelConfigError(f"max_file_bytes must be a positive number of bytes, got {max_file_bytes!r}")
+    check_max_columns(max_columns)
     if schema is not None:
         if fmt != "parquet":
             raise DeyelConfigError(
@@ -170,6 +172,7 @@ def extract(
     on_empty: str = "write",
     max_file_bytes: int | None = None,
     row_group_bytes: int | None = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
     page_size: int | None = None,
     max_workers: int | str = 1,
     max_workers_ceiling: int = 8,
@@ -199,6 +202,8 @@ def extract(
     :param on_empty: ``write`` (an empty file) or ``skip`` (no file) when the run finds no instance.
     :param max_file_bytes: split the output into numbered parts of about this size (see :mod:`.parts`).
     :param row_group_bytes: Parquet: Arrow bytes per row group (memory holds about one).
+    :param max_columns: CSV and Parquet: distinct columns the output may have; a run that meets more
+        fails with a ``DeyelSchemaError`` and publishes nothing (JSON Lines: keys listed for lineage).
     :param page_size: instances per response; default: the connection's.
     :param max_workers: slices fetched in parallel, or ``"auto"``.
     :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
@@ -218,6 +223,7 @@ def extract(
         max_file_bytes=max_file_bytes,
         schema=schema,
         fields=fields,
+        max_columns=max_columns,
     )
     if progress_interval <= 0:
         raise DeyelConfigError(f"progress_interval must be > 0 seconds, got {progress_interval!r}")
@@ -233,7 +239,6 @@ def extract(
         options = {
             "schema": schema,
             "compression": compression or "snappy",
-            "redact": hook.redactor,
             "id_field": hook.config.id_field,
         }
         if row_group_bytes is not None:
@@ -248,7 +253,15 @@ def extract(
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     files.remove_leftovers()
-    writer = make_writer(format, files.open, fields, max_file_bytes=max_file_bytes, **options)
+    writer = make_writer(
+        format,
+        files.open,
+        fields,
+        max_file_bytes=max_file_bytes,
+        max_columns=max_columns,
+        redact=hook.redactor,
+        **options,
+    )
     progress = Progress(progress_interval, logger)
     logger.info("extracting %s to %s", form, files.part_target(0) if max_file_bytes is None else target)
     skipped = False

@@ -4,6 +4,15 @@ Writers take a page at a time and write bytes to a binary file object, so memory
 the total. CSV columns are a declared ``fields`` list, or the union of the fields seen in first-seen order:
 a field that first appears after the header was written widens the file in one streaming pass at the end.
 
+Bounded whatever the server sends: a CSV or Parquet output has at most ``max_columns`` distinct columns
+(:data:`DEFAULT_MAX_COLUMNS`; a server that sends a new field name per instance would otherwise make every
+row as wide as all the names seen, records x names in memory and on disk): past it the run fails with a
+:class:`DeyelSchemaError` naming the option, and nothing is published. CSV rows are rendered about
+:data:`CSV_CELLS_PER_WRITE` cells at a time, however wide the rows or long the page. JSON Lines has no
+columns: past the cap it stops listing new keys for lineage (a warning says so) and goes on writing.
+A field name holding a control character (C0, DEL, C1: NUL, ESC...) is refused in a CSV header or Parquet
+column name (:func:`check_field_name`).
+
 What every standard reader (Python's ``csv``, pandas, DuckDB) reads back is the value written, for any JSON
 value Deyel can send:
 
@@ -26,11 +35,11 @@ import json
 import logging
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,15 @@ FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # For the rare record a UTF-8 file cannot hold as is (a lone surrogate): \uXXXX escapes, still the same JSON.
 _json_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+#: Distinct columns a CSV or Parquet output may have (the ``max_columns`` option): twice what a relational
+#: table holds (Oracle 1000, SQL Server 1024 columns), and memory stays bounded at this width (Parquet's
+#: row groups shrink to fit ``row_group_bytes``, CSV renders a bounded number of cells at a time).
+DEFAULT_MAX_COLUMNS = 2000
+#: CSV cells rendered before they are written: bounds memory whatever the width and the page size.
+CSV_CELLS_PER_WRITE = 1 << 16
+#: Control characters (C0, DEL, C1) refused in a field name that becomes a header or column name.
+_CONTROL = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
 
 #: The widening pass reads back cells of any size (``csv``'s default limit is 128 KiB per cell).
 _CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -55,6 +73,33 @@ def csv_cell(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return _json(value)
     return value
+
+
+def check_max_columns(max_columns: Any) -> int:
+    """``max_columns`` as given, or a config error."""
+    if not isinstance(max_columns, int) or isinstance(max_columns, bool) or max_columns <= 0:
+        raise DeyelConfigError(f"max_columns must be a positive number of columns, got {max_columns!r}")
+    return max_columns
+
+
+def check_field_name(name: str, redact: Callable[[str], str] = str) -> None:
+    """Refuse a field name a CSV header or Parquet column cannot show safely: a lone surrogate (not UTF-8)
+    or a control character (NUL, ESC... : a terminal or a tool showing the header would act on it).
+
+    Refused rather than escaped: an escaped name (``\\x1b``) is not the field's name, could collide with
+    a real one, and Deyel's field identifiers never hold such characters: only a broken or hostile server
+    sends them.
+    """
+    _refuse_surrogates(name, f"field name {name!r}")
+    if not _CONTROL.isdisjoint(name):
+        char = next(c for c in name if c in _CONTROL)
+        shown = redact(repr(name))[:80]  # repr escapes every character that is not printable
+        raise DeyelBadResponseError(
+            f"field name {shown} holds the control character U+{ord(char):04X}, which no CSV header or "
+            f"Parquet column should carry (a terminal showing it would act on it): the server sent a field "
+            f"name no Deyel form has; extract this form with format='jsonl' (keys escaped as JSON), or name "
+            f"the columns to keep with fields=[...]"
+        )
 
 
 def _encodable_json(value: Any) -> str:
@@ -138,11 +183,19 @@ class RecordWriter(ABC):
     """
 
     def __init__(
-        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
+        self,
+        open_file: OpenFile,
+        fields: Sequence[str] | None = None,
+        *,
+        max_file_bytes: int | None = None,
+        max_columns: int = DEFAULT_MAX_COLUMNS,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._open_file = open_file
         self.fields = list(fields) if fields is not None else None
         self.max_file_bytes = max_file_bytes
+        self.max_columns = check_max_columns(max_columns)
+        self._redact = redact
         self.parts: list[Part] = []
         self.records = 0
         self._current: Part | None = None
@@ -173,6 +226,34 @@ class RecordWriter(ABC):
         ``sink`` with the run's final layout."""
         raise NotImplementedError(f"{type(self).__name__} never needs a rewrite")
 
+    def _new_fields(self, records: Sequence[dict[str, Any]], known: Container[str], count: int) -> list[str]:
+        """The names in ``records`` not in ``known`` (``count`` columns so far), in first-seen order, each
+        checked (:func:`check_field_name`); a :class:`DeyelSchemaError` at the first past ``max_columns``."""
+        new: dict[str, None] = {}
+        for index, record in enumerate(records):
+            for name in record:
+                if name in known or name in new:
+                    continue
+                if count + len(new) >= self.max_columns:
+                    raise self._too_many_columns(name, index)
+                check_field_name(name, self._redact)
+                new[name] = None
+        return list(new)
+
+    def _too_many_columns(self, name: str, index: int) -> DeyelSchemaError:
+        """The error for field ``name`` of the page's record ``index``, one column past ``max_columns``."""
+        position = self.records + index + 1
+        shown = self._redact(repr(name))[:80]
+        return DeyelSchemaError(
+            f"record {position} of this run brings field {shown}, a column past max_columns="
+            f"{self.max_columns} distinct columns for this output (a server sending new field names per "
+            f"instance would make every row as wide as all of them): if the form really has that many "
+            f"fields, raise max_columns (an option of DeyelExtractOperator), keep fewer with fields=[...], "
+            f"or use format='jsonl'",
+            field=shown,
+            position=position,
+        )
+
     def _start_part(self) -> Part:
         number = len(self.parts)
         part = Part(number, [self._open_file(number)])
@@ -196,11 +277,9 @@ class RecordWriter(ABC):
 class JsonLinesWriter(RecordWriter):
     """One instance per line, as the server returned it (or only ``fields``, in that order)."""
 
-    def __init__(
-        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
-    ) -> None:
-        super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
-        #: The keys written, in first-seen order (for lineage: JSON Lines has no header).
+    def __init__(self, open_file: OpenFile, fields: Sequence[str] | None = None, **options: Any) -> None:
+        super().__init__(open_file, fields, **options)
+        #: The keys written, in first-seen order (for lineage: JSON Lines has no header), up to max_columns.
         self.columns: list[str] = list(self.fields or [])
         self._known = set(self.columns)
 
@@ -208,14 +287,8 @@ class JsonLinesWriter(RecordWriter):
         if self.fields is not None:
             fields = self.fields
             records = [{name: record.get(name) for name in fields} for record in records]
-        else:
-            known = self._known
-            for record in records:
-                if not known.issuperset(record):
-                    for name in record:
-                        if name not in known:
-                            known.add(name)
-                            self.columns.append(name)
+        elif len(self.columns) < self.max_columns:
+            self._list_keys(records)
         try:
             data = ("\n".join(map(_json, records)) + "\n").encode("utf-8")
         except UnicodeEncodeError:
@@ -226,6 +299,25 @@ class JsonLinesWriter(RecordWriter):
             )
         part.files[-1].stream.write(data)
 
+    def _list_keys(self, records: Sequence[dict[str, Any]]) -> None:
+        known, columns = self._known, self.columns
+        for record in records:
+            if known.issuperset(record):
+                continue
+            for name in record:
+                if name in known:
+                    continue
+                if len(columns) == self.max_columns:
+                    log.warning(
+                        "more than max_columns=%d distinct keys: lineage lists the first %d; every record is "
+                        "still written whole",
+                        self.max_columns,
+                        self.max_columns,
+                    )
+                    return
+                known.add(name)
+                columns.append(name)
+
 
 class CsvWriter(RecordWriter):
     """A header row, then one row per instance; nested grids are JSON text in their cell.
@@ -234,10 +326,8 @@ class CsvWriter(RecordWriter):
     makes earlier parts need a rewrite (:func:`widen_csv`).
     """
 
-    def __init__(
-        self, open_file: OpenFile, fields: Sequence[str] | None = None, *, max_file_bytes: int | None = None
-    ) -> None:
-        super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
+    def __init__(self, open_file: OpenFile, fields: Sequence[str] | None = None, **options: Any) -> None:
+        super().__init__(open_file, fields, **options)
         self.columns: list[str] = list(self.fields or [])
         self._known = set(self.columns)
         self._rows = _CsvRows()
@@ -251,27 +341,29 @@ class CsvWriter(RecordWriter):
 
     def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         if self.fields is None:
-            for record in records:
-                for name in record:
-                    if name not in self._known:
-                        # Checked on sight: a late field is written by the widening pass, after the download.
-                        _refuse_surrogates(name, f"field name {name!r}")
-                        self._known.add(name)
-                        self.columns.append(name)
-        header = "" if part.layout else self._header(part)
+            # Checked on sight: a late field is written by the widening pass, after the download.
+            new = self._new_fields(records, self._known, len(self.columns))
+            self._known.update(new)
+            self.columns.extend(new)
+        stream = part.files[-1].stream
+        if not part.layout:
+            stream.write(self._header(part).encode("utf-8"))
         columns = self.columns
-        rows = [[csv_cell(record.get(name)) for name in columns] for record in records]
-        text = header + self._rows.render(rows)
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError:
-            first = self.records + 1
-            rows = [
-                [_encodable_cell(record.get(name), f"field {name!r} of record {n}") for name in columns]
-                for n, record in enumerate(records, first)
-            ]
-            data = (header + self._rows.render(rows)).encode("utf-8")
-        part.files[-1].stream.write(data)
+        # A few rows at a time: a page of wide rows is never held as cells all at once.
+        step = max(1, CSV_CELLS_PER_WRITE // max(1, len(columns)))
+        for start in range(0, len(records), step):
+            chunk = records[start : start + step]
+            rows = [[csv_cell(record.get(name)) for name in columns] for record in chunk]
+            try:
+                data = self._rows.render(rows).encode("utf-8")
+            except UnicodeEncodeError:
+                first = self.records + start + 1
+                rows = [
+                    [_encodable_cell(record.get(name), f"field {name!r} of record {n}") for name in columns]
+                    for n, record in enumerate(chunk, first)
+                ]
+                data = self._rows.render(rows).encode("utf-8")
+            stream.write(data)
 
     def _finish(self, part: Part) -> None:
         if not part.layout and self.columns:
@@ -279,7 +371,7 @@ class CsvWriter(RecordWriter):
 
     def _header(self, part: Part) -> str:
         for name in self.columns:
-            _refuse_surrogates(name, f"field name {name!r}")
+            check_field_name(name, self._redact)
         part.layout.append(len(self.columns))
         return self._rows.render([self.columns], header=True)
 
@@ -330,9 +422,10 @@ def widen_csv(source: IO[bytes], sink: IO[bytes], columns: Sequence[str]) -> int
     sink.write(header)
     written += len(header)
     next(reader, None)  # the old, narrower header
+    step = max(1, CSV_CELLS_PER_WRITE // max(1, width))
     for row in reader:
         pending.append(row + [""] * (width - len(row)))
-        if len(pending) == 1000:
+        if len(pending) >= step:
             flush()
     flush()
     text.detach()  # the caller owns (and closes) the source
@@ -345,18 +438,25 @@ def make_writer(
     fields: Iterable[str] | None = None,
     *,
     max_file_bytes: int | None = None,
+    max_columns: int = DEFAULT_MAX_COLUMNS,
+    redact: Callable[[str], str] = str,
     **options: Any,
 ) -> RecordWriter:
-    """The writer of format ``fmt``; ``options`` are the Parquet writer's (``schema``, ``compression``...)."""
+    """The writer of format ``fmt``; ``options`` are the Parquet writer's (``schema``, ``compression``...).
+
+    :param max_columns: distinct columns the output may have (:data:`DEFAULT_MAX_COLUMNS`).
+    :param redact: applied to server text (field names, values) in error messages.
+    """
     field_list = list(fields) if fields is not None else None
+    common: dict[str, Any] = {"max_file_bytes": max_file_bytes, "max_columns": max_columns, "redact": redact}
     if fmt == "parquet":
         from deyel_provider.parquet import ParquetWriter
 
-        return ParquetWriter(open_file, field_list, max_file_bytes=max_file_bytes, **options)
+        return ParquetWriter(open_file, field_list, **common, **options)
     if options:
         raise DeyelConfigError(f"{sorted(options)} apply to format='parquet' only, not {fmt!r}")
     if fmt == "jsonl":
-        return JsonLinesWriter(open_file, field_list, max_file_bytes=max_file_bytes)
+        return JsonLinesWriter(open_file, field_list, **common)
     if fmt == "csv":
-        return CsvWriter(open_file, field_list, max_file_bytes=max_file_bytes)
+        return CsvWriter(open_file, field_list, **common)
     raise DeyelConfigError(f"format must be one of {list(FORMATS)}, got {fmt!r}")

@@ -1,6 +1,9 @@
 """Parquet output (the ``[parquet]`` extra, pyarrow): typed columns, written a row group at a time.
 
-Memory holds the row group being built (about ``row_group_bytes`` of Arrow data) whatever the total.
+Memory holds the row group being built (about ``row_group_bytes`` of Arrow data) whatever the total: a
+page is converted a slice of rows at a time, each sized before it is built from its rows x the columns
+(:data:`CELL_BYTES` each: an absent field is still a cell of every column), so a page of wide, sparse rows
+is flushed in small row groups instead of becoming a multi-GiB Arrow table; the rewrite pass does the same.
 
 Types (``schema`` names): ``string``, ``int64``, ``float64``, ``bool``, ``timestamp`` (milliseconds, UTC:
 Deyel's dates are epoch milliseconds) and ``json`` (JSON text, Parquet's JSON logical type). A field's type is
@@ -24,12 +27,18 @@ from typing import IO, Any
 
 from deyel_provider.compression import PARQUET_CODECS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
-from deyel_provider.formats import OpenFile, Part, RecordWriter, _encodable_json, _json, _refuse_surrogates
+from deyel_provider.formats import OpenFile, Part, RecordWriter, _encodable_json, _json
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Arrow data per row group: memory holds about one (plus a page), readers get large enough groups.
 DEFAULT_ROW_GROUP_BYTES = 8 * 2**20
+#: Arrow bytes a cell costs before its text: 8 (int64, float64, timestamp values) and a validity bit; a
+#: string's offset is 4. What a slice of rows is sized with before it is built.
+CELL_BYTES = 9
+#: The least a slice of a page is sized for: a small ``row_group_bytes`` still converts a page of narrow
+#: rows at once (one row group per page), never row by row.
+MIN_SLICE_BYTES = 64 * 2**10
 #: Columns of an empty run's file when nothing declares any: every Deyel instance has these two (the id under
 #: the connection's ``id_field``, see :func:`empty_run_columns`).
 EMPTY_RUN_COLUMNS: tuple[tuple[str, str], ...] = (("idObjectValue", "string"), ("dtLastUpdate", "timestamp"))
@@ -352,6 +361,7 @@ class ParquetWriter(RecordWriter):
     :param schema: declared types, ``{"dtLastUpdate": "timestamp", ...}``; other fields are inferred.
     :param compression: ``snappy``, ``zstd``, ``gzip`` or ``none``.
     :param row_group_bytes: Arrow bytes per row group (capped at ``max_file_bytes`` when splitting).
+    :param max_columns: distinct columns the file may have (``DeyelSchemaError`` past it).
     :param redact: applied to the text of server values in error messages.
     :param id_field: where an instance's id is (the connection's ``id_field``): named in errors, and the
         first column of an empty run.
@@ -366,10 +376,10 @@ class ParquetWriter(RecordWriter):
         schema: Mapping[str, str] | None = None,
         compression: str | None = "snappy",
         row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
-        redact: Callable[[str], str] = str,
         id_field: str = DEFAULT_ID_FIELD,
+        **options: Any,
     ) -> None:
-        super().__init__(open_file, fields, max_file_bytes=max_file_bytes)
+        super().__init__(open_file, fields, max_file_bytes=max_file_bytes, **options)
         self._id_field = id_field
         self.pa, self.pq = pyarrow_modules()
         compression = compression or "snappy"
@@ -385,7 +395,7 @@ class ParquetWriter(RecordWriter):
         self._columns = {name: _Column(name, declared.get(name), name in declared) for name in names}
         self._convert = _Converters(self.pa)
         self._row_group_bytes = min(row_group_bytes, max_file_bytes) if max_file_bytes else row_group_bytes
-        self._redact = redact
+        self._offset = 0  # of the slice being converted, in its page (for the positions errors name)
         self._pending: list[Any] = []  # record batches of the row group being built, in self._pending_types
         self._pending_types: Types = ()
         self._pending_bytes = 0
@@ -408,20 +418,39 @@ class ParquetWriter(RecordWriter):
     def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
         if self.fields is None:
             columns = self._columns
-            for record in records:
-                for name in record:
-                    if name not in columns:
-                        _refuse_surrogates(name, f"field name {name!r}")
-                        columns[name] = _Column(name, None)
+            for name in self._new_fields(records, columns, len(columns)):
+                columns[name] = _Column(name, None)
         for column in self._columns.values():
             if column.type is None:
                 column.type = infer_type(column.name, (record.get(column.name) for record in records))
+        step = self._rows_within(self._row_group_bytes)
+        for start in range(0, len(records), step):
+            self._offset = start
+            self._add(part, records[start : start + step])
+        self._offset = 0
+
+    def _rows_within(self, budget: int, width: int | None = None) -> int:
+        """Rows whose cells, at ``width`` columns (default: the columns so far), fit ``budget`` bytes (at
+        least :data:`MIN_SLICE_BYTES`)."""
+        width = len(self._columns) if width is None else width
+        return max(1, max(budget, MIN_SLICE_BYTES) // (max(1, width) * CELL_BYTES))
+
+    def _add(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
+        """Convert a slice of a page (sized by :meth:`_rows_within`) and add it to the row group."""
         arrays = [self._array(column, records) for column in self._columns.values()]
         types = self.types
         batch = self.pa.RecordBatch.from_arrays(arrays, schema=self.arrow_schema(types))
+        if self._pending and self._pending_bytes + batch.nbytes > self._row_group_bytes:
+            self._flush(part)  # row groups of at most row_group_bytes (unless one slice alone is more)
         if self._pending and self._pending_types != types:
-            self._pending = [self._conform(b, dict(self._pending_types), types) for b in self._pending]
-            self._pending_bytes = sum(b.nbytes for b in self._pending)
+            pending_rows = sum(b.num_rows for b in self._pending)
+            if pending_rows > self._rows_within(self._row_group_bytes, len(types)):
+                # Conformed to the new, wider schema the row group would outgrow its budget (a few
+                # columns of many rows, then hundreds of new columns): written as it is instead.
+                self._flush(part)
+            else:
+                self._pending = [self._conform(b, dict(self._pending_types), types) for b in self._pending]
+                self._pending_bytes = sum(b.nbytes for b in self._pending)
         if self._file is not None and part.layout[-1] != types:
             # This file's schema is fixed: its row groups are rewritten at the end; the next ones go to a
             # new segment of the same part. Closed now, read back by name: hundreds of schema changes must
@@ -443,7 +472,7 @@ class ParquetWriter(RecordWriter):
             try:
                 return self._convert.by_type[column.type](values, column)
             except _Unwritable as misfit:
-                position = self.records + misfit.index + 1
+                position = self.records + self._offset + misfit.index + 1
                 raise DeyelBadResponseError(
                     f"field {name!r} of record {position} holds a lone surrogate (legal in JSON, e.g. "
                     f'"\\ud800", but not writable as UTF-8 text): Parquet strings cannot hold it; extract '
@@ -457,7 +486,7 @@ class ParquetWriter(RecordWriter):
     def _schema_error(
         self, column: _Column, records: Sequence[dict[str, Any]], misfit: _Misfit
     ) -> DeyelSchemaError:
-        position = self.records + misfit.index + 1
+        position = self.records + self._offset + misfit.index + 1
         ident = instance_id(records[misfit.index], self._id_field)
         ident = None if ident is None else self._redact(ident)[:80]
         value = self._redact(_json(misfit.value) if not isinstance(misfit.value, str) else repr(misfit.value))
@@ -511,9 +540,13 @@ class ParquetWriter(RecordWriter):
         with self.pq.ParquetWriter(sink, self.arrow_schema(final), compression=self.compression) as out:
             for source, types in zip(sources, part.layout, strict=True):
                 parquet = self.pq.ParquetFile(source)
+                # Slices sized for the final width: a row group of a few columns may hold many rows.
+                step = self._rows_within(self._row_group_bytes, len(final))
                 for index in range(parquet.num_row_groups):
-                    table = self._conform(parquet.read_row_group(index), dict(types), final)
-                    out.write_table(table, row_group_size=max(1, table.num_rows))
+                    group = parquet.read_row_group(index)
+                    for start in range(0, group.num_rows, step):
+                        table = self._conform(group.slice(start, step), dict(types), final)
+                        out.write_table(table, row_group_size=max(1, table.num_rows))
 
     def _conform(self, data: Any, old: dict[str, str], final: Types) -> Any:
         """``data`` (a record batch or table of the ``old`` types) with the ``final`` columns and types."""

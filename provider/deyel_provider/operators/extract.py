@@ -16,6 +16,7 @@ from deyel_provider import watermark as wm
 from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extraction import check_output_options, epoch_ms, extract
+from deyel_provider.formats import DEFAULT_MAX_COLUMNS
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.parts import check_output_name
 from deyel_provider.watermark_run import WatermarkRun, task_watermark_key
@@ -99,6 +100,9 @@ class DeyelExtractOperator(BaseOperator):
         each (a part ends at the first page, or Parquet row group, that reaches it); a rerun replaces the
         whole set.
     :param row_group_bytes: Parquet: Arrow bytes per row group, about what memory holds (default 8 MiB).
+    :param max_columns: CSV and Parquet: distinct columns the output may have (default 2000); a run that
+        meets more (a server sending new field names per instance) fails with ``DeyelSchemaError`` and
+        publishes nothing. JSON Lines lists at most this many keys for lineage.
     :param fields: CSV and Parquet columns (or JSON Lines keys) in order; default: every field, in
         first-seen order (templated).
     :param page_size: instances per response; default: the connection's ``page_size`` (100).
@@ -141,6 +145,7 @@ class DeyelExtractOperator(BaseOperator):
         on_empty: str = "write",
         max_file_bytes: int | None = None,
         row_group_bytes: int | None = None,
+        max_columns: int = DEFAULT_MAX_COLUMNS,
         fields: Sequence[str] | None = None,
         page_size: int | None = None,
         max_workers: int | str = 1,
@@ -162,13 +167,16 @@ class DeyelExtractOperator(BaseOperator):
                 max_file_bytes=max_file_bytes,
                 schema=schema,
                 fields=fields_now,
+                max_columns=max_columns,
             )
             if not _templated(str(output)):
                 name = str(output).rstrip().rsplit("/", 1)[-1]
                 if name:
                     check_output_name(name, format, compression)
         else:
-            check_output_options("jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes)
+            check_output_options(
+                "jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes, max_columns=max_columns
+            )
         Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
         self.asset = asset if asset is not None else default_asset(output)
         outlets, inlets = _declared_assets(
@@ -188,6 +196,7 @@ class DeyelExtractOperator(BaseOperator):
         self.on_empty = on_empty
         self.max_file_bytes = max_file_bytes
         self.row_group_bytes = row_group_bytes
+        self.max_columns = max_columns
         self.fields = fields
         self.page_size = page_size
         self.max_workers = max_workers
@@ -241,6 +250,7 @@ class DeyelExtractOperator(BaseOperator):
             on_empty=self.on_empty,
             max_file_bytes=self.max_file_bytes,
             row_group_bytes=self.row_group_bytes,
+            max_columns=self.max_columns,
             page_size=self.page_size,
             max_workers=self.max_workers,
             max_workers_ceiling=self.max_workers_ceiling,

@@ -1,0 +1,111 @@
+"""One extraction of a wide, sparse form under an address-space limit, in a fresh interpreter.
+
+``python -m bench._wide_child '<json options>'``: ``url`` (an emulator serving ``form``), ``format``,
+``folder``, ``limit_mb`` (RLIMIT_AS; 0 for none), ``page_size``, ``max_columns`` (None: the default).
+Prints one JSON line: ``outcome`` (``ok`` or the exception's class), ``message`` (cut), ``peak_rss_mb``,
+``peak_vm_mb``, ``records``, ``bytes``, ``files`` (what the folder holds afterwards). A process killed by
+the limit prints nothing (or ``MemoryError``), which is what the tests look for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tests.helpers import FAST_RETRY, connection_json
+
+if TYPE_CHECKING:
+    from deyel_provider.emulator.server import RunningEmulator
+
+ROOT = Path(__file__).resolve().parent.parent
+FORM = "WIDE_FORM"
+
+
+@contextmanager
+def wide_form_server(instances: int, new_fields_each: int) -> Iterator[RunningEmulator]:
+    """An emulator whose form ``FORM`` holds ``instances`` instances, each with ``new_fields_each`` field
+    names no other has (1000 x 500: one 6.9 MB response of 1000 instances)."""
+    from deyel_provider.emulator.server import run_emulator
+
+    with run_emulator(records=0) as emulator:
+        store = emulator.state.store
+        for i in range(instances):
+            store.create(FORM, {f"f{i:03x}{j:03x}": j for j in range(new_fields_each)})
+        yield emulator
+
+
+def run_child(emulator: RunningEmulator, fmt: str, folder: Path, **options: Any) -> dict[str, Any] | None:
+    """The child's JSON result for one format; None when it died (killed by the limit, a crash)."""
+    request = {"url": emulator.url, "form": FORM, "format": fmt, "folder": str(folder), **options}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._wide_child", json.dumps(request)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return None
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def main(options: dict) -> dict:
+    if options.get("limit_mb"):
+        limit = options["limit_mb"] * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.environ["AIRFLOW_CONN_DEYEL_DEFAULT"] = connection_json(
+        options["url"],
+        **FAST_RETRY,
+        cache_dir=options["folder"] + "/cache",
+        page_size=options["page_size"],
+        settle_seconds=0,
+    )
+    from deyel_provider.extraction import extract
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    ext = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}[options["format"]]
+    output = Path(options["folder"]) / "out" / f"wide{ext}"
+    extra = {} if options.get("max_columns") is None else {"max_columns": options["max_columns"]}
+    result: dict = {}
+    try:
+        done = extract(
+            DeyelHook(),
+            options["form"],
+            str(output),
+            format=options["format"],
+            progress_interval=3600,
+            **extra,
+        )
+        result.update(outcome="ok", records=done.records, bytes=done.bytes)
+    except Exception as exc:  # the outcome is what the caller asserts
+        result.update(outcome=type(exc).__name__, message=str(exc)[:400])
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_vm_mb"] = _peak_vm_mb()
+    result["files"] = sorted(p.name for p in output.parent.iterdir()) if output.parent.exists() else []
+    return result
+
+
+def _peak_vm_mb() -> int | None:
+    """The address space the process reserved at most (what RLIMIT_AS limits), from /proc (Linux)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmPeak:"):
+            return round(int(line.split()[1]) / 1024)
+    return None
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))), flush=True)
