@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 MAX_SEARCH_LENGTH = 4000
 #: The assumed server cap on a page (``deyel-api.md``): the largest page asked for.
 MAX_BATCH = 1000
-#: A key value no instance holds, searched beside the only existing one when proving the separator.
-ABSENT_KEY = "deyel-separator-check-absent-key"
 
 
 class KeySearch:
@@ -125,8 +123,9 @@ class KeySearch:
     def prove_separator(self, sample: list[dict[str, Any]]) -> bool:
         """Search, with one ``in`` clause, the key values of instances known to exist (``sample``).
 
-        Two distinct plain values of the sample are searched (one and :data:`ABSENT_KEY` if the sample has
-        only one): both (or the one) must be found, else a :class:`DeyelConfigError` naming
+        Two distinct plain values of the sample are searched (the one twice if the sample has only one: a
+        made-up value would be of the wrong type for a numeric or date key, a 400): both (or the one) must
+        be found, else a :class:`DeyelConfigError` naming
         ``in_separator``. Returns False, with no request, when the sample holds no plain key value (an empty
         form: nothing a wrong separator could duplicate yet).
         """
@@ -138,7 +137,7 @@ class KeySearch:
         values = values[:2]
         if not values:
             return False
-        asked = values if len(values) == 2 else [values[0], ABSENT_KEY.replace(self._separator, "")]
+        asked = values if len(values) == 2 else [values[0], values[0]]
         clause = f"{self.key}=in:" + self._separator.join(asked)
         matches = self._search(clause, len(asked), dict.fromkeys(asked))
         held = {str(self.canonical(i.get(self.key))) for i in matches}
