@@ -103,7 +103,12 @@ class KeySearch:
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
-            matches = self._search(clause, expected, found)
+            try:
+                matches = self._search(clause, expected, found)
+            except DeyelRequestError as refused:
+                if expected > 1 and self.key_type == "number":
+                    raise self._in_refused(clause, refused) from refused
+                raise
             held = {str(self.canonical(instance.get(self.key))) for instance in matches}
             if expected > 1 and matches:
                 # Instances matched by an in clause of two or more values: the server split them.
@@ -167,8 +172,7 @@ class KeySearch:
         try:
             matches = self._search(clause, len(asked), dict.fromkeys(asked))
         except DeyelRequestError as refused:
-            # A wrong separator makes the values one text: a numeric or date key field refuses it (400).
-            raise self._wrong_separator(f"the server refused {clause[:80]!r} ({refused})") from refused
+            raise self._in_refused(clause, refused) from refused
         held = {str(self.canonical(i.get(self.key))) for i in matches}
         if set(values) <= held:
             self.separator_seen = True
@@ -178,6 +182,11 @@ class KeySearch:
                 f"{clause[:80]!r} did not find the existing instances holding {self.key} {shown}"
             )
         return True
+
+    def _in_refused(self, clause: str, refused: DeyelRequestError) -> DeyelConfigError:
+        """A 4xx to an ``in`` search of a numeric key: a wrong separator makes its values one text, which a
+        number field refuses (Deyel answers 400), so it is named as such, with the server's answer."""
+        return self._wrong_separator(f"the server refused {clause[:80]!r} ({refused})")
 
     def _wrong_separator(self, seen: str) -> DeyelConfigError:
         return DeyelConfigError(
