@@ -25,7 +25,7 @@ A replayed PATCH is settled by :meth:`DeyelHook.update_instance`. A record Deyel
 ``errors``) is a reject, not a failure: the load goes on, lists it in the rejects file, and fails at the end
 when there are more than ``max_rejects``.
 
-One load of a form at a time: before its first search a load takes the form's lease
+One load of a form at a time: before any request (the key type's sample too) a load takes the form's lease
 (:mod:`deyel_provider.load_lease`: a Redis lock with ``cache=redis``, else a file lock on this host), waiting
 up to ``lock_timeout`` for another load to end, and checks it before each write; two loads of the same keys
 would otherwise both search, find nothing and both create.
