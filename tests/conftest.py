@@ -14,6 +14,7 @@ os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 # Where the example extraction DAG writes (read when the DAG file is imported).
 os.environ["DEYEL_DEMO_OUTPUT"] = os.path.join(_HOME, "extract-output")
+os.environ["DEYEL_LOCK_DIR"] = os.path.join(_HOME, "deyel-locks")  # the file leases: a folder of this run
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__), "..", "dags_examples")
 
 import pytest  # noqa: E402

@@ -14,9 +14,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -217,14 +220,16 @@ def lost_lease(emulator, redis_server, tmp_path) -> None:
     assert client.get(key) == b"another-load"  # the stopped load did not release another's lease
 
 
-def lease_file(deyel_conn_folder: str) -> Path:
-    return Path(deyel_conn_folder) / (lease_name(DeyelHook().config.base_url, FORM) + ".lock")
+def lease_file() -> Path:
+    from deyel_provider.load_lease import lock_folder
+
+    return lock_folder() / (lease_name(DeyelHook().config.base_url, FORM) + ".lock")
 
 
 def test_a_removed_lease_file_counts_as_a_lost_lease(emulator, deyel_conn):
     with load_lease(DeyelHook().config, FORM, timeout=0) as lease:
         lease.check()
-        lease_file(DeyelHook().config.cache_dir).unlink()  # a cleanup of the folder while the load runs
+        lease_file().unlink()  # a cleanup of the folder while the load runs
         with pytest.raises(DeyelLeaseLostError, match="stopped before its next write"):
             lease.check()
 
@@ -232,18 +237,21 @@ def test_a_removed_lease_file_counts_as_a_lost_lease(emulator, deyel_conn):
 def test_a_lease_file_planted_as_a_link_is_refused_before_any_request(emulator, deyel_conn, tmp_path):
     target = tmp_path / "elsewhere"
     target.write_text("")
-    lease_file(DeyelHook().config.cache_dir).symlink_to(target)
+    lease_file().parent.mkdir(mode=0o700, exist_ok=True)
+    lease_file().symlink_to(target)
     with pytest.raises(DeyelLeaseError, match="not a regular file of this user") as raised:
         upsert(DeyelHook(), FORM, [customer(1)], KEY)
-    assert "cache_dir" in str(raised.value)
+    assert "DEYEL_LOCK_DIR" in str(raised.value)
     assert emulator.methods() == {}
 
 
-def test_a_lease_folder_others_can_write_is_refused_before_any_request(emulator, deyel_conn, tmp_path):
+def test_a_lease_folder_others_can_write_is_refused_before_any_request(
+    emulator, deyel_conn, tmp_path, monkeypatch
+):
     folder = tmp_path / "shared"
     folder.mkdir(mode=0o777)
     folder.chmod(0o777)
-    deyel_conn(extra={"cache": "memory", "cache_dir": str(folder)})
+    monkeypatch.setenv("DEYEL_LOCK_DIR", str(folder))
     with pytest.raises(DeyelLeaseError, match="writable by others"):
         upsert(DeyelHook(), FORM, [customer(1)], KEY)
     assert emulator.methods() == {}
@@ -253,3 +261,183 @@ def test_a_lease_folder_others_can_write_is_refused_before_any_request(emulator,
 def test_lock_timeout_must_be_a_number_of_seconds(emulator, deyel_conn, bad):
     with pytest.raises(DeyelConfigError, match="lock_timeout"):
         upsert(DeyelHook(), FORM, [customer(1)], KEY, lock_timeout=bad)
+
+
+# -- review of issue 21: the lease before any request, one lease per server and host, no squatter ----------
+
+#: A form without a schema: its fields have no prefix, so a load reads a sample to infer the key's type.
+LEGACY = "LEGACY_ITEMS"
+
+
+class _Waiting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "holds its lease: waiting" in record.getMessage():
+            self.waiting.set()
+
+
+def _load_while_held(during_wait: Any, source: list[dict[str, Any]]) -> list[BaseException]:
+    """Hold LEGACY's lease, start a load (it waits), run ``during_wait`` (what another load or user does
+    meanwhile), release; return the load's error, if any."""
+    logger = logging.getLogger("deyel-test-lease-wait")
+    logger.setLevel(logging.INFO)
+    recorder = _Waiting()
+    logger.addHandler(recorder)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upsert(DeyelHook(), LEGACY, source, "code", batch_size=10, lock_timeout=60, logger=logger)
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    try:
+        with load_lease(DeyelHook().config, LEGACY, timeout=0):
+            thread = threading.Thread(target=run)
+            thread.start()
+            assert recorder.waiting.wait(30), "the load never waited for the lease"
+            during_wait()
+        thread.join(60)
+        assert not thread.is_alive()
+    finally:
+        logger.removeHandler(recorder)
+    return errors
+
+
+def _legacy_keys(emulator) -> Counter[str]:
+    store = emulator.state.store
+    return Counter(str((store.get(LEGACY, i) or {}).get("code")) for i in store.all_ids(LEGACY))
+
+
+def test_a_load_waiting_for_the_lease_has_sent_no_request_so_a_wrong_separator_is_still_named(deyel_conn):
+    """The server's separator is '|'. The form is empty when the load starts; while it waits another load
+    creates all but each batch's first key. A sample read before the wait (empty) would skip the separator
+    proof: the load reads it after, and fails typed with nothing created twice."""
+    source = [{"code": f"K-{i:04d}", "label": f"item {i}"} for i in range(30)]
+    with run_emulator(records=0, in_separator="|") as emulator:
+        deyel_conn(url=emulator.url)
+        store = emulator.state.store
+        store.delete(LEGACY, store.create(LEGACY, {"code": "gone"})[0])  # the form exists, empty
+        emulator.reset()
+
+        def other_load() -> None:
+            assert emulator.methods() == {}  # the waiting load has sent nothing
+            for i, r in enumerate(source):
+                if i % 10:
+                    store.create(LEGACY, dict(r))
+
+        errors = _load_while_held(other_load, source)
+        held = _legacy_keys(emulator)
+    assert [type(e) for e in errors] == [DeyelConfigError] and "in_separator" in str(errors[0])
+    assert max(held.values()) == 1
+
+
+def test_a_form_cleared_while_a_load_waits_does_not_fail_a_correct_load(deyel_conn):
+    """Right separator. The form holds 10 instances when the load starts and is cleared while it waits: a
+    sample read before the wait would prove the separator on instances gone, failing a correct load."""
+    source = [{"code": f"N-{i:04d}", "label": f"item {i}"} for i in range(5)]
+    with run_emulator(records=0) as emulator:
+        deyel_conn(url=emulator.url)
+        store = emulator.state.store
+        old = [store.create(LEGACY, {"code": f"OLD-{i}", "label": "old"})[0] for i in range(10)]
+
+        def clear() -> None:
+            for ident in old:
+                store.delete(LEGACY, ident)
+
+        errors = _load_while_held(clear, source)
+        held = _legacy_keys(emulator)
+    assert not errors, f"a correct load failed: {errors[0]!r}"
+    assert held == Counter(r["code"] for r in source)
+
+
+def _conn(deyel_conn, conn_id: str, url: str, **extra: Any) -> DeyelHook:
+    deyel_conn(conn_id, url=url, extra=extra)
+    return DeyelHook(conn_id)
+
+
+@pytest.mark.parametrize("spelling", ["http://LOCALHOST:{port}/", "HTTP://localhost:{port}"])
+def test_two_spellings_of_one_server_share_the_lease(emulator, deyel_conn, spelling):
+    port = urlsplit(emulator.url).port
+    first = _conn(deyel_conn, "deyel_a", f"http://localhost:{port}")
+    second = _conn(deyel_conn, "deyel_b", spelling.format(port=port))
+    with load_lease(first.config, FORM, timeout=0):
+        with pytest.raises(DeyelBusyError):
+            with load_lease(second.config, FORM, timeout=0):
+                pass
+
+
+def test_the_server_identity_drops_default_ports_and_case_but_keeps_the_paths_case():
+    from deyel_provider.load_lease import server_identity
+
+    assert server_identity("HTTPS://Deyel.Example:443/api/") == "https://deyel.example/api"
+    assert server_identity("http://deyel.example:80") == "http://deyel.example"
+    assert server_identity("https://deyel.example:8443/") == "https://deyel.example:8443"
+    assert server_identity("http://[::1]:8080/x") == "http://[::1]:8080/x"
+    assert server_identity("https://d.example/API") != server_identity("https://d.example/api")
+
+
+def test_two_connections_with_their_own_cache_folders_share_the_lease(emulator, deyel_conn, tmp_path):
+    """Two teams' connections to one server, each with its own token cache folder: one lock folder."""
+    first = _conn(deyel_conn, "deyel_a", emulator.url, cache_dir=str(tmp_path / "a"))
+    second = _conn(deyel_conn, "deyel_b", emulator.url, cache_dir=str(tmp_path / "b"))
+    with load_lease(first.config, FORM, timeout=0):
+        with pytest.raises(DeyelBusyError):
+            with load_lease(second.config, FORM, timeout=0):
+                pass
+
+
+def test_a_memory_cache_load_needs_no_private_cache_dir(emulator, deyel_conn, tmp_path):
+    """cache=memory writes nothing to cache_dir: a group-writable one (a shared AIRFLOW_HOME) is no reason
+    to refuse the load; its lease lives in the per-user lock folder."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o775)  # noqa: S103 - the shared folder is the point
+    for cache in ("memory", "none"):
+        deyel_conn(extra={"cache": cache, "cache_dir": str(shared)})
+        result = upsert(DeyelHook(), FORM, [customer(1 if cache == "memory" else 2)], KEY)
+        assert result.created == 1
+    assert list(shared.iterdir()) == []
+
+
+def test_an_executor_of_several_hosts_with_a_file_lease_warns_once(emulator, deyel_conn, monkeypatch, caplog):
+    import deyel_provider.load_lease as load_lease_module
+
+    monkeypatch.setattr(load_lease_module, "_warned_about_executor", False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            with load_lease(DeyelHook().config, FORM, timeout=0):
+                pass
+    warned = [r.getMessage() for r in caplog.records if "several hosts" in r.getMessage()]
+    assert len(warned) == 1 and "cache=redis" in warned[0], warned
+    monkeypatch.setattr(load_lease_module, "_warned_about_executor", False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    caplog.clear()
+    with load_lease(DeyelHook().config, FORM, timeout=0):
+        pass
+    assert not [r for r in caplog.records if "several hosts" in r.getMessage()]
+
+
+@pytest.mark.parametrize("expiry", [None, 3600])
+def test_a_redis_lease_key_without_the_providers_lease_is_refused_at_once(
+    emulator, deyel_conn, redis_url, expiry
+):
+    """Anyone who can write the Redis DB can SET the lease key without expiry (or a long one): a load
+    refuses at once, not after lock_timeout as if another load held it."""
+    deyel_conn(extra={"cache": "redis", "cache_url": redis_url})
+    client = redis.Redis.from_url(redis_url)
+    key = lease_name(DeyelHook().config.base_url, FORM) + ":lease"
+    client.set(key, "squatter", ex=expiry)
+    emulator.reset()
+    try:
+        with pytest.raises(DeyelLeaseError, match="held without the provider's lease") as raised:
+            upsert(DeyelHook(), FORM, [customer(1)], KEY, lock_timeout=60)
+    finally:
+        client.delete(key)
+    assert "another load" not in str(raised.value)
+    assert emulator.methods() == {}
+    assert not any(t.name == "deyel-lease-keeper" for t in threading.enumerate())

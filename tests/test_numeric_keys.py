@@ -253,3 +253,58 @@ def test_every_spelling_of_a_number_is_one_key_and_different_numbers_stay_apart(
 
     check()
     assert taken["whole"] >= 50 and taken["fraction"] >= 50, taken
+
+
+# -- review of issue 21: keys written exactly, ASCII digits only, one instance enough ------------------------
+
+
+def test_a_fractional_numeric_key_a_float_would_round_is_refused_before_any_write(emulator, deyel_conn):
+    """ "1.00000000000000000001" would be sent as 1.0 and searched as its exact text: never found again, so
+    created on every run. It is refused naming the record and why; one a float holds exactly ("12.5") is
+    written as its number and found by the next run."""
+    emulator.reset()
+    with pytest.raises(DeyelSourceError, match=r"record 2 has '1.00000000000000000001' in 'qtEmployee'") as e:
+        load(TARGET_FORM, [customer(3, code="C-3"), customer("1.00000000000000000001")], "qtEmployee")
+    assert "each run would create it again" in str(e.value)
+    assert emulator.methods() == {} and instances(emulator, TARGET_FORM) == []
+    for _ in range(2):
+        load(TARGET_FORM, [customer("12.50")], "qtEmployee")
+    assert [i["qtEmployee"] for i in instances(emulator, TARGET_FORM)] == [12.5]
+    with pytest.raises(NotAKey, match="not every digit"):
+        written_value("qtEmployee", Decimal("0.1000000000000000000001"), "number")
+    assert (
+        written_value("qtEmployee", "123456789012345678901234567890", "number")
+        == 123456789012345678901234567890
+    )
+
+
+def test_a_numeric_key_with_non_ascii_digits_is_named_with_its_record(emulator, deyel_conn):
+    """U+0667 (Arabic-Indic seven) or U+FF17 (full-width seven) would be read as 7 by Decimal, then searched
+    and stored as another text than 7: only ASCII digits make a numeric key."""
+    for digit in ("\u0667", "\uff17", "1\u0662"):
+        with pytest.raises(NotAKey):
+            normalise(digit, "number")
+    emulator.reset()
+    with pytest.raises(DeyelSourceError, match=r"record 1 has '\uff17' in 'qtEmployee'"):
+        load(TARGET_FORM, [customer("\uff17")], "qtEmployee")
+    assert emulator.methods() == {}
+
+
+def test_zero_with_a_large_negative_exponent_is_zero():
+    assert normalise("0e-5000", "number") == "0" == normalise(Decimal("0E+5000"), "number")
+    assert written_value("qtEmployee", "0e-5000", "number") == 0
+    with pytest.raises(NotAKey, match="more than 1000 digits"):
+        normalise("1e-5000", "number")
+
+
+def test_a_numeric_key_form_with_one_instance_can_still_create(deyel_conn):
+    """The form holds one instance: the separator proof cannot pad its one sample value with a made-up
+    text (a numeric field answers 400), so it searches it twice, and the load creates."""
+    from deyel_provider.emulator import run_emulator
+
+    with run_emulator(records=0) as emulator:
+        deyel_conn(url=emulator.url)
+        emulator.state.store.create(TARGET_FORM, customer(7))
+        source = [customer(8, code="C-8"), customer(9, code="C-9")]
+        assert upsert(DeyelHook(), TARGET_FORM, source, "qtEmployee", batch_size=10).created == 2
+        assert upsert(DeyelHook(), TARGET_FORM, source, "qtEmployee", batch_size=10).created == 0

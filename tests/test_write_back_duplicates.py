@@ -250,8 +250,8 @@ def test_a_wrong_separator_is_named_before_any_create_even_when_each_batchs_firs
         emulator.reset()
         with pytest.raises(DeyelConfigError, match=r"in_separator .*deyel-probe reports the separator"):
             upsert(DeyelHook(), FORM, source, KEY, batch_size=10)
-        # The batch's in search, the eq of its first key (new: nothing), the sample page, one in search.
-        assert emulator.methods() == {"GET": 4}
+        # The batch's in search, and the eq of its last missing key (in Deyel: found). No sample needed.
+        assert emulator.methods() == {"GET": 3}
 
 
 # -- any server behaviour, any fault mix -------------------------------------------------------------------
@@ -345,3 +345,75 @@ def test_one_existing_instance_proves_the_separator_with_a_made_up_key(deyel_con
             # Two in searches and their eq confirmations, the page, the proving search and (once per load) a
             # page of one that proves the count header counts the search.
             assert emulator.methods() == {"GET": 2 + 2 + 1 + 1 + 1, "POST": 20}
+
+
+# -- a server that applies only the first values of an in (review of issue 21, finding 1) -----------------
+
+
+class _CappedInHandler(_KeyHandler):
+    """Honours only the first ``in_cap`` values of an ``in`` clause (a server with a bound on IN lists)."""
+
+    def do_GET(self) -> None:
+        server = self.server
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        name, _, rest = query.get("search", "").partition("=")
+        rows = sorted(server.rows.values(), key=lambda r: int(r["rid"]))
+        if name:
+            op, _, value = rest.partition(":")
+            values = value.split(server.separator)
+            wanted = set(values[: server.in_cap]) if op == "in" else {value}  # type: ignore[attr-defined]
+            rows = [r for r in rows if str(r.get(name)) in wanted]
+        take = int(query.get("take", 100))
+        skip = int(query.get("skip", 0))
+        send_json(self, rows[skip : skip + take], headers=[("X-Found", str(len(rows)))])
+
+
+@contextmanager
+def capped_in_server(deyel_conn, in_cap: int) -> Iterator[KeyServer]:
+    server = KeyServer()
+    server.RequestHandlerClass = _CappedInHandler
+    server.in_cap = in_cap  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    extra = {"paging": "offset", "offset_param": "skip", "limit_param": "take", "total_header": "X-Found"}
+    deyel_conn(url=server.url, extra={**extra, "id_field": "rid", "cache": "memory"})
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_server_applying_only_the_first_values_of_an_in_is_named_before_any_create(deyel_conn):
+    """Every key exists; the server applies the first 5 values of each `in`. The separator proof (2 values)
+    passes and each in search finds some keys: the eq of the last missing key finds it, so the load fails
+    typed (naming batch_size and in_separator) with nothing created; with batches of 5 it converges."""
+    source = source_of(20)
+    with capped_in_server(deyel_conn, in_cap=5) as server:
+        for r in source:
+            server.add(dict(r))
+        with pytest.raises(DeyelConfigError, match=r"applies only part of the values") as raised:
+            upsert(DeyelHook(), FORM, source, KEY, batch_size=10)
+        assert "batch_size" in str(raised.value) and "in_separator" in str(raised.value)
+        assert "nothing of this batch was written" in str(raised.value)
+        assert server.held() == Counter(r[KEY] for r in source)
+        assert upsert(DeyelHook(), FORM, source, KEY, batch_size=5).created == 0
+        assert server.held() == Counter(r[KEY] for r in source)
+
+
+def test_a_wrong_separator_that_a_numeric_key_field_refuses_is_named_in_separator(deyel_conn):
+    """The server's separator is '|': the connection's `in:7;8` is one value, not a number, a 400. The
+    separator proof (and an in search of the batch) name in_separator, not a bare HTTP 400; nothing is
+    created."""
+    with run_emulator(records=0, in_separator="|") as emulator:
+        deyel_conn(url=emulator.url)
+        store = emulator.state.store
+        for n in (7, 8):
+            store.create(FORM, {"qtEmployee": n, "cdCustomer": f"C-{n}", "dsName": "x"})
+        new = [{"qtEmployee": 9, "cdCustomer": "C-9", "dsName": "nine"}]  # one key: an eq, then the proof
+        with pytest.raises(DeyelConfigError, match=r"in_separator .*deyel-probe reports the separator"):
+            upsert(DeyelHook(), FORM, new, "qtEmployee", batch_size=10)
+        two = [*new, {"qtEmployee": 10, "cdCustomer": "C-10", "dsName": "ten"}]  # the batch's in search
+        with pytest.raises(DeyelConfigError, match=r"server refused .*in_separator"):
+            upsert(DeyelHook(), FORM, two, "qtEmployee", batch_size=10)
+        assert emulator.methods().get("POST", 0) == 0
+        assert len(store.all_ids(FORM)) == 2

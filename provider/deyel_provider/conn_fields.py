@@ -122,8 +122,8 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
         "cache_dir",
         "Token cache folder",
-        "Folder of the file cache (one encrypted 0600 file per credential), and of the lock files that let "
-        "one load of a form run at a time on this host (every cache but redis). Default: "
+        "Folder of the file cache (one encrypted 0600 file per credential). Loads' lease files live in one "
+        "per-user folder instead (~/.cache/deyel-locks, or $DEYEL_LOCK_DIR). Default: "
         "$AIRFLOW_HOME/deyel-token-cache.",
         "string",
     ),

@@ -167,9 +167,9 @@ class DeyelConnectionError(DeyelError):
 # One load at a time per (Deyel server, form) (issue 21): the load lease.
 class DeyelLeaseError(DeyelError):
     """A load could not take or keep its lease on the form (one load of a form at a time, so that two loads
-    never both create the same key): its lock folder or Redis could not be used. Nothing was written without
-    the lease; the message names the backend and the option to fix (``cache``, ``cache_dir``,
-    ``cache_url``)."""
+    never both create the same key): its lock folder or Redis could not be used, or the Redis lease key is
+    held without the provider's lease. Nothing was written without the lease; the message names the backend
+    and what to fix (``cache``, ``DEYEL_LOCK_DIR``, ``cache_url``, the key)."""
 
 
 class DeyelBusyError(DeyelLeaseError):

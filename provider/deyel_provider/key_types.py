@@ -32,8 +32,10 @@ from deyel_provider.values import deyel_value, field_kind, text_of
 KeyType = Literal["number", "text"]
 KEY_TYPES: tuple[KeyType, ...] = ("number", "text")
 
-# Digits with an optional point and exponent: Decimal alone would also take "1_000", "NaN" and "Infinity".
-_NUMERIC_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+# ASCII digits with an optional point and exponent: Decimal alone would also take "1_000", "NaN", "Infinity"
+# and other scripts' digits (U+0667 Arabic-Indic seven, U+FF17 full-width seven), which a server may store
+# or search as other texts.
+_NUMERIC_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
 
 #: The most digits a numeric key may have (written out without exponent: 1e999999999 would be a GB of text).
 _MAX_DIGITS = 1000
@@ -70,6 +72,8 @@ def is_number_like(text: str) -> bool:
 
 def canonical_number(number: Decimal) -> str:
     """``number`` without leading zeros, trailing fractional zeros or exponent (``7``, ``12.5``, ``0``)."""
+    if number.is_zero():
+        return "0"  # 0e-5000 too: no digit to write out
     if abs(number.adjusted()) > _MAX_DIGITS:
         raise NotAKey(f"{number} has more than {_MAX_DIGITS} digits, which no key field holds")
     if number == number.to_integral_value():
@@ -107,13 +111,26 @@ def normalise(value: Any, key_type: KeyType) -> str | None:
 
 
 def written_value(key: str, value: Any, key_type: KeyType) -> Any:
-    """What a create sends as the key: the record's own value, except a numeric key given as text (``"007"``),
-    sent as its number (``7``; a float when not whole) as Deyel stores it in that field
-    (:func:`~deyel_provider.values.deyel_value`: a number field takes the number, a text one its text)."""
-    if key_type == "number" and isinstance(value, str):
+    """What a create sends as the key: the record's own value, except a numeric key given as text (``"007"``)
+    or ``Decimal``, sent as its number as Deyel stores it in that field
+    (:func:`~deyel_provider.values.deyel_value`: a number field takes the number, a text one its text).
+
+    A whole number is sent as an ``int`` (every digit); a fractional one as a float only when the float is
+    that number exactly (``12.5``). One a float would round (``"1.00000000000000000001"``, sent as ``1.0``)
+    is :class:`NotAKey`: its instance would hold another key than the one searched, so every run would
+    create it again (:func:`~deyel_provider.sources.check_keys` refuses the record before any write).
+    """
+    if key_type == "number" and isinstance(value, (str, Decimal)):
         number = as_decimal(value)
-        whole = number == number.to_integral_value()
-        return deyel_value(key, int(number) if whole else float(number))
+        if number == number.to_integral_value():
+            return deyel_value(key, int(number))
+        sent = float(number)
+        if Decimal(repr(sent)) != number:
+            raise NotAKey(
+                f"a JSON number holds {sent!r}, not every digit of it, so the instance created would not "
+                f"hold the key searched and each run would create it again"
+            )
+        return deyel_value(key, sent)
     return value
 
 

@@ -8,11 +8,16 @@ load takes a lease on the form first, through the provider's shared lock machine
 - ``redis``: a Redis lock, which holds across hosts and Celery workers. Its lease (``cache_lock_lease``) is
   extended every third of it by a thread of the holder for as long as the load runs; a holder that dies
   frees it within one lease.
-- anything else: an ``flock`` on a file in the cache folder (``cache_dir``), which holds across the processes
-  of one host only; the operating system drops it when its holder dies, even by SIGKILL.
+- anything else: an ``flock`` on a file in one folder per user of the host (:func:`lock_folder`:
+  ``$DEYEL_LOCK_DIR`` or ``~/.cache/deyel-locks``, not the connection's ``cache_dir``, so connections with
+  different cache folders meet the same lock), which holds across the processes of one host only; the
+  operating system drops it when its holder dies, even by SIGKILL. Under an Airflow executor that may run
+  tasks on several hosts (not Local/Sequential), the first such load of a process logs a warning.
 
-The name is a hash of the server's base URL and the form; not of the credentials, since two connections (two
-API clients) writing the same form of the same server duplicate just the same. It names nothing secret.
+The name is a hash of the server's base URL (one spelling per server: :func:`server_identity`) and the form;
+not of the credentials, since two connections (two API clients) writing the same form of the same server
+duplicate just the same. It names nothing secret. A Redis key without the provider's lease (no expiry, or a
+longer one) is refused at once, as the token cache's lock does: waiting for it would wait for nobody.
 
 A second load waits up to ``lock_timeout`` seconds (logged once), then fails with ``DeyelBusyError`` having
 written nothing. A load whose lease is lost while it runs (its process paused past the lease, the lock
@@ -32,6 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from filelock import Timeout
 
@@ -47,10 +53,76 @@ log = logging.getLogger(__name__)
 DEFAULT_LOCK_TIMEOUT = 300.0
 
 
+#: Environment variable naming the folder of the file leases (default: :func:`lock_folder`).
+LOCK_DIR_ENV = "DEYEL_LOCK_DIR"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Executors that run every task on one host, where a file lease keeps loads apart.
+_ONE_HOST_EXECUTORS = ("LocalExecutor", "SequentialExecutor", "DebugExecutor")
+_warned_about_executor = False
+
+
 def lease_name(base_url: str, form: str) -> str:
-    """``deyel-load-`` and a hash of the server and the form: the same for every connection to that form."""
-    digest = hashlib.sha256(json.dumps([base_url.rstrip("/"), form]).encode()).hexdigest()
+    """``deyel-load-`` and a hash of the server and the form: the same for every connection to that form,
+    however its URL is spelled (:func:`server_identity`)."""
+    digest = hashlib.sha256(json.dumps([server_identity(base_url), form]).encode()).hexdigest()
     return "deyel-load-" + digest[:32]
+
+
+def server_identity(base_url: str) -> str:
+    """``base_url`` as one spelling per server: scheme and host lowercased, a default port dropped, no
+    trailing slash (``HTTPS://Deyel.Example:443/api/`` is ``https://deyel.example/api``); the path keeps its
+    case (a server may tell paths apart by it)."""
+    parts = urlsplit(base_url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    where = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{where}{parts.path.rstrip('/')}{query}"
+
+
+def lock_folder() -> Path:
+    """The folder of the file leases: ``$DEYEL_LOCK_DIR``, else ``~/.cache/deyel-locks`` of this user (its
+    home from the password database, not ``$HOME``): one per user of a host, whatever the connection's
+    ``cache_dir``, so every load of a form on this host, whichever connection it uses, meets the same lock."""
+    configured = os.environ.get(LOCK_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    try:
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "deyel-locks"
+
+
+def _warn_if_several_hosts(logger: Any) -> None:
+    """Once per process: a file lease under an executor that spreads tasks over hosts excludes nothing."""
+    global _warned_about_executor
+    if _warned_about_executor:
+        return
+    try:
+        from airflow.configuration import conf
+
+        executor = str(conf.get("core", "executor", fallback="") or "")
+    except Exception:  # no Airflow configuration to read: nothing to warn about
+        return
+    names = [e.strip().rsplit(".", 1)[-1].split(":")[-1] for e in executor.split(",") if e.strip()]
+    if not names or all(n in _ONE_HOST_EXECUTORS for n in names):
+        return
+    _warned_about_executor = True
+    logger.warning(
+        "the load lease is a file lock on this host, but Airflow's executor (%s) may run loads on several "
+        "hosts: loads of one form on two hosts are not kept apart, and may both create the same keys. Set "
+        "the connection's cache=redis (with cache_url) to hold the lease across hosts",
+        executor[:100],
+    )
 
 
 class LoadLease:
@@ -86,17 +158,16 @@ def load_lease(config: DeyelConfig, form: str, *, timeout: float, logger: Any = 
 def _file_lease(
     config: DeyelConfig, name: str, form: str, timeout: float, logger: Any
 ) -> Iterator[LoadLease]:
-    from deyel_provider.auth.file_cache import default_cache_dir
-
-    directory = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+    directory = lock_folder()
     try:
         lock = owned_file_lock(directory, f"{name}.lock")
     except LockSetupError as exc:
         raise DeyelLeaseError(
-            f"the load lease of {form}: {exc}; set cache_dir to a folder of this user that others cannot "
-            f"write (nothing was written)"
+            f"the load lease of {form}: {exc}; set the environment variable {LOCK_DIR_ENV} to a folder of "
+            f"this user that others cannot write, or use cache=redis (nothing was written)"
         ) from None
     backend = f"file lock in {directory}"
+    _warn_if_several_hosts(logger)
     logger.info(
         "one load of %s at a time on this host (%s; cache=redis makes it hold across hosts)", form, backend
     )
@@ -154,6 +225,15 @@ def _redis_lease(
             taken_at = time.monotonic()
             if lock.acquire(blocking=False):
                 break
+            remaining = lock.redis.pttl(lock.name)
+            if remaining == -1 or remaining > lease * 1000:
+                # Our holders always set the lease: a key without one, or a longer one, is not a load's.
+                raise DeyelLeaseError(
+                    f"the load lease of {form} is held without the provider's lease (Redis key "
+                    f"{lock.name} has {'no expiry' if remaining == -1 else 'a longer expiry'}): not a load "
+                    f"of this provider with cache_lock_lease={lease:g} s; not waiting. Delete that key, or "
+                    f"give every connection to this server the same cache_lock_lease (nothing was written)"
+                )
             if taken_at >= give_up_at:
                 raise _busy(form, backend, timeout)
             if not waiting:

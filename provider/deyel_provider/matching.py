@@ -19,8 +19,10 @@ write instead of creating a duplicate.
 A wrong separator makes every ``in`` search match nothing (the server reads ``a;b`` as one value), so every
 record would be created again on every run. Two checks keep that from writing (the load asks for them):
 :meth:`KeySearch.prove_separator` searches, with ``in``, key values of instances known to exist, and
-``find(..., confirm_absent=True)`` searches with ``eq`` one key of each ``in`` clause of two or more keys that
-matched nothing. Either failing is a :class:`DeyelConfigError` naming ``in_separator``, before any write.
+``find(..., confirm_absent=True)`` searches with ``eq`` the last missing key of each ``in`` clause of two or
+more keys that found fewer keys than it asked (none: a wrong separator; some: a server that applies only the
+first values of an ``in``). Either failing is a :class:`DeyelConfigError` naming ``in_separator``, before any
+write; a 400 to the proof's ``in`` (a numeric key field refusing the values read as one text) too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
+from deyel_provider.exceptions import (
+    DeyelBadResponseError,
+    DeyelConfigError,
+    DeyelIncompleteError,
+    DeyelRequestError,
+)
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.key_types import KeyType, NotAKey, normalise
 from deyel_provider.page_walker import PageWalker
@@ -43,8 +50,6 @@ if TYPE_CHECKING:
 MAX_SEARCH_LENGTH = 4000
 #: The assumed server cap on a page (``deyel-api.md``): the largest page asked for.
 MAX_BATCH = 1000
-#: A key value no instance holds, searched beside the only existing one when proving the separator.
-ABSENT_KEY = "deyel-separator-check-absent-key"
 
 
 class KeySearch:
@@ -93,17 +98,23 @@ class KeySearch:
         An instance the search returns without the key, or with a key not asked for, is a
         :class:`DeyelBadResponseError` before anything is written: dropping it would count its record as
         missing and create it a second time. With ``confirm_absent``, an ``in`` clause of two or more keys
-        that matches nothing is confirmed by an ``eq`` search of its first key (one request more): an
-        instance found then is a :class:`DeyelConfigError` naming ``in_separator``.
+        that finds fewer keys than it asked is confirmed by an ``eq`` search of its last missing key (one
+        request more): an instance found then is a :class:`DeyelConfigError` naming ``in_separator``.
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, expected in self.clauses(keys):
-            matches = self._search(clause, expected, found)
+            try:
+                matches = self._search(clause, expected, found)
+            except DeyelRequestError as refused:
+                if expected > 1 and self.key_type == "number":
+                    raise self._in_refused(clause, refused) from refused
+                raise
+            held = {str(self.canonical(instance.get(self.key))) for instance in matches}
             if expected > 1 and matches:
                 # Instances matched by an in clause of two or more values: the server split them.
                 self.separator_seen = True
-            elif expected > 1 and confirm_absent:
-                self._confirm_none(clause)
+            if expected > 1 and confirm_absent and len(held) < expected:
+                self._confirm_missing(clause, held)
             for instance in matches:
                 found[str(self.canonical(instance.get(self.key)))].append(instance)
         return found
@@ -115,18 +126,36 @@ class KeySearch:
         except NotAKey:
             return None
 
-    def _confirm_none(self, clause: str) -> None:
-        """An ``in`` clause matched nothing: its first key, searched with ``eq``, must match nothing too."""
-        first = clause[len(f"{self.key}=in:") :].split(self._separator, 1)[0]
-        eq = f"{self.key}=eq:{first}"
-        if self._search(eq, 1, {first: None}):
-            raise self._wrong_separator(f"{clause[:80]!r} matched no instance, but {eq[:80]!r} matched one")
+    def _confirm_missing(self, clause: str, held: set[str]) -> None:
+        """An ``in`` clause found fewer keys than it asked: its last missing key, searched with ``eq``, must
+        match nothing too.
+
+        The last: a server that applies only the first values of an ``in`` (a bound on its lists) misses
+        the last ones, and a wrong separator (the values read as one) misses them all. One request per
+        clause with a missing key; a rerun that finds every key makes none.
+        """
+        values = clause[len(f"{self.key}=in:") :].split(self._separator)
+        last = next(v for v in reversed(values) if v not in held)
+        eq = f"{self.key}=eq:{last}"
+        if not self._search(eq, 1, {last: None}):
+            return
+        if held:
+            raise DeyelConfigError(
+                f"searching {self.form} by {self.key}: {clause[:80]!r} found {len(held)} of its "
+                f"{len(values)} values, but {eq[:80]!r} found an instance the in search missed, so this "
+                f"server's 'in' applies only part of the values (or does not separate them with "
+                f"{self._separator!r}: in_separator); every missing record would be created again. Lower "
+                f"batch_size (or max_search_length) below the server's bound on 'in' lists, or fix the "
+                f"connection's in_separator; nothing of this batch was written"
+            )
+        raise self._wrong_separator(f"{clause[:80]!r} matched no instance, but {eq[:80]!r} matched one")
 
     def prove_separator(self, sample: list[dict[str, Any]]) -> bool:
         """Search, with one ``in`` clause, the key values of instances known to exist (``sample``).
 
-        Two distinct plain values of the sample are searched (one and :data:`ABSENT_KEY` if the sample has
-        only one): both (or the one) must be found, else a :class:`DeyelConfigError` naming
+        Two distinct plain values of the sample are searched (the one twice if the sample has only one: a
+        made-up value would be of the wrong type for a numeric or date key, a 400): both (or the one) must
+        be found, else a :class:`DeyelConfigError` naming
         ``in_separator``. Returns False, with no request, when the sample holds no plain key value (an empty
         form: nothing a wrong separator could duplicate yet).
         """
@@ -138,9 +167,12 @@ class KeySearch:
         values = values[:2]
         if not values:
             return False
-        asked = values if len(values) == 2 else [values[0], ABSENT_KEY.replace(self._separator, "")]
+        asked = values if len(values) == 2 else [values[0], values[0]]
         clause = f"{self.key}=in:" + self._separator.join(asked)
-        matches = self._search(clause, len(asked), dict.fromkeys(asked))
+        try:
+            matches = self._search(clause, len(asked), dict.fromkeys(asked))
+        except DeyelRequestError as refused:
+            raise self._in_refused(clause, refused) from refused
         held = {str(self.canonical(i.get(self.key))) for i in matches}
         if set(values) <= held:
             self.separator_seen = True
@@ -150,6 +182,11 @@ class KeySearch:
                 f"{clause[:80]!r} did not find the existing instances holding {self.key} {shown}"
             )
         return True
+
+    def _in_refused(self, clause: str, refused: DeyelRequestError) -> DeyelConfigError:
+        """A 4xx to an ``in`` search of a numeric key: a wrong separator makes its values one text, which a
+        number field refuses (Deyel answers 400), so it is named as such, with the server's answer."""
+        return self._wrong_separator(f"the server refused {clause[:80]!r} ({refused})")
 
     def _wrong_separator(self, seen: str) -> DeyelConfigError:
         return DeyelConfigError(

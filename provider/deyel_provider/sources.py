@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
-from deyel_provider.key_types import KeyType, NotAKey, key_text, normalise
+from deyel_provider.key_types import KeyType, NotAKey, key_text, normalise, written_value
 from deyel_provider.values import UnsupportedValue, csv_value, deyel_value
 
 if TYPE_CHECKING:
@@ -279,6 +279,8 @@ def _key_of(source: Source, record: Record, key: str, key_type: KeyType) -> str:
     value = record.values.get(key)
     try:
         text = normalise(value, key_type)
+        if text is not None:
+            written_value(key, value, key_type)  # a key a create cannot send exactly: created every run
     except NotAKey as exc:
         raise DeyelSourceError(
             f"{source.name}: {record.where} has {str(value)[:80]!r} in {key!r}, the key, which is compared "

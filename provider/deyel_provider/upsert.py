@@ -25,7 +25,7 @@ A replayed PATCH is settled by :meth:`DeyelHook.update_instance`. A record Deyel
 ``errors``) is a reject, not a failure: the load goes on, lists it in the rejects file, and fails at the end
 when there are more than ``max_rejects``.
 
-One load of a form at a time: before its first search a load takes the form's lease
+One load of a form at a time: before any request (the key type's sample too) a load takes the form's lease
 (:mod:`deyel_provider.load_lease`: a Redis lock with ``cache=redis``, else a file lock on this host), waiting
 up to ``lock_timeout`` for another load to end, and checks it before each write; two loads of the same keys
 would otherwise both search, find nothing and both create.
@@ -192,35 +192,38 @@ def upsert(
     endpoint = instances_endpoint(form)
     concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger)
     records = Source(source, format=source_format, conn_id=source_conn_id)
-    sample: list[dict[str, Any]] | None = None
-    if declared:
-        compared = declared
-    else:
-        compared, sample = key_type_of(hook, form, endpoint, key, records, logger)
-    total = check_keys(records, key, compared)
-    logger.info("loading %d records of %s into %s (key %s, mode %s)", total, records.name, form, key, mode)
     sink: RejectsFile | None = None
     try:
-        # Inside the try: a loader that cannot start (a connection's bad paging) leaves no temporary file.
-        sink = RejectsFile(rejects, rejects_conn_id, logger) if rejects is not None else None
-        loader = _Loader(
-            hook,
-            form,
-            endpoint,
-            key,
-            fields=[f for f in fields if f != key] if fields is not None else None,
-            mode=mode,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            max_search_length=max_search_length,
-            in_separator=in_separator,
-            key_type=compared,
-            sample=sample,
-            logger=logger,
-        )
-        loader.started = started  # the key check counts too
-        # Before the first search: a search made before another load's creates would create them again.
+        # Before any request (the key type's sample too): a sample or search read before another load's
+        # creates, or before a user clears the form, is stale once this load gets the lease.
         with load_lease(hook.config, form, timeout=lock_timeout, logger=logger) as lease:
+            sample: list[dict[str, Any]] | None = None
+            if declared:
+                compared = declared
+            else:
+                compared, sample = key_type_of(hook, form, endpoint, key, records, logger)
+            total = check_keys(records, key, compared)
+            logger.info(
+                "loading %d records of %s into %s (key %s, mode %s)", total, records.name, form, key, mode
+            )
+            # Inside the try: a loader that cannot start (a connection's bad paging) leaves no temporary file.
+            sink = RejectsFile(rejects, rejects_conn_id, logger) if rejects is not None else None
+            loader = _Loader(
+                hook,
+                form,
+                endpoint,
+                key,
+                fields=[f for f in fields if f != key] if fields is not None else None,
+                mode=mode,
+                concurrency=concurrency,
+                batch_size=batch_size,
+                max_search_length=max_search_length,
+                in_separator=in_separator,
+                key_type=compared,
+                sample=sample,
+                logger=logger,
+            )
+            loader.started = started  # the key check counts too
             counts = loader.run(records, sink, progress_interval, lease)
     except BaseException:
         if sink is not None:
