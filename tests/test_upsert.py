@@ -547,7 +547,8 @@ def test_an_instance_key_held_twice_in_deyel_is_a_reject(emulator, deyel_conn):
     seed(emulator, [customer(1), customer(1, dsName="Twin")])
     emulator.reset()
     with pytest.raises(
-        DeyelRejectedError, match=r"2 instances of ERP_CUSTOMER have this cdCustomer \(ids 1, 2\)"
+        DeyelRejectedError,
+        match=r"more than one instance of ERP_CUSTOMER has this cdCustomer \(ids '1', '2'\)",
     ):
         load([customer(1), customer(2)])
     assert emulator.methods() == {
