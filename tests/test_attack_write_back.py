@@ -144,13 +144,13 @@ def test_a_search_paging_without_end_fails_typed_within_its_bound(monkeypatch):
     assert server.listings == limit // 4 + 1 == 8
     assert server.writes == []
     message = str(caught.value)
-    assert f"more than {limit} distinct instances matched 3 key(s)" in message
+    assert f"more than {limit} distinct instances for 3 key(s)" in message
     assert f"max_matches_per_key={MAX_MATCHES_PER_KEY}" in message and FORM in message
 
 
 def test_the_bound_is_an_option(monkeypatch):
     with hostile(monkeypatch, endless_on_first_key) as server:
-        with pytest.raises(DeyelIncompleteError, match="more than 6 distinct instances matched 3 key"):
+        with pytest.raises(DeyelIncompleteError, match="more than 6 distinct instances for 3 key"):
             upsert(DeyelHook(), FORM, records(3), KEY, key_type="text", max_matches_per_key=2)
     assert server.listings == 2 and server.writes == []
 

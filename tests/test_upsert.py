@@ -676,8 +676,8 @@ FILTER_IGNORED = [{"idObjectValue": "7", KEY: "C-09999", "dsName": "Not asked fo
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        (SUMMARY_ONLY, "instance 1 came without cdCustomer"),
-        (FILTER_IGNORED, "instance 7 has cdCustomer='C-09999', a value not asked for"),
+        (SUMMARY_ONLY, "instance '1' came without cdCustomer"),
+        (FILTER_IGNORED, "instance '7' has cdCustomer='C-09999', a value not asked for"),
     ],
 )
 def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulator, deyel_conn, body, match):

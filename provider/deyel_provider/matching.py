@@ -19,9 +19,9 @@ write instead of creating a duplicate.
 A search is bounded by what its batch can use (a hostile or broken server may page without end): each page
 is checked as it comes; at most :data:`HELD_PER_KEY` instances are kept per key (two already make the
 record a reject: the key names more than one instance), the search stops as soon as every key it asked for
-holds that many, and it reads at most ``max_matches_per_key`` instances per key asked for (default
-:data:`MAX_MATCHES_PER_KEY`): past that, a :class:`DeyelIncompleteError` naming the form and the bound,
-before anything of the batch is written.
+holds that many, and it reads at most ``max_matches_per_key`` distinct instances per key asked for (default
+:data:`MAX_MATCHES_PER_KEY`), in as many pages plus the walker's bound on runs of repeats: past either, a
+:class:`DeyelIncompleteError` naming the form and the bound, before anything of the batch is written.
 
 A wrong separator makes every ``in`` search match nothing (the server reads ``a;b`` as one value), so every
 record would be created again on every run. Two checks keep that from writing (the load asks for them):
@@ -39,7 +39,7 @@ from urllib.parse import quote
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.key_types import KeyType, NotAKey, normalise
-from deyel_provider.page_walker import PageWalker
+from deyel_provider.page_walker import MAX_REPEAT_PAGES, PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
 from deyel_provider.redact import Redactor, quoted
 
@@ -265,8 +265,14 @@ class KeySearch:
         held: dict[str, list[dict[str, Any]]] = {}
         seen: set[str] = set()
         decided = 0  # keys holding HELD_PER_KEY instances
+        # Each page before the end brings a new instance, but for runs of repeats the walker bounds: so a
+        # search within its instances needs no more pages than this.
+        most_pages = limit + MAX_REPEAT_PAGES + 2
         # A skipped instance would be created a second time: an order that changes between pages is refused.
-        for answer in self._walker.walk(page(0, size), size, page, follow, stable_order=True):
+        walk = self._walker.walk(page(0, size), size, page, follow, stable_order=True)
+        for pages, answer in enumerate(walk, start=1):
+            if pages > most_pages:
+                raise self._too_many(clause, expected, f"{most_pages} pages")
             for instance in answer.records:
                 ident = instance_id(instance, self._id_field)
                 if ident is None:
@@ -281,7 +287,7 @@ class KeySearch:
                     continue  # a repeat of an earlier page (a server that shortens pages)
                 seen.add(ident)
                 if len(seen) > limit:
-                    raise self._too_many(clause, expected, limit)
+                    raise self._too_many(clause, expected, f"{limit} distinct instances")
                 kept = held.setdefault(str(text), [])
                 if len(kept) < HELD_PER_KEY:
                     kept.append(instance)
@@ -298,10 +304,10 @@ class KeySearch:
             )
         return held
 
-    def _too_many(self, clause: str, expected: int, limit: int) -> DeyelIncompleteError:
+    def _too_many(self, clause: str, expected: int, bound: str) -> DeyelIncompleteError:
         return DeyelIncompleteError(
-            f"searching {self.form} with {self.quoted(clause)}: more than {limit} distinct instances matched "
-            f"{expected} key(s) (the bound: max_matches_per_key={self._max_per_key} per key asked), and the "
+            f"searching {self.form} with {self.quoted(clause)}: more than {bound} for {expected} key(s) "
+            f"(the bound: max_matches_per_key={self._max_per_key} instances per key asked), and the "
             f"pages had not ended: the server does not apply the search as sent (or pages without end), or "
             f"the form holds that many duplicates of these keys (each such record would be a reject). "
             f"Nothing of this batch was written; check the key and in_separator, or raise "

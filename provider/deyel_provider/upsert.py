@@ -284,7 +284,8 @@ def key_type_of(
             lambda url, query: hook.request("GET", url, params=query), endpoint, hook.paging(SAMPLE_SIZE)
         )
     values = (record.values.get(key) for record in records.records())
-    found, why = infer_key_type(sample or [], key, values, hook.redactor)
+    # The redactor only with a sample to quote: it reads the connection, which a bad one fails later.
+    found, why = infer_key_type(sample or [], key, values, hook.redactor if sample else None)
     logger.info("%s: keys of %s compared as %s: %s (pass key_type to say otherwise)", form, key, found, why)
     return found, sample
 
