@@ -278,3 +278,20 @@ def test_echoed_credentials_reach_no_message_log_or_rejects_file(monkeypatch, tm
     out, err = capfd.readouterr()
     for text in [*texts, *logged, out, err, target.read_text()]:
         _secret_free(text)
+
+
+def mixed_key_types(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
+    """The sample a load reads to tell its key's type: a number and a text echoing the Authorization."""
+    return [{"idObjectValue": "1", "customerKey": 7}, {"idObjectValue": "2", "customerKey": padded(auth)}]
+
+
+def test_a_sample_echoing_credentials_is_quoted_redacted_in_the_key_type_error(monkeypatch):
+    from deyel_provider.exceptions import DeyelConfigError
+
+    with hostile(monkeypatch, mixed_key_types) as server:
+        with pytest.raises(DeyelConfigError, match="hold both numbers") as caught:
+            upsert(DeyelHook(), FORM, [{"customerKey": "K1"}], "customerKey")
+    assert server.listings == 1 and server.writes == []
+    message = str(caught.value)
+    assert "numbers (7) and texts ('Bearer ***...')" in message
+    assert "hostile-token" not in message and len(message) < 500

@@ -155,8 +155,9 @@ def sent_credentials(response: requests.Response) -> list[str]:
 
 def quoted(value: Any, redact: Redactor | None = None) -> str:
     """A server-supplied value for a message: redacted (the connection's credentials and tokens), then cut
-    to :data:`MAX_QUOTED` characters and quoted; a cut is marked. Linear in what is kept, whatever its
-    size."""
+    to :data:`MAX_QUOTED` characters and, for a text, quoted; a cut is marked. Linear in what is kept,
+    whatever its size."""
     text = value if isinstance(value, str) else str(value)
-    kept = (redact or Redactor())(text, MAX_QUOTED)
-    return repr(kept + "...") if len(text) > MAX_QUOTED else repr(kept)
+    kept = (redact or Redactor())(text, MAX_QUOTED) + ("..." if len(text) > MAX_QUOTED else "")
+    # A text is quoted (its control characters escaped); a number or None is shown as it is.
+    return repr(kept) if isinstance(value, str) else kept
