@@ -295,3 +295,26 @@ def test_a_sample_echoing_credentials_is_quoted_redacted_in_the_key_type_error(m
     message = str(caught.value)
     assert "numbers (7) and texts ('Bearer ***...')" in message
     assert "hostile-token" not in message and len(message) < 500
+
+
+def repeats_then_one_new(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
+    """The first chunk (K1-K3) answers honestly, in a short page: the walker learns pages of 3. The second
+    (K4-K6) answers a page of 2, so the walker takes it that pages are shortened and lets repeats through;
+    then 64 pages of repeats (the walker's limit in a row) and one new instance, again and again."""
+    if asked == ["K1", "K2", "K3"]:
+        return [] if page else [{"idObjectValue": k, KEY: k, "dsName": f"name {k[1:]}"} for k in asked]
+    first, second = {"idObjectValue": "h1", KEY: "K4"}, {"idObjectValue": "h2", KEY: "K4"}
+    if page == 0:
+        return [first, second]
+    if page % 65 == 0:
+        return [{"idObjectValue": f"new{page}", KEY: "K4"}, first]
+    return [second, first] if page % 2 else [first, second]
+
+
+def test_a_search_of_repeats_with_a_trickle_of_new_instances_ends_within_its_page_bound(monkeypatch):
+    """Few distinct instances, pages without end: the search's pages are bounded too (30 + 66 for three
+    keys), so it ends at the 97th page of the second chunk (2 pages for the first), not at the ceiling."""
+    with hostile(monkeypatch, repeats_then_one_new) as server:
+        with pytest.raises(DeyelIncompleteError, match="more than 96 pages for 3 key"):
+            upsert(DeyelHook(), FORM, records(6), KEY, key_type="text", batch_size=3)
+    assert server.listings == 2 + 97 and server.writes == []
