@@ -547,7 +547,8 @@ def test_an_instance_key_held_twice_in_deyel_is_a_reject(emulator, deyel_conn):
     seed(emulator, [customer(1), customer(1, dsName="Twin")])
     emulator.reset()
     with pytest.raises(
-        DeyelRejectedError, match=r"2 instances of ERP_CUSTOMER have this cdCustomer \(ids 1, 2\)"
+        DeyelRejectedError,
+        match=r"more than one instance of ERP_CUSTOMER has this cdCustomer \(ids '1', '2'\)",
     ):
         load([customer(1), customer(2)])
     assert emulator.methods() == {
@@ -675,8 +676,8 @@ FILTER_IGNORED = [{"idObjectValue": "7", KEY: "C-09999", "dsName": "Not asked fo
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        (SUMMARY_ONLY, "instance 1 came without cdCustomer"),
-        (FILTER_IGNORED, "instance 7 has cdCustomer='C-09999', a value not asked for"),
+        (SUMMARY_ONLY, "instance '1' came without cdCustomer"),
+        (FILTER_IGNORED, "instance '7' has cdCustomer='C-09999', a value not asked for"),
     ],
 )
 def test_a_search_answer_the_key_does_not_explain_fails_before_any_write(emulator, deyel_conn, body, match):

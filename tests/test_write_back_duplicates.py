@@ -273,12 +273,15 @@ FAULTS = st.builds(
     st.sampled_from([0.1, 0.3, 1.0]),
     st.integers(0, 1000),
 )
+_SOMETIMES = st.sampled_from([False, False, False, True])
 SERVERS = st.fixed_dictionaries(
     {
-        "ignore_page_param": st.booleans(),
-        "total_counts_page": st.booleans(),
-        "unstable_order": st.booleans(),
-        "in_separator": st.sampled_from([";", ";", "|"]),
+        # Each misbehaviour one time in four: with all of them as likely as not, most examples fail typed
+        # (rightly) and the success path, the one that must end equal to the source, is rarely taken.
+        "ignore_page_param": _SOMETIMES,
+        "total_counts_page": _SOMETIMES,
+        "unstable_order": _SOMETIMES,
+        "in_separator": st.sampled_from([";", ";", ";", "|"]),
         "id_key": st.sampled_from(["idObjectValue", "id"]),
         "page_size_max": st.sampled_from([3, 7, 1000]),
     }
@@ -291,7 +294,13 @@ def test_any_server_and_fault_mix_ends_equal_to_the_source_without_a_duplicate(d
     ends equal to the source, no key held twice. Most examples must take the success path."""
     taken: Counter[str] = Counter()
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    # derandomize: the same examples on every run, so CI never meets a rare draw with too few successes.
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
     @given(server=SERVERS, faults=st.lists(FAULTS, max_size=3), seeded=st.sampled_from(list(SEEDS)))
     def example(server: dict[str, Any], faults: list[dict[str, Any]], seeded: str) -> None:
         source = source_of(30)

@@ -45,6 +45,12 @@ def self_link_id(links: Any) -> str | None:
     return text if text not in ("", ".", "..", "instances") else None
 
 
+def names_a_segment(ident: str) -> bool:
+    """Whether an id can be put in an instance's URL: ``""``, ``.`` and ``..`` (blanks around them
+    stripped) survive percent-encoding and would be resolved as dot segments (the collection, its form)."""
+    return ident.strip() not in ("", ".", "..")
+
+
 def server_keys(id_field: str = DEFAULT_ID_FIELD) -> frozenset[str]:
     """The keys a write-back must not compare or send: the server's, the connection's id key included."""
     return BASE_SERVER_KEYS | {id_field}

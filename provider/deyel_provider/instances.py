@@ -23,7 +23,8 @@ from deyel_provider.exceptions import (
     DeyelNotFoundError,
     DeyelRequestError,
 )
-from deyel_provider.instance_ids import BASE_SERVER_KEYS
+from deyel_provider.instance_ids import BASE_SERVER_KEYS, names_a_segment
+from deyel_provider.redact import quoted
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,8 @@ def instance_path(collection: str, instance_id: str | int) -> str:
         kind = type(instance_id).__name__
         raise DeyelConfigError(f"instance_id must be a string or an integer, got {kind}")
     text = str(instance_id).strip()
-    # "." and ".." survive percent-encoding and would be resolved as dot segments: the collection, its form.
-    if text in ("", ".", ".."):
-        raise DeyelConfigError(f"instance_id must name an instance (its idObjectValue), got {instance_id!r}")
+    if not names_a_segment(text):
+        raise DeyelConfigError(f"instance_id must name an instance (its idObjectValue), got {quoted(text)}")
     return f"{collection}/{quote(text, safe='')}"
 
 

@@ -27,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.redact import Redactor, quoted
 from deyel_provider.values import deyel_value, field_kind, text_of
 
 KeyType = Literal["number", "text"]
@@ -147,12 +148,16 @@ def check_key_type(value: Any) -> KeyType | None:
 
 
 def infer_key_type(
-    instances: Iterable[dict[str, Any]], key: str, source_values: Iterable[Any]
+    instances: Iterable[dict[str, Any]],
+    key: str,
+    source_values: Iterable[Any],
+    redact: Redactor | None = None,
 ) -> tuple[KeyType, str]:
     """The key's type and why (for the log), from existing ``instances`` of the form, the key's prefix, then
     the ``source_values`` (read lazily: only when neither instances nor the prefix tell).
 
-    Raises :class:`DeyelConfigError` when the instances hold both numbers and texts in ``key``.
+    Raises :class:`DeyelConfigError` when the instances hold both numbers and texts in ``key`` (quoting them
+    through ``redact``, the connection's redactor: they are the server's).
     """
     held = [instance.get(key) for instance in instances]
     numbers = [v for v in held if is_number(v)]
@@ -160,7 +165,8 @@ def infer_key_type(
     prefix = field_kind(key)
     if numbers and texts:
         raise DeyelConfigError(
-            f"the form's instances hold both numbers ({numbers[0]!r}) and texts ({texts[0][:40]!r}) in "
+            f"the form's instances hold both numbers ({quoted(numbers[0], redact)}) and texts "
+            f"({quoted(texts[0], redact)}) in "
             f"{key!r}, the key: pass key_type='number' (7 and '007' are one key) or key_type='text' "
             f"(compared exactly)"
         )

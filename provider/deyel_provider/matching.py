@@ -16,6 +16,13 @@ asked is not one by itself: a server that caps pages, or drops instances after p
 too; a count header equal to a short page is not one either), so a search cut short fails typed before any
 write instead of creating a duplicate.
 
+A search is bounded by what its batch can use (a hostile or broken server may page without end): each page
+is checked as it comes; at most :data:`HELD_PER_KEY` instances are kept per key (two already make the
+record a reject: the key names more than one instance), the search stops as soon as every key it asked for
+holds that many, and it reads at most ``max_matches_per_key`` distinct instances per key asked for (default
+:data:`MAX_MATCHES_PER_KEY`), in as many pages plus the walker's bound on runs of repeats: past either, a
+:class:`DeyelIncompleteError` naming the form and the bound, before anything of the batch is written.
+
 A wrong separator makes every ``in`` search match nothing (the server reads ``a;b`` as one value), so every
 record would be created again on every run. Two checks keep that from writing (the load asks for them):
 :meth:`KeySearch.prove_separator` searches, with ``in``, key values of instances known to exist, and
@@ -39,8 +46,9 @@ from deyel_provider.exceptions import (
 )
 from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
 from deyel_provider.key_types import KeyType, NotAKey, normalise
-from deyel_provider.page_walker import PageWalker
+from deyel_provider.page_walker import MAX_REPEAT_PAGES, PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
+from deyel_provider.redact import Redactor, quoted
 
 if TYPE_CHECKING:
     import requests
@@ -50,6 +58,11 @@ if TYPE_CHECKING:
 MAX_SEARCH_LENGTH = 4000
 #: The assumed server cap on a page (``deyel-api.md``): the largest page asked for.
 MAX_BATCH = 1000
+#: Instances kept per key: one is updated, two make the record a reject (the key names several instances).
+HELD_PER_KEY = 2
+#: Default of ``max_matches_per_key``: a search of N keys reads at most N times this many instances. A form
+#: without duplicates answers N at most; the margin is for keys that name several instances.
+MAX_MATCHES_PER_KEY = 10
 
 
 class KeySearch:
@@ -63,6 +76,10 @@ class KeySearch:
     :param key_type: how key values compare (:mod:`~deyel_provider.key_types`): the keys given to
         :meth:`find` are canonical texts of that type, and each instance's key is normalised the same way
         before it is matched (an instance holding ``7``, ``7.0`` or ``"7"`` answers the key ``"7"``).
+    :param max_matches_per_key: a search of N keys reads at most N times this many instances, then fails
+        typed (see the module docstring).
+    :param redact: the connection's redactor: server-supplied text (ids, key values) goes through it before
+        it is quoted in a message.
     """
 
     def __init__(
@@ -77,8 +94,12 @@ class KeySearch:
         max_search_length: int = MAX_SEARCH_LENGTH,
         id_field: str = DEFAULT_ID_FIELD,
         key_type: KeyType = "text",
+        max_matches_per_key: int = MAX_MATCHES_PER_KEY,
+        redact: Redactor | None = None,
     ) -> None:
         self._id_field = id_field
+        self._max_per_key = max_matches_per_key
+        self._redact = redact or Redactor()
         self.key_type = key_type
         self.form = form
         self.key = key
@@ -102,22 +123,24 @@ class KeySearch:
         request more): an instance found then is a :class:`DeyelConfigError` naming ``in_separator``.
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
-        for clause, expected in self.clauses(keys):
+        for clause, asked in self.clauses(keys):
             try:
-                matches = self._search(clause, expected, found)
+                matches = self._search(clause, asked)
             except DeyelRequestError as refused:
-                if expected > 1 and self.key_type == "number":
+                if len(asked) > 1 and self.key_type == "number":
                     raise self._in_refused(clause, refused) from refused
                 raise
-            held = {str(self.canonical(instance.get(self.key))) for instance in matches}
-            if expected > 1 and matches:
+            if len(asked) > 1 and matches:
                 # Instances matched by an in clause of two or more values: the server split them.
                 self.separator_seen = True
-            if expected > 1 and confirm_absent and len(held) < expected:
-                self._confirm_missing(clause, held)
-            for instance in matches:
-                found[str(self.canonical(instance.get(self.key)))].append(instance)
+            if len(asked) > 1 and confirm_absent and len(matches) < len(asked):
+                self._confirm_missing(clause, asked, set(matches))
+            found.update(matches)
         return found
+
+    def quoted(self, value: Any) -> str:
+        """A server-supplied value as a message may quote it: redacted, then cut to :data:`MAX_QUOTED`."""
+        return quoted(value, self._redact)
 
     def canonical(self, value: Any) -> str | None:
         """A key value as the keys are compared; None when missing or not of the key's type."""
@@ -126,7 +149,7 @@ class KeySearch:
         except NotAKey:
             return None
 
-    def _confirm_missing(self, clause: str, held: set[str]) -> None:
+    def _confirm_missing(self, clause: str, asked: list[str], held: set[str]) -> None:
         """An ``in`` clause found fewer keys than it asked: its last missing key, searched with ``eq``, must
         match nothing too.
 
@@ -134,30 +157,31 @@ class KeySearch:
         the last ones, and a wrong separator (the values read as one) misses them all. One request per
         clause with a missing key; a rerun that finds every key makes none.
         """
-        values = clause[len(f"{self.key}=in:") :].split(self._separator)
-        last = next(v for v in reversed(values) if v not in held)
+        last = next(v for v in reversed(asked) if v not in held)
         eq = f"{self.key}=eq:{last}"
-        if not self._search(eq, 1, {last: None}):
+        if not self._search(eq, [last]):
             return
         if held:
             raise DeyelConfigError(
-                f"searching {self.form} by {self.key}: {clause[:80]!r} found {len(held)} of its "
-                f"{len(values)} values, but {eq[:80]!r} found an instance the in search missed, so this "
-                f"server's 'in' applies only part of the values (or does not separate them with "
+                f"searching {self.form} by {self.key}: {self.quoted(clause)} found {len(held)} of its "
+                f"{len(asked)} values, but {self.quoted(eq)} found an instance the in search missed, so "
+                f"this server's 'in' applies only part of the values (or does not separate them with "
                 f"{self._separator!r}: in_separator); every missing record would be created again. Lower "
                 f"batch_size (or max_search_length) below the server's bound on 'in' lists, or fix the "
                 f"connection's in_separator; nothing of this batch was written"
             )
-        raise self._wrong_separator(f"{clause[:80]!r} matched no instance, but {eq[:80]!r} matched one")
+        raise self._wrong_separator(
+            f"{self.quoted(clause)} matched no instance, but {self.quoted(eq)} matched one"
+        )
 
     def prove_separator(self, sample: list[dict[str, Any]]) -> bool:
         """Search, with one ``in`` clause, the key values of instances known to exist (``sample``).
 
         Two distinct plain values of the sample are searched (the one twice if the sample has only one: a
         made-up value would be of the wrong type for a numeric or date key, a 400): both (or the one) must
-        be found, else a :class:`DeyelConfigError` naming
-        ``in_separator``. Returns False, with no request, when the sample holds no plain key value (an empty
-        form: nothing a wrong separator could duplicate yet).
+        be found, else a :class:`DeyelConfigError` naming ``in_separator``. Returns False, with no request,
+        when the sample holds no plain key value (an empty form: nothing a wrong separator could duplicate
+        yet).
         """
         values: list[str] = []
         for instance in sample:
@@ -167,26 +191,26 @@ class KeySearch:
         values = values[:2]
         if not values:
             return False
+        # One value is searched twice: a made-up second value could be refused by a number or date field.
         asked = values if len(values) == 2 else [values[0], values[0]]
         clause = f"{self.key}=in:" + self._separator.join(asked)
         try:
-            matches = self._search(clause, len(asked), dict.fromkeys(asked))
+            held = set(self._search(clause, asked))
         except DeyelRequestError as refused:
             raise self._in_refused(clause, refused) from refused
-        held = {str(self.canonical(i.get(self.key))) for i in matches}
         if set(values) <= held:
             self.separator_seen = True
         else:
-            shown = ", ".join(repr(v[:40]) for v in values)
+            shown = ", ".join(self.quoted(v) for v in values)
             raise self._wrong_separator(
-                f"{clause[:80]!r} did not find the existing instances holding {self.key} {shown}"
+                f"{self.quoted(clause)} did not find the existing instances holding {self.key} {shown}"
             )
         return True
 
     def _in_refused(self, clause: str, refused: DeyelRequestError) -> DeyelConfigError:
         """A 4xx to an ``in`` search of a numeric key: a wrong separator makes its values one text, which a
         number field refuses (Deyel answers 400), so it is named as such, with the server's answer."""
-        return self._wrong_separator(f"the server refused {clause[:80]!r} ({refused})")
+        return self._wrong_separator(f"the server refused {self.quoted(clause)} ({refused})")
 
     def _wrong_separator(self, seen: str) -> DeyelConfigError:
         return DeyelConfigError(
@@ -200,11 +224,11 @@ class KeySearch:
         what = (
             f"came without {self.key}"
             if value is None
-            else f"has {self.key}={str(value)[:80]!r}, a value not asked for"
+            else f"has {self.key}={self.quoted(value)}, a value not asked for"
         )
-        ident = instance_id(instance, self._id_field)
+        ident = self.quoted(instance_id(instance, self._id_field))
         return DeyelBadResponseError(
-            f"searching {self.form} with {clause[:80]!r}: instance {ident} {what}, "
+            f"searching {self.form} with {self.quoted(clause)}: instance {ident} {what}, "
             f"so the server did not apply the search as sent (a listing without field values, a filter "
             f"ignored, another spelling or case of the key); records it cannot match are not written. Check "
             f"that {self.key!r} is a field of the form, key_type (now {self.key_type!r}: a number field "
@@ -214,12 +238,13 @@ class KeySearch:
             path=self._endpoint,
         )
 
-    def clauses(self, keys: list[str]) -> list[tuple[str, int]]:
-        """Search clauses covering ``keys``: ``in`` groups within the length cap, ``eq`` for the rest.
+    def clauses(self, keys: list[str]) -> list[tuple[str, list[str]]]:
+        """Search clauses covering ``keys``, each with its keys: ``in`` groups within the length cap, ``eq``
+        for the rest.
 
         Keys holding a comma never get here (:func:`~deyel_provider.sources.check_keys` refuses them).
         """
-        clauses: list[tuple[str, int]] = []
+        clauses: list[tuple[str, list[str]]] = []
         group: list[str] = []
         head = f"{self.key}=in:"
         budget = self._max_length - len(quote(head, safe=""))
@@ -227,14 +252,14 @@ class KeySearch:
 
         def close() -> None:
             if len(group) == 1:
-                clauses.append((f"{self.key}=eq:{group[0]}", 1))
+                clauses.append((f"{self.key}=eq:{group[0]}", group))
             elif group:
-                clauses.append((head + self._separator.join(group), len(group)))
+                clauses.append((head + self._separator.join(group), group))
 
         for text in keys:
             # A value holding the separator is looked up alone.
             if self._separator in text:
-                clauses.append((f"{self.key}=eq:{text}", 1))
+                clauses.append((f"{self.key}=eq:{text}", [text]))
                 continue
             size = len(quote(text + self._separator, safe=""))
             if group and used + size > budget:
@@ -245,8 +270,9 @@ class KeySearch:
         close()
         return clauses
 
-    def _search(self, clause: str, expected: int, asked: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every instance the clause matches, through as many pages as it takes to prove the end.
+    def _search(self, clause: str, asked: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The instances the clause matches by key (at most :data:`HELD_PER_KEY` each; keys matched by none
+        left out), through as many pages as it takes to prove the end or to decide every key.
 
         The page size asked is one more than can match, so on a server that serves it a page holding every
         match is short. A short page ends the search only on the walker's proof (the server proved it sends
@@ -254,10 +280,15 @@ class KeySearch:
         search goes on in pages of the short one's size up to an empty page: one request more, never a
         missed instance (which the load would then create a second time). Each page's instances are
         checked against the keys ``asked`` before the next page is asked for: a search the server did not
-        apply is told as such, not as a paging problem.
+        apply is told as such, not as a paging problem. The search stops early once every key asked holds
+        :data:`HELD_PER_KEY` instances (each record is then a reject, whatever follows), and fails typed
+        past ``expected`` times ``max_matches_per_key`` instances (a server paging without end).
         """
         paging = self._paging
+        expected = len(asked)
         size = min(expected + 1, MAX_BATCH)
+        limit = expected * self._max_per_key
+        wanted = set(asked)
 
         def page(index: int, count: int) -> Page:
             return parse_page(
@@ -267,9 +298,17 @@ class KeySearch:
         def follow(url: str) -> Page:
             return parse_page(self._get(url, None), paging)
 
-        instances: dict[str, dict[str, Any]] = {}
+        held: dict[str, list[dict[str, Any]]] = {}
+        seen: set[str] = set()
+        decided = 0  # keys holding HELD_PER_KEY instances
+        # Each page before the end brings a new instance, but for runs of repeats the walker bounds: so a
+        # search within its instances needs no more pages than this.
+        most_pages = limit + MAX_REPEAT_PAGES + 2
         # A skipped instance would be created a second time: an order that changes between pages is refused.
-        for answer in self._walker.walk(page(0, size), size, page, follow, stable_order=True):
+        walk = self._walker.walk(page(0, size), size, page, follow, stable_order=True)
+        for pages, answer in enumerate(walk, start=1):
+            if pages > most_pages:
+                raise self._too_many(clause, expected, f"{most_pages} pages")
             for instance in answer.records:
                 ident = instance_id(instance, self._id_field)
                 if ident is None:
@@ -277,15 +316,36 @@ class KeySearch:
                         f"{self.form}: {missing_id(self._id_field)}", method="GET", path=self._endpoint
                     )
                 value = instance.get(self.key)
-                if self.canonical(value) not in asked:
+                text = self.canonical(value)
+                if text not in wanted:
                     raise self._not_applied(clause, instance, value)
-                instances[ident] = instance
+                if ident in seen:
+                    continue  # a repeat of an earlier page (a server that shortens pages)
+                seen.add(ident)
+                if len(seen) > limit:
+                    raise self._too_many(clause, expected, f"{limit} distinct instances")
+                kept = held.setdefault(str(text), [])
+                if len(kept) < HELD_PER_KEY:
+                    kept.append(instance)
+                    decided += len(kept) == HELD_PER_KEY
+            if decided == expected:
+                return held  # every key names several instances: each record is a reject, whatever follows
         total = self._walker.last_total
-        if total is not None and len(instances) < total:
+        if total is not None and len(seen) < total:
             raise DeyelIncompleteError(
                 f"searching {self.form} by {self.key}: the {paging.total_header} header says "
-                f"{total} instances match, but the pages held {len(instances)} and then ended: the "
+                f"{total} instances match, but the pages held {len(seen)} and then ended: the "
                 f"header does not count the search (it counts the whole form?). Set the connection's "
                 f"total_header to none; the load then proves a search's end by its pages alone"
             )
-        return list(instances.values())
+        return held
+
+    def _too_many(self, clause: str, expected: int, bound: str) -> DeyelIncompleteError:
+        return DeyelIncompleteError(
+            f"searching {self.form} with {self.quoted(clause)}: more than {bound} for {expected} key(s) "
+            f"(the bound: max_matches_per_key={self._max_per_key} instances per key asked), and the "
+            f"pages had not ended: the server does not apply the search as sent (or pages without end), or "
+            f"the form holds that many duplicates of these keys (each such record would be a reject). "
+            f"Nothing of this batch was written; check the key and in_separator, or raise "
+            f"max_matches_per_key if the duplicates are real"
+        )

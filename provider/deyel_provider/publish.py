@@ -9,8 +9,9 @@ local filesystem:
 - the temporary file ``<name>.tmp-<uuid>`` is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``, mode 0600 while
   it is written: an existing name of any kind (link, file, FIFO) makes the creation fail instead of being
   followed;
-- publishing renames the temporary file over the final name itself: a link there is replaced, not followed;
-  a folder there is a :class:`DeyelConfigError`, never a move into it;
+- publishing gives the file the umask's mode (0600 for a ``private`` one: the rejects file, which holds
+  whole source records), then renames the temporary file over the final name itself: a link there is
+  replaced, not followed; a folder there is a :class:`DeyelConfigError`, never a move into it;
 - leftovers ``<name>.tmp-*`` are removed, and files of an earlier release read, only when they are regular
   files of ours (opened without following a link or blocking on a FIFO); anything else is left alone with
   a warning.
@@ -96,8 +97,12 @@ class LocalTemp:
     so the extraction does not care which kind of storage it writes to.
     """
 
-    def __init__(self, target: ObjectStoragePath, dir_fd: int | None = None) -> None:
+    def __init__(
+        self, target: ObjectStoragePath, dir_fd: int | None = None, *, private: bool = False
+    ) -> None:
         self._folder = str(target.parent.path)
+        #: Published 0600 (a file of whole source records) instead of the umask's mode.
+        self._private = private
         self._target_name = target.name
         # A run of many files shares one descriptor of their folder (``dir_fd``, kept open by its owner):
         # one per file would run out of descriptors.
@@ -155,7 +160,7 @@ class LocalTemp:
         # fchmod through a descriptor opened without following links: chmod by name could follow one.
         fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
         try:
-            os.fchmod(fd, _published_mode())
+            os.fchmod(fd, 0o600 if self._private else _published_mode())
         finally:
             os.close(fd)
         try:
@@ -176,11 +181,14 @@ class LocalTemp:
             self._dir_fd = -1
 
 
-def temp_beside(target: ObjectStoragePath, dir_fd: int | None = None) -> LocalTemp | ObjectStoragePath:
+def temp_beside(
+    target: ObjectStoragePath, dir_fd: int | None = None, *, private: bool = False
+) -> LocalTemp | ObjectStoragePath:
     """A new temporary file or object beside ``target``, to write the output into (locally, through the
-    folder descriptor ``dir_fd`` when given: see :func:`open_folder`)."""
+    folder descriptor ``dir_fd`` when given: see :func:`open_folder`). ``private``: a local file stays 0600
+    once published (an object store has no file mode)."""
     if is_local(target):
-        return LocalTemp(target, dir_fd)
+        return LocalTemp(target, dir_fd, private=private)
     return target.parent / temp_name(target.name)
 
 

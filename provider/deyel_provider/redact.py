@@ -17,7 +17,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, quote_plus
 
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from deyel_provider.config import DeyelConfig
 
 MASK = "***"
+#: The longest server-supplied value (an id, a key value) quoted in a message or a rejects file, after
+#: redaction.
+MAX_QUOTED = 80
 #: Tokens remembered per connection: renewals add one a day, so the set stays small in a long-lived process.
 MAX_TOKENS = 16
 #: Form fields of a request whose values are credentials (the token POST's body).
@@ -148,3 +151,13 @@ def sent_credentials(response: requests.Response) -> list[str]:
         if isinstance(body, str) and "=" in body and len(body) < 65536:
             found += [v for k, v in parse_qsl(body) if k in _SECRET_FIELDS and v]
     return found
+
+
+def quoted(value: Any, redact: Redactor | None = None) -> str:
+    """A server-supplied value for a message: redacted (the connection's credentials and tokens), then cut
+    to :data:`MAX_QUOTED` characters and, for a text, quoted; a cut is marked. Linear in what is kept,
+    whatever its size."""
+    text = value if isinstance(value, str) else str(value)
+    kept = (redact or Redactor())(text, MAX_QUOTED) + ("..." if len(text) > MAX_QUOTED else "")
+    # A text is quoted (its control characters escaped); a number or None is shown as it is.
+    return repr(kept) if isinstance(value, str) else kept

@@ -1,6 +1,11 @@
 """The records a load could not write, with Deyel's reasons: JSON Lines written beside the target and
 published by one rename (:mod:`deyel_provider.publish`: never through a link, nothing partial under the
-final name)."""
+final name). It holds whole source records, so a local file is published 0600 (only its owner reads it,
+whatever the umask); an object store has no file mode: its access is the bucket's.
+
+Each reject's texts come from the load (server-supplied values in them quoted through the connection's
+redactor and cut: :func:`~deyel_provider.redact.quoted`) or from Deyel's error answers (redacted and bounded
+by :mod:`deyel_provider.error_bodies`); the record is the source's own."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider import publish
+from deyel_provider.error_bodies import readable
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -36,11 +42,12 @@ class Reject:
     record: dict[str, Any]
 
     def summary(self) -> str:
+        """One line for the log and the load's error, bounded (``error_bodies.MAX_DETAIL``); its server texts
+        were redacted when the reject was made."""
         first = self.errors[0] if self.errors else {}
         attribute = first.get("attribute-name") or ""
-        return f"{self.where} (key {self.key!r}): {first.get('message', '')}" + (
-            f" [{attribute}]" if attribute else ""
-        )
+        where = f" [{attribute}]" if attribute else ""
+        return readable(f"{self.where} (key {self.key!r}): {first.get('message', '')}{where}")
 
 
 class RejectsFile:
@@ -58,7 +65,7 @@ class RejectsFile:
         self.target = as_storage_path(target, conn_id)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         publish.remove_leftovers(self.target, logger)
-        self._temp = publish.temp_beside(self.target)
+        self._temp = publish.temp_beside(self.target, private=True)
         try:
             self._sink = self._temp.open("wb")
         except BaseException:

@@ -60,7 +60,7 @@ from deyel_provider.exceptions import (
     DeyelServerError,
 )
 from deyel_provider.form_sample import SAMPLE_SIZE, sample_instances
-from deyel_provider.instance_ids import instance_id, missing_id, server_keys
+from deyel_provider.instance_ids import instance_id, missing_id, names_a_segment, server_keys
 from deyel_provider.key_types import (
     KEY_TYPES,
     KeyType,
@@ -71,7 +71,7 @@ from deyel_provider.key_types import (
     written_value,
 )
 from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT, LoadLease, load_lease
-from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
+from deyel_provider.matching import HELD_PER_KEY, MAX_BATCH, MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
 from deyel_provider.sources import Record, Source, check_keys
 from deyel_provider.values import SERVER_KEYS, differences, field_kind
@@ -132,6 +132,7 @@ def upsert(
     source_conn_id: str | None = None,
     progress_interval: float = 30.0,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    max_matches_per_key: int = MAX_MATCHES_PER_KEY,
     logger: Any = log,
 ) -> UpsertResult:
     """Load ``source`` into ``form``, matching records to instances on ``key`` (see the module docstring).
@@ -162,6 +163,9 @@ def upsert(
     :param lock_timeout: seconds to wait for another load of ``form`` on the same server to end (one load
         of a form at a time: :mod:`deyel_provider.load_lease`); then :class:`DeyelBusyError`, nothing
         written. 0: fail at once.
+    :param max_matches_per_key: a key search of N keys reads at most N times this many instances; past it,
+        :class:`DeyelIncompleteError` before anything of the batch is written (a server paging without
+        end, or that many duplicates of the keys in the form). See :mod:`deyel_provider.matching`.
     """
     started = time.monotonic()
     if mode not in MODES:
@@ -176,6 +180,14 @@ def upsert(
         raise DeyelConfigError(f"batch_size must be a whole number from 1 to {MAX_BATCH}, got {batch_size!r}")
     if not isinstance(max_rejects, int) or isinstance(max_rejects, bool) or max_rejects < 0:
         raise DeyelConfigError(f"max_rejects must be a whole number >= 0, got {max_rejects!r}")
+    if (
+        not isinstance(max_matches_per_key, int)
+        or isinstance(max_matches_per_key, bool)
+        or max_matches_per_key < HELD_PER_KEY
+    ):
+        raise DeyelConfigError(
+            f"max_matches_per_key must be a whole number >= {HELD_PER_KEY}, got {max_matches_per_key!r}"
+        )
     if in_separator is not None and (not in_separator or not isinstance(in_separator, str)):
         raise DeyelConfigError("in_separator must be a non-empty string (Deyel's is assumed to be ';')")
     if progress_interval <= 0:
@@ -221,6 +233,7 @@ def upsert(
                 in_separator=in_separator,
                 key_type=compared,
                 sample=sample,
+                max_matches_per_key=max_matches_per_key,
                 logger=logger,
             )
             loader.started = started  # the key check counts too
@@ -273,7 +286,9 @@ def key_type_of(
         sample = sample_instances(
             lambda url, query: hook.request("GET", url, params=query), endpoint, hook.paging(SAMPLE_SIZE)
         )
-    found, why = infer_key_type(sample or [], key, (record.values.get(key) for record in records.records()))
+    values = (record.values.get(key) for record in records.records())
+    # The redactor only with a sample to quote: it reads the connection, which a bad one fails later.
+    found, why = infer_key_type(sample or [], key, values, hook.redactor if sample else None)
     logger.info("%s: keys of %s compared as %s: %s (pass key_type to say otherwise)", form, key, found, why)
     return found, sample
 
@@ -315,6 +330,7 @@ class _Loader:
         in_separator: str | None,
         key_type: KeyType,
         sample: list[dict[str, Any]] | None = None,
+        max_matches_per_key: int = MAX_MATCHES_PER_KEY,
         logger: Any,
     ) -> None:
         self.hook = hook
@@ -341,6 +357,8 @@ class _Loader:
             max_search_length=max_search_length,
             id_field=self.id_field,
             key_type=key_type,
+            max_matches_per_key=max_matches_per_key,
+            redact=hook.redactor,
         )
         self.started = time.monotonic()
         #: Held by :meth:`run`; checked before each write.
@@ -492,10 +510,11 @@ class _Loader:
     def _place(self, record: Record, found: list[dict[str, Any]]) -> str | Reject:
         """Create, update or leave alone the instance of one record; a refusal is returned as a Reject."""
         if len(found) > 1:
-            ids = ", ".join(str(instance_id(i, self.id_field)) for i in found[:5])
+            # The search keeps two (matching.HELD_PER_KEY): enough to know the key names several.
+            ids = ", ".join(self.search.quoted(instance_id(i, self.id_field)) for i in found)
             return self._reject(
                 record,
-                f"{len(found)} instances of {self.form} have this {self.key} (ids {ids}): the key must name "
+                f"more than one instance of {self.form} has this {self.key} (ids {ids}): the key must name "
                 f"one instance; merge or delete the others",
                 self.key,
             )
@@ -532,6 +551,15 @@ class _Loader:
         ident = ident or instance_id(instance, self.id_field)
         if ident is None:  # the key search refuses instances without one
             raise DeyelBadResponseError(missing_id(self.id_field), method="GET", path=self.endpoint)
+        if not names_a_segment(ident):
+            # The server's id, not the load's setting: this record cannot be updated, the others can.
+            return self._reject(
+                record,
+                f"the instance of {self.form} with this {self.key} has the id {self.search.quoted(ident)}, "
+                f"which cannot name it in a URL (blank, '.' or '..'): fix the instance in Deyel, or check "
+                f"the connection's id_field",
+                self.key,
+            )
         values = {**changes, "dtLastUpdate": instance.get("dtLastUpdate")}
         try:
             self._write(

@@ -13,7 +13,7 @@ from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.key_types import check_key_type
 from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT
-from deyel_provider.matching import MAX_SEARCH_LENGTH
+from deyel_provider.matching import MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
 from deyel_provider.upsert import MODES, check_field_name, upsert
 
 if TYPE_CHECKING:
@@ -69,6 +69,10 @@ class DeyelUpsertOperator(BaseOperator):
         load of a form at a time, so that two never both create a key (across hosts with the connection's
         ``cache=redis``, else across the processes of one host). Then ``DeyelBusyError``, nothing written;
         0: fail at once.
+    :param max_matches_per_key: a key search of N records reads at most N times this many instances (then
+        ``DeyelIncompleteError``, nothing of the batch written): bounds what a server that pages without
+        end, or a form full of duplicates, costs. Raise it only for a form with that many duplicates of a
+        key (each such record is a reject anyway).
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
     :param deyel_conn_id: the ``deyel`` connection.
     """
@@ -106,6 +110,7 @@ class DeyelUpsertOperator(BaseOperator):
         rejects_conn_id: str | None = None,
         progress_interval: float = 30.0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        max_matches_per_key: int = MAX_MATCHES_PER_KEY,
         token: Any = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
@@ -137,6 +142,7 @@ class DeyelUpsertOperator(BaseOperator):
         self.rejects_conn_id = rejects_conn_id
         self.progress_interval = progress_interval
         self.lock_timeout = lock_timeout
+        self.max_matches_per_key = max_matches_per_key
         self.token = token
         self.deyel_conn_id = deyel_conn_id
 
@@ -165,6 +171,7 @@ class DeyelUpsertOperator(BaseOperator):
             source_conn_id=self.source_conn_id,
             progress_interval=self.progress_interval,
             lock_timeout=self.lock_timeout,
+            max_matches_per_key=self.max_matches_per_key,
             logger=self.log,
         )
         return result.as_dict()
