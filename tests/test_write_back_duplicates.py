@@ -334,9 +334,10 @@ def test_any_server_and_fault_mix_ends_equal_to_the_source_without_a_duplicate(d
 
 
 @pytest.mark.parametrize("separator", [";", "|"])
-def test_one_existing_instance_proves_the_separator_with_a_made_up_key(deyel_conn, separator):
-    """The form holds one instance with the key (not in the source): it is searched with a made-up value
-    beside it, which must find it; a wrong separator then fails before any create."""
+def test_one_existing_instance_proves_the_separator_searched_twice(deyel_conn, separator):
+    """The form holds one instance with the key (not in the source): its value is searched twice in one
+    ``in`` (a made-up second value could be refused by a typed field), which must find it; a wrong separator
+    then fails before any create."""
     source = source_of(20)
     with run_emulator(records=0, in_separator=separator) as emulator:
         deyel_conn(url=emulator.url)
