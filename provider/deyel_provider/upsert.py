@@ -73,7 +73,13 @@ from deyel_provider.key_types import (
 from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT, LoadLease, load_lease
 from deyel_provider.matching import MAX_BATCH, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
-from deyel_provider.sources import Record, Source, check_keys
+from deyel_provider.sources import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    Record,
+    Source,
+    check_keys,
+)
 from deyel_provider.values import SERVER_KEYS, differences, field_kind
 
 if TYPE_CHECKING:
@@ -132,6 +138,8 @@ def upsert(
     source_conn_id: str | None = None,
     progress_interval: float = 30.0,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     logger: Any = log,
 ) -> UpsertResult:
     """Load ``source`` into ``form``, matching records to instances on ``key`` (see the module docstring).
@@ -162,6 +170,10 @@ def upsert(
     :param lock_timeout: seconds to wait for another load of ``form`` on the same server to end (one load
         of a form at a time: :mod:`deyel_provider.load_lease`); then :class:`DeyelBusyError`, nothing
         written. 0: fail at once.
+    :param max_record_bytes: the most bytes of one source record (a line, a CSV record, a Parquet row's
+        decoded values); a larger one is a :class:`DeyelSourceError` before any request (:mod:`.sources`).
+    :param max_batch_bytes: the most bytes of the records of one batch (a batch ends before it would pass
+        it), and of the Parquet rows decoded at once.
     """
     started = time.monotonic()
     if mode not in MODES:
@@ -191,7 +203,13 @@ def upsert(
 
     endpoint = instances_endpoint(form)
     concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger)
-    records = Source(source, format=source_format, conn_id=source_conn_id)
+    records = Source(
+        source,
+        format=source_format,
+        conn_id=source_conn_id,
+        max_record_bytes=max_record_bytes,
+        max_batch_bytes=max_batch_bytes,
+    )
     sample: list[dict[str, Any]] | None = None
     if declared:
         compared = declared

@@ -14,6 +14,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.key_types import check_key_type
 from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT
 from deyel_provider.matching import MAX_SEARCH_LENGTH
+from deyel_provider.sources import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES
 from deyel_provider.upsert import MODES, check_field_name, upsert
 
 if TYPE_CHECKING:
@@ -69,6 +70,11 @@ class DeyelUpsertOperator(BaseOperator):
         load of a form at a time, so that two never both create a key (across hosts with the connection's
         ``cache=redis``, else across the processes of one host). Then ``DeyelBusyError``, nothing written;
         0: fail at once.
+    :param max_record_bytes: the most bytes of one source record (a JSON Lines line, a CSV record, a
+        Parquet row's decoded values; default 1 MiB); a larger record, or a value nested deeper than 64
+        levels, fails the task with ``DeyelSourceError`` naming its line or row, before any request.
+    :param max_batch_bytes: the most bytes of the records of one batch (default 16 MiB: a batch ends before
+        it would pass it) and of the Parquet rows decoded at once.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
     :param deyel_conn_id: the ``deyel`` connection.
     """
@@ -106,6 +112,8 @@ class DeyelUpsertOperator(BaseOperator):
         rejects_conn_id: str | None = None,
         progress_interval: float = 30.0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         token: Any = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
@@ -137,6 +145,8 @@ class DeyelUpsertOperator(BaseOperator):
         self.rejects_conn_id = rejects_conn_id
         self.progress_interval = progress_interval
         self.lock_timeout = lock_timeout
+        self.max_record_bytes = max_record_bytes
+        self.max_batch_bytes = max_batch_bytes
         self.token = token
         self.deyel_conn_id = deyel_conn_id
 
@@ -165,6 +175,8 @@ class DeyelUpsertOperator(BaseOperator):
             source_conn_id=self.source_conn_id,
             progress_interval=self.progress_interval,
             lock_timeout=self.lock_timeout,
+            max_record_bytes=self.max_record_bytes,
+            max_batch_bytes=self.max_batch_bytes,
             logger=self.log,
         )
         return result.as_dict()
