@@ -184,13 +184,14 @@ def dictionary_bomb(path: Path, value_bytes: int, rows: int = 2000, nested: bool
     value = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["x" * value_bytes]))
     column = pa.ListArray.from_arrays(pa.array(range(rows + 1), pa.int32()), value) if nested else value
     table = pa.table({KEY: [f"C-{i}" for i in range(rows)], "lsRows" if nested else "dsBlob": column})
-    pq.write_table(table, path, compression="zstd", compression_level=22)
+    pq.write_table(table, path, compression="zstd", compression_level=22, store_schema=False)
     return path.stat().st_size
 
 
 def run_bounded(code: str) -> tuple[str, int]:
     """Run ``code`` in a child process whose address space is capped at what it maps after its imports plus
-    :data:`CHILD_HEADROOM`; return its last output line and its peak RSS growth past the imports, in bytes.
+    :data:`CHILD_HEADROOM`; return its last output line and its peak RSS growth past the imports, in bytes
+    (Linux's peak RSS, ``VmHWM``, is restarted after the imports by writing 5 to ``/proc/self/clear_refs``).
 
     Arrow allocates from the system's allocator there: its default (mimalloc) reserves about 1 GiB of address
     space up front, which ``RLIMIT_AS`` counts though nothing is used; what is decoded is the same."""
@@ -204,15 +205,17 @@ def run_bounded(code: str) -> tuple[str, int]:
         from deyel_provider.upsert import upsert
         mapped = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mapped + {headroom}, mapped + {headroom}))
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def status(field):
+            return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
+        open("/proc/self/clear_refs", "w").write("5")  # the peak RSS (VmHWM) restarts here, not the imports'
+        before = status("VmRSS")
         try:
         {code}
         except DeyelSourceError as exc:
             outcome = "DeyelSourceError: " + str(exc)
         except MemoryError as exc:
             outcome = "MemoryError: " + str(exc)[:200]
-        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-        print(grown * 1024)
+        print(status("VmHWM") - before)
         print(outcome)
         """
     ).format(headroom=CHILD_HEADROOM, code=textwrap.indent(textwrap.dedent(code), "    "))
