@@ -246,6 +246,25 @@ def test_a_tiny_parquet_dictionary_bomb_is_refused_before_it_is_decoded(
     assert (emulator.stats()["api_requests"], emulator.stats()["token_requests"]) == (0, 0)
 
 
+@pytest.mark.parametrize("kind", ["json", "fixed"])
+def test_json_and_fixed_width_parquet_columns_are_sized_too(tmp_path, kind):
+    """Grids as the extraction writes them (Arrow's JSON type, kept in the file's Arrow schema) and
+    fixed-width binary are sized like text: a 2 MiB value is refused at row 1."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / f"{kind}.parquet"
+    width = 2 * MiB
+    if kind == "json":
+        column = pa.array(["[" + "0," * (width // 2 - 1) + "0]"] * 20).cast(pa.json_())
+    else:
+        column = pa.array([b"x" * width] * 20, pa.binary(width))
+    pq.write_table(pa.table({KEY: [f"C-{i}" for i in range(20)], "lsRows": column}), path, compression="zstd")
+    outcome, grown = run_bounded(f"outcome = str(check_keys(Source({str(path)!r}), {KEY!r}))")
+    assert outcome.startswith("DeyelSourceError: ") and "row 1 is 2097" in outcome, outcome
+    assert grown < 64 * MiB, grown
+
+
 def test_rows_under_the_cap_are_decoded_a_bounded_run_at_a_time(tmp_path):
     """2,000 rows of 512 KiB each (1 GiB decoded) are all read, never more than ``max_batch_bytes`` of them
     at once."""

@@ -43,6 +43,7 @@ import json
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
@@ -324,10 +325,15 @@ class Source:
                 if metadata.schema.column(i).physical_type == "BYTE_ARRAY"
                 and metadata.schema.column(i).logical_type.type != "DECIMAL"
             ]
-            file = pq.ParquetFile(raw, metadata=metadata, read_dictionary=texts)
+            # Without Arrow's extension types (the JSON type restored from the file's Arrow schema would be
+            # decoded whole, ignoring read_dictionary); a JSON value comes back as the same text.
+            file = pq.ParquetFile(raw, metadata=metadata, read_dictionary=texts, **_no_extensions())
             number = 0
+            # Fixed-width binary columns decode to their width per value whatever they are encoded as (the
+            # schema's length, 0 for other columns).
+            widths = [metadata.schema.column(i).length or 0 for i in range(metadata.num_columns)]
             for group in range(metadata.num_row_groups):
-                rows = self._parquet_run(metadata.row_group(group), group)
+                rows = self._parquet_run(metadata.row_group(group), group, widths)
                 for batch in file.iter_batches(batch_size=rows, row_groups=[group]):
                     for start, sizes in self._parquet_slices(batch, number):
                         decoded = batch.slice(start, len(sizes)).to_pylist()
@@ -337,13 +343,13 @@ class Source:
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise DeyelSourceError(f"{self.name} is not a readable Parquet file: {exc}") from None
 
-    def _parquet_run(self, group: Any, index: int) -> int:
+    def _parquet_run(self, group: Any, index: int, widths: list[int]) -> int:
         """Rows of row group ``index`` decoded at once: its metadata's worst case within ``max_batch_bytes``.
 
         A column chunk that decompresses past ``max_batch_bytes`` and :data:`_MAX_EXPANSION` times its stored
         size is refused here, before anything of it is read. A row of a nested column holds at most the
         chunk's values less one per other row."""
-        worst = 0  # values one row can hold, all columns
+        worst = 0  # bytes one row can decode to in Arrow, all columns
         for c in range(group.num_columns):
             chunk = group.column(c)
             stored, size = chunk.total_compressed_size, chunk.total_uncompressed_size
@@ -354,8 +360,9 @@ class Source:
                     f"{_MAX_EXPANSION} times its stored size: refused as a decompression bomb (raise "
                     f"max_batch_bytes if the file is genuine)"
                 )
-            worst += max(1, chunk.num_values - group.num_rows + 1)
-        return max(1, min(_PARQUET_BATCH, self.max_batch_bytes // (_VALUE_BYTES * max(1, worst))))
+            values = max(1, chunk.num_values - group.num_rows + 1)
+            worst += values * (_VALUE_BYTES + widths[c])
+        return max(1, min(_PARQUET_BATCH, self.max_batch_bytes // max(1, worst)))
 
     def _parquet_slices(self, batch: Any, before: int) -> Iterator[tuple[int, list[int]]]:
         """Runs of the batch's rows (first row, each row's bytes) within ``max_batch_bytes``, every row
@@ -384,6 +391,17 @@ class Source:
             raise DeyelSourceError(f"source {self.name} does not exist") from None
 
 
+@cache
+def _no_extensions() -> dict[str, bool]:
+    """``arrow_extensions_enabled=False`` where pyarrow takes it (a keyword of ``ParquetFile`` since 19.0)."""
+    import inspect
+
+    import pyarrow.parquet as pq
+
+    takes = "arrow_extensions_enabled" in inspect.signature(pq.ParquetFile).parameters
+    return {"arrow_extensions_enabled": False} if takes else {}
+
+
 def _zeros(rows: int) -> Any:
     import numpy
 
@@ -397,17 +415,15 @@ def _row_bytes(array: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(array.type, pa.BaseExtensionType):  # e.g. arrow.json, the grids our extraction writes
+        array = array.storage
     kind = array.type
     if pa.types.is_dictionary(kind):
-        value = kind.value_type
-        if pa.types.is_string(value) or pa.types.is_binary(value) or pa.types.is_large_string(value):
-            lengths = pc.binary_length(array.dictionary)
-            taken = pc.take(lengths, array.indices).fill_null(0)
-            return taken.to_numpy(zero_copy_only=False).astype(numpy.int64) + _VALUE_BYTES
-        return _zeros(len(array)) + _VALUE_BYTES
-    if pa.types.is_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_string(kind):
-        lengths = pc.binary_length(array).fill_null(0)
-        return lengths.to_numpy(zero_copy_only=False).astype(numpy.int64) + _VALUE_BYTES
+        dictionary = array.dictionary
+        if isinstance(dictionary.type, pa.BaseExtensionType):
+            dictionary = dictionary.storage
+        taken = pc.take(pa.array(_value_bytes(dictionary)), array.indices).fill_null(0)
+        return taken.to_numpy(zero_copy_only=False).astype(numpy.int64)
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind):
         values = array.flatten()
         parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False)
@@ -415,6 +431,22 @@ def _row_bytes(array: Any) -> Any:
         return per_row.astype(numpy.int64) + _VALUE_BYTES
     if pa.types.is_struct(kind):
         return sum((_row_bytes(field) for field in array.flatten()), _zeros(len(array))) + _VALUE_BYTES
+    return _value_bytes(array)
+
+
+def _value_bytes(array: Any) -> Any:
+    """Each value's bytes in a flat Arrow array: its text's (or a fixed binary's width), plus 16."""
+    import numpy
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_fixed_size_binary(kind):
+        return _zeros(len(array)) + kind.byte_width + _VALUE_BYTES
+    texts = (pa.types.is_string, pa.types.is_binary, pa.types.is_large_string, pa.types.is_large_binary)
+    if any(is_text(kind) for is_text in texts):
+        lengths = pc.binary_length(array).fill_null(0)
+        return lengths.to_numpy(zero_copy_only=False).astype(numpy.int64) + _VALUE_BYTES
     return _zeros(len(array)) + _VALUE_BYTES
 
 
