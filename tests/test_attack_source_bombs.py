@@ -198,7 +198,14 @@ def run_bounded(code: str) -> tuple[str, int]:
     script = textwrap.dedent(
         """
         import resource
-        import pyarrow.parquet
+        import tempfile
+        import pyarrow, pyarrow.parquet
+        # A first read of a one-row file: Arrow's compute kernels start up on first use (about 30 MiB,
+        # once per process); the measure is of the bomb's data.
+        with tempfile.TemporaryDirectory() as folder:
+            pyarrow.parquet.write_table(pyarrow.table({{"k": ["a"]}}), folder + "/warm.parquet")
+            from deyel_provider.sources import Source, check_keys
+            check_keys(Source(folder + "/warm.parquet"), "k")
         from deyel_provider.exceptions import DeyelSourceError
         from deyel_provider.hooks.deyel import DeyelHook
         from deyel_provider.sources import Source, check_keys
