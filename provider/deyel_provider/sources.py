@@ -41,14 +41,14 @@ import hashlib
 import heapq
 import json
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
 from deyel_provider.key_types import KeyType, NotAKey, key_text, normalise
-from deyel_provider.values import UnsupportedValue, csv_value, deyel_value
+from deyel_provider.values import MAX_DEPTH, TooDeep, UnsupportedValue, csv_value, deyel_value
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -66,8 +66,6 @@ _VALUE_BYTES = 16
 #: A Parquet column chunk decompressing to more than this many times its stored size (and past
 #: ``max_batch_bytes``) is taken for a bomb; real columns compress a few times, at most tens.
 _MAX_EXPANSION = 100
-#: Deepest nesting of a value (Deyel's deepest is 2: a grid of rows of scalars).
-MAX_DEPTH = 64
 #: Default ``max_record_bytes``: far above a form instance's fields (a few KB; a grid of hundreds of rows).
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 #: Default ``max_batch_bytes``: the default ``max_response_bytes``, which a batch's search answer must fit.
@@ -199,9 +197,9 @@ class Source:
             f"record in the source, or raise max_record_bytes if a record of Deyel's can really be that large"
         )
 
-    def _line(self, raw: IO[bytes], number: int) -> bytes:
+    def _line(self, readline: Callable[[int], bytes], number: int) -> bytes:
         """The next line (its ending removed; ``b""`` at the end), read holding at most the record's limit."""
-        line = raw.readline(self.max_record_bytes + 2)
+        line = readline(self.max_record_bytes + 2)
         if not line:
             return line
         body = line.rstrip(b"\r\n")
@@ -214,12 +212,12 @@ class Source:
             raise DeyelSourceError(
                 f"{self.name}: {where} is {type(row).__name__}, not an object of field names to values"
             )
-        if _deeper_than(row, MAX_DEPTH):
-            raise self._too_deep(where)
         values: dict[str, Any] = {}
         for field, value in row.items():
             try:
-                values[field] = deyel_value(field, value)
+                values[field] = deyel_value(field, value)  # refuses nesting past MAX_DEPTH as it goes
+            except TooDeep:
+                raise self._too_deep(where) from None
             except UnsupportedValue as exc:
                 raise DeyelSourceError(
                     f"{self.name}: {where} holds in {field!r} {exc} (a text, number, boolean, date or grid); "
@@ -237,7 +235,8 @@ class Source:
         # readline, not iteration: Airflow 3.0's ObjectStoragePath file wrapper does not iterate. With a
         # limit: a line past max_record_bytes is refused having read only that much of it.
         number = 0
-        while line := self._line(raw, number + 1):
+        readline = raw.readline  # once: Airflow's file wrapper finds it by __getattr__ on each access
+        while line := self._line(readline, number + 1):
             number += 1
             if not line.strip():
                 continue
@@ -254,7 +253,8 @@ class Source:
         """The file's lines as text, for the ``csv`` reader; ``held[0]`` counts the bytes of the record being
         read (the caller zeroes it after each record), refused past ``max_record_bytes``."""
         number = 0
-        while line := raw.readline(self.max_record_bytes + 2):
+        readline = raw.readline  # once: Airflow's file wrapper finds it by __getattr__ on each access
+        while line := readline(self.max_record_bytes + 2):
             number += 1
             held[0] += len(line)
             if held[0] > self.max_record_bytes:
@@ -303,12 +303,13 @@ class Source:
                 values = {f: csv_value(f, cell) for f, cell in zip(names, cells, strict=False)}
             except RecursionError:  # a grid cell's JSON
                 raise self._too_deep(where) from None
-            if _deeper_than(values, MAX_DEPTH):
+            if _too_nested(values):
                 raise self._too_deep(where)
             yield Record(where, values, size)
 
     def _parquet(self, raw: IO[bytes]) -> Iterator[Record]:
         try:
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise DeyelConfigError(
@@ -335,8 +336,11 @@ class Source:
             for group in range(metadata.num_row_groups):
                 rows = self._parquet_run(metadata.row_group(group), group, widths)
                 for batch in file.iter_batches(batch_size=rows, row_groups=[group]):
+                    # Decoded from dictionaries in Arrow (a dictionary's to_pylist is 3 times slower).
+                    plain = _plain_schema(batch.schema)
                     for start, sizes in self._parquet_slices(batch, number):
-                        decoded = batch.slice(start, len(sizes)).to_pylist()
+                        run = pa.Table.from_batches([batch.slice(start, len(sizes))])
+                        decoded = run.cast(plain).to_pylist()
                         for row, size in zip(decoded, sizes, strict=True):
                             number += 1
                             yield Record(f"row {number}", self._object(row, f"row {number}"), size)
@@ -402,6 +406,24 @@ def _no_extensions() -> dict[str, bool]:
     return {"arrow_extensions_enabled": False} if takes else {}
 
 
+def _plain_schema(schema: Any) -> Any:
+    """``schema`` with each dictionary type (how text columns are read) replaced by its values' type."""
+    import pyarrow as pa
+
+    def plain(kind: Any) -> Any:
+        if pa.types.is_dictionary(kind):
+            return plain(kind.value_type)
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            field = kind.value_field
+            make = pa.list_ if pa.types.is_list(kind) else pa.large_list
+            return make(field.with_type(plain(field.type)))
+        if pa.types.is_struct(kind):
+            return pa.struct([field.with_type(plain(field.type)) for field in kind])
+        return kind
+
+    return pa.schema([field.with_type(plain(field.type)) for field in schema], metadata=schema.metadata)
+
+
 def _zeros(rows: int) -> Any:
     import numpy
 
@@ -450,21 +472,26 @@ def _value_bytes(array: Any) -> Any:
     return _zeros(len(array)) + _VALUE_BYTES
 
 
+def _too_nested(record: Mapping[str, Any]) -> bool:
+    """Whether a value of a CSV record (its grids' JSON) nests past :data:`MAX_DEPTH` levels (the record's
+    object being the first); flat values cost one type check each."""
+    nested = (value for value in record.values() if isinstance(value, dict | list | tuple))
+    return any(_deeper_than(value, MAX_DEPTH - 1) for value in nested)
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists and dicts more than ``limit`` levels below itself (without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        if depth >= limit + 1:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels below itself (level by level,
+    without recursion; a flat record costs one pass over its values)."""
+    level = [value]
+    for _ in range(limit + 1):
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, Mapping) else item
+            below.extend(child for child in children if isinstance(child, dict | list | tuple))
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def _key_hash(text: str) -> int:
