@@ -341,9 +341,11 @@ class Source:
                     for start, sizes in self._parquet_slices(batch, number):
                         run = pa.Table.from_batches([batch.slice(start, len(sizes))])
                         decoded = run.cast(plain).to_pylist()
+                        del run  # each value is held once at a time, in Python
                         for row, size in zip(decoded, sizes, strict=True):
                             number += 1
                             yield Record(f"row {number}", self._object(row, f"row {number}"), size)
+                        del decoded  # before the next run is decoded
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise DeyelSourceError(f"{self.name} is not a readable Parquet file: {exc}") from None
 
