@@ -73,7 +73,13 @@ from deyel_provider.key_types import (
 from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT, LoadLease, load_lease
 from deyel_provider.matching import HELD_PER_KEY, MAX_BATCH, MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH, KeySearch
 from deyel_provider.rejects import Reject, RejectsFile
-from deyel_provider.sources import Record, Source, check_keys
+from deyel_provider.sources import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    Record,
+    Source,
+    check_keys,
+)
 from deyel_provider.values import SERVER_KEYS, differences, field_kind
 
 if TYPE_CHECKING:
@@ -133,6 +139,8 @@ def upsert(
     progress_interval: float = 30.0,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     max_matches_per_key: int = MAX_MATCHES_PER_KEY,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     logger: Any = log,
 ) -> UpsertResult:
     """Load ``source`` into ``form``, matching records to instances on ``key`` (see the module docstring).
@@ -166,6 +174,10 @@ def upsert(
     :param max_matches_per_key: a key search of N keys reads at most N times this many instances; past it,
         :class:`DeyelIncompleteError` before anything of the batch is written (a server paging without
         end, or that many duplicates of the keys in the form). See :mod:`deyel_provider.matching`.
+    :param max_record_bytes: the most bytes of one source record (a line, a CSV record, a Parquet row's
+        decoded values); a larger one is a :class:`DeyelSourceError` before any request (:mod:`.sources`).
+    :param max_batch_bytes: the most bytes of the records of one batch (a batch ends before it would pass
+        it), and of the Parquet rows decoded at once.
     """
     started = time.monotonic()
     if mode not in MODES:
@@ -203,7 +215,13 @@ def upsert(
 
     endpoint = instances_endpoint(form)
     concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger)
-    records = Source(source, format=source_format, conn_id=source_conn_id)
+    records = Source(
+        source,
+        format=source_format,
+        conn_id=source_conn_id,
+        max_record_bytes=max_record_bytes,
+        max_batch_bytes=max_batch_bytes,
+    )
     sink: RejectsFile | None = None
     try:
         # Before any request (the key type's sample too): a sample or search read before another load's

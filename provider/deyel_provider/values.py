@@ -40,6 +40,15 @@ class UnsupportedValue(ValueError):
     """A source value that has no Deyel form (the reader names the record and field)."""
 
 
+#: Deepest nesting of a source value, the record's own object being the first level (Deyel's deepest value
+#: is a grid of rows of scalars: 2 levels). Deeper is :class:`TooDeep`, never a ``RecursionError``.
+MAX_DEPTH = 64
+
+
+class TooDeep(UnsupportedValue):
+    """A source value nested past :data:`MAX_DEPTH` levels."""
+
+
 def field_kind(field: str) -> str | None:
     """The type a field's prefix declares (``qtEmployee``: number), or None when it declares none.
 
@@ -61,8 +70,9 @@ def epoch_ms_text(moment: date) -> str:
     return str(calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000)
 
 
-def deyel_value(field: str, value: Any) -> Any:
-    """``value`` of ``field`` as Deyel stores it (see the module docstring)."""
+def deyel_value(field: str, value: Any, depth: int = 0) -> Any:
+    """``value`` of ``field`` as Deyel stores it (see the module docstring); ``depth``: the lists and
+    objects ``value`` is inside of, below the record (past :data:`MAX_DEPTH` levels: :class:`TooDeep`)."""
     if isinstance(value, (datetime, date)):
         return epoch_ms_text(value)
     if isinstance(value, Decimal):
@@ -81,12 +91,14 @@ def deyel_value(field: str, value: Any) -> Any:
         return str(value)
     if isinstance(value, time):
         return value.isoformat()  # HH:MM:SS, or HH:MM:SS.ffffff: no digit is dropped
+    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
+        raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
-        return [deyel_value(field, row) for row in value]
+        return [deyel_value(field, row, depth + 1) for row in value]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise UnsupportedValue("an object whose names are not all text")
-        return {k: deyel_value(k, v) for k, v in value.items()}
+        return {k: deyel_value(k, v, depth + 1) for k, v in value.items()}
     if value is None or isinstance(value, (str, int, float)):
         return value
     # bytes (which encoding? base64?), timedelta (which unit?), sets, objects: the source must say.

@@ -14,6 +14,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.key_types import check_key_type
 from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT
 from deyel_provider.matching import MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
+from deyel_provider.sources import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES
 from deyel_provider.upsert import MODES, check_field_name, upsert
 
 if TYPE_CHECKING:
@@ -73,6 +74,11 @@ class DeyelUpsertOperator(BaseOperator):
         ``DeyelIncompleteError``, nothing of the batch written): bounds what a server that pages without
         end, or a form full of duplicates, costs. Raise it only for a form with that many duplicates of a
         key (each such record is a reject anyway).
+    :param max_record_bytes: the most bytes of one source record (a JSON Lines line, a CSV record, a
+        Parquet row's decoded values; default 1 MiB); a larger record, or a value nested deeper than 64
+        levels, fails the task with ``DeyelSourceError`` naming its line or row, before any request.
+    :param max_batch_bytes: the most bytes of the records of one batch (default 16 MiB: a batch ends before
+        it would pass it) and of the Parquet rows decoded at once.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
     :param deyel_conn_id: the ``deyel`` connection.
     """
@@ -111,6 +117,8 @@ class DeyelUpsertOperator(BaseOperator):
         progress_interval: float = 30.0,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         max_matches_per_key: int = MAX_MATCHES_PER_KEY,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         token: Any = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
@@ -143,6 +151,8 @@ class DeyelUpsertOperator(BaseOperator):
         self.progress_interval = progress_interval
         self.lock_timeout = lock_timeout
         self.max_matches_per_key = max_matches_per_key
+        self.max_record_bytes = max_record_bytes
+        self.max_batch_bytes = max_batch_bytes
         self.token = token
         self.deyel_conn_id = deyel_conn_id
 
@@ -172,6 +182,8 @@ class DeyelUpsertOperator(BaseOperator):
             progress_interval=self.progress_interval,
             lock_timeout=self.lock_timeout,
             max_matches_per_key=self.max_matches_per_key,
+            max_record_bytes=self.max_record_bytes,
+            max_batch_bytes=self.max_batch_bytes,
             logger=self.log,
         )
         return result.as_dict()
