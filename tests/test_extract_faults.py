@@ -160,7 +160,9 @@ def _read(path, fmt: str, extras: dict) -> list[dict]:
     import csv
 
     with path.open(newline="") as handle:
-        return [dict(row, dtLastUpdate=int(row["dtLastUpdate"])) for row in csv.DictReader(handle)]
+        rows = [dict(row, dtLastUpdate=int(row["dtLastUpdate"])) for row in csv.DictReader(handle)]
+    # A CSV cell holds a list as JSON text: the links an id may be read from are a list again.
+    return [dict(row, links=json.loads(row["links"])) if row.get("links") else row for row in rows]
 
 
 def _with_default_id(record: dict, id_field: str | None) -> dict:
