@@ -241,3 +241,26 @@ def test_a_csv_output_is_not_many_times_the_size_of_what_the_server_sent():
     writer.close()
     written = sum(sink.size for sink in sinks)
     assert written < 20 * sent, f"{sent / 2**20:.1f} MiB sent, {written / 2**20:.0f} MiB of CSV written"
+
+
+def test_the_deadline_cuts_a_tls_in_tls_connection():
+    """Through an https:// proxy to an https origin, urllib3's connection socket is an SSLTransport (TLS in
+    TLS), not a socket: the deadline's shutdown raised TypeError, swallowed, so neither the deadline nor a
+    trigger's cancel cut such a request. Shown on the transport urllib3 builds, over a socket pair."""
+    import socket
+    from types import SimpleNamespace
+
+    from urllib3.util.ssltransport import SSLTransport
+
+    from deyel_provider.deadline import _shut
+
+    ours, theirs = socket.socketpair()
+    try:
+        transport = object.__new__(SSLTransport)  # its handshake is not what is shown here
+        transport.socket = ours
+        _shut(SimpleNamespace(sock=transport))  # type: ignore[arg-type]
+        ours.setblocking(False)
+        assert ours.recv(1) == b""  # shut: a blocked read returns at once (else BlockingIOError)
+    finally:
+        ours.close()
+        theirs.close()

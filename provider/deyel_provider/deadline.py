@@ -133,6 +133,9 @@ class Guard:
 
 def _shut(conn: HTTPConnection) -> None:
     sock = getattr(conn, "sock", None)
+    if sock is not None and not isinstance(sock, socket.socket):
+        # TLS in TLS (an https:// proxy to an https origin): urllib3's SSLTransport wraps the socket.
+        sock = getattr(sock, "socket", sock)
     try:
         # socket.socket's own shutdown, also for an SSLSocket (whose override drops its SSL object under
         # the thread reading it): the blocked read sees the end of the stream at once.
