@@ -171,6 +171,54 @@ def test_a_search_stops_once_every_key_names_several_instances(monkeypatch, tmp_
     )
 
 
+#: Server text that makes each instance of a search large: 4 MiB (a page stays far under the 16 MiB cap).
+BIG = 4 << 20
+
+
+def searched_peak(monkeypatch: pytest.MonkeyPatch, lister: Lister, error: type[Exception], match: str):
+    """Runs a 3-key search against ``lister`` to its error; the server and the peak of traced memory."""
+    import tracemalloc
+
+    with hostile(monkeypatch, lister) as server:
+        tracemalloc.start()
+        try:
+            with pytest.raises(error, match=match) as caught:
+                upsert(DeyelHook(), FORM, records(3), KEY, key_type="text")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(str(caught.value)) < 1000 and server.writes == []
+    return server, peak
+
+
+def test_an_id_longer_than_the_bound_is_refused_before_the_search_keeps_it(monkeypatch):
+    """One new instance per page under a 4 MiB id: the search kept every id seen, whole (30 of them, 120
+    MiB, before its instance bound stopped it; ~16 GiB with the defaults). An id past MAX_ID_LENGTH (1024
+    characters) is now refused on the first page, named with the bound, the id cut."""
+
+    def huge_ids(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
+        return [{"idObjectValue": f"{server.fresh_id()}-" + "x" * BIG, KEY: asked[0]}]
+
+    server, peak = searched_peak(monkeypatch, huge_ids, DeyelBadResponseError, "longer than 1024 characters")
+    assert server.listings == 1
+    assert peak < 8 * BIG, f"the search peaked at {peak / 2**20:.0f} MiB"
+
+
+def test_a_search_holds_only_the_fields_a_load_reads_of_its_instances(monkeypatch):
+    """Ids at the bound and a 4 MiB field the load does not compare, one new instance per page, each key
+    in turn: the search reads six pages (two instances per key decide it: three rejects), and of the six
+    instances it holds keeps only the key, the id, dtLastUpdate and the compared fields (dsName): it
+    peaked at 32 MiB holding them whole, 20 MiB now (the pages being read)."""
+
+    def big_fields(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
+        ident = f"{server.fresh_id()}-".ljust(1024, "x")
+        return [{"idObjectValue": ident, KEY: asked[page % 3], "dsName": "x", "dsNotes": "n" * BIG}]
+
+    server, peak = searched_peak(monkeypatch, big_fields, DeyelRejectedError, "3 records .* were rejected")
+    assert server.listings == 6
+    assert peak < 6 * BIG, f"the search peaked at {peak / 2**20:.0f} MiB"
+
+
 # -- finding 8: an id that cannot name a URL; the rejects file's mode ------------------------------------
 
 
@@ -223,16 +271,21 @@ def padded(text: str) -> str:
     return text + "-" + "p" * 400_000  # the issue's 400 KB message
 
 
+def padded_id(text: str) -> str:
+    """As long as an id may be (MAX_ID_LENGTH, 1024 characters): a longer one is refused before quoted."""
+    return (text + "-").ljust(1024, "p")
+
+
 def echoing_duplicates(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
-    """K1 held twice, under ids echoing the Authorization header and the Basic value (400 KB each)."""
+    """K1 held twice, under ids echoing the Authorization header and the Basic value (1 KiB each)."""
     if page > 0:
         return []
     rows = []
     for key in asked:
         if key == "K1":
             rows += [
-                {"idObjectValue": padded(auth), KEY: key, "dsName": auth},
-                {"idObjectValue": padded(f"{BASIC} {TOKEN}"), KEY: key, "dsName": BASIC},
+                {"idObjectValue": padded_id(auth), KEY: key, "dsName": auth},
+                {"idObjectValue": padded_id(f"{BASIC} {TOKEN}"), KEY: key, "dsName": BASIC},
             ]
         else:
             rows.append({"idObjectValue": f"id-{key}", KEY: key, "dsName": "old"})
@@ -240,7 +293,11 @@ def echoing_duplicates(server: HostileServer, asked: list[str], page: int, size:
 
 
 def echoing_a_key_not_asked(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
-    return [{"idObjectValue": padded(auth), KEY: padded(auth), "dsName": auth}]
+    return [{"idObjectValue": padded_id(auth), KEY: padded(auth), "dsName": auth}]
+
+
+def echoing_a_long_id(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
+    return [{"idObjectValue": padded(auth), KEY: asked[0], "dsName": auth}]
 
 
 def _secret_free(text: str) -> None:
@@ -268,6 +325,12 @@ def test_echoed_credentials_reach_no_message_log_or_rejects_file(monkeypatch, tm
     # A search the server did not apply, told with the echoing instance.
     with hostile(monkeypatch, echoing_a_key_not_asked):
         with pytest.raises(DeyelBadResponseError) as bad:
+            upsert(DeyelHook(), FORM, records(2), KEY, key_type="text")
+    texts.append(str(bad.value))
+    assert "***" in str(bad.value) and "not asked for" in str(bad.value)
+    # An id past the bound, told with the id.
+    with hostile(monkeypatch, echoing_a_long_id):
+        with pytest.raises(DeyelBadResponseError, match="longer than 1024") as bad:
             upsert(DeyelHook(), FORM, records(2), KEY, key_type="text")
     texts.append(str(bad.value))
     assert "***" in str(bad.value)

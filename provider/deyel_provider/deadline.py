@@ -50,13 +50,19 @@ class Call:
         self.cancelled = False
         self._lock = threading.Lock()
         self._guards: set[Guard] = set()
+        self._woken = threading.Event()
 
     def cancel(self) -> None:
         with self._lock:
             self.cancelled = True
             guards = list(self._guards)
+        self._woken.set()  # a retry's wait (a Retry-After of minutes) ends now too
         for guard in guards:
             guard.expire()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less: until the call is cancelled."""
+        self._woken.wait(seconds)
 
     def _add(self, guard: Guard) -> None:
         with self._lock:
@@ -72,6 +78,16 @@ class Call:
 
 #: The call the running code belongs to (set by the triggers around each blocking call).
 current_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar("deyel_call", default=None)
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep``, cut short when the current :class:`Call` is cancelled (a retry's wait in a trigger's
+    thread: the next attempt then fails at once, and the thread is free)."""
+    call = current_call.get()
+    if call is None:
+        time.sleep(seconds)
+    else:
+        call.sleep(seconds)
 
 
 class Guard:
@@ -117,6 +133,9 @@ class Guard:
 
 def _shut(conn: HTTPConnection) -> None:
     sock = getattr(conn, "sock", None)
+    if sock is not None and not isinstance(sock, socket.socket):
+        # TLS in TLS (an https:// proxy to an https origin): urllib3's SSLTransport wraps the socket.
+        sock = getattr(sock, "socket", sock)
     try:
         # socket.socket's own shutdown, also for an SSLSocket (whose override drops its SSL object under
         # the thread reading it): the blocked read sees the end of the stream at once.

@@ -8,6 +8,7 @@ by setting it to ``links``: the id is then the last path segment of that href. `
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +19,10 @@ DEFAULT_ID_FIELD = "idObjectValue"
 LINKS = "links"
 #: Keys the server owns in an instance whatever the id key: never written back, never compared.
 BASE_SERVER_KEYS = frozenset({"idObjectValue", "idObjectName", "dtLastUpdate", "links"})
+#: The longest instance id the write-back's key search accepts (characters). Deyel's ids are short decimal
+#: numbers (or uuids, 36): a longer one is a broken or hostile answer, refused typed, so a search that keeps
+#: the ids it saw (to tell repeats) holds at most this much per instance, not a page's worth each.
+MAX_ID_LENGTH = 1024
 
 
 def instance_id(record: Mapping[str, Any], id_field: str = DEFAULT_ID_FIELD) -> str | None:
@@ -28,6 +33,12 @@ def instance_id(record: Mapping[str, Any], id_field: str = DEFAULT_ID_FIELD) -> 
     if isinstance(raw, bool) or not isinstance(raw, (str, int)) or raw == "":
         return None
     return str(raw)
+
+
+def id_digest(ident: str) -> bytes:
+    """16 bytes standing for an id in a set of the ids seen: a listing's repeats are told apart at that cost
+    per instance, whatever the ids' length (a server's ids are its text: it could send a page-long one)."""
+    return hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def self_link_id(links: Any) -> str | None:

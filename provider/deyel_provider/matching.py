@@ -34,7 +34,7 @@ write; a 400 to the proof's ``in`` (a numeric key field refusing the values read
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -44,7 +44,14 @@ from deyel_provider.exceptions import (
     DeyelIncompleteError,
     DeyelRequestError,
 )
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id
+from deyel_provider.instance_ids import (
+    DEFAULT_ID_FIELD,
+    LINKS,
+    MAX_ID_LENGTH,
+    id_digest,
+    instance_id,
+    missing_id,
+)
 from deyel_provider.key_types import KeyType, NotAKey, normalise
 from deyel_provider.page_walker import MAX_REPEAT_PAGES, PageWalker
 from deyel_provider.pagination import Page, Paging, parse_page
@@ -113,7 +120,9 @@ class KeySearch:
         #: Decides when a search's listing has ended; learns the server's cap across the searches of a load.
         self._walker = PageWalker(paging, id_field=id_field)
 
-    def find(self, keys: list[str], *, confirm_absent: bool = False) -> dict[str, list[dict[str, Any]]]:
+    def find(
+        self, keys: list[str], *, confirm_absent: bool = False, keep: Collection[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Each key value with the instances that hold it (none, one, or several: duplicates in Deyel).
 
         An instance the search returns without the key, or with a key not asked for, is a
@@ -121,11 +130,13 @@ class KeySearch:
         missing and create it a second time. With ``confirm_absent``, an ``in`` clause of two or more keys
         that finds fewer keys than it asked is confirmed by an ``eq`` search of its last missing key (one
         request more): an instance found then is a :class:`DeyelConfigError` naming ``in_separator``.
+        With ``keep``, each instance returned holds only those fields, with the key, the id and
+        ``dtLastUpdate`` (what a load compares and writes back): the rest of what the server sent is not held.
         """
         found: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         for clause, asked in self.clauses(keys):
             try:
-                matches = self._search(clause, asked)
+                matches = self._search(clause, asked, keep)
             except DeyelRequestError as refused:
                 if len(asked) > 1 and self.key_type == "number":
                     raise self._in_refused(clause, refused) from refused
@@ -159,7 +170,7 @@ class KeySearch:
         """
         last = next(v for v in reversed(asked) if v not in held)
         eq = f"{self.key}=eq:{last}"
-        if not self._search(eq, [last]):
+        if not self._search(eq, [last], keep=()):
             return
         if held:
             raise DeyelConfigError(
@@ -195,7 +206,7 @@ class KeySearch:
         asked = values if len(values) == 2 else [values[0], values[0]]
         clause = f"{self.key}=in:" + self._separator.join(asked)
         try:
-            held = set(self._search(clause, asked))
+            held = set(self._search(clause, asked, keep=()))
         except DeyelRequestError as refused:
             raise self._in_refused(clause, refused) from refused
         if set(values) <= held:
@@ -270,7 +281,9 @@ class KeySearch:
         close()
         return clauses
 
-    def _search(self, clause: str, asked: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def _search(
+        self, clause: str, asked: list[str], keep: Collection[str] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """The instances the clause matches by key (at most :data:`HELD_PER_KEY` each; keys matched by none
         left out), through as many pages as it takes to prove the end or to decide every key.
 
@@ -282,7 +295,10 @@ class KeySearch:
         checked against the keys ``asked`` before the next page is asked for: a search the server did not
         apply is told as such, not as a paging problem. The search stops early once every key asked holds
         :data:`HELD_PER_KEY` instances (each record is then a reject, whatever follows), and fails typed
-        past ``expected`` times ``max_matches_per_key`` instances (a server paging without end).
+        past ``expected`` times ``max_matches_per_key`` instances (a server paging without end). Its
+        memory is bounded in bytes too: an id longer than :data:`~deyel_provider.instance_ids.MAX_ID_LENGTH`
+        is refused typed, the ids seen are kept as 16-byte digests, and with ``keep`` each instance held is
+        cut to the fields the load reads.
         """
         paging = self._paging
         expected = len(asked)
@@ -299,7 +315,7 @@ class KeySearch:
             return parse_page(self._get(url, None), paging)
 
         held: dict[str, list[dict[str, Any]]] = {}
-        seen: set[str] = set()
+        seen: set[bytes] = set()  # digests of the ids: their length is the server's
         decided = 0  # keys holding HELD_PER_KEY instances
         # Each page before the end brings a new instance, but for runs of repeats the walker bounds: so a
         # search within its instances needs no more pages than this.
@@ -315,18 +331,21 @@ class KeySearch:
                     raise DeyelBadResponseError(
                         f"{self.form}: {missing_id(self._id_field)}", method="GET", path=self._endpoint
                     )
+                if len(ident) > MAX_ID_LENGTH:
+                    raise self._long_id(clause, ident)
                 value = instance.get(self.key)
                 text = self.canonical(value)
                 if text not in wanted:
                     raise self._not_applied(clause, instance, value)
-                if ident in seen:
+                digest = id_digest(ident)
+                if digest in seen:
                     continue  # a repeat of an earlier page (a server that shortens pages)
-                seen.add(ident)
+                seen.add(digest)
                 if len(seen) > limit:
                     raise self._too_many(clause, expected, f"{limit} distinct instances")
                 kept = held.setdefault(str(text), [])
                 if len(kept) < HELD_PER_KEY:
-                    kept.append(instance)
+                    kept.append(instance if keep is None else self._cut(instance, ident, keep))
                     decided += len(kept) == HELD_PER_KEY
             if decided == expected:
                 return held  # every key names several instances: each record is a reject, whatever follows
@@ -339,6 +358,26 @@ class KeySearch:
                 f"total_header to none; the load then proves a search's end by its pages alone"
             )
         return held
+
+    def _cut(self, instance: dict[str, Any], ident: str, keep: Collection[str]) -> dict[str, Any]:
+        """What a load reads of a matched instance: the ``keep`` fields, the key, the id, ``dtLastUpdate``."""
+        names = {*keep, self.key, "dtLastUpdate"}
+        cut = {name: instance[name] for name in names if name in instance and name != LINKS}
+        if self._id_field == LINKS:
+            cut[LINKS] = [{"rel": "self", "href": quote(ident, safe="")}]  # its id alone, not every link
+        else:
+            cut[self._id_field] = instance[self._id_field]
+        return cut
+
+    def _long_id(self, clause: str, ident: str) -> DeyelBadResponseError:
+        return DeyelBadResponseError(
+            f"searching {self.form} with {self.quoted(clause)}: an instance's id ({self.quoted(ident)}, "
+            f"{len(ident)} characters) is longer than {MAX_ID_LENGTH} characters, the bound on an id "
+            f"(Deyel's are short numbers): a broken or hostile answer, or the connection's id_field names a "
+            f"key that is not the instance id. Nothing of this batch was written; check id_field",
+            method="GET",
+            path=self._endpoint,
+        )
 
     def _too_many(self, clause: str, expected: int, bound: str) -> DeyelIncompleteError:
         return DeyelIncompleteError(

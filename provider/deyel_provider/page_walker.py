@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id, not_an_id
+from deyel_provider.instance_ids import DEFAULT_ID_FIELD, id_digest, instance_id, missing_id, not_an_id
 from deyel_provider.pagination import Page, Paging
 
 #: Asks the listing for page ``index`` (0-based) of ``size`` instances; the caller binds the query.
@@ -311,7 +311,7 @@ class PageWalker:
         self.last_total = None
         cut, size = len(first.records), asked
         page = first
-        seen: set[str] = set()
+        seen: set[bytes] = set()  # digests of the ids read: their length is the server's
         previous: list[str] | None = None
         repeats = 0
         for index in range(1, 1_000_000):
@@ -324,8 +324,9 @@ class PageWalker:
                     f"page parameter; set the connection's paging options (paging, page_param, offset_param) "
                     f"to what the server understands"
                 )
-            fresh = [i for i in ids if i not in seen]
-            seen.update(ids)
+            digests = [id_digest(i) for i in ids]
+            fresh = [d for d in digests if d not in seen]
+            seen.update(digests)
             yield page
             if not ids or not self.paging.pages:
                 return

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 import tenacity
 
 from deyel_provider.conn_fields import DEFAULTS
+from deyel_provider.deadline import sleep as cancellable_sleep
 from deyel_provider.exceptions import DeyelConnectionError, DeyelError, DeyelRateLimitError
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class RetryPolicy:
             ),
             retry=tenacity.retry_if_exception(lambda e: self.should_retry(e, replay_safe=replay_safe)),
             before_sleep=log_retry,
+            sleep=cancellable_sleep,  # a cancelled trigger's call stops waiting
             reraise=True,
         )
         try:

@@ -500,7 +500,9 @@ class _Loader:
         # check_keys normalised every key already: none is missing or of another type here.
         keys = [normalise(record.values[self.key], self.key_type) or "" for record in chunk]
         creates = self.mode != "update"
-        found = self.search.find(keys, confirm_absent=creates)
+        # Only what _place reads of each instance is held (its other fields may be large).
+        compared = {field for record in chunk for field in self._compared(record)}
+        found = self.search.find(keys, confirm_absent=creates, keep=compared)
         # Once, before the first create; no request when an in clause of this load already found instances.
         if creates and not self._separator_checked and any(not found[k] for k in keys):
             self._separator_checked = True
@@ -633,7 +635,7 @@ class _Loader:
             # Wait first: a gateway may have given up while the server was still writing.
             time.sleep(wait_s)
             attempt += 1
-            found = self.search.find([key])[key]
+            found = self.search.find([key], keep=self._compared(record))[key]
             if len(found) == 1 and not differences(body, found[0], body):
                 return CREATED
             if found:

@@ -56,6 +56,10 @@ def register_token(secret: str, expires_at: float, *, now: float | None = None) 
         if secret in _registered:
             _registered[secret] = max(_registered[secret], expires_at)
             return
+        if _masked_already(secret):
+            # Registered by someone else (the hook registers the client secret and the password): a server
+            # answering one of them as a token must not make us unregister it once that "token" expires.
+            return
         mask_secret(secret)
         _registered[secret] = expires_at
         while len(_registered) > MAX_REGISTERED:
@@ -89,6 +93,12 @@ def forget_all() -> None:
     with _guard:
         _registered.clear()
         _warned = False
+
+
+def _masked_already(secret: str) -> bool:
+    """Whether Airflow's masker already holds ``secret``'s pattern (registered by someone else)."""
+    patterns = getattr(_airflow_masker(), "patterns", None)
+    return isinstance(patterns, set) and re.escape(secret) in patterns
 
 
 def _unregister(secret: str) -> None:

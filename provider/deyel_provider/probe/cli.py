@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ from deyel_provider.retry import RetryPolicy
 
 #: How long a whole probe may take by default (``--deadline``), in seconds.
 DEFAULT_DEADLINE = 300.0
+#: The longest ``--deadline`` (a year): what the timer holds on every platform.
+MAX_DEADLINE = 365 * 86400
 #: The exit code when the probe ran out of its ``--deadline``.
 EXIT_DEADLINE = 4
 
@@ -109,8 +112,10 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive, finite number of seconds")
+    if not 0 < value <= MAX_DEADLINE:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of seconds above 0 and at most {MAX_DEADLINE}"
+        )
     return value
 
 
@@ -133,6 +138,9 @@ def _run_deadline(seconds: float) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         raise _DeadlinePassed
 
+    # The caller's own timer (Airflow's execution_timeout is one) is put back afterwards, less the time spent.
+    pending, interval = signal.getitimer(signal.ITIMER_REAL)
+    began = time.monotonic()
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -140,6 +148,8 @@ def _run_deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if pending > 0:  # due already: at once (a zero would cancel it)
+            signal.setitimer(signal.ITIMER_REAL, max(pending - (time.monotonic() - began), 1e-6), interval)
 
 
 def _describe(exc: BaseException) -> str:
