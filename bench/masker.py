@@ -29,9 +29,9 @@ def _steps(register_every_token: bool) -> dict[int, tuple[float, int]]:
     masker = _secrets_masker()
     masker.reset_masker()
     masking.forget_all()
-    bound = masking.MAX_REGISTERED
+    bound = masking.MAX_PER_CREDENTIAL
     # What the provider did before: every token registered, none ever removed.
-    masking.MAX_REGISTERED = RENEWALS * 10 if register_every_token else bound
+    masking.MAX_PER_CREDENTIAL = RENEWALS * 10 if register_every_token else bound
     hook = DeyelHook()
     out: dict[int, tuple[float, int]] = {}
     for n in range(1, RENEWALS + 1):
@@ -43,7 +43,7 @@ def _steps(register_every_token: bool) -> dict[int, tuple[float, int]]:
         if n in MARKS:
             out[n] = ((time.perf_counter() - started) * 1000, len(masker.patterns))
     hook.close()
-    masking.MAX_REGISTERED = bound
+    masking.MAX_PER_CREDENTIAL = bound
     return out
 
 

@@ -8,7 +8,8 @@ import secrets
 import time
 
 from deyel_provider.auth import masking
-from deyel_provider.auth.provider import mask_token
+from deyel_provider.auth.cache import MemoryTokenCache
+from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.helpers import airflow_secrets_masker, as_airflow_logs_it
@@ -30,13 +31,13 @@ def test_a_thousand_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
     tokens = [hook.get_token() for _ in range(RENEWALS)]
     assert emulator.stats()["token_requests"] == RENEWALS + 1
     assert len({first, *tokens}) == RENEWALS + 1
-    # Every token is valid for a day: the cap applies. The baseline held the first token; it was pushed out
-    # with the others, the first to expire first.
-    assert registered_patterns() == baseline - 1 + masking.MAX_REGISTERED
-    assert masking.registered_count() == masking.MAX_REGISTERED
+    # Every token is valid for a day: the credential's bound applies. The baseline held the first token; it
+    # was pushed out with the others, the first to expire first.
+    assert registered_patterns() == baseline - 1 + masking.MAX_PER_CREDENTIAL
+    assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
     # The newest are masked in a log line, and inside a logged exception, where Airflow's JWT pattern does
     # not reach: they are registered.
-    for token in tokens[-masking.MAX_REGISTERED :]:
+    for token in tokens[-masking.MAX_PER_CREDENTIAL :]:
         logged = as_airflow_logs_it(f"sent Bearer {token} to Deyel")
         assert token not in logged and logged.endswith("*** to Deyel"), logged
     pattern = airflow_secrets_masker().replacer.pattern  # type: ignore[union-attr]
@@ -46,21 +47,21 @@ def test_a_thousand_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
     assert airflow_secrets_masker().redact(f"Deyel refused {tokens[-1]}") == "Deyel refused ***"
 
 
-def test_opaque_tokens_valid_at_once_past_the_cap_keep_only_the_newest_registered():
+def test_opaque_tokens_of_one_credential_past_its_bound_keep_only_the_newest_registered():
     baseline = registered_patterns()
     tokens = [secrets.token_urlsafe(24) for _ in range(RENEWALS)]
     now = time.time()
     for token in tokens:
         mask_token(DeyelToken(token, expires_at=now + 86400, issued_at=now))
-    assert registered_patterns() == baseline + masking.MAX_REGISTERED
-    assert masking.registered_count() == masking.MAX_REGISTERED
+    assert registered_patterns() == baseline + masking.MAX_PER_CREDENTIAL
+    assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
     # The newest are masked; the masker's one regex holds only those.
-    for token in tokens[-masking.MAX_REGISTERED :]:
+    for token in tokens[-masking.MAX_PER_CREDENTIAL :]:
         assert as_airflow_logs_it(f"token {token} sent") == "token *** sent"
     replacer = airflow_secrets_masker().replacer
     assert replacer is not None
     assert tokens[0] not in replacer.pattern
-    assert tokens[-masking.MAX_REGISTERED - 1] not in replacer.pattern
+    assert tokens[-masking.MAX_PER_CREDENTIAL - 1] not in replacer.pattern
 
 
 def test_a_token_seen_again_is_not_registered_twice():
@@ -113,12 +114,51 @@ def test_expired_tokens_leave_the_masker_so_it_stays_bounded_over_a_long_run():
         assert as_airflow_logs_it(f"token {token} sent") == "token *** sent"
 
 
-def test_past_the_cap_the_token_closest_to_expiry_is_unregistered_first():
+def test_past_its_bound_the_credential_token_closest_to_expiry_is_unregistered_first():
     now = time.time()
     soon, later = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     mask_token(DeyelToken(later, expires_at=now + 7200, issued_at=now), now=now)
     mask_token(DeyelToken(soon, expires_at=now + 60, issued_at=now), now=now)
-    for _ in range(masking.MAX_REGISTERED - 1):
+    for _ in range(masking.MAX_PER_CREDENTIAL - 1):
         mask_token(DeyelToken(secrets.token_urlsafe(24), expires_at=now + 3600, issued_at=now), now=now)
-    assert masking.registered_count() == masking.MAX_REGISTERED
+    assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
     assert as_airflow_logs_it(f"{soon} {later}") == f"{soon} ***"
+
+
+def test_every_valid_token_stays_masked_whatever_the_number_of_credentials():
+    """Issue 22: a process-wide cap of 16 printed in clear, with 9 connections (an access and a refresh token
+    each, valid for an hour: 18 valid tokens), the one closest to expiry. The bound is per credential."""
+    now = time.time()
+    cache = MemoryTokenCache()
+    pairs = []
+    for n in range(40):  # forty connections (distinct credentials), each with its current pair
+        pair = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        token = DeyelToken(pair[0], expires_at=now + 3600 + n, issued_at=now, refresh_token=pair[1])
+        provider = TokenProvider(lambda *, deadline=None, t=token: t, cache, key=f"credential-{n}", margin=60)
+        assert provider.token() is token
+        pairs.append(pair)
+    assert masking.registered_count() == 80
+    for access, refresh in pairs:
+        assert as_airflow_logs_it(f"Bearer {access} / {refresh}") == "Bearer *** / ***"
+
+
+def test_the_tokens_of_one_credential_never_push_out_those_of_another():
+    now = time.time()
+    other = secrets.token_urlsafe(24)
+    mask_token(DeyelToken(other, expires_at=now + 60, issued_at=now), credential="quiet", now=now)
+    for _ in range(masking.MAX_PER_CREDENTIAL * 3):
+        token = DeyelToken(secrets.token_urlsafe(24), expires_at=now + 3600, issued_at=now)
+        mask_token(token, credential="busy", now=now)
+    assert masking.registered_count() == masking.MAX_PER_CREDENTIAL + 1
+    assert as_airflow_logs_it(f"token {other} sent") == "token *** sent"
+
+
+def test_past_the_process_safety_cap_the_token_closest_to_expiry_is_unregistered(monkeypatch):
+    monkeypatch.setattr(masking, "MAX_REGISTERED", 4)
+    now = time.time()
+    tokens = [secrets.token_urlsafe(24) for _ in range(5)]
+    for n, token in enumerate(tokens):  # the first expires last, the second first
+        expires_at = now + (7200 if n == 0 else 60 * n)
+        mask_token(DeyelToken(token, expires_at=expires_at, issued_at=now), credential=f"c{n}", now=now)
+    assert masking.registered_count() == 4
+    assert as_airflow_logs_it(" ".join(tokens)) == " ".join(["***", tokens[1], "***", "***", "***"])

@@ -10,12 +10,17 @@ since 8 newer ones printed in clear). A refresh token has no expiry of its own: 
 of its access token past that token's expiry (the window in which it renews it), longer each time it comes
 back with a renewal (Deyel answers the same refresh token).
 
-What bounds the set is how many tokens can be unexpired at once: per credential, the current pair and the
-previous one (a token is renewed no earlier than half its lifetime), plus one per forced renewal (a 401).
-A server that forces a renewal at every request (or the masker benchmark, ``cache=none``) would still grow
-it, so at most :data:`MAX_REGISTERED` stay registered: past it the one closest to expiry is removed, with a
-warning (once per process). JWTs are registered too, although Airflow's log pipeline replaces ``eyJ...``
-strings in messages (``redact_jwt``): that processor does not reach a token inside a logged exception.
+What bounds the set is how many tokens of one credential can be unexpired at once: the current pair and the
+previous one (a token is renewed no earlier than half its lifetime), plus one per forced renewal (a 401). A
+server that forces a renewal at every request (or the masker benchmark, ``cache=none``) would still grow it,
+so each credential (a connection's token cache key) keeps at most :data:`MAX_PER_CREDENTIAL` registered: past
+it, that credential's token closest to expiry is removed, with a warning (once per process). The bound is per
+credential, never per process, so that the tokens of one connection never push out the valid tokens of
+another (issue 22: a process-wide cap of 16 printed in clear a valid token of the 9th connection). Only a
+safety cap, :data:`MAX_REGISTERED` (1024, far above what the connections of one process hold), bounds the
+process as a whole, with its own warning. JWTs are registered too, although Airflow's log pipeline replaces
+``eyJ...`` strings in messages (``redact_jwt``): that processor does not reach a token inside a logged
+exception.
 
 The provider's own :class:`~deyel_provider.redact.Redactor` still redacts this connection's recent tokens from
 every text built from a server answer, whatever is registered here.
@@ -34,49 +39,66 @@ from deyel_provider.compat import mask_secret
 
 log = logging.getLogger(__name__)
 
-#: Unexpired tokens kept registered with Airflow's masker at once (per process): the bound for a server
-#: that hands out tokens faster than they expire. python -m bench masker measures the cost.
-MAX_REGISTERED = 16
+#: Unexpired tokens of one credential kept registered with Airflow's masker at once: the bound for a server
+#: that hands out tokens faster than they expire (a credential normally holds 2 to 4: its current and previous
+#: access token and their refresh token). python -m bench masker measures the cost.
+MAX_PER_CREDENTIAL = 16
+#: Safety cap over all credentials of the process (64 credentials at their bound): only a process holding
+#: that many connections' tokens at once reaches it.
+MAX_REGISTERED = 1024
 
-_registered: dict[str, float] = {}  # token -> when it may be unregistered (epoch seconds)
+_registered: dict[str, tuple[float, str]] = {}  # token -> (when it may be unregistered (epoch s), credential)
 _guard = threading.Lock()
-_warned = False
+_warned: set[str] = set()  # which bound warned already (once per process each)
 
 
-def register_token(secret: str, expires_at: float, *, now: float | None = None) -> None:
-    """Make sure ``secret`` (an access or refresh token) is masked in Airflow's logs until ``expires_at``
-    (epoch seconds), keeping the masker bounded: what expired before ``now`` is unregistered."""
+def register_token(secret: str, expires_at: float, *, credential: str = "", now: float | None = None) -> None:
+    """Make sure ``secret`` (an access or refresh token of ``credential``, a token cache key) is masked in
+    Airflow's logs until ``expires_at`` (epoch seconds), keeping the masker bounded: what expired before
+    ``now`` is unregistered."""
     if not secret:
         return
     now = time.time() if now is None else now
     with _guard:
-        for gone in [token for token, until in _registered.items() if until <= now and token != secret]:
+        for gone in [token for token, (until, _) in _registered.items() if until <= now and token != secret]:
             del _registered[gone]
             _unregister(gone)
         if secret in _registered:
-            _registered[secret] = max(_registered[secret], expires_at)
+            until, owner = _registered[secret]
+            _registered[secret] = (max(until, expires_at), owner)
             return
         if _masked_already(secret):
             # Registered by someone else (the hook registers the client secret and the password): a server
             # answering one of them as a token must not make us unregister it once that "token" expires.
             return
         mask_secret(secret)
-        _registered[secret] = expires_at
-        while len(_registered) > MAX_REGISTERED:
-            _unregister_soonest()
+        _registered[secret] = (expires_at, credential)
+        own = [token for token, (_, owner) in _registered.items() if owner == credential]
+        if len(own) > MAX_PER_CREDENTIAL:
+            _unregister_soonest(own, "per_credential")
+        if len(_registered) > MAX_REGISTERED:
+            _unregister_soonest(list(_registered), "process")
 
 
-def _unregister_soonest() -> None:
-    global _warned
-    soonest = min(_registered, key=_registered.__getitem__)
+def _unregister_soonest(candidates: list[str], bound: str) -> None:
+    soonest = min(candidates, key=lambda token: _registered[token][0])
     del _registered[soonest]
     _unregister(soonest)
-    if not _warned:
-        _warned = True
+    if bound in _warned:
+        return
+    _warned.add(bound)
+    if bound == "per_credential":
         log.warning(
-            "More than %d Deyel tokens of this process are unexpired at once (a server that forces a renewal "
-            "at each request?): the one closest to expiry is no longer registered with Airflow's secrets "
-            "masker (the provider's own messages still redact it)",
+            "More than %d tokens of one Deyel credential are unexpired at once (a server that forces a "
+            "renewal at each request, or cache=none?): its token closest to expiry is no longer registered "
+            "with Airflow's secrets masker (the provider's own messages still redact it)",
+            MAX_PER_CREDENTIAL,
+        )
+    else:
+        log.warning(
+            "More than %d Deyel tokens of this process are unexpired at once: the one closest to expiry "
+            "is no longer registered with Airflow's secrets masker (the provider's own messages still "
+            "redact it)",
             MAX_REGISTERED,
         )
 
@@ -89,10 +111,9 @@ def registered_count() -> int:
 
 def forget_all() -> None:
     """Forget what was registered (tests reset Airflow's masker between them)."""
-    global _warned
     with _guard:
         _registered.clear()
-        _warned = False
+        _warned.clear()
 
 
 def _masked_already(secret: str) -> bool:

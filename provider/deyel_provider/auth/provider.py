@@ -52,13 +52,14 @@ def process_jitter() -> float:
     return _jitter[1]
 
 
-def mask_token(token: DeyelToken, *, now: float | None = None) -> None:
+def mask_token(token: DeyelToken, *, credential: str = "", now: float | None = None) -> None:
     """Mask the token's secrets in Airflow's logs while they are valid, keeping what is registered with its
-    masker bounded in a long-lived process (:mod:`deyel_provider.auth.masking`). The refresh token renews
-    the access token after it expires: it stays registered one lifetime longer."""
-    register_token(token.access_token, token.expires_at, now=now)
+    masker bounded per credential (its cache key) in a long-lived process
+    (:mod:`deyel_provider.auth.masking`). The refresh token renews the access token after it expires: it
+    stays registered one lifetime longer."""
+    register_token(token.access_token, token.expires_at, credential=credential, now=now)
     if token.refresh_token:
-        register_token(token.refresh_token, token.expires_at + token.lifetime, now=now)
+        register_token(token.refresh_token, token.expires_at + token.lifetime, credential=credential, now=now)
 
 
 class TokenProvider:
@@ -228,7 +229,7 @@ class TokenProvider:
 
     def _known(self, token: DeyelToken) -> None:
         """A token of this connection: masked in Airflow's logs, and redacted by the provider itself."""
-        mask_token(token)
+        mask_token(token, credential=self._key)
         if self._redactor is not None:
             self._redactor.add(token.access_token, token.refresh_token)
 

@@ -125,7 +125,7 @@ class DeyelHook(BaseHook):
         if self._handed_token is not None:
             preset = token_from_xcom(self._handed_token, config.client_secret, key, conn_id=config.conn_id)
             if preset is not None:
-                mask_token(preset)
+                mask_token(preset, credential=key)
                 self.redactor.add(preset.access_token)
         return TokenProvider(
             fetch=self.token_client.grant,
@@ -397,7 +397,7 @@ class DeyelHook(BaseHook):
             except Exception as exc:
                 outcome.append((False, self.redactor(f"{type(exc).__name__}: {exc}", 1000)))
             else:
-                mask_token(token)
+                mask_token(token, credential=self.credential_key)
                 outcome.append(
                     (True, f"Connected to {config.base_url}: token obtained, valid {token.lifetime:.0f} s")
                 )

@@ -232,7 +232,7 @@ def _probe(args: argparse.Namespace, redact: list[Callable[[str], str]]) -> tupl
 
     def grant() -> Any:
         token = client.grant(remembered_refusals=False)
-        mask_token(token)
+        mask_token(token, credential=hook.credential_key)
         hook.redactor.add(token.access_token)
         return token
 
