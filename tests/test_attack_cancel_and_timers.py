@@ -1,6 +1,7 @@
-"""Review of issue 22 (security round 3): reproductions of what the fixes still let through.
+"""Attacks on the round-3 bounds that came from reviewing them: a token equal to the secret, the probe's
+timer beside its caller's, a cancelled trigger waiting out a Retry-After, the deadline over TLS-in-TLS.
 
-Each test fails on c59736e; see the review report for severity and the suggested fix.
+Each test failed on the code before its fix (c59736e).
 """
 
 from __future__ import annotations
