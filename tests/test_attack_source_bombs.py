@@ -11,9 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,22 +26,12 @@ from deyel_provider.sources import (
     check_keys,
 )
 from deyel_provider.upsert import upsert
+from tests.test_attack_bombs import peak_memory
 
 KEY = "cdCustomer"
 MiB = 1 << 20
 #: What a child process may map beyond what it holds after its imports (the Parquet bombs decode to 4 GiB).
 CHILD_HEADROOM = 1024 * MiB
-
-
-@contextmanager
-def peak_memory() -> Iterator[list[int]]:
-    peak: list[int] = []
-    tracemalloc.start()
-    try:
-        yield peak
-    finally:
-        peak.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
 
 
 def refused_before_any_request(emulator, source: object, match: str, **options: object) -> DeyelSourceError:

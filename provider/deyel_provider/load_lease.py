@@ -257,11 +257,7 @@ def _redis_lease(
     try:
         yield LoadLease(form, backend, keeper.held)
     finally:
-        keeper.stop()
-        try:
-            lock.release()
-        except redis.RedisError:
-            pass  # the lease ran out or Redis went away: the lock frees itself either way
+        keeper.release()
 
 
 def _waiting(logger: Any, form: str, timeout: float) -> None:

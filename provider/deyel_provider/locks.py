@@ -87,6 +87,7 @@ class LeaseKeeper:
         taken_at: float,
         until: float | None = None,
     ) -> None:
+        self._lock = lock
         self._lease = lease
         self._what = what
         self._after_loss = after_loss
@@ -127,3 +128,13 @@ class LeaseKeeper:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join()
+
+    def release(self) -> None:
+        """Stop extending the lease, then release the lock."""
+        import redis
+
+        self.stop()
+        try:
+            self._lock.release()
+        except redis.RedisError:
+            pass  # the lease ran out or Redis went away: the lock frees itself either way

@@ -141,8 +141,6 @@ class RedisTokenCache:
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        import redis
-
         name = f"{key}:lock"
         lock = self._client.lock(name, timeout=self._lease, thread_local=False)
         taken_at = time.monotonic()
@@ -159,11 +157,7 @@ class RedisTokenCache:
         try:
             yield
         finally:
-            keeper.stop()
-            try:
-                lock.release()
-            except redis.RedisError:
-                pass  # the lease ran out or Redis went away: the lock frees itself either way
+            keeper.release()
 
     def _acquire(self, lock: Any, name: str) -> float:
         """Take the lock, waiting while a live holder of ours has it; else raise ``TokenCacheError``.
