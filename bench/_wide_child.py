@@ -70,7 +70,7 @@ def main(options: dict) -> dict:
         page_size=options["page_size"],
         settle_seconds=0,
     )
-    from deyel_provider.extraction import extract
+    from deyel_provider.extract.run import extract
     from deyel_provider.hooks.deyel import DeyelHook
 
     ext = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}[options["format"]]

@@ -50,14 +50,14 @@ class _RetryLines(logging.Handler):
 
 def _extract(emulator: Any, folder: Path, name: str, faults: list[dict[str, Any]]) -> dict[str, Any]:
     from deyel_provider.auth.cache import PROCESS_CACHE
-    from deyel_provider.extraction import extract
+    from deyel_provider.extract.run import extract
     from deyel_provider.hooks.deyel import DeyelHook
 
     PROCESS_CACHE.clear()  # each run starts cold: its first token is a POST
     emulator.reset()
     emulator.set_faults(faults)
     retries = _RetryLines()
-    logger = logging.getLogger("deyel_provider.retry")
+    logger = logging.getLogger("deyel_provider.http.retry")
     logger.addHandler(retries)
     target = folder / f"{name}.jsonl"
     hook = DeyelHook("deyel_bench")

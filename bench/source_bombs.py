@@ -25,7 +25,7 @@ CHILD = """
 import resource, sys, time
 import tempfile
 import pyarrow, pyarrow.parquet
-from deyel_provider.sources import Source, check_keys
+from deyel_provider.load.sources import Source, check_keys
 # A first read of a one-row file: Arrow's compute kernels start up on first use (about 30 MiB, once per
 # process); the measure is of the bomb's data.
 with tempfile.TemporaryDirectory() as folder:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
-from deyel_provider.extraction import extract
+from deyel_provider.extract.run import extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
 

@@ -172,7 +172,7 @@ def _run_python(code: str, timeout: float) -> subprocess.CompletedProcess[str] |
 
 
 def test_the_error_cleanup_is_linear_on_a_million_angle_brackets():
-    code = "from deyel_provider.error_bodies import parse_errors\nprint(parse_errors('<' * (1 << 20)))\n"
+    code = "from deyel_provider.http.error_bodies import parse_errors\nprint(parse_errors('<' * (1 << 20)))\n"
     done = _run_python(code, timeout=60)  # the old regex: about 10 minutes
     assert done is not None, "cleaning 1 MiB of '<' did not finish within 60 s"
     assert done.stdout.strip() == repr(([], "<" * 300 + "..."))

@@ -167,7 +167,7 @@ def test_the_deadline_cuts_a_tls_in_tls_connection():
 
     from urllib3.util.ssltransport import SSLTransport
 
-    from deyel_provider.deadline import _shut
+    from deyel_provider.http.deadline import _shut
 
     ours, theirs = socket.socketpair()
     try:

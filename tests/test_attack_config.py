@@ -10,8 +10,8 @@ from airflow.sdk import Connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deyel_provider.config import DEADLINE_PER_TIMEOUT, DeyelConfig
-from deyel_provider.conn_fields import DEFAULTS, EXTRA_FIELDS
+from deyel_provider.connection.fields import DEFAULTS, EXTRA_FIELDS
+from deyel_provider.connection.settings import DEADLINE_PER_TIMEOUT, DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 

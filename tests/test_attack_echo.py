@@ -11,10 +11,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from deyel_provider.error_bodies import parse_errors
 from deyel_provider.exceptions import DeyelAuthError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.redact import Redactor, basic_value
+from deyel_provider.http.error_bodies import parse_errors
+from deyel_provider.http.redact import Redactor, basic_value
 from tests.helpers import CLIENT_ID, CLIENT_SECRET
 
 BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)

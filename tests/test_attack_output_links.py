@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extraction import extract
+from deyel_provider.extract.run import extract
 from deyel_provider.hooks.deyel import DeyelHook
 
 VICTIM_TEXT = "ssh-ed25519 AAAA... victim@host\n"

@@ -18,14 +18,14 @@ import pytest
 from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.sources import (
+from deyel_provider.load.sources import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
     MAX_DEPTH,
     Source,
     check_keys,
 )
-from deyel_provider.upsert import upsert
+from deyel_provider.load.upsert import upsert
 from tests.test_attack_bombs import peak_memory
 
 KEY = "cdCustomer"
@@ -191,12 +191,12 @@ def run_bounded(code: str) -> tuple[str, int]:
         # once per process); the measure is of the bomb's data.
         with tempfile.TemporaryDirectory() as folder:
             pyarrow.parquet.write_table(pyarrow.table({{"k": ["a"]}}), folder + "/warm.parquet")
-            from deyel_provider.sources import Source, check_keys
+            from deyel_provider.load.sources import Source, check_keys
             check_keys(Source(folder + "/warm.parquet"), "k")
         from deyel_provider.exceptions import DeyelSourceError
         from deyel_provider.hooks.deyel import DeyelHook
-        from deyel_provider.sources import Source, check_keys
-        from deyel_provider.upsert import upsert
+        from deyel_provider.load.sources import Source, check_keys
+        from deyel_provider.load.upsert import upsert
         mapped = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mapped + {headroom}, mapped + {headroom}))
         def status(field):

@@ -72,7 +72,7 @@ def test_a_busy_renewal_lock_is_waited_for_once_per_holder(
     next renewals of this process try once and fetch directly while that same holder keeps it. Counted in
     Redis SET commands (lock attempts)."""
     # A renewal budget of 1.7 s: one attempt of at most 2 x 0.5 s, + 0.5 s + a margin cut to 0.2 s.
-    monkeypatch.setattr("deyel_provider.retry.RENEWAL_MARGIN", 0.2)
+    monkeypatch.setattr("deyel_provider.http.retry.RENEWAL_MARGIN", 0.2)
     extra = {"cache": "redis", "cache_url": redis_url, "timeout": 0.5, "retry_attempts": 1}
     deyel_conn(extra={**extra, "cache_lock_lease": 30})
     client = redis.Redis.from_url(redis_url)

@@ -14,9 +14,9 @@ from airflow.triggers.base import BaseEventTrigger
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelWatermarkError
+from deyel_provider.extract.watermark import MAX_MS, VERSION
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger, _signer_of
-from deyel_provider.watermark import MAX_MS, VERSION
 from tests.helpers import CLIENT_SECRET
 
 FORM = "PURCHASE_REQUEST"

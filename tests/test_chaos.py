@@ -103,7 +103,7 @@ def test_an_extraction_under_a_fault_mix_writes_exactly_the_fault_free_bytes(big
     assert stats["api_requests"] == requests + errors_503 + errors_429 + 1 + 2
 
     # The log tells the story: one retry line per transient failure, renewals for the two 401s.
-    retries = [r.getMessage() for r in logged if r.name == "deyel_provider.retry"]
+    retries = [r.getMessage() for r in logged if r.name == "deyel_provider.http.retry"]
     assert len(retries) == errors_503 + errors_429 + 1
     assert sum("(HTTP 503)" in line for line in retries) == errors_503
     assert sum("(HTTP 429)" in line for line in retries) == errors_429

@@ -19,7 +19,7 @@ from airflow.sdk import Asset
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelServerError
-from deyel_provider.formats import csv_cell
+from deyel_provider.extract.formats.text import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
 from tests.contract import Before
@@ -396,7 +396,7 @@ def test_without_an_asset_state_store_the_watermark_is_read_from_the_latest_even
     """Airflow before 3.3 has no asset state: the watermark travels in the asset event's extra."""
     from types import SimpleNamespace
 
-    from deyel_provider.watermark import (
+    from deyel_provider.extract.watermark import (
         Watermark,
         WatermarkSigner,
         Window,

@@ -13,10 +13,10 @@ import pendulum
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deyel_provider.api.instance_ids import instance_id
 from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.paging import hidden_after_paging
 from deyel_provider.exceptions import DeyelError
-from deyel_provider.instance_ids import instance_id
 from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.contract import Before, check_contract
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deyel_provider.exceptions import DeyelBadResponseError
-from deyel_provider.formats import csv_cell
+from deyel_provider.extract.formats.text import csv_cell
 from tests.writing import write_pages
 
 # -- writing and reading back -------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_makes_it_pass(deyel_conn, se
         with pytest.raises(DeyelConnectionError, match="TLS verification failed") as caught:
             DeyelHook().get_token()
         assert caught.value.transient is False  # a certificate does not fix itself: no retry
-        assert not [r for r in caplog.records if r.name == "deyel_provider.retry"]
+        assert not [r for r in caplog.records if r.name == "deyel_provider.http.retry"]
         assert tls.stats()["token_requests"] == 0
 
         deyel_conn(url=tls.url, extra={"ca_bundle": cert})

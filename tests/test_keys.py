@@ -26,12 +26,12 @@ from deyel_provider.exceptions import (
     DeyelIncompleteError,
     DeyelRequestError,
 )
-from deyel_provider.extraction import extract
+from deyel_provider.extract.run import extract
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.instance_probe import InstanceQuery, probe
+from deyel_provider.load.upsert import upsert
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.probe import main
-from deyel_provider.upsert import upsert
+from deyel_provider.wait.instance_state import InstanceQuery, probe
 from tests.helpers import connection_json, send_json
 
 FORM = "CRM_ACCOUNT"
@@ -668,7 +668,7 @@ def test_the_probe_fails_a_stand_in_stamping_in_micro_or_nanoseconds(stand_in, c
 
 @pytest.mark.parametrize("moment", [int(time.time() * 1_000_000), -62_135_596_800_001, 253_402_300_800_000])
 def test_a_date_literal_of_a_moment_out_of_range_is_a_typed_error(moment):
-    from deyel_provider.dates import search_literal
+    from deyel_provider.api.dates import search_literal
     from deyel_provider.exceptions import DeyelConfigError
 
     for kind in ("iso", "epoch_ms"):

@@ -22,7 +22,7 @@ from airflow.sdk import Asset
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelSchemaError
-from deyel_provider.formats import csv_cell
+from deyel_provider.extract.formats.text import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.helpers import outlet_events

@@ -15,7 +15,7 @@ import pytest
 
 from deyel_provider.compat import AIRFLOW_VERSION
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.redact import basic_value
+from deyel_provider.http.redact import basic_value
 from tests.helpers import CLIENT_ID, CLIENT_SECRET
 from tests.test_security import LeakScanner, all_issued
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
-from deyel_provider.lineage import deyel_namespace, endpoint_name, file_dataset_name
+from deyel_provider.extract.lineage import deyel_namespace, endpoint_name, file_dataset_name
 from deyel_provider.operators.deyel import DeyelOperator
 from deyel_provider.operators.extract import DeyelExtractOperator
 

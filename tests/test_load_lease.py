@@ -27,9 +27,9 @@ import redis
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelBusyError, DeyelConfigError, DeyelLeaseError, DeyelLeaseLostError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.load_lease import lease_name, load_lease
+from deyel_provider.load.lease import lease_name, load_lease
+from deyel_provider.load.upsert import upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-from deyel_provider.upsert import upsert
 from tests.test_upsert import FORM, KEY, assert_state_is, customer, write_jsonl
 
 #: Seconds of a short Redis lease (the shortest the connection accepts is 1).
@@ -41,7 +41,7 @@ import json, sys, time
 from pathlib import Path
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-from deyel_provider.upsert import upsert
+from deyel_provider.load.upsert import upsert
 source, go, out, workers = sys.argv[1:5]
 hook = DeyelHook()
 hook.config  # read the connection before the barrier
@@ -221,7 +221,7 @@ def lost_lease(emulator, redis_server, tmp_path) -> None:
 
 
 def lease_file() -> Path:
-    from deyel_provider.load_lease import lock_folder
+    from deyel_provider.load.lease import lock_folder
 
     return lock_folder() / (lease_name(DeyelHook().config.base_url, FORM) + ".lock")
 
@@ -371,7 +371,7 @@ def test_two_spellings_of_one_server_share_the_lease(emulator, deyel_conn, spell
 
 
 def test_the_server_identity_drops_default_ports_and_case_but_keeps_the_paths_case():
-    from deyel_provider.load_lease import server_identity
+    from deyel_provider.load.lease import server_identity
 
     assert server_identity("HTTPS://Deyel.Example:443/api/") == "https://deyel.example/api"
     assert server_identity("http://deyel.example:80") == "http://deyel.example"
@@ -404,7 +404,7 @@ def test_a_memory_cache_load_needs_no_private_cache_dir(emulator, deyel_conn, tm
 
 
 def test_an_executor_of_several_hosts_with_a_file_lease_warns_once(emulator, deyel_conn, monkeypatch, caplog):
-    import deyel_provider.load_lease as load_lease_module
+    import deyel_provider.load.lease as load_lease_module
 
     monkeypatch.setattr(load_lease_module, "_warned_about_executor", False)
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")

@@ -15,9 +15,9 @@ import pytest
 from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.key_types import NotAKey, infer_key_type, normalise, written_value
+from deyel_provider.load.key_types import NotAKey, infer_key_type, normalise, written_value
+from deyel_provider.load.upsert import upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-from deyel_provider.upsert import upsert
 
 #: A form without a schema (made by its first create): its fields have no prefix, so no type is declared.
 LEGACY = "LEGACY_ITEMS"

@@ -1,4 +1,5 @@
-"""Issue 20, finding 5: the end of a listing is taken only on proof (deyel_provider/page_walker.py), by the
+"""Issue 20, finding 5: the end of a listing is taken only on proof (deyel_provider/api/page_walker.py), by
+the
 extraction, the sensor's count and the write-back's key search alike. Real HTTP against the emulator with
 the two server behaviours the issue names (a count header that counts the page on a server capping pages
 below page_size; pages shortened after paging, as per-page permissions do), and against a small stand-in

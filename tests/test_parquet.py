@@ -19,7 +19,7 @@ import pytest
 
 from deyel_provider.emulator.records import RecordGenerator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
-from deyel_provider.parquet import check_schema, infer_type
+from deyel_provider.extract.formats.parquet import check_schema, infer_type
 from tests.writing import write_pages
 
 START_MS = 1767225600000  # 2026-01-01T00:00:00Z

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deyel_provider import get_provider_info
-from deyel_provider.conn_fields import EXTRA_FIELDS
+from deyel_provider.connection.fields import EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.helpers import airflow_secrets_masker

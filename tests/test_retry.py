@@ -22,7 +22,7 @@ from deyel_provider.exceptions import (
     DeyelServerError,
 )
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.retry import RetryPolicy
+from deyel_provider.http.retry import RetryPolicy
 from tests.helpers import FAST_RETRY
 
 INSTANCES = "/forms/CRM_ACCOUNT/instances"
@@ -30,7 +30,7 @@ REQUEST_LIMIT = {"errors": [{"message": "REQUEST_LIMIT_EXCEEDED", "attribute-nam
 
 
 def retry_lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "deyel_provider.retry"]
+    return [r.getMessage() for r in caplog.records if r.name == "deyel_provider.http.retry"]
 
 
 def count_instances(hook: DeyelHook) -> int:

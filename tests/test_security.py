@@ -11,7 +11,7 @@ from airflow.sdk.log import mask_secret  # noqa: F401  (the masker the provider 
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.redact import basic_value
+from deyel_provider.http.redact import basic_value
 from tests.helpers import CLIENT_ID, CLIENT_SECRET, FAST_RETRY, as_airflow_logs_it
 
 #: The Basic header value: as good as the secret, so scanned for everywhere the secret is.
@@ -194,7 +194,7 @@ def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(
     issued = all_issued(emulator)
     assert len(issued) == 4  # the first, after the revocation, after the expiry, after the 401 fault
     scan.assert_no_leak([CLIENT_SECRET, BASIC, "a-wrong-secret", *issued])
-    retries = scan.lines("deyel_provider.retry")
+    retries = scan.lines("deyel_provider.http.retry")
     assert len(retries) >= 6, retries  # the retry scenarios ran and were logged
     assert any("HTTP 503" in line for line in retries) and any("HTTP 429" in line for line in retries)
 
@@ -293,7 +293,7 @@ def test_no_secret_or_token_leaks_from_xcom_password_grant_extraction_or_caches(
     # The scenarios really ran and were logged.
     assert "unencrypted" in haystack  # the clear-text warning
     assert "progress:" in haystack and "published" in haystack
-    retries = scan.lines("deyel_provider.retry")
+    retries = scan.lines("deyel_provider.http.retry")
     assert [("HTTP 503" in line, "HTTP 429" in line, "DeyelConnectionError" in line) for line in retries] == [
         (True, False, False),
         (False, True, False),

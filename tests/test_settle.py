@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from deyel_provider.emulator import RunningEmulator, run_emulator
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelIncompleteError
-from deyel_provider.extraction import extract
+from deyel_provider.extract.run import extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
 from tests.contract import Before, check_contract

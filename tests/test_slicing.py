@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deyel_provider.api.pagination import Paging
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.pagination import Paging
 from tests.contract import Before, check_contract
 
 FORM = "CRM_ACCOUNT"

@@ -19,7 +19,7 @@ from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer, credential_ke
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.exceptions import DeyelConfigError, DeyelRateLimitError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.retry import RetryPolicy
+from deyel_provider.http.retry import RetryPolicy
 from tests.helpers import CLIENT_ID, CLIENT_SECRET
 
 # Fork: children inherit the connection env vars and start in milliseconds (spawn would import Airflow 32x).
@@ -109,7 +109,7 @@ SHORT_BUDGET = {"timeout": 0.5, "retry_attempts": 1}
 def test_a_lock_held_past_the_renewal_budget_falls_back_to_a_direct_fetch(
     emulator, deyel_conn, shared_conn, caplog, monkeypatch
 ):
-    monkeypatch.setattr("deyel_provider.retry.RENEWAL_MARGIN", 0.2)
+    monkeypatch.setattr("deyel_provider.http.retry.RENEWAL_MARGIN", 0.2)
     deyel_conn(extra={**shared_conn, **SHORT_BUDGET})
     ready = FORK.Event()
     holder = FORK.Process(target=_hold_lock, args=(ready,))

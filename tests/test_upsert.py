@@ -32,8 +32,8 @@ from deyel_provider.exceptions import (
     DeyelSourceError,
 )
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.load.upsert import upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-from deyel_provider.upsert import upsert
 
 FORM = TARGET_FORM
 KEY = "cdCustomer"
@@ -197,7 +197,7 @@ def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
 
 
 def test_numbers_are_compared_exactly_past_a_floats_precision(emulator, deyel_conn):
-    from deyel_provider.values import same
+    from deyel_provider.load.values import same
 
     big = 2**53 + 1  # 9007199254740993: as a float, the same as 2**53
     # Deyel 8.0 sends numbers as text: "1000" and "12.50" hold what the source's 1000.0 and 12.5 say.

@@ -28,9 +28,7 @@ from airflow.sdk import Asset
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelWatermarkError
-from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.operators.extract import DeyelExtractOperator
-from deyel_provider.watermark import (
+from deyel_provider.extract.watermark import (
     HISTORY,
     MAX_MS,
     RESET_CONF,
@@ -40,6 +38,8 @@ from deyel_provider.watermark import (
     legacy_key,
     watermark_key,
 )
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.helpers import ByAsset, outlet_events
 
 FORM = "CRM_ACCOUNT"
@@ -260,7 +260,7 @@ PLANTER_SOURCE = """
     import pendulum
     from airflow.sdk import DAG, Asset, task
 
-    from deyel_provider.watermark import watermark_key
+    from deyel_provider.extract.watermark import watermark_key
 
     LAKE = Asset("file://" + os.environ["DEYEL_WM_OUTPUT"] + "/planted")
 

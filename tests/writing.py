@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deyel_provider.extraction import as_storage_path
-from deyel_provider.formats import RecordWriter, make_writer
-from deyel_provider.parts import OutputFiles
+from deyel_provider.extract.formats.text import RecordWriter, make_writer
+from deyel_provider.extract.parts import OutputFiles
+from deyel_provider.extract.run import as_storage_path
 
 
 def write_pages(

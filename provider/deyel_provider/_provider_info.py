@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from deyel_provider import __version__
-from deyel_provider.conn_fields import EXTRA_FIELDS
+from deyel_provider.connection.fields import EXTRA_FIELDS
 
 _RELABELING = {"host": "Base URL", "login": "Client ID", "password": "Client Secret"}
 _PLACEHOLDERS = {

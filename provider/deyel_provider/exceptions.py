@@ -1,5 +1,5 @@
-"""Typed errors raised by the Deyel provider (the classes; :mod:`deyel_provider.http_errors` makes them from
-answers and transport failures, :mod:`deyel_provider.error_bodies` reads the server's error text).
+"""Typed errors raised by the Deyel provider (the classes; :mod:`deyel_provider.http.errors` makes them from
+answers and transport failures, :mod:`deyel_provider.http.error_bodies` reads the server's error text).
 
 Every error carries what a user needs to fix the problem (HTTP status, method, path, the server's Deyel
 ``errors`` list) and never a secret: paths are stored without their query string, and no header or request
@@ -25,7 +25,8 @@ class DeyelError(AirflowException):
     """Base class of every error raised by the provider.
 
     ``transient`` says whether the same request may succeed later (the retry policy in
-    :mod:`deyel_provider.retry` decides, from it and the method, whether to replay); ``retry_after`` is the
+    :mod:`deyel_provider.http.retry` decides, from it and the method, whether to replay); ``retry_after`` is
+    the
     server's ``Retry-After`` in seconds, when it sent one. Airflow's own task retries apply to every
     ``DeyelError``: the connection may be fixed between two task tries.
     """

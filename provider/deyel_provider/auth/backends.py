@@ -10,10 +10,10 @@ from deyel_provider.auth.cache import PROCESS_CACHE, NoTokenCache, TokenCache
 from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
 from deyel_provider.compat import mask_secret
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.retry import RetryPolicy
+from deyel_provider.http.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from deyel_provider.config import DeyelConfig
+    from deyel_provider.connection.settings import DeyelConfig
 
 
 def process_tier(config: DeyelConfig) -> TokenCache:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from requests.auth import AuthBase
 from requests.cookies import extract_cookies_to_jar
 
-from deyel_provider.response_body import drain
+from deyel_provider.http.bodies import drain
 
 if TYPE_CHECKING:
     from collections.abc import Callable

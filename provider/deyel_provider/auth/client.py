@@ -11,15 +11,15 @@ import requests
 
 from deyel_provider.auth import refusals
 from deyel_provider.auth.token import DeyelToken
-from deyel_provider.deadline import REQUEST_DEADLINE, total_deadline
 from deyel_provider.exceptions import DeyelAuthError, DeyelBadResponseError
-from deyel_provider.http_errors import connection_error, error_from_response
-from deyel_provider.redact import Redactor
-from deyel_provider.response_body import read_capped
-from deyel_provider.retry import RetryPolicy
+from deyel_provider.http.bodies import read_capped
+from deyel_provider.http.deadline import REQUEST_DEADLINE, total_deadline
+from deyel_provider.http.errors import connection_error, error_from_response
+from deyel_provider.http.redact import Redactor
+from deyel_provider.http.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from deyel_provider.config import DeyelConfig
+    from deyel_provider.connection.settings import DeyelConfig
 
 __all__ = ["TokenClient", "connection_error"]
 
@@ -85,7 +85,7 @@ class TokenClient:
         :param remembered_refusals: fail at once with a refusal remembered from the last ``auth_failure_ttl``
             seconds; the connection test turns this off to ask the server again.
         :param deadline: a ``time.monotonic()`` by which the grant ends, retries included: the renewal
-            budget (see :meth:`deyel_provider.retry.RetryPolicy.renewal_budget`).
+            budget (see :meth:`deyel_provider.http.retry.RetryPolicy.renewal_budget`).
         """
         if self._config.grant_type == "password":
             return self.password(remembered_refusals=remembered_refusals, deadline=deadline)

@@ -22,7 +22,7 @@ from filelock import Timeout
 
 from deyel_provider.auth.cache import TokenCacheError
 from deyel_provider.auth.crypto import UnreadableTokenError
-from deyel_provider.locks import LockSetupError, owned_file_lock, trusted_folder
+from deyel_provider.auth.locks import LockSetupError, owned_file_lock, trusted_folder
 
 if TYPE_CHECKING:
     from deyel_provider.auth.crypto import TokenSealer

@@ -22,7 +22,8 @@ process as a whole, with its own warning. JWTs are registered too, although Airf
 ``eyJ...`` strings in messages (``redact_jwt``): that processor does not reach a token inside a logged
 exception.
 
-The provider's own :class:`~deyel_provider.redact.Redactor` still redacts this connection's recent tokens from
+The provider's own :class:`~deyel_provider.http.redact.Redactor` still redacts this connection's recent
+tokens from
 every text built from a server answer, whatever is registered here.
 """
 

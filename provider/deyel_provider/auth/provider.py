@@ -19,8 +19,8 @@ from deyel_provider.exceptions import DeyelAuthError, DeyelConfigError, DeyelErr
 if TYPE_CHECKING:
     from deyel_provider.auth.cache import TokenCache
     from deyel_provider.auth.token import DeyelToken
-    from deyel_provider.redact import Redactor
-    from deyel_provider.retry import RenewalBudget
+    from deyel_provider.http.redact import Redactor
+    from deyel_provider.http.retry import RenewalBudget
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from deyel_provider.auth.cache import TokenCacheError
 from deyel_provider.auth.crypto import UnreadableTokenError
+from deyel_provider.auth.locks import LeaseKeeper
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.locks import LeaseKeeper
 
 if TYPE_CHECKING:
     from deyel_provider.auth.crypto import TokenSealer

@@ -1,0 +1,1 @@
+"""Hooks: DeyelHook, the one way to call a Deyel server."""

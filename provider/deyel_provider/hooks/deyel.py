@@ -11,6 +11,14 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from deyel_provider.api.instances import (
+    field_values,
+    instance_path,
+    json_object,
+    settle_delete,
+    settle_update,
+)
+from deyel_provider.api.pagination import Paging
 from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
 from deyel_provider.auth.client import TokenClient
@@ -18,17 +26,15 @@ from deyel_provider.auth.crypto import credential_key
 from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.compat import AirflowNotFoundException, BaseHook, mask_secret
-from deyel_provider.concurrency import Concurrency
-from deyel_provider.config import DeyelConfig
-from deyel_provider.deadline import WatchedAdapter, total_deadline
+from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
-from deyel_provider.http_errors import connection_error, error_from_response
-from deyel_provider.instances import field_values, instance_path, json_object, settle_delete, settle_update
-from deyel_provider.pagination import Paging
-from deyel_provider.redact import Redactor, basic_value
-from deyel_provider.response_body import drain, read_capped
-from deyel_provider.retry import RetryPolicy, is_replay_safe
-from deyel_provider.slicing import SlicedReader
+from deyel_provider.extract.slicing import SlicedReader
+from deyel_provider.http.bodies import drain, read_capped
+from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.deadline import WatchedAdapter, total_deadline
+from deyel_provider.http.errors import connection_error, error_from_response
+from deyel_provider.http.redact import Redactor, basic_value
+from deyel_provider.http.retry import RetryPolicy, is_replay_safe
 
 #: Seconds the Test button may take beyond the connection's timeout.
 TEST_CONNECTION_GRACE = 3.0
@@ -205,7 +211,8 @@ class DeyelHook(BaseHook):
     ) -> requests.Response:
         """Make an authenticated call and return the response, or raise the typed error.
 
-        Transient failures are retried by the connection's retry policy (see :mod:`deyel_provider.retry`).
+        Transient failures are retried by the connection's retry policy (see
+        :mod:`deyel_provider.http.retry`).
         The body is read with the ``max_response_bytes`` cap, unless ``stream=True`` is passed: the caller
         then reads a successful body itself.
 
@@ -286,7 +293,8 @@ class DeyelHook(BaseHook):
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> SlicedReader:
-        """A reader of a form's instances through time slices of ``field`` (:mod:`deyel_provider.slicing`):
+        """A reader of a form's instances through time slices of ``field``
+        (:mod:`deyel_provider.extract.slicing`):
         every instance exactly once while the form changes, whatever the server's paging, or a typed error.
 
         :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
@@ -417,7 +425,7 @@ class DeyelHook(BaseHook):
             )
         return outcome[0]
 
-    # -- one instance at a time (deyel_provider.instances: what a replayed write's error means) -----------
+    # -- one instance at a time (deyel_provider.api.instances: what a replayed write's error means) ---
 
     def get_instance(
         self, form: str, instance_id: str | int, *, on_retry: Callable[[BaseException], None] | None = None

@@ -1,0 +1,1 @@
+"""Operators: any call, a shared token, extraction to files, write-back."""

@@ -92,7 +92,7 @@ class DeyelOperator(BaseOperator):
     def get_openlineage_facets_on_start(self) -> OperatorLineage:
         """The endpoint as an input (GET, HEAD) or output (other methods): namespace ``deyel://<host>``,
         name ``forms/<FORM>`` for a form's instances, else the path. Used by the OpenLineage provider."""
-        from deyel_provider.lineage import call_lineage
+        from deyel_provider.extract.lineage import call_lineage
 
         return call_lineage(self)
 

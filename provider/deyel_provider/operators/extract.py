@@ -12,14 +12,14 @@ import pendulum
 import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
-from deyel_provider import watermark as wm
-from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extraction import check_output_options, epoch_ms, extract
-from deyel_provider.formats import DEFAULT_MAX_COLUMNS
+from deyel_provider.extract import watermark as wm
+from deyel_provider.extract.formats.text import DEFAULT_MAX_COLUMNS
+from deyel_provider.extract.parts import check_output_name
+from deyel_provider.extract.run import check_output_options, epoch_ms, extract
+from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.parts import check_output_name
-from deyel_provider.watermark_run import WatermarkRun, task_watermark_key
+from deyel_provider.http.concurrency import Concurrency
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -289,13 +289,13 @@ class DeyelExtractOperator(BaseOperator):
 
     def get_openlineage_facets_on_start(self) -> OperatorLineage:
         """The form as input, the output as it will be published (no statistics yet)."""
-        from deyel_provider import lineage
+        from deyel_provider.extract import lineage
 
         return lineage.extract_lineage(self, None)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """The form as input (with the window read), every published file with its schema and statistics."""
-        from deyel_provider import lineage
+        from deyel_provider.extract import lineage
 
         return lineage.extract_lineage(self, getattr(self, "_lineage", None))
 

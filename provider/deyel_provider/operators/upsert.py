@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from deyel_provider.concurrency import Concurrency
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.key_types import check_key_type
-from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT
-from deyel_provider.matching import MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
-from deyel_provider.sources import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES
-from deyel_provider.upsert import MODES, check_field_name, upsert
+from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.load.key_search import MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
+from deyel_provider.load.key_types import check_key_type
+from deyel_provider.load.lease import DEFAULT_LOCK_TIMEOUT
+from deyel_provider.load.sources import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES
+from deyel_provider.load.upsert import MODES, check_field_name, upsert
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from deyel_provider.config import DeyelConfig
-from deyel_provider.conn_fields import DEFAULTS
+from deyel_provider.connection.fields import DEFAULTS
+from deyel_provider.connection.settings import DeyelConfig
+from deyel_provider.http.retry import RetryPolicy
 from deyel_provider.probe.prober import Prober
 from deyel_provider.probe.results import ProbeResult
-from deyel_provider.retry import RetryPolicy
 
 #: How long a whole probe may take by default (``--deadline``), in seconds.
 DEFAULT_DEADLINE = 300.0
@@ -206,7 +206,7 @@ def _probe(args: argparse.Namespace, redact: list[Callable[[str], str]]) -> tupl
 
     # Airflow 3.0 logs each connection lookup to stdout: the report (and --json) must stay alone there.
     logging.getLogger("airflow.hooks.base").setLevel(logging.WARNING)
-    from deyel_provider.redact import Redactor, basic_value
+    from deyel_provider.http.redact import Redactor, basic_value
 
     hook = DeyelHook(deyel_conn_id=args.conn_id)
     try:

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from deyel_provider.conn_fields import DEFAULTS
-from deyel_provider.dates import MAX_LITERAL_MS, MIN_LITERAL_MS, finer_unit, in_seconds, is_iso
-from deyel_provider.dates import search_literal as literal
-from deyel_provider.instance_ids import LINKS, instance_id, self_link_id
+from deyel_provider.api.dates import MAX_LITERAL_MS, MIN_LITERAL_MS, finer_unit, in_seconds, is_iso
+from deyel_provider.api.dates import search_literal as literal
+from deyel_provider.api.instance_ids import LINKS, instance_id, self_link_id
+from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.probe.results import FAIL, OK, TINY, WARN, Answer, ProbeFailed, search_field, unique
 
 if TYPE_CHECKING:

@@ -9,8 +9,9 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from deyel_provider.config import DeyelConfig
+from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelAuthError, DeyelError
+from deyel_provider.http.bodies import read_capped
 from deyel_provider.probe.keys import KeyChecks
 from deyel_provider.probe.results import (
     FAIL,
@@ -33,7 +34,6 @@ from deyel_provider.probe.results import (
     unique,
 )
 from deyel_provider.probe.short_pages import check_short_pages
-from deyel_provider.response_body import read_capped
 
 
 class Prober:

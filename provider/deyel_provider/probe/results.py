@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id
 
 PREFIXES = ("", "/api", "/rest", "/DeyelWeb/api", "/DeyelWeb/rest", "/deyel/api", "/api/v1")
 PAGE_PARAMS = ("page", "pageNumber", "pageNo", "p")

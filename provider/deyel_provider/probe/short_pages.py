@@ -1,6 +1,6 @@
 """The probe's short-page step: does this server send pages shorter than asked while more follow?
 
-The provider never ends a listing on a short page alone (:mod:`deyel_provider.page_walker`): without a
+The provider never ends a listing on a short page alone (:mod:`deyel_provider.api.page_walker`): without a
 count header it reads on to an empty page. Whether the server's short pages could be trusted still tells a
 user what to expect: a server that applies permissions after paging (it pages, then removes what the user
 may not see) sends short pages while more follow, and its count header, if any, usually counts the
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from deyel_provider.page_walker import PageWalker
-from deyel_provider.pagination import Page, Paging
+from deyel_provider.api.page_walker import PageWalker
+from deyel_provider.api.pagination import Page, Paging
 from deyel_provider.probe.results import OK, WARN, ProbeFailed, record_key
 
 if TYPE_CHECKING:

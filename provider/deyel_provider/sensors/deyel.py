@@ -18,8 +18,8 @@ from deyel_provider.compat import (
 )
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
 from deyel_provider.triggers.deyel import DeyelInstanceTrigger, raise_error_event
+from deyel_provider.wait.instance_state import InstanceQuery, is_not_yet, probe
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,7 +29,7 @@ class DeyelInstanceSensor(BaseSensorOperator):
     """Wait until at least ``min_count`` instances of a form match ``search``.
 
     Each poke is one cheap GET (the first page, ``max_instances`` long, counted by the server's total header
-    where it sends one; see :mod:`deyel_provider.instance_probe`). The XCom, the same in both modes, is
+    where it sends one; see :mod:`deyel_provider.wait.instance_state`). The XCom, the same in both modes, is
     ``{"form", "search", "count", "count_exact", "instances"}``, where ``instances`` holds at most
     ``max_instances`` matches, each reduced to its id (under the connection's ``id_field``, by default
     ``idObjectValue``) and ``fields``.

@@ -29,13 +29,13 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from deyel_provider import exceptions
-from deyel_provider import watermark as wm
-from deyel_provider.dates import search_literal
-from deyel_provider.deadline import Call, current_call
+from deyel_provider.api.dates import search_literal
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelError, DeyelWatermarkError
+from deyel_provider.extract import watermark as wm
+from deyel_provider.extract.slicing import LOCAL_CLOCK_MARGIN_MS, settled_present
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.instance_probe import InstanceQuery, is_not_yet, probe
-from deyel_provider.slicing import LOCAL_CLOCK_MARGIN_MS, settled_present
+from deyel_provider.http.deadline import Call, current_call
+from deyel_provider.wait.instance_state import InstanceQuery, is_not_yet, probe
 
 _T = TypeVar("_T")
 
@@ -474,7 +474,8 @@ class DeyelChangeTrigger(BaseEventTrigger):
             self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
 
     def _settled_present(self, hook: DeyelHook, server_ms: int | None) -> int | None:
-        """The latest moment a window may end at (:func:`~deyel_provider.slicing.settled_present`); None
+        """The latest moment a window may end at (:func:`~deyel_provider.extract.slicing.settled_present`);
+        None
         (with a warning) for a ``Date`` too far from our clock: it moves no watermark."""
         config = hook.config
         try:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 
+from deyel_provider.api.instance_ids import BASE_SERVER_KEYS, names_a_segment
 from deyel_provider.exceptions import (
     DeyelBadResponseError,
     DeyelConfigError,
@@ -23,8 +24,7 @@ from deyel_provider.exceptions import (
     DeyelNotFoundError,
     DeyelRequestError,
 )
-from deyel_provider.instance_ids import BASE_SERVER_KEYS, names_a_segment
-from deyel_provider.redact import quoted
+from deyel_provider.http.redact import quoted
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A probe is one GET of the first page, long enough to hold ``max_instances`` and 
 instances: a match counts only when the server returned an instance for it. The total header
 (``total_header`` extra, ``X-Total-Count`` by default) answers a count above a full first page (it then
 counts more than the page). Otherwise, while fewer than ``min_count`` were seen, the probe reads on through
-:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (an empty page, or a
+:class:`~deyel_provider.api.page_walker.PageWalker`, which ends a listing only on proof (an empty page, or a
 total shown to count the search): a total equal to a short page (a header counting the page on a server
 capping pages) and a page shortened after paging (permissions applied per page) are not ends, and a total
 that counts the page is a typed error naming ``total_header``.
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
+from deyel_provider.api.page_walker import PageWalker
+from deyel_provider.api.pagination import Page, Paging, parse_page
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
-from deyel_provider.page_walker import PageWalker
-from deyel_provider.pagination import Page, Paging, parse_page
 
 if TYPE_CHECKING:
     from deyel_provider.hooks.deyel import DeyelHook

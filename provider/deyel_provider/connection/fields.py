@@ -173,7 +173,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "string",
         secret=True,
     ),
-    # Resilience: the retry policy (deyel_provider.retry), refused-credential memory, response size cap.
+    # Resilience: the retry policy (deyel_provider.http.retry), refused-credential memory, response size cap.
     ExtraField(
         "retry_attempts",
         "Retry attempts",

@@ -1,11 +1,13 @@
 """The records a load could not write, with Deyel's reasons: JSON Lines written beside the target and
-published by one rename (:mod:`deyel_provider.publish`: never through a link, nothing partial under the
+published by one rename (:mod:`deyel_provider.storage.publish`: never through a link, nothing partial under
+the
 final name). It holds whole source records, so a local file is published 0600 (only its owner reads it,
 whatever the umask); an object store has no file mode: its access is the bucket's.
 
 Each reject's texts come from the load (server-supplied values in them quoted through the connection's
-redactor and cut: :func:`~deyel_provider.redact.quoted`) or from Deyel's error answers (redacted and bounded
-by :mod:`deyel_provider.error_bodies`); the record is the source's own."""
+redactor and cut: :func:`~deyel_provider.http.redact.quoted`) or from Deyel's error answers (redacted and
+bounded
+by :mod:`deyel_provider.http.error_bodies`); the record is the source's own."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from deyel_provider import publish
-from deyel_provider.error_bodies import readable
+from deyel_provider.http.error_bodies import readable
+from deyel_provider.storage import publish
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -60,7 +62,7 @@ class RejectsFile:
     def __init__(
         self, target: str | ObjectStoragePath, conn_id: str | None = None, logger: Any = log
     ) -> None:
-        from deyel_provider.extraction import as_storage_path
+        from deyel_provider.extract.run import as_storage_path
 
         self.target = as_storage_path(target, conn_id)
         self.target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Deyel has no unique constraint: two loads of the same keys whose searches both run before either creates
 both create (two DAG runs overlapping, a manual run beside a scheduled one, a retry beside a zombie). So a
 load takes a lease on the form first, through the provider's shared lock machinery
-(:mod:`deyel_provider.locks`, the token cache's too), chosen by the connection's ``cache`` extra:
+(:mod:`deyel_provider.auth.locks`, the token cache's too), chosen by the connection's ``cache`` extra:
 
 - ``redis``: a Redis lock, which holds across hosts and Celery workers. Its lease (``cache_lock_lease``) is
   extended every third of it by a thread of the holder for as long as the load runs; a holder that dies
@@ -41,11 +41,11 @@ from urllib.parse import urlsplit
 
 from filelock import Timeout
 
+from deyel_provider.auth.locks import LeaseKeeper, LockSetupError, owned_file_lock
 from deyel_provider.exceptions import DeyelBusyError, DeyelLeaseError, DeyelLeaseLostError
-from deyel_provider.locks import LeaseKeeper, LockSetupError, owned_file_lock
 
 if TYPE_CHECKING:
-    from deyel_provider.config import DeyelConfig
+    from deyel_provider.connection.settings import DeyelConfig
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from deyel_provider.compression import PARQUET_CODECS
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
-from deyel_provider.formats import OpenFile, Part, RecordWriter, _encodable_json, _json
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
+from deyel_provider.extract.formats.text import OpenFile, Part, RecordWriter, _encodable_json, _json
+from deyel_provider.storage.compression import PARQUET_CODECS
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Arrow data per row group: memory holds about one (plus a page), readers get large enough groups.

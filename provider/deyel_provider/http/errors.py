@@ -14,7 +14,6 @@ from urllib.parse import unquote, urljoin, urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from deyel_provider.error_bodies import SCAN, parse_errors, readable
 from deyel_provider.exceptions import (
     REQUEST_LIMIT_EXCEEDED,
     DeyelAuthError,
@@ -27,7 +26,8 @@ from deyel_provider.exceptions import (
     DeyelRequestError,
     DeyelServerError,
 )
-from deyel_provider.redact import Redactor, sent_credentials
+from deyel_provider.http.error_bodies import SCAN, parse_errors, readable
+from deyel_provider.http.redact import Redactor, sent_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

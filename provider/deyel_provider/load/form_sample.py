@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from deyel_provider.pagination import Paging, parse_page
+from deyel_provider.api.pagination import Paging, parse_page
 
 if TYPE_CHECKING:
     import requests

@@ -1,5 +1,5 @@
 """One watermark run from start to publish: the window it reads, its record before the publish, the advance
-after it (:mod:`deyel_provider.watermark` holds the stored values and their checks)."""
+after it (:mod:`deyel_provider.extract.watermark` holds the stored values and their checks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelWatermarkError
-from deyel_provider.watermark import (
+from deyel_provider.extract.watermark import (
     HISTORY,
     RESET_CONF,
     Watermark,
@@ -33,7 +33,7 @@ class WatermarkRun:
     :param context: the task's Airflow context (``dag_run``, ``asset_state_store``, ``task_state_store``,
         ``inlet_events``).
     :param asset: the asset whose state (or events) keeps the watermark.
-    :param key: :func:`deyel_provider.watermark.watermark_key` of this task.
+    :param key: :func:`deyel_provider.extract.watermark.watermark_key` of this task.
     :param signer: MACs with the connection's key.
     :param start_from: the first run's start (epoch ms), called only when no watermark is stored.
     :param legacy: (form, field, search) of the key releases before 1.x used, to name it in a warning.

@@ -1,6 +1,6 @@
 """Loading records into a form: each matched on a key, then created, updated or left alone; safe to rerun.
 
-For each chunk of ``batch_size`` records (:mod:`deyel_provider.sources`), one search ``key=in:v1;v2;...``
+For each chunk of ``batch_size`` records (:mod:`deyel_provider.load.sources`), one search ``key=in:v1;v2;...``
 (documented operator; split where the query would pass ``max_search_length`` characters) returns the
 instances that exist, with their values and ``dtLastUpdate``. Then each record is:
 
@@ -13,7 +13,8 @@ instances that exist, with their values and ``dtLastUpdate``. Then each record i
 - **left alone** when every compared field already holds its value (and, in mode ``insert``, whenever the
   instance exists): nothing is sent.
 
-Keys are compared as the key field's type (:mod:`deyel_provider.key_types`: ``key_type``, or inferred from
+Keys are compared as the key field's type (:mod:`deyel_provider.load.key_types`: ``key_type``, or inferred
+from
 the key's prefix, a listing of a few instances, or the source): for a number, ``7`` and ``"007"`` are one key
 in the duplicate check, the search and the matching.
 
@@ -26,12 +27,13 @@ A replayed PATCH is settled by :meth:`DeyelHook.update_instance`. A record Deyel
 when there are more than ``max_rejects``.
 
 One load of a form at a time: before any request (the key type's sample too) a load takes the form's lease
-(:mod:`deyel_provider.load_lease`: a Redis lock with ``cache=redis``, else a file lock on this host), waiting
+(:mod:`deyel_provider.load.lease`: a Redis lock with ``cache=redis``, else a file lock on this host), waiting
 up to ``lock_timeout`` for another load to end, and checks it before each write; two loads of the same keys
 would otherwise both search, find nothing and both create.
 
 Requests run on up to ``max_workers`` threads under the extraction's concurrency control
-(:class:`~deyel_provider.concurrency.Concurrency`: ``auto`` grows while it pays, halves on rate limits and
+(:class:`~deyel_provider.http.concurrency.Concurrency`: ``auto`` grows while it pays, halves on rate limits
+and
 paces). Memory holds about two chunks of records.
 """
 
@@ -47,7 +49,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from deyel_provider.concurrency import Concurrency
+from deyel_provider.api.instance_ids import instance_id, missing_id, names_a_segment, server_keys
 from deyel_provider.exceptions import (
     DeyelBadResponseError,
     DeyelConfigError,
@@ -59,9 +61,16 @@ from deyel_provider.exceptions import (
     DeyelRequestError,
     DeyelServerError,
 )
-from deyel_provider.form_sample import SAMPLE_SIZE, sample_instances
-from deyel_provider.instance_ids import instance_id, missing_id, names_a_segment, server_keys
-from deyel_provider.key_types import (
+from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.load.form_sample import SAMPLE_SIZE, sample_instances
+from deyel_provider.load.key_search import (
+    HELD_PER_KEY,
+    MAX_BATCH,
+    MAX_MATCHES_PER_KEY,
+    MAX_SEARCH_LENGTH,
+    KeySearch,
+)
+from deyel_provider.load.key_types import (
     KEY_TYPES,
     KeyType,
     check_key_type,
@@ -70,17 +79,16 @@ from deyel_provider.key_types import (
     normalise,
     written_value,
 )
-from deyel_provider.load_lease import DEFAULT_LOCK_TIMEOUT, LoadLease, load_lease
-from deyel_provider.matching import HELD_PER_KEY, MAX_BATCH, MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH, KeySearch
-from deyel_provider.rejects import Reject, RejectsFile
-from deyel_provider.sources import (
+from deyel_provider.load.lease import DEFAULT_LOCK_TIMEOUT, LoadLease, load_lease
+from deyel_provider.load.rejects import Reject, RejectsFile
+from deyel_provider.load.sources import (
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_RECORD_BYTES,
     Record,
     Source,
     check_keys,
 )
-from deyel_provider.values import SERVER_KEYS, differences, field_kind
+from deyel_provider.load.values import SERVER_KEYS, differences, field_kind
 
 if TYPE_CHECKING:
     import requests
@@ -169,11 +177,11 @@ def upsert(
     :param source_conn_id: the source's object store connection, if it needs one.
     :param progress_interval: seconds between progress lines in the log.
     :param lock_timeout: seconds to wait for another load of ``form`` on the same server to end (one load
-        of a form at a time: :mod:`deyel_provider.load_lease`); then :class:`DeyelBusyError`, nothing
+        of a form at a time: :mod:`deyel_provider.load.lease`); then :class:`DeyelBusyError`, nothing
         written. 0: fail at once.
     :param max_matches_per_key: a key search of N keys reads at most N times this many instances; past it,
         :class:`DeyelIncompleteError` before anything of the batch is written (a server paging without
-        end, or that many duplicates of the keys in the form). See :mod:`deyel_provider.matching`.
+        end, or that many duplicates of the keys in the form). See :mod:`deyel_provider.load.key_search`.
     :param max_record_bytes: the most bytes of one source record (a line, a CSV record, a Parquet row's
         decoded values); a larger one is a :class:`DeyelSourceError` before any request (:mod:`.sources`).
     :param max_batch_bytes: the most bytes of the records of one batch (a batch ends before it would pass
@@ -297,7 +305,7 @@ def key_type_of(
     The key's prefix tells it without a request (``qt``/``nu`` number, ``cd``/``ds`` text: Deyel's naming
     convention); otherwise one listing of ``SAMPLE_SIZE`` instances does (the same sample later proves the
     ``in`` separator), and an empty form leaves it to the source's values
-    (:func:`~deyel_provider.key_types.infer_key_type`).
+    (:func:`~deyel_provider.load.key_types.infer_key_type`).
     """
     sample: list[dict[str, Any]] | None = None
     if field_kind(key) not in KEY_TYPES:
@@ -494,7 +502,8 @@ class _Loader:
 
         A key is taken as absent (then created) only when proven so: an ``in`` clause that matched nothing
         is confirmed with ``eq``, and before the load's first create the separator is proven on instances
-        that exist (see :mod:`deyel_provider.matching`). Chunks are matched one at a time, so the proof runs
+        that exist (see :mod:`deyel_provider.load.key_search`). Chunks are matched one at a time, so the
+        proof runs
         once.
         """
         # check_keys normalised every key already: none is missing or of another type here.

@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
-from deyel_provider.instances import SERVER_KEYS
+from deyel_provider.api.instances import SERVER_KEYS
 
 _KINDS = (("cd", "text"), ("ds", "text"), ("qt", "number"), ("nu", "number"), ("cb", "boolean"))
 _MORE_KINDS = (("dt", "date"), ("ls", "grid"))

@@ -3,7 +3,7 @@
 Deyel documents no paging; the strategy and its parameter names are connection options (``paging`` and
 friends in ``conn_fields``), the project's assumption being page-number paging with ``page`` (1-based) and
 ``pageSize`` (100), the total in ``X-Total-Count``. Walking pages by offset is not safe while the form
-changes (an edit shifts every later instance by one slot): :mod:`deyel_provider.slicing` reads a form
+changes (an edit shifts every later instance by one slot): :mod:`deyel_provider.extract.slicing` reads a form
 through time slices instead, and pages only inside a slice that one millisecond fills.
 """
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-from deyel_provider.conn_fields import DEFAULTS
+from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
 
 if TYPE_CHECKING:
     import requests
 
-    from deyel_provider.config import DeyelConfig
+    from deyel_provider.connection.settings import DeyelConfig
 
 log = logging.getLogger(__name__)
 

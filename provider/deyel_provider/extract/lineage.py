@@ -117,7 +117,7 @@ def extract_lineage(task: DeyelExtractOperator, run: _LineageRecord | None) -> O
     outputs = []
     if run is None:
         if task.max_file_bytes is None:  # the parts' names are known once written
-            from deyel_provider.extraction import as_storage_path
+            from deyel_provider.extract.run import as_storage_path
 
             target = as_storage_path(task.output_path, task.output_conn_id)
             out_namespace, name = file_dataset_name(str(target))

@@ -140,7 +140,7 @@ class _CsvRows:
 
 
 class FileSink(Protocol):
-    """One output file being written (see :class:`deyel_provider.compression.EncodedFile`)."""
+    """One output file being written (see :class:`deyel_provider.storage.compression.EncodedFile`)."""
 
     #: Where the format's bytes go (through the file's codec, if it has one).
     stream: IO[bytes]
@@ -450,7 +450,7 @@ def make_writer(
     field_list = list(fields) if fields is not None else None
     common: dict[str, Any] = {"max_file_bytes": max_file_bytes, "max_columns": max_columns, "redact": redact}
     if fmt == "parquet":
-        from deyel_provider.parquet import ParquetWriter
+        from deyel_provider.extract.formats.parquet import ParquetWriter
 
         return ParquetWriter(open_file, field_list, **common, **options)
     if options:

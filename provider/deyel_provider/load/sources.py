@@ -6,7 +6,7 @@ share one (a typed :class:`~deyel_provider.exceptions.DeyelSourceError` naming t
 8 bytes per record (a hash of its key) and sorts them in runs, so a source of millions of records is checked
 in tens of MB; a hash that repeats is confirmed by comparing the keys themselves in a second pass.
 
-Values become Deyel values as they are read (:mod:`deyel_provider.values`): CSV cells are typed by their
+Values become Deyel values as they are read (:mod:`deyel_provider.load.values`): CSV cells are typed by their
 column's prefix; dates, decimals, NaNs, UUIDs and times from Parquet or Python become what Deyel stores, and
 a value with no Deyel form (``bytes``, ``timedelta``) is a ``DeyelSourceError`` naming its record and field,
 raised by :func:`check_keys`' pass, before any write.
@@ -47,8 +47,8 @@ from functools import cache
 from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
-from deyel_provider.key_types import KeyType, NotAKey, key_text, normalise, written_value
-from deyel_provider.values import MAX_DEPTH, TooDeep, UnsupportedValue, csv_value, deyel_value
+from deyel_provider.load.key_types import KeyType, NotAKey, key_text, normalise, written_value
+from deyel_provider.load.values import MAX_DEPTH, TooDeep, UnsupportedValue, csv_value, deyel_value
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -129,7 +129,7 @@ class Source:
                 f"source must be a path or URL of a JSON Lines, CSV or Parquet file, or a list of dicts; "
                 f"got {type(source).__name__}"
             )
-        from deyel_provider.extraction import as_storage_path
+        from deyel_provider.extract.run import as_storage_path
 
         try:
             self.path = as_storage_path(source, conn_id)
@@ -516,7 +516,8 @@ def _repeated(hashes: array[int]) -> set[int]:
 def check_keys(source: Source, key: str, key_type: KeyType = "text") -> int:
     """Read the whole source once: every record has ``key`` and no two share a value; return their number.
 
-    Keys are compared as ``key_type`` (:func:`~deyel_provider.key_types.normalise`): for a number, ``7`` and
+    Keys are compared as ``key_type`` (:func:`~deyel_provider.load.key_types.normalise`): for a number, ``7``
+    and
     ``"007"`` are one key, and a value that is not a number is an error naming its record.
 
     Raises :class:`DeyelSourceError` naming the records to fix (nothing has been written yet).

@@ -4,14 +4,15 @@
 a batch's instances in one request. A server refuses request lines past a limit (many accept 8 KiB of
 headers, Tomcat's default), so a batch is split where its encoded ``search`` value would pass
 ``max_search_length``. A value holding the separator is looked up alone with ``eq`` (a comma, which starts
-another filter, is refused before: :func:`~deyel_provider.sources.check_keys`). Matches are checked on the
+another filter, is refused before: :func:`~deyel_provider.load.sources.check_keys`). Matches are checked on
+the
 client too: an instance without the key, or whose key is not a value asked for, means the server did not
 apply the search, a typed error before any write. Both sides go through one normalising function
-(:func:`~deyel_provider.key_types.normalise`): the keys searched are canonical texts of the key's type
+(:func:`~deyel_provider.load.key_types.normalise`): the keys searched are canonical texts of the key's type
 (``7`` for a numeric ``"007"``) and each instance's key is normalised the same way before it is matched.
 
 A key is "missing" (then created) only when the search is proven complete: the pages are walked by
-:class:`~deyel_provider.page_walker.PageWalker`, which ends a listing only on proof (a page shorter than
+:class:`~deyel_provider.api.page_walker.PageWalker`, which ends a listing only on proof (a page shorter than
 asked is not one by itself: a server that caps pages, or drops instances after paging, sends short pages
 too; a count header equal to a short page is not one either), so a search cut short fails typed before any
 write instead of creating a duplicate.
@@ -38,13 +39,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from deyel_provider.exceptions import (
-    DeyelBadResponseError,
-    DeyelConfigError,
-    DeyelIncompleteError,
-    DeyelRequestError,
-)
-from deyel_provider.instance_ids import (
+from deyel_provider.api.instance_ids import (
     DEFAULT_ID_FIELD,
     LINKS,
     MAX_ID_LENGTH,
@@ -52,10 +47,16 @@ from deyel_provider.instance_ids import (
     instance_id,
     missing_id,
 )
-from deyel_provider.key_types import KeyType, NotAKey, normalise
-from deyel_provider.page_walker import MAX_REPEAT_PAGES, PageWalker
-from deyel_provider.pagination import Page, Paging, parse_page
-from deyel_provider.redact import Redactor, quoted
+from deyel_provider.api.page_walker import MAX_REPEAT_PAGES, PageWalker
+from deyel_provider.api.pagination import Page, Paging, parse_page
+from deyel_provider.exceptions import (
+    DeyelBadResponseError,
+    DeyelConfigError,
+    DeyelIncompleteError,
+    DeyelRequestError,
+)
+from deyel_provider.http.redact import Redactor, quoted
+from deyel_provider.load.key_types import KeyType, NotAKey, normalise
 
 if TYPE_CHECKING:
     import requests
@@ -80,7 +81,7 @@ class KeySearch:
     :param separator: separator of the values of the ``in`` operator.
     :param max_search_length: the most encoded characters of one ``search`` value.
     :param id_field: where listings hold an instance's id (the connection's ``id_field``).
-    :param key_type: how key values compare (:mod:`~deyel_provider.key_types`): the keys given to
+    :param key_type: how key values compare (:mod:`~deyel_provider.load.key_types`): the keys given to
         :meth:`find` are canonical texts of that type, and each instance's key is normalised the same way
         before it is matched (an instance holding ``7``, ``7.0`` or ``"7"`` answers the key ``"7"``).
     :param max_matches_per_key: a search of N keys reads at most N times this many instances, then fails
@@ -253,7 +254,7 @@ class KeySearch:
         """Search clauses covering ``keys``, each with its keys: ``in`` groups within the length cap, ``eq``
         for the rest.
 
-        Keys holding a comma never get here (:func:`~deyel_provider.sources.check_keys` refuses them).
+        Keys holding a comma never get here (:func:`~deyel_provider.load.sources.check_keys` refuses them).
         """
         clauses: list[tuple[str, list[str]]] = []
         group: list[str] = []
@@ -296,7 +297,8 @@ class KeySearch:
         apply is told as such, not as a paging problem. The search stops early once every key asked holds
         :data:`HELD_PER_KEY` instances (each record is then a reject, whatever follows), and fails typed
         past ``expected`` times ``max_matches_per_key`` instances (a server paging without end). Its
-        memory is bounded in bytes too: an id longer than :data:`~deyel_provider.instance_ids.MAX_ID_LENGTH`
+        memory is bounded in bytes too: an id longer than
+        :data:`~deyel_provider.api.instance_ids.MAX_ID_LENGTH`
         is refused typed, the ids seen are kept as 16-byte digests, and with ``keep`` each instance held is
         cut to the fields the load reads.
         """

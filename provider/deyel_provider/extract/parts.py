@@ -5,7 +5,7 @@ Without ``max_file_bytes`` the output is the one file named. With it, the output
 ``<stem>.part-00000<ext>``, ``<stem>.part-00001<ext>``... (``2026-01-01.jsonl.gz`` gives
 ``2026-01-01.part-00000.jsonl.gz``): numbered from zero, five digits, so that a listing sorts them in order.
 Every part is written to its own temporary file and published by its own rename (never through a link, as
-:mod:`deyel_provider.publish` does), only once the whole run is written:
+:mod:`deyel_provider.storage.publish` does), only once the whole run is written:
 
 1. every final name is checked first (not a folder, not another user's), so a run that cannot publish a part
    fails before it has replaced any;
@@ -29,14 +29,14 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from deyel_provider import publish
-from deyel_provider.compression import COMPRESSED_EXTENSIONS, TEXT_CODECS, EncodedFile, decoded
 from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.storage import publish
+from deyel_provider.storage.compression import COMPRESSED_EXTENSIONS, TEXT_CODECS, EncodedFile, decoded
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from deyel_provider.formats import RecordWriter
+    from deyel_provider.extract.formats.text import RecordWriter
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ of the source, the search clauses, mapping the server's instances back to record
 The type is declared (``key_type``) or inferred by :func:`infer_key_type`: from the form's existing
 instances (JSON numbers: number; texts: text, unless the prefix declares a number and every text is one, as
 Deyel 8.0 sends numbers; both: a typed error asking to declare it), then from the key field's Hungarian
-prefix (``qt``/``nu`` number, ``cd``/``ds`` text, as :mod:`deyel_provider.values` types fields), then from
+prefix (``qt``/``nu`` number, ``cd``/``ds`` text, as :mod:`deyel_provider.load.values` types fields), then
+from
 the source (every key a JSON number: number; otherwise text). A load
-(:func:`~deyel_provider.upsert.key_type_of`) lists instances only when the prefix declares no type, so a
+(:func:`~deyel_provider.load.upsert.key_type_of`) lists instances only when the prefix declares no type, so a
 prefixed key costs no request.
 """
 
@@ -27,8 +28,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.redact import Redactor, quoted
-from deyel_provider.values import deyel_value, field_kind, text_of
+from deyel_provider.http.redact import Redactor, quoted
+from deyel_provider.load.values import deyel_value, field_kind, text_of
 
 KeyType = Literal["number", "text"]
 KEY_TYPES: tuple[KeyType, ...] = ("number", "text")
@@ -114,12 +115,12 @@ def normalise(value: Any, key_type: KeyType) -> str | None:
 def written_value(key: str, value: Any, key_type: KeyType) -> Any:
     """What a create sends as the key: the record's own value, except a numeric key given as text (``"007"``)
     or ``Decimal``, sent as its number as Deyel stores it in that field
-    (:func:`~deyel_provider.values.deyel_value`: a number field takes the number, a text one its text).
+    (:func:`~deyel_provider.load.values.deyel_value`: a number field takes the number, a text one its text).
 
     A whole number is sent as an ``int`` (every digit); a fractional one as a float only when the float is
     that number exactly (``12.5``). One a float would round (``"1.00000000000000000001"``, sent as ``1.0``)
     is :class:`NotAKey`: its instance would hold another key than the one searched, so every run would
-    create it again (:func:`~deyel_provider.sources.check_keys` refuses the record before any write).
+    create it again (:func:`~deyel_provider.load.sources.check_keys` refuses the record before any write).
     """
     if key_type == "number" and isinstance(value, (str, Decimal)):
         number = as_decimal(value)

@@ -20,7 +20,7 @@ How: the window is cut at the server's settled present ``t0``: its ``Date`` head
 connection's ``settle_seconds``: how long after its stamp a change is surely visible; a ``Date`` further
 than ``max_skew_ms`` from the worker's clock is refused). Slices below
 ``t0`` are read in any order and in parallel, and split while they hold more than one response can:
-whether a response holds its whole slice is :class:`~deyel_provider.page_walker.PageWalker`'s decision, on
+whether a response holds its whole slice is :class:`~deyel_provider.api.page_walker.PageWalker`'s decision, on
 proof only (an empty next page with the first unchanged, or a total shown to count the search; a short page
 alone is none). A one-millisecond slice that still holds more is paged, re-read until two passes agree. A
 window ending after ``t0`` is waited for (bounded). The part of a full load at or above ``t0`` is read last,
@@ -47,8 +47,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deyel_provider.concurrency import Concurrency
-from deyel_provider.dates import DATE_LITERALS, finer_unit, in_seconds, is_iso, search_literal
+from deyel_provider.api.dates import DATE_LITERALS, finer_unit, in_seconds, is_iso, search_literal
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id, not_an_id
+from deyel_provider.api.page_walker import PageWalker
+from deyel_provider.api.pagination import Fetch, Page, Paging, parse_page
 from deyel_provider.exceptions import (
     DeyelClockSkewError,
     DeyelConfigError,
@@ -57,10 +59,8 @@ from deyel_provider.exceptions import (
     DeyelRequestError,
     DeyelWatermarkError,
 )
-from deyel_provider.id_set import IdSet
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id, not_an_id
-from deyel_provider.page_walker import PageWalker
-from deyel_provider.pagination import Fetch, Page, Paging, parse_page
+from deyel_provider.extract.id_set import IdSet
+from deyel_provider.http.concurrency import Concurrency
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deyel_provider.redact import Redactor
+from deyel_provider.http.redact import Redactor
 
 #: Longest server-provided text kept in a message, so a huge or hostile error body stays readable.
 MAX_DETAIL = 300

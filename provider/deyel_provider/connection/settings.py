@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
-from deyel_provider.conn_fields import ALIASES, EXTRA_FIELDS, RETIRED, ExtraField
+from deyel_provider.connection.fields import ALIASES, EXTRA_FIELDS, RETIRED, ExtraField
 from deyel_provider.exceptions import DeyelConfigError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class DeyelConfig:
     request_deadline: float
     verify: bool | str
     refresh_margin: float
-    # Resilience (see deyel_provider.retry).
+    # Resilience (see deyel_provider.http.retry).
     retry_attempts: int
     retry_backoff: float
     retry_max_backoff: float

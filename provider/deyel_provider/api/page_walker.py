@@ -35,9 +35,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, id_digest, instance_id, missing_id, not_an_id
+from deyel_provider.api.pagination import Page, Paging
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
-from deyel_provider.instance_ids import DEFAULT_ID_FIELD, id_digest, instance_id, missing_id, not_an_id
-from deyel_provider.pagination import Page, Paging
 
 #: Asks the listing for page ``index`` (0-based) of ``size`` instances; the caller binds the query.
 GetPage = Callable[[int, int], Page]

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote, quote_plus
 if TYPE_CHECKING:
     import requests
 
-    from deyel_provider.config import DeyelConfig
+    from deyel_provider.connection.settings import DeyelConfig
 
 MASK = "***"
 #: The longest server-supplied value (an id, a key value) quoted in a message or a rejects file, after

@@ -1,0 +1,1 @@
+"""Extraction of form instances to files: runs, slices, parts, formats, watermarks and lineage."""

@@ -1,0 +1,1 @@
+"""Output file formats: JSON Lines, CSV and Parquet writers."""

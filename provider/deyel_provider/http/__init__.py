@@ -1,0 +1,1 @@
+"""HTTP to a Deyel server: retry, per-call deadlines, capped bodies, typed errors, redaction, concurrency."""

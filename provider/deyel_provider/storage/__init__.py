@@ -1,0 +1,1 @@
+"""Output storage: atomic publish without following links, and compression."""
