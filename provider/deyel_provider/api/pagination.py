@@ -3,7 +3,7 @@
 Deyel documents no paging; the strategy and its parameter names are connection options (``paging`` and
 friends in ``conn_fields``), the project's assumption being page-number paging with ``page`` (1-based) and
 ``pageSize`` (100), the total in ``X-Total-Count``. Walking pages by offset is not safe while the form
-changes (an edit shifts every later instance by one slot): :mod:`deyel_provider.extract.slicing` reads a form
+changes (an edit shifts every later instance by one slot): :mod:`deyel_provider.read.slicing` reads a form
 through time slices instead, and pages only inside a slice that one millisecond fills.
 """
 

@@ -193,7 +193,7 @@ def extract(
 ) -> ExtractResult:
     """Stream every instance of ``form`` matching ``search`` into ``output`` and publish it atomically.
 
-    The form is read through time slices of ``field`` (:mod:`deyel_provider.extract.slicing`): every instance
+    The form is read through time slices of ``field`` (:mod:`deyel_provider.read.slicing`): every instance
     once,
     or a :class:`~deyel_provider.exceptions.DeyelError` and nothing published.
 

@@ -28,13 +28,13 @@ from deyel_provider.auth.xcom import token_from_xcom, token_to_xcom
 from deyel_provider.compat import AirflowNotFoundException, BaseHook, mask_secret
 from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
-from deyel_provider.extract.slicing import SlicedReader
 from deyel_provider.http.bodies import drain, read_capped
 from deyel_provider.http.concurrency import Concurrency
 from deyel_provider.http.deadline import WatchedAdapter, total_deadline
 from deyel_provider.http.errors import connection_error, error_from_response
 from deyel_provider.http.redact import Redactor, basic_value
 from deyel_provider.http.retry import RetryPolicy, is_replay_safe
+from deyel_provider.read.slicing import SlicedReader
 
 #: Seconds the Test button may take beyond the connection's timeout.
 TEST_CONNECTION_GRACE = 3.0
@@ -294,7 +294,7 @@ class DeyelHook(BaseHook):
         sleep: Callable[[float], None] | None = None,
     ) -> SlicedReader:
         """A reader of a form's instances through time slices of ``field``
-        (:mod:`deyel_provider.extract.slicing`):
+        (:mod:`deyel_provider.read.slicing`):
         every instance exactly once while the form changes, whatever the server's paging, or a typed error.
 
         :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.

@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from deyel_provider import exceptions
+from deyel_provider.api.clock import latest_present, settled_present
 from deyel_provider.api.dates import search_literal
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelError, DeyelWatermarkError
 from deyel_provider.extract import watermark as wm
-from deyel_provider.extract.slicing import LOCAL_CLOCK_MARGIN_MS, settled_present
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.deadline import Call, current_call
 from deyel_provider.wait.instance_state import InstanceQuery, is_not_yet, probe
@@ -419,7 +419,7 @@ class DeyelChangeTrigger(BaseEventTrigger):
         one) by more than ``max_clock_skew_seconds``: no change is stamped there before that moment comes, so
         the watch would wait silently (as the extraction refuses a window starting after the present)."""
         worker_ms = int(hook.clock() * 1000)
-        now = server_ms if server_ms is not None else worker_ms + LOCAL_CLOCK_MARGIN_MS
+        now = latest_present(server_ms, worker_ms)
         if mark <= now + round(hook.config.max_clock_skew_seconds * 1000):
             return
         where = "the server's present (its Date)" if server_ms is not None else "this triggerer's clock"
@@ -474,8 +474,7 @@ class DeyelChangeTrigger(BaseEventTrigger):
             self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
 
     def _settled_present(self, hook: DeyelHook, server_ms: int | None) -> int | None:
-        """The latest moment a window may end at (:func:`~deyel_provider.extract.slicing.settled_present`);
-        None
+        """The latest moment a window may end at (:func:`~deyel_provider.api.clock.settled_present`); None
         (with a warning) for a ``Date`` too far from our clock: it moves no watermark."""
         config = hook.config
         try:

@@ -47,20 +47,27 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from deyel_provider.api.clock import (
+    DATE_RESOLUTION_MS,
+    DEFAULT_MAX_SKEW_MS,
+    DEFAULT_SETTLE_MS,
+    latest_present,
+    settled_present,
+    utc_text,
+)
 from deyel_provider.api.dates import DATE_LITERALS, finer_unit, in_seconds, is_iso, search_literal
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id, missing_id, not_an_id
 from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Fetch, Page, Paging, parse_page
 from deyel_provider.exceptions import (
-    DeyelClockSkewError,
     DeyelConfigError,
     DeyelError,
     DeyelIncompleteError,
     DeyelRequestError,
     DeyelWatermarkError,
 )
-from deyel_provider.extract.id_set import IdSet
 from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.read.id_set import IdSet
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,17 +77,6 @@ log = logging.getLogger(__name__)
 #: Slices are planned to hold a response's capacity less this many standard deviations of a Poisson count
 #: (about 70 of 100, 905 of 1000), so that ordinary unevenness rarely overflows one.
 SPREAD = 3.0
-#: The connection's ``settle_seconds`` default, in ms: how long after its stamp a change is surely visible
-#: and the server's ``Date`` trusted (a Date ahead of the stamping clock plus a commit lag; see
-#: docs/extraction.md).
-DEFAULT_SETTLE_MS = 10_000
-#: The connection's ``max_clock_skew_seconds`` default, in ms: a ``Date`` further than this from the
-#: worker's clock ends no window.
-DEFAULT_MAX_SKEW_MS = 300_000
-#: The server's ``Date`` has whole seconds: the present it gives may be this much behind the real one.
-DATE_RESOLUTION_MS = 1_000
-#: Without a ``Date`` header our own clock stands in, and it may be off by minutes.
-LOCAL_CLOCK_MARGIN_MS = 300_000
 #: Passes over a crowded millisecond before giving up on two of them agreeing.
 MAX_PASSES = 6
 #: Rounds over the present before giving up on the form ever holding still enough (each waits the margin).
@@ -244,8 +240,7 @@ class SlicedReader:
             # watermark planted or written from a clock that ran ahead. Clamping it would read nothing,
             # run after run, and succeed. (Between the read horizon and the Date: an empty window.) Without
             # a Date, our clock stands in, off by as much as its margin either way.
-            local = int(self._clock() * 1000) + LOCAL_CLOCK_MARGIN_MS
-            now = probe.server_ms if probe.server_ms is not None else local
+            now = latest_present(probe.server_ms, int(self._clock() * 1000))
             if low > now:
                 raise DeyelWatermarkError(
                     f"the window starts at {self._field}={low}, {(low - now) / 1000:.0f} s after the "
@@ -685,9 +680,7 @@ class SlicedReader:
     def _future_bound(self, page: Page) -> int:
         """The latest value a change can hold by the time of ``page``: its ``Date`` (our clock with its
         margin, without one) plus ``max_skew_ms``. Nothing after it has happened on any sane clock."""
-        if page.server_ms is not None:
-            return page.server_ms + self._max_skew_ms
-        return int(self._clock() * 1000) + LOCAL_CLOCK_MARGIN_MS + self._max_skew_ms
+        return latest_present(page.server_ms, int(self._clock() * 1000)) + self._max_skew_ms
 
     def _check_future(self, page: Page, value: int) -> None:
         """Refuse a value after :meth:`_future_bound`: no window bounded by the server's present would ever
@@ -706,7 +699,8 @@ class SlicedReader:
         )
         raise DeyelIncompleteError(
             f"an instance has {self._field}={value}, {(value - present) / 1000:.0f} s after {where} "
-            f"({_utc(present)}), more than max_clock_skew_seconds ({self._max_skew_ms / 1000:g} s): {why}; "
+            f"({utc_text(present)}), more than max_clock_skew_seconds "
+            f"({self._max_skew_ms / 1000:g} s): {why}; "
             f"windows bounded by the server's present would never read it. Fix the stamping clock (NTP), or "
             f"set incremental_field to an epoch-millisecond field"
         )
@@ -744,43 +738,6 @@ class SlicedReader:
         return {"page": self._paging.page_param, "offset": self._paging.offset_param}.get(
             self._paging.strategy, "next link"
         )
-
-
-def settled_present(server_ms: int | None, worker_ms: int, settle_ms: int, max_skew_ms: int) -> int:
-    """The latest moment a window may end at: the earlier of the server's ``Date`` and the worker's clock,
-    less the settle margin; without a ``Date``, the worker's clock with a wider margin.
-
-    The earlier of the two: a ``Date`` ahead of the clock that stamps ``dtLastUpdate`` (a proxy, another
-    node) by more than the margin would end a window after changes not yet stamped, and they would fall in
-    no window. A ``Date`` ahead of the worker's clock is never trusted past it; one behind it only ends the
-    window earlier (the next run reads the rest). One further than ``max_skew_ms`` either way is refused
-    (:func:`check_server_clock`).
-    """
-    if server_ms is None:
-        return worker_ms - LOCAL_CLOCK_MARGIN_MS - settle_ms
-    check_server_clock(server_ms, worker_ms, max_skew_ms)
-    return min(server_ms, worker_ms) - settle_ms
-
-
-def check_server_clock(server_ms: int, worker_ms: int, max_skew_ms: int) -> None:
-    """Refuse a server ``Date`` further than ``max_skew_ms`` from the worker's clock: one such answer (a
-    proxy's clock, a node set years ahead) would otherwise end a window, and move a watermark, that far
-    off."""
-    skew = server_ms - worker_ms
-    if abs(skew) > max_skew_ms:
-        raise DeyelClockSkewError(
-            f"the server's Date header says {_utc(server_ms)} and this worker's clock {_utc(worker_ms)}: "
-            f"{abs(skew) / 1000:.0f} s apart, more than max_clock_skew_seconds ({max_skew_ms / 1000:g} s); "
-            f"a present that far off ends no window and moves no watermark: fix the server's or the "
-            f"worker's clock (NTP), or raise the connection's max_clock_skew_seconds"
-        )
-
-
-def _utc(ms: int) -> str:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
-    except (OverflowError, OSError, ValueError):
-        return f"{ms} ms"
 
 
 def _even(start: int, end: int, parts: float) -> list[tuple[int, int]]:
