@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 SERVER_KEYS = BASE_SERVER_KEYS
 
 
+def instances_endpoint(form: str) -> str:
+    """The collection path of a form's instances; the form name is checked, not trusted."""
+    # "." and ".." survive percent-encoding and would be resolved as dot segments (the request would go to
+    # /forms/instances or /instances).
+    if not isinstance(form, str) or form.strip() in ("", ".", "..") or "/" in form:
+        raise DeyelConfigError(f"form must be a form identifier such as 'CRM_ACCOUNT', got {form!r}")
+    return f"/forms/{quote(form.strip(), safe='')}/instances"
+
+
 def instance_path(collection: str, instance_id: str | int) -> str:
     """The path of one instance under ``collection``; the id is encoded into one path segment."""
     if isinstance(instance_id, bool) or not isinstance(instance_id, (str, int)):
@@ -127,3 +136,66 @@ def settle_delete(send: Callable[[], object]) -> None:
             missing.path,
             missing.attempts,
         )
+
+
+class FormInstances:
+    """One form's instances, one at a time, through ``request`` (the hook's :meth:`DeyelHook.request`).
+
+    :param request: makes an authenticated call and returns the response, or raises the typed error.
+    :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
+    """
+
+    def __init__(self, request: Callable[..., requests.Response], form: str) -> None:
+        self._request = request
+        self.form = form
+        self.collection = instances_endpoint(form)
+
+    def get(
+        self, instance_id: str | int, *, on_retry: Callable[[BaseException], None] | None = None
+    ) -> dict[str, Any]:
+        """One instance, ``dtLastUpdate`` included (what an update must send back)."""
+        path = instance_path(self.collection, instance_id)
+        return json_object(self._request("GET", path, on_retry=on_retry), "an instance")
+
+    def create(
+        self, values: Mapping[str, Any], *, on_retry: Callable[[BaseException], None] | None = None
+    ) -> dict[str, Any]:
+        """Create an instance and return it as the server answers (its id, ``dtLastUpdate``).
+
+        Not replayed after a failure the server may have acted on (a 5xx, a timeout, a lost answer): a second
+        POST would create a second instance. That failure is raised; look the instance up before creating it
+        again.
+        """
+        body = field_values(values)
+        created = self._request("POST", self.collection, json=body, on_retry=on_retry)
+        return json_object(created, "the created instance")
+
+    def update(
+        self,
+        instance_id: str | int,
+        values: Mapping[str, Any],
+        *,
+        partial: bool = True,
+        on_retry: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """PATCH the fields given, or PUT every field when ``partial=False``.
+
+        Deyel's optimistic lock wants the ``dtLastUpdate`` read before (:meth:`get`) in ``values``; a stale
+        one raises :class:`~deyel_provider.exceptions.DeyelConflictError`. With it, a replay is safe, so the
+        PATCH is retried like the PUT; a replay refused as stale is settled by :func:`settle_update`.
+        """
+        body = field_values(values)
+        path = instance_path(self.collection, instance_id)
+        method = "PATCH" if partial else "PUT"
+        settle_update(
+            lambda: self._request(
+                method, path, json=body, retry_unsafe="dtLastUpdate" in body, on_retry=on_retry
+            ),
+            lambda: self.get(instance_id, on_retry=on_retry),
+            body,
+        )
+
+    def delete(self, instance_id: str | int) -> None:
+        """Delete an instance; a 404 on a replay counts as success (:func:`settle_delete`)."""
+        path = instance_path(self.collection, instance_id)
+        settle_delete(lambda: self._request("DELETE", path))

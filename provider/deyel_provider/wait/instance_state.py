@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
+from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Page, Paging, parse_page
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
@@ -114,8 +115,6 @@ class ProbeResult:
 
 def probe(hook: DeyelHook, query: InstanceQuery) -> ProbeResult:
     """Count the matches of ``query`` (see the module's docstring); errors are the hook's typed errors."""
-    from deyel_provider.hooks.deyel import instances_endpoint
-
     endpoint = instances_endpoint(query.form)
     paging = hook.paging()
     base: dict[str, Any] = {"search": query.search} if query.search else {}
