@@ -18,7 +18,7 @@ from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.http.retry import RetryPolicy
 from deyel_provider.probe.prober import Prober
-from deyel_provider.probe.results import ProbeResult
+from deyel_provider.probe.results import Candidates, ProbeResult
 
 #: How long a whole probe may take by default (``--deadline``), in seconds.
 DEFAULT_DEADLINE = 300.0
@@ -242,11 +242,13 @@ def _probe(args: argparse.Namespace, redact: list[Callable[[str], str]]) -> tupl
         form=args.form,
         grant=grant,
         redact=lambda text: hook.redactor(text),
-        prefixes=args.prefix,
-        page_params=args.page_param,
-        size_params=args.size_param,
-        offset_params=args.offset_param,
-        total_headers=args.total_header,
+        candidates=Candidates(
+            prefixes=args.prefix,
+            page_params=args.page_param,
+            size_params=args.size_param,
+            offset_params=args.offset_param,
+            total_headers=args.total_header,
+        ),
         page_size=args.page_size,
     )
     try:

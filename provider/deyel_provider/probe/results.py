@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id
+from deyel_provider.api.pagination import Paging
+
+if TYPE_CHECKING:
+    from deyel_provider.connection.settings import DeyelConfig
 
 PREFIXES = ("", "/api", "/rest", "/DeyelWeb/api", "/DeyelWeb/rest", "/deyel/api", "/api/v1")
 PAGE_PARAMS = ("page", "pageNumber", "pageNo", "p")
@@ -57,6 +61,18 @@ class Answer:
         if isinstance(body, dict) and "errorCode" in body:
             return str(body.get("message") or body["errorCode"])
         return None
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Names to try beyond the connection's own and the common ones (the command line's ``--prefix``,
+    ``--page-param``, ``--size-param``, ``--offset-param``, ``--total-header``)."""
+
+    prefixes: Sequence[str] = ()
+    page_params: Sequence[str] = ()
+    size_params: Sequence[str] = ()
+    offset_params: Sequence[str] = ()
+    total_headers: Sequence[str] = ()
 
 
 @dataclass
@@ -110,3 +126,17 @@ def search_field(sample: Sequence[dict[str, Any]]) -> tuple[str, Any] | None:
         return plain[0]
     ident = first.get(DEFAULT_ID_FIELD)
     return (DEFAULT_ID_FIELD, ident) if ident is not None else None
+
+
+def found_paging(extras: dict[str, Any], config: DeyelConfig, strategy: str, size: int) -> Paging:
+    """The paging found so far (the connection's parameter names where none was found yet) as the provider
+    reads pages, counted by no header: the probe's checks tell whether more follow from the pages alone."""
+    return Paging(
+        strategy=strategy,
+        page_size=size,
+        page_param=extras.get("page_param", config.page_param),
+        page_size_param=extras.get("page_size_param", config.page_size_param),
+        offset_param=extras.get("offset_param", config.offset_param),
+        limit_param=extras.get("limit_param", config.limit_param),
+        total_header="none",
+    )

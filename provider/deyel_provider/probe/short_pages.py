@@ -16,7 +16,7 @@ from urllib.parse import urljoin
 
 from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Page, Paging
-from deyel_provider.probe.results import OK, WARN, ProbeFailed, record_key
+from deyel_provider.probe.results import OK, WARN, ProbeFailed, found_paging, record_key
 
 if TYPE_CHECKING:
     from deyel_provider.probe.prober import Prober
@@ -41,15 +41,7 @@ def check_short_pages(prober: Prober, strategy: str, *, size: int | None = None)
     """
     extras, config = prober.result.extras, prober.config
     size = size or min(SIZE, int(extras.get("page_size") or SIZE))
-    paging = Paging(
-        strategy=strategy,
-        page_size=size,
-        page_param=extras.get("page_param", config.page_param),
-        page_size_param=extras.get("page_size_param", config.page_size_param),
-        offset_param=extras.get("offset_param", config.offset_param),
-        limit_param=extras.get("limit_param", config.limit_param),
-        total_header="none",
-    )
+    paging = found_paging(extras, config, strategy, size)
     walker = PageWalker(paging, key=record_key)
 
     def answered(params: dict[str, Any] | None, url: str | None = None) -> Page:
