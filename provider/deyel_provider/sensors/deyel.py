@@ -18,7 +18,8 @@ from deyel_provider.compat import (
 )
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.triggers.deyel import DeyelInstanceTrigger, raise_error_event
+from deyel_provider.triggers.deyel import DeyelInstanceTrigger
+from deyel_provider.wait.events import raise_error_event
 from deyel_provider.wait.instance_state import InstanceQuery, is_not_yet, probe
 
 if TYPE_CHECKING:

@@ -1,10 +1,11 @@
 """Triggers that wait on Deyel in the triggerer: the deferred mode of ``DeyelInstanceSensor``, and changes of
 a form for event-driven DAGs (``AssetWatcher``).
 
-They run the hook's blocking calls in worker threads of their own (one pool per process, at most
-:func:`thread_cap` threads, a connection at most half of them; none left when no call runs), so the event
-loop that serves every other trigger never waits on Deyel, and a Deyel that does not answer holds none of
-the loop's default threads (other providers' triggers run theirs there) and only half of the triggers'.
+They run the hook's blocking calls in worker threads of their own (:mod:`deyel_provider.wait.threads`: one
+pool per process, at most :func:`thread_cap` threads, a connection at most half of them; none left when no
+call runs), so the event loop that serves every other trigger never waits on Deyel, and a Deyel that does not
+answer holds none of the loop's default threads and only half of the triggers'. What the sensor and the
+triggers share is in :mod:`deyel_provider.wait` (the count, the change window, the error event).
 Every request has a total deadline (the connection's ``request_deadline``), and a cancelled trigger cuts
 its request in progress, so a server trickling bytes holds a thread for neither longer.
 There is one implementation of the token path and the retry policy: the hook's. Each trigger reads the
@@ -16,174 +17,31 @@ one token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import hashlib
-import json
-import os
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-from deyel_provider import exceptions
-from deyel_provider.api.clock import latest_present, settled_present
-from deyel_provider.api.dates import search_literal
-from deyel_provider.exceptions import DeyelClockSkewError, DeyelConfigError, DeyelError, DeyelWatermarkError
+from deyel_provider.exceptions import DeyelConfigError, DeyelError, DeyelWatermarkError
 from deyel_provider.extract import watermark as wm
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.deadline import Call, current_call
+from deyel_provider.wait.changes import CHANGE_STATE_PREFIX, ChangeWatch
+from deyel_provider.wait.events import error_event, raise_error_event
 from deyel_provider.wait.instance_state import InstanceQuery, is_not_yet, probe
+from deyel_provider.wait.threads import DEFAULT_THREADS, MAX_THREADS, THREADS_ENV, in_thread, thread_cap
 
-_T = TypeVar("_T")
-
-#: Environment variable: the most threads the Deyel triggers of one process (a triggerer) run blocking calls
-#: in, every connection together (``AIRFLOW__DEYEL__TRIGGER_THREADS`` is read too, as Airflow would name it).
-THREADS_ENV = "DEYEL_TRIGGER_THREADS"
-#: Its default. A call lasts at most the connection's ``request_deadline`` per attempt, plus backoff.
-DEFAULT_THREADS = 16
-MAX_THREADS = 1024
-
-
-def thread_cap() -> int:
-    """The process-wide cap on the triggers' threads: :data:`THREADS_ENV`, else :data:`DEFAULT_THREADS`."""
-    raw = os.environ.get(THREADS_ENV) or os.environ.get("AIRFLOW__DEYEL__TRIGGER_THREADS") or ""
-    if not raw.strip():
-        return DEFAULT_THREADS
-    try:
-        cap = int(raw.strip())
-    except ValueError:
-        cap = 0
-    if not 1 <= cap <= MAX_THREADS:
-        raise DeyelConfigError(
-            f"{THREADS_ENV} must be a whole number from 1 to {MAX_THREADS} (threads for the Deyel triggers "
-            f"of one triggerer), got {raw[:40]!r}; unset it for the default, {DEFAULT_THREADS}"
-        )
-    return cap
-
-
-class _Threads:
-    """One pool for the blocking calls of every Deyel trigger of the process.
-
-    At most :func:`thread_cap` threads, and one connection at most half of them, so a Deyel that does not
-    answer leaves the other half to other connections (another tenant), and none of the event loop's
-    default pool (other providers' triggers run theirs there). No thread and nothing kept per connection
-    while it has no call running: the pool ends when the last call ends, a connection id is only a counter
-    while its calls run, and a made-up one fails its first call (the connection lookup) like any other.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._share = 1
-        self._running = 0
-        self._per_conn: dict[str, int] = {}
-        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
-
-    async def run(self, conn_id: str, func: Callable[..., _T], *args: Any) -> _T:
-        loop = asyncio.get_running_loop()
-        pool = await self._take(conn_id, loop)
-        call = Call()
-        context = contextvars.copy_context()
-        context.run(current_call.set, call)
-        try:
-            future = pool.submit(context.run, func, *args)
-        except BaseException:
-            self._release(conn_id)
-            raise
-        future.add_done_callback(lambda _: self._release(conn_id))
-        try:
-            return await asyncio.wrap_future(future, loop=loop)
-        except asyncio.CancelledError:
-            call.cancel()  # its request in progress is cut now: the thread is free within moments
-            raise
-
-    async def _take(self, conn_id: str, loop: asyncio.AbstractEventLoop) -> ThreadPoolExecutor:
-        while True:
-            with self._lock:
-                if self._pool is None:
-                    cap = thread_cap()
-                    self._share = max(1, cap // 2)
-                    self._pool = ThreadPoolExecutor(cap, thread_name_prefix="deyel-trigger")
-                if self._per_conn.get(conn_id, 0) < self._share:
-                    self._per_conn[conn_id] = self._per_conn.get(conn_id, 0) + 1
-                    self._running += 1
-                    return self._pool
-                turn: asyncio.Future[None] = loop.create_future()
-                waiters = self._waiting.setdefault(conn_id, [])
-                waiters.append((loop, turn))
-            try:
-                await turn
-            finally:
-                with self._lock:
-                    if (loop, turn) in waiters:
-                        waiters.remove((loop, turn))
-                    if not waiters and self._waiting.get(conn_id) is waiters:
-                        del self._waiting[conn_id]
-
-    def _release(self, conn_id: str) -> None:
-        with self._lock:
-            left = self._per_conn[conn_id] - 1
-            if left:
-                self._per_conn[conn_id] = left
-            else:
-                del self._per_conn[conn_id]
-            self._running -= 1
-            # Every waiter of the connection checks again (a cancelled one must not swallow the turn).
-            waiters = list(self._waiting.get(conn_id, ()))
-            idle = self._pool if self._running == 0 else None
-            if idle is not None:
-                self._pool = None
-        for loop, turn in waiters:
-            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits there any more
-                loop.call_soon_threadsafe(_set_done, turn)
-        if idle is not None:
-            idle.shutdown(wait=False)  # its threads end now, the one running this included
-
-    def forget(self) -> None:
-        """A forked child has none of its parent's threads: it starts its own pool."""
-        self.__init__()  # type: ignore[misc]
-
-
-def _set_done(turn: asyncio.Future[None]) -> None:
-    if not turn.done():
-        turn.set_result(None)
-
-
-_threads = _Threads()
-os.register_at_fork(after_in_child=_threads.forget)
-
-
-async def in_thread(conn_id: str, func: Callable[..., _T], *args: Any) -> _T:
-    """``asyncio.to_thread`` (the caller's context variables included) on the triggers' threads, at most
-    half of them for ``conn_id``; cancelling the caller cuts the call's request in progress."""
-    return await _threads.run(conn_id, func, *args)
-
-
-def error_event(error: DeyelError) -> dict[str, Any]:
-    """A typed failure as plain values; :func:`raise_error_event` raises it again on the worker."""
-    return {
-        "status": "error",
-        "error_class": type(error).__name__,
-        "detail": error.detail,
-        "http_status": error.status,
-        "method": error.method,
-        "path": error.path,
-    }
-
-
-def raise_error_event(event: dict[str, Any]) -> None:
-    """Raise the typed error an :func:`error_event` describes (``DeyelError`` for an unknown class)."""
-    found = getattr(exceptions, str(event.get("error_class")), None)
-    error_class = found if isinstance(found, type) and issubclass(found, DeyelError) else DeyelError
-    raise error_class(
-        str(event.get("detail") or "the trigger failed"),
-        status=event.get("http_status"),
-        method=event.get("method"),
-        path=event.get("path"),
-    )
+__all__ = [
+    "CHANGE_STATE_PREFIX",
+    "DEFAULT_THREADS",
+    "MAX_THREADS",
+    "THREADS_ENV",
+    "DeyelChangeTrigger",
+    "DeyelInstanceTrigger",
+    "error_event",
+    "in_thread",
+    "raise_error_event",
+    "thread_cap",
+]
 
 
 class DeyelInstanceTrigger(BaseTrigger):
@@ -262,10 +120,6 @@ class DeyelInstanceTrigger(BaseTrigger):
             hook.close()
 
 
-#: Prefix of the change trigger's watermark in the asset's state (not the extraction's ``deyel_watermark``).
-CHANGE_STATE_PREFIX = "deyel_change_watermark2"
-
-
 class DeyelChangeTrigger(BaseEventTrigger):
     """Fire when instances of a form (matching ``search``) change: for an ``AssetWatcher``.
 
@@ -336,13 +190,13 @@ class DeyelChangeTrigger(BaseEventTrigger):
 
     @property
     def state_key(self) -> str:
-        """One watermark per (connection, form, field, search) in the asset's state: two watchers of one
-        asset reading two tenants (or one form through two connections) keep their own."""
-        owner = json.dumps(
-            [self.deyel_conn_id, self.query.form, self.field, self.query.search], separators=(",", ":")
-        )
-        digest = hashlib.sha256(owner.encode()).hexdigest()[:32]
-        return f"{CHANGE_STATE_PREFIX}:{self.query.form}:{self.field}:{digest}"
+        """One watermark per (connection, form, field, search) in the asset's state
+        (:func:`~deyel_provider.wait.changes.change_state_key`)."""
+        return self._watch.state_key
+
+    @property
+    def _watch(self) -> ChangeWatch:
+        return ChangeWatch(self.deyel_conn_id, self.query, self.field, self.log)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = DeyelHook(deyel_conn_id=self.deyel_conn_id)
@@ -379,56 +233,11 @@ class DeyelChangeTrigger(BaseEventTrigger):
             # Not queued behind hung calls: closing the pooled sessions does not wait on the network.
             hook.close()
 
-    def _narrowed(self, *clauses: str) -> InstanceQuery:
-        search = ",".join(c for c in (self.query.search, *clauses) if c)
-        return InstanceQuery.build(self.query.form, search, 1, 0, None)
-
     def _present(self, hook: DeyelHook) -> int | None:
-        return self._settled_present(hook, probe(hook, self.query).server_ms)
+        return self._watch.present(hook)
 
     def _changes_since(self, hook: DeyelHook, mark: int) -> dict[str, Any] | None:
-        kind = hook.config.date_literal  # dates in search as the server reads them (date_literal extra)
-        changed = probe(hook, self._narrowed(f"{self.field}=gte:{search_literal(mark, kind)}"))
-        self._check_mark(hook, mark, changed.server_ms)
-        if changed.count == 0:
-            return None
-        end = self._settled_present(hook, changed.server_ms)
-        if end is None or end <= mark:
-            return None
-        window = probe(
-            hook,
-            self._narrowed(
-                f"{self.field}=gte:{search_literal(mark, kind)}",
-                f"{self.field}=lt:{search_literal(end, kind)}",
-            ),
-        )
-        if window.count == 0:  # every change is too close to the present yet: the next poll takes it
-            return None
-        return {
-            "form": self.query.form,
-            "search": self.query.search,
-            "field": self.field,
-            "window_start": mark,
-            "window_end": end,
-            "count": window.count,
-            "count_exact": window.exact,
-        }
-
-    def _check_mark(self, hook: DeyelHook, mark: int, server_ms: int | None) -> None:
-        """Refuse a watermark after the server's present (its ``Date``; our clock with its margin without
-        one) by more than ``max_clock_skew_seconds``: no change is stamped there before that moment comes, so
-        the watch would wait silently (as the extraction refuses a window starting after the present)."""
-        worker_ms = int(hook.clock() * 1000)
-        now = latest_present(server_ms, worker_ms)
-        if mark <= now + round(hook.config.max_clock_skew_seconds * 1000):
-            return
-        where = "the server's present (its Date)" if server_ms is not None else "this triggerer's clock"
-        raise DeyelWatermarkError(
-            f"the change trigger of {self.query.form} watches from {self.field}={mark}, "
-            f"{(mark - now) / 1000:.0f} s after {where}: no change is stamped there yet (a start= in the "
-            f"future, or a watermark written while a clock ran ahead); pass start= (epoch ms) in the past "
-            f"and delete the key {self.state_key!r} from the asset's state"
-        )
+        return self._watch.changes_since(hook, mark)
 
     # -- its watermark in the asset's state: owned by the connection, signed with its key --------------------
 
@@ -472,21 +281,6 @@ class DeyelChangeTrigger(BaseEventTrigger):
             await store.aset(self.state_key, value)
         except Exception as exc:
             self.log.warning("Could not keep the watermark in the asset's state (%s)", exc)
-
-    def _settled_present(self, hook: DeyelHook, server_ms: int | None) -> int | None:
-        """The latest moment a window may end at (:func:`~deyel_provider.api.clock.settled_present`); None
-        (with a warning) for a ``Date`` too far from our clock: it moves no watermark."""
-        config = hook.config
-        try:
-            return settled_present(
-                server_ms,
-                int(hook.clock() * 1000),
-                round(config.settle_seconds * 1000),
-                round(config.max_clock_skew_seconds * 1000),
-            )
-        except DeyelClockSkewError as exc:
-            self.log.warning("Not moving the change watermark of %s: %s", self.query.form, exc.detail)
-            return None
 
 
 def _signer_of(hook: DeyelHook) -> wm.WatermarkSigner:
