@@ -161,8 +161,7 @@ class DeyelHook(BaseHook):
     ) -> requests.Response:
         """Make an authenticated call and return the response, or raise the typed error.
 
-        Transient failures are retried by the connection's retry policy (see
-        :mod:`deyel_provider.http.retry`).
+        Transient failures are retried by the connection's retry policy (:mod:`deyel_provider.http.retry`).
         The body is read with the ``max_response_bytes`` cap, unless ``stream=True`` is passed: the caller
         then reads a successful body itself.
 
@@ -173,9 +172,8 @@ class DeyelHook(BaseHook):
         :param json: JSON body.
         :param data: form or raw body.
         :param headers: extra headers.
-        :param retry_unsafe: also replay a non-idempotent call (POST, PATCH) after a failure where the server
-            may have received it (a 5xx, a timeout, a connection dropped mid-answer). Off by default: a
-            replayed POST can create a record twice.
+        :param retry_unsafe: also replay a non-idempotent call (POST, PATCH) after a failure the server may
+            have acted on (a 5xx, a timeout, a dropped answer). Off by default: a POST could create twice.
         :param on_retry: called with each error the retry policy is about to retry.
         :param kwargs: passed to :meth:`requests.Session.request` (``timeout``, ``stream``...).
         """
@@ -318,11 +316,7 @@ class DeyelHook(BaseHook):
         return FormInstances(self.request, form).get(instance_id, on_retry=on_retry)
 
     def create_instance(
-        self,
-        form: str,
-        values: Mapping[str, Any],
-        *,
-        on_retry: Callable[[BaseException], None] | None = None,
+        self, form: str, values: Mapping[str, Any], *, on_retry: Callable[[BaseException], None] | None = None
     ) -> dict[str, Any]:
         """Create an instance and return it as the server answers (its id, ``dtLastUpdate``).
 
