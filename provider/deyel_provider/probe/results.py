@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id
+
+if TYPE_CHECKING:
+    from deyel_provider.connection.settings import DeyelConfig
 
 PREFIXES = ("", "/api", "/rest", "/DeyelWeb/api", "/DeyelWeb/rest", "/deyel/api", "/api/v1")
 PAGE_PARAMS = ("page", "pageNumber", "pageNo", "p")
@@ -110,3 +113,19 @@ def search_field(sample: Sequence[dict[str, Any]]) -> tuple[str, Any] | None:
         return plain[0]
     ident = first.get(DEFAULT_ID_FIELD)
     return (DEFAULT_ID_FIELD, ident) if ident is not None else None
+
+
+class ProbeSession(Protocol):
+    """What the checks beside the prober (keys, short pages) use of it: they import this, not the prober,
+    which imports them."""
+
+    config: DeyelConfig
+    result: ProbeResult
+    _collection: str
+    _prefix_answer: Answer | None
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> Answer: ...
+
+    def listing(self, params: dict[str, Any] | None = None) -> Answer: ...
+
+    def note(self, level: str, topic: str, text: str) -> None: ...
