@@ -1,2 +1,1 @@
-"""Deyel's API: resource shapes, instance ids, paging and the one page walker, the server clock and date
-literals."""
+"""Deyel's API: instance paths and ids, paging and the one page walker, date literals, the server clock."""

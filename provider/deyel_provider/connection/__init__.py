@@ -1,1 +1,1 @@
-"""The connection: the fields the form declares and the settings validated from them."""
+"""The connection: the fields it declares, how the form shows them, and the settings validated from them."""

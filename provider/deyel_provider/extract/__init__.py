@@ -1,1 +1,1 @@
-"""Extraction of form instances to files: runs, slices, parts, formats, watermarks and lineage."""
+"""Extraction of form instances to files: the run, parts, formats, watermarks and lineage."""

@@ -1,6 +1,7 @@
 """OpenLineage facets of the provider's operators, built only when ``apache-airflow-providers-openlineage``
 is installed (its listener is what calls the operators' ``get_openlineage_facets_on_*``; nothing here is
-imported otherwise).
+imported otherwise). They are built from plain values the operators pass (base URL, form or endpoint, the
+output's path, the window read), so this module imports no operator.
 
 Datasets:
 
@@ -21,10 +22,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from airflow.providers.openlineage.extractors import OperatorLineage
+    from collections.abc import Mapping, Sequence
 
-    from deyel_provider.operators.deyel import DeyelOperator
-    from deyel_provider.operators.extract import DeyelExtractOperator, _LineageRecord
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 #: ``/forms/<FORM>/instances[/<id>]``: the dataset is the form (an instance is one of its rows).
 _FORM_PATH = re.compile(r"/*forms/([^/?#]+)(?:/instances(?:/[^?#]*)?)?/*")
@@ -91,8 +91,25 @@ def _moment(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def extract_lineage(task: DeyelExtractOperator, run: _LineageRecord | None) -> OperatorLineage:
-    """The form as input; the published files (or, before the run, the output as named) as outputs."""
+def extract_lineage(
+    base_url: str,
+    form: str,
+    *,
+    planned_output: str | None = None,
+    summary: Mapping[str, Any] | None = None,
+    columns: Sequence[Mapping[str, Any]] = (),
+    field: str | None = None,
+    search: str | None = None,
+) -> OperatorLineage:
+    """The form as input; the published files (or, before the run, the output as named) as outputs.
+
+    :param base_url: the connection's base URL (the namespace of the form).
+    :param planned_output: before the run, the output's path when it is known (a single file; the parts'
+        names are known once written).
+    :param summary: after the run, the operator's summary (mode, window, parts); None before it.
+    :param columns: the columns written (``{"name", "type"}``), for the schema facet.
+    :param field: the incremental field read; ``search`` the run's search, if any.
+    """
     from airflow.providers.common.compat.openlineage.facet import (
         InputDataset,
         OutputDataset,
@@ -102,33 +119,29 @@ def extract_lineage(task: DeyelExtractOperator, run: _LineageRecord | None) -> O
     )
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    namespace = deyel_namespace(task.hook.config.base_url)
+    namespace = deyel_namespace(base_url)
     input_facets: dict[str, Any] = {}
-    if run is not None:
-        summary = run.summary
+    if summary is not None:
         input_facets["deyelWindow"] = _window_facet_class()(
             mode=summary["mode"],
-            field=run.field,
-            search=run.search,
+            field=field,
+            search=search,
             windowStart=_moment(summary["window_start"]),
             windowEnd=_moment(summary["window_end"]),
         )
-    inputs = [InputDataset(namespace=namespace, name=f"forms/{task.form}", inputFacets=input_facets)]
+    inputs = [InputDataset(namespace=namespace, name=f"forms/{form}", inputFacets=input_facets)]
     outputs = []
-    if run is None:
-        if task.max_file_bytes is None:  # the parts' names are known once written
-            from deyel_provider.extract.run import as_storage_path
-
-            target = as_storage_path(task.output_path, task.output_conn_id)
-            out_namespace, name = file_dataset_name(str(target))
+    if summary is None:
+        if planned_output is not None:
+            out_namespace, name = file_dataset_name(planned_output)
             outputs.append(OutputDataset(namespace=out_namespace, name=name))
     else:
         schema = SchemaDatasetFacet(
-            fields=[SchemaDatasetFacetFields(name=c["name"], type=c["type"]) for c in run.columns]
+            fields=[SchemaDatasetFacetFields(name=c["name"], type=c["type"]) for c in columns]
         )
-        for part in run.summary["parts"]:
+        for part in summary["parts"]:
             out_namespace, name = file_dataset_name(part["path"])
-            facets: dict[str, Any] = {"schema": schema} if run.columns else {}
+            facets: dict[str, Any] = {"schema": schema} if columns else {}
             outputs.append(
                 OutputDataset(
                     namespace=out_namespace,
@@ -144,13 +157,13 @@ def extract_lineage(task: DeyelExtractOperator, run: _LineageRecord | None) -> O
     return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
-def call_lineage(task: DeyelOperator) -> OperatorLineage:
-    """The endpoint called, as an input (reading methods) or an output (the others)."""
+def call_lineage(base_url: str, method: str, endpoint: str) -> OperatorLineage:
+    """The endpoint called on the server at ``base_url``, as an input (reading methods) or an output."""
     from airflow.providers.common.compat.openlineage.facet import InputDataset, OutputDataset
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    namespace = deyel_namespace(task.hook.config.base_url)
-    name = endpoint_name(str(task.endpoint))
-    if str(task.method).upper() in _READS:
+    namespace = deyel_namespace(base_url)
+    name = endpoint_name(endpoint)
+    if method.upper() in _READS:
         return OperatorLineage(inputs=[InputDataset(namespace=namespace, name=name)])
     return OperatorLineage(outputs=[OutputDataset(namespace=namespace, name=name)])

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import calendar
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath
@@ -25,10 +23,11 @@ from deyel_provider.extract.formats.text import (
     FORMATS,
     CsvWriter,
     check_max_columns,
-    make_writer,
 )
+from deyel_provider.extract.formats.writers import make_writer
 from deyel_provider.extract.parts import OutputFiles, check_output_name
 from deyel_provider.storage.compression import PARQUET_CODECS, TEXT_CODECS, zstd_module
+from deyel_provider.storage.paths import as_storage_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -75,23 +74,6 @@ def epoch_ms(moment: datetime) -> int:
         moment = moment.replace(tzinfo=UTC)
     # Integer arithmetic (not timestamp() floats), and it works for pendulum datetimes as well.
     return calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000
-
-
-def as_storage_path(output: str | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
-    """The output as an ``ObjectStoragePath``; a plain path means a local file (``file://``)."""
-    if isinstance(output, ObjectStoragePath):
-        return output
-    text = str(output).strip()
-    if not text:
-        raise DeyelConfigError("output must be a URL or path, e.g. file:///data/deyel/CRM_ACCOUNT.jsonl")
-    folder = text.endswith("/")
-    if "://" not in text:
-        # Made absolute without resolving links: a link at the final name must be replaced, not followed.
-        text = Path(os.path.abspath(os.path.expanduser(text))).as_uri()
-    path = ObjectStoragePath(text, conn_id=conn_id)
-    if folder or not path.name:
-        raise DeyelConfigError(f"output {text!r} is a folder; end it with a file name, e.g. .../data.jsonl")
-    return path
 
 
 class Progress:

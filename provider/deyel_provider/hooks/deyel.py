@@ -27,6 +27,7 @@ from deyel_provider.auth.credentials import (
 from deyel_provider.auth.provider import TokenProvider
 from deyel_provider.auth.xcom import token_to_xcom
 from deyel_provider.compat import BaseHook
+from deyel_provider.connection.form import legacy_ui_field_behaviour
 from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.http.concurrency import Concurrency
@@ -64,8 +65,6 @@ class DeyelHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """The connection form on Airflow 3.0 and 3.1; 3.2+ reads ``get_provider_info()`` and skips this."""
-        from deyel_provider._provider_info import legacy_ui_field_behaviour
-
         return legacy_ui_field_behaviour()
 
     def __init__(self, deyel_conn_id: str = default_conn_name, token: Any = None) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from deyel_provider.http.error_bodies import readable
 from deyel_provider.storage import publish
+from deyel_provider.storage.paths import as_storage_path
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -62,8 +63,6 @@ class RejectsFile:
     def __init__(
         self, target: str | ObjectStoragePath, conn_id: str | None = None, logger: Any = log
     ) -> None:
-        from deyel_provider.extract.run import as_storage_path
-
         self.target = as_storage_path(target, conn_id)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         publish.remove_leftovers(self.target, logger)

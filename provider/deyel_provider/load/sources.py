@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING, Any
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
 from deyel_provider.load.key_types import KeyType, NotAKey, key_text, normalise, written_value
 from deyel_provider.load.values import MAX_DEPTH, TooDeep, UnsupportedValue, csv_value, deyel_value
+from deyel_provider.storage.paths import as_storage_path
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -129,8 +130,6 @@ class Source:
                 f"source must be a path or URL of a JSON Lines, CSV or Parquet file, or a list of dicts; "
                 f"got {type(source).__name__}"
             )
-        from deyel_provider.extract.run import as_storage_path
-
         try:
             self.path = as_storage_path(source, conn_id)
         except DeyelConfigError as exc:

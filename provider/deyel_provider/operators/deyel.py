@@ -94,7 +94,7 @@ class DeyelOperator(BaseOperator):
         name ``forms/<FORM>`` for a form's instances, else the path. Used by the OpenLineage provider."""
         from deyel_provider.extract.lineage import call_lineage
 
-        return call_lineage(self)
+        return call_lineage(self.hook.config.base_url, str(self.method), str(self.endpoint))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         return self.get_openlineage_facets_on_start()

@@ -20,6 +20,7 @@ from deyel_provider.extract.run import check_output_options, epoch_ms, extract
 from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.storage.paths import as_storage_path
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -289,15 +290,28 @@ class DeyelExtractOperator(BaseOperator):
 
     def get_openlineage_facets_on_start(self) -> OperatorLineage:
         """The form as input, the output as it will be published (no statistics yet)."""
-        from deyel_provider.extract import lineage
+        from deyel_provider.extract.lineage import extract_lineage
 
-        return lineage.extract_lineage(self, None)
+        planned = None
+        if self.max_file_bytes is None:  # the parts' names are known once written
+            planned = str(as_storage_path(self.output_path, self.output_conn_id))
+        return extract_lineage(self.hook.config.base_url, self.form, planned_output=planned)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """The form as input (with the window read), every published file with its schema and statistics."""
-        from deyel_provider.extract import lineage
+        from deyel_provider.extract.lineage import extract_lineage
 
-        return lineage.extract_lineage(self, getattr(self, "_lineage", None))
+        run: _LineageRecord | None = getattr(self, "_lineage", None)
+        if run is None:  # the run failed before publishing: what was planned
+            return self.get_openlineage_facets_on_start()
+        return extract_lineage(
+            self.hook.config.base_url,
+            self.form,
+            summary=run.summary,
+            columns=run.columns,
+            field=run.field,
+            search=run.search,
+        )
 
     def _window(
         self, context: Context, field: str | None

@@ -15,13 +15,13 @@ from deyel_provider.api.pagination import Page
 from deyel_provider.probe.results import OK, TINY, WARN, Answer, found_paging, record_key
 
 if TYPE_CHECKING:
-    from deyel_provider.probe.prober import Prober
+    from deyel_provider.probe.results import ProbeSession
 
 
 class CountChecks:
     """The count header and the cap of a prober whose paging strategy is known; extras go to its result."""
 
-    def __init__(self, prober: Prober) -> None:
+    def __init__(self, prober: ProbeSession) -> None:
         self.config = prober.config
         self.result = prober.result
         self.note = prober.note

@@ -23,7 +23,7 @@ from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.probe.results import FAIL, OK, TINY, WARN, Answer, ProbeFailed, search_field, unique
 
 if TYPE_CHECKING:
-    from deyel_provider.probe.prober import Prober
+    from deyel_provider.probe.results import ProbeSession
 
 #: Keys tried for the instance id after the connection's own, before any other key of the instances.
 ID_KEYS = ("idObjectValue", "id", "ID", "Id", "_id", "instanceId", "idInstance", "value")
@@ -51,7 +51,7 @@ def server_ms(date: str | None) -> int | None:
 class KeyChecks:
     """Runs the checks on a prober whose paging is known; ``clock``: this machine's, epoch seconds."""
 
-    def __init__(self, prober: Prober, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, prober: ProbeSession, clock: Callable[[], float] = time.time) -> None:
         self.prober = prober
         self.config = prober.config
         self.extras = prober.result.extras

@@ -15,7 +15,7 @@ from deyel_provider.probe.results import FAIL, MIN_INSTANCES, OK, TINY, WARN, An
 from deyel_provider.probe.short_pages import check_short_pages
 
 if TYPE_CHECKING:
-    from deyel_provider.probe.prober import Prober
+    from deyel_provider.probe.results import ProbeSession
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class SearchSample:
 class PagingChecks:
     """Finds how the server of a prober (its API prefix known) pages; the extras go to its result."""
 
-    def __init__(self, prober: Prober) -> None:
+    def __init__(self, prober: ProbeSession) -> None:
         self.prober = prober
         self.config = prober.config
         self.result = prober.result

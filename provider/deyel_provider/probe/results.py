@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 
@@ -140,3 +140,26 @@ def found_paging(extras: dict[str, Any], config: DeyelConfig, strategy: str, siz
         limit_param=extras.get("limit_param", config.limit_param),
         total_header="none",
     )
+
+
+class ProbeSession(Protocol):
+    """What the checks beside the prober (keys, short pages, paging, counts) use of it: they import this,
+    not the prober, which imports them."""
+
+    config: DeyelConfig
+    result: ProbeResult
+    page_params: list[str]
+    size_params: list[str]
+    offset_params: list[str]
+    total_headers: list[str]
+    page_size: int
+    _collection: str
+    _prefix_answer: Answer | None
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> Answer: ...
+
+    def listing(self, params: dict[str, Any] | None = None) -> Answer: ...
+
+    def records(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]] | None: ...
+
+    def note(self, level: str, topic: str, text: str) -> None: ...

@@ -19,7 +19,7 @@ from deyel_provider.api.pagination import Page, Paging
 from deyel_provider.probe.results import OK, WARN, ProbeFailed, found_paging, record_key
 
 if TYPE_CHECKING:
-    from deyel_provider.probe.prober import Prober
+    from deyel_provider.probe.results import ProbeSession
 
 #: The page size of the check (smaller when the server caps below it): small pages meet a short one soon.
 SIZE = 10
@@ -31,7 +31,7 @@ class _Unanswered(Exception):
     """A listing of the check was not answered with instances: the check says so and stops."""
 
 
-def check_short_pages(prober: Prober, strategy: str, *, size: int | None = None) -> None:
+def check_short_pages(prober: ProbeSession, strategy: str, *, size: int | None = None) -> None:
     """Note whether this server's short pages can be trusted (topic ``short page``).
 
     :param prober: the probe, with the paging extras found so far.

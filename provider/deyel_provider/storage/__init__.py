@@ -1,1 +1,1 @@
-"""Output storage: atomic publish without following links, and compression."""
+"""Output storage: paths, atomic publish without following links, and compression."""
