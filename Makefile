@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test e2e bench airflow lint clean compat
+.PHONY: setup demo test e2e bench airflow lint clean compat dist docs
 
 setup: $(STAMP)
 
@@ -37,6 +37,19 @@ compat: setup
 	bash scripts/ensure-redis.sh
 	$(PY) scripts/compat.py $(COMPAT_ARGS)
 
+# The sdist and the wheel, as a package index would get them: hatchling and its readme plugin come pinned from
+# the test group (--no-isolation), so nothing is fetched to build. test_packaging.py runs this very target.
+DIST ?= dist
+dist: setup
+	rm -f $(DIST)/airflow_provider_deyel-*
+	$(PY) -m build --no-isolation --outdir $(DIST) .
+
+# The documentation site (docs/ and the API reference from the docstrings) with warnings as errors, into
+# docs/_build/html; test_docs_site.py builds the same with docs/conf.py.
+DOCS_OUT ?= docs/_build/html
+docs: setup
+	$(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
+
 bench: setup
 	$(PY) -m bench
 
@@ -49,4 +62,4 @@ lint: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build .compat
+	rm -rf $(VENV) .demo .airflow artifacts .pytest_cache dist build .compat docs/_build

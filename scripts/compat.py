@@ -160,7 +160,7 @@ def run_suite(venv: Path, log: Path, pytest_args: list[str]) -> tuple[bool, str]
         "-p",
         "no:cacheprovider",
         "-m",
-        "not e2e and not packaging",
+        "not e2e and not packaging and not docs",
     ]
     code = sh(*args, *pytest_args, "-o", "console_output_style=classic", f"--junitxml={report}", log=log,
               env=clean_env(home), timeout=SUITE_TIMEOUT)  # fmt: skip

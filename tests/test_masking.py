@@ -162,3 +162,47 @@ def test_past_the_process_safety_cap_the_token_closest_to_expiry_is_unregistered
         mask_token(DeyelToken(token, expires_at=expires_at, issued_at=now), credential=f"c{n}", now=now)
     assert masking.registered_count() == 4
     assert as_airflow_logs_it(" ".join(tokens)) == " ".join(["***", tokens[1], "***", "***", "***"])
+
+
+def test_the_pinned_airflow_keeps_the_masker_internals_the_provider_relies_on():
+    """Fails loudly when a new Airflow minor (pinned in constraints.txt) moves or changes the private masker
+    internals auth/masking.py uses to unregister expired tokens: the provider would still mask tokens (through
+    the public mask_secret) but never remove one, so a long-lived triggerer's masker would grow again."""
+    from deyel_provider.compat import AIRFLOW_VERSION, mask_secret
+
+    fix = (
+        f"Airflow {AIRFLOW_VERSION} changed its secrets masker's private internals; update _MASKER_ACCESSORS "
+        "and _inspect_masker in provider/deyel_provider/auth/masking.py for this minor"
+    )
+    problem = masking.masker_internals_problem()
+    assert problem is None, f"{fix}: {problem}"
+    # What the unregistering assumes: a value given to the public mask_secret lands in `patterns` escaped, and
+    # rebuilding `replacer` from `patterns` stops masking it.
+    secret = secrets.token_urlsafe(24)
+    mask_secret(secret)
+    assert masking._masked_already(secret), f"{fix}: mask_secret stores no re.escape(value) in patterns"
+    masking._unregister(secret)
+    unmasked = airflow_secrets_masker().redact(f"x {secret}")
+    assert unmasked == f"x {secret}", f"{fix}: unregistering no longer works"
+
+
+def test_without_the_private_masker_internals_tokens_stay_masked_through_mask_secret(monkeypatch, caplog):
+    masker = airflow_secrets_masker()  # Airflow's own, which the public mask_secret fills
+    # As if a new minor moved the accessor, then as if it kept it but dropped the patterns set.
+    for accessors in ((("airflow.sdk._gone", "_secrets_masker"),), (("types", "SimpleNamespace"),)):
+        monkeypatch.setattr(masking, "_MASKER_ACCESSORS", accessors)
+        masking.forget_all()
+        problem = masking.masker_internals_problem()
+        assert problem is not None and ("no masker accessor" in problem or "patterns" in problem)
+        now = time.time()
+        tokens = [secrets.token_urlsafe(24) for _ in range(masking.MAX_PER_CREDENTIAL + 2)]
+        with caplog.at_level("WARNING", logger=masking.__name__):
+            for token in tokens:
+                mask_token(DeyelToken(token, expires_at=now + 3600, issued_at=now), now=now)
+        # Every token is masked (the bound can no longer unregister any: nothing is removed, nothing fails),
+        # and the degradation is said once.
+        assert masker.redact(" ".join(tokens)) == " ".join(["***"] * len(tokens))
+        assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
+        said = [r.getMessage() for r in caplog.records if "not what the Deyel provider" in r.getMessage()]
+        assert len(said) == 1 and problem in said[0], said
+        caplog.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -35,10 +36,12 @@ def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 3
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
-    """sdist and wheel from ``python -m build`` (the wheel is built from the sdist, so the sdist is whole)."""
+    """sdist and wheel from ``make dist``, the command the README names (``python -m build``: the wheel is
+    built from the sdist, so the sdist is whole), into a folder of the test's own."""
     out = tmp_path_factory.mktemp("dist")
-    # --no-isolation: hatchling comes from the test group; no build backend is fetched for this.
-    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, ROOT)
+    # -o: the virtualenv is the one running this test (make setup's stamp is not remade); --no-isolation in
+    # the target: hatchling and its readme plugin come from the test group, nothing is fetched to build.
+    run("make", "-C", ROOT, "-o", ".venv/.installed", "dist", f"PY={sys.executable}", f"DIST={out}")
     return out
 
 
@@ -71,6 +74,38 @@ def test_metadata_declares_licence_urls_version_and_no_test_extra(dist):
     assert {"LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml"} <= members
 
 
+#: A Markdown link or image whose target has no scheme: dead on a package index.
+SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*:"
+RELATIVE_LINK = re.compile(rf"\]\((?!{SCHEME})([^)\s]*)\)|(?:href|src)=\"(?!{SCHEME})")
+
+
+def test_the_package_description_opens_with_install_and_holds_no_relative_link(dist):
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = email.message_from_bytes(
+            archive.read(next(n for n in archive.namelist() if n.endswith("/METADATA")))
+        )
+    assert metadata["Description-Content-Type"].startswith("text/markdown")
+    description = metadata.get_payload()
+    assert RELATIVE_LINK.findall(description) == [], "relative links are dead on a package index"
+    # The README's own links are there, made absolute into the repository.
+    assert "](https://github.com/deyel/airflow-provider-deyel/blob/main/docs/connection.md)" in description
+    sections = re.findall(r"^## (.+)$", description, flags=re.MULTILINE)
+    assert sections[0] == "Installation", sections
+    assert "pip install airflow-provider-deyel" in description.split("\n## ", 2)[1]
+    # The repository's two commands, which open the README, sit under "From source" here.
+    before, from_source = description.split("\n## From source\n", 1)
+    commands = re.compile(r"^make (demo|test)\b", flags=re.MULTILINE)
+    assert commands.findall(from_source.split("\n## ", 1)[0]) == ["demo", "test"]
+    assert commands.findall(before) == []
+
+
+def test_the_link_check_catches_relative_links():
+    text = '[a](docs/x.md) [b](#top) [c](https://x.y/z) <img src="p.png"> [d](mailto:x@y)'
+    found = RELATIVE_LINK.findall(text)
+    assert len(found) == 3
+
+
 @pytest.fixture(scope="module")
 def clean_venv(dist, tmp_path_factory) -> Path:
     """A virtualenv holding the wheel and Apache Airflow (the pinned version) and nothing else of ours."""
@@ -82,6 +117,19 @@ def clean_venv(dist, tmp_path_factory) -> Path:
         "-c", ROOT / "constraints.txt", wheel, "apache-airflow",
     )  # fmt: skip
     return venv
+
+
+ENTRY_POINT_PROBE = """
+from importlib.metadata import entry_points
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.operators.deyel import DeyelOperator
+from deyel_provider.sensors.deyel import DeyelInstanceSensor
+(ep,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("deyel_provider")]
+info = ep.load()()
+hook = next(c["hook-class-name"] for c in info["connection-types"] if c["connection-type"] == "deyel")
+assert hook == f"{DeyelHook.__module__}.{DeyelHook.__qualname__}"
+print(hook, info["package-name"], info["versions"][0])
+"""
 
 
 def clean_env(home: Path, **more: str) -> dict[str, str]:
@@ -103,6 +151,10 @@ def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_ve
     probe = run(python, "-c", "import importlib.util as u, deyel_provider as d; "
                 "print(u.find_spec('pytest') is None, d.__file__)", env=env)  # fmt: skip
     assert probe.split()[0] == "True" and str(clean_venv) in probe.split()[1]
+
+    # The public faces import from the wheel, and the provider's entry point resolves to its provider info.
+    resolved = run(python, "-c", ENTRY_POINT_PROBE, env=env)
+    assert resolved.split() == ["deyel_provider.hooks.deyel.DeyelHook", "airflow-provider-deyel", __version__]
 
     providers = json.loads(run(airflow, "providers", "list", "--output", "json", env=env))
     assert {"package_name": "airflow-provider-deyel", "version": __version__}.items() <= next(

@@ -117,23 +117,60 @@ def forget_all() -> None:
         _warned.clear()
 
 
+#: Where each Airflow minor keeps the accessor of its process-wide masker (private: no public API removes a
+#: value). A new minor that moves or renames it is detected: see :func:`masker_internals_problem`.
+_MASKER_ACCESSORS: tuple[tuple[str, str], ...] = (
+    ("airflow.sdk.log", "_secrets_masker"),  # 3.3
+    ("airflow.sdk._shared.secrets_masker", "_secrets_masker"),  # 3.1, 3.2
+    ("airflow.sdk.execution_time.secrets_masker", "_secrets_masker"),  # 3.0
+)
+
+
+def masker_internals_problem() -> str | None:
+    """What of Airflow's private masker internals this module relies on is missing in the installed Airflow
+    (``None`` when all is there): its accessor, a ``patterns`` set of escaped values, a ``replacer`` and an
+    ``_adaptations`` method. Where something is missing, tokens are still masked through the public
+    ``mask_secret``, but never unregistered (the masker then grows with each renewal)."""
+    return _inspect_masker()[1]
+
+
+def _inspect_masker() -> tuple[Any, str | None]:
+    """(Airflow's masker, ``None``) where it has the internals used here, else (``None``, what is missing)."""
+    for module, accessor in _MASKER_ACCESSORS:
+        try:
+            masker = getattr(importlib.import_module(module), accessor)()
+        except (ImportError, AttributeError):
+            continue
+        missing = [
+            what
+            for what, ok in (
+                ("patterns (a set)", isinstance(getattr(masker, "patterns", None), set)),
+                ("replacer", hasattr(masker, "replacer")),
+                ("_adaptations()", callable(getattr(masker, "_adaptations", None))),
+            )
+            if not ok
+        ]
+        if missing:
+            return None, f"{type(masker).__qualname__} has no " + ", ".join(missing)
+        return masker, None
+    return None, "no masker accessor at " + ", ".join(f"{m}.{a}" for m, a in _MASKER_ACCESSORS)
+
+
 def _masked_already(secret: str) -> bool:
     """Whether Airflow's masker already holds ``secret``'s pattern (registered by someone else)."""
-    patterns = getattr(_airflow_masker(), "patterns", None)
-    return isinstance(patterns, set) and re.escape(secret) in patterns
+    masker = _airflow_masker()
+    return masker is not None and re.escape(secret) in masker.patterns
 
 
 def _unregister(secret: str) -> None:
     """Remove a token from Airflow's masker. It has no public way to do so: this reaches into its patterns,
     and does nothing (the value stays masked) where they are not what it expects."""
     masker = _airflow_masker()
-    patterns = getattr(masker, "patterns", None)
-    if not isinstance(patterns, set):
+    if masker is None:
         return
-    adaptations = getattr(masker, "_adaptations", None)
-    values = list(adaptations(secret)) if callable(adaptations) else [secret]
+    patterns = masker.patterns
     removed = False
-    for value in values:
+    for value in masker._adaptations(secret):
         if isinstance(value, str) and value:
             pattern = re.escape(value)
             if pattern in patterns:
@@ -144,14 +181,17 @@ def _unregister(secret: str) -> None:
 
 
 def _airflow_masker() -> Any:
-    """Airflow's process-wide masker (the one ``mask_secret`` fills), wherever this version keeps it."""
-    for module in (
-        "airflow.sdk.log",  # 3.3
-        "airflow.sdk._shared.secrets_masker",  # 3.1, 3.2
-        "airflow.sdk.execution_time.secrets_masker",  # 3.0
-    ):
-        try:
-            return importlib.import_module(module)._secrets_masker()
-        except (ImportError, AttributeError):
-            continue
+    """Airflow's process-wide masker (the one ``mask_secret`` fills) where this version keeps it with the
+    internals used here; ``None`` otherwise, with a warning once per process: registering then degrades to the
+    public ``mask_secret`` alone (tokens stay masked, and are never removed)."""
+    masker, problem = _inspect_masker()
+    if masker is not None:
+        return masker
+    if "internals" not in _warned:
+        _warned.add("internals")
+        log.warning(
+            "This Airflow's secrets masker is not what the Deyel provider expects (%s): tokens are masked "
+            "with mask_secret but never unregistered, so the masker grows with each token renewal",
+            problem,
+        )
     return None
