@@ -36,7 +36,7 @@ from deyel_provider.storage.compression import COMPRESSED_EXTENSIONS, TEXT_CODEC
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from deyel_provider.extract.formats.text import RecordWriter
+    from deyel_provider.extract.formats.base import RecordWriter
 
 log = logging.getLogger(__name__)
 

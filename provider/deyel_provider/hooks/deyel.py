@@ -34,7 +34,7 @@ from deyel_provider.http.deadline import WatchedAdapter, total_deadline
 from deyel_provider.http.errors import connection_error, error_from_response
 from deyel_provider.http.redact import Redactor, basic_value
 from deyel_provider.http.retry import RetryPolicy, is_replay_safe
-from deyel_provider.read.slicing import SlicedReader
+from deyel_provider.read.slicing import SlicedReader, SliceSettings
 
 #: Seconds the Test button may take beyond the connection's timeout.
 TEST_CONNECTION_GRACE = 3.0
@@ -289,7 +289,6 @@ class DeyelHook(BaseHook):
         params: dict[str, Any] | None = None,
         max_workers: int | str = 1,
         max_workers_ceiling: int = 8,
-        logger: Any = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> SlicedReader:
@@ -308,7 +307,7 @@ class DeyelHook(BaseHook):
         :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
             emulator's clock).
         """
-        concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger or self.log)
+        concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling)
         query = dict(params or {})
         if search:
             query["search"] = search
@@ -321,16 +320,17 @@ class DeyelHook(BaseHook):
             instances_endpoint(form),
             query,
             self.paging(page_size),
-            field=field,
-            id_field=self.config.id_field,
-            date_literal=self.config.date_literal,
+            SliceSettings(
+                field=field,
+                id_field=self.config.id_field,
+                date_literal=self.config.date_literal,
+                # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
+                settle_ms=round(self.config.settle_seconds * 1000),
+                max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
+                clock=clock or self.clock,
+                sleep=sleep or time.sleep,
+            ),
             concurrency=concurrency,
-            logger=logger or self.log,
-            # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
-            settle_ms=round(self.config.settle_seconds * 1000),
-            max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
-            clock=clock or self.clock,
-            sleep=sleep or time.sleep,
         )
 
     def iter_instances(
