@@ -123,7 +123,7 @@ def extract(
         zstd_module()
     target = as_storage_path(output.output, output.output_conn_id)
     check_output_name(target.name, output.format, output.compression)
-    files = OutputFiles(target, split=output.split, codec=output.codec, logger=logger)
+    files = OutputFiles(target, split=output.split, codec=output.codec)
     target.parent.mkdir(parents=True, exist_ok=True)
     files.remove_leftovers()
     writer = make_writer(
