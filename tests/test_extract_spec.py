@@ -102,11 +102,12 @@ def test_no_engine_module_passes_450_lines_nor_takes_a_logger():
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 450
     ]
     assert long == []
-    # Module loggers (which Airflow puts in the task log), or the one Progress object: no logger argument.
+    # Module loggers (which Airflow puts in the task log), or an object's own: no logger argument threads on.
     threaded = []
     for path in _engine_modules():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and path.name != "progress.py":
+            # A constructor may take where its object reports (Progress, the watermark run): one hop.
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "__init__":
                 args = node.args
                 if any(a.arg == "logger" for a in (*args.args, *args.kwonlyargs)):
                     threaded.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")

@@ -337,6 +337,7 @@ class DeyelExtractOperator(BaseOperator):
             wm.WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id),
             start_from=self._start_from_ms,
             legacy=(self.form, field, self.search or None),
+            logger=self.log,
         )
         start, end = run.choose()
         return "watermark", start, end, run
