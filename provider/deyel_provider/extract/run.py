@@ -9,7 +9,6 @@ object under the final name. Temporary leftovers of a killed attempt are removed
 from __future__ import annotations
 
 import calendar
-import logging
 import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from deyel_provider.hooks.deyel import DeyelHook
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
