@@ -70,7 +70,9 @@ def main(options: dict) -> dict:
         page_size=options["page_size"],
         settle_seconds=0,
     )
+    from deyel_provider.extract.progress import Progress
     from deyel_provider.extract.run import extract
+    from deyel_provider.extract.spec import OutputSpec, ReadSpec
     from deyel_provider.hooks.deyel import DeyelHook
 
     ext = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}[options["format"]]
@@ -80,11 +82,9 @@ def main(options: dict) -> dict:
     try:
         done = extract(
             DeyelHook(),
-            options["form"],
-            str(output),
-            format=options["format"],
-            progress_interval=3600,
-            **extra,
+            ReadSpec(options["form"]),
+            OutputSpec(str(output), format=options["format"], **extra),
+            progress=Progress(3600),
         )
         result.update(outcome="ok", records=done.records, bytes=done.bytes)
     except Exception as exc:  # the outcome is what the caller asserts

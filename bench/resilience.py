@@ -50,7 +50,9 @@ class _RetryLines(logging.Handler):
 
 def _extract(emulator: Any, folder: Path, name: str, faults: list[dict[str, Any]]) -> dict[str, Any]:
     from deyel_provider.auth.cache import PROCESS_CACHE
+    from deyel_provider.extract.progress import Progress
     from deyel_provider.extract.run import extract
+    from deyel_provider.extract.spec import OutputSpec, ReadSpec
     from deyel_provider.hooks.deyel import DeyelHook
 
     PROCESS_CACHE.clear()  # each run starts cold: its first token is a POST
@@ -63,7 +65,12 @@ def _extract(emulator: Any, folder: Path, name: str, faults: list[dict[str, Any]
     hook = DeyelHook("deyel_bench")
     started = time.perf_counter()
     try:
-        result = extract(hook, "CRM_ACCOUNT", str(target), page_size=PAGE_SIZE, progress_interval=3600)
+        result = extract(
+            hook,
+            ReadSpec("CRM_ACCOUNT", page_size=PAGE_SIZE),
+            OutputSpec(str(target)),
+            progress=Progress(3600),
+        )
     finally:
         seconds = time.perf_counter() - started
         logger.removeHandler(retries)

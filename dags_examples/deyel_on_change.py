@@ -19,6 +19,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, task
 
 from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
 
@@ -52,12 +53,9 @@ with DAG(
             # The extraction engine: every instance of the window exactly once, published atomically.
             result = extract(
                 DeyelHook(),
-                window["form"],
-                f"{OUTPUT}/{window['form']}/changes/{start}-{end}.jsonl",
-                search=window["search"] or None,
-                field=window["field"],
-                start=start,
-                end=end,
+                ReadSpec(window["form"], search=window["search"] or None, field=window["field"]),
+                OutputSpec(f"{OUTPUT}/{window['form']}/changes/{start}-{end}.jsonl"),
+                WindowSpec(start, end),
             )
             # DEYEL-DEMO marks the lines `make demo` echoes.
             print(f"DEYEL-DEMO: {result.records} changed {window['form']} instances in [{start}, {end})")

@@ -13,8 +13,12 @@ import uuid
 import pytest
 
 from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec
 from deyel_provider.hooks.deyel import DeyelHook
+
+READ = ReadSpec("CRM_ACCOUNT")
 
 VICTIM_TEXT = "ssh-ed25519 AAAA... victim@host\n"
 
@@ -48,7 +52,7 @@ def test_a_link_at_the_final_name_is_replaced_not_written_through(deyel_conn, sh
     folder, victim = shared_folder
     target = folder / "CRM_ACCOUNT.jsonl"
     target.symlink_to(victim / "authorized_keys")
-    result = extract(DeyelHook(), "CRM_ACCOUNT", str(target))
+    result = extract(DeyelHook(), READ, OutputSpec(str(target)))
     assert (victim / "authorized_keys").read_text() == VICTIM_TEXT
     assert not target.is_symlink() and stat.S_ISREG(target.lstat().st_mode)
     assert _records(target) == EVERY_ID
@@ -60,7 +64,7 @@ def test_a_link_to_a_folder_at_the_final_name_does_not_move_the_data_there(deyel
     folder, victim = shared_folder
     target = folder / "CRM_ACCOUNT.csv"
     target.symlink_to(victim, target_is_directory=True)
-    extract(DeyelHook(), "CRM_ACCOUNT", target.as_uri() if as_url else str(target), format="csv")
+    extract(DeyelHook(), READ, OutputSpec(target.as_uri() if as_url else str(target), format="csv"))
     assert sorted(os.listdir(victim)) == ["authorized_keys"]
     assert stat.S_ISREG(target.lstat().st_mode)
     assert _csv_count(target) == 50
@@ -76,7 +80,7 @@ def test_a_planted_link_at_the_temporary_name_is_never_followed(deyel_conn, shar
     real_uuid4 = uuid.uuid4
     monkeypatch.setattr(uuid, "uuid4", lambda: next(names, None) or real_uuid4())
     # CSV with a field that first appears late: the widening pass creates a second temporary file.
-    extract(DeyelHook(), "CRM_ACCOUNT", str(folder / "CRM_ACCOUNT.csv"), format="csv")
+    extract(DeyelHook(), READ, OutputSpec(str(folder / "CRM_ACCOUNT.csv"), format="csv"))
     assert (victim / "authorized_keys").read_text() == VICTIM_TEXT
     assert planted.is_symlink()  # not ours: left alone
     assert _csv_count(folder / "CRM_ACCOUNT.csv") == 50
@@ -89,7 +93,7 @@ def test_leftovers_that_are_not_ours_are_ignored_not_fatal(deyel_conn, shared_fo
     os.mkfifo(folder / "out.jsonl.tmp-fifo")
     ours = folder / "out.jsonl.tmp-0123"
     ours.write_text("partial")
-    extract(DeyelHook(), "CRM_ACCOUNT", str(folder / "out.jsonl"))
+    extract(DeyelHook(), READ, OutputSpec(str(folder / "out.jsonl")))
     assert _records(folder / "out.jsonl") == EVERY_ID
     assert not ours.exists()  # our own leftover is removed
     assert sorted(os.listdir(folder)) == [
@@ -116,11 +120,9 @@ def test_the_temporary_file_is_private_while_it_is_written(deyel_conn, tmp_path)
 
     extract(
         DeyelHook(),
-        "CRM_ACCOUNT",
-        str(tmp_path / "x.jsonl"),
-        page_size=10,
-        progress_interval=1e-9,
-        logger=Watcher(),
+        ReadSpec("CRM_ACCOUNT", page_size=10),
+        OutputSpec(str(tmp_path / "x.jsonl")),
+        progress=Progress(1e-9, Watcher()),
     )
     assert modes and set(modes) == {0o600}
     mask = os.umask(0)
@@ -133,7 +135,7 @@ def test_a_folder_planted_at_the_final_name_is_an_error_not_a_destination(deyel_
     planted = folder / "CRM_ACCOUNT.jsonl"
     planted.mkdir()
     with pytest.raises(DeyelConfigError, match="is a folder; nothing was written into it"):
-        extract(DeyelHook(), "CRM_ACCOUNT", str(planted))
+        extract(DeyelHook(), READ, OutputSpec(str(planted)))
     assert os.listdir(planted) == []
     assert sorted(os.listdir(folder)) == ["CRM_ACCOUNT.jsonl"]  # and no temporary file left beside it
 
@@ -146,7 +148,7 @@ def test_a_folder_link_planted_by_another_user_is_not_followed(deyel_conn, share
     real = tmp_path / "real-exports"
     real.mkdir()
     mine.symlink_to(real, target_is_directory=True)
-    extract(DeyelHook(), "CRM_ACCOUNT", str(mine / "data.jsonl"))
+    extract(DeyelHook(), READ, OutputSpec(str(mine / "data.jsonl")))
     assert _records(real / "data.jsonl") == EVERY_ID
     if os.getuid() != 0:
         return  # only root can make a link that belongs to another user
@@ -154,7 +156,7 @@ def test_a_folder_link_planted_by_another_user_is_not_followed(deyel_conn, share
     planted.symlink_to(victim, target_is_directory=True)
     os.lchown(planted, 65534, 65534)
     with pytest.raises(DeyelConfigError, match="a link made by another user"):
-        extract(DeyelHook(), "CRM_ACCOUNT", str(planted / "authorized_keys"), format="csv")
+        extract(DeyelHook(), READ, OutputSpec(str(planted / "authorized_keys"), format="csv"))
     assert (victim / "authorized_keys").read_text() == VICTIM_TEXT
     assert sorted(os.listdir(victim)) == ["authorized_keys"]
 
@@ -181,7 +183,7 @@ def test_a_fifo_or_link_at_the_old_manifest_name_neither_hangs_nor_is_read(
         try:
             target = str(folder / "day.jsonl.gz")
             hook = DeyelHook()
-            result["ok"] = extract(hook, "CRM_ACCOUNT", target, compression="gzip", max_file_bytes=4096)
+            result["ok"] = extract(hook, READ, OutputSpec(target, compression="gzip", max_file_bytes=4096))
         except Exception as exc:  # reported by the assertion below
             result["error"] = exc
 

@@ -27,6 +27,7 @@ from deyel_provider.exceptions import (
     DeyelRequestError,
 )
 from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import upsert
 from deyel_provider.operators.extract import DeyelExtractOperator
@@ -137,7 +138,7 @@ def test_an_id_field_that_is_not_unique_fails_typed_instead_of_dropping_instance
     50 and a success. One response is a consistent snapshot: the same id twice in it means no id."""
     with served(deyel_conn, {"id_field": id_field}):
         with pytest.raises(DeyelConfigError, match=f"'id_field' extra names '{id_field}'"):
-            extract(DeyelHook(), FORM, str(tmp_path / "all.jsonl"), page_size=page_size)
+            extract(DeyelHook(), ReadSpec(FORM, page_size=page_size), OutputSpec(str(tmp_path / "all.jsonl")))
         with pytest.raises(DeyelConfigError, match=f"'id_field' extra names '{id_field}'"):
             list(DeyelHook().iter_instances(FORM, page_size=page_size))
     assert not list(tmp_path.iterdir())  # nothing published
@@ -154,7 +155,7 @@ def test_the_sensors_count_refuses_an_id_field_that_is_not_unique(deyel_conn):
 def test_an_id_field_equal_to_the_incremental_field_is_refused(deyel_conn, tmp_path):
     with served(deyel_conn, {"id_field": "dtLastUpdate"}) as emulator:
         with pytest.raises(DeyelConfigError, match=r"'id_field'.*incremental field 'dtLastUpdate'"):
-            extract(DeyelHook(), FORM, str(tmp_path / "all.jsonl"))
+            extract(DeyelHook(), ReadSpec(FORM), OutputSpec(str(tmp_path / "all.jsonl")))
         assert emulator.methods().get("GET", 0) == 0  # refused before any request
     assert not list(tmp_path.iterdir())
 

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from deyel_provider.emulator import RunningEmulator, run_emulator
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelIncompleteError
 from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
 from tests.contract import Before, check_contract
@@ -314,7 +315,9 @@ def test_a_date_header_five_years_ahead_ends_no_window_and_publishes_nothing(sta
     server.dates = [START + 5 * 365 * 86_400_000]
     target = tmp_path / "changes.jsonl"
     with pytest.raises(DeyelClockSkewError):
-        extract(DeyelHook(), FORM, str(target), start=START, end_at_server_time=True)
+        extract(
+            DeyelHook(), ReadSpec(FORM), OutputSpec(str(target)), WindowSpec(START, end_at_server_time=True)
+        )
     assert list(tmp_path.iterdir()) == []  # nothing published
 
     # The next answers carry the server's real clock: the run reads up to it, not five years on.
@@ -519,9 +522,11 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
                 target = folder / f"run-{run}.jsonl"
                 try:
                     result = extract(
-                        DeyelHook(), FORM, str(target), page_size=page_size, max_workers=workers, start=low,
-                        end_at_server_time=True,
-                    )  # fmt: skip
+                        DeyelHook(),
+                        ReadSpec(FORM, page_size=page_size, max_workers=workers),
+                        OutputSpec(str(target)),
+                        WindowSpec(low, end_at_server_time=True),
+                    )
                 except DeyelError as error:
                     assert isinstance(error, DeyelIncompleteError), error
                     assert not target.exists()  # nothing published, the watermark stays

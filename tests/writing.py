@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deyel_provider.extract.formats.text import RecordWriter
+from deyel_provider.extract.formats.base import RecordWriter
 from deyel_provider.extract.formats.writers import make_writer
 from deyel_provider.extract.parts import OutputFiles
 from deyel_provider.storage.paths import as_storage_path

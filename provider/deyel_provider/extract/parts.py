@@ -36,7 +36,7 @@ from deyel_provider.storage.compression import COMPRESSED_EXTENSIONS, TEXT_CODEC
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from deyel_provider.extract.formats.text import RecordWriter
+    from deyel_provider.extract.formats.base import RecordWriter
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +127,12 @@ class OutputFiles:
     :param codec: the stream codec of the text formats (``gzip``, ``zstd``), None for none (and Parquet).
     """
 
-    def __init__(
-        self, target: ObjectStoragePath, *, split: bool, codec: str | None, logger: Any = log
-    ) -> None:
+    def __init__(self, target: ObjectStoragePath, *, split: bool, codec: str | None) -> None:
         if codec is not None and codec not in TEXT_CODECS:
             raise DeyelConfigError(f"compression must be one of {list(TEXT_CODECS)} or None, got {codec!r}")
         self.target = target
         self.split = split
         self.codec = codec
-        self.log = logger
         self.stem, fmt_ext, compressed = split_name(target.name)
         self.ext = fmt_ext + compressed
         self._part = re.compile(
@@ -163,7 +160,7 @@ class OutputFiles:
     def remove_leftovers(self) -> None:
         """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
         if not self.split:
-            publish.remove_leftovers(self.target, self.log)
+            publish.remove_leftovers(self.target, log)
             return
         part, manifest = self._part, self.manifest_target.name
         publish.remove_own_files(
@@ -178,7 +175,7 @@ class OutputFiles:
                 )
             ),
             "left by an interrupted attempt",
-            self.log,
+            log,
         )
 
     def open(self, number: int) -> EncodedFile:
@@ -215,7 +212,7 @@ class OutputFiles:
             temps = self._by_part[part.number]
             size = part.size
             if writer.needs_rewrite(part):
-                self.log.info("rewriting part %d with the run's final columns and types", part.number)
+                log.info("rewriting part %d with the run's final columns and types", part.number)
                 fresh = self._new_temp(part.number)
                 # One segment open at a time: a part may have hundreds (one per schema change).
                 sources = self._read_each(temps)
@@ -272,7 +269,7 @@ class OutputFiles:
 
     def _remove_own(self, matches: Any, why: str, kind: str, *, pattern: str | None = None) -> None:
         glob = pattern if pattern is not None else f"{publish.glob_escape(self.stem)}.part*"
-        publish.remove_own_files(self.target, glob, matches, why, self.log, kind=kind)
+        publish.remove_own_files(self.target, glob, matches, why, log, kind=kind)
 
     def _remove_legacy_manifest(self) -> None:
         """Remove a ``<stem>.parts.json`` (the name releases before 0.2 used) that lists only this output's
@@ -283,9 +280,7 @@ class OutputFiles:
             return
         try:
             # Never through a link nor blocking on a FIFO another user planted there (publish's rule).
-            raw = publish.read_own_file(
-                legacy, LEGACY_MANIFEST_MAX_BYTES, self._dir_fd, self.log, kind="manifest"
-            )
+            raw = publish.read_own_file(legacy, LEGACY_MANIFEST_MAX_BYTES, self._dir_fd, log, kind="manifest")
             if raw is None:
                 return
             body = json.loads(raw)
@@ -319,7 +314,7 @@ class OutputFiles:
             try:
                 sink.close()
             except Exception as exc:  # the failure that brought us here matters more
-                self.log.warning("could not close a temporary file: %s", exc)
+                log.warning("could not close a temporary file: %s", exc)
         self._sinks.clear()
         for temp in self._temps:
             publish.discard(temp)

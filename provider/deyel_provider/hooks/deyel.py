@@ -35,7 +35,7 @@ from deyel_provider.http.redact import Redactor
 from deyel_provider.http.retry import RetryPolicy
 from deyel_provider.http.session import FOLLOWED_REDIRECT_METHODS, pooled_session
 from deyel_provider.http.transport import Transport
-from deyel_provider.read.slicing import SlicedReader
+from deyel_provider.read.slicing import SlicedReader, SliceSettings
 
 __all__ = ["FOLLOWED_REDIRECT_METHODS", "TEST_CONNECTION_GRACE", "DeyelHook", "instances_endpoint"]
 
@@ -203,7 +203,6 @@ class DeyelHook(BaseHook):
         params: dict[str, Any] | None = None,
         max_workers: int | str = 1,
         max_workers_ceiling: int = 8,
-        logger: Any = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> SlicedReader:
@@ -222,7 +221,7 @@ class DeyelHook(BaseHook):
         :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
             emulator's clock).
         """
-        concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling, logger=logger or self.log)
+        concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling)
         query = dict(params or {})
         if search:
             query["search"] = search
@@ -235,16 +234,17 @@ class DeyelHook(BaseHook):
             instances_endpoint(form),
             query,
             self.paging(page_size),
-            field=field,
-            id_field=self.config.id_field,
-            date_literal=self.config.date_literal,
+            SliceSettings(
+                field=field,
+                id_field=self.config.id_field,
+                date_literal=self.config.date_literal,
+                # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
+                settle_ms=round(self.config.settle_seconds * 1000),
+                max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
+                clock=clock or self.clock,
+                sleep=sleep or time.sleep,
+            ),
             concurrency=concurrency,
-            logger=logger or self.log,
-            # The server's clock as the connection trusts it (settle_seconds, max_clock_skew_seconds).
-            settle_ms=round(self.config.settle_seconds * 1000),
-            max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
-            clock=clock or self.clock,
-            sleep=sleep or time.sleep,
         )
 
     def iter_instances(

@@ -14,9 +14,11 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
-from deyel_provider.extract.formats.text import DEFAULT_MAX_COLUMNS
+from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
 from deyel_provider.extract.parts import check_output_name
-from deyel_provider.extract.run import check_output_options, epoch_ms, extract
+from deyel_provider.extract.progress import Progress
+from deyel_provider.extract.run import epoch_ms, extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_output_options
 from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
@@ -241,28 +243,29 @@ class DeyelExtractOperator(BaseOperator):
         mode, start, end, run = self._window(context, field)
         result = extract(
             self.hook,
-            self.form,
-            self.output_path,
-            search=self.search or None,
-            fields=self.fields,
-            format=self.format,
-            compression=self.compression or None,
-            schema=self.schema,
-            on_empty=self.on_empty,
-            max_file_bytes=self.max_file_bytes,
-            row_group_bytes=self.row_group_bytes,
-            max_columns=self.max_columns,
-            page_size=self.page_size,
-            max_workers=self.max_workers,
-            max_workers_ceiling=self.max_workers_ceiling,
-            field=field or "dtLastUpdate",
-            start=start,
-            end=end,
+            ReadSpec(
+                self.form,
+                search=self.search or None,
+                field=field or "dtLastUpdate",
+                page_size=self.page_size,
+                max_workers=self.max_workers,
+                max_workers_ceiling=self.max_workers_ceiling,
+            ),
+            OutputSpec(
+                self.output_path,
+                format=self.format,
+                compression=self.compression or None,
+                fields=self.fields,
+                schema=self.schema,
+                on_empty=self.on_empty,
+                max_file_bytes=self.max_file_bytes,
+                row_group_bytes=self.row_group_bytes,
+                max_columns=self.max_columns,
+                output_conn_id=self.output_conn_id,
+            ),
             # A re-read of a recorded window has its end; a new watermark window ends at the server's present.
-            end_at_server_time=run is not None and end is None,
-            output_conn_id=self.output_conn_id,
-            progress_interval=self.progress_interval,
-            logger=self.log,
+            WindowSpec(start, end, end_at_server_time=run is not None and end is None),
+            progress=Progress(self.progress_interval, self.log),
             before_publish=run.record if run is not None else None,
         )
         summary = {**result.as_dict(), "mode": mode}

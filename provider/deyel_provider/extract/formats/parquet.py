@@ -19,18 +19,26 @@ row groups already written are rewritten to the new type at the end of the run. 
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
-from deyel_provider.extract.formats.text import OpenFile, Part, RecordWriter, _encodable_json, _json
+from deyel_provider.extract.formats.base import OpenFile, Part, RecordWriter, json_text
+from deyel_provider.extract.formats.parquet_types import (
+    Column,
+    Converters,
+    Misfit,
+    Types,
+    Unwritable,
+    check_schema,
+    empty_run_columns,
+    infer_type,
+    text_of,
+    widened,
+)
 from deyel_provider.storage.compression import PARQUET_CODECS
 
-TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Arrow data per row group: memory holds about one (plus a page), readers get large enough groups.
 DEFAULT_ROW_GROUP_BYTES = 8 * 2**20
 #: Arrow bytes a cell costs before its text: 8 (int64, float64, timestamp values) and a validity bit; a
@@ -39,29 +47,6 @@ CELL_BYTES = 9
 #: The least a slice of a page is sized for: a small ``row_group_bytes`` still converts a page of narrow
 #: rows at once (one row group per page), never row by row.
 MIN_SLICE_BYTES = 64 * 2**10
-#: Columns of an empty run's file when nothing declares any: every Deyel instance has these two (the id under
-#: the connection's ``id_field``, see :func:`empty_run_columns`).
-EMPTY_RUN_COLUMNS: tuple[tuple[str, str], ...] = (("idObjectValue", "string"), ("dtLastUpdate", "timestamp"))
-
-
-def empty_run_columns(id_field: str = DEFAULT_ID_FIELD) -> tuple[tuple[str, str], ...]:
-    """An empty run's columns on a server whose listings hold the id under ``id_field``."""
-    first = ("links", "json") if id_field == LINKS else (id_field, "string")
-    return (first, ("dtLastUpdate", "timestamp"))
-
-
-#: The type a field null in its whole first page takes, from its Hungarian prefix (Deyel's naming rule).
-_NULL_FIELD_TYPES = {"dt": "timestamp", "cb": "bool", "qt": "int64", "nu": "float64", "ls": "json"}
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-#: Integers a float64 holds exactly.
-_EXACT_IN_FLOAT = 2**53
-#: Epoch milliseconds of years 0001 to 9999: what readers (DuckDB, pandas) can read as a timestamp.
-_TIMESTAMP_MIN, _TIMESTAMP_END = -62135596800000, 253402300800000
-#: JSON's number grammar, ASCII digits only; linear (no nested repetition), on at most 64 characters.
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-_NoneType = type(None)
-
-Types = tuple[tuple[str, str], ...]
 
 
 def pyarrow_modules() -> tuple[Any, Any]:
@@ -75,279 +60,6 @@ def pyarrow_modules() -> tuple[Any, Any]:
             "(pip install 'airflow-provider-deyel[parquet]')"
         ) from None
     return pyarrow, pyarrow.parquet
-
-
-def check_schema(schema: Mapping[str, str] | None, fields: Sequence[str] | None = None) -> dict[str, str]:
-    """The declared types, or a config error naming the entry to fix."""
-    if schema is None:
-        return {}
-    if not isinstance(schema, Mapping):
-        raise DeyelConfigError(
-            "schema must map field names to types, e.g. {'qtEmployee': 'int64'}, "
-            f"got {type(schema).__name__}"
-        )
-    for name, kind in schema.items():
-        if not isinstance(name, str) or not name:
-            raise DeyelConfigError(f"schema keys are field names (non-empty text), got {name!r}")
-        if kind not in TYPES:
-            raise DeyelConfigError(f"schema[{name!r}] = {kind!r} is not a type; use one of {list(TYPES)}")
-    if fields is not None:
-        missing = [name for name in schema if name not in fields]
-        if missing:
-            raise DeyelConfigError(f"schema declares {missing}, which are not in fields; add them to fields")
-    return dict(schema)
-
-
-def hungarian_prefix(name: str) -> str:
-    """Deyel's type prefix of a field identifier (``dt`` of ``dtLastUpdate``), or ``""``."""
-    if (
-        len(name) > 2
-        and name[:2].isascii()
-        and name[:2].isalpha()
-        and name[:2].islower()
-        and name[2].isupper()
-    ):
-        return name[:2]
-    return ""
-
-
-def int_text(value: str) -> int | None:
-    """The integer a canonical decimal text stands for (``"1540782000000"``, ``"-5"``), else None.
-
-    Canonical (no sign, space, underscore, leading zero or non-ASCII digit) so that the text written back for
-    the number, where a column widens to ``string``, is the text Deyel sent.
-    """
-    if not 0 < len(value) <= 20:
-        return None
-    digits = value[1:] if value[0] == "-" else value
-    if not digits or not digits.isascii() or not digits.isdigit() or (digits[0] == "0" and value != "0"):
-        return None
-    return int(value)
-
-
-def float_text(value: str) -> float | None:
-    """The number a JSON number text stands for (Deyel 8.0 sends numbers as text), else None."""
-    if len(value) > 64 or not _NUMBER.fullmatch(value):
-        return None
-    number = float(value)
-    if not math.isfinite(number):
-        return None
-    if "." not in value and "e" not in value and "E" not in value and not exact_in_float(int(value)):
-        return None  # integer text a float64 would round: as a native integer would be
-    return number
-
-
-def exact_in_float(value: int) -> bool:
-    """Whether a float64 holds the integer ``value`` exactly (past 2**53 only some do)."""
-    try:
-        return abs(value) <= _EXACT_IN_FLOAT or float(value) == value
-    except OverflowError:  # beyond float64's range altogether
-        return False
-
-
-def _in_int64(value: int) -> bool:
-    return _INT64_MIN <= value <= _INT64_MAX
-
-
-def _in_timestamp(value: int) -> bool:
-    return _TIMESTAMP_MIN <= value < _TIMESTAMP_END
-
-
-def infer_type(name: str, values: Iterable[Any]) -> str:
-    """A field's type from its values in the first page that holds it.
-
-    - all null: from the prefix (``dt`` timestamp, ``cb`` bool, ``qt`` int64, ``nu`` float64, ``ls`` json),
-      else string;
-    - any grid or object: json; all booleans: bool;
-    - numbers: integers int64 (``dt``: timestamp), with fractions float64;
-    - text (Deyel 8.0 sends every value as text): ``dt`` with integer text timestamp, ``qt``/``nu`` with
-      numbers int64 or float64, ``cb`` with ``true``/``false`` bool; any other text stays string (codes such
-      as ``"00123"`` keep their zeros);
-    - anything else (mixed kinds, integers beyond 64 bits, integers a float64 would round beside fractions,
-      ``dt`` epoch milliseconds outside the years 0001-9999): string.
-    """
-    present = [value for value in values if value is not None]
-    prefix = hungarian_prefix(name)
-    if not present:
-        return _NULL_FIELD_TYPES.get(prefix, "string")
-    kinds = set(map(type, present))
-    if list in kinds or dict in kinds:
-        return "json"
-    if kinds == {bool}:
-        return "bool"
-    if kinds <= {int, float}:
-        ints = [value for value in present if type(value) is int]
-        if kinds == {int}:
-            if prefix == "dt":
-                return "timestamp" if all(map(_in_timestamp, ints)) else "string"
-            return "int64" if all(map(_in_int64, ints)) else "string"
-        return "float64" if all(map(exact_in_float, ints)) else "string"
-    if kinds == {str}:
-        if prefix in ("dt", "qt", "nu"):
-            numbers = [int_text(value) for value in present]
-            fits = _in_timestamp if prefix == "dt" else _in_int64
-            if all(number is not None and fits(number) for number in numbers):
-                return "timestamp" if prefix == "dt" else "int64"
-            if prefix != "dt" and all(float_text(value) is not None for value in present):
-                return "float64"
-        if prefix == "cb" and all(value in ("true", "false") for value in present):
-            return "bool"
-    return "string"
-
-
-def widened(current: str, value: Any, largest_int: int) -> str:
-    """The type an inferred column takes when ``value`` does not fit ``current``.
-
-    int64 becomes float64 for a fractional number while every integer written so far is exact in a float64
-    (within 2**53); anything else becomes string, earlier values rewritten as their text (numbers as JSON
-    writes them, booleans ``true``/``false``, timestamps as the epoch milliseconds Deyel sent). string and
-    json take any value: non-text values as their JSON text.
-    """
-    if current == "int64" and largest_int <= _EXACT_IN_FLOAT:
-        if type(value) is float and math.isfinite(value):
-            return "float64"
-        if type(value) is str and float_text(value) is not None:
-            return "float64"
-    return "string"
-
-
-class _Misfit(Exception):
-    def __init__(self, index: int, value: Any) -> None:
-        self.index = index
-        self.value = value
-
-
-class _Unwritable(_Misfit):
-    """Text no Parquet string can hold (a lone surrogate): no type fits it."""
-
-
-def text_of(value: Any) -> str:
-    """A value as a string cell: text as is, booleans ``true``/``false``, the rest as JSON text."""
-    if type(value) is str:
-        return value
-    if type(value) is bool:
-        return "true" if value else "false"
-    if isinstance(value, (list, dict)):
-        return _encodable_json(value)
-    return _json(value)
-
-
-class _Converters:
-    """Python values to Arrow arrays, one function per type; each raises :class:`_Misfit` at the first
-    value its type cannot hold exactly."""
-
-    def __init__(self, pa: Any) -> None:
-        self.pa = pa
-        self.arrow = {
-            "string": pa.string(),
-            "int64": pa.int64(),
-            "float64": pa.float64(),
-            "bool": pa.bool_(),
-            "timestamp": pa.timestamp("ms", tz="UTC"),
-            "json": pa.json_(),
-        }
-        self.by_type: dict[str, Callable[[list[Any], _Column], Any]] = {
-            "string": self.string,
-            "int64": self.int64,
-            "float64": self.float64,
-            "bool": self.bool,
-            "timestamp": self.timestamp,
-            "json": self.json,
-        }
-
-    def string(self, values: list[Any], column: _Column) -> Any:
-        if set(map(type, values)) <= {str, _NoneType}:
-            try:
-                return self.pa.array(values, self.arrow["string"])
-            except UnicodeEncodeError:
-                pass
-        out = []
-        for index, value in enumerate(values):
-            if type(value) is str:
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise _Unwritable(index, value) from None
-            out.append(None if value is None else text_of(value))
-        return self.pa.array(out, self.arrow["string"])
-
-    def json(self, values: list[Any], column: _Column) -> Any:
-        out = [None if value is None else _encodable_json(value) for value in values]
-        return self.pa.array(out, self.arrow["json"])
-
-    def int64(self, values: list[Any], column: _Column) -> Any:
-        if set(map(type, values)) <= {int, _NoneType}:
-            ints = values
-        else:
-            ints = []
-            for index, value in enumerate(values):
-                kind = type(value)
-                if value is None or kind is int:
-                    ints.append(value)
-                elif kind is str and (number := int_text(value)) is not None:
-                    ints.append(number)
-                elif kind is float and value.is_integer() and abs(value) <= _EXACT_IN_FLOAT:
-                    ints.append(int(value))
-                else:
-                    raise _Misfit(index, value)
-        largest = max((abs(value) for value in ints if value is not None), default=0)
-        if largest > _INT64_MAX:
-            index = next(i for i, value in enumerate(ints) if value is not None and not _in_int64(value))
-            raise _Misfit(index, values[index])
-        column.largest_int = max(column.largest_int, largest)
-        return self.pa.array(ints, self.arrow["int64"])
-
-    def float64(self, values: list[Any], column: _Column) -> Any:
-        kinds = set(map(type, values))
-        if kinds <= {float, _NoneType}:
-            return self.pa.array(values, self.arrow["float64"])
-        out: list[Any] = []
-        for index, value in enumerate(values):
-            kind = type(value)
-            if value is None or kind is float:
-                out.append(value)
-            elif kind is int and exact_in_float(value):
-                out.append(float(value))
-            elif kind is str and (number := float_text(value)) is not None:
-                out.append(number)
-            else:
-                raise _Misfit(index, value)
-        return self.pa.array(out, self.arrow["float64"])
-
-    def bool(self, values: list[Any], column: _Column) -> Any:
-        if set(map(type, values)) <= {bool, _NoneType}:
-            return self.pa.array(values, self.arrow["bool"])
-        out: list[bool | None] = []
-        for index, value in enumerate(values):
-            if value is None or type(value) is bool:
-                out.append(value)
-            elif value == "true" or value == "false":
-                out.append(value == "true")
-            else:
-                raise _Misfit(index, value)
-        return self.pa.array(out, self.arrow["bool"])
-
-    def timestamp(self, values: list[Any], column: _Column) -> Any:
-        out: list[int | None] = []
-        for index, value in enumerate(values):
-            kind = type(value)
-            if value is None:
-                out.append(None)
-                continue
-            number = int_text(value) if kind is str else value if kind is int else None
-            if number is None or not _in_timestamp(number):
-                raise _Misfit(index, value)
-            out.append(number)
-        return self.pa.array(out, self.arrow["timestamp"])
-
-
-@dataclass
-class _Column:
-    name: str
-    type: str | None  # None: declared in fields, type not known until the first page
-    declared: bool = False
-    #: The largest absolute integer written so far (int64 columns): whether a float64 still holds them all.
-    largest_int: int = 0
 
 
 class ParquetWriter(RecordWriter):
@@ -392,8 +104,8 @@ class ParquetWriter(RecordWriter):
         self.compression = compression
         declared = check_schema(schema, self.fields)
         names = self.fields if self.fields is not None else list(declared)
-        self._columns = {name: _Column(name, declared.get(name), name in declared) for name in names}
-        self._convert = _Converters(self.pa)
+        self._columns = {name: Column(name, declared.get(name), name in declared) for name in names}
+        self._convert = Converters(self.pa)
         self._row_group_bytes = min(row_group_bytes, max_file_bytes) if max_file_bytes else row_group_bytes
         self._offset = 0  # of the slice being converted, in its page (for the positions errors name)
         self._pending: list[Any] = []  # record batches of the row group being built, in self._pending_types
@@ -419,7 +131,7 @@ class ParquetWriter(RecordWriter):
         if self.fields is None:
             columns = self._columns
             for name in self._new_fields(records, columns, len(columns)):
-                columns[name] = _Column(name, None)
+                columns[name] = Column(name, None)
         for column in self._columns.values():
             if column.type is None:
                 column.type = infer_type(column.name, (record.get(column.name) for record in records))
@@ -464,32 +176,34 @@ class ParquetWriter(RecordWriter):
         if self._pending_bytes >= self._row_group_bytes:
             self._flush(part)
 
-    def _array(self, column: _Column, records: Sequence[dict[str, Any]]) -> Any:
+    def _array(self, column: Column, records: Sequence[dict[str, Any]]) -> Any:
         name = column.name
         values = [record.get(name) for record in records]
         while True:
             assert column.type is not None
             try:
                 return self._convert.by_type[column.type](values, column)
-            except _Unwritable as misfit:
+            except Unwritable as misfit:
                 position = self.records + self._offset + misfit.index + 1
                 raise DeyelBadResponseError(
                     f"field {name!r} of record {position} holds a lone surrogate (legal in JSON, e.g. "
                     f'"\\ud800", but not writable as UTF-8 text): Parquet strings cannot hold it; extract '
                     f"this form with format='jsonl', which keeps it escaped"
                 ) from None
-            except _Misfit as misfit:
+            except Misfit as misfit:
                 if column.declared:
                     raise self._schema_error(column, records, misfit) from None
                 column.type = widened(column.type, misfit.value, column.largest_int)
 
     def _schema_error(
-        self, column: _Column, records: Sequence[dict[str, Any]], misfit: _Misfit
+        self, column: Column, records: Sequence[dict[str, Any]], misfit: Misfit
     ) -> DeyelSchemaError:
         position = self.records + self._offset + misfit.index + 1
         ident = instance_id(records[misfit.index], self._id_field)
         ident = None if ident is None else self._redact(ident)[:80]
-        value = self._redact(_json(misfit.value) if not isinstance(misfit.value, str) else repr(misfit.value))
+        value = self._redact(
+            json_text(misfit.value) if not isinstance(misfit.value, str) else repr(misfit.value)
+        )
         shown = value if len(value) <= 60 else value[:57] + "..."
         which = f" ({self._id_field} {ident!r})" if ident is not None else ""
         return DeyelSchemaError(

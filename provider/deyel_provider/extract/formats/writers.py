@@ -1,22 +1,14 @@
-"""The writer of a format: the one module that knows every format (the text ones and Parquet)."""
+"""Choosing the writer of an output format: JSON Lines, CSV or Parquet."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from deyel_provider.exceptions import DeyelConfigError
+from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS, FORMATS, OpenFile, RecordWriter
 from deyel_provider.extract.formats.parquet import ParquetWriter
-from deyel_provider.extract.formats.text import (
-    DEFAULT_MAX_COLUMNS,
-    FORMATS,
-    CsvWriter,
-    JsonLinesWriter,
-    OpenFile,
-    RecordWriter,
-)
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+from deyel_provider.extract.formats.text import CsvWriter, JsonLinesWriter
 
 
 def make_writer(

@@ -1,0 +1,216 @@
+r"""What every output format shares: the writer's frame (parts, files, ``max_file_bytes``) and the checks on
+field names and column counts.
+
+Bounded whatever the server sends: a CSV or Parquet output has at most ``max_columns`` distinct columns
+(:data:`DEFAULT_MAX_COLUMNS`; a server that sends a new field name per instance would otherwise make every
+row as wide as all the names seen, records x names in memory and on disk): past it the run fails with a
+:class:`DeyelSchemaError` naming the option, and nothing is published. A field name holding a control
+character (C0, DEL, C1: NUL, ESC...) is refused in a CSV header or Parquet column name
+(:func:`check_field_name`).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
+
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
+
+# One encoder for every record: json.dumps with options builds a new encoder per call.
+json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# For the rare record a UTF-8 file cannot hold as is (a lone surrogate): \uXXXX escapes, still the same JSON.
+_json_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+#: Distinct columns a CSV or Parquet output may have (the ``max_columns`` option): twice what a relational
+#: table holds (Oracle 1000, SQL Server 1024 columns), and memory stays bounded at this width (Parquet's
+#: row groups shrink to fit ``row_group_bytes``, CSV renders a bounded number of cells at a time).
+DEFAULT_MAX_COLUMNS = 2000
+#: Control characters (C0, DEL, C1) refused in a field name that becomes a header or column name.
+_CONTROL = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
+
+
+def check_max_columns(max_columns: Any) -> int:
+    """``max_columns`` as given, or a config error."""
+    if not isinstance(max_columns, int) or isinstance(max_columns, bool) or max_columns <= 0:
+        raise DeyelConfigError(f"max_columns must be a positive number of columns, got {max_columns!r}")
+    return max_columns
+
+
+def check_field_name(name: str, redact: Callable[[str], str] = str) -> None:
+    """Refuse a field name a CSV header or Parquet column cannot show safely: a lone surrogate (not UTF-8)
+    or a control character (NUL, ESC... : a terminal or a tool showing the header would act on it).
+
+    Refused rather than escaped: an escaped name (``\\x1b``) is not the field's name, could collide with
+    a real one, and Deyel's field identifiers never hold such characters: only a broken or hostile server
+    sends them.
+    """
+    refuse_surrogates(name, f"field name {name!r}")
+    if not _CONTROL.isdisjoint(name):
+        char = next(c for c in name if c in _CONTROL)
+        shown = redact(repr(name))[:80]  # repr escapes every character that is not printable
+        raise DeyelBadResponseError(
+            f"field name {shown} holds the control character U+{ord(char):04X}, which no CSV header or "
+            f"Parquet column should carry (a terminal showing it would act on it): the server sent a field "
+            f"name no Deyel form has; extract this form with format='jsonl' (keys escaped as JSON), or name "
+            f"the columns to keep with fields=[...]"
+        )
+
+
+def encodable_json(value: Any) -> str:
+    """JSON text of ``value`` that UTF-8 can hold: escaped to ASCII only when it must be."""
+    text = json_text(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _json_ascii(value)
+    return text
+
+
+def refuse_surrogates(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DeyelBadResponseError(
+            f'{where} holds a lone surrogate (legal in JSON, e.g. "\\ud800", but not writable as UTF-8 '
+            f"text): CSV cannot hold it; extract this form with format='jsonl', which keeps it escaped"
+        ) from None
+
+
+class FileSink(Protocol):
+    """One output file being written (see :class:`deyel_provider.storage.compression.EncodedFile`)."""
+
+    #: Where the format's bytes go (through the file's codec, if it has one).
+    stream: IO[bytes]
+
+    @property
+    def size(self) -> int:
+        """Bytes the file holds so far, as stored."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: Opens a new file for part ``number`` of the output.
+OpenFile = Callable[[int], FileSink]
+
+
+@dataclass
+class Part:
+    """One output file of a run: written as one file, or as several segments that a rewrite joins (a Parquet
+    schema that widened after a row group was written)."""
+
+    number: int
+    files: list[FileSink]
+    records: int = 0
+    #: What each file was written with, for :meth:`RecordWriter.needs_rewrite` (format-specific).
+    layout: list[Any] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(sink.size for sink in self.files)
+
+
+class RecordWriter(ABC):
+    """Writes a run's pages of instances into one file, or into numbered parts of about ``max_file_bytes``.
+
+    Files come from ``open_file(part_number)``. A part ends at the first page (Parquet: row group) that
+    takes it to ``max_file_bytes`` or past. After :meth:`close`, a part for which :meth:`needs_rewrite` is
+    true must be copied through :meth:`rewrite` before it is published (a CSV column or a Parquet type that
+    changed after the part was written), so that every part has the run's final columns and types.
+    """
+
+    def __init__(
+        self,
+        open_file: OpenFile,
+        fields: Sequence[str] | None = None,
+        *,
+        max_file_bytes: int | None = None,
+        max_columns: int = DEFAULT_MAX_COLUMNS,
+        redact: Callable[[str], str] = str,
+    ) -> None:
+        self._open_file = open_file
+        self.fields = list(fields) if fields is not None else None
+        self.max_file_bytes = max_file_bytes
+        self.max_columns = check_max_columns(max_columns)
+        self._redact = redact
+        self.parts: list[Part] = []
+        self.records = 0
+        self._current: Part | None = None
+
+    def write_page(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        part = self._current or self._start_part()
+        self._write(part, records)
+        part.records += len(records)
+        self.records += len(records)
+        if self.max_file_bytes is not None and part.size >= self.max_file_bytes:
+            self._end_part(part)
+
+    def close(self) -> None:
+        """Complete the last part; an empty run still gets one (empty) file."""
+        if self._current is None and not self.parts:
+            self._start_part()
+        if self._current is not None:
+            self._end_part(self._current)
+
+    def needs_rewrite(self, part: Part) -> bool:
+        """Whether ``part`` lacks columns (or types) that the run found after it was written."""
+        return False
+
+    def rewrite(self, part: Part, sources: Iterable[IO[bytes]], sink: IO[bytes]) -> None:
+        """Copy ``part`` (its files, as read back, in order; each usable until the next is taken) into
+        ``sink`` with the run's final layout."""
+        raise NotImplementedError(f"{type(self).__name__} never needs a rewrite")
+
+    def _new_fields(self, records: Sequence[dict[str, Any]], known: Container[str], count: int) -> list[str]:
+        """The names in ``records`` not in ``known`` (``count`` columns so far), in first-seen order, each
+        checked (:func:`check_field_name`); a :class:`DeyelSchemaError` at the first past ``max_columns``."""
+        new: dict[str, None] = {}
+        for index, record in enumerate(records):
+            for name in record:
+                if name in known or name in new:
+                    continue
+                if count + len(new) >= self.max_columns:
+                    raise self._too_many_columns(name, index)
+                check_field_name(name, self._redact)
+                new[name] = None
+        return list(new)
+
+    def _too_many_columns(self, name: str, index: int) -> DeyelSchemaError:
+        """The error for field ``name`` of the page's record ``index``, one column past ``max_columns``."""
+        position = self.records + index + 1
+        shown = self._redact(repr(name))[:80]
+        return DeyelSchemaError(
+            f"record {position} of this run brings field {shown}, a column past max_columns="
+            f"{self.max_columns} distinct columns for this output (a server sending new field names per "
+            f"instance would make every row as wide as all of them): if the form really has that many "
+            f"fields, raise max_columns (an option of DeyelExtractOperator), keep fewer with fields=[...], "
+            f"or use format='jsonl'",
+            field=shown,
+            position=position,
+        )
+
+    def _start_part(self) -> Part:
+        number = len(self.parts)
+        part = Part(number, [self._open_file(number)])
+        self.parts.append(part)
+        self._current = part
+        return part
+
+    def _end_part(self, part: Part) -> None:
+        self._current = None
+        self._finish(part)
+        for sink in part.files:
+            sink.close()
+
+    @abstractmethod
+    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None: ...
+
+    def _finish(self, part: Part) -> None:  # noqa: B027 - optional hook
+        """Write what the part still needs once its last page is in (a header, a footer)."""

@@ -1,0 +1,141 @@
+"""Reading a range below the server's present: slices in parallel, split while they overflow, and the
+passes over a crowded millisecond (more instances than a response holds share one value)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from deyel_provider.api.pagination import Page
+from deyel_provider.exceptions import DeyelIncompleteError
+from deyel_provider.read.slice_plan import PendingSlice, SlicePlanner, SplitGroup
+from deyel_provider.read.slice_requests import Slice
+
+#: Passes over a crowded millisecond before giving up on two of them agreeing.
+MAX_PASSES = 6
+
+
+class PastSlices(SlicePlanner):
+    """Reads ranges that can only lose instances while they are read (they lie below the present)."""
+
+    def _read_past(self, start: int, end: int, hint: Page) -> Iterator[Slice]:
+        """Slices of ``[start, end)``, a range below the server's present: in parallel, split as needed."""
+        if end <= start:
+            return
+        whole = SplitGroup(hint.total)
+        queue: deque[PendingSlice] = deque(
+            PendingSlice(a, b, whole) for a, b in self._split(start, end, hint)
+        )
+        pool = ThreadPoolExecutor(max_workers=self._concurrency.ceiling, thread_name_prefix="deyel-slice")
+        try:
+            while queue:
+                self._submit(queue, pool)
+                head = queue[0]
+                assert head.future is not None and head.end is not None
+                if not head.future.done():
+                    running = [p.future for p in queue if p.future is not None and not p.future.done()]
+                    wait(running, return_when=FIRST_COMPLETED)
+                    continue
+                queue.popleft()
+                page = head.future.result()
+                self._check_parts(head, page)
+                if self._is_whole(page, head.start, head.end):
+                    yield self._accept(page, head.start, head.end)
+                elif head.end - head.start > 1:
+                    self.stats.splits += 1
+                    parts, group = self._split(head.start, head.end, page), SplitGroup(page.total)
+                    queue.extendleft(reversed([PendingSlice(a, b, group) for a, b in parts]))
+                else:
+                    yield from self._page_inside(head.start, head.end, page)
+        finally:
+            for pending in queue:
+                if pending.future is not None:
+                    pending.future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor) -> None:
+        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for."""
+        limit = self._concurrency.limit
+        in_flight = sum(1 for p in queue if p.future is not None and not p.future.done())
+        for position, pending in enumerate(queue):
+            # Looking ahead a bounded distance keeps memory to a few responses, however long the queue.
+            if position >= 2 * limit + 1:
+                break
+            if pending.future is None and (position == 0 or in_flight < limit):
+                pending.future = pool.submit(self._get, pending.start, pending.end)
+                in_flight += 1
+
+    def _page_inside(self, start: int, end: int, first: Page) -> Iterator[Slice]:
+        """A one-millisecond slice holding more than a response: page it, pass after pass, until a pass is
+        provably whole (a steady total header met) or a pass lists every instance of the one before.
+        Repeats are dropped as they come. The slice is in the past: it can only lose instances."""
+        previous: set[str] | None = None
+        page_size = len(first.records)
+        totals: set[int | None] = set()
+        for attempt in range(MAX_PASSES):
+            page = first if attempt == 0 else self._get(start, end)
+            totals = {page.total}
+            listed: list[str] = []
+            index, last_ids = 0, None
+            while True:
+                ids = [self._id_of(record) for record in page.records]
+                if last_ids is not None and ids and ids == last_ids:
+                    raise DeyelIncompleteError(
+                        f"{len(ids)}+ instances share {self._field}={start} and the server answers every "
+                        f"page of them with the same instances: it ignores the "
+                        f"'{self._page_param_name()}' parameter; set the connection's paging options "
+                        f"(paging, page_param, offset_param) to what the server understands"
+                    )
+                if page.total is None and not set(ids).isdisjoint(listed):
+                    # A slice in the past only loses instances: a stable order skips, never repeats. A
+                    # repeat means the order of these ties changes between requests, and then no number
+                    # of passes proves that none was skipped.
+                    raise DeyelIncompleteError(
+                        f"instances sharing {self._field}={start} are listed in an order that changes "
+                        f"between requests (a page repeated instances of an earlier one) and the server "
+                        f"sends no total to check them against: set the connection's total_header to the "
+                        f"header that counts the search, or a page_size above the instances of one ms"
+                    )
+                yield self._accept(page, start, end, crowded=True)
+                self._walker.observe(page)
+                listed += ids
+                totals.add(page.total)
+                # The end of a pass only on proof (page_walker): an empty page; a short one is no end (a
+                # server that shortens pages after paging sends them while more follow).
+                if not ids:
+                    break
+                if page.total is not None and len(listed) >= page.total:
+                    break
+                if self._paging.strategy == "link":
+                    if not page.next_url:
+                        break
+                    page = self._call(page.next_url, None)
+                else:
+                    index += 1
+                    page = self._get(start, end, index=index, size=page_size)
+                last_ids = ids
+            distinct = set(listed)
+            known = {t for t in totals if t is not None}
+            if known and len(totals) == 1:
+                (total,) = known
+                if len(distinct) == total:
+                    return
+                if len(distinct) > total or distinct == previous:
+                    # Two passes alike and short of a steady total: it counts something else.
+                    raise self._counts_disagree(total, len(distinct), start)
+            elif not known and previous is not None and previous <= distinct:
+                # Every instance of the last pass is still listed: none left during it, so it skipped
+                # none (a skip needs one that was read to leave), and it held all that stayed.
+                return
+            previous = distinct
+        raise DeyelIncompleteError(
+            f"{len(previous or ())} instances share {self._field}={start} and {MAX_PASSES} passes over them "
+            f"did not agree (totals seen: {sorted(t for t in totals if t is not None) or 'none'}): they "
+            f"keep changing, or the server pages them in an unstable order; "
+            + (
+                f"if '{self._paging.total_header}' does not count the search, set total_header to 'none'"
+                if any(t is not None for t in totals)
+                else "retry later, or use a page_size above the instances written in one millisecond"
+            )
+        )
