@@ -37,8 +37,10 @@ compat: setup
 	bash scripts/ensure-redis.sh
 	$(PY) scripts/compat.py $(COMPAT_ARGS)
 
+# Every table's variants interleaved, 5 rounds, medians and spreads; the machine and date printed first.
+# BENCH_ARGS="--quick" (small sizes: checks every table runs), "--rounds 3 extract", etc.
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 airflow: setup
 	$(PY) scripts/airflow_local.py
