@@ -220,3 +220,16 @@ def test_the_server_limit_downloads_every_page_and_parses_none(offset_emulator, 
     assert json_parses == []
     assert child.EXTRA["requests"] == 3
     assert offset_emulator.stats()["api_requests"] == 3
+
+
+def test_a_child_reports_its_own_peak_rss_not_its_parents():
+    """ru_maxrss survives exec on Linux: a child of a big parent reported the parent's peak as its own."""
+    import subprocess
+    import sys
+
+    ballast = b"x" * (160 << 20)  # the parent's RSS well past what the child will ever use
+    code = "from bench._extract_child import peak_rss_mb; print(peak_rss_mb())"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert len(ballast) == 160 << 20
+    assert float(done.stdout) < 100
