@@ -214,7 +214,7 @@ def httpop(options: dict) -> Work:
         pagination_function=next_page,
         response_filter=write_all,
     )
-    return lambda: int(task.execute({}))  # type: ignore[arg-type]
+    return lambda: int(task.execute({}))
 
 
 def _calls(one_call: Callable[[], object], calls: int) -> Work:

@@ -71,7 +71,7 @@ def _warm(url: str) -> None:
     ).json()["access_token"]
     requests.get(
         url + "/forms/CRM_ACCOUNT/instances",
-        params={"search": "dtLastUpdate=gte:0", "pageSize": 1, "limit": 1},
+        params={"search": "dtLastUpdate=gte:0", "pageSize": "1", "limit": "1"},
         headers={"Authorization": f"Bearer {token}"},
         timeout=120,
     ).raise_for_status()

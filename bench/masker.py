@@ -45,7 +45,7 @@ def public_redact() -> Callable[[Any], Any]:
         "airflow.sdk.execution_time.secrets_masker",
     ):
         try:
-            return importlib.import_module(module).redact  # type: ignore[no-any-return]
+            return importlib.import_module(module).redact
         except (ImportError, AttributeError):
             continue
     raise RuntimeError("this Airflow exports no redact()")

@@ -182,7 +182,7 @@ def run() -> None:
     # limit and latency on both sides.
     fresh = source[: min(records, sized(2000, 200))]
     naive_fresh = min(len(fresh), sample)
-    server = {"rate_limit": RATE_LIMIT, "rate_window": 1.0}
+    server: dict[str, Any] = {"rate_limit": RATE_LIMIT, "rate_window": 1.0}
     naive_limited = f"naive loop (first {naive_fresh:,})"
     run_table(
         Table(
