@@ -268,6 +268,7 @@ def margin_table() -> None:
             variants,
         )
     by_label = {row.label: row for row in rows}
+    print()
     for settle in settles:
         at_end = by_label[f"settle_seconds={settle}, started at its end"].median("seconds")
         settled = by_label[f"settle_seconds={settle}, started {settle + 2} s after"].median("seconds")
