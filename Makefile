@@ -50,8 +50,10 @@ DOCS_OUT ?= docs/_build/html
 docs: setup
 	$(PY) -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
 
+# Every table's variants interleaved, 5 rounds, medians and spreads; the machine and date printed first.
+# BENCH_ARGS="--quick" (small sizes: checks every table runs), "--rounds 3 extract", etc.
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 airflow: setup
 	$(PY) scripts/airflow_local.py

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench._extract_child import peak_rss_mb
 from tests.helpers import FAST_RETRY, connection_json
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def main(options: dict) -> dict:
         result.update(outcome="ok", records=done.records, bytes=done.bytes)
     except Exception as exc:  # the outcome is what the caller asserts
         result.update(outcome=type(exc).__name__, message=str(exc)[:400])
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mb"] = round(peak_rss_mb())  # VmHWM: ru_maxrss carries the parent's over exec
     result["peak_vm_mb"] = _peak_vm_mb()
     result["files"] = sorted(p.name for p in output.parent.iterdir()) if output.parent.exists() else []
     return result

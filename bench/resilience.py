@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness import Column, Table, Variant, run_table, sized
+
 RECORDS = 20_000
 PAGE_SIZE = 100
 RETRY = {"retry_backoff": 0.01, "retry_max_backoff": 0.1, "retry_after_max": 1}
@@ -92,9 +94,10 @@ def _extract(emulator: Any, folder: Path, name: str, faults: list[dict[str, Any]
 def run() -> None:
     from deyel_provider.emulator import run_emulator
 
+    records = sized(RECORDS, 2_000)
     # The policy's warnings are counted by a handler; the console stays for the table.
     logging.getLogger("deyel_provider").propagate = False
-    with tempfile.TemporaryDirectory(prefix="deyel-bench-") as tmp, run_emulator(records=RECORDS) as emulator:
+    with tempfile.TemporaryDirectory(prefix="deyel-bench-") as tmp, run_emulator(records=records) as emulator:
         folder = Path(tmp)
         os.environ["AIRFLOW_CONN_DEYEL_BENCH"] = json.dumps(
             {
@@ -105,23 +108,34 @@ def run() -> None:
                 "extra": {"cache": "memory", **RETRY},
             }
         )
-        clean = _extract(emulator, folder, "clean", [])
-        faulted = _extract(emulator, folder, "faults", FAULT_MIX)
-    same = "yes" if clean["sha256"] == faulted["sha256"] else "NO"
-    print(
-        f"Extraction of {RECORDS:,} instances, pages of {PAGE_SIZE}, JSON Lines; fault mix: 10% 503, "
-        "2% 429 (Retry-After: 1), one dropped connection, one revoked and one expired token\n"
-    )
-    print(
-        "| run | records | records/s | vs clean | requests | faults | retries | waited (s) "
-        "| token POSTs | output sha256 | identical |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    base = clean["records"] / clean["seconds"]
-    for label, m in (("no faults", clean), ("fault mix", faulted)):
-        rate = m["records"] / m["seconds"]
-        print(
-            f"| {label} | {m['records']:,} | {rate:,.0f} | {rate / base:.2f}x | {m['requests']} "
-            f"| {m['faults']} | {m['retries']} | {m['waited']:.2f} | {m['token_posts']} "
-            f"| {m['sha256'][:12]} | {same} |"
+
+        def one(name: str, faults: list[dict[str, Any]]) -> Any:
+            def measured() -> dict[str, Any]:
+                m = _extract(emulator, folder, name, faults)
+                return {**m, "records_per_s": m["records"] / m["seconds"], "sha": m["sha256"][:12]}
+
+            return measured
+
+        rows = run_table(
+            Table(
+                f"Extraction of {records:,} instances, pages of {PAGE_SIZE}, JSON Lines; fault mix: 10% 503, "
+                "2% 429 (Retry-After: 1), one dropped connection, one revoked and one expired token",
+                metric="records_per_s",
+                unit="records/s",
+                baseline="no faults",
+                columns=[
+                    Column("records", "records", "exact"),
+                    Column("requests", "requests", "exact"),
+                    Column("faults", "faults", "exact"),
+                    Column("retries", "retries", "exact"),
+                    Column("waited", "waited (s)"),
+                    Column("token_posts", "token POSTs", "exact"),
+                    Column("sha", "output sha256"),
+                ],
+            ),
+            [Variant("no faults", one("clean", [])), Variant("fault mix", one("faults", FAULT_MIX))],
         )
+    digests = {s["sha256"] for row in rows for s in row.samples}
+    print(
+        f"\nEvery run's output identical: {'yes' if len(digests) == 1 else 'NO'} ({len(digests)} digest(s))"
+    )

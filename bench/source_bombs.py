@@ -7,6 +7,9 @@ seconds and the outcome. ``BENCH_BOMBS_PROVIDER=/path/to/provider`` measures ano
 commit's ``provider`` folder, from ``git archive``) for a before/after comparison.
 
 python -m bench source_bombs
+
+An outcome table (what each bomb costs and how it ends), not a comparison of rates: it does not go through
+bench/harness.py; a before/after comparison is two runs with BENCH_BOMBS_PROVIDER.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from pathlib import Path
 
 MiB = 1 << 20
 HEADROOM = 6 * 1024 * MiB
-BIG = 400 * MiB
+
+
+def big() -> int:
+    """The long line and cell: 400 MiB (far past every bound); 24 MiB with --quick (still past them)."""
+    from bench.harness import sized
+
+    return sized(400, 24) * MiB
+
 
 CHILD = """
 import resource, sys, time
@@ -63,10 +73,11 @@ def _bombs(folder: Path) -> list[Path]:
     for name, size in (("1MB-x2000.parquet", 10**6), ("2MiB-x2000.parquet", 2 * MiB)):
         _parquet(folder / name, size)
         made.append(folder / name)
-    line = folder / "400MiB-line.jsonl"
-    line.write_text('{"cdCustomer": "C-1", "dsName": "' + "x" * BIG + '"}\n')
-    cell = folder / "400MiB-cell.csv"
-    cell.write_text('cdCustomer,dsName\nC-1,"' + "x" * BIG + '"\n')
+    size = big()
+    line = folder / f"{size // MiB}MiB-line.jsonl"
+    line.write_text('{"cdCustomer": "C-1", "dsName": "' + "x" * size + '"}\n')
+    cell = folder / f"{size // MiB}MiB-cell.csv"
+    cell.write_text('cdCustomer,dsName\nC-1,"' + "x" * size + '"\n')
     deep = folder / "985-deep.jsonl"
     deep.write_text('{"cdCustomer": "C-1", "lsRows": ' + "[" * 985 + "]" * 985 + "}\n")
     return [*made, line, cell, deep]

@@ -17,9 +17,13 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
+
+from bench.harness import Column, Measurement, Table, Variant, run_table, sized
 
 K_TASKS = 200
 P_PROCESSES = 8
@@ -55,69 +59,131 @@ def _http_get(token: str) -> None:
     )
 
 
+def _warm_worker(_: Any) -> None:
+    import airflow.providers.http.hooks.http  # noqa: F401
+
+    import deyel_provider.hooks.deyel  # noqa: F401
+
+
 def _http_task_own_token(_: Any) -> None:
     _http_get(_http_token())
 
 
-def _run(pool: Any, emulator: Any, work: Any) -> tuple[int, float]:
+def _run(pool: Any, emulator: Any, work: Any, clear: str, cold: Any = None) -> Measurement:
+    """One run of a pattern; ``cold`` empties the shared cache first, so that every round starts as the
+    first (else the second round of cache=file would find the first round's token and POST nothing)."""
+    if cold is not None:
+        cold()
     emulator.reset()
     started = time.perf_counter()
     work(pool)
-    return emulator.stats()["token_requests"], time.perf_counter() - started
+    wall = time.perf_counter() - started
+    return {"seconds": wall, "token_posts": emulator.stats()["token_requests"], "clear": clear}
 
 
 def run() -> None:
     from deyel_provider.emulator import run_emulator
 
     logging.disable(logging.INFO)
-    tasks_per_run = K_TASKS // R_RUNS
+    k_tasks, runs = sized(K_TASKS, 40), sized(R_RUNS, 4)
+    tasks_per_run = k_tasks // runs
     cache_dir = tempfile.mkdtemp(prefix="deyel-bench-cache-")
-    redis = _start_redis()
-    with run_emulator(records=10) as emulator:
-        conn = {"conn_type": "deyel", "host": emulator.url, "login": "DEYELBOT", "password": "BOTDEYEL312!"}
-        os.environ["AIRFLOW_CONN_DEYEL_HTTP"] = json.dumps({**conn, "conn_type": "http"})
-        os.environ["AIRFLOW_CONN_DEYEL_HTTP_API"] = json.dumps({"conn_type": "http", "host": emulator.url})
-        extras = {
-            "memory": {"cache": "memory"},
-            "file": {"cache": "file", "cache_dir": cache_dir},
-        }
+    redis, why_not = _start_redis()
+    try:
+        with run_emulator(records=10) as emulator:
+            conn = {
+                "conn_type": "deyel",
+                "host": emulator.url,
+                "login": "DEYELBOT",
+                "password": "BOTDEYEL312!",
+            }
+            os.environ["AIRFLOW_CONN_DEYEL_HTTP"] = json.dumps({**conn, "conn_type": "http"})
+            os.environ["AIRFLOW_CONN_DEYEL_HTTP_API"] = json.dumps(
+                {"conn_type": "http", "host": emulator.url}
+            )
+            extras = {
+                "memory": {"cache": "memory"},
+                "file": {"cache": "file", "cache_dir": cache_dir},
+                "redis": {"cache": "redis", "cache_url": redis.url if redis is not None else ""},
+            }
+            for kind, extra in extras.items():
+                os.environ[f"AIRFLOW_CONN_DEYEL_BENCH_{kind.upper()}"] = json.dumps({**conn, "extra": extra})
+
+            def xcom_pattern(pool: Any) -> None:
+                for _ in range(runs):
+                    token = pool.apply(_http_token)  # the run's token task; its XCom holds the token in clear
+                    pool.map(_http_get, [token] * tasks_per_run)
+
+            with multiprocessing.get_context("fork").Pool(P_PROCESSES) as pool:
+                # Every worker imports what the tasks use before any round (else the first round pays it).
+                pool.map(_warm_worker, range(P_PROCESSES * 4))
+                own = lambda p: p.map(_http_task_own_token, range(k_tasks))  # noqa: E731
+                variants = [
+                    Variant("HttpHook: token fetch in each task", lambda: _run(pool, emulator, own, "no")),
+                    Variant(
+                        "HttpHook: token task per DAG run, XCom",
+                        lambda: _run(pool, emulator, xcom_pattern, "yes"),
+                    ),
+                ]
+                colds = {"memory": None, "file": lambda: _empty(cache_dir), "redis": lambda: _flush(redis)}
+                for kind in extras:
+                    name = f"deyel_bench_{kind}"
+                    work = lambda p, n=name: p.map(_deyel_task, [n] * k_tasks)  # noqa: E731
+                    variants.append(
+                        Variant(
+                            f"DeyelHook cache={kind}",
+                            lambda w=work, c=colds[kind]: _run(pool, emulator, w, "no", c),  # type: ignore[misc]
+                            skip=why_not if kind == "redis" else None,
+                        )
+                    )
+                run_table(
+                    Table(
+                        f"{k_tasks} tasks (one GET each) in {P_PROCESSES} processes, {runs} DAG runs of "
+                        f"{tasks_per_run}; every task starts with an empty memory, as a task process does",
+                        metric="seconds",
+                        unit="wall s",
+                        baseline="HttpHook: token fetch in each task",
+                        columns=[
+                            Column("token_posts", "token POSTs", "exact"),
+                            Column("clear", "token in clear in XCom"),
+                        ],
+                    ),
+                    variants,
+                )
+    finally:
         if redis is not None:
-            extras["redis"] = {"cache": "redis", "cache_url": redis.url}
-        for kind, extra in extras.items():
-            os.environ[f"AIRFLOW_CONN_DEYEL_BENCH_{kind.upper()}"] = json.dumps({**conn, "extra": extra})
-
-        def xcom_pattern(pool: Any) -> None:
-            for _ in range(R_RUNS):
-                token = pool.apply(_http_token)  # the run's token task; its XCom holds the token in clear
-                pool.map(_http_get, [token] * tasks_per_run)
-
-        rows: list[tuple[str, int, float, str]] = []
-        with multiprocessing.get_context("fork").Pool(P_PROCESSES) as pool:
-            posts, wall = _run(pool, emulator, lambda p: p.map(_http_task_own_token, range(K_TASKS)))
-            rows.append(("HttpHook: token fetch in each task", posts, wall, "no"))
-            posts, wall = _run(pool, emulator, xcom_pattern)
-            rows.append(("HttpHook: token task per DAG run, XCom", posts, wall, "yes"))
-            for kind in extras:
-                name = f"deyel_bench_{kind}"
-                posts, wall = _run(pool, emulator, lambda p, n=name: p.map(_deyel_task, [n] * K_TASKS))
-                rows.append((f"DeyelHook cache={kind}", posts, wall, "no"))
-    if redis is not None:
-        redis.stop()
-    print(
-        f"{K_TASKS} tasks (one GET each) in {P_PROCESSES} processes, {R_RUNS} DAG runs of {tasks_per_run}\n"
-    )
-    print(f"| {'pattern':<40} | token POSTs | wall s | token in clear in XCom |")
-    print(f"|{'-' * 42}|------------:|-------:|------------------------|")
-    for name, posts, wall, clear in rows:
-        print(f"| {name:<40} | {posts:>11} | {wall:>6.2f} | {clear:<22} |")
-    if redis is None:
-        print("\n(redis-server not found: the redis row is missing; make test installs it)")
+            redis.stop()
 
 
-def _start_redis() -> Any:
+def _empty(folder: str) -> None:
+    for entry in Path(folder).iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _flush(server: Any) -> None:
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def _start_redis() -> tuple[Any, str | None]:
+    """A private redis-server, or None and why not (the row then says "skipped: <why>")."""
+    if shutil.which("redis-server") is None:
+        return None, "no redis-server (make test installs it: scripts/ensure-redis.sh)"
+    try:
+        import redis  # noqa: F401 - the provider's redis extra
+    except ImportError:
+        return None, "the redis extra is not installed"
     try:
         from tests.redis_server import RedisServer
 
-        return RedisServer()
-    except (ImportError, RuntimeError):
-        return None
+        return RedisServer(), None
+    except (ImportError, RuntimeError) as error:
+        return None, f"redis-server did not start: {error}"[:100]
