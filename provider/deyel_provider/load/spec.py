@@ -80,7 +80,7 @@ class LoadSpec:
     key: str
     fields: Sequence[str] | None = None
     mode: str = "upsert"
-    key_type: KeyType | None = None
+    key_type: str | None = None
     batch_size: int = 100
     max_search_length: int = MAX_SEARCH_LENGTH
     in_separator: str | None = None
@@ -120,6 +120,11 @@ class LoadSpec:
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout < math.inf:
             raise DeyelConfigError(f"lock_timeout must be a number of seconds >= 0, got {timeout!r}")
         Concurrency(self.max_workers, ceiling=self.max_workers_ceiling)  # its errors name both settings
+
+    @property
+    def declared_key_type(self) -> KeyType | None:
+        """``key_type`` as a key type (checked when the spec was built), or None: inferred by the load."""
+        return check_key_type(self.key_type)
 
     @property
     def written_fields(self) -> list[str] | None:

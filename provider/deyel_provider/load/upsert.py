@@ -111,8 +111,9 @@ def upsert(
         # creates, or before a user clears the form, is stale once this load gets the lease.
         with load_lease(hook.config, form, timeout=load.lock_timeout) as lease:
             sample: list[dict[str, Any]] | None = None
-            if load.key_type:
-                compared: KeyType = load.key_type
+            declared = load.declared_key_type
+            if declared:
+                compared: KeyType = declared
             else:
                 compared, sample = key_type_of(hook, form, endpoint, key, records)
             total = check_keys(records, key, compared)
