@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 CHILD = """
 import sys
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 records = [{"cdCustomer": f"K{i}", "dsName": "x"} for i in range(int(sys.argv[1]))]
 try:
     upsert(DeyelHook(), "ERP_CUSTOMER", records, "cdCustomer", key_type="text")

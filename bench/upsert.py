@@ -68,7 +68,7 @@ def _hook(url: str) -> Any:
 
 
 def _prepared(url: str, before: list[dict[str, Any]]) -> Any:
-    from deyel_provider.load.upsert import upsert
+    from deyel_provider.load.upsert import load_records as upsert
 
     hook = _hook(url)
     upsert(hook, FORM, before, KEY, max_workers=8, progress_interval=3600)
@@ -97,7 +97,7 @@ def _measured(url: str, records: int, run: Any) -> dict[str, Any]:
 
 
 def ours(before: list, source: list, workers: int | str, *, rerun: bool = False, **server: Any) -> dict:
-    from deyel_provider.load.upsert import upsert
+    from deyel_provider.load.upsert import load_records as upsert
 
     with emulator(0, **server) as url:
         hook = _prepared(url, before)

@@ -25,7 +25,7 @@ from deyel_provider.load.sources import (
     Source,
     check_keys,
 )
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 from tests.test_attack_bombs import peak_memory
 
 KEY = "cdCustomer"
@@ -196,7 +196,7 @@ def run_bounded(code: str) -> tuple[str, int]:
         from deyel_provider.exceptions import DeyelSourceError
         from deyel_provider.hooks.deyel import DeyelHook
         from deyel_provider.load.sources import Source, check_keys
-        from deyel_provider.load.upsert import upsert
+        from deyel_provider.load.upsert import load_records as upsert
         mapped = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mapped + {headroom}, mapped + {headroom}))
         def status(field):

@@ -29,7 +29,7 @@ from deyel_provider.exceptions import (
 from deyel_provider.extract.run import extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.probe import main
 from deyel_provider.wait.instance_state import InstanceQuery, probe

@@ -28,7 +28,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelBusyError, DeyelConfigError, DeyelLeaseError, DeyelLeaseLostError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.lease import lease_name, load_lease
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from tests.test_upsert import FORM, KEY, assert_state_is, customer, write_jsonl
 
@@ -41,7 +41,7 @@ import json, sys, time
 from pathlib import Path
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 source, go, out, workers = sys.argv[1:5]
 hook = DeyelHook()
 hook.config  # read the connection before the barrier
@@ -282,7 +282,8 @@ class _Waiting(logging.Handler):
 def _load_while_held(during_wait: Any, source: list[dict[str, Any]]) -> list[BaseException]:
     """Hold LEGACY's lease, start a load (it waits), run ``during_wait`` (what another load or user does
     meanwhile), release; return the load's error, if any."""
-    logger = logging.getLogger("deyel-test-lease-wait")
+    logger = logging.getLogger("deyel_provider.load.lease")
+    level = logger.level
     logger.setLevel(logging.INFO)
     recorder = _Waiting()
     logger.addHandler(recorder)
@@ -290,7 +291,7 @@ def _load_while_held(during_wait: Any, source: list[dict[str, Any]]) -> list[Bas
 
     def run() -> None:
         try:
-            upsert(DeyelHook(), LEGACY, source, "code", batch_size=10, lock_timeout=60, logger=logger)
+            upsert(DeyelHook(), LEGACY, source, "code", batch_size=10, lock_timeout=60)
         except BaseException as exc:  # handed to the test
             errors.append(exc)
 
@@ -304,6 +305,7 @@ def _load_while_held(during_wait: Any, source: list[dict[str, Any]]) -> list[Bas
         assert not thread.is_alive()
     finally:
         logger.removeHandler(recorder)
+        logger.setLevel(level)
     return errors
 
 

@@ -16,7 +16,7 @@ from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import DeyelConfigError, DeyelSourceError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.key_types import NotAKey, infer_key_type, normalise, written_value
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 
 #: A form without a schema (made by its first create): its fields have no prefix, so no type is declared.
@@ -123,14 +123,15 @@ def test_numeric_keys_past_a_floats_precision_stay_apart(emulator, deyel_conn):
 # -- declared or inferred ----------------------------------------------------------------------------------
 
 
-def test_the_type_is_inferred_from_the_forms_instances_or_declared(emulator, deyel_conn, capsys):
+def test_the_type_is_inferred_from_the_forms_instances_or_declared(emulator, deyel_conn, caplog):
     # An unprefixed field: the emulator compares it as text ("7" = 7, not "007"), so only a client
     # that searches 007 as 7 finds the instance.
     emulator.state.store.create(LEGACY, {"itemNumber": 7, "dsLabel": "seven"})
     emulator.reset()
+    caplog.set_level(logging.INFO, logger="deyel_provider.load")
     assert load(LEGACY, [{"itemNumber": "007", "dsLabel": "seven"}], "itemNumber") == (0, 0, 1, 0)
-    # The operator's log (Airflow's) goes to stdout.
-    logged = capsys.readouterr().out
+    # The load logs through its module loggers, which Airflow's task runner routes to the task log.
+    logged = caplog.text
     assert "keys of itemNumber compared as number: the form's instances hold numbers" in logged
     assert emulator.methods() == {"GET": 3}  # the sample of instances, the search and its proof page
     emulator.reset()
@@ -158,16 +159,15 @@ def test_an_empty_form_takes_the_type_from_the_source_and_logs_why(emulator, dey
     store = emulator.state.store
     store.delete(LEGACY, store.create(LEGACY, {"itemNumber": 1})[0])  # the form exists, empty
     hook = DeyelHook()
-    log = logging.getLogger("test-numeric-keys")
-    caplog.set_level(logging.INFO, logger=log.name)
-    result = upsert(hook, LEGACY, [{"itemNumber": 7}, {"itemNumber": 8.0}], "itemNumber", logger=log)
+    caplog.set_level(logging.INFO, logger="deyel_provider.load")
+    result = upsert(hook, LEGACY, [{"itemNumber": 7}, {"itemNumber": 8.0}], "itemNumber")
     assert (result.created, result.unchanged) == (2, 0)
     assert "compared as number: the form has no instance to tell, and every source key is a number" in (
         caplog.text
     )
     caplog.clear()
     # The form now holds numbers: "007" is 7.
-    result = upsert(hook, LEGACY, [{"itemNumber": "007"}], "itemNumber", logger=log)
+    result = upsert(hook, LEGACY, [{"itemNumber": "007"}], "itemNumber")
     assert (result.created, result.unchanged) == (0, 1)
     assert "the form's instances hold numbers" in caplog.text
 

@@ -32,7 +32,7 @@ from deyel_provider.exceptions import (
     DeyelSourceError,
 )
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 
 FORM = TARGET_FORM
@@ -284,15 +284,13 @@ def test_a_record_saved_by_someone_else_twice_is_a_reject_and_progress_is_logged
     emulator.set_faults(
         [{"route": "data", "method": "PATCH", "action": "edit", "count": 2, "body": {"dsName": "Theirs"}}]
     )
-    logger = logging.getLogger("tests.upsert")
-    caplog.set_level(logging.INFO, logger=logger.name)
+    caplog.set_level(logging.INFO, logger="deyel_provider.load")
     result = upsert(
         DeyelHook(),
         FORM,
         [customer(1), customer(2)],
         KEY,
         max_rejects=1,
-        logger=logger,
         progress_interval=1e-9,
     )
     assert counts(result.as_dict()) == (0, 1, 0, 1)
@@ -301,7 +299,7 @@ def test_a_record_saved_by_someone_else_twice_is_a_reject_and_progress_is_logged
     assert emulator.methods() == {"GET": 3, "PATCH": 3}
     assert stored(emulator)["C-00001"]["dsName"] == "Theirs"
     assert stored(emulator)["C-00002"]["dsName"] == "Customer 2"
-    logged = [r.getMessage() for r in caplog.records if r.name == logger.name]
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("deyel_provider.load.")]
     assert any(
         m.startswith("rejected record 1 (key 'C-00001'): The instance was modified by another user")
         and m.endswith("[dtLastUpdate]")

@@ -24,7 +24,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.load.upsert import upsert
+from deyel_provider.load.upsert import load_records as upsert
 from tests.helpers import send_json
 
 FORM = TARGET_FORM

@@ -36,6 +36,7 @@ write; a 400 to the proof's ``in`` (a numeric key field refusing the values read
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -73,53 +74,64 @@ HELD_PER_KEY = 2
 MAX_MATCHES_PER_KEY = 10
 
 
-class KeySearch:
-    """The instances of a form that have given values of ``key``.
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a key search is bound to: the form, its key and how key values compare, and the search's bounds.
 
-    :param get: makes one authenticated GET (endpoint or next-page URL, query) and returns the response.
-    :param paging: the connection's paging, used when a search's matches fill a page.
     :param separator: separator of the values of the ``in`` operator.
     :param max_search_length: the most encoded characters of one ``search`` value.
     :param id_field: where listings hold an instance's id (the connection's ``id_field``).
     :param key_type: how key values compare (:mod:`~deyel_provider.load.key_types`): the keys given to
-        :meth:`find` are canonical texts of that type, and each instance's key is normalised the same way
-        before it is matched (an instance holding ``7``, ``7.0`` or ``"7"`` answers the key ``"7"``).
+        :meth:`KeySearch.find` are canonical texts of that type, and each instance's key is normalised the
+        same way before it is matched (an instance holding ``7``, ``7.0`` or ``"7"`` answers the key ``"7"``).
     :param max_matches_per_key: a search of N keys reads at most N times this many instances, then fails
         typed (see the module docstring).
+    """
+
+    form: str
+    key: str
+    key_type: KeyType = "text"
+    separator: str = ";"
+    max_search_length: int = MAX_SEARCH_LENGTH
+    id_field: str = DEFAULT_ID_FIELD
+    max_matches_per_key: int = MAX_MATCHES_PER_KEY
+
+
+class KeySearch:
+    """The instances of a form that have given values of ``key``.
+
+    :param settings: the form, key, key type and bounds (:class:`SearchSettings`).
+    :param endpoint: the form's instances endpoint.
+    :param paging: the connection's paging, used when a search's matches fill a page.
+    :param get: makes one authenticated GET (endpoint or next-page URL, query) and returns the response.
     :param redact: the connection's redactor: server-supplied text (ids, key values) goes through it before
         it is quoted in a message.
     """
 
     def __init__(
         self,
-        form: str,
+        settings: SearchSettings,
         endpoint: str,
-        key: str,
         *,
         paging: Paging,
         get: Callable[[str, dict[str, Any] | None], requests.Response],
-        separator: str = ";",
-        max_search_length: int = MAX_SEARCH_LENGTH,
-        id_field: str = DEFAULT_ID_FIELD,
-        key_type: KeyType = "text",
-        max_matches_per_key: int = MAX_MATCHES_PER_KEY,
         redact: Redactor | None = None,
     ) -> None:
-        self._id_field = id_field
-        self._max_per_key = max_matches_per_key
+        self._id_field = settings.id_field
+        self._max_per_key = settings.max_matches_per_key
         self._redact = redact or Redactor()
-        self.key_type = key_type
-        self.form = form
-        self.key = key
+        self.key_type = settings.key_type
+        self.form = settings.form
+        self.key = settings.key
         self._endpoint = endpoint
         self._paging = paging
         self._get = get
-        self._separator = separator
-        self._max_length = max_search_length
+        self._separator = settings.separator
+        self._max_length = settings.max_search_length
         #: Whether an ``in`` clause of two or more values matched instances (which proves the separator).
         self.separator_seen = False
         #: Decides when a search's listing has ended; learns the server's cap across the searches of a load.
-        self._walker = PageWalker(paging, id_field=id_field)
+        self._walker = PageWalker(paging, id_field=settings.id_field)
 
     def find(
         self, keys: list[str], *, confirm_absent: bool = False, keep: Collection[str] | None = None

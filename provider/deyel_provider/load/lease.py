@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from filelock import Timeout
@@ -102,7 +102,7 @@ def lock_folder() -> Path:
     return Path(home) / ".cache" / "deyel-locks"
 
 
-def _warn_if_several_hosts(logger: Any) -> None:
+def _warn_if_several_hosts() -> None:
     """Once per process: a file lease under an executor that spreads tasks over hosts excludes nothing."""
     global _warned_about_executor
     if _warned_about_executor:
@@ -117,7 +117,7 @@ def _warn_if_several_hosts(logger: Any) -> None:
     if not names or all(n in _ONE_HOST_EXECUTORS for n in names):
         return
     _warned_about_executor = True
-    logger.warning(
+    log.warning(
         "the load lease is a file lock on this host, but Airflow's executor (%s) may run loads on several "
         "hosts: loads of one form on two hosts are not kept apart, and may both create the same keys. Set "
         "the connection's cache=redis (with cache_url) to hold the lease across hosts",
@@ -146,18 +146,16 @@ class LoadLease:
 
 
 @contextmanager
-def load_lease(config: DeyelConfig, form: str, *, timeout: float, logger: Any = log) -> Iterator[LoadLease]:
+def load_lease(config: DeyelConfig, form: str, *, timeout: float) -> Iterator[LoadLease]:
     """Hold the lease of ``form`` on the connection's server, waiting up to ``timeout`` seconds for it."""
     name = lease_name(config.base_url, form)
     lease = _redis_lease if config.cache == "redis" else _file_lease
-    with lease(config, name, form, timeout, logger) as held:
+    with lease(config, name, form, timeout) as held:
         yield held
 
 
 @contextmanager
-def _file_lease(
-    config: DeyelConfig, name: str, form: str, timeout: float, logger: Any
-) -> Iterator[LoadLease]:
+def _file_lease(config: DeyelConfig, name: str, form: str, timeout: float) -> Iterator[LoadLease]:
     directory = lock_folder()
     try:
         lock = owned_file_lock(directory, f"{name}.lock")
@@ -167,8 +165,8 @@ def _file_lease(
             f"this user that others cannot write, or use cache=redis (nothing was written)"
         ) from None
     backend = f"file lock in {directory}"
-    _warn_if_several_hosts(logger)
-    logger.info(
+    _warn_if_several_hosts()
+    log.info(
         "one load of %s at a time on this host (%s; cache=redis makes it hold across hosts)", form, backend
     )
     started = time.monotonic()
@@ -178,7 +176,7 @@ def _file_lease(
         except Timeout:
             if timeout == 0:
                 raise
-            _waiting(logger, form, timeout)
+            _waiting(form, timeout)
             lock.acquire(timeout=timeout)
     except Timeout:
         raise _busy(form, backend, timeout) from None
@@ -186,7 +184,7 @@ def _file_lease(
         raise DeyelLeaseError(
             f"the load lease of {form}: cannot lock in {directory}: {exc.strerror} (nothing was written)"
         ) from None
-    _taken(logger, form, started)
+    _taken(form, started)
     path = Path(lock.lock_file)
     try:
         # Removed or replaced while held (a cleanup of the folder), the file no longer excludes anyone.
@@ -205,9 +203,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 @contextmanager
-def _redis_lease(
-    config: DeyelConfig, name: str, form: str, timeout: float, logger: Any
-) -> Iterator[LoadLease]:
+def _redis_lease(config: DeyelConfig, name: str, form: str, timeout: float) -> Iterator[LoadLease]:
     import redis
 
     from deyel_provider.auth.backends import redis_url
@@ -215,7 +211,7 @@ def _redis_lease(
 
     lease = config.cache_lock_lease
     backend = f"Redis lock, lease {lease:g} s"
-    logger.info("one load of %s at a time across hosts (%s)", form, backend)
+    log.info("one load of %s at a time across hosts (%s)", form, backend)
     lock = redis_client(redis_url(config)).lock(f"{name}:lease", timeout=lease, thread_local=False)
     started = time.monotonic()
     give_up_at = started + timeout
@@ -237,7 +233,7 @@ def _redis_lease(
             if taken_at >= give_up_at:
                 raise _busy(form, backend, timeout)
             if not waiting:
-                _waiting(logger, form, timeout)
+                _waiting(form, timeout)
                 waiting = True
             time.sleep(min(LOCK_POLL, lease / 4, give_up_at - taken_at))
     except redis.RedisError as exc:
@@ -246,7 +242,7 @@ def _redis_lease(
             f"the load lease of {form}: Redis failed ({type(exc).__name__}); nothing was written: check that "
             f"Redis is up and cache_url / cache_conn_id"
         ) from None
-    _taken(logger, form, started)
+    _taken(form, started)
     keeper = LeaseKeeper(
         lock,
         lease,
@@ -260,14 +256,14 @@ def _redis_lease(
         keeper.release()
 
 
-def _waiting(logger: Any, form: str, timeout: float) -> None:
-    logger.info("another load of %s holds its lease: waiting up to %g s (lock_timeout)", form, timeout)
+def _waiting(form: str, timeout: float) -> None:
+    log.info("another load of %s holds its lease: waiting up to %g s (lock_timeout)", form, timeout)
 
 
-def _taken(logger: Any, form: str, started: float) -> None:
+def _taken(form: str, started: float) -> None:
     waited = time.monotonic() - started
     if waited >= 0.1:
-        logger.info("took the load lease of %s after waiting %.1f s", form, waited)
+        log.info("took the load lease of %s after waiting %.1f s", form, waited)
 
 
 def _busy(form: str, backend: str, timeout: float) -> DeyelBusyError:

@@ -60,12 +60,10 @@ class RejectsFile:
     :param conn_id: the object store's Airflow connection, if it needs one.
     """
 
-    def __init__(
-        self, target: str | ObjectStoragePath, conn_id: str | None = None, logger: Any = log
-    ) -> None:
+    def __init__(self, target: str | ObjectStoragePath, conn_id: str | None = None) -> None:
         self.target = as_storage_path(target, conn_id)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        publish.remove_leftovers(self.target, logger)
+        publish.remove_leftovers(self.target, log)
         self._temp = publish.temp_beside(self.target, private=True)
         try:
             self._sink = self._temp.open("wb")

@@ -14,8 +14,16 @@ from deyel_provider.http.concurrency import Concurrency
 from deyel_provider.load.key_search import MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
 from deyel_provider.load.key_types import check_key_type
 from deyel_provider.load.lease import DEFAULT_LOCK_TIMEOUT
-from deyel_provider.load.sources import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES
-from deyel_provider.load.upsert import MODES, check_field_name, upsert
+from deyel_provider.load.spec import (
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_RECORD_BYTES,
+    MODES,
+    LoadSpec,
+    RejectsSpec,
+    SourceSpec,
+    check_field_name,
+)
+from deyel_provider.load.upsert import upsert
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -161,29 +169,30 @@ class DeyelUpsertOperator(BaseOperator):
         return DeyelHook(deyel_conn_id=self.deyel_conn_id, token=self.token or None)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        result = upsert(
-            self.hook,
-            self.form,
-            self.source,
-            self.key,
+        # Checked here, once, with the templates rendered (in the order the load once checked them).
+        load = LoadSpec(
+            form=self.form,
+            key=self.key,
             fields=self.fields or None,
             mode=self.mode,
-            max_workers=self.max_workers,
-            max_workers_ceiling=self.max_workers_ceiling,
+            key_type=self.key_type or None,
             batch_size=self.batch_size,
             max_search_length=self.max_search_length,
             in_separator=self.in_separator,
-            key_type=self.key_type or None,
-            max_rejects=self.max_rejects,
-            rejects=self.rejects or None,
-            rejects_conn_id=self.rejects_conn_id,
+            max_workers=self.max_workers,
+            max_workers_ceiling=self.max_workers_ceiling,
+            max_matches_per_key=self.max_matches_per_key,
+            lock_timeout=self.lock_timeout,
+            progress_interval=self.progress_interval,
+        )
+        rejects = RejectsSpec(
+            rejects=self.rejects or None, rejects_conn_id=self.rejects_conn_id, max_rejects=self.max_rejects
+        )
+        source = SourceSpec(
+            source=self.source,
             source_format=self.source_format or None,
             source_conn_id=self.source_conn_id,
-            progress_interval=self.progress_interval,
-            lock_timeout=self.lock_timeout,
-            max_matches_per_key=self.max_matches_per_key,
             max_record_bytes=self.max_record_bytes,
             max_batch_bytes=self.max_batch_bytes,
-            logger=self.log,
         )
-        return result.as_dict()
+        return upsert(self.hook, source, load, rejects).as_dict()
