@@ -69,12 +69,14 @@ def mutate(emulator, kind: str, pick: int) -> None:
     if kind == "delete":
         assert store.delete(FORM, instance_id)
         return
-    values = {"edit": {"dsNotes": f"edit {pick}"}, "move_out": {"cdCountry": "BR"}, "move_in": {"cdCountry": "AR"}}
+    values = {
+        "edit": {"dsNotes": f"edit {pick}"},
+        "move_out": {"cdCountry": "BR"},
+        "move_in": {"cdCountry": "AR"},
+    }
     current = store.get(FORM, instance_id)
     assert current is not None
-    store.update(
-        FORM, instance_id, {**values[kind], "dtLastUpdate": current["dtLastUpdate"]}, partial=True
-    )
+    store.update(FORM, instance_id, {**values[kind], "dtLastUpdate": current["dtLastUpdate"]}, partial=True)
 
 
 MUTATIONS = st.lists(

@@ -80,7 +80,7 @@ class DeletesResult:
 
 
 def output_key(id_field: str) -> str:
-    """The key of the id in each output line (a connection whose ids are only in links writes the usual one)."""
+    """The key of the id in each output line (ids found only in links are written under the usual key)."""
     return "idObjectValue" if id_field == LINKS else id_field
 
 
@@ -121,6 +121,8 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> Del
 
     key = output_key(config.id_field)
     gone = 0
+    for target in (spec.output, spec.snapshot):
+        target.parent.mkdir(parents=True, exist_ok=True)
     publish.remove_leftovers(spec.output, logger)
     publish.remove_leftovers(spec.snapshot, logger)
     temp = publish.temp_beside(spec.output)
@@ -147,7 +149,9 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> Del
         publish.discard(temp)
         raise
     if previous is None:
-        logger.info("first snapshot of %s: %d ids; nothing to compare with, an empty output", spec.form, len(current))
+        logger.info(
+            "first snapshot of %s: %d ids; nothing to compare with, an empty output", spec.form, len(current)
+        )
     else:
         logger.info("%d of %d ids listed before are gone", gone, len(previous.ids))
     return DeletesResult(
@@ -161,16 +165,16 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> Del
     )
 
 
-def _previous(
-    spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, logger: Any
-) -> Snapshot | None:
-    data = publish.read_own_file(spec.snapshot, spec.max_snapshot_bytes + 1, logger=logger, kind="id snapshot")
+def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, logger: Any) -> Snapshot | None:
+    data = publish.read_own_file(
+        spec.snapshot, spec.max_snapshot_bytes + 1, logger=logger, kind="id snapshot"
+    )
     if data is None:
         return None
     if len(data) > spec.max_snapshot_bytes:
         raise DeyelSnapshotError(
-            f"the id snapshot at {spec.snapshot} is larger than max_snapshot_bytes ({spec.max_snapshot_bytes}); "
-            f"nothing was reported and the file was left as it is"
+            f"the id snapshot at {spec.snapshot} is larger than max_snapshot_bytes "
+            f"({spec.max_snapshot_bytes}); nothing was reported and the file was left as it is"
         )
     return codec.decode(data, identity, str(spec.snapshot))
 
