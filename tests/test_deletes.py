@@ -221,11 +221,28 @@ def test_a_snapshot_of_another_search_or_connection_is_refused(emulator, deyel_c
     data = (tmp_path / "ids.snapshot").read_bytes()
     with pytest.raises(DeyelSnapshotError, match="another connection, form, search"):
         run(operator(tmp_path, AR), "run-2")
+    other_task = operator(tmp_path)
+    other_task.task_id = "another_task"
+    with pytest.raises(DeyelSnapshotError, match="or task wrote it"):
+        run(other_task, "run-2")
     deyel_conn("other", url=emulator.url.replace("127.0.0.1", "localhost"))
     # Another URL is another token URL: the MAC key differs before the identity is even compared.
     with pytest.raises(DeyelSnapshotError, match="fails its MAC"):
         run(operator(tmp_path, deyel_conn_id="other"), "run-3")
     assert (tmp_path / "ids.snapshot").read_bytes() == data
+
+
+def test_a_link_planted_at_the_snapshot_is_refused_not_taken_for_a_first_run(emulator, deyel_conn, tmp_path):
+    """Starting over would hide every delete since the real snapshot: a link there is an error, left alone."""
+    op = operator(tmp_path)
+    run(op, "run-1")
+    (tmp_path / "ids.snapshot").rename(tmp_path / "elsewhere")
+    (tmp_path / "ids.snapshot").symlink_to(tmp_path / "elsewhere")
+    emulator.state.store.delete(FORM, 2)
+    emulator.advance(30)
+    with pytest.raises(DeyelSnapshotError, match="not a regular file"):
+        run(op, "run-2")
+    assert (tmp_path / "ids.snapshot").is_symlink()
 
 
 def test_another_connections_key_fails_the_mac(tmp_path):

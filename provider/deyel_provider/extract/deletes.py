@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ class DeletesSpec:
     page_size: int | None = None
     max_workers: int | str = 1
     run_id: str = ""
+    #: The task keeping the snapshot (see :class:`Identity`).
+    owner: str = ""
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
 
 
@@ -86,7 +89,9 @@ def output_key(id_field: str) -> str:
 
 def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> DeletesResult:
     config = hook.config
-    identity = Identity(config.base_url, config.client_id, spec.form, spec.search or "", config.id_field)
+    identity = Identity(
+        config.base_url, config.client_id, spec.form, spec.search or "", config.id_field, spec.owner
+    )
     codec = SnapshotCodec(config.client_secret, config.token_url, config.client_id)
     previous = _previous(spec, codec, identity, logger)
     if previous is not None and spec.run_id and previous.run_id == spec.run_id and spec.output.exists():
@@ -170,6 +175,13 @@ def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, logge
         spec.snapshot, spec.max_snapshot_bytes + 1, logger=logger, kind="id snapshot"
     )
     if data is None:
+        if publish.is_local(spec.snapshot) and os.path.lexists(spec.snapshot.path):
+            # A link, a folder or another user's file where the snapshot should be: taking it for a first
+            # run would start over and never report the deletes since the real snapshot.
+            raise DeyelSnapshotError(
+                f"the id snapshot at {spec.snapshot} is not a regular file of this user (a link, a folder, "
+                f"another user's file); nothing was reported and it was left as it is"
+            )
         return None
     if len(data) > spec.max_snapshot_bytes:
         raise DeyelSnapshotError(

@@ -31,10 +31,10 @@ class DeyelDeletedInstancesOperator(BaseOperator):
     The first run stores a snapshot and publishes an empty output. A read that cannot be proven complete
     (a lost page, counts that disagree) fails with a typed ``DeyelError`` and leaves the previous snapshot as
     it was, so a missing page is never reported as deleted instances. The snapshot is authenticated with a
-    key derived from the connection's client secret and names its connection, form and search: one written
-    for anything else, or altered, fails the task with ``DeyelSnapshotError``. A rerun of a run that already
-    published keeps its output and reads nothing. Returns the counts (``gone``, ``listed``, ``previous``) and
-    ``gone_after``/``gone_by``.
+    key derived from the connection's client secret and names its connection, form, search and task: one
+    written for anything else, or altered, or a link or foreign file at its name, fails the task with
+    ``DeyelSnapshotError``. A rerun of a run that already published keeps its output and reads nothing.
+    Returns the counts (``gone``, ``listed``, ``previous``) and ``gone_after``/``gone_by``.
 
     :param form: the form's identifier, e.g. ``CRM_ACCOUNT`` (templated).
     :param output: where to publish the gone ids (JSON Lines; a local path, an fsspec URL or an
@@ -99,6 +99,7 @@ class DeyelDeletedInstancesOperator(BaseOperator):
             page_size=self.page_size,
             max_workers=self.max_workers,
             run_id=str(context.get("run_id") or ""),
+            owner=self._owner(context),
             max_snapshot_bytes=self.max_snapshot_bytes,
         )
         summary = detect_deletes(self.hook, spec, logger=self.log).as_dict()
@@ -106,6 +107,11 @@ class DeyelDeletedInstancesOperator(BaseOperator):
         if self.asset is not None and outlet_events is not None:
             outlet_events[self.asset].extra = summary
         return summary
+
+    def _owner(self, context: Context) -> str:
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        owner = f"{self.dag_id}.{self.task_id}"
+        return f"{owner}[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else owner
 
     def _path(self, value: str | ObjectStoragePath) -> ObjectStoragePath:
         if isinstance(value, ObjectStoragePath):

@@ -46,6 +46,9 @@ class Identity:
     form: str
     search: str
     id_field: str
+    #: The task that keeps it (``<dag_id>.<task_id>``, ``[map index]`` when mapped): two tasks sharing a path
+    #: would each consume the other's deletes.
+    owner: str = ""
 
 
 class SnapshotIds(IdSet):
@@ -186,8 +189,8 @@ class SnapshotCodec:
         if body.get("identity") != asdict(expected):
             raise _refused(
                 where,
-                f"lists {body.get('identity')!r}, not {asdict(expected)!r}: another connection, form, search "
-                f"or id key wrote it; give each its own snapshot path",
+                f"lists {body.get('identity')!r}, not {asdict(expected)!r}: another connection, form, "
+                f"search, id key or task wrote it; give each task its own snapshot path",
             )
         if hashlib.sha256(compressed).hexdigest() != body.get("body_sha256"):
             raise _refused(where, "has a body that is not the one its header was signed with")
