@@ -10,8 +10,10 @@ Each hourly run:
    nothing (``PostgresHook``, one transaction);
 4. ``find_deletes``: ``DeyelDeletedInstancesOperator``, the ids deleted (or edited out of ``search``) since
    the last snapshot;
-5. ``apply_deletes``: ``COPY`` of those ids, then a ``DELETE`` of the rows they name that did not change
-   after the instance was found gone (an instance that came back keeps its row).
+5. ``apply_deletes``: ``COPY`` of those ids, remembered in ``<table>_gone`` with their ``gone_by``, then a
+   ``DELETE`` of the rows they name that did not change after the instance was found gone (an instance that
+   came back keeps its row). The ``MERGE`` skips a version older than its instance's ``gone_by``, so a
+   rerun of an old run's merge cannot bring a deleted row back.
 
 The deletes run in every cycle, right after the merge, not once a day: a snapshot only knows the instances
 it listed, so with a daily snapshot an instance created and deleted between two of them would stay in the
@@ -44,17 +46,23 @@ FORM = "CRM_ACCOUNT"
 ID_FIELD = "idObjectValue"
 POSTGRES_CONN_ID = "mirror_postgres"
 TABLE = "deyel_crm_account"
+#: One row per instance found gone, with when: a replayed older changes file cannot bring it back.
+GONE_TABLE = f"{TABLE}_gone"
 OUTPUT = Path(os.environ.get("DEYEL_DEMO_OUTPUT", "/tmp/deyel-extract")).resolve().as_uri()  # noqa: S108
 MIRROR = f"{OUTPUT}/{FORM}/mirror"
-RUN = "{{ dag_run.run_after | ts_nodash }}"
+# One file per run, named after its run id (two manual runs may share a second of run_after).
+RUN = "{{ run_id | replace(':', '') | replace('+', '') }}"
 
-CREATE_TABLE = f"""
+CREATE_TABLES = [
+    f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     id text PRIMARY KEY,
     dt_last_update bigint NOT NULL,
     doc jsonb NOT NULL
 )
-"""
+""",
+    f"CREATE TABLE IF NOT EXISTS {GONE_TABLE} (id text PRIMARY KEY, gone_by bigint NOT NULL)",
+]
 
 # Each line of a JSON Lines file is one text value: a CSV dialect whose quote and delimiter never occur in
 # JSON (control characters are always escaped there) keeps backslashes and quotes as they are.
@@ -70,6 +78,10 @@ USING (
                line::jsonb AS doc
         FROM staging_changes
     ) AS changes
+    -- A version older than the instance's disappearance is not brought back (a rerun of an old merge).
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {GONE_TABLE} AS g WHERE g.id = changes.id AND g.gone_by > changes.dt_last_update
+    )
     ORDER BY id, dt_last_update DESC
 ) AS s
 ON t.id = s.id
@@ -77,6 +89,12 @@ WHEN MATCHED AND s.dt_last_update > t.dt_last_update THEN
     UPDATE SET dt_last_update = s.dt_last_update, doc = s.doc
 WHEN NOT MATCHED THEN
     INSERT (id, dt_last_update, doc) VALUES (s.id, s.dt_last_update, s.doc)
+"""  # noqa: S608
+
+REMEMBER_GONE = f"""
+INSERT INTO {GONE_TABLE} (id, gone_by)
+SELECT line::jsonb ->> '{ID_FIELD}', max((line::jsonb ->> 'gone_by')::bigint) FROM staging_gone GROUP BY 1
+ON CONFLICT (id) DO UPDATE SET gone_by = greatest({GONE_TABLE}.gone_by, excluded.gone_by)
 """  # noqa: S608
 
 DELETE_GONE = f"""
@@ -95,9 +113,9 @@ def _chunks(uri: str, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
-def copy_then(uri: str, staging: str, statement: str) -> int:
-    """COPY the JSON Lines at ``uri`` into a temporary ``staging`` table, run ``statement``, commit: one
-    transaction, so a failure leaves the table as it was. Returns the rows ``statement`` touched."""
+def copy_then(uri: str, staging: str, *statements: str) -> int:
+    """COPY the JSON Lines at ``uri`` into a temporary ``staging`` table, run ``statements``, commit: one
+    transaction, so a failure leaves the tables as they were. Returns the rows the last statement touched."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     conn = PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
@@ -113,7 +131,8 @@ def copy_then(uri: str, staging: str, statement: str) -> int:
                 with cursor.copy(copy_sql) as copy:
                     for chunk in _chunks(uri):
                         copy.write(chunk)
-            cursor.execute(statement)
+            for statement in statements:
+                cursor.execute(statement)
             touched = int(cursor.rowcount)
         conn.commit()
         return touched
@@ -129,7 +148,9 @@ with DAG(
     max_active_runs=1,
     tags=["deyel", "example", "mirror"],
 ):
-    create_table = SQLExecuteQueryOperator(task_id="create_table", conn_id=POSTGRES_CONN_ID, sql=CREATE_TABLE)
+    create_table = SQLExecuteQueryOperator(
+        task_id="create_table", conn_id=POSTGRES_CONN_ID, sql=CREATE_TABLES
+    )
 
     extract_changes = DeyelExtractOperator(
         task_id="extract_changes",
@@ -160,7 +181,7 @@ with DAG(
     def apply_deletes(found: dict[str, Any]) -> int:
         if not found.get("gone"):
             return 0
-        deleted = copy_then(found["output"], "staging_gone", DELETE_GONE)
+        deleted = copy_then(found["output"], "staging_gone", REMEMBER_GONE, DELETE_GONE)
         print(f"deleted {deleted} of {found['gone']} gone instances from {TABLE}")
         return deleted
 

@@ -436,16 +436,19 @@ def test_mirror_dag_keeps_postgres_equal_to_the_form(
     third = cycle(4)
     assert str(created) not in third
 
-    # Rerunning the SQL steps with this run's files: nothing changes.
+    # Rerunning any run's SQL steps again, the oldest first (a full load holding rows deleted since): the
+    # table does not move.
     spec = importlib.util.spec_from_file_location("mirror_example", DAGS_FOLDER / "deyel_mirror_postgres.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    changes = sorted((folder / "changes").iterdir())
-    gone = sorted((folder / "gone").iterdir())
+    changes = sorted((folder / "changes").iterdir(), key=lambda p: p.stat().st_mtime)
+    gone = sorted((folder / "gone").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert len(changes) == len(gone) == 4
     for path in changes:
         module.copy_then(path.as_uri(), "staging_changes", module.MERGE)
+        assert table() == third
     for path in gone:
-        module.copy_then(path.as_uri(), "staging_gone", module.DELETE_GONE)
-    assert table() == third
+        module.copy_then(path.as_uri(), "staging_gone", module.REMEMBER_GONE, module.DELETE_GONE)
+        assert table() == third
     lines = [json.loads(line) for path in gone for line in path.read_text().splitlines()]
     assert sorted(line["idObjectValue"] for line in lines) == sorted(["9", "30", str(created)])
