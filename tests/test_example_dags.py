@@ -347,3 +347,108 @@ def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
         "BIGINT",
         "JSON",
     )
+
+
+@pytest.fixture
+def mirror_database(monkeypatch):
+    """A database of its own on the PostgreSQL at 127.0.0.1:5432 (user postgres), dropped afterwards; the
+    example's ``mirror_postgres`` connection points at it."""
+    import uuid
+
+    import psycopg2
+
+    name = f"deyel_mirror_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    monkeypatch.setenv("AIRFLOW_CONN_MIRROR_POSTGRES", f"postgresql://postgres@127.0.0.1:5432/{name}")
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_mirror_dag_keeps_postgres_equal_to_the_form(
+    emulator, deyel_conn, airflow_db, dagbag, mirror_database
+):
+    """Cycles of the hourly mirror (dag.test(): extract, COPY + MERGE, deletes, DELETE) against the emulator
+    and a real PostgreSQL: after each, the table holds exactly the form's instances as the API lists them;
+    edits, inserts, deletes and a move between cycles all arrive; the SQL steps run again change nothing."""
+    import importlib.util
+    import json
+    import shutil
+
+    import psycopg2
+
+    from deyel_provider.hooks.deyel import DeyelHook
+
+    folder = Path(os.environ["DEYEL_DEMO_OUTPUT"]) / "CRM_ACCOUNT" / "mirror"
+    shutil.rmtree(folder, ignore_errors=True)
+    dag = dagbag.get_dag("deyel_mirror_postgres")
+    store = emulator.state.store
+    hook = DeyelHook()
+
+    def table() -> dict[str, dict]:
+        with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=mirror_database) as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT id, dt_last_update, doc FROM deyel_crm_account")
+                rows = cursor.fetchall()
+        conn.close()
+        assert all(
+            int(doc["dtLastUpdate"]) == stamp and doc["idObjectValue"] == key for key, stamp, doc in rows
+        )
+        return {key: doc for key, _, doc in rows}
+
+    def form() -> dict[str, dict]:
+        return {record["idObjectValue"]: record for record in hook.iter_instances("CRM_ACCOUNT")}
+
+    def cycle(hour: int) -> dict[str, dict]:
+        emulator.advance(60)
+        run = dag.test(logical_date=pendulum.datetime(2026, 12, 1, hour, tz="UTC"))
+        assert run.state == "success"
+        mirrored = table()
+        assert mirrored == form()
+        return mirrored
+
+    import pendulum
+
+    assert len(cycle(1)) == 50
+    for instance_id in (4, 17):
+        current = store.get("CRM_ACCOUNT", instance_id)
+        store.update(
+            "CRM_ACCOUNT",
+            instance_id,
+            {"dsNotes": "edited", "dtLastUpdate": current["dtLastUpdate"]},
+            partial=True,
+        )
+    store.create("CRM_ACCOUNT", {"dsCompany": "New", "cdCountry": "AR"})
+    for instance_id in (9, 30):
+        store.delete("CRM_ACCOUNT", instance_id)
+    second = cycle(2)
+    assert len(second) == 49 and "9" not in second and second["4"]["dsNotes"] == "edited"
+    created = store.create("CRM_ACCOUNT", {"dsCompany": "Short-lived"})[0]
+    emulator.advance(60)
+    cycle(3)
+    store.delete("CRM_ACCOUNT", created)  # created and deleted between snapshots that both saw it
+    third = cycle(4)
+    assert str(created) not in third
+
+    # Rerunning any run's SQL steps again, the oldest first (a full load holding rows deleted since): the
+    # table does not move.
+    spec = importlib.util.spec_from_file_location("mirror_example", DAGS_FOLDER / "deyel_mirror_postgres.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    changes = sorted((folder / "changes").iterdir(), key=lambda p: p.stat().st_mtime)
+    gone = sorted((folder / "gone").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert len(changes) == len(gone) == 4
+    for path in changes:
+        module.copy_then(path.as_uri(), "staging_changes", module.MERGE)
+        assert table() == third
+    for path in gone:
+        module.copy_then(path.as_uri(), "staging_gone", module.REMEMBER_GONE, module.DELETE_GONE)
+        assert table() == third
+    lines = [json.loads(line) for path in gone for line in path.read_text().splitlines()]
+    assert sorted(line["idObjectValue"] for line in lines) == sorted(["9", "30", str(created)])

@@ -30,6 +30,7 @@ PROVIDER_INFO: dict[str, Any] = {
         {
             "integration-name": "Deyel",
             "python-modules": [
+                "deyel_provider.operators.deletes",
                 "deyel_provider.operators.deyel",
                 "deyel_provider.operators.extract",
                 "deyel_provider.operators.upsert",

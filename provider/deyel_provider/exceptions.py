@@ -133,6 +133,12 @@ class DeyelWatermarkError(DeyelError):
     message names how to reset it (docs/extraction.md, "Resetting a watermark"). Nothing is published."""
 
 
+class DeyelSnapshotError(DeyelError):
+    """A stored id snapshot (``DeyelDeletedInstancesOperator``) cannot be trusted: it fails its MAC, lists
+    another connection, form or search, or cannot be decoded. Nothing is reported and the file is left as
+    it is; the message says how to start a new one."""
+
+
 # The server's clock (issue 20): a Date header that cannot be trusted to end a window.
 class DeyelClockSkewError(DeyelIncompleteError):
     """The server's ``Date`` header is further from the worker's clock than the connection's

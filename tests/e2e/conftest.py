@@ -47,7 +47,7 @@ def local_deployment(local_emulator, tmp_path_factory):
     On PostgreSQL, as a deployment runs: with every example DAG at once (mapped tasks, a deferred sensor, an
     asset watcher) SQLite's single writer held the API server's connections past its pool's timeout."""
     home = tmp_path_factory.mktemp("airflow-local")
-    with fresh_postgres_database() as database:
+    with fresh_postgres_database() as database, fresh_postgres_database() as warehouse:
         deployment = Deployment(
             home=home,
             sql_alchemy_conn=database,
@@ -56,8 +56,11 @@ def local_deployment(local_emulator, tmp_path_factory):
             env={
                 **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
                 "DEYEL_DEMO_POKE_INTERVAL": "1",
+                # The mirror example's warehouse: a database of its own, as an ordinary postgres connection.
+                "AIRFLOW_CONN_MIRROR_POSTGRES": warehouse.replace("postgresql+psycopg2://", "postgresql://"),
             },
         )
+        deployment.warehouse = warehouse.rsplit("/", 1)[1]  # type: ignore[attr-defined]
         with deployment:
             yield deployment
 
