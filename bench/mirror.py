@@ -25,6 +25,7 @@ created for the run and dropped after it; without a server every row is a ``skip
 
     python -m bench mirror            # 1,000,000 instances
     python -m bench --quick mirror    # 20,000
+    BENCH_MIRROR_RECORDS=100000 python -m bench mirror
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def _skipped(reason: str) -> list[Variant]:
 
 
 def run() -> None:
-    n = sized(1_000_000, 20_000)
+    n = int(os.environ.get("BENCH_MIRROR_RECORDS", "0")) or sized(1_000_000, 20_000)
     try:
         import psycopg  # noqa: F401
 
