@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.helpers import FAST_RETRY, connection_json
+from tests.support.helpers import FAST_RETRY, connection_json
 
 if TYPE_CHECKING:
     from deyel_provider.emulator.server import RunningEmulator

@@ -116,7 +116,7 @@ def run() -> None:
 
 def _start_redis() -> Any:
     try:
-        from tests.redis_server import RedisServer
+        from tests.support.redis_server import RedisServer
 
         return RedisServer()
     except (ImportError, RuntimeError):

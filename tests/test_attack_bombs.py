@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from packaging.version import Version
 
 from deyel_provider.exceptions import DeyelBadResponseError
 from deyel_provider.hooks.deyel import DeyelHook
+from tests.support.memory import peak_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "/forms/CRM_ACCOUNT/instances/1"
@@ -34,17 +34,6 @@ PEAK_LIMIT = 48 * 1024 * 1024
 @pytest.fixture(scope="module")
 def gzip_bomb() -> bytes:
     return gzip.compress(b"\0" * BOMB_SIZE, compresslevel=9)
-
-
-@contextmanager
-def peak_memory() -> Iterator[list[int]]:
-    peak: list[int] = []
-    tracemalloc.start()
-    try:
-        yield peak
-    finally:
-        peak.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
 
 
 def test_a_gzip_bomb_in_a_401_body_is_not_inflated(emulator, deyel_conn, gzip_bomb):

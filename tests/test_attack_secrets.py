@@ -20,7 +20,7 @@ from deyel_provider.auth import crypto
 from deyel_provider.auth.refusals import refusal_key
 from deyel_provider.emulator import run_emulator
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 
 #: An optimistic time for one Salsa20/8 core (64 bytes, 8 rounds) on one modern CPU core with SIMD.
 SALSA_CORE_SECONDS = 20e-9

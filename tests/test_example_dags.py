@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags_examples"
+from tests.support.example_dags import DAGS_FOLDER, consumed_by_the_next_run
+
 EXAMPLES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
 
 
 @pytest.fixture(scope="session")
 def dagbag():
-    from tests.helpers import dagbag_class
+    from tests.support.helpers import dagbag_class
 
     return dagbag_class()(dag_folder=str(DAGS_FOLDER))
 
@@ -69,31 +68,6 @@ def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, c
     assert consumer.state == "success"
     printed = capsys.readouterr().out
     assert f"consumer read {output.as_uri()}: 50 records (the extraction reported 50)" in printed
-
-
-@contextmanager
-def consumed_by_the_next_run(dag_id: str, events: list[int]) -> Iterator[None]:
-    """Give the next run of ``dag_id`` the asset events a scheduler-made run would consume.
-
-    ``dag.test()`` makes a manual run, which consumes nothing; the scheduler makes an asset-triggered run
-    consume every event queued since the last one. The events are attached as the run is inserted, so its
-    tasks see them as ``triggering_asset_events``, as under the scheduler.
-    """
-    from airflow.models.asset import association_table
-    from airflow.models.dagrun import DagRun
-    from sqlalchemy import event
-
-    def attach(mapper, connection, run) -> None:
-        if run.dag_id == dag_id:
-            connection.execute(
-                association_table.insert(), [{"dag_run_id": run.id, "event_id": e} for e in events]
-            )
-
-    event.listen(DagRun, "after_insert", attach)
-    try:
-        yield
-    finally:
-        event.remove(DagRun, "after_insert", attach)
 
 
 def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(

@@ -22,8 +22,8 @@ from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, De
 from deyel_provider.extract.formats.text import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
-from tests.contract import Before
-from tests.helpers import ByAsset, outlet_events
+from tests.support.contract import Before
+from tests.support.helpers import ByAsset, outlet_events
 
 RECORDS = 257
 # With updated_order="id", the dtLastUpdate of record i (0-based) is 2026-01-01T00:00Z plus i minutes.
@@ -372,7 +372,7 @@ def test_an_extraction_the_server_cannot_prove_complete_publishes_nothing(deyel_
 
 
 def test_the_file_holds_every_instance_once_while_another_user_edits(deyel_conn, tmp_path):
-    from tests.contract import check_contract
+    from tests.support.contract import check_contract
 
     with run_emulator(
         records=2000, writer_edits=2, writer_inserts=0.5, writer_deletes=0.5, writer_seed=5

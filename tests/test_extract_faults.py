@@ -18,7 +18,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.paging import hidden_after_paging
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.contract import Before, check_contract
+from tests.support.contract import Before, check_contract
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms

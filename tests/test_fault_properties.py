@@ -14,7 +14,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.deyel import parsed_body
-from tests.helpers import connection_json
+from tests.support.helpers import connection_json
 
 EXAMPLES = settings(
     max_examples=60,

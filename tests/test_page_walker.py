@@ -27,7 +27,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
-from tests.helpers import send_json
+from tests.support.helpers import send_json
 
 FORM = "CRM_ACCOUNT"
 

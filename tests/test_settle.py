@@ -29,8 +29,8 @@ from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelInco
 from deyel_provider.extract.run import extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
-from tests.contract import Before, check_contract
-from tests.helpers import FAST_RETRY, connection_json, send_json
+from tests.support.contract import Before, check_contract
+from tests.support.helpers import FAST_RETRY, connection_json, send_json
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -407,7 +407,7 @@ def test_a_window_ending_inside_the_margin_waits_on_the_injected_clock(deyel_con
 def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn):
     """Date 3 s ahead: a one-second margin ended the first window after the real present, so a change saved
     right after the event fell before its end, in no event."""
-    from tests.test_change_trigger import (
+    from tests.support.change_trigger import (
         AssetState,
         approve,
         create,

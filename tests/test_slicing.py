@@ -14,7 +14,7 @@ from deyel_provider.api.pagination import Paging
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.contract import Before, check_contract
+from tests.support.contract import Before, check_contract
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms

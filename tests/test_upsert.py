@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.faults import REQUEST_LIMIT_BODY
-from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import (
     DeyelBadResponseError,
     DeyelConfigError,
@@ -34,57 +33,13 @@ from deyel_provider.exceptions import (
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-
-FORM = TARGET_FORM
-KEY = "cdCustomer"
-COUNTRIES = ("AR", "BR", "UY", "CL", "MX")
-
-
-def customer(i: int, prefix: str = "C-", **changes: Any) -> dict[str, Any]:
-    return {
-        KEY: f"{prefix}{i:05d}",
-        "dsName": f"Customer {i}",
-        "cdCountry": COUNTRIES[i % len(COUNTRIES)],
-        "qtEmployee": i % 700,
-        "cbIsPartner": i % 3 == 0,
-        "nuRevenue": round(i * 1.25, 2),
-        "dtOpening": str(1540782000000 + i * 86_400_000),
-        **changes,
-    }
+from tests.support.upsert import FORM, KEY, assert_state_is, customer, stored, write_jsonl
 
 
 def seed(emulator, records) -> None:
     """Instances that exist before the load (written straight into the store: no request counted)."""
     for record in records:
         emulator.state.store.create(FORM, dict(record))
-
-
-def stored(emulator, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """The form's instances by key; a key held twice fails the test."""
-    store = emulator.state.store
-    by_key: dict[str, dict[str, Any]] = {}
-    for instance_id in store.all_ids(FORM):
-        values = store.get(FORM, instance_id)
-        if not str(values.get(KEY, "")).startswith(prefix):
-            continue
-        assert values[KEY] not in by_key, f"two instances have {KEY}={values[KEY]!r}"
-        by_key[values[KEY]] = values
-    return by_key
-
-
-def assert_state_is(emulator, records, prefix: str = "") -> None:
-    state = stored(emulator, prefix)
-    assert sorted(state) == sorted(r[KEY] for r in records)
-    for record in records:
-        instance = state[record[KEY]]
-        assert {field: instance.get(field) for field in record} == record
-
-
-def write_jsonl(path, records) -> str:
-    with open(path, "w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return str(path)
 
 
 def load(source, **kwargs: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import upsert
-from tests.helpers import send_json
+from tests.support.helpers import send_json
 
 FORM = TARGET_FORM
 KEY = "cdCustomer"
