@@ -132,3 +132,17 @@ def airflow_db():
         subprocess.run(
             [sys.executable, "-m", "airflow", "dags", "reserialize"], check=True, capture_output=True
         )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that runs a whole DAG (it needs the metadata database) carries the ``dag`` marker, so
+    ``-m "not dag"`` skips every slow DAG run: a missing marker fails collection instead of going unseen."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "airflow_db" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("dag") is None
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that run a DAG without @pytest.mark.dag: {unmarked}")

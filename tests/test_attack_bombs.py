@@ -222,7 +222,11 @@ def trickling_server() -> Iterator[str]:
         listener.close()
 
 
-def test_the_test_button_answers_within_its_budget_against_a_trickling_server(deyel_conn):
+def test_the_test_button_gives_up_naming_a_time_limit_against_a_trickling_server(deyel_conn):
+    """A server trickling one byte at a time: the Test button answers "not connected" and says which time
+    limit stopped it. What is proven is that a deadline (not a read timeout, which the trickle defeats) ends
+    the attempt; how long it took is not measured (no wall-clock assertion): the thread join below only
+    keeps a hang from hanging the suite."""
     with trickling_server() as url:
         deyel_conn(url=url, extra={"timeout": 0.5})
         done = _finishes(DeyelHook().test_connection, timeout=0.5 + 3 + 20)

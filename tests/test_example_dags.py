@@ -48,6 +48,7 @@ def test_shared_token_dag_makes_one_token_post(emulator, deyel_conn, airflow_db,
     assert stats["api_requests"] == 20
 
 
+@pytest.mark.dag
 def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, capsys):
     """The daily extraction writes its interval's records and emits the Asset; the consumer reads the file."""
     import json
@@ -70,6 +71,7 @@ def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, c
     assert f"consumer read {output.as_uri()}: 50 records (the extraction reported 50)" in printed
 
 
+@pytest.mark.dag
 def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(
     emulator, deyel_conn, airflow_db, dagbag, capsys
 ):
@@ -103,6 +105,7 @@ def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(
     assert count.xcom_pull(task_ids="count_records") == 50
 
 
+@pytest.mark.dag
 def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airflow_db, dagbag):
     from dags_examples.deyel_fan_out import PAGE_SIZE, PAGES
 
@@ -182,6 +185,7 @@ def test_a_daily_cron_extracts_exactly_the_changes_and_a_manual_run_nothing_new(
         assert manual["window_start"] == third["window_end"]
 
 
+@pytest.mark.dag
 def test_upsert_dag_loads_the_accounts_and_a_rerun_writes_nothing(emulator, deyel_conn, airflow_db, dagbag):
     """extract CRM_ACCOUNT, reshape in a @task, upsert into ERP_CUSTOMER: 50 created; then nothing written."""
     from deyel_provider.emulator.forms import TARGET_FORM
@@ -213,6 +217,7 @@ def test_upsert_dag_loads_the_accounts_and_a_rerun_writes_nothing(emulator, deye
     assert rejects.read_text() == ""
 
 
+@pytest.mark.dag
 def test_the_example_extraction_emits_openlineage_start_and_complete_events(
     emulator, deyel_conn, airflow_db, tmp_path
 ):
@@ -274,6 +279,7 @@ def test_the_example_extraction_emits_openlineage_start_and_complete_events(
     assert "outputStatistics" not in start["outputs"][0].get("outputFacets", {})
 
 
+@pytest.mark.dag
 def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
     emulator, deyel_conn, airflow_db, dagbag
 ):

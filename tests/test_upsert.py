@@ -120,14 +120,25 @@ def test_csv_parquet_and_xcom_sources_load_the_same_values(emulator, deyel_conn,
 
     jsonl, parquet = write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "p.parquet"
     duckdb.read_json(jsonl).write_parquet(str(parquet))
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        # Parquet is read with pyarrow, which this environment lacks: a typed error naming the fix.
-        with pytest.raises(DeyelConfigError, match="pip install pyarrow"):
-            load(str(parquet))
-    else:
-        assert counts(load(str(parquet))) == (0, 0, 120, 0)
+    assert counts(load(str(parquet))) == (0, 0, 120, 0)
+
+
+def test_a_parquet_source_without_pyarrow_is_a_typed_error_before_any_request(
+    emulator, deyel_conn, tmp_path, monkeypatch
+):
+    """pyarrow is an optional dependency: where it is missing (a None in sys.modules makes its import raise
+    ImportError, as an absent package does), a Parquet source fails typed, naming the fix, sending nothing."""
+    import duckdb
+
+    parquet = tmp_path / "p.parquet"
+    duckdb.read_json(write_jsonl(tmp_path / "p.jsonl", [customer(1)])).write_parquet(str(parquet))
+    for module in [name for name in sys.modules if name == "pyarrow" or name.startswith("pyarrow.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    emulator.reset()
+    with pytest.raises(DeyelConfigError, match=r"needs pyarrow \(pip install pyarrow\)"):
+        load(str(parquet))
+    assert emulator.methods().keys() <= {"GET"}  # nothing written
 
 
 def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
