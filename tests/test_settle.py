@@ -29,6 +29,7 @@ from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelInco
 from deyel_provider.extract.run import extract
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
+from tests.support.branches import Branches
 from tests.support.contract import Before, check_contract
 from tests.support.helpers import FAST_RETRY, connection_json, send_json
 
@@ -474,7 +475,7 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
     strategy with and without a count header: consecutive watermark runs (through the extraction engine, to
     files) hold every change in some file, no file holds an instance twice, or a run fails typed and
     publishes nothing."""
-    outcomes: list[str] = []
+    branches = Branches()
 
     @PROPERTIES
     @given(
@@ -531,12 +532,12 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
                     windows.append([json.loads(line) for line in lines])
                     low = result.window_end
                 emulator.advance(gap)
-            outcomes.append("failed" if failed else "succeeded")
+            branches.took(f"{failed} of {runs + 1} runs failed typed" if failed else "every run succeeded")
             if not failed:
                 assert_every_change_in_a_window(windows, final_state(emulator), START, low)
 
     example()
-    assert outcomes.count("succeeded") >= 0.8 * len(outcomes), outcomes
+    branches.assert_share("every run succeeded", at_least=0.8)
 
 
 # -- the extras ----------------------------------------------------------------------------------------------
