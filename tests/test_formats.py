@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from deyel_provider.exceptions import DeyelBadResponseError
 from deyel_provider.extract.formats.text import csv_cell
 from tests.support.branches import Branches
-from tests.writing import write_pages
+from tests.support.writing import write_pages
 
 # -- writing and reading back -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The Parquet writer: inferred and declared types, widening, typed errors, row groups as pages arrive.
 
-Pages are written as an extraction writes them (temporary files, rewrite pass, publish: tests/writing.py) and
-read back with pyarrow and DuckDB, the readers users have.
+Pages are written as an extraction writes them (temporary files, rewrite pass, publish:
+tests/support/writing.py) and read back with pyarrow and DuckDB, the readers users have.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from deyel_provider.emulator.records import RecordGenerator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
 from deyel_provider.extract.formats.parquet import check_schema, infer_type
-from tests.writing import write_pages
+from tests.support.writing import write_pages
 
 START_MS = 1767225600000  # 2026-01-01T00:00:00Z
 
@@ -323,7 +323,7 @@ def test_descriptors_stay_bounded_whatever_the_schema_changes_and_parts(tmp_path
         import resource
         from pathlib import Path
 
-        from tests.writing import write_pages
+        from tests.support.writing import write_pages
 
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         folder = Path({str(tmp_path)!r})
