@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench._extract_child import peak_rss_mb
-from tests.helpers import FAST_RETRY, connection_json
+from tests.support.helpers import FAST_RETRY, connection_json
 
 if TYPE_CHECKING:
     from deyel_provider.emulator.server import RunningEmulator

@@ -182,7 +182,7 @@ def _start_redis() -> tuple[Any, str | None]:
     except ImportError:
         return None, "the redis extra is not installed"
     try:
-        from tests.redis_server import RedisServer
+        from tests.support.redis_server import RedisServer
 
         return RedisServer(), None
     except (ImportError, RuntimeError) as error:

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 
 from deyel_provider.auth.cache import PROCESS_CACHE  # noqa: E402
 from deyel_provider.emulator import run_emulator  # noqa: E402
-from tests.helpers import FAST_RETRY, connection_json  # noqa: E402
+from tests.support.helpers import FAST_RETRY, connection_json  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ def _fresh_secrets_masker():
     and the renewal-timing tests break. Each test starts with an empty masker, and the provider forgets what
     it registered."""
     from deyel_provider.auth import masking
-    from tests.helpers import airflow_secrets_masker
+    from tests.support.helpers import airflow_secrets_masker
 
     airflow_secrets_masker().reset_masker()
     masking.forget_all()
@@ -93,7 +93,7 @@ def deyel_conn(emulator, monkeypatch, tmp_path_factory):
 def redis_server():
     """A private redis-server for the session, started by the tests themselves; failing to start it fails
     the tests that need it (a skipped Redis test would pass without proving anything)."""
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     try:
         server = RedisServer()
@@ -132,3 +132,17 @@ def airflow_db():
         subprocess.run(
             [sys.executable, "-m", "airflow", "dags", "reserialize"], check=True, capture_output=True
         )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test that runs a whole DAG (it needs the metadata database) carries the ``dag`` marker, so
+    ``-m "not dag"`` skips every slow DAG run: a missing marker fails collection instead of going unseen."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "airflow_db" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("dag") is None
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that run a DAG without @pytest.mark.dag: {unmarked}")

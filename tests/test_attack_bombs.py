@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from packaging.version import Version
 
 from deyel_provider.exceptions import DeyelBadResponseError
 from deyel_provider.hooks.deyel import DeyelHook
+from tests.support.memory import peak_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = "/forms/CRM_ACCOUNT/instances/1"
@@ -34,17 +34,6 @@ PEAK_LIMIT = 48 * 1024 * 1024
 @pytest.fixture(scope="module")
 def gzip_bomb() -> bytes:
     return gzip.compress(b"\0" * BOMB_SIZE, compresslevel=9)
-
-
-@contextmanager
-def peak_memory() -> Iterator[list[int]]:
-    peak: list[int] = []
-    tracemalloc.start()
-    try:
-        yield peak
-    finally:
-        peak.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
 
 
 def test_a_gzip_bomb_in_a_401_body_is_not_inflated(emulator, deyel_conn, gzip_bomb):
@@ -233,7 +222,11 @@ def trickling_server() -> Iterator[str]:
         listener.close()
 
 
-def test_the_test_button_answers_within_its_budget_against_a_trickling_server(deyel_conn):
+def test_the_test_button_gives_up_naming_a_time_limit_against_a_trickling_server(deyel_conn):
+    """A server trickling one byte at a time: the Test button answers "not connected" and says which time
+    limit stopped it. What is proven is that a deadline (not a read timeout, which the trickle defeats) ends
+    the attempt; how long it took is not measured (no wall-clock assertion): the thread join below only
+    keeps a hang from hanging the suite."""
     with trickling_server() as url:
         deyel_conn(url=url, extra={"timeout": 0.5})
         done = _finishes(DeyelHook().test_connection, timeout=0.5 + 3 + 20)

@@ -13,7 +13,7 @@ import time
 from deyel_provider.auth.provider import mask_token
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.compat import mask_secret
-from tests.helpers import as_airflow_logs_it
+from tests.support.helpers import as_airflow_logs_it
 
 
 def test_a_token_equal_to_the_client_secret_does_not_unmask_the_secret_on_expiry():

@@ -14,6 +14,7 @@ from deyel_provider.connection.fields import DEFAULTS, EXTRA_FIELDS
 from deyel_provider.connection.settings import DEADLINE_PER_TIMEOUT, DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
+from tests.support.branches import Branches
 
 
 def test_a_numeric_password_extra_is_not_printed_in_the_error(deyel_conn):
@@ -71,42 +72,61 @@ def test_a_bad_number_is_a_config_error_naming_field_type_and_fix(deyel_conn, na
     assert "remove it to use the default" in message
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    spec=st.sampled_from(NUMERIC),
-    value=st.one_of(
-        st.integers(min_value=-(10**20), max_value=10**20),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.booleans(),
-        st.text(max_size=8),
-        st.floats(allow_nan=True).map(str),
-        st.integers().map(str),
-    ),
+ANY_VALUE = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=8),
+    st.floats(allow_nan=True).map(str),
+    st.integers().map(str),
 )
-def test_a_number_extra_is_kept_exactly_or_refused_with_a_typed_error(spec, value):
-    """No input turns into a raw ValueError later, and nothing is rounded or cut silently."""
-    connection = Connection(
-        conn_id="deyel_default",
-        conn_type="deyel",
-        host="http://127.0.0.1:8080",
-        login="client",
-        password="secret",
-        extra=json.dumps({spec.name: value}),
-    )
-    try:
-        got = getattr(DeyelConfig.from_connection(connection), spec.name)
-    except DeyelConfigError as exc:
-        assert f"extra field {spec.name!r} must be a" in str(exc)
-        return
-    if isinstance(value, str):
-        text = value.strip()
-        default = DERIVED_DEFAULTS.get(spec.name, spec.default)
-        value = default if not text else int(text) if text.lstrip("+-").isdigit() else float(text)
-    assert not isinstance(value, bool)
-    assert math.isfinite(got) and got == value and got <= spec.maximum
-    assert got > spec.minimum if spec.above else got >= spec.minimum
+
+
+def values_for(spec) -> st.SearchStrategy:
+    """Half in the field's range (as a number or its text), half anything: both branches run often."""
+    low = spec.minimum
     if spec.type == "integer":
-        assert isinstance(got, int)
+        valid = st.integers(int(low) + 1 if spec.above else int(low), int(spec.maximum))
+    else:
+        valid = st.floats(low, spec.maximum, exclude_min=spec.above, allow_nan=False)
+    return st.one_of(valid, valid.map(str), ANY_VALUE)
+
+
+def test_a_number_extra_is_kept_exactly_or_refused_with_a_typed_error():
+    """No input turns into a raw ValueError later, and nothing is rounded or cut silently."""
+    branches = Branches()
+
+    @settings(max_examples=150, deadline=None)
+    @given(case=st.sampled_from(NUMERIC).flatmap(lambda spec: st.tuples(st.just(spec), values_for(spec))))
+    def example(case):
+        spec, value = case
+        connection = Connection(
+            conn_id="deyel_default",
+            conn_type="deyel",
+            host="http://127.0.0.1:8080",
+            login="client",
+            password="secret",
+            extra=json.dumps({spec.name: value}),
+        )
+        try:
+            got = getattr(DeyelConfig.from_connection(connection), spec.name)
+        except DeyelConfigError as exc:
+            assert f"extra field {spec.name!r} must be a" in str(exc)
+            branches.took("refused")
+            return
+        if isinstance(value, str):
+            text = value.strip()
+            default = DERIVED_DEFAULTS.get(spec.name, spec.default)
+            value = default if not text else int(text) if text.lstrip("+-").isdigit() else float(text)
+        assert not isinstance(value, bool)
+        assert math.isfinite(got) and got == value and got <= spec.maximum
+        assert got > spec.minimum if spec.above else got >= spec.minimum
+        if spec.type == "integer":
+            assert isinstance(got, int)
+        branches.took("kept")
+
+    example()
+    branches.assert_share("kept", at_least=0.3)
 
 
 def test_the_form_declares_every_bound():

@@ -15,7 +15,7 @@ from deyel_provider.exceptions import DeyelAuthError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.error_bodies import parse_errors
 from deyel_provider.http.redact import Redactor, basic_value
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 
 BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)
 USER_PASSWORD = "JPerez-pass1"  # what the emulator accepts for JPerez

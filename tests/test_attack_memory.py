@@ -14,8 +14,8 @@ import pytest
 
 from bench._wide_child import run_child, wide_form_server
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
-from tests.test_attack_bombs import peak_memory
-from tests.writing import write_pages
+from tests.support.memory import peak_memory
+from tests.support.writing import write_pages
 
 if TYPE_CHECKING:
     from deyel_provider.emulator.server import RunningEmulator

@@ -20,7 +20,7 @@ from deyel_provider.auth import crypto
 from deyel_provider.auth.refusals import refusal_key
 from deyel_provider.emulator import run_emulator
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 
 #: An optimistic time for one Salsa20/8 core (64 bytes, 8 rounds) on one modern CPU core with SIMD.
 SALSA_CORE_SECONDS = 20e-9
@@ -41,7 +41,10 @@ def _scrypt(secret: str, salt: str) -> bytes:
     return kdf.derive(secret.encode())
 
 
-def test_the_kdf_parameters_allow_at_most_100_guesses_per_second_per_core():
+def test_the_declared_kdf_parameters_compute_to_at_most_100_guesses_per_second_per_core():
+    """A computed bound, not a measurement: from the provider's declared scrypt parameters (crypto.SCRYPT_*)
+    and an optimistic cost per Salsa20/8 core (SALSA_CORE_SECONDS), the memory and the time one guess needs.
+    Lowering the declared parameters fails it; how fast this machine derives is not what it checks."""
     n, r, p = crypto.SCRYPT_N, crypto.SCRYPT_R, crypto.SCRYPT_P
     assert 128 * n * r * p >= 16 * 1024 * 1024  # memory per guess: no cheap parallel hardware
     salsa_cores = 4 * n * r * p  # scrypt's ROMix: 2N BlockMix calls of 2r Salsa20/8 cores each

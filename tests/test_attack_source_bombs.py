@@ -26,7 +26,7 @@ from deyel_provider.load.sources import (
     check_keys,
 )
 from deyel_provider.load.upsert import load_records as upsert
-from tests.test_attack_bombs import peak_memory
+from tests.support.memory import peak_memory
 
 KEY = "cdCustomer"
 MiB = 1 << 20

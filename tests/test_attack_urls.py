@@ -7,7 +7,7 @@ import pytest
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.test_hardening import recording_server
+from tests.support.servers import recording_server
 
 INSTANCES = "/forms/CRM_ACCOUNT/instances"
 

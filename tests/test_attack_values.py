@@ -96,7 +96,7 @@ def test_a_busy_renewal_lock_is_waited_for_once_per_holder(
 def test_a_hand_written_cache_url_password_is_read_and_masked_whole(
     emulator, deyel_conn, redis_server, caplog
 ):
-    from tests.helpers import airflow_secrets_masker
+    from tests.support.helpers import airflow_secrets_masker
 
     password = "s3cr#t/Pa55?w@rd"
     url = f"redis://:{password}@127.0.0.1:{redis_server.port}/0"

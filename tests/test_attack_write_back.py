@@ -21,7 +21,7 @@ from deyel_provider.exceptions import DeyelBadResponseError, DeyelIncompleteErro
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.redact import basic_value
 from deyel_provider.load.upsert import load_records as upsert
-from tests.helpers import CLIENT_ID, CLIENT_SECRET, connection_json, send_json
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, connection_json, send_json
 
 FORM = "ERP_CUSTOMER"
 KEY = "cdCustomer"

@@ -11,7 +11,7 @@ import pytest
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.contract import Before
+from tests.support.contract import Before
 
 RECORDS = 20_000
 PAGE_SIZE = 100

@@ -19,7 +19,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelIncompleteError, DeyelSnapshotError
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_snapshot import Identity, Snapshot, SnapshotCodec, build
-from tests.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
 
 FORM = "CRM_ACCOUNT"
 AR = "cdCountry=eq:AR"

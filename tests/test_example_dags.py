@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags_examples"
+from tests.support.example_dags import DAGS_FOLDER, consumed_by_the_next_run
+
 EXAMPLES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
 
 
 @pytest.fixture(scope="session")
 def dagbag():
-    from tests.helpers import dagbag_class
+    from tests.support.helpers import dagbag_class
 
     return dagbag_class()(dag_folder=str(DAGS_FOLDER))
 
@@ -49,6 +48,7 @@ def test_shared_token_dag_makes_one_token_post(emulator, deyel_conn, airflow_db,
     assert stats["api_requests"] == 20
 
 
+@pytest.mark.dag
 def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, capsys):
     """The daily extraction writes its interval's records and emits the Asset; the consumer reads the file."""
     import json
@@ -71,31 +71,7 @@ def test_extract_dags_run_end_to_end(emulator, deyel_conn, airflow_db, dagbag, c
     assert f"consumer read {output.as_uri()}: 50 records (the extraction reported 50)" in printed
 
 
-@contextmanager
-def consumed_by_the_next_run(dag_id: str, events: list[int]) -> Iterator[None]:
-    """Give the next run of ``dag_id`` the asset events a scheduler-made run would consume.
-
-    ``dag.test()`` makes a manual run, which consumes nothing; the scheduler makes an asset-triggered run
-    consume every event queued since the last one. The events are attached as the run is inserted, so its
-    tasks see them as ``triggering_asset_events``, as under the scheduler.
-    """
-    from airflow.models.asset import association_table
-    from airflow.models.dagrun import DagRun
-    from sqlalchemy import event
-
-    def attach(mapper, connection, run) -> None:
-        if run.dag_id == dag_id:
-            connection.execute(
-                association_table.insert(), [{"dag_run_id": run.id, "event_id": e} for e in events]
-            )
-
-    event.listen(DagRun, "after_insert", attach)
-    try:
-        yield
-    finally:
-        event.remove(DagRun, "after_insert", attach)
-
-
+@pytest.mark.dag
 def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(
     emulator, deyel_conn, airflow_db, dagbag, capsys
 ):
@@ -129,6 +105,7 @@ def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(
     assert count.xcom_pull(task_ids="count_records") == 50
 
 
+@pytest.mark.dag
 def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airflow_db, dagbag):
     from dags_examples.deyel_fan_out import PAGE_SIZE, PAGES
 
@@ -208,6 +185,7 @@ def test_a_daily_cron_extracts_exactly_the_changes_and_a_manual_run_nothing_new(
         assert manual["window_start"] == third["window_end"]
 
 
+@pytest.mark.dag
 def test_upsert_dag_loads_the_accounts_and_a_rerun_writes_nothing(emulator, deyel_conn, airflow_db, dagbag):
     """extract CRM_ACCOUNT, reshape in a @task, upsert into ERP_CUSTOMER: 50 created; then nothing written."""
     from deyel_provider.emulator.forms import TARGET_FORM
@@ -239,6 +217,7 @@ def test_upsert_dag_loads_the_accounts_and_a_rerun_writes_nothing(emulator, deye
     assert rejects.read_text() == ""
 
 
+@pytest.mark.dag
 def test_the_example_extraction_emits_openlineage_start_and_complete_events(
     emulator, deyel_conn, airflow_db, tmp_path
 ):
@@ -300,6 +279,7 @@ def test_the_example_extraction_emits_openlineage_start_and_complete_events(
     assert "outputStatistics" not in start["outputs"][0].get("outputFacets", {})
 
 
+@pytest.mark.dag
 def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
     emulator, deyel_conn, airflow_db, dagbag
 ):
@@ -371,6 +351,7 @@ def mirror_database(monkeypatch):
         admin.close()
 
 
+@pytest.mark.dag
 def test_mirror_dag_keeps_postgres_equal_to_the_form(
     emulator, deyel_conn, airflow_db, dagbag, mirror_database
 ):

@@ -15,9 +15,9 @@ import pytest
 
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
-from tests.helpers import dagbag_class
-from tests.test_change_trigger import AssetState, watching
-from tests.test_example_dags import DAGS_FOLDER, consumed_by_the_next_run
+from tests.support.change_trigger import AssetState, watching
+from tests.support.example_dags import DAGS_FOLDER, consumed_by_the_next_run
+from tests.support.helpers import dagbag_class
 
 FORM = "PURCHASE_REQUEST"
 

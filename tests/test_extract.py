@@ -22,8 +22,8 @@ from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, De
 from deyel_provider.extract.formats.text import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
-from tests.contract import Before
-from tests.helpers import ByAsset, outlet_events
+from tests.support.contract import Before
+from tests.support.helpers import ByAsset, outlet_events
 
 RECORDS = 257
 # With updated_order="id", the dtLastUpdate of record i (0-based) is 2026-01-01T00:00Z plus i minutes.
@@ -256,36 +256,79 @@ def test_a_killed_run_never_shows_a_partial_file_under_the_final_name(deyel_conn
     assert os.listdir(target.parent) == ["data.jsonl"]  # the rerun removed the killed attempt's leftover
 
 
-def test_a_kill_at_publish_time_leaves_nothing_or_everything(deyel_conn, emulator, tmp_path):
-    """SIGKILL as soon as the temporary file holds every byte, i.e. around the rename.
+#: The extraction in a child that stops at its publish: ``os.rename`` of the temporary file (the stdlib call,
+#: wrapped; the provider's publish code runs unchanged) writes where it is to a marker file and waits there,
+#: just before the rename or just after it, for the parent's SIGKILL. Without a stop the kill raced the
+#: publish and the test passed when the child had simply finished.
+PUBLISH_STOP_SCRIPT = """
+import os, sys, time
+from deyel_provider.operators.extract import DeyelExtractOperator
+output, marker, side = sys.argv[1:4]
+real_rename = os.rename
 
-    The move is ``shutil.move`` of a file beside the target, so ``os.rename`` on one filesystem: atomic.
-    Whichever side of it the kill lands, the final name holds nothing or the complete file.
+def stopping_rename(src, dst, *args, **kwargs):
+    if ".tmp-" not in str(src):
+        return real_rename(src, dst, *args, **kwargs)
+    if side == "after":
+        real_rename(src, dst, *args, **kwargs)
+    with open(marker, "w") as fh:
+        fh.write(side + " the rename")
+    time.sleep(120)  # killed here
+
+os.rename = stopping_rename
+DeyelExtractOperator(
+    task_id="x", form="CRM_ACCOUNT", output=output, incremental_field=None, page_size=20
+).execute({})
+"""
+
+
+@pytest.mark.parametrize("side", ["before", "after"])
+def test_a_kill_at_publish_time_leaves_nothing_or_everything(deyel_conn, emulator, tmp_path, side):
+    """SIGKILL at the publish, just before the rename or just after it.
+
+    The move is ``os.rename`` of a file beside the target: atomic. Killed before it, the final name holds
+    nothing and the complete data waits under the temporary name (the rerun's to clean); killed after it,
+    the final name holds the complete file and no temporary one is left. The child's exit status and the
+    marker prove the kill landed at that point.
     """
     reference = tmp_path / "reference.jsonl"
     operator(reference, page_size=20).execute({})
     complete = reference.read_bytes()
     target = tmp_path / "out" / "data.jsonl"
     target.parent.mkdir()
-    # The last page waits a moment, so the watcher is polling before the file is finished.
-    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 300, "after": 2, "count": 1}])
+    marker = tmp_path / "publish-reached"
     with FinalNameWatcher(target) as watcher:
-        child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
+        child = subprocess.Popen(
+            [sys.executable, "-c", PUBLISH_STOP_SCRIPT, str(target), str(marker), side], env=os.environ.copy()
+        )
         try:
-            _kill_once_written(child, target.parent, len(complete))
+            _wait_for_marker(child, marker)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
-    assert child.returncode in (-signal.SIGKILL, 0)  # killed, or it had already finished
+        _wait_for_polls(watcher, 5)  # the watcher looks at the final name a few times after the kill
+    assert child.returncode == -signal.SIGKILL  # killed, not finished
+    assert marker.read_text() == f"{side} the rename"  # where the kill landed
     assert {content for _, content in watcher.seen} <= {complete}
     leftovers = [p for p in target.parent.iterdir() if ".tmp-" in p.name]
-    if target.exists():
+    if side == "after":
         assert target.read_bytes() == complete
         assert leftovers == []
     else:
-        (temporary,) = leftovers  # killed before the rename: the whole data is under the temporary name
+        assert not target.exists()
+        (temporary,) = leftovers  # the whole data, under the temporary name only
         assert temporary.read_bytes() == complete
+
+
+def _wait_for_marker(child, marker) -> None:
+    deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
+    while not marker.exists():
+        assert child.poll() is None, f"the extraction ended before its publish (exit {child.returncode})"
+        assert time.monotonic() < deadline, "the extraction never reached its publish"
+        time.sleep(0.002)
 
 
 def _wait_for_polls(watcher, count: int) -> None:
@@ -293,24 +336,6 @@ def _wait_for_polls(watcher, count: int) -> None:
     deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
     while watcher.polls < target and time.monotonic() < deadline:
         time.sleep(0.002)
-
-
-def _kill_once_written(child, folder, size: int) -> None:
-    deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            return
-        for entry in folder.iterdir():
-            try:
-                written = entry.stat().st_size
-            except FileNotFoundError:  # renamed under our feet: the publish happened
-                continue
-            if written >= size:
-                os.kill(child.pid, signal.SIGKILL)
-                child.wait()
-                return
-        time.sleep(0.0005)
-    raise AssertionError("the extraction never finished writing")
 
 
 def _wait_for_second_page(emulator, folder, child):
@@ -372,7 +397,7 @@ def test_an_extraction_the_server_cannot_prove_complete_publishes_nothing(deyel_
 
 
 def test_the_file_holds_every_instance_once_while_another_user_edits(deyel_conn, tmp_path):
-    from tests.contract import check_contract
+    from tests.support.contract import check_contract
 
     with run_emulator(
         records=2000, writer_edits=2, writer_inserts=0.5, writer_deletes=0.5, writer_seed=5

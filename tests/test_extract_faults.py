@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 
 import pendulum
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,8 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.paging import hidden_after_paging
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.contract import Before, check_contract
+from tests.support.branches import Branches
+from tests.support.contract import Before, check_contract
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -72,79 +72,74 @@ FAULTS = st.one_of(
     ),
 )
 
-OUTCOMES: Counter[str] = Counter()
 
+def test_an_extraction_publishes_the_contract_or_fails_typed_with_nothing(deyel_conn, tmp_path_factory):
+    branches = Branches()
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    behaviour=st.sampled_from(BEHAVIOURS),
-    fault=FAULTS,
-    records=st.integers(0, 150),
-    window=st.sampled_from(["full", "interval"]),
-    page_size=st.sampled_from([7, 25, 100]),
-    workers=st.sampled_from([1, 3]),
-    edits=st.sampled_from([0.0, 0.0, 0.5]),
-    fmt=st.sampled_from(["jsonl", "csv"]),
-)
-def test_an_extraction_publishes_the_contract_or_fails_typed_with_nothing(
-    deyel_conn, tmp_path_factory, behaviour, fault, records, window, page_size, workers, edits, fmt
-):
-    switches, extras = behaviour
-    folder = tmp_path_factory.mktemp("out")
-    output = folder / f"accounts.{fmt}"
-    with run_emulator(records=records, writer_edits=edits, writer_seed=7, **switches) as emulator:
-        deyel_conn(url=emulator.url, extra={"cache": "memory", **extras})
-        if fault is not None:
-            emulator.set_faults([fault])
-        before = _visible(Before.of(emulator), emulator)
-        end = START + max(records, 1) * MINUTE
-        task = DeyelExtractOperator(
-            task_id="extract",
-            form=FORM,
-            output=str(output),
-            format=fmt,
-            incremental_field=None if window == "full" else "dtLastUpdate",
-            page_size=page_size,
-            max_workers=workers,
-            fields=[extras.get("id_field", "idObjectValue"), "dtLastUpdate"] if fmt == "csv" else None,
-        )
-        context = {}
-        if window == "interval":
-            context = {
-                "data_interval_start": pendulum.from_timestamp(START / 1000),
-                "data_interval_end": pendulum.from_timestamp(end / 1000),
-            }
-        try:
-            summary = task.execute(context)
-        except DeyelError as error:
-            OUTCOMES["typed failure"] += 1
-            assert str(error).strip()
-            assert not output.exists(), "a failed run published its file"
-            assert all(".tmp-" not in name for name in os.listdir(folder)), "a temporary file was left"
-            return
-        OUTCOMES["success"] += 1
-        emulator.clear_faults()
-        written = [_with_default_id(r, extras.get("id_field")) for r in _read(output, fmt, extras)]
-        assert summary["records"] == len(written)
-        check_contract(
-            emulator,
-            before,
-            written,
-            start=None if window == "full" else START,
-            end=None if window == "full" else end,
-        )
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        behaviour=st.sampled_from(BEHAVIOURS),
+        fault=FAULTS,
+        records=st.integers(0, 150),
+        window=st.sampled_from(["full", "interval"]),
+        page_size=st.sampled_from([7, 25, 100]),
+        workers=st.sampled_from([1, 3]),
+        edits=st.sampled_from([0.0, 0.0, 0.5]),
+        fmt=st.sampled_from(["jsonl", "csv"]),
+    )
+    def example(behaviour, fault, records, window, page_size, workers, edits, fmt):
+        switches, extras = behaviour
+        folder = tmp_path_factory.mktemp("out")
+        output = folder / f"accounts.{fmt}"
+        with run_emulator(records=records, writer_edits=edits, writer_seed=7, **switches) as emulator:
+            deyel_conn(url=emulator.url, extra={"cache": "memory", **extras})
+            if fault is not None:
+                emulator.set_faults([fault])
+            before = _visible(Before.of(emulator), emulator)
+            end = START + max(records, 1) * MINUTE
+            task = DeyelExtractOperator(
+                task_id="extract",
+                form=FORM,
+                output=str(output),
+                format=fmt,
+                incremental_field=None if window == "full" else "dtLastUpdate",
+                page_size=page_size,
+                max_workers=workers,
+                fields=[extras.get("id_field", "idObjectValue"), "dtLastUpdate"] if fmt == "csv" else None,
+            )
+            context = {}
+            if window == "interval":
+                context = {
+                    "data_interval_start": pendulum.from_timestamp(START / 1000),
+                    "data_interval_end": pendulum.from_timestamp(end / 1000),
+                }
+            try:
+                summary = task.execute(context)
+            except DeyelError as error:
+                branches.took(f"typed failure: {type(error).__name__}")
+                assert str(error).strip()
+                assert not output.exists(), "a failed run published its file"
+                assert all(".tmp-" not in name for name in os.listdir(folder)), "a temporary file was left"
+                return
+            emulator.clear_faults()
+            written = [_with_default_id(r, extras.get("id_field")) for r in _read(output, fmt, extras)]
+            assert summary["records"] == len(written)
+            check_contract(
+                emulator,
+                before,
+                written,
+                start=None if window == "full" else START,
+                end=None if window == "full" else end,
+            )
+            branches.took("contract")
 
-
-def test_the_property_above_saw_both_outcomes():
-    """Runs after the property test (file order): a property whose every example failed proves nothing."""
-    total = sum(OUTCOMES.values())
-    assert total >= 40, OUTCOMES
-    assert OUTCOMES["success"] >= total // 3, OUTCOMES
-    assert OUTCOMES["typed failure"] >= 1, OUTCOMES
+    example()
+    branches.assert_share("contract", at_least=1 / 3)
+    assert any(branch.startswith("typed failure") for branch in branches.counts), branches.counts
 
 
 def _visible(before: Before, emulator) -> Before:

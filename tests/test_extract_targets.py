@@ -14,8 +14,8 @@ from airflow.sdk.io import attach
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
-from tests.contract import Before
-from tests.helpers import outlet_events
+from tests.support.contract import Before
+from tests.support.helpers import outlet_events
 
 
 def update_order(emulator) -> list[str]:

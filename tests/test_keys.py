@@ -33,7 +33,7 @@ from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.probe import main
 from deyel_provider.wait.instance_state import InstanceQuery, probe
-from tests.helpers import connection_json, send_json
+from tests.support.helpers import connection_json, send_json
 
 FORM = "CRM_ACCOUNT"
 RECORDS = 60
@@ -253,7 +253,7 @@ def test_an_iso_literal_server_is_read_with_date_literal_iso_and_named_without(d
 
 def test_the_change_trigger_writes_its_bounds_in_the_connections_date_literal(deyel_conn):
     """The trigger's own searches (``dtLastUpdate=gte:<mark>``) go out as ISO text on such a server."""
-    from tests.test_change_trigger import AssetState, next_event, watcher, watching
+    from tests.support.change_trigger import AssetState, next_event, watcher, watching
 
     with served(
         deyel_conn, {"date_literal": "iso"}, date_format="iso", empty_forms="PURCHASE_REQUEST"

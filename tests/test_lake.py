@@ -25,7 +25,7 @@ from deyel_provider.exceptions import DeyelConfigError, DeyelSchemaError
 from deyel_provider.extract.formats.text import csv_cell
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.helpers import outlet_events
+from tests.support.helpers import outlet_events
 
 FORM = "CRM_ACCOUNT"
 

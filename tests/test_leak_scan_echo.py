@@ -16,8 +16,8 @@ import pytest
 from deyel_provider.compat import AIRFLOW_VERSION
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.redact import basic_value
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
-from tests.test_security import LeakScanner, all_issued
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.leaks import LeakScanner, all_issued
 
 BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)
 SECRETS = [CLIENT_SECRET, BASIC, quote_plus(CLIENT_SECRET)]

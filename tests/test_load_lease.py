@@ -30,7 +30,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.lease import lease_name, load_lease
 from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-from tests.test_upsert import FORM, KEY, assert_state_is, customer, write_jsonl
+from tests.support.upsert import FORM, KEY, assert_state_is, customer, write_jsonl
 
 #: Seconds of a short Redis lease (the shortest the connection accepts is 1).
 LEASE = 1.5

@@ -12,7 +12,7 @@ from deyel_provider.auth.cache import MemoryTokenCache
 from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.token import DeyelToken
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import airflow_secrets_masker, as_airflow_logs_it
+from tests.support.helpers import airflow_secrets_masker, as_airflow_logs_it
 
 RENEWALS = 1000
 

@@ -1,7 +1,7 @@
 """The Parquet writer: inferred and declared types, widening, typed errors, row groups as pages arrive.
 
-Pages are written as an extraction writes them (temporary files, rewrite pass, publish: tests/writing.py) and
-read back with pyarrow and DuckDB, the readers users have.
+Pages are written as an extraction writes them (temporary files, rewrite pass, publish:
+tests/support/writing.py) and read back with pyarrow and DuckDB, the readers users have.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from deyel_provider.emulator.records import RecordGenerator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
 from deyel_provider.extract.formats.parquet import check_schema, infer_type
-from tests.writing import write_pages
+from tests.support.writing import write_pages
 
 START_MS = 1767225600000  # 2026-01-01T00:00:00Z
 
@@ -100,6 +100,9 @@ def test_deyel_80_text_values_get_the_types_their_prefixes_name(tmp_path):
     """8.0 sends every scalar as text: dt/qt/nu/cb fields are typed from their values; other text stays."""
     records = seeded(120, v80=True)
     typed = seeded(120)
+    # An integral amount comes as "1234" (the seeded ones all have cents, as "1234.5"): the first one is made
+    # integral, so the column sees both spellings.
+    records[0]["nuRevenue"], typed[0]["nuRevenue"] = "81382800", 81382800.0
     writer, (path,) = write_pages(tmp_path / "v80.parquet", "parquet", pages_of(records, 40))
     types = dict(writer.types)
     assert [types[n] for n in ("qtEmployee", "cbIsPartner", "dtOpening", "idObjectValue", "lsAddress")] == [
@@ -109,12 +112,12 @@ def test_deyel_80_text_values_get_the_types_their_prefixes_name(tmp_path):
         "string",
         "json",
     ]
-    # nuRevenue: integral values come as "1234" and fractional as "1234.5": float64 either way.
-    assert types["nuRevenue"] in ("float64", "int64")
+    # nuRevenue: "81382800" and "61114557.5" in one column: float64 (never int64, which would lose cents).
+    assert types["nuRevenue"] == "float64"
     rows = pq.read_table(path).to_pylist()
     assert [row["qtEmployee"] for row in rows] == [r["qtEmployee"] for r in typed]
     assert [row["cbIsPartner"] for row in rows] == [r["cbIsPartner"] for r in typed]
-    assert [float(row["nuRevenue"]) for row in rows] == [r["nuRevenue"] for r in typed]
+    assert [row["nuRevenue"] for row in rows] == [r["nuRevenue"] for r in typed]
 
 
 def test_a_declared_schema_types_text_and_keeps_declared_columns_of_an_empty_run(tmp_path):
@@ -320,7 +323,7 @@ def test_descriptors_stay_bounded_whatever_the_schema_changes_and_parts(tmp_path
         import resource
         from pathlib import Path
 
-        from tests.writing import write_pages
+        from tests.support.writing import write_pages
 
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         folder = Path({str(tmp_path)!r})

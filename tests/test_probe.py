@@ -16,7 +16,7 @@ import pytest
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.probe import main
-from tests.helpers import CLIENT_SECRET, connection_json
+from tests.support.helpers import CLIENT_SECRET, connection_json
 
 PAGE = {"paging": "page", "page_param": "page", "page_size_param": "pageSize"}
 COUNTED = {"total_header": "X-Total-Count"}

@@ -14,7 +14,7 @@ from deyel_provider import get_provider_info
 from deyel_provider.connection.fields import EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import airflow_secrets_masker
+from tests.support.helpers import airflow_secrets_masker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ from deyel_provider.exceptions import (
 )
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.retry import RetryPolicy
-from tests.helpers import FAST_RETRY
+from tests.support.helpers import FAST_RETRY
 
 INSTANCES = "/forms/CRM_ACCOUNT/instances"
 REQUEST_LIMIT = {"errors": [{"message": "REQUEST_LIMIT_EXCEEDED", "attribute-name": ""}]}

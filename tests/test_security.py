@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
@@ -12,14 +11,15 @@ from deyel_provider.auth.client import TokenClient
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.redact import basic_value
-from tests.helpers import CLIENT_ID, CLIENT_SECRET, FAST_RETRY, as_airflow_logs_it
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, FAST_RETRY, as_airflow_logs_it
+from tests.support.leaks import LeakScanner, all_issued
 
 #: The Basic header value: as good as the secret, so scanned for everywhere the secret is.
 BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)
 
 
 def _redact(value: str) -> object:
-    from tests.helpers import airflow_secrets_masker
+    from tests.support.helpers import airflow_secrets_masker
 
     return airflow_secrets_masker().redact(value)
 
@@ -70,67 +70,6 @@ def test_logs_and_errors_never_carry_secrets(emulator, deyel_conn, caplog):
     assert "Obtained a new Deyel access token" in haystack  # the logs were captured
     for secret in [CLIENT_SECRET, "a-wrong-secret", *issued]:
         assert secret not in haystack
-
-
-def all_issued(emulator) -> list[str]:
-    """Every access and refresh token the emulator handed out."""
-    return [token for tokens in emulator.issued_tokens().values() for token in tokens]
-
-
-class LeakScanner:
-    """Collects everything a user or an attacker could read, then looks for secrets in it.
-
-    What is kept: ``str`` and ``repr`` of any object (hooks, configs, tokens, caches, XCom values, rendered
-    template fields, cache contents), every part of an exception, and at the end every log record
-    (``caplog``) and everything written to stdout/stderr (``capsys``, where task loggers write).
-    """
-
-    def __init__(self, caplog, capsys) -> None:
-        caplog.set_level(logging.DEBUG)
-        self._caplog = caplog
-        self._capsys = capsys
-        self.seen: list[str] = []
-
-    def keep(self, *objects: object) -> None:
-        self.seen.extend(f"{obj}\n{obj!r}" for obj in objects)
-
-    def failing(self, call) -> DeyelError:
-        """Run ``call``, which must raise a DeyelError, and keep every part of that error."""
-        try:
-            call()
-        except DeyelError as error:
-            self.keep(error, error.args, error.errors, vars(error))
-            return error
-        raise AssertionError("expected a DeyelError")
-
-    def keep_task(self, operator, context: dict, *, xcom: bool = True) -> object:
-        """Render and run ``operator``; keep its rendered template fields, its hook and (unless excluded)
-        the XCom value it returns."""
-        operator.render_template_fields(context)
-        result = operator.execute(context)
-        self.keep(operator, *(getattr(operator, field) for field in operator.template_fields))
-        if "hook" in dir(type(operator)):
-            self.keep(operator.hook, operator.hook.config, operator.hook.token_provider)
-        if xcom:
-            self.keep(result, json.dumps(result, default=str))
-        return result
-
-    def haystack(self) -> str:
-        captured = self._capsys.readouterr()
-        self.seen += [captured.out, captured.err]
-        records = [f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in self._caplog.records]
-        return "\n".join(self.seen + records)
-
-    def lines(self, logger: str) -> list[str]:
-        return [r.getMessage() for r in self._caplog.records if r.name == logger]
-
-    def assert_no_leak(self, secrets: list[str]) -> str:
-        haystack = self.haystack()
-        assert all(secrets), "an empty secret would match anything"
-        # Positions in ``secrets``, not the values: a failure report must not print what leaked.
-        leaked = [n for n, secret in enumerate(secrets) if secret in haystack]
-        assert leaked == [], f"secrets or tokens number {leaked} of {len(secrets)} found in the output"
-        return haystack
 
 
 def test_no_secret_or_token_leaks_from_tokens_retries_errors_or_operators(

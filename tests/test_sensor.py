@@ -37,7 +37,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
 from deyel_provider.triggers import deyel as triggers_module
 from deyel_provider.triggers.deyel import DeyelInstanceTrigger
-from tests.helpers import CLIENT_SECRET
+from tests.support.helpers import CLIENT_SECRET
 
 FORM = "PURCHASE_REQUEST"
 APPROVED = "cdStatus=eq:APPROVED"

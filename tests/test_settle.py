@@ -30,8 +30,9 @@ from deyel_provider.extract.run import extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
-from tests.contract import Before, check_contract
-from tests.helpers import FAST_RETRY, connection_json, send_json
+from tests.support.branches import Branches
+from tests.support.contract import Before, check_contract
+from tests.support.helpers import FAST_RETRY, connection_json, send_json
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -410,7 +411,7 @@ def test_a_window_ending_inside_the_margin_waits_on_the_injected_clock(deyel_con
 def test_the_change_trigger_ends_windows_settle_seconds_before_a_date_running_ahead(deyel_conn):
     """Date 3 s ahead: a one-second margin ended the first window after the real present, so a change saved
     right after the event fell before its end, in no event."""
-    from tests.test_change_trigger import (
+    from tests.support.change_trigger import (
         AssetState,
         approve,
         create,
@@ -477,7 +478,7 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
     strategy with and without a count header: consecutive watermark runs (through the extraction engine, to
     files) hold every change in some file, no file holds an instance twice, or a run fails typed and
     publishes nothing."""
-    outcomes: list[str] = []
+    branches = Branches()
 
     @PROPERTIES
     @given(
@@ -536,12 +537,12 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
                     windows.append([json.loads(line) for line in lines])
                     low = result.window_end
                 emulator.advance(gap)
-            outcomes.append("failed" if failed else "succeeded")
+            branches.took(f"{failed} of {runs + 1} runs failed typed" if failed else "every run succeeded")
             if not failed:
                 assert_every_change_in_a_window(windows, final_state(emulator), START, low)
 
     example()
-    assert outcomes.count("succeeded") >= 0.8 * len(outcomes), outcomes
+    branches.assert_share("every run succeeded", at_least=0.8)
 
 
 # -- the extras ----------------------------------------------------------------------------------------------

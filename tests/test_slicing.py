@@ -14,7 +14,8 @@ from deyel_provider.api.pagination import Paging
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelIncompleteError
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.contract import Before, check_contract
+from tests.support.branches import Branches, message_class
+from tests.support.contract import Before, check_contract
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -288,133 +289,191 @@ PROPERTIES = settings(
 )
 
 
-@PROPERTIES
-@given(
-    records=st.integers(0, 400),
-    strategy=st.sampled_from(["page", "offset", "link"]),
-    list_order=st.sampled_from(["id", "dtLastUpdate"]),
-    updated_order=st.sampled_from(["random", "id"]),
-    burst=st.sampled_from([1, 1, 3, 40]),
-    page_size=st.integers(5, 60),
-    workers=st.sampled_from([1, 3, "auto"]),
-    send_total=st.booleans(),
-    edits=st.floats(0, 2),
-    inserts=st.floats(0, 1),
-    deletes=st.floats(0, 1),
-    window=st.tuples(st.floats(0, 1), st.floats(0, 1)),
-    writer_seed=st.integers(0, 1000),
-)
-def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(
-    deyel_conn, records, strategy, list_order, updated_order, burst, page_size, workers, send_total,
-    edits, inserts, deletes, window, writer_seed,
-):  # fmt: skip
-    span = max(1, records) * MINUTE
-    low, high = sorted(START + int(f * span) for f in window)
-    with served(
-        deyel_conn,
-        {"paging": strategy},
-        records=records,
-        paging=strategy,
-        list_order=list_order,
-        updated_order=updated_order,
-        updated_burst=burst,
-        send_total=send_total,
-        writer_edits=edits,
-        writer_inserts=inserts,
-        writer_deletes=deletes,
-        writer_seed=writer_seed,
-    ) as emulator:
-        before = Before.of(emulator)
-        try:
-            result, _ = read(low, high, page_size=page_size, max_workers=workers)
-        except DeyelIncompleteError as error:
-            # Only a millisecond more crowded than a response, re-read while the writer empties it, may
-            # fail to settle; the read must then say so, typed.
-            assert burst > page_size and edits + deletes > 0 and "keep changing" in str(error)
-        else:
-            check_contract(emulator, before, result, start=low, end=high)
+#: Writer rates per listing request, skewed toward a quiet form: the contract branch must dominate, and
+#: only a writer faster than any real form (a save before every request) may make a read give up.
+WRITER_RATES = st.sampled_from([0.0, 0.0, 0.0, 0.05, 0.2, 0.5])
 
 
-@PROPERTIES
-@given(
-    records=st.integers(0, 300),
-    strategy=st.sampled_from(["page", "offset", "link"]),
-    list_order=st.sampled_from(["id", "dtLastUpdate"]),
-    burst=st.sampled_from([1, 1, 30]),
-    page_size=st.integers(20, 80),
-    workers=st.sampled_from([1, 3]),
-    send_total=st.booleans(),
-    edits=st.floats(0, 0.5),
-    inserts=st.floats(0, 0.3),
-    deletes=st.floats(0, 0.3),
-    writer_seed=st.integers(0, 1000),
-)
-def test_full_loads_obey_the_contract_under_a_concurrent_writer(
-    deyel_conn, records, strategy, list_order, burst, page_size, workers, send_total, edits, inserts,
-    deletes, writer_seed,
-):  # fmt: skip
-    with served(
-        deyel_conn,
-        {"paging": strategy},
-        records=records,
-        paging=strategy,
-        list_order=list_order,
-        updated_burst=burst,
-        send_total=send_total,
-        writer_edits=edits,
-        writer_inserts=inserts,
-        writer_deletes=deletes,
-        writer_seed=writer_seed,
-    ) as emulator:
-        before = Before.of(emulator)
-        try:
-            result, _ = read(page_size=page_size, max_workers=workers)
-        except DeyelIncompleteError as error:
-            # The emulator's writer changes the form before every request, a few ms apart: faster than any
-            # real form, so the present may never fit a response. Then the read must say so, typed.
-            message = str(error)
-            assert edits + inserts + deletes > 0
-            assert "changes faster than it can be read" in message or "keep changing" in message
-        else:
-            check_contract(emulator, before, result, start=None, end=None)
+def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_conn):
+    branches = Branches()
+
+    @PROPERTIES
+    @given(
+        records=st.integers(0, 400),
+        strategy=st.sampled_from(["page", "offset", "link"]),
+        list_order=st.sampled_from(["id", "dtLastUpdate"]),
+        updated_order=st.sampled_from(["random", "id"]),
+        burst=st.sampled_from([1, 1, 3, 40]),
+        page_size=st.integers(5, 60),
+        workers=st.sampled_from([1, 3, "auto"]),
+        send_total=st.booleans(),
+        edits=st.floats(0, 2),
+        inserts=st.floats(0, 1),
+        deletes=st.floats(0, 1),
+        window=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+        writer_seed=st.integers(0, 1000),
+    )
+    def example(
+        records, strategy, list_order, updated_order, burst, page_size, workers, send_total, edits, inserts,
+        deletes, window, writer_seed,
+    ):  # fmt: skip
+        span = max(1, records) * MINUTE
+        low, high = sorted(START + int(f * span) for f in window)
+        with served(
+            deyel_conn,
+            {"paging": strategy},
+            records=records,
+            paging=strategy,
+            list_order=list_order,
+            updated_order=updated_order,
+            updated_burst=burst,
+            send_total=send_total,
+            writer_edits=edits,
+            writer_inserts=inserts,
+            writer_deletes=deletes,
+            writer_seed=writer_seed,
+        ) as emulator:
+            before = Before.of(emulator)
+            try:
+                result, _ = read(low, high, page_size=page_size, max_workers=workers)
+            except DeyelIncompleteError as error:
+                # Only a millisecond more crowded than a response, re-read while the writer empties it, may
+                # fail to settle; the read must then say so, typed.
+                kind = message_class(str(error), INCOMPLETE_CLASSES)
+                branches.took(f"typed error: {kind}")
+                assert burst > page_size and edits + deletes > 0 and kind == "passes disagree", str(error)
+            else:
+                check_contract(emulator, before, result, start=low, end=high)
+                branches.took("contract")
+
+    example()
+    branches.assert_share("contract", at_least=0.8)
 
 
-@PROPERTIES
-@given(
-    records=st.integers(1, 300),
-    misbehaviour=st.sampled_from(
-        [
-            {"ignore_page_param": True},
-            {"ignore_page_size": True, "page_size_default": 70},
-            {"page_size_max": 13},
-            {"page_size_max": 13, "send_total": False},
-            {"total_ignores_search": True},
-            {"ignore_page_param": True, "send_total": False},
-        ]
+def test_full_loads_obey_the_contract_under_a_concurrent_writer(deyel_conn):
+    """A full load follows the present: with a writer saving before every request it may never fit a
+    response, and must then say so, typed. The writer rates are skewed so that most examples read a quiet
+    or slow-changing form, and most must succeed: a reader that always gave up would fail here."""
+    branches = Branches()
+
+    @PROPERTIES
+    @given(
+        records=st.integers(0, 300),
+        strategy=st.sampled_from(["page", "offset", "link"]),
+        list_order=st.sampled_from(["id", "dtLastUpdate"]),
+        burst=st.sampled_from([1, 1, 30]),
+        page_size=st.integers(20, 80),
+        workers=st.sampled_from([1, 3]),
+        send_total=st.booleans(),
+        edits=WRITER_RATES,
+        inserts=WRITER_RATES,
+        deletes=WRITER_RATES,
+        writer_seed=st.integers(0, 1000),
+    )
+    def example(
+        records, strategy, list_order, burst, page_size, workers, send_total, edits, inserts, deletes,
+        writer_seed,
+    ):  # fmt: skip
+        with served(
+            deyel_conn,
+            {"paging": strategy},
+            records=records,
+            paging=strategy,
+            list_order=list_order,
+            updated_burst=burst,
+            send_total=send_total,
+            writer_edits=edits,
+            writer_inserts=inserts,
+            writer_deletes=deletes,
+            writer_seed=writer_seed,
+        ) as emulator:
+            before = Before.of(emulator)
+            try:
+                result, _ = read(page_size=page_size, max_workers=workers)
+            except DeyelIncompleteError as error:
+                kind = message_class(str(error), INCOMPLETE_CLASSES)
+                branches.took(f"typed error: {kind}")
+                assert edits + inserts + deletes > 0, str(error)  # a quiet form always reads
+                assert kind in ("changes faster", "passes disagree"), str(error)
+            else:
+                check_contract(emulator, before, result, start=None, end=None)
+                branches.took("contract")
+
+    example()
+    branches.assert_share("contract", at_least=0.7)
+
+
+#: What each misbehaviour may make a read fail with (a class of DeyelIncompleteError messages, below), when
+#: no writer runs: the message must name that misbehaviour, not any "set ..." or "retry ..." advice.
+MISBEHAVIOURS: dict[str, tuple[dict, set[str]]] = {
+    "ignores the page parameter": ({"ignore_page_param": True}, {"ignored page parameter"}),
+    # Pages of 70 where fewer were asked: the count header (right about the search) no longer matches what
+    # the reader's page arithmetic expects, and that check is the one that refuses the read.
+    "ignores page_size": (
+        {"ignore_page_size": True, "page_size_default": 70},
+        {"total counts something else"},
     ),
-    strategy=st.sampled_from(["page", "offset", "link"]),
-    burst=st.sampled_from([1, 25]),
-    page_size=st.integers(5, 50),
-    workers=st.sampled_from([1, 3]),
-    edits=st.floats(0, 1),
-)
-def test_misbehaving_servers_give_the_contract_or_a_typed_error(
-    deyel_conn, records, misbehaviour, strategy, burst, page_size, workers, edits
-):
-    end = START + records * MINUTE
-    with served(
-        deyel_conn,
-        {"paging": strategy},
-        records=records,
-        paging=strategy,
-        updated_burst=burst,
-        writer_edits=edits,
-        **misbehaviour,
-    ) as emulator:
-        before = Before.of(emulator)
-        try:
-            result, _ = read(START, end, page_size=page_size, max_workers=workers)
-        except DeyelIncompleteError as error:
-            assert "set" in str(error) or "retry" in str(error)  # it names what to change
-        else:
-            check_contract(emulator, before, result, start=START, end=end)
+    "caps pages": ({"page_size_max": 13}, set()),
+    "caps pages, no total": ({"page_size_max": 13, "send_total": False}, set()),
+    "total ignores the search": ({"total_ignores_search": True}, {"total counts something else"}),
+    "ignores the page parameter, no total": (
+        {"ignore_page_param": True, "send_total": False},
+        {"ignored page parameter"},
+    ),
+}
+#: Classes a concurrent writer may add on any server: ties re-read while the writer moves them.
+WRITER_CLASSES = {"passes disagree", "changes faster", "unstable order"}
+#: Each DeyelIncompleteError message of the reader, by what it names (disjoint patterns).
+INCOMPLETE_CLASSES = {
+    "passes disagree": r"passes over them did not agree",
+    "changes faster": r"changes faster than it can be read",
+    "ignored page parameter": r"ignores the '[^']+' parameter|overlap without end",
+    "total counts something else": (
+        r"the total cannot prove|does not count the search, so|counts the page sent"
+    ),
+    "unstable order": r"order that changes between requests|listing's order changes between requests",
+    "ignores the search": r"the server ignores the search",
+}
+
+
+def test_misbehaving_servers_give_the_contract_or_a_typed_error(deyel_conn):
+    """Each misbehaviour either reads the contract or fails with the DeyelIncompleteError that names it
+    (or, under a writer, one naming the writer's effect); the contract branch runs for most examples."""
+    branches = Branches()
+
+    @PROPERTIES
+    @given(
+        records=st.integers(1, 300),
+        name=st.sampled_from(sorted(MISBEHAVIOURS)),
+        strategy=st.sampled_from(["page", "offset", "link"]),
+        burst=st.sampled_from([1, 25]),
+        page_size=st.integers(5, 50),
+        workers=st.sampled_from([1, 3]),
+        edits=st.sampled_from([0.0, 0.0, 0.5, 1.0]),
+    )
+    def example(records, name, strategy, burst, page_size, workers, edits):
+        misbehaviour, expected = MISBEHAVIOURS[name]
+        end = START + records * MINUTE
+        with served(
+            deyel_conn,
+            {"paging": strategy},
+            records=records,
+            paging=strategy,
+            updated_burst=burst,
+            writer_edits=edits,
+            **misbehaviour,
+        ) as emulator:
+            before = Before.of(emulator)
+            try:
+                result, _ = read(START, end, page_size=page_size, max_workers=workers)
+            except DeyelIncompleteError as error:
+                kind = message_class(str(error), INCOMPLETE_CLASSES)
+                branches.took(f"typed error: {kind}")
+                allowed = expected | (WRITER_CLASSES if edits else set())
+                assert kind in allowed, (name, strategy, edits, str(error))
+            else:
+                check_contract(emulator, before, result, start=START, end=end)
+                branches.took("contract")
+
+    example()
+    branches.assert_share("contract", at_least=0.4)

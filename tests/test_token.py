@@ -21,7 +21,7 @@ from deyel_provider.exceptions import (
     DeyelServerError,
 )
 from deyel_provider.hooks.deyel import DeyelHook
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 
 
 def token_requests(emulator) -> int:

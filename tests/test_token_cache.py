@@ -20,7 +20,7 @@ from deyel_provider.auth.token import DeyelToken
 from deyel_provider.exceptions import DeyelConfigError, DeyelRateLimitError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.retry import RetryPolicy
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 
 # Fork: children inherit the connection env vars and start in milliseconds (spawn would import Airflow 32x).
 FORK = multiprocessing.get_context("fork")
@@ -213,7 +213,7 @@ def test_a_corrupted_entry_warns_fetches_and_is_repaired(
 
 
 def test_redis_stopped_mid_test_degrades_to_a_direct_fetch(emulator, deyel_conn, caplog):
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     server = RedisServer()
     try:

@@ -15,7 +15,7 @@ from deyel_provider.auth.xcom import token_to_xcom
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.deyel import DeyelOperator, DeyelTokenOperator
-from tests.helpers import CLIENT_SECRET
+from tests.support.helpers import CLIENT_SECRET
 
 PASSWORD_GRANT = {"grant_type": "password", "username": "JPerez", "password": "JPerez-pass1"}
 
@@ -140,7 +140,7 @@ def test_password_grant_needs_username_and_password(emulator, deyel_conn):
 
 
 def test_user_password_is_masked_and_not_in_repr(emulator, deyel_conn):
-    from tests.helpers import airflow_secrets_masker
+    from tests.support.helpers import airflow_secrets_masker
 
     deyel_conn(extra=PASSWORD_GRANT)
     hook = DeyelHook()

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.faults import REQUEST_LIMIT_BODY
-from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import (
     DeyelBadResponseError,
     DeyelConfigError,
@@ -34,57 +33,14 @@ from deyel_provider.exceptions import (
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
-
-FORM = TARGET_FORM
-KEY = "cdCustomer"
-COUNTRIES = ("AR", "BR", "UY", "CL", "MX")
-
-
-def customer(i: int, prefix: str = "C-", **changes: Any) -> dict[str, Any]:
-    return {
-        KEY: f"{prefix}{i:05d}",
-        "dsName": f"Customer {i}",
-        "cdCountry": COUNTRIES[i % len(COUNTRIES)],
-        "qtEmployee": i % 700,
-        "cbIsPartner": i % 3 == 0,
-        "nuRevenue": round(i * 1.25, 2),
-        "dtOpening": str(1540782000000 + i * 86_400_000),
-        **changes,
-    }
+from tests.support.branches import Branches
+from tests.support.upsert import FORM, KEY, assert_state_is, customer, stored, write_jsonl
 
 
 def seed(emulator, records) -> None:
     """Instances that exist before the load (written straight into the store: no request counted)."""
     for record in records:
         emulator.state.store.create(FORM, dict(record))
-
-
-def stored(emulator, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """The form's instances by key; a key held twice fails the test."""
-    store = emulator.state.store
-    by_key: dict[str, dict[str, Any]] = {}
-    for instance_id in store.all_ids(FORM):
-        values = store.get(FORM, instance_id)
-        if not str(values.get(KEY, "")).startswith(prefix):
-            continue
-        assert values[KEY] not in by_key, f"two instances have {KEY}={values[KEY]!r}"
-        by_key[values[KEY]] = values
-    return by_key
-
-
-def assert_state_is(emulator, records, prefix: str = "") -> None:
-    state = stored(emulator, prefix)
-    assert sorted(state) == sorted(r[KEY] for r in records)
-    for record in records:
-        instance = state[record[KEY]]
-        assert {field: instance.get(field) for field in record} == record
-
-
-def write_jsonl(path, records) -> str:
-    with open(path, "w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return str(path)
 
 
 def load(source, **kwargs: Any) -> dict[str, Any]:
@@ -165,14 +121,25 @@ def test_csv_parquet_and_xcom_sources_load_the_same_values(emulator, deyel_conn,
 
     jsonl, parquet = write_jsonl(tmp_path / "p.jsonl", records), tmp_path / "p.parquet"
     duckdb.read_json(jsonl).write_parquet(str(parquet))
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        # Parquet is read with pyarrow, which this environment lacks: a typed error naming the fix.
-        with pytest.raises(DeyelConfigError, match="pip install pyarrow"):
-            load(str(parquet))
-    else:
-        assert counts(load(str(parquet))) == (0, 0, 120, 0)
+    assert counts(load(str(parquet))) == (0, 0, 120, 0)
+
+
+def test_a_parquet_source_without_pyarrow_is_a_typed_error_before_any_request(
+    emulator, deyel_conn, tmp_path, monkeypatch
+):
+    """pyarrow is an optional dependency: where it is missing (a None in sys.modules makes its import raise
+    ImportError, as an absent package does), a Parquet source fails typed, naming the fix, sending nothing."""
+    import duckdb
+
+    parquet = tmp_path / "p.parquet"
+    duckdb.read_json(write_jsonl(tmp_path / "p.jsonl", [customer(1)])).write_parquet(str(parquet))
+    for module in [name for name in sys.modules if name == "pyarrow" or name.startswith("pyarrow.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    emulator.reset()
+    with pytest.raises(DeyelConfigError, match=r"needs pyarrow \(pip install pyarrow\)"):
+        load(str(parquet))
+    assert emulator.methods().keys() <= {"GET"}  # nothing written
 
 
 def test_python_and_warehouse_values_become_deyel_values(emulator, deyel_conn):
@@ -400,36 +367,44 @@ FAULT_RULES = st.builds(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    rules=st.lists(FAULT_RULES, max_size=4),
-    editor=st.booleans(),
-    workers=st.sampled_from([1, 3, "auto"]),
-    run=st.builds(lambda: next(RUNS)),
-)
-def test_any_mix_of_faults_converges_and_a_rerun_writes_nothing(
-    emulator, deyel_conn, rules, editor, workers, run
-):
+def test_any_mix_of_faults_converges_and_a_rerun_writes_nothing(emulator, deyel_conn):
     """At most four faults (one per rule) hit any request, so every call succeeds within its five attempts;
     whatever they are, and with parallel workers, the form ends equal to the source with no duplicate."""
-    prefix = f"run{run}-"
-    before, source = mixed(30, existing=10, changed=5, prefix=prefix)
-    seed(emulator, before)
-    faults = [{"route": "data", **rule} for rule in rules]
-    if editor:
-        faults.append(
-            {"route": "data", "method": "PATCH", "action": "edit", "count": 1, "body": {"dsName": "x"}}
-        )
-    emulator.set_faults(faults)
-    try:
-        result = upsert(DeyelHook(), FORM, source, KEY, max_workers=workers, batch_size=7)
-    finally:
-        emulator.clear_faults()
-    assert counts(result.as_dict()) == (20, 5, 5, 0)
-    assert_state_is(emulator, source, prefix)
-    emulator.reset()
-    assert counts(upsert(DeyelHook(), FORM, source, KEY, batch_size=7).as_dict()) == (0, 0, 30, 0)
-    assert set(emulator.methods()) == {"GET"}
+    branches = Branches()
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        rules=st.lists(FAULT_RULES, max_size=4),
+        editor=st.booleans(),
+        workers=st.sampled_from([1, 3, "auto"]),
+        run=st.builds(lambda: next(RUNS)),
+    )
+    def example(rules, editor, workers, run):
+        prefix = f"run{run}-"
+        before, source = mixed(30, existing=10, changed=5, prefix=prefix)
+        seed(emulator, before)
+        faults = [{"route": "data", **rule} for rule in rules]
+        if editor:
+            faults.append(
+                {"route": "data", "method": "PATCH", "action": "edit", "count": 1, "body": {"dsName": "x"}}
+            )
+        emulator.set_faults(faults)
+        injected = emulator.stats()["faults_injected"]
+        try:
+            result = upsert(DeyelHook(), FORM, source, KEY, max_workers=workers, batch_size=7)
+        finally:
+            fired = emulator.stats()["faults_injected"] - injected
+            emulator.clear_faults()
+        assert counts(result.as_dict()) == (20, 5, 5, 0)
+        assert_state_is(emulator, source, prefix)
+        emulator.reset()
+        assert counts(upsert(DeyelHook(), FORM, source, KEY, batch_size=7).as_dict()) == (0, 0, 30, 0)
+        assert set(emulator.methods()) == {"GET"}
+        # No failure branch (every example must converge); what must be common is a fault that fired.
+        branches.took("converged under faults" if fired else "converged, no fault fired")
+
+    example()
+    branches.assert_share("converged under faults", at_least=0.4)
 
 
 KILL_SCRIPT = """

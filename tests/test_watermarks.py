@@ -40,7 +40,7 @@ from deyel_provider.extract.watermark import (
 )
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.helpers import ByAsset, outlet_events
+from tests.support.helpers import ByAsset, outlet_events
 
 FORM = "CRM_ACCOUNT"
 START_FROM = "2026-01-01T00:00:00Z"
@@ -81,7 +81,7 @@ def dag_files(tmp_path, monkeypatch, airflow_db):
     import subprocess
 
     from deyel_provider.compat import AIRFLOW_VERSION
-    from tests.helpers import dagbag_class
+    from tests.support.helpers import dagbag_class
 
     folder = tmp_path / "dags"
     folder.mkdir()

@@ -25,7 +25,8 @@ from deyel_provider.emulator.forms import TARGET_FORM
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import load_records as upsert
-from tests.helpers import send_json
+from tests.support.branches import Branches
+from tests.support.helpers import send_json
 
 FORM = TARGET_FORM
 KEY = "cdCustomer"
@@ -292,7 +293,7 @@ def test_any_server_and_fault_mix_ends_equal_to_the_source_without_a_duplicate(d
     """A load against any mix of the switches and faults either succeeds or fails typed; after a typed
     failure, a rerun against a well-behaved server (the same instances) loads the rest. Either way the form
     ends equal to the source, no key held twice. Most examples must take the success path."""
-    taken: Counter[str] = Counter()
+    branches = Branches()
 
     # derandomize: the same examples on every run, so CI never meets a rare draw with too few successes.
     @settings(
@@ -326,11 +327,11 @@ def test_any_server_and_fault_mix_ends_equal_to_the_source_without_a_duplicate(d
                     plain.state.store.create(FORM, values)
                 upsert(DeyelHook(), FORM, source, KEY, batch_size=7)
                 left = held_values(plain.state.store, list(source[0]))
-        taken[branch] += 1
+        branches.took(branch)
         assert sorted(left, key=lambda v: str(v[KEY])) == source
 
     example()
-    assert taken["loaded"] * 3 >= sum(taken.values()) > 0, taken
+    branches.assert_share("loaded", at_least=1 / 3)
 
 
 @pytest.mark.parametrize("separator", [";", "|"])

@@ -13,7 +13,7 @@ import pytest
 
 from deyel_provider.emulator import run_emulator
 from scripts.deployment import ROOT, Deployment, Process, free_port, stop_processes, wait_for
-from tests.helpers import connection_json
+from tests.support.helpers import connection_json
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
 EXAMPLE_DAGS = ROOT / "dags_examples"

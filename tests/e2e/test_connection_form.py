@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from deyel_provider.connection.fields import EXTRA_FIELDS
 from deyel_provider.emulator import run_emulator
 from tests.e2e.conftest import ARTIFACTS
-from tests.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 
 pytestmark = pytest.mark.e2e
 

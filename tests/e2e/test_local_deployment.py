@@ -15,7 +15,7 @@ import pytest
 
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.e2e.conftest import EXAMPLE_DAGS, FILE_CACHE_EXTRAS, leaked
-from tests.helpers import CLIENT_SECRET, connection_json
+from tests.support.helpers import CLIENT_SECRET, connection_json
 
 pytestmark = pytest.mark.e2e
 

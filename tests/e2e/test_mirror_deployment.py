@@ -10,7 +10,7 @@ import pytest
 from deyel_provider.api.clock import DEFAULT_SETTLE_MS
 from deyel_provider.hooks.deyel import DeyelHook
 from scripts.deployment import wait_for
-from tests.helpers import connection_json
+from tests.support.helpers import connection_json
 
 pytestmark = pytest.mark.e2e
 

@@ -18,29 +18,13 @@ import requests
 import time_machine
 
 from deyel_provider.emulator import EmulatorSettings, RunningEmulator, create_app, run_emulator
+from tests.support.emulator_tokens import CLIENT, bearer, get_token, token_post
 
-CLIENT = ("DEYELBOT", "BOTDEYEL312!")
 FORM = "CRM_ACCOUNT"
 ALL = {"pageSize": 1000}
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-
-def token_post(
-    emu: RunningEmulator, data: dict[str, str], auth: Any = CLIENT, **kwargs: Any
-) -> requests.Response:
-    return requests.post(emu.url + emu.settings.token_path, data=data, auth=auth, timeout=10, **kwargs)
-
-
-def get_token(emu: RunningEmulator) -> str:
-    response = token_post(emu, {"grant_type": "client_credentials"})
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def instances_url(emu: RunningEmulator, form: str = FORM) -> str:

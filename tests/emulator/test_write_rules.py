@@ -11,7 +11,7 @@ import requests
 
 from deyel_provider.emulator import RunningEmulator, run_emulator
 from deyel_provider.emulator.forms import TARGET_FORM
-from tests.emulator.test_emulator import bearer, get_token
+from tests.support.emulator_tokens import bearer, get_token
 
 GOOD = {"cdCustomer": "C-1", "dsName": "Tenaris", "qtEmployee": 10, "cbIsPartner": True, "dtOpening": "1"}
 
