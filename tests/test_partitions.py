@@ -12,8 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +24,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.extract.partitions import partition_period, partition_window
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.helpers import outlet_events
+from tests.helpers import outlet_events, partitioned_run
 
 partitions = pytest.mark.skipif(AIRFLOW_VERSION < (3, 2), reason="asset partitions are Airflow 3.2+")
 
@@ -155,23 +153,6 @@ def test_a_partition_ending_in_the_servers_future_is_refused_as_an_explicit_end_
 
 
 # -- through dag.test() ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def partitioned_run(dag_id: str, key: str, date: pendulum.DateTime) -> Iterator[None]:
-    """The next run of ``dag_id`` is the partition ``key``, as a scheduler-made run of a partitioned DAG."""
-    from airflow.models.dagrun import DagRun
-    from sqlalchemy import event
-
-    def stamp(mapper, connection, run) -> None:
-        if run.dag_id == dag_id:
-            run.partition_key, run.partition_date = key, date
-
-    event.listen(DagRun, "before_insert", stamp)
-    try:
-        yield
-    finally:
-        event.remove(DagRun, "before_insert", stamp)
 
 
 DAG_SOURCE = """
