@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -113,3 +115,22 @@ def send_json(
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(data)
+
+
+@contextmanager
+def partitioned_run(dag_id: str, key: str, date: datetime | None) -> Iterator[None]:
+    """The next run of ``dag_id`` is the partition ``key``, as a scheduler-made run of a partitioned DAG
+    (Airflow 3.2+): ``dag.test()`` makes manual runs, which carry no partition key; the key and date are set
+    as the run is inserted, so its tasks see them as ``dag_run.partition_key`` and ``partition_key``."""
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import event
+
+    def stamp(mapper, connection, run) -> None:
+        if run.dag_id == dag_id:
+            run.partition_key, run.partition_date = key, date
+
+    event.listen(DagRun, "before_insert", stamp)
+    try:
+        yield
+    finally:
+        event.remove(DagRun, "before_insert", stamp)

@@ -15,6 +15,7 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
+from deyel_provider.extract.partitions import partition_window
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import epoch_ms, extract
@@ -53,8 +54,10 @@ class DeyelExtractOperator(BaseOperator):
     Slices are streamed to ``<output>.tmp-<uuid>`` (memory holds a few responses) and the object is moved
     under its final name only when complete.
 
-    Windows: with a data interval (``CronDataIntervalTimetable``, backfills), the interval
-    ``[start, end)``. Without one (``schedule="@daily"`` is a ``CronTriggerTimetable``, manual and
+    Windows: in a partitioned run (Airflow 3.2+, ``CronPartitionTimetable``), the period its partition key
+    names, and the Asset event carries the key (docs/extraction.md, "Partitioned runs"). With a data
+    interval (``CronDataIntervalTimetable``, backfills), the interval ``[start, end)``. Without one
+    (``schedule="@daily"`` is a ``CronTriggerTimetable``, manual and
     asset-triggered runs), a watermark: from the end of the last published window (or ``start_from`` on
     the first run) to the server's present; it is kept in Airflow (the asset's state on Airflow 3.3+, the
     asset event's extra before) and advanced only after the publish. A watermark belongs to its connection,
@@ -67,7 +70,8 @@ class DeyelExtractOperator(BaseOperator):
     for a full load.
 
     Returns ``{"path", "parts", "records", "slices", "bytes", "seconds", "requests", "repeats",
-    "window_start", "window_end", "mode", "skipped"}`` (``mode``: ``interval``, ``watermark`` or ``full``;
+    "window_start", "window_end", "mode", "skipped"}`` (``mode``: ``interval``, ``watermark``, ``full`` or
+    ``partition``, which adds ``partition_key``;
     ``parts``: the files published, ``{"path", "records", "bytes"}`` each; ``path``: the file, None when split
     or skipped) and emits ``asset`` with the same values as the event's extra, except when an empty run is
     skipped (``on_empty="skip"``): then no file is written and no event emitted.
@@ -240,7 +244,14 @@ class DeyelExtractOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         field = self.incremental_field or None
-        mode, start, end, run = self._window(context, field)
+        # A partitioned run (Airflow 3.2+) reads its partition's period; a key without one fails here, before
+        # anything is read. Its window is neither a watermark's nor one it moves.
+        partition = partition_window(context) if field else None
+        if partition is not None:
+            self.log.info("partition %s: %s in [%s, %s)", partition.key, field, *map(_moment, partition.span))
+        mode, start, end, run = (
+            ("partition", partition.start, partition.end, None) if partition else self._window(context, field)
+        )
         result = extract(
             self.hook,
             ReadSpec(
@@ -269,6 +280,8 @@ class DeyelExtractOperator(BaseOperator):
             before_publish=run.record if run is not None else None,
         )
         summary = {**result.as_dict(), "mode": mode}
+        if partition is not None:
+            summary["partition_key"] = partition.key
         if mode == "full":
             summary["window_start"] = summary["window_end"] = None
         if run is not None:
@@ -287,6 +300,8 @@ class DeyelExtractOperator(BaseOperator):
         outlet_events = context.get("outlet_events")
         if self.asset is not None and outlet_events is not None:
             outlet_events[self.asset].extra = summary
+            if partition is not None:
+                partition.emit(outlet_events[self.asset])
         return summary
 
     # -- OpenLineage (used when apache-airflow-providers-openlineage is installed) -------------------------
