@@ -458,7 +458,7 @@ def test_the_partitioned_example_reads_each_hour_and_its_consumer_exactly_that_h
     from sqlalchemy import select
 
     from deyel_provider.emulator import run_emulator
-    from tests.helpers import partitioned_run
+    from tests.support.helpers import partitioned_run
 
     producer = dagbag.get_dag("deyel_partitioned_extract")
     consumer = dagbag.get_dag("deyel_partitioned_consumer")

@@ -24,7 +24,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.extract.partitions import partition_period, partition_window
 from deyel_provider.operators.extract import DeyelExtractOperator
-from tests.helpers import outlet_events, partitioned_run
+from tests.support.helpers import outlet_events, partitioned_run
 
 partitions = pytest.mark.skipif(AIRFLOW_VERSION < (3, 2), reason="asset partitions are Airflow 3.2+")
 
@@ -183,7 +183,7 @@ DAG_SOURCE = """
 @pytest.fixture
 def hourly_dag(tmp_path, monkeypatch, airflow_db):
     """The DAG above, in a DAG bundle of its own (as test_watermarks does)."""
-    from tests.helpers import dagbag_class
+    from tests.support.helpers import dagbag_class
 
     folder = tmp_path / "dags"
     folder.mkdir()
