@@ -30,6 +30,13 @@ def test_a_typo_warns_with_the_closest_known_key(emulator, deyel_conn):
     assert config.page_size == 100  # ignored, as before: only a warning
 
 
+def test_the_test_button_shows_the_typo_warning(emulator, deyel_conn):
+    deyel_conn(extra={"page_sise": 50})
+    ok, message = DeyelHook().test_connection()
+    assert ok, message
+    assert "(warning: connection 'deyel_default': unknown extra field(s) 'page_sise' (did you mean" in message
+
+
 def test_a_typo_fails_under_strict_extras(emulator, deyel_conn):
     deyel_conn(extra={"page_sise": 50, "strict_extras": True})
     with pytest.raises(DeyelConfigError, match=r"'page_sise' \(did you mean 'page_size'\?\).*strict_extras"):

@@ -7,6 +7,7 @@ session and one call's deadline, body cap, errors and retries in :mod:`deyel_pro
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -308,20 +309,26 @@ class DeyelHook(BaseHook):
         return ok, message
 
     def _test_connection(self) -> tuple[bool, str]:
-        try:
-            config = self.config
-        except DeyelError as exc:
-            return False, str(exc)
-        except Exception as exc:  # e.g. the connection does not exist: the button shows why
-            return False, f"{type(exc).__name__}: {exc}"
+        # What reading the connection warns about (an unknown extra, plain http) goes into the button's
+        # message: the API server's log is not where its user looks.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                config = self.config
+            except DeyelError as exc:
+                return False, str(exc)
+            except Exception as exc:  # e.g. the connection does not exist: the button shows why
+                return False, f"{type(exc).__name__}: {exc}"
         check = ApiCheck(
             form=config.test_form or EXAMPLE_FORM,
             named=bool(config.test_form),
             params=self.paging(1).params_for(0, 1),
         )
-        return try_grant(
+        ok, message = try_grant(
             config, self._pooled_session(), key=self.credential_key, redactor=self.redactor, check=check
         )
+        noted = dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+        return ok, message + "".join(f" (warning: {note})" for note in noted)
 
     # -- one instance at a time (deyel_provider.api.instances: what a replayed write's error means) ---
 
