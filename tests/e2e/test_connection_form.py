@@ -103,15 +103,18 @@ def test_create_and_test_a_deyel_connection_through_the_form(page, local_deploym
     # Every declared option is a labelled field of its own: the common ones under "Extra Fields", the rare
     # ones under "Advanced". A field left empty means the default its description names (the form saves
     # every field, so the provider writes no default into it).
-    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-    dialog.get_by_role("button", name=ADVANCED_SECTION, exact=True).click()
-    for spec in EXTRA_FIELDS:
-        # Labels end with a space (and a "*" when required): match the whole label, not a prefix of another.
-        exact = re.compile(rf"^\s*{re.escape(spec.label)}\s*\*?\s*$")
-        expect(dialog.locator("label").filter(has_text=exact)).to_be_visible()
-    expect(dialog.locator("[name=element_oauth_path]")).to_have_value("")
-    expect(dialog.get_by_text("Empty: /oauth/token.")).to_be_visible()
-    dialog.screenshot(path=str(SHOTS / "connection-form-extras.png"))
+    # The form opens one heading at a time.
+    for heading, advanced in (("Extra Fields", False), (ADVANCED_SECTION, True)):
+        dialog.get_by_role("button", name=heading, exact=True).click()
+        for spec in (spec for spec in EXTRA_FIELDS if spec.advanced == advanced):
+            # Labels end with a space (and a "*" when required): match the whole label, not another's prefix.
+            exact = re.compile(rf"^\s*{re.escape(spec.label)}\s*\*?\s*$")
+            expect(dialog.locator("label").filter(has_text=exact)).to_be_visible()
+        if not advanced:
+            expect(dialog.locator("[name=element_oauth_path]")).to_have_value("")
+            expect(dialog.get_by_text("Empty: /oauth/token.")).to_be_visible()
+            dialog.screenshot(path=str(SHOTS / "connection-form-extras.png"))
+    dialog.screenshot(path=str(SHOTS / "connection-form-advanced.png"))
 
     dialog.get_by_role("button", name="Save").click()
     expect(page.get_by_role("row").filter(has_text=CONN_ID)).to_be_visible()
