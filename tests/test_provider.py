@@ -39,8 +39,11 @@ def test_connection_form_declares_every_option():
     assert set(fields) == {spec.name for spec in EXTRA_FIELDS}
     for name, field in fields.items():
         assert field["label"] and field["description"], name
-    assert fields["oauth_path"]["schema"]["default"] == "/oauth/token"
-    assert fields["api_prefix"]["schema"]["default"] == ""
+    # The form saves every field's value: a default in it would be written into every connection. An empty
+    # field means the default, which the description names; check boxes keep theirs (unticked reads false).
+    assert "default" not in fields["oauth_path"]["schema"]
+    assert fields["oauth_path"]["description"].endswith("Empty: /oauth/token.")
+    assert fields["verify"]["schema"]["default"] is True
 
 
 def test_no_plain_option_has_a_name_airflow_hides():

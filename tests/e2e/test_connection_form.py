@@ -7,13 +7,14 @@ save, press the row's Test button; then change the secret to a wrong one and tes
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from deyel_provider.connection.fields import EXTRA_FIELDS
+from deyel_provider.connection.fields import ADVANCED_SECTION, EXTRA_FIELDS
 from deyel_provider.emulator import run_emulator
 from tests.e2e.conftest import ARTIFACTS
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
@@ -99,25 +100,35 @@ def test_create_and_test_a_deyel_connection_through_the_form(page, local_deploym
     )
     dialog.screenshot(path=str(SHOTS / "connection-form.png"))
 
-    # Every declared option is a labelled field of its own, showing its default (not "***").
-    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-    for spec in EXTRA_FIELDS:
-        # Labels end with a space (and a "*" when required): match the whole label, not a prefix of another.
-        exact = re.compile(rf"^\s*{re.escape(spec.label)}\s*\*?\s*$")
-        expect(dialog.locator("label").filter(has_text=exact)).to_be_visible()
-    expect(dialog.locator("[name=element_oauth_path]")).to_have_value("/oauth/token")
-    dialog.screenshot(path=str(SHOTS / "connection-form-extras.png"))
+    # Every declared option is a labelled field of its own: the common ones under "Extra Fields", the rare
+    # ones under "Advanced". A field left empty means the default its description names (the form saves
+    # every field, so the provider writes no default into it).
+    # The form opens one heading at a time.
+    for heading, advanced in (("Extra Fields", False), (ADVANCED_SECTION, True)):
+        dialog.get_by_role("button", name=heading, exact=True).click()
+        for spec in (spec for spec in EXTRA_FIELDS if spec.advanced == advanced):
+            # Labels end with a space (and a "*" when required): match the whole label, not another's prefix.
+            exact = re.compile(rf"^\s*{re.escape(spec.label)}\s*\*?\s*$")
+            expect(dialog.locator("label").filter(has_text=exact)).to_be_visible()
+        if not advanced:
+            expect(dialog.locator("[name=element_oauth_path]")).to_have_value("")
+            expect(dialog.get_by_text("Empty: /oauth/token.")).to_be_visible()
+            dialog.screenshot(path=str(SHOTS / "connection-form-extras.png"))
+    dialog.screenshot(path=str(SHOTS / "connection-form-advanced.png"))
 
     dialog.get_by_role("button", name="Save").click()
     expect(page.get_by_role("row").filter(has_text=CONN_ID)).to_be_visible()
     stored = local_deployment.api().call("GET", f"/connections/{CONN_ID}")
     assert (stored["conn_type"], stored["login"], stored["port"]) == ("deyel", CLIENT_ID, emulator.port)
-    assert '"oauth_path": "/oauth/token"' in stored["extra"]
+    extra = json.loads(stored["extra"])
+    assert extra.get("oauth_path") is None and extra.get("page_size") is None  # no default written
 
-    before = form_emulator.stats()["token_requests"]
+    before = form_emulator.stats()
     message = press_test(page, "token obtained")
-    assert "Connected to" in message
-    assert form_emulator.stats()["token_requests"] == before + 1
+    assert "Connected to" in message and "answered a list of CRM_ACCOUNT instances" in message
+    after = form_emulator.stats()
+    assert after["token_requests"] == before["token_requests"] + 1
+    assert after["api_requests"] == before["api_requests"] + 1  # the GET through the API prefix
     page.screenshot(path=str(SHOTS / "connection-test-success.png"))
 
     # A wrong secret: the same Test button says what is wrong, in Deyel's words, without the secret.
@@ -127,8 +138,26 @@ def test_create_and_test_a_deyel_connection_through_the_form(page, local_deploym
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
     message = press_test(page, "refused the credentials")
-    assert "Invalid client_id" in message
+    assert "Invalid client_id" in message and "for a bad Client Secret alike" in message
     assert "not-the-secret" not in message
+    assert "[connection '" not in message  # Airflow tests a copy under a random id: never shown
     assert form_emulator.stats()["token_failures"] == 1
     page.screenshot(path=str(SHOTS / "connection-test-failure.png"))
+
+    # A 0 typed in Page size is kept (the number input clamped it to the schema's minimum, 1) and refused by
+    # the Test button, saying why.
+    page.get_by_role("row").filter(has_text=CONN_ID).get_by_role("button", name="Edit Connection").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Client Secret", exact=True).fill(CLIENT_SECRET)
+    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
+    page_size = dialog.locator("[name=element_page_size]")
+    page_size.fill("0")
+    page_size.press("Tab")
+    expect(page_size).to_have_value("0")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    assert (
+        json.loads(local_deployment.api().call("GET", f"/connections/{CONN_ID}")["extra"])["page_size"] == 0
+    )
+    press_test(page, "a page of 0 instances reads nothing")
     print(f"emulator counters: {form_emulator.stats()}")  # shown by `make e2e PYTEST_ARGS=-rP`

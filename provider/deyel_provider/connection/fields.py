@@ -5,7 +5,7 @@ Kept free of Airflow imports: Airflow calls ``get_provider_info()`` while it is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -26,21 +26,49 @@ class ExtraField:
     #: Numbers only: the largest value accepted (past it, a number is a typo, and sockets, sleeps and
     #: timestamps overflow on huge ones).
     maximum: float = 10**12
+    #: Numbers only: why a value below the minimum means nothing, for the message that refuses it.
+    below_minimum: str = ""
+    #: Rarely changed: the form shows it under the "Advanced" heading, apart from what most connections set.
+    advanced: bool = False
 
     def conn_field(self) -> dict[str, Any]:
-        """The ``conn-fields`` entry Airflow 3 renders in the connection form."""
+        """The ``conn-fields`` entry Airflow 3 renders in the connection form.
+
+        No ``minimum``/``maximum``: Airflow's number input clamps a value outside them when it loses focus,
+        so a ``0`` typed into Page size was saved as ``1``; the parser refuses what is out of bounds with a
+        message naming the field instead (the Test button shows it). No ``default`` either, except for
+        check boxes (an unticked box would read as false): the form saves every field's value, so a
+        default shown in it would be written into every connection; an empty field means the default,
+        which the description names.
+        """
         schema: dict[str, Any] = {"type": [self.type, "null"]}
-        if self.default is not None:
+        if self.default is not None and self.type == "boolean":
             schema["default"] = self.default
         if self.enum:
             schema["enum"] = list(self.enum)
-        if self.type in ("integer", "number"):
-            schema["exclusiveMinimum" if self.above else "minimum"] = self.minimum
-            schema["maximum"] = self.maximum
         if self.secret:
             schema["format"] = "password"
-        return {"label": self.label, "description": self.description, "schema": schema}
+        if self.advanced:
+            schema["section"] = ADVANCED_SECTION
+        return {"label": self.label, "description": self.form_description(), "schema": schema}
 
+    def form_description(self) -> str:
+        """The description, with the default an empty field means and the bounds the parser enforces."""
+        notes = []
+        if self.type in ("integer", "number"):
+            low = f"{'above' if self.above else 'at least'} {_number_text(self.minimum)}"
+            notes.append(f"Allowed: {low}, at most {_number_text(self.maximum)}.")
+        if self.default not in (None, "") and self.type != "boolean":
+            notes.append(f"Empty: {self.default}.")
+        return " ".join([self.description, *notes])
+
+
+def _number_text(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+#: The heading of the rarely changed options in Airflow's connection form (``schema.section``; 3.2+).
+ADVANCED_SECTION = "Advanced"
 
 # Airflow hides the value of every extra whose name contains a sensitive word ("token", "secret", "password",
 # "key"...): the UI shows and saves "***" in its place. Only secret fields may have such names.
@@ -245,6 +273,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "integer",
         100,
         minimum=1,
+        below_minimum="a page of 0 instances reads nothing",
         maximum=10**6,
     ),
     ExtraField(
@@ -321,6 +350,62 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         "string",
         ";",
     ),
+    # The Test button and the extras themselves (issue 27).
+    ExtraField(
+        "test_form",
+        "Test button's form",
+        "A form this client may read (e.g. CRM_ACCOUNT): the Test button reads one instance of it through "
+        "the API prefix, as tasks will. Empty: the docs' example form CRM_ACCOUNT, where a 404 naming the "
+        "form still proves the prefix.",
+        "string",
+    ),
+    ExtraField(
+        "strict_extras",
+        "Refuse unknown extras",
+        "An unknown extra key (a typo such as page_sise) is an error instead of a warning.",
+        "boolean",
+        False,
+    ),
+)
+
+#: Options most connections leave alone: the form groups them under the "Advanced" heading.
+_ADVANCED = frozenset(
+    {
+        "request_deadline",
+        "allow_insecure_http",
+        "refresh_margin",
+        "cache_dir",
+        "cache_lock_lease",
+        "retry_attempts",
+        "retry_backoff",
+        "retry_max_backoff",
+        "retry_after_max",
+        "auth_failure_ttl",
+        "max_response_bytes",
+        "page_param",
+        "page_size_param",
+        "offset_param",
+        "limit_param",
+        "total_header",
+        "settle_seconds",
+        "max_clock_skew_seconds",
+        "date_literal",
+        "in_separator",
+        "strict_extras",
+    }
+)
+EXTRA_FIELDS = tuple(replace(spec, advanced=spec.name in _ADVANCED) for spec in EXTRA_FIELDS)
+
+#: API prefixes common in Deyel deployments (context roots): the Test button tries them after a 404 to name
+#: the fix; ``deyel-probe`` tries the same and more.
+API_PREFIX_CANDIDATES: tuple[str, ...] = (
+    "",
+    "/api",
+    "/rest",
+    "/DeyelWeb/api",
+    "/DeyelWeb/rest",
+    "/deyel/api",
+    "/api/v1",
 )
 
 #: Older spellings, still read. Airflow hides the value of any extra whose name holds "token" (the UI form

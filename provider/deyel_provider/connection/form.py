@@ -11,11 +11,13 @@ from typing import Any
 
 #: The standard fields under the names Deyel's documentation uses.
 RELABELING = {"host": "Base URL", "login": "Client ID", "password": "Client Secret"}
+#: The port goes in Port, not in the Base URL: Airflow 3.3.2's Test button answers just "Bad Request" for a
+#: stored connection whose Port is empty (apache/airflow#73298; docs/connection.md).
 PLACEHOLDERS = {
-    "host": "https://tenant.deyel.com",
+    "host": "https://tenant.deyel.com (no port here: put it in Port)",
     "login": "Code of the 'Rest API Client' user",
     "password": "Password of the 'Rest API Client' user",
-    "port": "Optional: the port, when the base URL has none",
+    "port": "443 for https: Airflow 3.3.2's Test button says Bad Request without it",
 }
 #: The options most connections set, as the Extra placeholder of forms that cannot show ``conn-fields``.
 _EXTRA_HINT = {

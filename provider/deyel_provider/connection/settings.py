@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import warnings
@@ -74,6 +75,9 @@ class DeyelConfig:
     id_field: str
     date_literal: str
     in_separator: str
+    # The Test button's form (None: the docs' example form) and whether unknown extras are refused.
+    test_form: str | None
+    strict_extras: bool
 
     @property
     def token_url(self) -> str:
@@ -200,15 +204,30 @@ def _read_extras(conn_id: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     for spec in EXTRA_FIELDS:
         value = raw.get(spec.name)
         values[spec.name] = spec.default if value is None or value == "" else _convert(conn_id, spec, value)
-    unknown = sorted(set(raw) - set(_FIELDS_BY_NAME))
-    if unknown:
-        warnings.warn(
-            f"connection {conn_id!r}: ignoring unknown extra field(s) {unknown}; "
-            f"known fields: {sorted(_FIELDS_BY_NAME)}",
-            UserWarning,
-            stacklevel=3,
-        )
+    _check_unknown(conn_id, raw, strict=values["strict_extras"])
     return values
+
+
+def _check_unknown(conn_id: str, raw: Mapping[str, Any], *, strict: bool) -> None:
+    """Unknown keys are typos until proven otherwise: each is named with the closest known key; a warning,
+    or an error under ``strict_extras``."""
+    unknown = sorted(str(name) for name in set(raw) - set(_FIELDS_BY_NAME))
+    if not unknown:
+        return
+    described = ", ".join(_unknown_key(name) for name in unknown[:20])
+    more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+    text = f"connection {conn_id!r}: unknown extra field(s) {described}{more}"
+    if strict:
+        raise DeyelConfigError(f"{text}; fix or remove them (strict_extras is true)")
+    warnings.warn(
+        f"{text}; they are ignored (set strict_extras to true to refuse them)", UserWarning, stacklevel=4
+    )
+
+
+def _unknown_key(name: str) -> str:
+    shown = repr(name[:80] + ("..." if len(name) > 80 else ""))
+    close = difflib.get_close_matches(name.strip().lower(), _FIELDS_BY_NAME, n=1, cutoff=0.6)
+    return f"{shown} (did you mean {close[0]!r}?)" if close else f"{shown} (no known field is close)"
 
 
 def _convert(conn_id: str, spec: ExtraField, value: Any) -> Any:
@@ -240,7 +259,8 @@ def _number(spec: ExtraField, value: Any, bad: Callable[[str], DeyelConfigError]
     """A finite number within the field's bounds; never rounded (2.7 attempts is a mistake, not 2)."""
     whole = spec.type == "integer"
     bound = f"{'greater than' if spec.above else 'at least'} {spec.minimum:g}"
-    expected = f"{'a whole number' if whole else 'a number'} {bound}"
+    why = f" ({spec.below_minimum})" if spec.below_minimum else ""
+    expected = f"{'a whole number' if whole else 'a number'} {bound}{why}"
     if isinstance(value, bool):  # a bool is an int to Python, never to a user
         raise bad(expected)
     number: float | int

@@ -7,6 +7,7 @@ session and one call's deadline, body cap, errors and retries in :mod:`deyel_pro
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -18,6 +19,7 @@ from deyel_provider.api.pagination import Paging
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.credentials import (
     TEST_CONNECTION_GRACE,
+    ApiCheck,
     authenticated_session,
     connection_key,
     connection_token_provider,
@@ -26,7 +28,7 @@ from deyel_provider.auth.credentials import (
 )
 from deyel_provider.auth.provider import TokenProvider
 from deyel_provider.auth.xcom import token_to_xcom
-from deyel_provider.compat import BaseHook
+from deyel_provider.compat import BaseHook, is_temporary_test_conn_id
 from deyel_provider.connection.form import legacy_ui_field_behaviour
 from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelError
@@ -36,6 +38,9 @@ from deyel_provider.http.retry import RetryPolicy
 from deyel_provider.http.session import FOLLOWED_REDIRECT_METHODS, pooled_session
 from deyel_provider.http.transport import Transport
 from deyel_provider.read.slicing import SlicedReader, SliceSettings
+
+#: The Deyel docs' example form (the CRM application's accounts): the Test button's GET without ``test_form``.
+EXAMPLE_FORM = "CRM_ACCOUNT"
 
 __all__ = ["FOLLOWED_REDIRECT_METHODS", "TEST_CONNECTION_GRACE", "DeyelHook", "instances_endpoint"]
 
@@ -288,18 +293,42 @@ class DeyelHook(BaseHook):
                     yield {name: record.get(name) for name in fields}
 
     def test_connection(self) -> tuple[bool, str]:
-        """Request a token with the connection's credentials (the UI's "Test" button).
+        """Check what tasks will use (the UI's "Test" button): a token with the connection's credentials,
+        then one GET with it through the API prefix (one instance of the ``test_form`` extra's form, else
+        of the docs' example form ``CRM_ACCOUNT``), so a missing prefix is red with the fix named.
 
-        One attempt, no retry policy, and an answer within the connection's timeout plus
-        ``TEST_CONNECTION_GRACE`` seconds whatever the server does: it runs inside the API server.
+        One attempt each, no retry policy, and an answer within the connection's timeout plus
+        ``TEST_CONNECTION_GRACE`` seconds whatever the server does: it runs inside the API server. The
+        Test button tests a copy under a random id: messages then say "this connection" instead.
         """
-        try:
-            config = self.config
-        except DeyelError as exc:
-            return False, str(exc)
-        except Exception as exc:  # e.g. the connection does not exist: the button shows why
-            return False, f"{type(exc).__name__}: {exc}"
-        return try_grant(config, self._pooled_session(), key=self.credential_key, redactor=self.redactor)
+        ok, message = self._test_connection()
+        conn_id = str(self.deyel_conn_id)
+        if is_temporary_test_conn_id(conn_id):
+            message = message.replace(f" [connection {conn_id!r}]", "")
+            message = message.replace(f"connection {conn_id!r}", "this connection")
+        return ok, message
+
+    def _test_connection(self) -> tuple[bool, str]:
+        # What reading the connection warns about (an unknown extra, plain http) goes into the button's
+        # message: the API server's log is not where its user looks.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                config = self.config
+            except DeyelError as exc:
+                return False, str(exc)
+            except Exception as exc:  # e.g. the connection does not exist: the button shows why
+                return False, f"{type(exc).__name__}: {exc}"
+        check = ApiCheck(
+            form=config.test_form or EXAMPLE_FORM,
+            named=bool(config.test_form),
+            params=self.paging(1).params_for(0, 1),
+        )
+        ok, message = try_grant(
+            config, self._pooled_session(), key=self.credential_key, redactor=self.redactor, check=check
+        )
+        noted = dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+        return ok, message + "".join(f" (warning: {note})" for note in noted)
 
     # -- one instance at a time (deyel_provider.api.instances: what a replayed write's error means) ---
 

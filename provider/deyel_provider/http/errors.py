@@ -62,7 +62,9 @@ def error_from_response(
         "retry_after": parse_retry_after(response.headers),
     }
     reason = readable(redact(response.reason, SCAN)) if isinstance(response.reason, str) else ""
-    detail = (detail or reason or "no details in the response") + (f" [{note}]" if note else "")
+    said = detail or reason or "no details in the response"
+    noted = f" [{note}]" if note else ""
+    detail = said + noted
     if response.is_redirect:
         return DeyelRequestError(
             f"redirected to {_location(response, redact)} and not followed: only GET and HEAD follow a "
@@ -75,7 +77,8 @@ def error_from_response(
         return DeyelRateLimitError(f"rate limited: {detail}", **common)
     if status == 401 or (token_endpoint and status in (400, 403)):
         what = "the token endpoint refused the credentials" if token_endpoint else "unauthorized"
-        return DeyelAuthError(f"{what}: {detail}", **common)
+        hint = _refusal_hint(said) if token_endpoint else ""
+        return DeyelAuthError(f"{what}: {said}{hint}{noted}", **common)
     if status == 403:
         return DeyelForbiddenError(f"forbidden: {detail}", **common)
     if status == 404:
@@ -86,6 +89,18 @@ def error_from_response(
     if status >= 500:
         return DeyelServerError(f"server error: {detail}", **common)
     return DeyelRequestError(f"request rejected: {detail}", **common)
+
+
+def _refusal_hint(said: str) -> str:
+    """Deyel documents one refusal, "Invalid client_id", and gives it for a wrong secret too: the message
+    says so, unless the server's own words already tell which of the two it refused."""
+    text = said.lower()
+    if "secret" in text or "password" in text or not ("client_id" in text or "invalid_client" in text):
+        return ""
+    return (
+        " (the server gives this one answer for an unknown Client ID and for a bad Client Secret alike: "
+        "check both Login and Password)"
+    )
 
 
 def _location(response: requests.Response, redact: Redactor) -> str:
@@ -145,7 +160,11 @@ def connection_error(
     sent = True
     transient = True
     if isinstance(exc, requests.exceptions.SSLError):
-        reason = "TLS verification failed; fix the certificate or set the 'CA bundle path' extra"
+        reason = (
+            PLAIN_HTTP_PORT
+            if parts.scheme == "https" and _speaks_plain_http(exc)
+            else "TLS verification failed; fix the certificate or set the 'CA bundle path' extra"
+        )
         transient = sent = False
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
         reason = f"could not connect within {timeout:g} s (the 'Request timeout' extra)"
@@ -172,6 +191,34 @@ def connection_error(
     )
 
 
+#: A TLS handshake answered in plain HTTP: a wrong scheme or port, never a certificate matter.
+PLAIN_HTTP_PORT = (
+    "this port speaks plain HTTP, not TLS (it answered the TLS handshake in plain HTTP; not a certificate "
+    "problem): use the server's https port in the Base URL, or http:// if the server only serves plain HTTP"
+)
+#: What TLS libraries say when the answer to a ClientHello is not TLS but plain HTTP ("HTTP/1.1 400..."):
+#: OpenSSL 1.1 and 3.0/3.1 "wrong version number", OpenSSL 3.2+ "record layer failure", BoringSSL and
+#: LibreSSL "http request".
+_PLAIN_HTTP_SIGNS = ("wrong version number", "wrong_version_number", "record layer failure", "http request")
+
+
+def _speaks_plain_http(exc: BaseException) -> bool:
+    """True when an SSLError (or one it wraps) says the server answered the handshake in plain HTTP."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 10:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if any(sign in str(current).lower() for sign in _PLAIN_HTTP_SIGNS):
+            return True
+        reason = getattr(current, "reason", None)
+        nested = [*current.args, reason, current.__cause__, current.__context__]
+        pending.extend(item for item in nested if isinstance(item, BaseException))
+    return False
+
+
 def _never_connected(exc: requests.RequestException) -> bool:
     """True when the TCP connection was never made, so the request cannot have reached the server."""
     from urllib3.exceptions import MaxRetryError, NewConnectionError
@@ -180,3 +227,31 @@ def _never_connected(exc: requests.RequestException) -> bool:
     if isinstance(cause, MaxRetryError):
         cause = cause.reason
     return isinstance(cause, NewConnectionError)
+
+
+def names_form(error: DeyelError, form: str) -> bool:
+    """True when the server's errors name ``form``: the API answered (a wrong path's 404 names nothing)."""
+    return any(form in str(item.get("message", "")) for item in error.errors)
+
+
+def api_prefix_hint(url: str, status: int | None, api_prefix: str, found: str | None, form: str) -> str:
+    """The Test button's red message for a GET the API did not answer: the likely fix, named."""
+    where = _without_query(url)
+    prefix = api_prefix.strip("/")
+    state = "missing" if not prefix else f"wrong (api_prefix is {'/' + prefix!r})"
+    answered = f"answered {status}" if status is not None else "did not answer like Deyel's API"
+    if found is not None:
+        fix = (
+            f"set api_prefix to {found or '(empty)'!r}: GET {found}/forms/{form}/instances answers as the API"
+        )
+    else:
+        fix = (
+            "set api_prefix to the path of Deyel's REST API on this server, e.g. /DeyelWeb/api "
+            "(deyel-probe --conn-id <id> finds it)"
+        )
+    return f"GET {where} {answered}: the API prefix is probably {state}; {fix}"
+
+
+def _without_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
