@@ -12,6 +12,7 @@ import pendulum
 import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
@@ -23,6 +24,7 @@ from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_ke
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
 from deyel_provider.storage.paths import as_storage_path
+from deyel_provider.storage.publish import check_output_folder
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -67,7 +69,8 @@ class DeyelExtractOperator(BaseOperator):
     for a full load.
 
     Returns ``{"path", "parts", "records", "slices", "bytes", "seconds", "requests", "repeats",
-    "window_start", "window_end", "mode", "skipped"}`` (``mode``: ``interval``, ``watermark`` or ``full``;
+    "window_start", "window_end", "window_start_iso", "window_end_iso", "mode", "skipped"}`` (the window in
+    epoch ms and as ISO 8601 UTC, None where unbounded; ``mode``: ``interval``, ``watermark`` or ``full``;
     ``parts``: the files published, ``{"path", "records", "bytes"}`` each; ``path``: the file, None when split
     or skipped) and emits ``asset`` with the same values as the event's extra, except when an empty run is
     skipped (``on_empty="skip"``): then no file is written and no event emitted.
@@ -117,7 +120,7 @@ class DeyelExtractOperator(BaseOperator):
     :param output_conn_id: Airflow connection of the object store (e.g. an ``aws`` connection for s3://).
     :param progress_interval: seconds between progress lines in the task log.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     """
 
     template_fields: Sequence[str] = (
@@ -131,6 +134,7 @@ class DeyelExtractOperator(BaseOperator):
         "compression",
         "fields",
         "token",
+        "deyel_conn_id",
     )
 
     def __init__(
@@ -238,7 +242,25 @@ class DeyelExtractOperator(BaseOperator):
         )
         return super().partial(outlets=outlets, inlets=inlets, **kwargs)
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Airflow's rendering, with a template error in ``output`` named as the user wrote it.
+
+        The rendered target lives in ``output_path`` (``output`` is BaseOperator's XComArg), so Airflow's
+        own message would name a parameter the user never wrote.
+        """
+        jinja_env = jinja_env or self.get_template_env()
+        if isinstance(self.output_path, str) and _templated(self.output_path):
+            try:
+                self.render_template(self.output_path, context, jinja_env)
+            except Exception as exc:
+                raise DeyelConfigError(template_error("output", self.output_path, exc)) from exc
+        super().render_template_fields(context, jinja_env)
+
     def execute(self, context: Context) -> dict[str, Any]:
+        # Mistakes that would cost data (an empty file published for a mistyped search) or fail after the
+        # whole read (a folder this worker cannot write): refused before the first request.
+        check_search(self.search)
+        check_output_folder(as_storage_path(self.output_path, self.output_conn_id), parameter="output")
         field = self.incremental_field or None
         mode, start, end, run = self._window(context, field)
         result = extract(
@@ -271,6 +293,9 @@ class DeyelExtractOperator(BaseOperator):
         summary = {**result.as_dict(), "mode": mode}
         if mode == "full":
             summary["window_start"] = summary["window_end"] = None
+        # Beside the epoch ms (kept: consumers read them), the same moments as a person reads them.
+        summary["window_start_iso"] = _iso(summary["window_start"])
+        summary["window_end_iso"] = _iso(summary["window_end"])
         if run is not None:
             # After the publish: a failed run leaves the watermark where it was.
             newest = run.publish(summary)
@@ -377,6 +402,22 @@ class _LineageRecord:
         self.search = search
 
 
+#: Context names Airflow 3 sets only for runs with a logical date (not manual or asset-triggered ones).
+_LOGICAL_DATE_NAMES = ("ts_nodash", "ts", "ds", "ds_nodash", "logical_date", "data_interval")
+
+
+def template_error(parameter: str, template: str, exc: Exception) -> str:
+    """The message of a template that does not render, naming the parameter the user wrote."""
+    message = f"{parameter}: the template {template!r} cannot be rendered in this run: {exc}"
+    if any(name in str(exc) for name in _LOGICAL_DATE_NAMES):
+        message += (
+            " (Airflow 3 sets ds, ts, ts_nodash, logical_date and data_interval_* only for runs with a "
+            "logical date; manual and asset-triggered runs may have none: use {{ dag_run.run_after | "
+            "ts_nodash }} or {{ run_id }}, set in every run)"
+        )
+    return message
+
+
 def _templated(*values: Any) -> bool:
     return any(isinstance(value, str) and _TEMPLATE_START.search(value) for value in values)
 
@@ -395,6 +436,11 @@ def _as_datetime(value: datetime | str) -> datetime:
 
 def _moment(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _iso(ms: int | None) -> str | None:
+    """An epoch-ms bound as ISO 8601 UTC (``2026-01-01T00:00:00.000Z``); None stays None (unbounded)."""
+    return None if ms is None else _moment(ms).replace("+00:00", "Z")
 
 
 def _declared_assets(

@@ -93,6 +93,7 @@ class DeyelUpsertOperator(BaseOperator):
         "rejects",
         "source_format",
         "token",
+        "deyel_conn_id",
     )
 
     def __init__(
