@@ -146,7 +146,7 @@ def test_an_unwritable_output_folder_is_a_typed_error_naming_it(deyel_conn, emul
         assert repr(str(folder)) in message and "not writable" in message and "write permission" in message
         assert ".tmp-" not in message
         # Missing below it: it cannot be created there.
-        with pytest.raises(DeyelConfigError, match="does not exist and .* cannot create it"):
+        with pytest.raises(DeyelConfigError, match=r"does not exist and .* cannot create it"):
             extract_task(folder / "sub" / "crm.jsonl").execute({})
         assert os.listdir(folder) == [] and len(events) == 0
     assert emulator.stats()["api_requests"] == 0
@@ -204,7 +204,7 @@ def test_deyel_conn_id_is_templated_on_every_operator_and_the_sensor(deyel_conn,
 
 
 def test_the_sensor_follows_airflows_default_deferrable(monkeypatch):
-    """Before: always False unless passed. Now Airflow's [operators] default_deferrable, as official sensors."""
+    """Before: always False unless passed. Now [operators] default_deferrable, as official sensors."""
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "true")
     assert DeyelInstanceSensor(task_id="a", form="F").deferrable is True
     assert DeyelInstanceSensor(task_id="b", form="F", deferrable=False).deferrable is False
