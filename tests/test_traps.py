@@ -293,3 +293,33 @@ def test_a_page_size_above_the_servers_cap_is_one_warning_and_read_at_the_cap(de
         with caplog.at_level(logging.WARNING, logger="deyel_provider"):
             extract_task(tmp_path / "out.jsonl", page_size=50).execute({})
     assert not [r for r in caplog.records if "page_size=" in r.getMessage()]
+
+
+# -- make airflow -----------------------------------------------------------------------------------------
+
+
+def test_make_airflow_takes_a_dags_folder_and_a_fixed_emulator_port(tmp_path, capsys):
+    """Before: only dags_examples/, and the emulator on a random port (a connection typed into the UI broke
+    at every restart). Now DAGS=... and EMULATOR_PORT=... (8765 by default)."""
+    import socket
+
+    from scripts import airflow_local
+
+    makefile = (airflow_local.ROOT / "Makefile").read_text()
+    assert "--emulator-port $(EMULATOR_PORT) $(if $(DAGS),--dags $(DAGS))" in makefile
+    assert airflow_local.EMULATOR_PORT == 8765 and "EMULATOR_PORT ?= 8765" in makefile
+    default = airflow_local.options(["--emulator-port", "0"])  # 8765 may be in use on a test machine
+    assert default.dags == [airflow_local.ROOT / "dags_examples"]
+    mine = tmp_path / "my_dags"
+    mine.mkdir()
+    chosen = airflow_local.options(["--dags", str(mine), "dags_examples", "--emulator-port", "0"])
+    assert chosen.dags == [mine, airflow_local.Path("dags_examples")] and chosen.emulator_port == 0
+    with pytest.raises(SystemExit):
+        airflow_local.options(["--dags", str(tmp_path / "missing")])
+    assert "no such folder" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SystemExit):
+            airflow_local.options(["--emulator-port", str(taken.getsockname()[1])])
+    assert "is taken" in capsys.readouterr().err
