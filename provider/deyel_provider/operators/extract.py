@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ import pendulum
 import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from deyel_provider.api.dates import iso_moment
 from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
@@ -23,6 +24,7 @@ from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_
 from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.operators._templating import template_error
 from deyel_provider.storage.paths import as_storage_path
 from deyel_provider.storage.publish import check_output_folder
 
@@ -243,11 +245,7 @@ class DeyelExtractOperator(BaseOperator):
         return super().partial(outlets=outlets, inlets=inlets, **kwargs)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Airflow's rendering, with a template error in ``output`` named as the user wrote it.
-
-        The rendered target lives in ``output_path`` (``output`` is BaseOperator's XComArg), so Airflow's
-        own message would name a parameter the user never wrote.
-        """
+        """Airflow's rendering, with a template error in ``output`` named so (not ``output_path``)."""
         jinja_env = jinja_env or self.get_template_env()
         if isinstance(self.output_path, str) and _templated(self.output_path):
             try:
@@ -294,13 +292,13 @@ class DeyelExtractOperator(BaseOperator):
         if mode == "full":
             summary["window_start"] = summary["window_end"] = None
         # Beside the epoch ms (kept: consumers read them), the same moments as a person reads them.
-        summary["window_start_iso"] = _iso(summary["window_start"])
-        summary["window_end_iso"] = _iso(summary["window_end"])
+        summary["window_start_iso"] = iso_moment(summary["window_start"])
+        summary["window_end_iso"] = iso_moment(summary["window_end"])
         if run is not None:
             # After the publish: a failed run leaves the watermark where it was.
             newest = run.publish(summary)
             if newest is not None:
-                self.log.info("watermark of %s at %s", self.form, _moment(newest))
+                self.log.info("watermark of %s at %s", self.form, iso_moment(newest))
         self._lineage = _LineageRecord(summary, result.columns, field, self.search or None)
         if result.skipped and self.asset is not None:
             # No file: no Asset event either, so nothing downstream runs on an empty extraction. Airflow
@@ -402,22 +400,6 @@ class _LineageRecord:
         self.search = search
 
 
-#: Context names Airflow 3 sets only for runs with a logical date (not manual or asset-triggered ones).
-_LOGICAL_DATE_NAMES = ("ts_nodash", "ts", "ds", "ds_nodash", "logical_date", "data_interval")
-
-
-def template_error(parameter: str, template: str, exc: Exception) -> str:
-    """The message of a template that does not render, naming the parameter the user wrote."""
-    message = f"{parameter}: the template {template!r} cannot be rendered in this run: {exc}"
-    if any(name in str(exc) for name in _LOGICAL_DATE_NAMES):
-        message += (
-            " (Airflow 3 sets ds, ts, ts_nodash, logical_date and data_interval_* only for runs with a "
-            "logical date; manual and asset-triggered runs may have none: use {{ dag_run.run_after | "
-            "ts_nodash }} or {{ run_id }}, set in every run)"
-        )
-    return message
-
-
 def _templated(*values: Any) -> bool:
     return any(isinstance(value, str) and _TEMPLATE_START.search(value) for value in values)
 
@@ -432,15 +414,6 @@ def _as_datetime(value: datetime | str) -> datetime:
     if not isinstance(parsed, datetime):
         raise DeyelConfigError(f"start_from must be a datetime or an ISO 8601 date-time, got {value!r}")
     return parsed
-
-
-def _moment(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _iso(ms: int | None) -> str | None:
-    """An epoch-ms bound as ISO 8601 UTC (``2026-01-01T00:00:00.000Z``); None stays None (unbounded)."""
-    return None if ms is None else _moment(ms).replace("+00:00", "Z")
 
 
 def _declared_assets(
