@@ -21,10 +21,10 @@ from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import epoch_ms, extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_output_options
+from deyel_provider.extract.templates import template_error
 from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
-from deyel_provider.operators._templating import template_error
 from deyel_provider.storage.paths import as_storage_path
 from deyel_provider.storage.publish import check_output_folder
 
