@@ -90,7 +90,8 @@ def test_a_search_joined_by_a_semicolon_publishes_nothing_and_asks_nothing(deyel
     Now: a typed error before the first request, no file, no event."""
     target = tmp_path / "crm.jsonl"
     events = outlet_events()
-    task = extract_task(target, search="cdCountry=eq:AR;cdCountry=neq:UY")
+    task = extract_task(target, search="{{ params.search }}")
+    task.search = "cdCountry=eq:AR;cdCountry=neq:UY"  # as rendered: the check at execute
     with pytest.raises(DeyelConfigError, match="use , between clauses"):
         task.execute({"outlet_events": events})
     assert os.listdir(tmp_path) == []
@@ -101,10 +102,20 @@ def test_a_search_joined_by_a_semicolon_publishes_nothing_and_asks_nothing(deyel
     assert result["records"] > 0
 
 
+def test_a_written_out_search_fails_the_dag_at_parse_time_a_templated_one_at_run_time(tmp_path):
+    with pytest.raises(DeyelConfigError, match="use , between clauses"):
+        extract_task(tmp_path / "x.jsonl", search="cdCountry=eq:AR;cdStatus=eq:OPEN")
+    with pytest.raises(DeyelConfigError, match="use , between clauses"):
+        DeyelInstanceSensor(task_id="wait", form="F", search="cdStatus=eq:A;cdCountry=eq:AR")
+    extract_task(tmp_path / "x.jsonl", search="cdCountry=eq:{{ params.country }};x")  # checked once rendered
+    DeyelInstanceSensor(task_id="wait", form="F", search="{{ params.search }}")
+
+
 def test_the_hook_the_sensor_and_the_triggers_refuse_it_too(deyel_conn, emulator):
     with pytest.raises(DeyelConfigError, match="use , between clauses"):
         next(DeyelHook().iter_instances("CRM_ACCOUNT", search="cdCountry=eq:AR;qtEmployee=gte:1"))
-    sensor = DeyelInstanceSensor(task_id="wait", form="CRM_ACCOUNT", search="cdStatus=eq:A;cdCountry=eq:AR")
+    sensor = DeyelInstanceSensor(task_id="wait", form="CRM_ACCOUNT", search="{{ params.search }}")
+    sensor.search = "cdStatus=eq:A;cdCountry=eq:AR"  # as rendered
     with pytest.raises(DeyelConfigError, match="use , between clauses"):
         sensor.poke({})
     with pytest.raises(DeyelConfigError, match="use , between clauses"):

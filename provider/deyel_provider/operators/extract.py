@@ -187,6 +187,8 @@ class DeyelExtractOperator(BaseOperator):
                 "jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes, max_columns=max_columns
             )
         Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
+        if not _templated(search):
+            check_search(search)  # a DAG with a mistyped separator fails to parse (else: at execute)
         self.asset = asset if asset is not None else default_asset(output)
         outlets, inlets = _declared_assets(
             self.asset, incremental_field, kwargs.pop("outlets", None), kwargs.pop("inlets", None)

@@ -77,8 +77,10 @@ class DeyelInstanceSensor(BaseSensorOperator):
             # Read when the DAG is parsed, as Airflow's own deferrable sensors read it (at import).
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
-        # Checked now (not at the first poke) so a DAG with a bad bound fails to parse.
-        InstanceQuery.build("FORM", None, min_count, max_instances, None)
+        # Checked now (not at the first poke) so a DAG with a bad bound or search fails to parse; a templated
+        # search is checked once rendered.
+        templated = isinstance(search, str) and ("{{" in search or "{%" in search)
+        InstanceQuery.build("FORM", None if templated else search, min_count, max_instances, None)
 
     @cached_property
     def hook(self) -> DeyelHook:
