@@ -55,8 +55,12 @@ docs: setup
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 
+# DAGS="my_dags dags_examples" serves other DAG folders (default: dags_examples/); EMULATOR_PORT (8765) fixes
+# the emulator's port so connections made in the UI survive a restart (0: any free port).
+DAGS ?=
+EMULATOR_PORT ?= 8765
 airflow: setup
-	$(PY) scripts/airflow_local.py
+	$(PY) scripts/airflow_local.py --emulator-port $(EMULATOR_PORT) $(if $(DAGS),--dags $(DAGS))
 
 lint: setup
 	$(VENV)/bin/ruff check provider tests dags_examples bench scripts

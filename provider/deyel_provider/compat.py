@@ -14,6 +14,7 @@ import airflow
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseHook
+    from airflow.sdk.configuration import conf
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
@@ -47,6 +48,10 @@ else:
             AirflowTaskTimeout,
         )
     try:
+        from airflow.sdk import conf
+    except ImportError:  # 3.0, 3.1: the Task SDK did not export its configuration yet
+        from airflow.configuration import conf
+    try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # early 3.0 patches
         from airflow.sdk.execution_time.secrets_masker import mask_secret
@@ -61,6 +66,7 @@ __all__ = [
     "AirflowSkipException",
     "AirflowTaskTimeout",
     "BaseHook",
+    "conf",
     "is_temporary_test_conn_id",
     "mask_secret",
 ]

@@ -43,6 +43,15 @@ def search_literal(moment: int, kind: str = "epoch_ms") -> str:
     return str(moment)
 
 
+def iso_moment(moment: int | None) -> str | None:
+    """An epoch-ms moment as ISO 8601 UTC for people (``2026-01-01T00:00:00.000Z``); None stays None."""
+    if moment is None:
+        return None
+    return (
+        datetime.fromtimestamp(moment / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
 def in_seconds(value: int, present_ms: int) -> bool:
     """Whether an epoch value is seconds, not milliseconds: read as seconds it lies in the last decades
     before ``present_ms`` (or a day after it), read as milliseconds in 1970."""

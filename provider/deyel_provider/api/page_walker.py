@@ -67,6 +67,8 @@ class PageWalker:
     :param id_field: the key holding an instance's id, to tell repeats from new instances.
     :param key: instead of ``id_field``, a function giving each instance's identity (the probe, which does
         not know the id key yet).
+    :param warn: a logger to warn, once, that ``page_size`` is above the server's cap (the task log's);
+        None: no warning (the probe asks small pages on purpose).
     """
 
     def __init__(
@@ -75,8 +77,11 @@ class PageWalker:
         *,
         id_field: str = DEFAULT_ID_FIELD,
         key: Callable[[dict[str, Any]], str] | None = None,
+        warn: Any = None,
     ) -> None:
         self.paging = paging
+        self._warn = warn
+        self._cap_warned = False
         self.id_field = id_field
         self._key = key
         self._lock = threading.Lock()
@@ -148,7 +153,9 @@ class PageWalker:
                 return
             if following == count:
                 self._cap = count  # a page of that size served in full: the server caps there
-                return
+        if self._cap == count:
+            self._cap_seen()
+            return
         reread = again()
         self.observe(reread)
         ids = self.ids(reread)
@@ -159,12 +166,40 @@ class PageWalker:
                 self._shortens = True  # fewer than a cap would serve: pages are shortened after paging
             else:
                 self._cap_hint = count  # the listing moved meanwhile: a plan, not a proof
+        self._cap_seen()
 
     def hint_cap(self, count: int) -> None:
         """A short page with a total above it: the server may cap there (used to plan, never as proof)."""
         with self._lock:
             if self._cap_hint is None or count < self._cap_hint:
                 self._cap_hint = count
+        self._cap_seen()
+
+    def _cap_seen(self) -> None:
+        """Warn once that ``page_size`` asks more than the server sends: the reads go on at its cap knowingly
+        (slices are planned to fit it), instead of being capped in silence."""
+        with self._lock:
+            if self._warn is None or self._cap_warned or self._shortens:
+                return
+            proven = self._cap is not None
+            cap = self._cap if proven else self._cap_hint
+            asked = self.paging.page_size
+            if cap is None or cap >= asked:
+                return
+            self._cap_warned = True
+        how = "served the next page in full at that size" if proven else "its count said more follow"
+        self._warn.warning(
+            "page_size=%d is above what the server sends per response, %d (it sent %d when %d were asked, "
+            "and %s): reading at %d per request; set page_size=%d (or the connection's page_size) to ask "
+            "what the server gives",
+            asked,
+            cap,
+            cap,
+            asked,
+            how,
+            cap,
+            cap,
+        )
 
     # -- the count header ----------------------------------------------------------------------------------
 

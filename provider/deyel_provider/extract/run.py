@@ -20,6 +20,7 @@ from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.storage.compression import zstd_module
 from deyel_provider.storage.paths import as_storage_path
+from deyel_provider.storage.publish import check_output_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,6 +101,7 @@ def extract(
     target = as_storage_path(output.output, output.output_conn_id)
     check_output_name(target.name, output.format, output.compression)
     files = OutputFiles(target, split=output.split, codec=output.codec)
+    check_output_folder(target)  # a folder this worker cannot write: named, before the first request
     target.parent.mkdir(parents=True, exist_ok=True)
     files.remove_leftovers()
     writer = make_writer(
@@ -126,6 +128,7 @@ def extract(
         for piece in reader.read(window.start, window.end, end_at_server_time=window.end_at_server_time):
             if piece.records:
                 writer.write_page(piece.records)
+            progress.expect(reader.stats.expected)
             progress.add(len(piece.records))
         if before_publish is not None:
             before_publish(reader.stats.window_end)

@@ -16,6 +16,7 @@ import requests
 
 from deyel_provider.api.instances import FormInstances, instances_endpoint
 from deyel_provider.api.pagination import Paging
+from deyel_provider.api.search import check_search
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.credentials import (
     TEST_CONNECTION_GRACE,
@@ -226,6 +227,7 @@ class DeyelHook(BaseHook):
         :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
             emulator's clock).
         """
+        check_search(search)  # a mistyped separator matches nothing: refused before the first request
         concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling)
         query = dict(params or {})
         if search:

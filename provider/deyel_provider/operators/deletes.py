@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from deyel_provider.extract.assets import default_asset
 from deyel_provider.extract.deletes import DEFAULT_MAX_SNAPSHOT_BYTES, DeletesSpec, detect_deletes
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
-from deyel_provider.operators.extract import default_asset
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

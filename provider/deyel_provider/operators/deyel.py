@@ -31,13 +31,21 @@ class DeyelOperator(BaseOperator):
     :param headers: extra headers (templated).
     :param response_check: called with the response; returning False fails the task.
     :param response_filter: called with the response; its result is pushed to XCom instead of the JSON.
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     :param token: the XCom value of a ``DeyelTokenOperator``, typically
         ``"{{ ti.xcom_pull('get_token') }}"`` (templated). Encrypted: the rendered field shows ciphertext
         only. Used while valid and not rejected; otherwise the connection's normal path serves a token.
     """
 
-    template_fields: Sequence[str] = ("endpoint", "method", "query_params", "json", "headers", "token")
+    template_fields: Sequence[str] = (
+        "endpoint",
+        "method",
+        "query_params",
+        "json",
+        "headers",
+        "token",
+        "deyel_conn_id",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "query_params": "json",
         "json": "json",
@@ -122,11 +130,13 @@ class DeyelTokenOperator(BaseOperator):
     it on with ``token="{{ ti.xcom_pull('get_token') }}"``. With a shared ``cache`` (``file``,
     ``redis``) tasks already share one token without this operator; it helps when tasks cannot share a cache.
 
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     :param clear_text: push the access token in clear (``{"access_token": ..., "expires_at": ..., "v": 1}``)
         for consumers outside this provider. Anyone who can read XComs can then use the token until it
         expires; avoid it.
     """
+
+    template_fields: Sequence[str] = ("deyel_conn_id",)
 
     def __init__(
         self, *, deyel_conn_id: str = DeyelHook.default_conn_name, clear_text: bool = False, **kwargs: Any

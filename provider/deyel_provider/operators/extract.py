@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -12,24 +11,27 @@ import pendulum
 import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
+from deyel_provider.api.dates import iso_moment
+from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
+from deyel_provider.extract.assets import declared_assets, default_asset, templated
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
 from deyel_provider.extract.partitions import partition_window
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import epoch_ms, extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_output_options
+from deyel_provider.extract.templates import template_error
 from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency
 from deyel_provider.storage.paths import as_storage_path
+from deyel_provider.storage.publish import check_output_folder
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
-
-_TEMPLATE_START = re.compile(r"{{|{%")
 
 
 class DeyelExtractOperator(BaseOperator):
@@ -70,7 +72,8 @@ class DeyelExtractOperator(BaseOperator):
     for a full load.
 
     Returns ``{"path", "parts", "records", "slices", "bytes", "seconds", "requests", "repeats",
-    "window_start", "window_end", "mode", "skipped"}`` (``mode``: ``interval``, ``watermark``, ``full`` or
+    "window_start", "window_end", "window_start_iso", "window_end_iso", "mode", "skipped"}`` (the window in
+    epoch ms and as ISO 8601 UTC, None where unbounded; ``mode``: ``interval``, ``watermark``, ``full`` or
     ``partition``, which adds ``partition_key``;
     ``parts``: the files published, ``{"path", "records", "bytes"}`` each; ``path``: the file, None when split
     or skipped) and emits ``asset`` with the same values as the event's extra, except when an empty run is
@@ -121,7 +124,7 @@ class DeyelExtractOperator(BaseOperator):
     :param output_conn_id: Airflow connection of the object store (e.g. an ``aws`` connection for s3://).
     :param progress_interval: seconds between progress lines in the task log.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     """
 
     template_fields: Sequence[str] = (
@@ -135,6 +138,7 @@ class DeyelExtractOperator(BaseOperator):
         "compression",
         "fields",
         "token",
+        "deyel_conn_id",
     )
 
     def __init__(
@@ -164,7 +168,7 @@ class DeyelExtractOperator(BaseOperator):
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        if not _templated(format, compression):
+        if not templated(format, compression):
             # Templated values are checked once rendered, at the start of execute.
             fields_now = fields if isinstance(fields, (list, tuple)) else None
             check_output_options(
@@ -176,7 +180,7 @@ class DeyelExtractOperator(BaseOperator):
                 fields=fields_now,
                 max_columns=max_columns,
             )
-            if not _templated(str(output)):
+            if not templated(str(output)):
                 name = str(output).rstrip().rsplit("/", 1)[-1]
                 if name:
                     check_output_name(name, format, compression)
@@ -185,8 +189,10 @@ class DeyelExtractOperator(BaseOperator):
                 "jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes, max_columns=max_columns
             )
         Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
+        if not templated(search):
+            check_search(search)  # a DAG with a mistyped separator fails to parse (else: at execute)
         self.asset = asset if asset is not None else default_asset(output)
-        outlets, inlets = _declared_assets(
+        outlets, inlets = declared_assets(
             self.asset, incremental_field, kwargs.pop("outlets", None), kwargs.pop("inlets", None)
         )
         super().__init__(outlets=outlets, inlets=inlets, **kwargs)
@@ -234,7 +240,7 @@ class DeyelExtractOperator(BaseOperator):
                     "the output's folder)"
                 )
             asset = default_asset(output)
-        outlets, inlets = _declared_assets(
+        outlets, inlets = declared_assets(
             asset,
             kwargs.get("incremental_field", "dtLastUpdate"),
             kwargs.pop("outlets", None),
@@ -242,13 +248,29 @@ class DeyelExtractOperator(BaseOperator):
         )
         return super().partial(outlets=outlets, inlets=inlets, **kwargs)
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Airflow's rendering, with a template error in ``output`` named so (not ``output_path``)."""
+        jinja_env = jinja_env or self.get_template_env()
+        if isinstance(self.output_path, str) and templated(self.output_path):
+            try:
+                self.render_template(self.output_path, context, jinja_env)
+            except Exception as exc:
+                raise DeyelConfigError(template_error("output", self.output_path, exc)) from exc
+        super().render_template_fields(context, jinja_env)
+
     def execute(self, context: Context) -> dict[str, Any]:
+        # Mistakes that would cost data (an empty file published for a mistyped search) or fail after the
+        # whole read (a folder this worker cannot write): refused before the first request.
+        check_search(self.search)
+        check_output_folder(as_storage_path(self.output_path, self.output_conn_id), parameter="output")
         field = self.incremental_field or None
         # A partitioned run (Airflow 3.2+) reads its partition's period; a key without one fails here, before
         # anything is read. Its window is neither a watermark's nor one it moves.
         partition = partition_window(context) if field else None
         if partition is not None:
-            self.log.info("partition %s: %s in [%s, %s)", partition.key, field, *map(_moment, partition.span))
+            self.log.info(
+                "partition %s: %s in [%s, %s)", partition.key, field, *map(iso_moment, partition.span)
+            )
         mode, start, end, run = (
             ("partition", partition.start, partition.end, None) if partition else self._window(context, field)
         )
@@ -284,11 +306,14 @@ class DeyelExtractOperator(BaseOperator):
             summary["partition_key"] = partition.key
         if mode == "full":
             summary["window_start"] = summary["window_end"] = None
+        # Beside the epoch ms (kept: consumers read them), the same moments as a person reads them.
+        summary["window_start_iso"] = iso_moment(summary["window_start"])
+        summary["window_end_iso"] = iso_moment(summary["window_end"])
         if run is not None:
             # After the publish: a failed run leaves the watermark where it was.
             newest = run.publish(summary)
             if newest is not None:
-                self.log.info("watermark of %s at %s", self.form, _moment(newest))
+                self.log.info("watermark of %s at %s", self.form, iso_moment(newest))
         self._lineage = _LineageRecord(summary, result.columns, field, self.search or None)
         if result.skipped and self.asset is not None:
             # No file: no Asset event either, so nothing downstream runs on an empty extraction. Airflow
@@ -392,10 +417,6 @@ class _LineageRecord:
         self.search = search
 
 
-def _templated(*values: Any) -> bool:
-    return any(isinstance(value, str) and _TEMPLATE_START.search(value) for value in values)
-
-
 def _as_datetime(value: datetime | str) -> datetime:
     if isinstance(value, datetime):
         return value
@@ -406,37 +427,3 @@ def _as_datetime(value: datetime | str) -> datetime:
     if not isinstance(parsed, datetime):
         raise DeyelConfigError(f"start_from must be a datetime or an ISO 8601 date-time, got {value!r}")
     return parsed
-
-
-def _moment(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _declared_assets(
-    asset: Asset | None, incremental_field: str | None, outlets: Any, inlets: Any
-) -> tuple[list[Any], list[Any]]:
-    """The task's outlets and inlets with its asset: emitted on success, and, without an asset state store
-    (Airflow < 3.3), read back for the watermark from the asset's latest event."""
-    # Airflow takes one asset or a list of them.
-    outlets = list(outlets) if isinstance(outlets, (list, tuple)) else [outlets] if outlets else []
-    inlets = list(inlets) if isinstance(inlets, (list, tuple)) else [inlets] if inlets else []
-    if asset is not None and asset not in outlets:
-        outlets.append(asset)
-    if asset is not None and incremental_field and not wm.has_asset_state() and asset not in inlets:
-        inlets.append(asset)
-    return outlets, inlets
-
-
-def default_asset(output: str | ObjectStoragePath) -> Asset | None:
-    """The output's location up to its first template, as an Asset a downstream DAG can be scheduled on."""
-    text = str(output).strip()
-    match = _TEMPLATE_START.search(text)
-    if match:
-        text = text[: match.start()].rsplit("/", 1)[0]
-    if "://" not in text:
-        if not text.startswith("/"):
-            return None  # a relative local path has no stable location to name
-        text = "file://" + text
-    text = text.rstrip("/")
-    rest = text.partition("://")[2]
-    return Asset(text) if rest.strip("/") else None

@@ -101,6 +101,7 @@ class DeyelUpsertOperator(BaseOperator):
         "rejects",
         "source_format",
         "token",
+        "deyel_conn_id",
     )
 
     def __init__(

@@ -3,6 +3,7 @@ that a response holds its whole slice (:mod:`deyel_provider.read.slicing` reads 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from deyel_provider.api.pagination import Fetch, Page, Paging, parse_page
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelRequestError
 from deyel_provider.http.concurrency import Concurrency
 from deyel_provider.read.id_set import IdSet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class ReadStats:
     repeats: int = 0
     #: The end of the window that was read (exclusive, epoch ms): the next run's start. None: no bound.
     window_end: int | None = None
+    #: The server's count of the window's matches on the first response (its count header), None without
+    #: one: an estimate for progress lines, never a proof of anything.
+    expected: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,8 @@ class SliceRequests:
         self._sleep = settings.sleep
         self._lock = threading.Lock()
         #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
-        self._walker = PageWalker(paging, id_field=settings.id_field)
+        # A page_size above the server's cap is read at the cap, with one warning in the task log.
+        self._walker = PageWalker(paging, id_field=settings.id_field, warn=log)
         #: The densest whole slice seen (instances per ms), for planning without a total: sparse edges of
         #: a window (years with nothing in them) would make an average far too low.
         self._density: float | None = None

@@ -105,6 +105,8 @@ class SlicedReader(PastSlices):
             self.stats.window_end = end
             return
         probe = self._get(low, None if end_at_server_time else end)
+        # The server's count of the whole window, for the progress log only (never a proof).
+        self.stats.expected = probe.total
         present = self._present(probe)
         if not end_at_server_time and end is not None and end > present:
             # A window that ends after the server's present: a change stamped before its end but made after

@@ -15,6 +15,7 @@ from deyel_provider.compat import (
     AirflowSensorTimeout,
     AirflowSkipException,
     AirflowTaskTimeout,
+    conf,
 )
 from deyel_provider.exceptions import DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
@@ -45,12 +46,13 @@ class DeyelInstanceSensor(BaseSensorOperator):
     :param min_count: how many matching instances are enough.
     :param max_instances: how many matching instances go to XCom (0 to 100).
     :param fields: fields kept in each instance of the XCom, besides its id (templated).
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     :param deferrable: wait in the triggerer (:class:`~deyel_provider.triggers.deyel.DeyelInstanceTrigger`)
-        instead of holding a worker slot; it probes once on the worker first.
+        instead of holding a worker slot; it probes once on the worker first. None (default): Airflow's
+        ``[operators] default_deferrable`` (False unless set), as Airflow's own sensors.
     """
 
-    template_fields: Sequence[str] = ("form", "search", "fields")
+    template_fields: Sequence[str] = ("form", "search", "fields", "deyel_conn_id")
 
     def __init__(
         self,
@@ -61,7 +63,7 @@ class DeyelInstanceSensor(BaseSensorOperator):
         max_instances: int = 1,
         fields: Sequence[str] | None = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
-        deferrable: bool = False,
+        deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,9 +73,14 @@ class DeyelInstanceSensor(BaseSensorOperator):
         self.max_instances = max_instances
         self.fields = fields
         self.deyel_conn_id = deyel_conn_id
-        self.deferrable = deferrable
-        # Checked now (not at the first poke) so a DAG with a bad bound fails to parse.
-        InstanceQuery.build("FORM", None, min_count, max_instances, None)
+        if deferrable is None:
+            # Read when the DAG is parsed, as Airflow's own deferrable sensors read it (at import).
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = bool(deferrable)
+        # Checked now (not at the first poke) so a DAG with a bad bound or search fails to parse; a templated
+        # search is checked once rendered.
+        templated = isinstance(search, str) and ("{{" in search or "{%" in search)
+        InstanceQuery.build("FORM", None if templated else search, min_count, max_instances, None)
 
     @cached_property
     def hook(self) -> DeyelHook:

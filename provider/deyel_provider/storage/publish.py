@@ -73,6 +73,61 @@ def _refuse_foreign_links(folder: str) -> None:
             )
 
 
+def check_output_folder(target: ObjectStoragePath, *, parameter: str = "output") -> None:
+    """Refuse, before anything is read, a local output folder this worker cannot write: one that exists and
+    is not writable (or is no folder), one that is missing under a parent it cannot create it in, or one
+    another user owns that anyone may write to (any local user could swap the files).
+
+    Without it the first page's temporary file fails with a bare ``PermissionError`` naming
+    ``<name>.tmp-<uuid>``, after the server was asked. Object stores are left to their first write (a check
+    would cost a request and prove little: permissions there are per object).
+
+    :param parameter: the argument the user wrote, named in the message.
+    """
+    if not is_local(target):
+        return
+    folder = os.path.abspath(str(target.parent.path))
+    _refuse_foreign_links(folder)
+    user = _user_name()
+    existing = folder
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise DeyelConfigError(
+            f"{parameter}: the output folder {folder!r} cannot be made: {existing!r} is a file, not a "
+            f"folder; choose another {parameter} path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == folder:
+            raise DeyelConfigError(
+                f"{parameter}: the output folder {folder!r} is not writable by this worker (user {user}): "
+                f"give {user} write permission on it, or choose another {parameter} folder; nothing was read"
+            )
+        raise DeyelConfigError(
+            f"{parameter}: the output folder {folder!r} does not exist and {user} cannot create it (its "
+            f"parent {existing!r} is not writable): create it writable for {user}, or choose another "
+            f"{parameter} folder; nothing was read"
+        )
+    if existing == folder:
+        info = os.stat(folder)
+        foreign = info.st_uid not in (0, os.getuid())
+        if foreign and info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+            raise DeyelConfigError(
+                f"{parameter}: the output folder {folder!r} belongs to another user (uid {info.st_uid}) and "
+                f"anyone may write in it (mode {stat.filemode(info.st_mode)}, no sticky bit), so any local "
+                f"user could replace the files: use a folder of {user}'s own"
+            )
+
+
+def _user_name() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
 def _open_folder(folder: str) -> int:
     _refuse_foreign_links(folder)
     try:

@@ -26,6 +26,7 @@ from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS, instance_id
 from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Page, Paging, parse_page
+from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError, DeyelError
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class InstanceQuery:
             )
         if isinstance(self.fields, str) or not all(isinstance(f, str) and f for f in self.fields):
             raise DeyelConfigError(f"fields must be a list of field identifiers, got {self.fields!r}")
+        check_search(self.search)
 
     @classmethod
     def build(
