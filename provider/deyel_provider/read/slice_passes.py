@@ -41,6 +41,10 @@ class PastSlices(SlicePlanner):
                 page = head.future.result()
                 self._check_parts(head, page)
                 if self._is_whole(page, head.start, head.end):
+                    # Prefetch: the next slice is asked for before this one is checked and written, so
+                    # with one request in flight the server works while we write (memory: one response
+                    # more; the request still counts against the limit, which the head just freed).
+                    self._submit(queue, pool)
                     yield self._accept(page, head.start, head.end)
                 elif head.end - head.start > 1:
                     self.stats.splits += 1
