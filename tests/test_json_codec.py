@@ -68,8 +68,10 @@ def test_json_lines_are_byte_for_byte_what_the_standard_library_wrote():
 def test_the_fast_path_is_taken_for_deyel_shaped_records():
     from bench.json_codecs import page_records
 
-    records = page_records(200)
-    assert all(json_line(record) is not None for record in records)
+    records = page_records(1000)
+    fast = sum(json_line(record) is not None for record in records)
+    # The rest are false alarms (a 0xcb byte inside a float's own MessagePack bytes): json writes them.
+    assert fast >= 950, fast
     assert json_lines(records)[0] == old_jsonl(records)
 
 
@@ -77,10 +79,12 @@ def test_floats_msgspec_writes_otherwise_go_through_json():
     for value in (1e16, 1e-7, 0.00001, 1.2345678901234567e19, math.nan, math.inf, -math.inf):
         assert json_line({"x": value}) is None
         assert json_lines([{"x": value}])[0] == old_jsonl([{"x": value}])
-    assert (
-        json_line({"x": 0.5, "y": None, "z": 10**30})
-        == b'{"x":0.5,"y":null,"z":1000000000000000000000000000000}'
+    assert json_line({"x": 0.5, "y": None, "z": 10**15, "w": 0.0001}) == (
+        b'{"x":0.5,"y":null,"z":1000000000000000,"w":0.0001}'
     )
+    # An integer past 64 bits (MessagePack has no form for it, so its floats cannot be seen): json writes it.
+    assert json_line({"z": 10**30}) is None
+    assert json_lines([{"z": 10**30}])[0] == b'{"z":1000000000000000000000000000000}\n'
 
 
 def _response(body: bytes, encoding: str | None = "utf-8") -> requests.Response:

@@ -41,10 +41,6 @@ class PastSlices(SlicePlanner):
                 page = head.future.result()
                 self._check_parts(head, page)
                 if self._is_whole(page, head.start, head.end):
-                    # Prefetch: the next slice is asked for before this one is checked and written, so
-                    # with one request in flight the server works while we write (memory: one response
-                    # more; the request still counts against the limit, which the head just freed).
-                    self._submit(queue, pool)
                     yield self._accept(page, head.start, head.end)
                 elif head.end - head.start > 1:
                     self.stats.splits += 1
@@ -59,7 +55,10 @@ class PastSlices(SlicePlanner):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor) -> None:
-        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for."""
+        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for.
+
+        Called once the head's response is in and before it is yielded, so the next slice is already being
+        fetched while the consumer writes the head, one worker included (tests/test_slice_speed.py)."""
         limit = self._concurrency.limit
         in_flight = sum(1 for p in queue if p.future is not None and not p.future.done())
         for position, pending in enumerate(queue):

@@ -12,8 +12,7 @@ character (C0, DEL, C1: NUL, ESC...) is refused in a CSV header or Parquet colum
 from __future__ import annotations
 
 import json
-import math
-import re
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +32,12 @@ _json_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 # The same text as ``json_text`` (as UTF-8 bytes), about eight times faster (``python -m bench json_codecs``),
 # except where the two write a float differently: msgspec writes ``1e16``, ``1e-7`` and ``0.00001`` where
 # ``json`` (``repr``) writes ``1e+16``, ``1e-07`` and ``1e-05``, and ``null`` for NaN and the infinities
-# (``NaN``, ``Infinity``). Digits are the same (both write the shortest text that reads back the same float).
+# (``NaN``, ``Infinity``). Between 1e-4 and 1e16 (and zero) both write the same digits the same way: the
+# shortest text that reads back the same float.
 _fast_encode = msgspec.json.Encoder().encode
-#: Any float msgspec writes in another form than ``repr`` holds one of these (a digit before an exponent, or a
-#: number under 1e-4 written out); so may a string, which then only costs the slower encoder.
-_FLOAT_FORMS = re.compile(rb"[0-9][eE]|0\.0000")
+#: MessagePack writes every float as 0xcb and its 8 bytes: the way to see a record's floats at C speed.
+_msgpack_encode = msgspec.msgpack.Encoder().encode
+_FLOAT64 = struct.Struct(">d")
 
 #: Distinct columns a CSV or Parquet output may have (the ``max_columns`` option): twice what a relational
 #: table holds (Oracle 1000, SQL Server 1024 columns), and memory stays bounded at this width (Parquet's
@@ -83,19 +83,25 @@ def json_line(record: Any) -> bytes | None:
         data = _fast_encode(record)
     except (TypeError, ValueError, msgspec.MsgspecError, RecursionError):
         return None
-    if _FLOAT_FORMS.search(data) is not None or (b"null" in data and _non_finite(record)):
-        return None
-    return data
+    return None if _float_written_otherwise(record) else data
 
 
-def _non_finite(value: Any) -> bool:
-    """Whether ``value`` holds a NaN or an infinity (msgspec writes them as ``null``)."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(item) for item in value)
+def _float_written_otherwise(record: Any) -> bool:
+    """Whether ``record`` may hold a float msgspec writes otherwise than ``json``: NaN, an infinity, or one
+    outside ``[1e-4, 1e16)`` but zero. Each 0xcb byte of its MessagePack form is read as the float that
+    would follow it: every float is, and a false positive (0xcb inside a string or an integer) only costs
+    the slower encoder."""
+    try:
+        packed = _msgpack_encode(record)
+    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError, RecursionError):
+        return True  # an integer past 64 bits, which MessagePack has no form for: ask json
+    end = len(packed) - 8
+    at = packed.find(b"\xcb", 0, end)
+    while at != -1:
+        (value,) = _FLOAT64.unpack_from(packed, at + 1)
+        if value != 0.0 and not 1e-4 <= abs(value) < 1e16:  # NaN fails every comparison: True
+            return True
+        at = packed.find(b"\xcb", at + 1, end)
     return False
 
 
