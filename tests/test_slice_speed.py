@@ -96,3 +96,20 @@ def test_with_one_request_in_flight_the_next_slice_is_asked_for_while_one_is_wri
     # Bounded: the prefetched slice, and at most one proof request of the main thread's.
     assert fetch.peak <= 2
     assert reader.stats.requests == fetch.started
+
+
+def test_the_summary_states_requests_against_the_fewest_possible(deyel_conn, tmp_path):
+    """The XCom summary carries min_requests = ceil(records / page_size) and requests_ratio."""
+    from deyel_provider.extract.run import extract
+    from deyel_provider.extract.spec import OutputSpec, ReadSpec
+
+    with run_emulator(records=2_050, updated_order="id") as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        summary = extract(
+            DeyelHook(), ReadSpec(FORM, page_size=100), OutputSpec(str(tmp_path / "out.jsonl"))
+        ).as_dict()
+        assert summary["requests"] == emulator.stats()["api_requests"]
+    assert summary["records"] == 2_050
+    assert summary["min_requests"] == 21
+    assert summary["requests_ratio"] == round(summary["requests"] / 21, 3)
+    assert summary["requests_ratio"] <= (21 + 4) / 21
