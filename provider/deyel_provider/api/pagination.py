@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
+from deyel_provider.http.json_body import response_json
 
 if TYPE_CHECKING:
     import requests
@@ -102,7 +103,7 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
             **_where(response),
         )
     try:
-        body = response.json()
+        body = response_json(response)
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
         raise DeyelBadResponseError(
             "the page is not JSON (or is nested too deeply)", **_where(response)

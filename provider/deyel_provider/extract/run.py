@@ -40,6 +40,11 @@ class ExtractResult:
     bytes: int
     seconds: float
     requests: int
+    #: The fewest requests that could have listed ``records``: ``ceil(records / page_size)`` (at least 1).
+    min_requests: int
+    #: ``requests / min_requests``: what the slicing cost over a page loop that knew the count (1.0 at
+    #: best; the first response of a window and the last, at the present, come on top of the slices).
+    requests_ratio: float
     #: Instances the server sent again after they were written (edited during the run): kept once.
     repeats: int
     #: The window actually read, epoch ms ``[start, end)``; None where unbounded (a full load).
@@ -155,6 +160,8 @@ def extract(
         bytes=sum(part.bytes for part in written),
         seconds=round(progress.elapsed, 3),
         requests=stats.requests,
+        min_requests=(fewest := max(1, -(-progress.records // reader.page_size))),
+        requests_ratio=round(stats.requests / fewest, 3),
         repeats=stats.repeats,
         window_start=window.start,
         window_end=stats.window_end,

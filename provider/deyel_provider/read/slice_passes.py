@@ -55,7 +55,10 @@ class PastSlices(SlicePlanner):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor) -> None:
-        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for."""
+        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for.
+
+        Called once the head's response is in and before it is yielded, so the next slice is already being
+        fetched while the consumer writes the head, one worker included (tests/test_slice_speed.py)."""
         limit = self._concurrency.limit
         in_flight = sum(1 for p in queue if p.future is not None and not p.future.done())
         for position, pending in enumerate(queue):

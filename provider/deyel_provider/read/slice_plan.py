@@ -11,8 +11,9 @@ from deyel_provider.api.pagination import Page
 from deyel_provider.exceptions import DeyelIncompleteError
 from deyel_provider.read.slice_values import SliceValues
 
-#: Slices are planned to hold a response's capacity less this many standard deviations of a Poisson count
-#: (about 70 of 100, 905 of 1000), so that ordinary unevenness rarely overflows one.
+#: Slices are planned to hold a response's capacity less this many standard deviations of their count (for
+#: random stamps a Poisson count: about 69 of 100, 904 of 1000; for even stamps one instance less than the
+#: capacity), so that ordinary unevenness rarely overflows one.
 SPREAD = 3.0
 #: The most parts one slice is cut into at once.
 MAX_SPLIT = 4096
@@ -53,44 +54,111 @@ class SlicePlanner(SliceValues):
             )
 
     def _split(self, start: int, end: int, page: Page) -> Sequence[tuple[int, int]]:
-        """``[start, end)`` cut into parts each expected to fit one response with room to spare.
+        """``[start, end)`` cut into parts each expected to fill one response, with room for the unevenness
+        the page's own instances show.
 
         Only a plan: a part that overflows is split again, so a wrong guess costs requests, never records.
-        The page's own instances are a sample of the range: outside their span lie few instances (a random
-        sample) or the rest (a page listed in field order), and inside it they are spread evenly. Without a
-        total, the densest well-filled slice seen so far stands in for the count.
+        The page's instances are a sample of the range: listed in field order, they are the range's first
+        instances (the first part ends at the last of them, and holds them); otherwise a random sample,
+        evenly spread inside its span, with about ``total / (n + 1)`` instances beyond each end. The room
+        left in each part follows how regular the sample's gaps are (:func:`target`): a form stamped
+        evenly fills its responses, a random one keeps three standard deviations of a Poisson count.
+        Without a total, the densest well-filled slice seen so far stands in for the count.
         """
         with self._lock:
             density = self._density
         capacity = self._walker.capacity
-        target = max(1, int(capacity - SPREAD * capacity**0.5))
         total = page.total
-
-        def guess(low: int, high: int, at_least: float) -> float:
-            return max(at_least, density * (high - low)) if density is not None else 2 * at_least
-
         listed = [v for v in (self._sample_value(r) for r in page.records) if start <= v < end]
         if len(listed) < 2:
-            expected = total if total is not None else guess(start, end, len(page.records))
-            return _even(start, end, max(2.0, expected / target))
+            room = target(capacity, 1.0)
+            expected = total if total is not None else _guess(density, start, end, len(page.records))
+            return _even(start, end, max(2.0, expected / room))
         low, high = min(listed), max(listed) + 1
-        parts = [(start, low)] if start < low else []
-        if listed == sorted(listed):
-            # Listed in field order: the sample is the range's beginning, and the rest follows it.
-            parts += _even(low, high, len(listed) / target)
-            rest = (total - len(listed)) if total is not None else 0
-            if high < end and rest > target:
-                # Where the rest would end at the sample's density; beyond that, one part to split later.
-                reach = min(end, high + int(2 * rest * (high - low) / len(listed)) + 1)
-                parts += _even(high, reach, rest / target)
-                high = reach
+        if high - low == 1:
+            # Every instance of the sample shares one millisecond: it gets a part of its own (paged if it
+            # is crowded), and the rest of the range is split around it.
+            parts = [(start, low)] if start < low else []
+            parts.append((low, high))
+            if high < end:
+                parts.append((high, end))
+        elif listed == sorted(listed):
+            parts = _after_first(start, end, listed, total, capacity)
         else:
-            n = len(listed)
-            inside = total * (n - 1) / (n + 1) if total is not None else guess(low, high, n)
-            parts += _even(low, high, inside / target)
+            parts = _around_sample(start, end, listed, total, capacity, density)
+        return parts if len(parts) > 1 else _even(start, end, 2)
+
+
+def target(capacity: int, irregularity: float) -> int:
+    """The instances a part is planned to hold: the capacity less SPREAD standard deviations of its count.
+
+    :param irregularity: the coefficient of variation of the gaps between instances (1 for random stamps,
+        0 for evenly spaced ones); a count over ``m`` gaps then varies by about ``irregularity * sqrt(m)``
+        (a renewal process), plus one for where the bounds fall between instances.
+    """
+    return max(1, int(capacity - SPREAD * irregularity * capacity**0.5 - 1))
+
+
+def irregularity(values: Sequence[int]) -> float:
+    """The coefficient of variation of the gaps between sorted ``values`` (at least two distinct)."""
+    gaps = [b - a for a, b in itertools.pairwise(values)]
+    mean = sum(gaps) / len(gaps)
+    variance = sum((g - mean) ** 2 for g in gaps) / len(gaps)
+    return float(variance**0.5 / mean)
+
+
+def _guess(density: float | None, low: int, high: int, at_least: float) -> float:
+    return max(at_least, density * (high - low)) if density is not None else 2 * at_least
+
+
+def _after_first(
+    start: int, end: int, listed: list[int], total: int | None, capacity: int
+) -> list[tuple[int, int]]:
+    """A plan from a sample listed in field order: the range's first instances. The first part ends at
+    the last of them (it holds the others); the rest follow at the sample's density, the last part running
+    to ``end`` (where a lower density would leave some)."""
+    first, last = listed[0], listed[-1]
+    parts = [(start, last)] if start < last else []
+    if total is None:
+        parts.append((last, end))  # how many follow is unknown: one part, split when its response shows
+        return parts
+    rest = total - sum(1 for v in listed if v < last)
+    room = target(capacity, irregularity(listed))
+    if rest <= room:
+        parts.append((last, end))
+        return parts
+    reach = min(end, last + int(rest * (last - first) / (len(listed) - 1)) + 1)
+    middle = _even(last, reach, rest / room)
+    middle[-1] = (middle[-1][0], end)
+    return parts + middle
+
+
+def _around_sample(
+    start: int, end: int, listed: list[int], total: int | None, capacity: int, density: float | None
+) -> list[tuple[int, int]]:
+    """A plan from a random sample of the range: even parts over the sample's span widened by the share
+    expected beyond each of its ends, the first and last parts running to the range's bounds."""
+    n = len(listed)
+    low, high = min(listed), max(listed) + 1
+    room = target(capacity, 1.0)  # a random sample's gaps say nothing of how evenly the form is stamped
+    if total is None:
+        inside = _guess(density, low, high, n)
+        outside = 0.0
+    else:
+        inside, outside = total * (n - 1) / (n + 1), total / (n + 1)
+    # The span's density carries the instances expected beyond each end of the sample.
+    beyond = int(outside * (high - low) / max(inside, 1.0))
+    if total is None:
+        parts = [(start, low)] if start < low else []
+        parts += _even(low, high, inside / room)
         if high < end:
             parts.append((high, end))
-        return parts if len(parts) > 1 else _even(start, end, 2)
+        return parts
+    wide_low, wide_high = max(start, low - beyond), min(end, high + beyond)
+    parts = _even(wide_low, wide_high, (inside + 2 * outside) / room)
+    parts[0] = (start, parts[0][1])
+    parts[-1] = (parts[-1][0], end)
+    return parts
 
 
 def _even(start: int, end: int, parts: float) -> list[tuple[int, int]]:

@@ -126,6 +126,11 @@ class SliceRequests:
         self._seen = IdSet()
         self.stats = ReadStats()
 
+    @property
+    def page_size(self) -> int:
+        """Instances asked for per response."""
+        return self._paging.page_size
+
     # -- one request -----------------------------------------------------------------------------------------
 
     def _get(self, start: int, end: int | None, *, index: int = 0, size: int | None = None) -> Page:

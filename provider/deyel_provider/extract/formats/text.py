@@ -38,6 +38,7 @@ from deyel_provider.extract.formats.base import (
     RecordWriter,
     check_field_name,
     encodable_json,
+    json_lines,
     json_text,
     refuse_surrogates,
 )
@@ -104,10 +105,8 @@ class JsonLinesWriter(RecordWriter):
             records = [{name: record.get(name) for name in fields} for record in records]
         elif len(self.columns) < self.max_columns:
             self._list_keys(records)
-        try:
-            data = ("\n".join(map(json_text, records)) + "\n").encode("utf-8")
-        except UnicodeEncodeError:
-            data = ("\n".join(map(encodable_json, records)) + "\n").encode("utf-8")
+        data, escaped = json_lines(records)
+        if escaped:
             log.warning(
                 "A record holds a lone surrogate (a broken UTF-16 pair): written escaped (\\udXXX), as JSON "
                 "allows; Python's json reads it back, DuckDB refuses the line, pandas reads it as ''"

@@ -1,0 +1,148 @@
+"""msgspec in place of json (issue 24, "Faster JSON"): the JSON Lines bytes are those the standard library
+wrote, and a parsed page holds the values ``Response.json()`` gave, over generated JSON values (any unicode,
+lone surrogates, big integers, every float incl. NaN and the infinities, deep nesting)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+from typing import Any
+
+import requests
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from deyel_provider.extract.formats.base import encodable_json, json_line, json_lines, json_text
+from deyel_provider.http.json_body import response_json
+
+#: Characters that escape differently or not at all in some encoder: controls, DEL, line separators,
+#: lone surrogates (no UTF-8 form), non-BMP characters, quotes and backslashes.
+_AWKWARD = ["\x00", "\x1f", "\x7f", "\u2028", "\u2029", "\ud800", "\udfff", "é", "\U0001f600", '"', "\\", "/"]
+TEXT = st.text(alphabet=st.one_of(st.characters(), st.sampled_from(_AWKWARD)), max_size=12)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.floats(),  # NaN and the infinities included: only json writes them as it did
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e-3, max_value=1e-3),
+    st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: abs(f) >= 1e15),
+    TEXT,
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+RECORDS = st.dictionaries(TEXT, VALUES, max_size=6)
+
+
+def old_jsonl(records: list[dict[str, Any]]) -> bytes:
+    """What the JSON Lines writer wrote before msgspec (extract/formats/text.py, as merged)."""
+    try:
+        return ("\n".join(map(json_text, records)) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return ("\n".join(map(encodable_json, records)) + "\n").encode("utf-8")
+
+
+def test_json_lines_are_byte_for_byte_what_the_standard_library_wrote():
+    branches: collections.Counter[str] = collections.Counter()
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(RECORDS, min_size=1, max_size=3))
+    def check(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            branch = "msgspec" if json_line(record) is not None else "json"
+            event(branch)
+            branches[branch] += 1
+        data, escaped = json_lines(records)
+        assert data == old_jsonl(records)
+        assert escaped == any(_has_surrogate(json_text(record)) for record in records)
+
+    check()
+    # Generated records are far more hostile than Deyel's (a float, surrogate or "1e" in most of them).
+    assert branches["msgspec"] >= 0.25 * sum(branches.values()), branches
+
+
+def test_the_fast_path_is_taken_for_deyel_shaped_records():
+    from bench.json_codecs import page_records
+
+    records = page_records(1000)
+    fast = sum(json_line(record) is not None for record in records)
+    # The rest are false alarms (a 0xcb byte inside a float's own MessagePack bytes): json writes them.
+    assert fast >= 950, fast
+    assert json_lines(records)[0] == old_jsonl(records)
+
+
+def test_floats_msgspec_writes_otherwise_go_through_json():
+    for value in (1e16, 1e-7, 0.00001, 1.2345678901234567e19, math.nan, math.inf, -math.inf):
+        assert json_line({"x": value}) is None
+        assert json_lines([{"x": value}])[0] == old_jsonl([{"x": value}])
+    assert json_line({"x": 0.5, "y": None, "z": 10**15, "w": 0.0001}) == (
+        b'{"x":0.5,"y":null,"z":1000000000000000,"w":0.0001}'
+    )
+    # An integer past 64 bits (MessagePack has no form for it, so its floats cannot be seen): json writes it.
+    assert json_line({"z": 10**30}) is None
+    assert json_lines([{"z": 10**30}])[0] == b'{"z":1000000000000000000000000000000}\n'
+
+
+def _response(body: bytes, encoding: str | None = "utf-8") -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response._content = body
+    response.encoding = encoding
+    return response
+
+
+def test_parsed_pages_hold_the_values_response_json_gave():
+    branches: collections.Counter[str] = collections.Counter()
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(RECORDS, max_size=3), st.booleans(), st.sampled_from(["utf-8", "UTF-8", None]))
+    def check(records: list[dict[str, Any]], ascii_only: bool, encoding: str | None) -> None:
+        body = json.dumps(records, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+        response = _response(body, encoding)
+        try:
+            expected: Any = response.json()
+        except ValueError as refused:
+            expected = type(refused)
+        try:
+            got: Any = response_json(_response(body, encoding))
+        except ValueError as refused:
+            got = type(refused)
+        event("parsed" if not isinstance(got, type) else "refused by both")
+        branches["same" if _same(got, expected) else "different"] += 1
+        assert _same(got, expected), (got, expected)
+
+    check()
+    assert branches["different"] == 0
+    assert branches["same"] >= 150
+
+
+def test_a_body_in_another_charset_is_parsed_as_requests_parses_it():
+    body = '[{"dsCompany": "Compañía"}]'.encode("latin-1")
+    assert response_json(_response(body, "ISO-8859-1")) == [{"dsCompany": "Compañía"}]
+    utf16 = '[{"a": "é"}]'.encode("utf-16")
+    assert response_json(_response(utf16, None)) == [{"a": "é"}]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same types (floats by their text: NaN, -0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
