@@ -11,16 +11,28 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.extract import run
+from deyel_provider.extract.formats.base import FORMATS
+from deyel_provider.extract.formats.writers import make_writer
 from deyel_provider.extract.progress import Progress
-from deyel_provider.extract.run import ExtractResult
-from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
+from deyel_provider.extract.run import ExtractResult, epoch_ms
+from deyel_provider.extract.spec import ON_EMPTY, OutputSpec, ReadSpec, WindowSpec, check_output_options
+from deyel_provider.storage.paths import as_storage_path
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
     from deyel_provider.hooks.deyel import DeyelHook
 
-__all__ = ["ExtractResult", "extract"]
+__all__ = [
+    "FORMATS",
+    "ON_EMPTY",
+    "ExtractResult",
+    "as_storage_path",
+    "check_output_options",
+    "epoch_ms",
+    "extract",
+    "make_writer",
+]
 
 warnings.warn(
     "deyel_provider.extraction moved to deyel_provider.extract.run; this path goes away in the next minor "

@@ -211,6 +211,7 @@ class DeyelHook(BaseHook):
         max_workers_ceiling: int = 8,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
+        logger: Any = None,
     ) -> SlicedReader:
         """A reader of a form's instances through time slices of ``field``
         (:mod:`deyel_provider.read.slicing`):
@@ -226,7 +227,16 @@ class DeyelHook(BaseHook):
         :param clock: the worker's clock (seconds since the epoch), the server's ``Date`` is checked against.
         :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
             emulator's clock).
+        :param logger: deprecated and ignored: the reader logs to ``deyel_provider.read.*`` (Airflow's task
+            log shows those lines); removed in the next minor release.
         """
+        if logger is not None:
+            warnings.warn(
+                "DeyelHook.sliced_reader(logger=...) is deprecated and ignored: the reader logs to the "
+                "deyel_provider.read loggers; drop the argument",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         check_search(search)  # a mistyped separator matches nothing: refused before the first request
         concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling)
         query = dict(params or {})
