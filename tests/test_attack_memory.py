@@ -14,8 +14,8 @@ import pytest
 
 from bench._wide_child import run_child, wide_form_server
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
+from tests.support.extracting import extract_pages, write_unit
 from tests.support.memory import peak_memory
-from tests.support.writing import write_pages
 
 if TYPE_CHECKING:
     from deyel_provider.emulator.server import RunningEmulator
@@ -72,7 +72,8 @@ def test_parquet_sizes_a_slice_of_wide_sparse_rows_before_building_it(tmp_path):
     import pyarrow.parquet as pq
 
     page = sparse_page(60, 10)  # 601 columns: 325 KB of cells for the page, 64 KiB allowed per group
-    _, (path,) = write_pages(tmp_path / "out.parquet", "parquet", [page], row_group_bytes=2**16)
+    path = tmp_path / "out.parquet"
+    write_unit(path, "parquet", [page], row_group_bytes=2**16)
     parquet = pq.ParquetFile(path)
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     assert sum(sizes) == 60 and max(sizes) == 2**16 // (601 * 9) == 12
@@ -88,13 +89,13 @@ def test_parquet_never_widens_a_long_row_group_past_its_budget(tmp_path):
 
     narrow = [{"idObjectValue": str(i), "qtEmployee": i} for i in range(1000)]
     wide = {"idObjectValue": "1000", **{f"f{j}": j for j in range(1500)}}
-    _, (path,) = write_pages(tmp_path / "out.parquet", "parquet", [narrow, [wide]])
+    _, (path,) = extract_pages(tmp_path / "out.parquet", "parquet", [narrow, [wide]])
     parquet = pq.ParquetFile(path)
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-    budget = 8 * 2**20 // (1502 * 9)  # rows of 1,502 columns in the default 8 MiB
+    budget = 8 * 2**20 // (1504 * 9)  # rows of 1,504 columns (the server's dtLastUpdate, links) in 8 MiB
     assert sum(sizes) == 1001 and max(sizes) <= budget, sizes
     table = parquet.read()
-    assert table.num_columns == 1502
+    assert table.num_columns == 1504
     assert table.column("qtEmployee").to_pylist() == [*range(1000), None]
     assert table.column("f1499").to_pylist() == [None] * 1000 + [1499]
 
@@ -102,7 +103,7 @@ def test_parquet_never_widens_a_long_row_group_past_its_budget(tmp_path):
 def test_csv_renders_wide_rows_a_few_at_a_time(tmp_path):
     page = sparse_page(900, 2)  # 1,801 columns: 1.6 million cells in the page
     with peak_memory() as peak:
-        writer, (path,) = write_pages(tmp_path / "out.csv", "csv", [page])
+        writer = write_unit(path := tmp_path / "out.csv", "csv", [page])
     assert writer.records == 900
     assert peak[0] < CSV_PEAK, peak  # the page's cells at once: 13 MB of references alone
     with path.open(encoding="utf-8") as fh:
@@ -118,13 +119,13 @@ def test_a_field_name_with_a_control_character_is_refused(tmp_path, fmt, char):
     name = f"ds{char}[2J"
     pages = [[{"idObjectValue": "1", "dsName": "a"}], [{"idObjectValue": "2", name: "b"}]]
     with pytest.raises(DeyelBadResponseError, match=rf"holds the control character U\+{ord(char):04X}"):
-        write_pages(tmp_path / f"out.{fmt}", fmt, pages)
+        extract_pages(tmp_path / f"out.{fmt}", fmt, pages)
     assert list(tmp_path.iterdir()) == []  # nothing published, no temporary file left
 
 
 def test_the_refusal_shows_the_name_escaped(tmp_path):
     with pytest.raises(DeyelBadResponseError) as caught:
-        write_pages(tmp_path / "out.csv", "csv", [[{"a\x1b]0;x\x07": 1}]])
+        write_unit(tmp_path / "out.csv", "csv", [[{"a\x1b]0;x\x07": 1}]])
     assert "\x1b" not in str(caught.value) and "\x07" not in str(caught.value)
     assert "'a\\x1b]0;x\\x07'" in str(caught.value)
 

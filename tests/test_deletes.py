@@ -4,6 +4,7 @@ snapshot reports nothing and keeps the old snapshot; 10M ids in a bounded memory
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,24 @@ def test_a_rerun_of_the_run_that_published_keeps_its_output_and_reads_nothing(em
     again = run(op, "run-2")
     assert again["rerun"] and again["gone"] == 1 and gone_ids(tmp_path) == ["5"]
     assert emulator.stats()["api_requests"] == 0
+
+
+def test_the_runs_lines_reach_the_log_through_the_module_logger(emulator, deyel_conn, tmp_path, caplog):
+    """No logger is handed down: the detection reports through its module's logger, which Airflow puts in
+    the task log (and caplog sees), and so do the leftovers it removes (the publishing module's)."""
+    caplog.set_level(logging.INFO, logger="deyel_provider")
+    op = operator(tmp_path)
+    run(op, "run-1")
+    emulator.state.store.delete(FORM, 5)
+    emulator.advance(30)
+    (tmp_path / "gone.jsonl.tmp-0123").write_text("partial")
+    run(op, "run-2")
+    lines = [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("deyel_provider.")]
+    deletes, publish = "deyel_provider.extract.deletes", "deyel_provider.storage.publish"
+    first = "first snapshot of CRM_ACCOUNT: 50 ids; nothing to compare with, an empty output"
+    assert (deletes, first) in lines
+    assert (deletes, "1 of 50 ids listed before are gone") in lines
+    assert (publish, "removing gone.jsonl.tmp-0123, left by an interrupted attempt") in lines
 
 
 @pytest.mark.parametrize("damage", ["body byte", "header count", "garbage", "empty"])

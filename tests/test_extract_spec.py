@@ -1,12 +1,11 @@
 """The extraction engine's spec objects: options refused when a spec is built (naming the option), the old
-keyword call kept behind a deprecation, and the engines' shape (parameters per function, module size)."""
+keyword call kept behind a deprecation, the workers setting checked once (the engines' shape, module size,
+parameters and loggers: test_layout.py, tree-wide)."""
 
 from __future__ import annotations
 
-import ast
 import importlib
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +14,13 @@ from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.http.concurrency import Workers
+from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.read.slicing import SliceSettings
 
-PACKAGE = Path(__file__).resolve().parents[1] / "provider" / "deyel_provider"
 ENGINES = ("read", "extract")
 COLUMNS = ["idObjectValue", "dsCompany"]
+FORM = "CRM_ACCOUNT"
 
 
 @pytest.mark.parametrize(
@@ -75,40 +76,19 @@ def test_the_old_keyword_call_still_works_and_warns(deyel_conn, tmp_path):
         old_path.extract(DeyelHook(), "CRM_ACCOUNT", str(old_target), on_empty="never")
 
 
-def _engine_modules() -> list[Path]:
-    return sorted(path for folder in ENGINES for path in (PACKAGE / folder).rglob("*.py"))
-
-
-def test_no_engine_function_takes_more_than_eight_parameters():
-    """Issue 23: the engines take spec objects, not 20 keyword arguments (``self``/``cls`` not counted)."""
-    wide = []
-    for path in _engine_modules():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                args = node.args
-                names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
-                names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
-                count = len([name for name in names if name not in ("self", "cls")])
-                if count > 8:
-                    wide.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}() takes {count}")
-    assert wide == []
-    assert _engine_modules()  # the walk found the engines
-
-
-def test_no_engine_module_passes_450_lines_nor_takes_a_logger():
-    long = [
-        f"{path.relative_to(PACKAGE)}: {lines}"
-        for path in _engine_modules()
-        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 450
-    ]
-    assert long == []
-    # Module loggers (which Airflow puts in the task log), or an object's own: no logger argument threads on.
-    threaded = []
-    for path in _engine_modules():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            # A constructor may take where its object reports (Progress, the watermark run): one hop.
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "__init__":
-                args = node.args
-                if any(a.arg == "logger" for a in (*args.args, *args.kwonlyargs)):
-                    threaded.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
-    assert threaded == []
+def test_the_workers_setting_is_checked_once_when_parsed_and_passed_down_as_is(deyel_conn, tmp_path):
+    """``max_workers``/``max_workers_ceiling`` are checked in the operator's constructor (the same message as
+    ever) into a ``Workers``; the spec, the hook and the ``Concurrency`` take that value as it is."""
+    with pytest.raises(DeyelConfigError, match=r"^max_workers_ceiling must be a whole number >= 1, got 0$"):
+        DeyelExtractOperator(task_id="x", form=FORM, output=str(tmp_path / "a.jsonl"), max_workers_ceiling=0)
+    op = DeyelExtractOperator(
+        task_id="x", form=FORM, output=str(tmp_path / "a.jsonl"), max_workers="auto", max_workers_ceiling=3
+    )
+    assert op.workers == Workers("auto", 3)
+    read = ReadSpec(FORM, max_workers=op.workers)
+    assert read.workers is op.workers
+    reader = DeyelHook().sliced_reader(FORM, max_workers=read.workers)
+    assert (reader._concurrency.auto, reader._concurrency.ceiling) == (True, 3)
+    # Built by hand (the engine from Python), the spec checks the flat values when it is built.
+    with pytest.raises(DeyelConfigError, match="max_workers must be a whole number"):
+        ReadSpec(FORM, max_workers=0)

@@ -21,14 +21,15 @@ from hypothesis import strategies as st
 from deyel_provider.exceptions import DeyelBadResponseError
 from deyel_provider.extract.formats.text import csv_cell
 from tests.support.branches import Branches
-from tests.support.writing import write_pages
+from tests.support.extracting import extract_pages, write_unit
 
 # -- writing and reading back -------------------------------------------------------------------------------
 
 
-def write(path: Path, fmt: str, pages: list[list[dict[str, Any]]], fields: list[str] | None = None) -> None:
-    """Write pages as the extraction does: page by page, then the CSV widening pass when fields came late."""
-    write_pages(path, fmt, pages, fields)
+def write(path: Path, fmt: str, pages: list[list[dict[str, Any]]]) -> None:
+    """The writer alone writes the pages into ``path``. CSV gets them as one page: a field that comes on a
+    later page is the run's widening pass (test_the_widening_pass_reads_cells_over_128_kib extracts)."""
+    write_unit(path, fmt, [[record for page in pages for record in page]] if fmt == "csv" else pages)
 
 
 def columns_of(pages: list[list[dict[str, Any]]]) -> list[str]:
@@ -227,13 +228,16 @@ def test_a_carriage_return_inside_a_csv_cell_stays_in_its_cell(tmp_path):
         assert read(path) == [["dsNote", "qtEmployee"], ["line one\rline two", "3"], ["plain", "4"]], name
 
 
-def test_the_widening_pass_reads_cells_over_128_kib(tmp_path):
+def test_the_widening_pass_reads_cells_over_128_kib(tmp_path, caplog):
     big = "x" * (300 * 1024)
     # The second page brings a new field: the file is rewritten with the wider header after the download.
     pages = [[{"dsCompany": big}], [{"dsCompany": "small", "dsLate": "late"}]]
-    path = tmp_path / "big.csv"
-    write(path, "csv", pages)
-    assert read_csv_python(path) == [["dsCompany", "dsLate"], [big, ""], ["small", "late"]]
+    _, (path,) = extract_pages(tmp_path / "big.csv", "csv", pages)
+    assert "rewriting part 0 with the run's final columns and types" in caplog.messages
+    header, *rows = read_csv_python(path)
+    assert header[-1] == "dsLate"  # the late field's column, added by the widening pass
+    cells = [dict(zip(header, row, strict=True)) for row in rows]
+    assert [(cell["dsCompany"], cell["dsLate"]) for cell in cells] == [(big, ""), ("small", "late")]
     assert read_csv_pandas(path) == read_csv_python(path)
 
 

@@ -7,7 +7,8 @@ together.
 - The emulator imports nothing of the provider, and nothing of the provider imports the emulator.
 - The tree at the top of docs/development.md lists exactly the package's folders and top-level modules.
 - Every folder's ``__init__`` says its job in one line.
-- No module outside the emulator is over 450 lines; no function of the engines takes more than 8 parameters.
+- No module outside the emulator is over 450 lines; no function of the engines takes more than 8 parameters;
+  no function outside the emulator takes a ``logger`` (module loggers reach the task log).
 """
 
 from __future__ import annotations
@@ -382,6 +383,26 @@ def test_no_module_over_450_lines():
 
 def test_no_engine_function_takes_more_than_8_parameters():
     assert wide_functions() == []
+
+
+def threaded_loggers() -> list[str]:
+    """Functions taking a ``logger``: module loggers (which Airflow puts in the task log) are the rule. A
+    constructor may take where its object reports (``Progress``); deprecated keyword entries keep theirs."""
+    deprecated = {PACKAGE / (old.split(".", 1)[1].replace(".", "/") + ".py") for old in DEPRECATED}
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "emulator" in path.relative_to(PACKAGE).parts or path in deprecated:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "__init__":
+                args = node.args
+                if any(a.arg == "logger" for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)):
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_no_function_takes_a_logger():
+    assert threaded_loggers() == []
 
 
 def test_parameters_are_counted_as_a_caller_passes_them():

@@ -1,18 +1,12 @@
 """The write-back's specs: the operator's flat options grouped, checked once, errors naming the option; and
-the engine's shape (no function of load/ with more than 8 parameters, no module over 450 lines)."""
+the engine's shape (parameters, module size) is checked tree-wide in test_layout.py."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-import deyel_provider.load
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.load.spec import LoadSpec, RejectsSpec, SourceSpec, upsert_specs
-
-LOAD = Path(deyel_provider.load.__file__).parent
 
 
 def test_flat_options_go_to_the_spec_that_owns_them():
@@ -56,19 +50,3 @@ def test_flat_options_go_to_the_spec_that_owns_them():
 def test_a_bad_option_is_refused_when_its_spec_is_built_naming_the_option(spec, options, named):
     with pytest.raises(DeyelConfigError, match=named):
         spec(**options)
-
-
-def test_no_function_of_the_load_takes_more_than_8_parameters_and_no_module_passes_450_lines():
-    too_many, too_long = [], []
-    for path in sorted(LOAD.glob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        if len(text.splitlines()) > 450:
-            too_long.append(path.name)
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                args = node.args
-                names = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
-                count = len(names) - (names[:1] in (["self"], ["cls"])) + bool(args.vararg) + bool(args.kwarg)
-                if count > 8:
-                    too_many.append(f"{path.name}:{node.name} ({count})")
-    assert (too_many, too_long) == ([], [])

@@ -1,7 +1,9 @@
 """The Parquet writer: inferred and declared types, widening, typed errors, row groups as pages arrive.
 
-Pages are written as an extraction writes them (temporary files, rewrite pass, publish:
-tests/support/writing.py) and read back with pyarrow and DuckDB, the readers users have.
+What the writer alone decides is tested on the writer (tests/support/extracting.py ``write_unit``); what
+takes the run (a rewrite pass when a type widens late, nothing published on an error, parts) on a real
+extraction of an emulator serving the records (``extract_pages``). Files are read back with pyarrow and
+DuckDB, the readers users have.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 from deyel_provider.emulator.records import RecordGenerator
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSchemaError
 from deyel_provider.extract.formats.parquet import check_schema, infer_type
-from tests.support.writing import write_pages
+from tests.support.extracting import extract_pages, types_of, write_unit
 
 START_MS = 1767225600000  # 2026-01-01T00:00:00Z
 
@@ -56,7 +58,8 @@ def as_sent(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
 
 def test_inferred_types_read_back_exactly_with_pyarrow_and_duckdb(tmp_path):
     records = seeded(250)
-    writer, (path,) = write_pages(tmp_path / "a.parquet", "parquet", pages_of(records, 100))
+    path = tmp_path / "a.parquet"
+    writer = write_unit(path, "parquet", pages_of(records, 100))
     types = dict(writer.types)
     assert types == {
         "idObjectValue": "string",
@@ -103,7 +106,8 @@ def test_deyel_80_text_values_get_the_types_their_prefixes_name(tmp_path):
     # An integral amount comes as "1234" (the seeded ones all have cents, as "1234.5"): the first one is made
     # integral, so the column sees both spellings.
     records[0]["nuRevenue"], typed[0]["nuRevenue"] = "81382800", 81382800.0
-    writer, (path,) = write_pages(tmp_path / "v80.parquet", "parquet", pages_of(records, 40))
+    path = tmp_path / "v80.parquet"
+    writer = write_unit(path, "parquet", pages_of(records, 40))
     types = dict(writer.types)
     assert [types[n] for n in ("qtEmployee", "cbIsPartner", "dtOpening", "idObjectValue", "lsAddress")] == [
         "int64",
@@ -123,7 +127,8 @@ def test_deyel_80_text_values_get_the_types_their_prefixes_name(tmp_path):
 def test_a_declared_schema_types_text_and_keeps_declared_columns_of_an_empty_run(tmp_path):
     schema = {"qtEmployee": "int64", "dtOpening": "timestamp", "idObjectValue": "string", "dsNotes": "json"}
     records = seeded(30, v80=True)
-    writer, (path,) = write_pages(tmp_path / "d.parquet", "parquet", [records], schema=schema)
+    path = tmp_path / "d.parquet"
+    writer = write_unit(path, "parquet", [records], schema=schema)
     assert [name for name, _ in writer.types[:4]] == list(schema)  # declared columns first, in order
     table = pq.read_table(path)
     assert table.schema.field("qtEmployee").type == "int64"
@@ -131,7 +136,8 @@ def test_a_declared_schema_types_text_and_keeps_declared_columns_of_an_empty_run
         None if r["dsNotes"] is None else json.dumps(r["dsNotes"]) for r in records
     ]
 
-    _, (empty,) = write_pages(tmp_path / "empty.parquet", "parquet", [], schema=schema)
+    empty = tmp_path / "empty.parquet"
+    write_unit(empty, "parquet", [], schema=schema)
     assert duck_types(empty) == {
         "qtEmployee": "BIGINT",
         "dtOpening": "TIMESTAMP WITH TIME ZONE",
@@ -142,34 +148,35 @@ def test_a_declared_schema_types_text_and_keeps_declared_columns_of_an_empty_run
 
 
 def test_an_empty_run_with_nothing_declared_has_the_columns_every_instance_has(tmp_path):
-    _, (path,) = write_pages(tmp_path / "e.parquet", "parquet", [[]])
+    path = tmp_path / "e.parquet"
+    write_unit(path, "parquet", [[]])
     assert duck_types(path) == {"idObjectValue": "VARCHAR", "dtLastUpdate": "TIMESTAMP WITH TIME ZONE"}
     assert duckdb.sql(f"SELECT count(*) FROM '{path}'").fetchall() == [(0,)]  # noqa: S608
 
 
 def test_row_groups_are_written_as_pages_arrive(tmp_path):
     """Memory holds the row group being built: with a one-byte target every page is its own row group."""
-    writer, (path,) = write_pages(
-        tmp_path / "g.parquet", "parquet", pages_of(seeded(500), 100), row_group_bytes=1
-    )
+    path = tmp_path / "g.parquet"
+    writer = write_unit(path, "parquet", pages_of(seeded(500), 100), row_group_bytes=1)
     metadata = pq.read_metadata(path)
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [100] * 5
     assert writer.parts[0].layout == [writer.types]  # one segment, never rewritten
 
 
-def test_a_late_fraction_widens_an_int64_column_to_float64_in_every_row_group(tmp_path):
+def test_a_late_fraction_widens_an_int64_column_to_float64_in_every_row_group(tmp_path, caplog):
     records = seeded(300)
     late = {"idObjectValue": "301", "qtEmployee": 2.5, "dsLate": "new field"}
     pages = [*pages_of(records, 100), [late]]
-    writer, (path,) = write_pages(tmp_path / "w.parquet", "parquet", pages, row_group_bytes=1)
-    types = dict(writer.types)
+    result, (path,) = extract_pages(tmp_path / "w.parquet", "parquet", pages, row_group_bytes=1)
+    types = types_of(result)
     assert (types["qtEmployee"], types["dsLate"]) == ("float64", "string")
-    assert len(writer.parts[0].files) == 2  # the first segment was rewritten with the second one's types
+    # The row groups written before the fraction came were rewritten with the final types.
+    assert "rewriting part 0 with the run's final columns and types" in caplog.messages
     table = pq.read_table(path)
     assert table.schema.field("qtEmployee").type == "double"
     assert table.column("qtEmployee").to_pylist() == [float(r["qtEmployee"]) for r in records] + [2.5]
     assert table.column("dsLate").to_pylist() == [None] * 300 + ["new field"]
-    assert pq.read_metadata(path).num_row_groups == 4
+    assert pq.read_metadata(path).num_row_groups >= 4  # a row group per server page, at least
 
 
 def test_text_widens_every_typed_column_to_string_with_the_values_deyel_sent(tmp_path):
@@ -181,8 +188,8 @@ def test_text_widens_every_typed_column_to_string_with_the_values_deyel_sent(tmp
         "cbIsPartner": "maybe",
         "nuRevenue": [1],
     }
-    writer, (path,) = write_pages(tmp_path / "s.parquet", "parquet", [records, [late]], row_group_bytes=1)
-    types = dict(writer.types)
+    result, (path,) = extract_pages(tmp_path / "s.parquet", "parquet", [records, [late]], row_group_bytes=1)
+    types = types_of(result)
     assert [types[n] for n in ("qtEmployee", "dtOpening", "cbIsPartner", "nuRevenue")] == ["string"] * 4
     table = pq.read_table(path)
     for name in ("qtEmployee", "dtOpening", "cbIsPartner"):
@@ -195,7 +202,7 @@ def test_a_value_that_does_not_fit_a_declared_type_is_a_typed_error_naming_field
     records = seeded(150)
     records[121]["qtEmployee"] = "n/a"
     with pytest.raises(DeyelSchemaError) as caught:
-        write_pages(
+        extract_pages(
             tmp_path / "bad.parquet", "parquet", pages_of(records, 50), schema={"qtEmployee": "int64"}
         )
     error = caught.value
@@ -233,7 +240,7 @@ def test_a_value_that_does_not_fit_a_declared_type_is_a_typed_error_naming_field
 def test_no_declared_type_takes_a_value_it_would_change(tmp_path, declared, value):
     """Never a silent null, a truncation or a reinterpretation: each of these is refused."""
     with pytest.raises(DeyelSchemaError, match=r"record 2 of this run \(idObjectValue '2'\)"):
-        write_pages(
+        write_unit(
             tmp_path / "x.parquet",
             "parquet",
             [[{"idObjectValue": "1", "f": None}, {"idObjectValue": "2", "f": value}]],
@@ -243,9 +250,10 @@ def test_no_declared_type_takes_a_value_it_would_change(tmp_path, declared, valu
 
 def test_a_lone_surrogate_in_a_text_column_is_a_typed_error(tmp_path):
     with pytest.raises(DeyelBadResponseError, match=r"field 'dsName' of record 2 holds a lone surrogate"):
-        write_pages(tmp_path / "s.parquet", "parquet", [[{"dsName": "ok"}, {"dsName": "bad \ud800"}]])
+        write_unit(tmp_path / "s.parquet", "parquet", [[{"dsName": "ok"}, {"dsName": "bad \ud800"}]])
     # Inside a grid (JSON text) it is escaped, as in JSON Lines and CSV.
-    _, (path,) = write_pages(tmp_path / "g.parquet", "parquet", [[{"lsGrid": [{"lsGrid/ds": "\ud800"}]}]])
+    path = tmp_path / "g.parquet"
+    write_unit(path, "parquet", [[{"lsGrid": [{"lsGrid/ds": "\ud800"}]}]])
     assert json.loads(pq.read_table(path).column("lsGrid")[0].as_py()) == [{"lsGrid/ds": "\ud800"}]
 
 
@@ -308,9 +316,9 @@ def test_bad_schemas_are_config_errors_naming_what_to_fix():
 )
 def test_a_late_value_no_float64_or_timestamp_holds_widens_the_column_to_its_text(tmp_path, pages, expected):
     """Never rounded (2**53 + 1 is not 2**53), no untyped overflow, no timestamp a reader cannot read."""
-    writer, (path,) = write_pages(tmp_path / "w.parquet", "parquet", pages, row_group_bytes=1)
+    result, (path,) = extract_pages(tmp_path / "w.parquet", "parquet", pages, row_group_bytes=1)
     name = next(iter(pages[0][0]))
-    assert dict(writer.types)[name] == "string"
+    assert types_of(result)[name] == "string"
     assert pq.read_table(path).column(name).to_pylist() == expected
     assert [row[0] for row in duckdb.sql(f"SELECT {name} FROM '{path}'").fetchall()] == expected  # noqa: S608
 
@@ -323,16 +331,19 @@ def test_descriptors_stay_bounded_whatever_the_schema_changes_and_parts(tmp_path
         import resource
         from pathlib import Path
 
-        from tests.support.writing import write_pages
+        from deyel_provider.emulator.clock import Clock
+        from deyel_provider.hooks.deyel import DeyelHook
+        from tests.support.extracting import extract_pages
 
+        DeyelHook.clock = staticmethod(Clock.latest)  # the emulator's clock, as tests/conftest.py sets it
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         folder = Path({str(tmp_path)!r})
-        changes = [[{{"idObjectValue": str(i), f"dsF{{i}}": "x"}}] for i in range(150)]
-        writer, (path,) = write_pages(folder / "segments.parquet", "parquet", changes, row_group_bytes=1)
-        assert len(writer.parts[0].files) == 150 and len(writer.types) == 151
-        pages = [[{{"idObjectValue": str(i), "dsX": "x" * 50}}] for i in range(150)]
+        changes = [[{{f"dsF{{i}}": "x"}}] for i in range(150)]
+        result, _ = extract_pages(folder / "segments.parquet", "parquet", changes, row_group_bytes=1)
+        assert len(result.columns) == 153  # the 150 fields, idObjectValue, dtLastUpdate, links
+        pages = [[{{"dsX": "x" * 50}}] for i in range(150)]
         for fmt in ("parquet", "jsonl"):
-            _, paths = write_pages(folder / f"parts.{{fmt}}", fmt, pages, max_file_bytes=10)
+            _, paths = extract_pages(folder / f"parts.{{fmt}}", fmt, pages, max_file_bytes=10)
             assert len(paths) == 150
         """
     )
@@ -340,4 +351,4 @@ def test_descriptors_stay_bounded_whatever_the_schema_changes_and_parts(tmp_path
         [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert pq.read_table(tmp_path / "segments.parquet").num_columns == 151
+    assert pq.read_table(tmp_path / "segments.parquet").num_columns == 153

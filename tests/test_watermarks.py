@@ -589,25 +589,28 @@ def test_only_the_last_windows_are_kept_and_an_older_run_is_a_typed_error(runs):
         runs.run("r2", 2)
 
 
-def test_a_previous_releases_watermark_is_not_used_the_run_starts_at_start_from(runs, emulator, capsys):
-    """Migration: the unowned, unauthenticated key of earlier releases is named in a warning, not used."""
+def test_a_previous_releases_watermark_is_not_used_the_run_starts_at_start_from(runs, emulator, caplog):
+    """Migration: the unowned, unauthenticated key of earlier releases is named in a warning, not used (the
+    watermark run's module logger, which reaches the task log, as caplog shows)."""
     old_end = now_ms(emulator) - 60_000
     runs.state.values[legacy_key(FORM, "dtLastUpdate", None)] = {"start": None, "end": old_end, "run_id": "x"}
     first = runs.run("r1", 1)
-    logged = capsys.readouterr()
-    assert first["records"] == 50 and "previous release" in logged.out + logged.err
+    warned = [r for r in caplog.records if "previous release" in r.getMessage()]
+    assert first["records"] == 50
+    assert [(r.name, r.levelname) for r in warned] == [("deyel_provider.extract.watermark_run", "WARNING")]
 
 
 @pytest.mark.parametrize("end", [10**17, -(10**17), MAX_MS + 1, -1, True])
-def test_a_previous_releases_watermark_out_of_range_is_ignored_not_a_crash(runs, emulator, capsys, end):
+def test_a_previous_releases_watermark_out_of_range_is_ignored_not_a_crash(runs, emulator, caplog, end):
     """Review R3: anyone who can write the asset's state may plant the old key; an end no date can hold
     (year 3170843) is not named in the warning, and neither a first run nor a reset run fails on it."""
     runs.state.values[legacy_key(FORM, "dtLastUpdate", None)] = {"start": None, "end": end, "run_id": "x"}
     first = runs.run("r1", 1)
     reset = runs.run("r2", 2, conf={RESET_CONF: True})
-    logged = capsys.readouterr()
     assert first["records"] == reset["records"] == 50
-    assert "previous release" not in logged.out + logged.err
+    logged = [r.getMessage() for r in caplog.records if r.name == "deyel_provider.extract.watermark_run"]
+    assert any("resets the watermark" in line for line in logged)  # the run's lines are there...
+    assert not any("previous release" in line for line in logged)  # ...but not the unusable old end
 
 
 def test_mapped_instances_and_shared_keys():

@@ -87,15 +87,15 @@ def output_key(id_field: str) -> str:
     return "idObjectValue" if id_field == LINKS else id_field
 
 
-def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> DeletesResult:
+def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
     config = hook.config
     identity = Identity(
         config.base_url, config.client_id, spec.form, spec.search or "", config.id_field, spec.owner
     )
     codec = SnapshotCodec(config.client_secret, config.token_url, config.client_id)
-    previous = _previous(spec, codec, identity, logger)
+    previous = _previous(spec, codec, identity)
     if previous is not None and spec.run_id and previous.run_id == spec.run_id and spec.output.exists():
-        logger.info(
+        log.info(
             "%s was written by this run already (%s): its %d gone ids are in %s; nothing read",
             spec.snapshot,
             spec.run_id,
@@ -122,14 +122,14 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> Del
             raise DeyelConfigError(missing_id(config.id_field))
         current.add(ident)
     finished = _now_ms(hook)
-    logger.info("listed %d ids of %s (search %r)", len(current), spec.form, spec.search or "")
+    log.info("listed %d ids of %s (search %r)", len(current), spec.form, spec.search or "")
 
     key = output_key(config.id_field)
     gone = 0
     for target in (spec.output, spec.snapshot):
         target.parent.mkdir(parents=True, exist_ok=True)
-    publish.remove_leftovers(spec.output, logger)
-    publish.remove_leftovers(spec.snapshot, logger)
+    publish.remove_leftovers(spec.output)
+    publish.remove_leftovers(spec.snapshot)
     temp = publish.temp_beside(spec.output)
     try:
         with temp.open("wb") as out:
@@ -154,11 +154,11 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> Del
         publish.discard(temp)
         raise
     if previous is None:
-        logger.info(
+        log.info(
             "first snapshot of %s: %d ids; nothing to compare with, an empty output", spec.form, len(current)
         )
     else:
-        logger.info("%d of %d ids listed before are gone", gone, len(previous.ids))
+        log.info("%d of %d ids listed before are gone", gone, len(previous.ids))
     return DeletesResult(
         gone,
         len(current),
@@ -170,10 +170,8 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec, logger: Any = log) -> Del
     )
 
 
-def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, logger: Any) -> Snapshot | None:
-    data = publish.read_own_file(
-        spec.snapshot, spec.max_snapshot_bytes + 1, logger=logger, kind="id snapshot"
-    )
+def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Snapshot | None:
+    data = publish.read_own_file(spec.snapshot, spec.max_snapshot_bytes + 1, kind="id snapshot")
     if data is None:
         if publish.is_local(spec.snapshot) and os.path.lexists(spec.snapshot.path):
             # A link, a folder or another user's file where the snapshot should be: taking it for a first

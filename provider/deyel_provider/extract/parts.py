@@ -160,7 +160,7 @@ class OutputFiles:
     def remove_leftovers(self) -> None:
         """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
         if not self.split:
-            publish.remove_leftovers(self.target, log)
+            publish.remove_leftovers(self.target)
             return
         part, manifest = self._part, self.manifest_target.name
         publish.remove_own_files(
@@ -175,7 +175,6 @@ class OutputFiles:
                 )
             ),
             "left by an interrupted attempt",
-            log,
         )
 
     def open(self, number: int) -> EncodedFile:
@@ -269,7 +268,7 @@ class OutputFiles:
 
     def _remove_own(self, matches: Any, why: str, kind: str, *, pattern: str | None = None) -> None:
         glob = pattern if pattern is not None else f"{publish.glob_escape(self.stem)}.part*"
-        publish.remove_own_files(self.target, glob, matches, why, log, kind=kind)
+        publish.remove_own_files(self.target, glob, matches, why, kind=kind)
 
     def _remove_legacy_manifest(self) -> None:
         """Remove a ``<stem>.parts.json`` (the name releases before 0.2 used) that lists only this output's
@@ -280,7 +279,7 @@ class OutputFiles:
             return
         try:
             # Never through a link nor blocking on a FIFO another user planted there (publish's rule).
-            raw = publish.read_own_file(legacy, LEGACY_MANIFEST_MAX_BYTES, self._dir_fd, log, kind="manifest")
+            raw = publish.read_own_file(legacy, LEGACY_MANIFEST_MAX_BYTES, self._dir_fd, kind="manifest")
             if raw is None:
                 return
             body = json.loads(raw)

@@ -127,8 +127,7 @@ def extract(
             search=read.search,
             field=read.field,
             page_size=read.page_size,
-            max_workers=read.max_workers,
-            max_workers_ceiling=read.max_workers_ceiling,
+            max_workers=read.workers,
         )
         for piece in reader.read(window.start, window.end, end_at_server_time=window.end_at_server_time):
             if piece.records:

@@ -15,6 +15,7 @@ from airflow.sdk import ObjectStoragePath
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS, FORMATS, check_max_columns
 from deyel_provider.extract.formats.parquet_types import check_schema
+from deyel_provider.http.concurrency import Workers
 from deyel_provider.storage.compression import PARQUET_CODECS, TEXT_CODECS
 
 ON_EMPTY: tuple[str, ...] = ("write", "skip")
@@ -29,17 +30,28 @@ class ReadSpec:
     :param field: the epoch-millisecond field every write moves to the present (``dtLastUpdate``); the slices
         are cut on it (the reader checks it names a field).
     :param page_size: instances per response; default: the connection's.
-    :param max_workers: slices fetched in parallel, or ``"auto"``.
-    :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight (both checked where the requests
-        in flight are counted, :class:`~deyel_provider.http.concurrency.Concurrency`).
+    :param max_workers: slices fetched in parallel, or ``"auto"``; or a
+        :class:`~deyel_provider.http.concurrency.Workers` already checked (the operator's), taken as is.
+    :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight (both checked once, when the spec
+        is built, unless ``max_workers`` is a ``Workers``).
     """
 
     form: str
     search: str | None = None
     field: str = "dtLastUpdate"
     page_size: int | None = None
-    max_workers: int | str = 1
+    max_workers: int | str | Workers = 1
     max_workers_ceiling: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_workers, Workers):
+            object.__setattr__(self, "max_workers", Workers(self.max_workers, self.max_workers_ceiling))
+
+    @property
+    def workers(self) -> Workers:
+        """``max_workers`` and ``max_workers_ceiling`` as checked when the spec was built."""
+        assert isinstance(self.max_workers, Workers)  # made one by __post_init__
+        return self.max_workers
 
 
 @dataclass(frozen=True)

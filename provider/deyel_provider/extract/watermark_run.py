@@ -3,6 +3,7 @@ after it (:mod:`deyel_provider.extract.watermark` holds the stored values and th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from deyel_provider.extract.watermark import (
 if TYPE_CHECKING:
     from airflow.sdk import Asset, Context
 
+log = logging.getLogger(__name__)
+
 
 class WatermarkRun:
     """The watermark of one run of one task.
@@ -48,7 +51,6 @@ class WatermarkRun:
         *,
         start_from: Callable[[], int],
         legacy: tuple[str, str, str | None],
-        logger: Any,
     ) -> None:
         self._context = context
         self._asset = asset
@@ -56,7 +58,6 @@ class WatermarkRun:
         self._signer = signer
         self._start_from = start_from
         self._legacy = legacy
-        self._log = logger
         dag_run = context.get("dag_run")
         run_id = getattr(dag_run, "run_id", None) or context.get("run_id")
         self.run_id: str = run_id if isinstance(run_id, str) else ""
@@ -75,7 +76,7 @@ class WatermarkRun:
             own = mark.window_of(self.run_id)
         if own is not None:
             # Cleared or retried: exactly the window it chose the first time, never another one.
-            self._log.info(
+            log.info(
                 "run %s chose [%s, %s) already: reading that window again",
                 self.run_id,
                 _at(own.start),
@@ -84,7 +85,7 @@ class WatermarkRun:
             self._start, self._window, self._reread = own.start, own, True
             return own.start, own.end
         if self._reset:
-            self._log.warning("%s: this run resets the watermark %s to start_from", RESET_CONF, self.key)
+            log.warning("%s: this run resets the watermark %s to start_from", RESET_CONF, self.key)
             mark = None
         elif mark is not None and mark.forgot(self._run_after):
             raise DeyelWatermarkError(
@@ -96,12 +97,12 @@ class WatermarkRun:
             )
         if mark is not None:
             self._start = mark.end
-            self._log.info("incremental load from the watermark %s to the server's present", _at(mark.end))
+            log.info("incremental load from the watermark %s to the server's present", _at(mark.end))
             return mark.end, None
         self._start = self._start_from()
         old = legacy_end(self._context, self._asset, *self._legacy)
         if old is not None:
-            self._log.warning(
+            log.warning(
                 "a watermark of a previous release (unauthenticated, shared by every task of this form, "
                 "field and search) ends at %s; it is not used: this run starts at start_from %s (to "
                 "continue from the old watermark instead, set start_from to its end)",
@@ -109,7 +110,7 @@ class WatermarkRun:
                 _at(self._start),
             )
         else:
-            self._log.info("first watermark run: from start_from %s", _at(self._start))
+            log.info("first watermark run: from start_from %s", _at(self._start))
         return self._start, None
 
     def record(self, window_end: int | None) -> None:
@@ -145,7 +146,7 @@ class WatermarkRun:
         except DeyelWatermarkError:
             if not self._reset:
                 raise
-            self._log.warning("%s: setting aside an untrusted value of %s", RESET_CONF, self.key)
+            log.warning("%s: setting aside an untrusted value of %s", RESET_CONF, self.key)
             return None
 
 

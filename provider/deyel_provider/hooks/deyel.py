@@ -33,7 +33,7 @@ from deyel_provider.compat import BaseHook, is_temporary_test_conn_id
 from deyel_provider.connection.form import legacy_ui_field_behaviour
 from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelError
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Concurrency, Workers
 from deyel_provider.http.redact import Redactor
 from deyel_provider.http.retry import RetryPolicy
 from deyel_provider.http.session import FOLLOWED_REDIRECT_METHODS, pooled_session
@@ -207,7 +207,7 @@ class DeyelHook(BaseHook):
         field: str = "dtLastUpdate",
         page_size: int | None = None,
         params: dict[str, Any] | None = None,
-        max_workers: int | str = 1,
+        max_workers: int | str | Workers = 1,
         max_workers_ceiling: int = 8,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -223,7 +223,8 @@ class DeyelHook(BaseHook):
         :param page_size: instances per response; default: the connection's ``page_size`` (100).
         :param params: other query parameters sent with every request.
         :param max_workers: slices in flight at once (any paging strategy), or ``"auto"``.
-        :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight.
+        :param max_workers_ceiling: the most slices ``"auto"`` keeps in flight (with ``max_workers`` a
+            :class:`~deyel_provider.http.concurrency.Workers`, already checked, its own ceiling is used).
         :param clock: the worker's clock (seconds since the epoch), the server's ``Date`` is checked against.
         :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
             emulator's clock).
@@ -238,7 +239,10 @@ class DeyelHook(BaseHook):
                 stacklevel=2,
             )
         check_search(search)  # a mistyped separator matches nothing: refused before the first request
-        concurrency = Concurrency(max_workers, ceiling=max_workers_ceiling)
+        workers = max_workers
+        if not isinstance(workers, Workers):
+            workers = Workers(workers, max_workers_ceiling)
+        concurrency = Concurrency(workers)
         query = dict(params or {})
         if search:
             query["search"] = search

@@ -17,7 +17,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelRateLimitError
 
@@ -39,22 +39,45 @@ _HOLD = 30.0
 _UNDER = 0.97
 
 
-class Concurrency:
-    """The number of requests in flight, fixed or adapted to what the server sustains (thread-safe).
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class Workers:
+    """``max_workers`` and ``max_workers_ceiling``, checked once when built (an operator builds it when the
+    DAG is parsed) and passed down as is: :class:`Concurrency` takes it without checking again.
 
     :param setting: a whole number >= 1, or ``"auto"``.
     :param ceiling: the most requests ``auto`` ever keeps in flight.
     """
 
-    def __init__(self, setting: int | str = 1, *, ceiling: int = 8, logger: Any = log) -> None:
-        if not isinstance(ceiling, int) or isinstance(ceiling, bool) or ceiling < 1:
-            raise DeyelConfigError(f"max_workers_ceiling must be a whole number >= 1, got {ceiling!r}")
-        self.auto = setting == "auto"
-        if not self.auto and (not isinstance(setting, int) or isinstance(setting, bool) or setting < 1):
-            raise DeyelConfigError(f"max_workers must be a whole number >= 1 or 'auto', got {setting!r}")
-        self.ceiling = ceiling if self.auto else int(setting)
-        self._limit = 1 if self.auto else int(setting)
-        self._log = logger
+    setting: int | str = 1
+    ceiling: int = 8
+
+    def __post_init__(self) -> None:
+        if not _whole(self.ceiling):
+            raise DeyelConfigError(f"max_workers_ceiling must be a whole number >= 1, got {self.ceiling!r}")
+        if self.setting != "auto" and not _whole(self.setting):
+            raise DeyelConfigError(f"max_workers must be a whole number >= 1 or 'auto', got {self.setting!r}")
+
+    @property
+    def auto(self) -> bool:
+        return self.setting == "auto"
+
+
+#: One request in flight: the default of every request path.
+ONE_WORKER = Workers()
+
+
+class Concurrency:
+    """The number of requests in flight, fixed or adapted to what the server sustains (thread-safe)."""
+
+    def __init__(self, workers: Workers = ONE_WORKER) -> None:
+        self.auto = workers.auto
+        fixed = 1 if self.auto else int(workers.setting)
+        self.ceiling = workers.ceiling if self.auto else fixed
+        self._limit = fixed
         self._lock = threading.Lock()
         self._window_start = time.monotonic()
         self._window_done = 0
@@ -119,7 +142,7 @@ class Concurrency:
             if grow:
                 self._limit += 1
                 self.peak = max(self.peak, self._limit)
-                self._log.info("max_workers=auto: %d requests in flight (%.1f requests/s)", self._limit, rate)
+                log.info("max_workers=auto: %d requests in flight (%.1f requests/s)", self._limit, rate)
 
     def note_retry(self, error: BaseException) -> None:
         """The retry policy is about to replay a request: on a rate limit, halve and pace."""
@@ -136,7 +159,7 @@ class Concurrency:
             pace = max(1.0, _BACKOFF_PACE * answered)
             self._pace = pace
             halved = max(1, self._limit // 2)
-            self._log.info(
+            log.info(
                 "max_workers=auto: rate limited, %d -> %d requests in flight, paced at %.1f requests/s",
                 self._limit,
                 halved,

@@ -63,7 +63,7 @@ class RejectsFile:
     def __init__(self, target: str | ObjectStoragePath, conn_id: str | None = None) -> None:
         self.target = as_storage_path(target, conn_id)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        publish.remove_leftovers(self.target, log)
+        publish.remove_leftovers(self.target)
         self._temp = publish.temp_beside(self.target, private=True)
         try:
             self._sink = self._temp.open("wb")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Concurrency, Workers
 from deyel_provider.load.key_search import HELD_PER_KEY, MAX_BATCH, MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
 from deyel_provider.load.key_types import KeyType, check_key_type
 from deyel_provider.load.lease import DEFAULT_LOCK_TIMEOUT
@@ -89,6 +89,8 @@ class LoadSpec:
     max_matches_per_key: int = MAX_MATCHES_PER_KEY
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     progress_interval: float = 30.0
+    #: max_workers and max_workers_ceiling, checked (built by __post_init__).
+    workers: Workers = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -119,7 +121,8 @@ class LoadSpec:
         timeout = self.lock_timeout
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout < math.inf:
             raise DeyelConfigError(f"lock_timeout must be a number of seconds >= 0, got {timeout!r}")
-        Concurrency(self.max_workers, ceiling=self.max_workers_ceiling)  # its errors name both settings
+        # Checked once, here (its errors name both settings); each run's Concurrency takes it as is.
+        object.__setattr__(self, "workers", Workers(self.max_workers, self.max_workers_ceiling))
 
     @property
     def declared_key_type(self) -> KeyType | None:
@@ -133,7 +136,7 @@ class LoadSpec:
 
     def concurrency(self) -> Concurrency:
         """A fresh concurrency control for one run of the load."""
-        return Concurrency(self.max_workers, ceiling=self.max_workers_ceiling)
+        return Concurrency(self.workers)
 
 
 @dataclass(frozen=True)

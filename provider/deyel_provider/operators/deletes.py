@@ -11,7 +11,7 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 from deyel_provider.extract.assets import default_asset
 from deyel_provider.extract.deletes import DEFAULT_MAX_SNAPSHOT_BYTES, DeletesSpec, detect_deletes
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Workers
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -68,7 +68,7 @@ class DeyelDeletedInstancesOperator(BaseOperator):
         deyel_conn_id: str = DeyelHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        Concurrency(max_workers)
+        Workers(max_workers)
         self.asset = asset if asset is not None else default_asset(output)
         outlets = kwargs.pop("outlets", None)
         outlets = list(outlets) if isinstance(outlets, (list, tuple)) else [outlets] if outlets else []
@@ -102,7 +102,7 @@ class DeyelDeletedInstancesOperator(BaseOperator):
             owner=self._owner(context),
             max_snapshot_bytes=self.max_snapshot_bytes,
         )
-        summary = detect_deletes(self.hook, spec, logger=self.log).as_dict()
+        summary = detect_deletes(self.hook, spec).as_dict()
         outlet_events = context.get("outlet_events")
         if self.asset is not None and outlet_events is not None:
             outlet_events[self.asset].extra = summary

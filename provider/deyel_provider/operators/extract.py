@@ -25,7 +25,7 @@ from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_
 from deyel_provider.extract.templates import template_error
 from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Workers
 from deyel_provider.storage.paths import as_storage_path
 from deyel_provider.storage.publish import check_output_folder
 
@@ -188,7 +188,6 @@ class DeyelExtractOperator(BaseOperator):
             check_output_options(
                 "jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes, max_columns=max_columns
             )
-        Concurrency(max_workers, ceiling=max_workers_ceiling)  # validates both, at parse time
         if not templated(search):
             check_search(search)  # a DAG with a mistyped separator fails to parse (else: at execute)
         self.asset = asset if asset is not None else default_asset(output)
@@ -214,6 +213,8 @@ class DeyelExtractOperator(BaseOperator):
         self.page_size = page_size
         self.max_workers = max_workers
         self.max_workers_ceiling = max_workers_ceiling
+        # Checked here, once, when the DAG is parsed; the run takes it as is.
+        self.workers = Workers(max_workers, max_workers_ceiling)
         self.output_conn_id = output_conn_id
         self.progress_interval = progress_interval
         self.token = token
@@ -281,8 +282,7 @@ class DeyelExtractOperator(BaseOperator):
                 search=self.search or None,
                 field=field or "dtLastUpdate",
                 page_size=self.page_size,
-                max_workers=self.max_workers,
-                max_workers_ceiling=self.max_workers_ceiling,
+                max_workers=self.workers,
             ),
             OutputSpec(
                 self.output_path,
@@ -391,7 +391,6 @@ class DeyelExtractOperator(BaseOperator):
             wm.WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id),
             start_from=self._start_from_ms,
             legacy=(self.form, field, self.search or None),
-            logger=self.log,
         )
         start, end = run.choose()
         return "watermark", start, end, run

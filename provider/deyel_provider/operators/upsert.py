@@ -10,7 +10,7 @@ from airflow.sdk import BaseOperator
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Workers
 from deyel_provider.load.key_search import MAX_MATCHES_PER_KEY, MAX_SEARCH_LENGTH
 from deyel_provider.load.key_types import check_key_type
 from deyel_provider.load.lease import DEFAULT_LOCK_TIMEOUT
@@ -139,7 +139,7 @@ class DeyelUpsertOperator(BaseOperator):
             check_field_name("key", key)
         if not (isinstance(key_type, str) and "{" in key_type):
             check_key_type(key_type)
-        Concurrency(max_workers, ceiling=max_workers_ceiling)
+        Workers(max_workers, max_workers_ceiling)
         super().__init__(**kwargs)
         self.form = form
         self.source = source

@@ -111,7 +111,7 @@ class SliceRequests:
         self._date_literal = settings.date_literal
         #: Whether the field's unit was checked (on the first response that holds an instance).
         self._unit_checked = False
-        self._concurrency = concurrency or Concurrency(1)
+        self._concurrency = concurrency or Concurrency()
         self._settle_ms = max(0, int(settings.settle_ms))
         self._max_skew_ms = int(settings.max_skew_ms)
         self._clock = settings.clock

@@ -285,7 +285,7 @@ def check_targets(target: ObjectStoragePath, names: list[str]) -> None:
         os.close(dir_fd)
 
 
-def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
+def remove_leftovers(target: ObjectStoragePath) -> None:
     """Remove ``<name>.tmp-*`` of an interrupted attempt: only regular files of ours, never through a link."""
     prefix = f"{target.name}.tmp-"
     remove_own_files(
@@ -293,7 +293,6 @@ def remove_leftovers(target: ObjectStoragePath, logger: Any = log) -> None:
         f"{glob_escape(target.name)}.tmp-*",
         lambda name: name.startswith(prefix),
         "left by an interrupted attempt",
-        logger,
     )
 
 
@@ -302,7 +301,6 @@ def remove_own_files(
     pattern: str,
     matches: Callable[[str], bool],
     why: str,
-    logger: Any = log,
     *,
     kind: str = "temporary",
 ) -> None:
@@ -313,7 +311,7 @@ def remove_own_files(
     if not is_local(target):
         for found in target.parent.glob(pattern):
             if matches(found.name):
-                logger.info("removing %s, %s", found.name, why)
+                log.info("removing %s, %s", found.name, why)
                 discard(found)
         return
     try:
@@ -327,18 +325,18 @@ def remove_own_files(
             try:
                 info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                 if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
-                    logger.info("removing %s, %s", name, why)
+                    log.info("removing %s, %s", name, why)
                     os.unlink(name, dir_fd=dir_fd)
                 else:
-                    logger.warning("leaving %s alone: it is not a %s file of this provider", name, kind)
+                    log.warning("leaving %s alone: it is not a %s file of this provider", name, kind)
             except OSError as exc:
-                logger.warning("could not remove %s: %s", name, exc.strerror)
+                log.warning("could not remove %s: %s", name, exc.strerror)
     finally:
         os.close(dir_fd)
 
 
 def read_own_file(
-    target: ObjectStoragePath, limit: int, dir_fd: int | None = None, logger: Any = log, *, kind: str
+    target: ObjectStoragePath, limit: int, dir_fd: int | None = None, *, kind: str
 ) -> bytes | None:
     """At most ``limit`` bytes of ``target``, or ``None`` when it is absent or not ours.
 
@@ -367,12 +365,12 @@ def read_own_file(
         except FileNotFoundError:
             return None
         except OSError:  # ELOOP: a link; EACCES: not ours either
-            logger.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
+            log.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
             return None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                logger.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
+                log.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
                 return None
             chunks, left = [], limit
             while left > 0 and (chunk := os.read(fd, left)):
