@@ -208,7 +208,8 @@ class PageWalker:
 
         A total above one page's length already showed the header counts more than pages; otherwise one
         page of a single instance is asked: a header counting the page says 1, one counting the listing
-        says more. A header that counts the page is a typed error naming ``total_header``.
+        says more, and a page count is confirmed on the page asked again. A header that counts the page is a
+        typed error naming ``total_header``.
         """
         count = len(page.records)
         with self._lock:
@@ -222,7 +223,14 @@ class PageWalker:
             return False  # no header this time: the pages decide
         if single.total > len(single.records):
             return True
-        raise self.counts_page(count)
+        # A total of 1 for a page of one is a page count only if the listing still holds two or more: a
+        # writer deleting meanwhile shrinks a listing to one just as well. The page asked again tells them
+        # apart (a listing that shrank: the pages decide, never a false "counts the page").
+        again = get(0, count)
+        self.observe(again)
+        if again.total is not None and again.total == len(again.records) >= 2:
+            raise self.counts_page(len(again.records))
+        return False
 
     def counts_page(self, count: int) -> DeyelIncompleteError:
         return DeyelIncompleteError(
