@@ -41,6 +41,9 @@ class ReadStats:
     repeats: int = 0
     #: The end of the window that was read (exclusive, epoch ms): the next run's start. None: no bound.
     window_end: int | None = None
+    #: The latest ``Date`` the server answered with (epoch ms; None: none sent one): see
+    #: :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`.
+    server_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class SliceRequests:
         page = parse_page(self._fetch(endpoint, query), self._paging)
         with self._lock:
             self.stats.requests += 1
+            if page.server_ms is not None:
+                self.stats.server_ms = max(page.server_ms, self.stats.server_ms or page.server_ms)
         self._concurrency.note_done()
         return page
 
