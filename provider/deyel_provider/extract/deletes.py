@@ -10,13 +10,18 @@ the ids that disappeared as JSON Lines, then replaces the snapshot. Order matter
    make a live instance look deleted);
 2. the output is published before the snapshot: a crash between the two reports the same ids again on the
    next run (a DELETE of a row already deleted changes nothing), never loses them;
-3. a rerun of the run that wrote the snapshot (a retry after a later task failed, a clear) reads nothing and
-   leaves its published output as it is: comparing the snapshot with itself would overwrite it empty.
+3. a rerun of any of the last runs that published (a retry after a later task failed, a clear, even after
+   later runs) reads nothing and re-emits the output it published, unchanged (the snapshot remembers each
+   run's output and digest); reading again would compare the form with a later snapshot and overwrite it;
+4. the snapshot only moves forward: one stored by a read newer than this one (two attempts at once) is kept,
+   checked again right before the rename.
 
-Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``: the instance was listed at some
-moment at or after ``gone_after`` (the previous read's start) and was not listed at some moment before
-``gone_by`` (this read's end), both epoch milliseconds UTC on the worker's clock, the unit of Deyel's
-``dtLastUpdate``, so a consumer can keep a row changed after ``gone_by`` (it came back).
+Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``, both epoch milliseconds UTC on
+the SERVER's clock, which stamps the ``dtLastUpdate`` consumers compare them with: each is a read's settled
+horizon (:meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`: its latest ``Date``
+less ``settle_seconds``). The instance was listed by the read of horizon ``gone_after``; this read saw no
+version of it matching ``search`` stamped before ``gone_by``, so a consumer keeps a row changed at or after
+``gone_by`` (it may have come back).
 """
 
 from __future__ import annotations

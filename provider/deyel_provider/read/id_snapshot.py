@@ -7,8 +7,11 @@ watermarks (a key derived from the connection's client secret, token URL and cli
 another connection, form or search, or one altered by a byte, is a :class:`DeyelSnapshotError`: never
 trusted, so a planted file cannot make the operator report live instances deleted or hide deleted ones.
 
-Memory: the bitmap holds ids below 2**28 at one bit each (10M sequential ids: 1.25 MB); other ids cost what a
-Python string in a set costs. Decoding is bounded by the sizes the authenticated header declares.
+Memory: the bitmap holds canonical decimal ids below 2**28 at one bit each (10M sequential ids: 1.25 MB); any
+other id (a UUID, ten digits or more) costs a Python string in a set, and decoding a snapshot holds all of its
+own: about 160 MB per million ten-digit ids, 210 MB per million UUIDs (tests/test_deletes_review.py bounds
+both at 256 MB). Decoding is bounded by the sizes the authenticated header declares, and the header is
+verified before any body byte is read (:meth:`SnapshotCodec.decode_header`).
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ class Snapshot:
 
     ids: SnapshotIds
     identity: Identity
-    #: The read that listed these ids started and ended at these moments (epoch ms, the worker's clock).
+    #: The read's settled horizon on the server's clock (epoch ms; both equal since the horizon replaced the
+    #: worker's start and end times): the next run's ``gone_after``, this run's ``gone_by``.
     started_ms: int
     finished_ms: int
     #: The Airflow run that wrote it, and how many ids that run reported gone (a rerun of that run reports
