@@ -307,3 +307,48 @@ def test_a_nul_character_in_one_instance_does_not_stop_the_mirror_merge(
             (count,) = cursor.fetchone()
     conn.close()
     assert count == 50
+
+
+# -- F1 (follow-up): a cleared run whose published output is gone fails typed, never reports "nothing" -------
+
+
+def test_a_cleared_run_whose_output_was_overwritten_fails_typed_and_reads_nothing(
+    emulator, deyel_conn, tmp_path
+):
+    """The snapshot remembers each run's output digest: a rerun finding another file there (a shared output
+    path, a removed file) cannot re-emit what it reported, and must not silently report nothing."""
+    from deyel_provider.exceptions import DeyelSnapshotError
+
+    run(operator(tmp_path, "gone-run-1.jsonl"), "run-1")
+    emulator.state.store.delete(FORM, 3)
+    emulator.advance(30)
+    assert run(operator(tmp_path, "gone-run-2.jsonl"), "run-2")["gone"] == 1
+    snapshot = (tmp_path / "ids.snapshot").read_bytes()
+    (tmp_path / "gone-run-2.jsonl").write_text("", encoding="utf-8")
+    emulator.reset()
+    with pytest.raises(DeyelSnapshotError, match="no longer holds them"):
+        run(operator(tmp_path, "gone-run-2.jsonl"), "run-2")
+    assert emulator.stats()["api_requests"] == 0
+    assert (tmp_path / "ids.snapshot").read_bytes() == snapshot
+
+
+# -- F6: a planted large file is refused on its header, before its body is read ----------------------------
+
+
+def test_a_planted_large_snapshot_is_refused_on_its_header_before_its_body_is_read(
+    emulator, deyel_conn, tmp_path
+):
+    """On 1ed844f the whole file (up to max_snapshot_bytes + 1) was read before the header was checked: a
+    planted file larger than the cap was refused for its size, after reading it. Now the header (at most
+    64 KiB) is verified first: the forged header's MAC fails and the body is never read."""
+    from deyel_provider.exceptions import DeyelSnapshotError
+
+    op = operator(tmp_path, max_snapshot_bytes=1 << 20)
+    run(op, "run-1")
+    path = tmp_path / "ids.snapshot"
+    header = json.loads(path.read_bytes().partition(b"\n")[0])
+    header["count"] += 1  # forged: the MAC no longer holds
+    path.write_bytes(json.dumps(header).encode() + b"\n" + b"\0" * (2 << 20))
+    with pytest.raises(DeyelSnapshotError, match="fails its MAC") as refused:
+        run(op, "run-2")
+    assert "After rotating the client secret" in str(refused.value)
