@@ -21,7 +21,8 @@ table for ever (docs/mirroring.md). ``max_active_runs=1`` keeps the merge of one
 delete of another.
 
 The table keeps each instance as Deyel's listing returns it (``doc``, jsonb) beside its id and
-``dtLastUpdate``: typed columns are a view away, and a form that gains a field needs no migration.
+``dtLastUpdate``: typed columns are a view away, and a form that gains a field needs no migration. jsonb
+refuses the NUL character: an escaped NUL in an instance is stored as U+FFFD (``NUL_FREE_LINE``).
 
 Connections: ``deyel_default`` (see ``deyel_api_call.py``) and ``mirror_postgres``, an ordinary Airflow
 ``postgres`` connection, e.g. ``AIRFLOW_CONN_MIRROR_POSTGRES='postgresql://user:pass@db:5432/warehouse'``.
