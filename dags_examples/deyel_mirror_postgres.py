@@ -21,7 +21,8 @@ table for ever (docs/mirroring.md). ``max_active_runs=1`` keeps the merge of one
 delete of another.
 
 The table keeps each instance as Deyel's listing returns it (``doc``, jsonb) beside its id and
-``dtLastUpdate``: typed columns are a view away, and a form that gains a field needs no migration.
+``dtLastUpdate``: typed columns are a view away, and a form that gains a field needs no migration. jsonb
+refuses the NUL character: an escaped NUL in an instance is stored as U+FFFD (``NUL_FREE_LINE``).
 
 Connections: ``deyel_default`` (see ``deyel_api_call.py``) and ``mirror_postgres``, an ordinary Airflow
 ``postgres`` connection, e.g. ``AIRFLOW_CONN_MIRROR_POSTGRES='postgresql://user:pass@db:5432/warehouse'``.
@@ -68,6 +69,13 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 # JSON (control characters are always escaped there) keeps backslashes and quotes as they are.
 COPY_LINES = "COPY {table} (line) FROM STDIN WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
 
+# PostgreSQL's jsonb refuses U+0000 (``\u0000`` in JSON), which any Deyel text field can hold: one such
+# instance would fail the whole file's MERGE on every retry. The rule: each escaped NUL (a ``\u0000`` not
+# itself escaped, i.e. after an even run of backslashes) becomes U+FFFD, the replacement character, in the
+# mirror's ``doc``; other lines are cast as they are (the regexp only runs on a line holding ``\u0000``).
+NUL_FREE_LINE = r"""CASE WHEN strpos(line, '\u0000') > 0
+    THEN regexp_replace(line, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') ELSE line END"""
+
 # Built from this file's constants only (no user input): S608 does not apply.
 MERGE = f"""
 MERGE INTO {TABLE} AS t
@@ -78,7 +86,7 @@ USING (
                parsed.doc
         -- Each line parsed once (OFFSET 0 keeps the planner from inlining it back: three parses per line
         -- were two thirds of the MERGE's time, bench/mirror.py).
-        FROM (SELECT line::jsonb AS doc FROM staging_changes OFFSET 0) AS parsed
+        FROM (SELECT ({NUL_FREE_LINE})::jsonb AS doc FROM staging_changes OFFSET 0) AS parsed
     ) AS changes
     -- A version older than the instance's disappearance is not brought back (a rerun of an old merge).
     WHERE NOT EXISTS (

@@ -117,7 +117,7 @@ def test_deletes_and_search_moves_between_snapshots_are_reported_exactly(deyel_c
                     assert summary["gone"] == len(expected) and summary["listed"] == len(now)
                     lines = [json.loads(x) for x in (folder / "gone.jsonl").read_text().splitlines()]
                     assert all(
-                        line["gone_after"] < previous["gone_by"] <= line["gone_by"] == summary["gone_by"]
+                        line["gone_after"] == previous["gone_by"] <= line["gone_by"] == summary["gone_by"]
                         for line in lines
                     )
                     event("some gone" if expected else "none gone")

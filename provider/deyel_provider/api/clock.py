@@ -43,6 +43,20 @@ def settled_present(server_ms: int | None, worker_ms: int, settle_ms: int, max_s
     return min(server_ms, worker_ms) - settle_ms
 
 
+def server_horizon(server_ms: int | None, worker_ms: int, settle_ms: int, max_skew_ms: int) -> int:
+    """The latest moment the server surely stamped everything before: its ``Date`` less the settle margin
+    (without a ``Date``, the worker's clock with the wider margin of :func:`settled_present`).
+
+    Unlike :func:`settled_present` the worker's clock does not cap it: this is a bound compared with the
+    server's own stamps (``dtLastUpdate``), so a worker clock behind the server's must not pull it back past
+    versions the read already saw settled. A ``Date`` further than ``max_skew_ms`` from the worker's clock is
+    refused as there."""
+    if server_ms is None:
+        return worker_ms - LOCAL_CLOCK_MARGIN_MS - settle_ms
+    check_server_clock(server_ms, worker_ms, max_skew_ms)
+    return server_ms - settle_ms
+
+
 def check_server_clock(server_ms: int, worker_ms: int, max_skew_ms: int) -> None:
     """Refuse a server ``Date`` further than ``max_skew_ms`` from the worker's clock: one such answer (a
     proxy's clock, a node set years ahead) would otherwise end a window, and move a watermark, that far

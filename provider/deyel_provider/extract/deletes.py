@@ -10,26 +10,40 @@ the ids that disappeared as JSON Lines, then replaces the snapshot. Order matter
    make a live instance look deleted);
 2. the output is published before the snapshot: a crash between the two reports the same ids again on the
    next run (a DELETE of a row already deleted changes nothing), never loses them;
-3. a rerun of the run that wrote the snapshot (a retry after a later task failed, a clear) reads nothing and
-   leaves its published output as it is: comparing the snapshot with itself would overwrite it empty.
+3. a rerun of any of the last runs that published (a retry after a later task failed, a clear, even after
+   later runs) reads nothing and re-emits the output it published, unchanged (the snapshot remembers each
+   run's output and digest); reading again would compare the form with a later snapshot and overwrite it;
+4. the snapshot only moves forward: one stored by a read newer than this one (two attempts at once) is kept,
+   checked again right before the rename.
 
-Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``: the instance was listed at some
-moment at or after ``gone_after`` (the previous read's start) and was not listed at some moment before
-``gone_by`` (this read's end), both epoch milliseconds UTC on the worker's clock, the unit of Deyel's
-``dtLastUpdate``, so a consumer can keep a row changed after ``gone_by`` (it came back).
+Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``, both epoch milliseconds UTC on
+the SERVER's clock, which stamps the ``dtLastUpdate`` consumers compare them with: each is a read's settled
+horizon (:meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`: its latest ``Date``
+less ``settle_seconds``). The instance was listed by the read of horizon ``gone_after``; this read saw no
+version of it matching ``search`` stamped before ``gone_by``, so a consumer keeps a row changed at or after
+``gone_by`` (it may have come back).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.api.instance_ids import LINKS, instance_id, missing_id
 from deyel_provider.exceptions import DeyelConfigError, DeyelSnapshotError
-from deyel_provider.read.id_snapshot import Identity, Snapshot, SnapshotCodec, SnapshotIds
+from deyel_provider.read.id_snapshot import (
+    MAX_HEADER_BYTES,
+    MAX_RUNS,
+    Header,
+    Identity,
+    Snapshot,
+    SnapshotCodec,
+    SnapshotIds,
+)
 from deyel_provider.storage import publish
 
 if TYPE_CHECKING:
@@ -68,6 +82,8 @@ class DeletesResult:
     output: str
     snapshot: str
     rerun: bool = False
+    #: False: a newer read's snapshot was stored meanwhile and kept (this attempt's ids were dropped).
+    snapshot_replaced: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +95,7 @@ class DeletesResult:
             "output": self.output,
             "snapshot": self.snapshot,
             "rerun": self.rerun,
+            "snapshot_replaced": self.snapshot_replaced,
         }
 
 
@@ -94,38 +111,42 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
     )
     codec = SnapshotCodec(config.client_secret, config.token_url, config.client_id)
     previous = _previous(spec, codec, identity)
-    if previous is not None and spec.run_id and previous.run_id == spec.run_id and spec.output.exists():
-        log.info(
-            "%s was written by this run already (%s): its %d gone ids are in %s; nothing read",
-            spec.snapshot,
-            spec.run_id,
-            previous.gone,
-            spec.output,
-        )
-        return DeletesResult(
-            previous.gone, len(previous.ids), None, None, previous.finished_ms, str(spec.output),
-            str(spec.snapshot), rerun=True,
-        )  # fmt: skip
+    published = previous.run(spec.run_id) if previous is not None and spec.run_id else None
+    if published is not None:
+        return _rerun(spec, published)
+    if previous is not None and not previous.runs and spec.run_id and previous.run_id == spec.run_id:
+        # A snapshot from before runs were remembered: its own run re-emits its output, as it did then.
+        if spec.output.exists():
+            entry = {"gone": previous.gone, "listed": len(previous.ids), "gone_by": previous.finished_ms}
+            return _rerun(spec, {**entry, "sha256": _digest(spec.output)})
 
-    started = _now_ms(hook)
+    listed_at = _now_ms(hook)
     current = SnapshotIds()
-    records = hook.iter_instances(
-        spec.form,
-        search=spec.search or None,
-        fields=[config.id_field],
-        page_size=spec.page_size,
-        max_workers=spec.max_workers,
+    reader = hook.sliced_reader(
+        spec.form, search=spec.search or None, page_size=spec.page_size, max_workers=spec.max_workers
     )
-    for record in records:
-        ident = instance_id(record, config.id_field)
-        if ident is None:
-            raise DeyelConfigError(missing_id(config.id_field))
-        current.add(ident)
-    finished = _now_ms(hook)
+    for piece in reader.read(None, None):
+        for record in piece.records:
+            ident = instance_id(record, config.id_field)
+            if ident is None:
+                raise DeyelConfigError(missing_id(config.id_field))
+            current.add(ident)
+    # Both bounds on the SERVER's clock, which stamps the dtLastUpdate consumers compare them with.
+    horizon = reader.horizon()
     log.info("listed %d ids of %s (search %r)", len(current), spec.form, spec.search or "")
+    if previous is not None and (horizon, listed_at) < previous.order():
+        # Forward only: a read older than the stored snapshot compared with it would report nothing gone
+        # for instances it listed before they were deleted (the newer run already reported them).
+        log.warning(
+            "%s is newer than this read (another attempt read after this one and published first): this "
+            "attempt reports nothing and leaves it as it is",
+            spec.snapshot,
+        )
+        previous = Snapshot(current, identity, horizon, horizon, "", 0)
 
     key = output_key(config.id_field)
     gone = 0
+    digest = hashlib.sha256()
     for target in (spec.output, spec.snapshot):
         target.parent.mkdir(parents=True, exist_ok=True)
     publish.remove_leftovers(spec.output)
@@ -135,43 +156,149 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
         with temp.open("wb") as out:
             if previous is not None:
                 for ident in previous.ids.missing_from(current):
-                    line = {key: ident, "gone_after": previous.started_ms, "gone_by": finished}
-                    out.write(json.dumps(line).encode() + b"\n")
+                    line = {key: ident, "gone_after": previous.started_ms, "gone_by": horizon}
+                    data = json.dumps(line).encode() + b"\n"
+                    digest.update(data)
+                    out.write(data)
                     gone += 1
         publish.check_targets(spec.output, [spec.output.name])
         temp.move(spec.output)
     except BaseException:
         publish.discard(temp)
         raise
-    snapshot = Snapshot(current, identity, started, finished, spec.run_id, gone)
-    temp = publish.temp_beside(spec.snapshot, private=True)
-    try:
-        with temp.open("wb") as out:
-            out.write(codec.encode(snapshot))
-        publish.check_targets(spec.snapshot, [spec.snapshot.name])
-        temp.move(spec.snapshot)
-    except BaseException:
-        publish.discard(temp)
-        raise
+    result = DeletesResult(
+        gone,
+        len(current),
+        None if previous is None else len(previous.ids),
+        None if previous is None else previous.started_ms,
+        horizon,
+        str(spec.output),
+        str(spec.snapshot),
+    )
+    runs = previous.runs if previous is not None else ()
+    if spec.run_id:
+        runs = _trimmed((*runs, {**result.as_dict(), "run_id": spec.run_id, "sha256": digest.hexdigest()}))
+    snapshot = Snapshot(current, identity, horizon, horizon, spec.run_id, gone, listed_at, runs)
+    replaced = _replace_snapshot(spec, codec, identity, snapshot)
     if previous is None:
         log.info(
             "first snapshot of %s: %d ids; nothing to compare with, an empty output", spec.form, len(current)
         )
     else:
         log.info("%d of %d ids listed before are gone", gone, len(previous.ids))
+    return result if replaced else replace(result, snapshot_replaced=False)
+
+
+def _replace_snapshot(
+    spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, snapshot: Snapshot
+) -> bool:
+    """Publish ``snapshot`` unless the one stored now is newer (an attempt that read later and published
+    while this one was running): then leave it, log why, and return False. Checked again right before the
+    rename, so the window where two publishers can cross is the rename itself."""
+    temp = publish.temp_beside(spec.snapshot, private=True)
+    try:
+        with temp.open("wb") as out:
+            out.write(codec.encode(snapshot))
+        stored = _stored_header(spec, codec, identity)
+        if stored is not None and stored.order() > snapshot.order():
+            log.warning(
+                "%s was replaced meanwhile by a newer read (another attempt of this task, or another run, "
+                "ran at the same time): it is kept, this attempt's ids are dropped (its output is published "
+                "and true; the newer snapshot's run reports the rest). Keep max_active_runs=1",
+                spec.snapshot,
+            )
+            publish.discard(temp)
+            return False
+        publish.check_targets(spec.snapshot, [spec.snapshot.name])
+        temp.move(spec.snapshot)
+    except BaseException:
+        publish.discard(temp)
+        raise
+    return True
+
+
+def _rerun(spec: DeletesSpec, published: dict[str, Any]) -> DeletesResult:
+    """A run that published already (a retry, a clear, of any of the last runs): its output, unchanged.
+    Reading again would compare the form with a later run's snapshot and overwrite what this run reported."""
+    gone = int(published.get("gone", 0))
+    if _digest(spec.output) != published.get("sha256"):
+        if gone:
+            raise DeyelSnapshotError(
+                f"run {spec.run_id} reported {gone} gone ids to {published.get('output')}, and {spec.output} "
+                f"no longer holds them (removed, or overwritten by another run: give each run its own "
+                f"output, e.g. named after {{{{ run_id }}}}); they cannot be listed again. Restore the file, "
+                f"or rebuild the mirror (docs/mirroring.md)"
+            )
+        _publish_empty(spec.output)
+    log.info(
+        "run %s published its %d gone ids to %s already: re-emitting them, nothing read",
+        spec.run_id,
+        gone,
+        spec.output,
+    )
     return DeletesResult(
         gone,
-        len(current),
-        None if previous is None else len(previous.ids),
-        None if previous is None else previous.started_ms,
-        finished,
+        int(published.get("listed", 0)),
+        published.get("previous"),
+        published.get("gone_after"),
+        int(published.get("gone_by", 0)),
         str(spec.output),
         str(spec.snapshot),
+        rerun=True,
     )
 
 
+def _trimmed(runs: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    # The header holds them: the newest MAX_RUNS, within a quarter of its cap.
+    runs = runs[-MAX_RUNS:]
+    while len(runs) > 1 and len(json.dumps(runs)) > MAX_HEADER_BYTES // 4:
+        runs = runs[1:]
+    return runs
+
+
+def _digest(target: ObjectStoragePath) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with target.open("rb") as source:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return digest.hexdigest()
+
+
+def _publish_empty(output: ObjectStoragePath) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temp = publish.temp_beside(output)
+    try:
+        with temp.open("wb"):
+            pass
+        publish.check_targets(output, [output.name])
+        temp.move(output)
+    except BaseException:
+        publish.discard(temp)
+        raise
+
+
 def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Snapshot | None:
-    data = publish.read_own_file(spec.snapshot, spec.max_snapshot_bytes + 1, kind="id snapshot")
+    header = _stored_header(spec, codec, identity)
+    if header is None:
+        return None
+    # The header proved genuine: read no more than it declares (a planted file costs one header read).
+    limit = min(header.file_bytes or spec.max_snapshot_bytes, spec.max_snapshot_bytes)
+    data = publish.read_own_file(spec.snapshot, limit + 1, kind="id snapshot")
+    if data is None or len(data) > spec.max_snapshot_bytes:
+        raise DeyelSnapshotError(
+            f"the id snapshot at {spec.snapshot} is larger than max_snapshot_bytes "
+            f"({spec.max_snapshot_bytes}), or was replaced while read; nothing was reported and the file "
+            f"was left as it is"
+        )
+    return codec.decode(data, identity, str(spec.snapshot))
+
+
+def _stored_header(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Header | None:
+    """The stored snapshot's verified header, reading at most :data:`MAX_HEADER_BYTES` (+1) of the file."""
+    data = publish.read_own_file(spec.snapshot, MAX_HEADER_BYTES + 2, kind="id snapshot")
     if data is None:
         if publish.is_local(spec.snapshot) and os.path.lexists(spec.snapshot.path):
             # A link, a folder or another user's file where the snapshot should be: taking it for a first
@@ -181,12 +308,7 @@ def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Sn
                 f"another user's file); nothing was reported and it was left as it is"
             )
         return None
-    if len(data) > spec.max_snapshot_bytes:
-        raise DeyelSnapshotError(
-            f"the id snapshot at {spec.snapshot} is larger than max_snapshot_bytes "
-            f"({spec.max_snapshot_bytes}); nothing was reported and the file was left as it is"
-        )
-    return codec.decode(data, identity, str(spec.snapshot))
+    return codec.decode_header(data, identity, str(spec.snapshot))
 
 
 def _now_ms(hook: DeyelHook) -> int:

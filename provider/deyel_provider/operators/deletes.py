@@ -21,19 +21,22 @@ class DeyelDeletedInstancesOperator(BaseOperator):
     """Report the instances deleted from a form, or edited out of ``search``, since the previous run.
 
     Incremental extractions carry changes, never deletes: this operator is how a mirror learns them. It
-    lists the id of every instance matching ``search`` now (the exactly-once sliced reader; ids only, kept
-    in a bitmap: 10M sequential ids cost about 1.25 MB), compares them with the snapshot the previous run
+    lists the id of every instance matching ``search`` now (the exactly-once sliced reader; ids only:
+    decimal ids below 2**28 in a bitmap, 10M sequential ids cost about 1.25 MB; other ids, e.g. UUIDs, cost
+    a Python string each, about 210 MB per million), compares them with the snapshot the previous run
     stored at ``snapshot``, publishes the ids that are gone to ``output`` as JSON Lines, one
-    ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}`` per line (epoch milliseconds UTC, as
-    Deyel's ``dtLastUpdate``: the instance was listed at or after ``gone_after`` and was not listed before
-    ``gone_by``), then replaces the snapshot, and emits ``asset`` with the counts as the event's extra.
+    ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}`` per line (epoch milliseconds UTC on the
+    server's clock, as Deyel's ``dtLastUpdate``: each a read's latest ``Date`` less ``settle_seconds``; a
+    version stamped at or after ``gone_by`` may be one that came back), then replaces the snapshot unless a
+    newer read's is stored (forward only), and emits ``asset`` with the counts as the event's extra.
 
     The first run stores a snapshot and publishes an empty output. A read that cannot be proven complete
     (a lost page, counts that disagree) fails with a typed ``DeyelError`` and leaves the previous snapshot as
     it was, so a missing page is never reported as deleted instances. The snapshot is authenticated with a
     key derived from the connection's client secret and names its connection, form, search and task: one
     written for anything else, or altered, or a link or foreign file at its name, fails the task with
-    ``DeyelSnapshotError``. A rerun of a run that already published keeps its output and reads nothing.
+    ``DeyelSnapshotError``. A rerun of any of the last 48 runs that published re-emits its output unchanged
+    and reads nothing (give each run its own ``output``, e.g. named after ``{{ run_id }}``).
     Returns the counts (``gone``, ``listed``, ``previous``) and ``gone_after``/``gone_by``.
 
     :param form: the form's identifier, e.g. ``CRM_ACCOUNT`` (templated).

@@ -7,8 +7,11 @@ watermarks (a key derived from the connection's client secret, token URL and cli
 another connection, form or search, or one altered by a byte, is a :class:`DeyelSnapshotError`: never
 trusted, so a planted file cannot make the operator report live instances deleted or hide deleted ones.
 
-Memory: the bitmap holds ids below 2**28 at one bit each (10M sequential ids: 1.25 MB); other ids cost what a
-Python string in a set costs. Decoding is bounded by the sizes the authenticated header declares.
+Memory: the bitmap holds canonical decimal ids below 2**28 at one bit each (10M sequential ids: 1.25 MB); any
+other id (a UUID, ten digits or more) costs a Python string in a set, and decoding a snapshot holds all of its
+own: about 160 MB per million ten-digit ids, 210 MB per million UUIDs (tests/test_deletes_review.py bounds
+both at 256 MB). Decoding is bounded by the sizes the authenticated header declares, and the header is
+verified before any body byte is read (:meth:`SnapshotCodec.decode_header`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ SNAPSHOT_PURPOSE = "id-snapshot-mac"
 MAX_HEADER_BYTES = 64 * 1024
 #: The most bytes of the bitmap a header may declare (every id below the bitmap limit).
 MAX_BITS_BYTES = _BITMAP_LIMIT // 8
+#: The runs whose published output a snapshot remembers (a rerun of an older one reads nothing).
+MAX_RUNS = 48
 _CHUNK = 1 << 16
 
 
@@ -120,13 +125,44 @@ class Snapshot:
 
     ids: SnapshotIds
     identity: Identity
-    #: The read that listed these ids started and ended at these moments (epoch ms, the worker's clock).
+    #: The read's settled horizon on the server's clock (epoch ms; both equal since the horizon replaced the
+    #: worker's start and end times): the next run's ``gone_after``, this run's ``gone_by``.
     started_ms: int
     finished_ms: int
     #: The Airflow run that wrote it, and how many ids that run reported gone (a rerun of that run reports
     #: the same file again instead of comparing the snapshot with itself).
     run_id: str
     gone: int
+    #: The worker's clock when the read began (epoch ms): breaks a tie of two reads' ``started_ms``.
+    listed_at_ms: int = 0
+    #: What the latest runs published (run id, output, its digest, counts, bounds), newest last: a rerun of
+    #: any of them re-emits its output instead of reading (:data:`MAX_RUNS` kept).
+    runs: tuple[dict[str, Any], ...] = ()
+
+    def order(self) -> tuple[int, int]:
+        """Which of two snapshots is newer: the later read (the server's horizon, then the worker's clock)."""
+        return (self.started_ms, self.listed_at_ms)
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return next((entry for entry in reversed(self.runs) if entry.get("run_id") == run_id), None)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A snapshot's verified header alone (read first, before any body byte, so a planted file costs at most
+    :data:`MAX_HEADER_BYTES`)."""
+
+    length: int
+    body: dict[str, Any]
+
+    @property
+    def file_bytes(self) -> int:
+        """The whole file's size the header declares (0: not declared, an older snapshot)."""
+        compressed = self.body.get("compressed_bytes")
+        return self.length + 1 + compressed if isinstance(compressed, int) and compressed >= 0 else 0
+
+    def order(self) -> tuple[int, int]:
+        return (int(self.body.get("started_ms", 0)), int(self.body.get("listed_at_ms", 0)))
 
 
 class SnapshotCodec:
@@ -154,6 +190,9 @@ class SnapshotCodec:
             "finished_ms": snapshot.finished_ms,
             "run_id": snapshot.run_id,
             "gone": snapshot.gone,
+            "listed_at_ms": snapshot.listed_at_ms,
+            "runs": list(snapshot.runs[-MAX_RUNS:]),
+            "compressed_bytes": len(compressed),
             "count": len(snapshot.ids),
             "body_bytes": len(raw),
             "body_sha256": hashlib.sha256(compressed).hexdigest(),
@@ -161,9 +200,9 @@ class SnapshotCodec:
         header["mac"] = self._mac(header)
         return json.dumps(header, sort_keys=True).encode() + b"\n" + compressed
 
-    def decode(self, data: bytes, expected: Identity, where: str) -> Snapshot:
-        """The snapshot in ``data`` once it proved to be this connection's, of ``expected``, unaltered."""
-        line, newline, compressed = data.partition(b"\n")
+    def decode_header(self, data: bytes, expected: Identity, where: str) -> Header:
+        """The header at the start of ``data`` (the body need not follow) once its MAC and identity hold."""
+        line, newline, _ = data.partition(b"\n")
         try:
             if not newline or len(line) > MAX_HEADER_BYTES:
                 raise ValueError("no header line")
@@ -184,7 +223,8 @@ class SnapshotCodec:
             raise _refused(
                 where,
                 "fails its MAC: it was not written by this provider with this connection's client secret "
-                "(planted or altered), or the secret was changed since",
+                "(planted or altered), or the secret was changed since (after a rotation, re-baseline: "
+                "docs/extraction.md, 'After rotating the client secret')",
             )
         if body.get("identity") != asdict(expected):
             raise _refused(
@@ -192,6 +232,13 @@ class SnapshotCodec:
                 f"lists {body.get('identity')!r}, not {asdict(expected)!r}: another connection, form, "
                 f"search, id key or task wrote it; give each task its own snapshot path",
             )
+        return Header(len(line), body)
+
+    def decode(self, data: bytes, expected: Identity, where: str) -> Snapshot:
+        """The snapshot in ``data`` once it proved to be this connection's, of ``expected``, unaltered."""
+        header = self.decode_header(data, expected, where)
+        body = header.body
+        compressed = data[header.length + 1 :]
         if hashlib.sha256(compressed).hexdigest() != body.get("body_sha256"):
             raise _refused(where, "has a body that is not the one its header was signed with")
         try:
@@ -210,6 +257,8 @@ class SnapshotCodec:
                 finished_ms=int(body["finished_ms"]),
                 run_id=str(body["run_id"]),
                 gone=int(body["gone"]),
+                listed_at_ms=int(body.get("listed_at_ms", 0)),
+                runs=tuple(entry for entry in body.get("runs", ()) if isinstance(entry, dict)),
             )
         except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
             raise _refused(where, f"cannot be decoded ({exc})") from None

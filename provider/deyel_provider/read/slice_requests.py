@@ -47,6 +47,9 @@ class ReadStats:
     #: The server's count of the window's matches on the first response (its count header), None without
     #: one: an estimate for progress lines, never a proof of anything.
     expected: int | None = None
+    #: The latest ``Date`` the server answered with (epoch ms; None: none sent one): see
+    #: :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`.
+    server_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class SliceRequests:
         page = parse_page(self._fetch(endpoint, query), self._paging)
         with self._lock:
             self.stats.requests += 1
+            if page.server_ms is not None:
+                self.stats.server_ms = max(page.server_ms, self.stats.server_ms or page.server_ms)
         self._concurrency.note_done()
         return page
 

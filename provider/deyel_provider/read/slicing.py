@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present
+from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present, server_horizon
 from deyel_provider.api.pagination import Page
 from deyel_provider.exceptions import DeyelError, DeyelIncompleteError, DeyelWatermarkError
 from deyel_provider.read.slice_passes import PastSlices
@@ -98,6 +98,17 @@ class SlicedReader(PastSlices):
                 f"the read stopped on an unexpected {type(exc).__name__} (a provider bug; please report it "
                 f"with the task log): nothing of this read may be published"
             ) from exc
+
+    def horizon(self) -> int:
+        """After a full read: a moment every version left unread was stamped at or after, on the server's
+        clock (the latest response's ``Date`` less ``settle_ms``, :func:`server_horizon`). A version stamped
+        before it and visible within ``settle_ms`` of its stamp was visible to the read's last response,
+        which held everything above the part already read; so an instance the read did not list has no
+        version matching the search stamped before it. Compare it with ``dtLastUpdate``, never with the
+        worker's clock."""
+        return server_horizon(
+            self.stats.server_ms, int(self._clock() * 1000), self._settle_ms, self._max_skew_ms
+        )
 
     def _read(self, start: int | None, end: int | None, end_at_server_time: bool) -> Iterator[Slice]:
         low = 0 if start is None else int(start)
