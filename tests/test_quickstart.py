@@ -145,6 +145,8 @@ def test_the_quickstart_runs_command_by_command_in_a_fresh_virtualenv(wheel_dist
             except ProcessLookupError:
                 pass
 
+    # Every airflow command used the page's Airflow home: none made one in the reader's home folder.
+    assert not (home / "airflow").exists(), "an airflow command ran before AIRFLOW_HOME was set"
     # The install came from the wheel into the page's virtualenv, not from anything of the test's.
     site = list((quickstart / "venv").glob("lib/python*/site-packages/deyel_provider"))
     assert site, "the provider is not in the quickstart's virtualenv"
