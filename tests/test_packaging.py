@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from deyel_provider import __version__
+from tests.support.wheel import run
 
 pytestmark = pytest.mark.packaging
 
@@ -26,23 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    done = subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout, check=False
-    )
-    assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    """sdist and wheel from ``make dist``, the command the README names (``python -m build``: the wheel is
-    built from the sdist, so the sdist is whole), into a folder of the test's own."""
-    out = tmp_path_factory.mktemp("dist")
-    # -o: the virtualenv is the one running this test (make setup's stamp is not remade); --no-isolation in
-    # the target: hatchling and its readme plugin come from the test group, nothing is fetched to build.
-    run("make", "-C", ROOT, "-o", ".venv/.installed", "dist", f"PY={sys.executable}", f"DIST={out}")
-    return out
+def dist(wheel_dist) -> Path:
+    """sdist and wheel from ``make dist`` (one build per session: test_quickstart installs this wheel)."""
+    return wheel_dist
 
 
 def test_sdist_and_wheel_pass_twine_check(dist):
