@@ -188,8 +188,10 @@ class DeyelExtractOperator(BaseOperator):
             check_output_options(
                 "jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes, max_columns=max_columns
             )
-        if not templated(search):
-            check_search(search)  # a DAG with a mistyped separator fails to parse (else: at execute)
+        if isinstance(search, str) and not templated(search):
+            # A DAG with a mistyped separator fails to parse; a template or an XComArg (resolved at run
+            # time) is checked once rendered, at execute.
+            check_search(search)
         self.asset = asset if asset is not None else default_asset(output)
         outlets, inlets = declared_assets(
             self.asset, incremental_field, kwargs.pop("outlets", None), kwargs.pop("inlets", None)
