@@ -7,6 +7,8 @@ not templated although 27 says every operator's is.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from deyel_provider.hooks.deyel import DeyelHook
@@ -131,11 +133,11 @@ def test_the_changelog_lists_issue_27s_behaviour_changes():
     __import__("deyel_provider.compat", fromlist=["AIRFLOW_VERSION"]).AIRFLOW_VERSION < (3, 2),
     reason="asset partitions are Airflow 3.2+",
 )
-def test_partitions_written_to_one_fixed_output_are_not_overwritten_silently(deyel_conn, tmp_path):
+def test_partitions_written_to_one_fixed_output_are_not_overwritten_silently(deyel_conn, tmp_path, caplog):
     """A partitioned DAG whose ``output`` does not name the key (``/data/crm.jsonl``, as a non-partitioned
     DAG writes it) publishes every partition to the same file: a backfill of 05:00, 06:00, 07:00 leaves only
     07:00, and the 05:00 consumer (PartitionedAssetTimetable) reads 07:00's instances under 05:00's key.
-    dcb79c1 says nothing; at least a warning (or a DeyelConfigError) naming the output and the key is due."""
+    dcb79c1 says nothing; a warning naming the output and the key is due."""
     from types import SimpleNamespace
 
     from airflow.sdk import CronPartitionTimetable
@@ -154,9 +156,14 @@ def test_partitions_written_to_one_fixed_output_are_not_overwritten_silently(dey
             "partition_key": "2026-01-01T00:00:00",
             "outlet_events": outlet_events(),
         }
-        with pytest.warns(UserWarning, match="partition"):
-            operator.execute(context)
+        caplog.set_level(logging.WARNING, logger="deyel_provider")
+        operator.execute(context)
         assert output.exists()
+        # A WARNING (not a refusal: a DAG may overwrite one file on purpose), once, naming output and the fix.
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len([m for m in warned if "partition key" in m]) == 1, warned
+        assert f"output {output}" in warned[0]
+        assert "{{ dag_run.partition_key }}" in warned[0]
 
 
 @pytest.mark.parametrize(
@@ -222,3 +229,18 @@ def test_values_the_server_reads_as_one_clause_still_pass(search):
     from deyel_provider.api.search import check_search
 
     assert check_search(search) == search
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered", "warns"),
+    [
+        ("/data/crm.jsonl", "/data/crm.jsonl", True),
+        ("/data/{{ dag_run.partition_key }}.jsonl", "/data/2026-01-01T00:00:00.jsonl", False),
+        ("/data/{{ partition_key | replace(':', '') }}.jsonl", "/data/2026-01-01T000000.jsonl", False),
+        ("/data/{{ params.key }}.jsonl", "/data/2026-01-01T00:00:00.jsonl", False),
+    ],
+)
+def test_only_an_output_without_the_partition_key_warns(template, rendered, warns):
+    from deyel_provider.extract.partitions import warn_if_output_is_not_partitioned
+
+    assert warn_if_output_is_not_partitioned(template, rendered, "2026-01-01T00:00:00") is warns

@@ -17,7 +17,7 @@ from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
 from deyel_provider.extract.assets import declared_assets, default_asset, templated
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
-from deyel_provider.extract.partitions import partition_window
+from deyel_provider.extract.partitions import partition_window, warn_if_output_is_not_partitioned
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import epoch_ms, extract
@@ -200,6 +200,8 @@ class DeyelExtractOperator(BaseOperator):
         self.form = form
         # ``output`` is BaseOperator's XComArg property: the rendered target lives in ``output_path``.
         self.output_path = output
+        # The text as written, for the partitioned-run check once output is rendered.
+        self._output_template = output
         self.search = search
         self.incremental_field = incremental_field
         self.start_from = start_from
@@ -274,6 +276,7 @@ class DeyelExtractOperator(BaseOperator):
             self.log.info(
                 "partition %s: %s in [%s, %s)", partition.key, field, *map(iso_moment, partition.span)
             )
+            warn_if_output_is_not_partitioned(self._output_template, self.output_path, partition.key)
         mode, start, end, run = (
             ("partition", partition.start, partition.end, None) if partition else self._window(context, field)
         )
