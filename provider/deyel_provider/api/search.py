@@ -25,8 +25,16 @@ _FIELD = r"[A-Za-z_][\w/.-]*"
 # value (an ``in`` list written with commas, a text) stays in it.
 _CLAUSE_SPLIT = re.compile(rf",(?=\s*{_FIELD}=[A-Za-z]+:)")
 _CLAUSE = re.compile(rf"\s*(?P<field>{_FIELD})\s*=\s*(?P<op>[A-Za-z]+):(?P<value>.*)", re.DOTALL)
-# Another separator followed by a clause: a second clause the server would read as part of a value.
-_WRONG_SEPARATOR = re.compile(rf"(?P<sep>;|&|\s+and\s+|\s+AND\s+)\s*(?P<clause>{_FIELD}=[A-Za-z]+:)")
+# Another separator followed by a clause: a second clause the server would read as part of a value. Only
+# "field=op:" with a KNOWN operator counts (any letter case), so a value such as "0;url=https://x" or a URL
+# carrying "&next=https://..." stays one clause, as the server reads it. A comma counts only when spaces
+# around '=' keep the server from splitting there (a plain ",field=op:" was split above).
+_OPERATOR_ALTERNATION = "|".join(sorted(OPERATORS, key=len, reverse=True))
+_WRONG_SEPARATOR = re.compile(
+    rf"(?P<sep>[;&|,\r\n]|\s+and\s+|\s)\s*(?P<clause>{_FIELD}\s*=\s*(?:{_OPERATOR_ALTERNATION}):)",
+    re.IGNORECASE,
+)
+_SEPARATOR_NAMES = {"\n": "a line break", "\r": "a line break", " ": "a space", "\t": "a tab"}
 
 
 def check_search(search: str | None, *, parameter: str = "search") -> str | None:
@@ -35,7 +43,8 @@ def check_search(search: str | None, *, parameter: str = "search") -> str | None
     :param search: the filter as the user wrote it (None or blank: no filter).
     :param parameter: the argument's name in messages (the user's, e.g. ``search``).
     :raises DeyelConfigError: a clause that is not ``field=op:value``, an unknown operator, or a clause
-        joined to the one before by ``;``, ``&`` or ``and`` instead of ``,``.
+        joined to the one before by ``;``, ``&``, ``|``, ``and`` (any case), a line break or a space instead
+        of ``,``, or by a ``,`` the server does not split at (spaces around ``=``).
     """
     if search is None or not str(search).strip():
         return search
@@ -55,11 +64,16 @@ def check_search(search: str | None, *, parameter: str = "search") -> str | None
             )
         wrong = _WRONG_SEPARATOR.search(match["value"])
         if wrong is not None:
-            separator = wrong["sep"].strip() or wrong["sep"]
+            sep = wrong["sep"]
+            separator = _SEPARATOR_NAMES.get(sep, repr(sep.strip() or sep))
+            clause = re.sub(r"\s+", "", wrong["clause"])
+            if sep == ",":
+                hint = f"write that clause without spaces around '=' ({clause})"
+            else:
+                hint = "use , between clauses"
             raise DeyelConfigError(
-                f"{parameter}={text!r}: {separator!r} joins the clause {wrong['clause']!r} to the value of "
+                f"{parameter}={text!r}: {separator} joins the clause {wrong['clause']!r} to the value of "
                 f"{match['field']}, and the server would read it as part of that value (matching nothing); "
-                f"use , between clauses (e.g. "
-                f"{match['field']}={match['op']}:{match['value'][: wrong.start()]},{wrong['clause']}...)"
+                f"{hint} (e.g. {match['field']}={match['op']}:{match['value'][: wrong.start()]},{clause}...)"
             )
     return search

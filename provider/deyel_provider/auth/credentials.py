@@ -25,7 +25,13 @@ from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError, DeyelRateLimitError
 from deyel_provider.http.bodies import read_capped
 from deyel_provider.http.deadline import total_deadline
-from deyel_provider.http.errors import api_prefix_hint, connection_error, error_from_response, names_form
+from deyel_provider.http.errors import (
+    api_prefix_hint,
+    connection_error,
+    deyel_error_body,
+    error_from_response,
+    names_form,
+)
 from deyel_provider.http.redact import Redactor, basic_value
 from deyel_provider.http.retry import RetryPolicy
 from deyel_provider.http.session import pooled_session
@@ -193,6 +199,11 @@ def _check_api(
     if answer is None:  # 2xx, but not a JSON list: a web page served for any path, not the API
         found = _find_prefix(config, session, token, check, deadline, redactor)
         return False, f"{got}, but " + api_prefix_hint(url, None, config.api_prefix, found, form)
+    if isinstance(answer, _ForeignRefusal):
+        # A 403 page that is not Deyel's (a proxy forbidding every path outside the API): no proof, as a
+        # 404 that does not name the form is none.
+        found = _find_prefix(config, session, token, check, deadline, redactor)
+        return False, f"{got}, but " + api_prefix_hint(url, answer.status, config.api_prefix, found, form)
     error = answer
     if error.status == 404 and not names_form(error, form):
         found = _find_prefix(config, session, token, check, deadline, redactor)
@@ -211,6 +222,13 @@ def _check_api(
     return False, f"{got}, but {error}"
 
 
+@dataclass(frozen=True)
+class _ForeignRefusal:
+    """A 403 whose body is not Deyel's error shape: some other server's page, not the API's answer."""
+
+    status: int
+
+
 def _get(
     config: DeyelConfig,
     session: requests.Session,
@@ -219,9 +237,10 @@ def _get(
     params: dict[str, Any],
     deadline: float,
     redactor: Redactor,
-) -> list[Any] | DeyelError | None:
+) -> list[Any] | DeyelError | _ForeignRefusal | None:
     """One GET with ``token`` (to the connection's own host, no redirect followed): the JSON list it
-    answered, the typed error of a failure, or None for a success that is not a JSON list."""
+    answered, the typed error of a failure, a :class:`_ForeignRefusal` for a 403 that is not Deyel's, or
+    None for a success that is not a JSON list."""
     path = urlsplit(url).path
     seconds = max(min(config.request_deadline, deadline - time.monotonic()), 0.001)
     try:
@@ -237,6 +256,8 @@ def _get(
             read_capped(response, config.max_response_bytes, method="GET", path=path, deadline=deadline)
     except requests.RequestException as exc:
         raise connection_error(exc, url, config.timeout, config.conn_id, method="GET") from None
+    if response.status_code == 403 and not deyel_error_body(response):
+        return _ForeignRefusal(response.status_code)
     if not 200 <= response.status_code < 300:
         return error_from_response(response, note=f"connection {config.conn_id!r}", redact=redactor)
     try:

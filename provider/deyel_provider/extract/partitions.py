@@ -14,6 +14,7 @@ raised before anything is read. On Airflow 3.0 and 3.1 no run has a partition ke
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from croniter import croniter
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract.run import epoch_ms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,23 @@ def partition_window(context: Mapping[str, Any]) -> PartitionWindow | None:
     timetable = getattr(context.get("dag"), "timetable", None)
     start, end = partition_period(timetable, key)
     return PartitionWindow(key, epoch_ms(start), epoch_ms(end))
+
+
+def warn_if_output_is_not_partitioned(template: Any, rendered: Any, key: str) -> bool:
+    """Log one WARNING when a partitioned run writes where every partition writes: ``output`` neither names
+    ``partition_key`` in its template nor renders to a text holding the key. Each partition then overwrites
+    the last, and a consumer of an earlier key reads a later one's instances. Not refused: a DAG may
+    overwrite one file on purpose. Returns whether it warned."""
+    if "partition_key" in str(template) or key in str(rendered):
+        return False
+    log.warning(
+        "output %s does not depend on the partition key (%s): every partition of this DAG writes it, the "
+        "last run overwriting the others; template output with {{ dag_run.partition_key }} to keep one "
+        "file per partition",
+        rendered,
+        key,
+    )
+    return True
 
 
 def partition_period(timetable: Any, key: str) -> tuple[pendulum.DateTime, pendulum.DateTime]:

@@ -139,6 +139,15 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
+def deyel_error_body(response: requests.Response) -> bool:
+    """Whether a failed response's body has Deyel's error shape (``docs/deyel-api.md`` 4-5): JSON with an
+    ``errors`` list, or an ``errorCode``. A proxy's or a servlet container's own page (HTML, empty) has
+    neither, so its status says nothing about the API behind it."""
+    return isinstance(_json_key(response, "errors"), list) or isinstance(
+        _json_key(response, "errorCode"), str
+    )
+
+
 def _json_key(response: requests.Response, key: str) -> Any:
     try:
         data = response.json()

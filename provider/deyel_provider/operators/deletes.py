@@ -51,10 +51,10 @@ class DeyelDeletedInstancesOperator(BaseOperator):
     :param max_snapshot_bytes: the largest snapshot file read.
     :param asset: the Asset emitted on success; default: the output's location up to its first template.
     :param output_conn_id: Airflow connection of the output's and snapshot's object store, if it needs one.
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     """
 
-    template_fields: Sequence[str] = ("form", "output_path", "snapshot", "search")
+    template_fields: Sequence[str] = ("form", "output_path", "snapshot", "search", "deyel_conn_id")
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract import watermark as wm
 from deyel_provider.extract.assets import declared_assets, default_asset, templated
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
-from deyel_provider.extract.partitions import partition_window
+from deyel_provider.extract.partitions import partition_window, warn_if_output_is_not_partitioned
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.run import epoch_ms, extract
@@ -188,8 +188,10 @@ class DeyelExtractOperator(BaseOperator):
             check_output_options(
                 "jsonl", on_empty=on_empty, max_file_bytes=max_file_bytes, max_columns=max_columns
             )
-        if not templated(search):
-            check_search(search)  # a DAG with a mistyped separator fails to parse (else: at execute)
+        if isinstance(search, str) and not templated(search):
+            # A DAG with a mistyped separator fails to parse; a template or an XComArg (resolved at run
+            # time) is checked once rendered, at execute.
+            check_search(search)
         self.asset = asset if asset is not None else default_asset(output)
         outlets, inlets = declared_assets(
             self.asset, incremental_field, kwargs.pop("outlets", None), kwargs.pop("inlets", None)
@@ -198,6 +200,8 @@ class DeyelExtractOperator(BaseOperator):
         self.form = form
         # ``output`` is BaseOperator's XComArg property: the rendered target lives in ``output_path``.
         self.output_path = output
+        # The text as written, for the partitioned-run check once output is rendered.
+        self._output_template = output
         self.search = search
         self.incremental_field = incremental_field
         self.start_from = start_from
@@ -272,6 +276,7 @@ class DeyelExtractOperator(BaseOperator):
             self.log.info(
                 "partition %s: %s in [%s, %s)", partition.key, field, *map(iso_moment, partition.span)
             )
+            warn_if_output_is_not_partitioned(self._output_template, self.output_path, partition.key)
         mode, start, end, run = (
             ("partition", partition.start, partition.end, None) if partition else self._window(context, field)
         )

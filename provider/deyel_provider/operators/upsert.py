@@ -88,7 +88,7 @@ class DeyelUpsertOperator(BaseOperator):
     :param max_batch_bytes: the most bytes of the records of one batch (default 16 MiB: a batch ends before
         it would pass it) and of the Parquet rows decoded at once.
     :param token: the XCom value of a ``DeyelTokenOperator`` (templated, encrypted); see ``DeyelOperator``.
-    :param deyel_conn_id: the ``deyel`` connection.
+    :param deyel_conn_id: the ``deyel`` connection (templated).
     """
 
     template_fields: Sequence[str] = (

@@ -78,9 +78,9 @@ class DeyelInstanceSensor(BaseSensorOperator):
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = bool(deferrable)
         # Checked now (not at the first poke) so a DAG with a bad bound or search fails to parse; a templated
-        # search is checked once rendered.
-        templated = isinstance(search, str) and ("{{" in search or "{%" in search)
-        InstanceQuery.build("FORM", None if templated else search, min_count, max_instances, None)
+        # search, or one that is no str yet (an XComArg, resolved at run time), is checked once rendered.
+        plain = isinstance(search, str) and "{{" not in search and "{%" not in search
+        InstanceQuery.build("FORM", search if plain else None, min_count, max_instances, None)
 
     @cached_property
     def hook(self) -> DeyelHook:

@@ -88,6 +88,9 @@ class InstanceQuery:
         """From arguments as DAG authors and serialised triggers give them (None, lists)."""
         if fields is not None and isinstance(fields, str):
             raise DeyelConfigError(f"fields must be a list of field identifiers, got {fields!r}")
+        if search is not None and not isinstance(search, str):
+            # Only a rendered search is a str; anything else (an unresolved XComArg) is a mistake to name.
+            raise DeyelConfigError(f"search must be a text filter (field=op:value), got {search!r}")
         return cls(form, (search or "").strip(), min_count, max_instances, tuple(fields or ()))
 
 
