@@ -213,7 +213,9 @@ def test_every_reader_reads_back_the_csv_written(tmp_path):
         branches.took("every reader")
 
     example()
-    branches.assert_share("every reader", at_least=0.5)
+    # About half the draws are CSV-writable by design (the other half hold what CSV must refuse): 49% was
+    # seen in a full run, so the bound proves the success branch runs without flaking on a random draw.
+    branches.assert_share("every reader", at_least=0.4)
 
 
 # -- the findings, one by one -------------------------------------------------------------------------------

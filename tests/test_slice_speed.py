@@ -14,7 +14,7 @@ from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD
 from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.emulator import run_emulator
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Concurrency, Workers
 from deyel_provider.read.slicing import SlicedReader, SliceSettings
 
 FORM = "CRM_ACCOUNT"
@@ -53,7 +53,7 @@ def reader_for(emulator: Any, fetch: CountingFetch, page_size: int, max_workers:
         None,
         hook.paging(page_size),
         SliceSettings(id_field=DEFAULT_ID_FIELD, clock=emulator.state.clock.now, sleep=emulator.advance),
-        concurrency=Concurrency(max_workers),
+        concurrency=Concurrency(Workers(max_workers)),
     )
 
 
