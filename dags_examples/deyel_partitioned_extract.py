@@ -50,6 +50,9 @@ if CronPartitionTimetable is not None:
             format="jsonl",
             page_size=500,
             asset=HOURLY,
+            # A run without a partition (triggered by hand) is an incremental run from here; a partitioned
+            # run reads its hour and neither reads nor moves the watermark.
+            start_from="2026-01-01T00:00:00Z",
         )
 
     with DAG(
