@@ -35,7 +35,6 @@ import json
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -43,8 +42,9 @@ from types import ModuleType
 from typing import Any
 
 from bench.harness import Column, Measurement, Table, Variant, rate, run_table, sized
+from tests.support import postgres
 
-SERVER = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+SERVER = os.environ.get("BENCH_POSTGRES", postgres.SERVER)
 EXAMPLE = Path(__file__).resolve().parent.parent / "dags_examples" / "deyel_mirror_postgres.py"
 #: How much older than the input the present half's rows are (ms): the input's version wins.
 OLDER_MS = 3_600_000
@@ -106,16 +106,9 @@ def write_input(folder: Path, n: int) -> tuple[Path, Path]:
 @contextmanager
 def database(server: str | None = None) -> Iterator[str]:
     """A database of its own on ``server`` (default ``SERVER``), dropped afterwards; yields its URI."""
-    import psycopg
-
     server = server or SERVER
-    name = f"bench_mirror_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-        try:
-            yield f"{server}/{name}"
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with postgres.own_database("bench_mirror", server, connect_timeout=5) as name:
+        yield f"{server}/{name}"
 
 
 def reset(uri: str, mirror: ModuleType, present: Path) -> None:

@@ -17,6 +17,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.clock import Clock
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
+from tests.support import postgres
 from tests.support.helpers import outlet_events
 
 FORM = "CRM_ACCOUNT"
@@ -248,22 +249,7 @@ def test_a_million_non_bitmap_ids_stay_within_the_bound_the_docs_state(kind):
 @pytest.fixture
 def mirror_database(monkeypatch):
     """A database of its own on the PostgreSQL at 127.0.0.1:5432 (user postgres), dropped afterwards."""
-    import uuid
-
-    import psycopg2
-
-    name = f"deyel_review26_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    monkeypatch.setenv("AIRFLOW_CONN_MIRROR_POSTGRES", f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        yield name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    yield from postgres.mirror_database(monkeypatch, "deyel_review26")
 
 
 def mirror_module():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import postgres
 from tests.support.example_dags import DAGS_FOLDER, consumed_by_the_next_run
 
 EXAMPLES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
@@ -337,22 +338,7 @@ def test_the_lake_extraction_writes_typed_parts_and_skips_empty_days(
 def mirror_database(monkeypatch):
     """A database of its own on the PostgreSQL at 127.0.0.1:5432 (user postgres), dropped afterwards; the
     example's ``mirror_postgres`` connection points at it."""
-    import uuid
-
-    import psycopg2
-
-    name = f"deyel_mirror_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    monkeypatch.setenv("AIRFLOW_CONN_MIRROR_POSTGRES", f"postgresql://postgres@127.0.0.1:5432/{name}")
-    try:
-        yield name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    yield from postgres.mirror_database(monkeypatch, "deyel_mirror")
 
 
 @pytest.mark.dag
