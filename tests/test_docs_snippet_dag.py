@@ -8,14 +8,14 @@ asset-triggered case is covered by what both share, a run without a logical date
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import textwrap
 from pathlib import Path
 
 import pendulum
 import pytest
+
+from tests.support.dag_bundles import dag_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "extraction.md"
@@ -49,37 +49,9 @@ def runnable(snippet: str, lake: str) -> str:
 @pytest.fixture
 def snippet_dag(tmp_path, monkeypatch, airflow_db):
     """The snippet's DAG in a bundle of its own, loaded as the DAG processor would."""
-    import subprocess
-
-    from deyel_provider.compat import AIRFLOW_VERSION
-    from tests.support.helpers import dagbag_class
-
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    bundles = [
-        {
-            "name": "dags-folder",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {},
-        },
-        {
-            "name": "docs-snippets",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(folder), "refresh_interval": 0},
-        },
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    load = dag_bundle(tmp_path / "dags", "docs-snippets", monkeypatch)
     source = runnable(headline_snippet(), (tmp_path / "lake").as_uri())
-    (folder / "docs_extraction_snippet.py").write_text(source, encoding="utf-8")
-    if AIRFLOW_VERSION < (3, 1):
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "reserialize", "-B", "docs-snippets"],
-            check=True,
-            capture_output=True,
-        )
-    dag = dagbag_class()(dag_folder=str(folder / "docs_extraction_snippet.py")).get_dag(
-        "docs_extraction_snippet"
-    )
+    dag = load("docs_extraction_snippet", source)
     assert dag is not None, source
     return dag, tmp_path / "lake"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.extract.partitions import partition_period, partition_window
 from deyel_provider.operators.extract import DeyelExtractOperator
+from tests.support.dag_bundles import dag_bundle
 from tests.support.helpers import outlet_events, partitioned_run
 
 partitions = pytest.mark.skipif(AIRFLOW_VERSION < (3, 2), reason="asset partitions are Airflow 3.2+")
@@ -183,27 +183,10 @@ DAG_SOURCE = """
 @pytest.fixture
 def hourly_dag(tmp_path, monkeypatch, airflow_db):
     """The DAG above, in a DAG bundle of its own (as test_watermarks does)."""
-    from tests.support.helpers import dagbag_class
-
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    bundles = [
-        {
-            "name": "dags-folder",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {},
-        },
-        {
-            "name": "partition-tests",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(folder), "refresh_interval": 0},
-        },
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    load = dag_bundle(tmp_path / "dags", "partition-tests", monkeypatch)
     monkeypatch.setenv("DEYEL_PARTITION_OUTPUT", str(tmp_path / "lake"))
     monkeypatch.setenv("DEYEL_PARTITION_ASSET", (tmp_path / "lake").as_uri())
-    (folder / "hourly_partitions.py").write_text(textwrap.dedent(DAG_SOURCE), encoding="utf-8")
-    return dagbag_class()(dag_folder=str(folder)).get_dag("hourly_partitions")
+    return load("hourly_partitions", DAG_SOURCE)
 
 
 def run_partition(dag, key: str) -> tuple[str, dict | None, list]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +38,7 @@ from deyel_provider.extract.watermark import (
 )
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
+from tests.support.dag_bundles import dag_bundle
 from tests.support.helpers import ByAsset, outlet_events
 
 FORM = "CRM_ACCOUNT"
@@ -78,39 +77,8 @@ def deyel_conn(deyel_conn):
 @pytest.fixture
 def dag_files(tmp_path, monkeypatch, airflow_db):
     """Write DAG files to a bundle of their own; returns ``load(name, source) -> DAG``."""
-    import subprocess
-
-    from deyel_provider.compat import AIRFLOW_VERSION
-    from tests.support.helpers import dagbag_class
-
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    bundles = [
-        {
-            "name": "dags-folder",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {},
-        },
-        {
-            "name": "watermark-tests",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(folder), "refresh_interval": 0},
-        },
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    load = dag_bundle(tmp_path / "dags", "watermark-tests", monkeypatch)
     monkeypatch.setenv("DEYEL_WM_OUTPUT", str(tmp_path / "lake"))
-
-    def load(name: str, source: str):
-        (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-        if AIRFLOW_VERSION < (3, 1):
-            # As conftest does for the examples: 3.0's dag.test() does not register the DAG's assets.
-            subprocess.run(
-                [sys.executable, "-m", "airflow", "dags", "reserialize", "-B", "watermark-tests"],
-                check=True,
-                capture_output=True,
-            )
-        return dagbag_class()(dag_folder=str(folder / f"{name}.py")).get_dag(name)
-
     return load
 
 
