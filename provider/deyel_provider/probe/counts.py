@@ -12,22 +12,17 @@ from typing import TYPE_CHECKING
 
 from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Page
-from deyel_provider.probe.results import OK, TINY, WARN, Answer, found_paging, record_key
+from deyel_provider.probe.results import OK, TINY, WARN, Answer, ProberChecks, found_paging, record_key
 
 if TYPE_CHECKING:
     from deyel_provider.probe.results import ProbeSession
 
 
-class CountChecks:
+class CountChecks(ProberChecks):
     """The count header and the cap of a prober whose paging strategy is known; extras go to its result."""
 
     def __init__(self, prober: ProbeSession) -> None:
-        self.config = prober.config
-        self.result = prober.result
-        self.note = prober.note
-        self.listing = prober.listing
-        self.total_headers = prober.total_headers
-        self.page_size = prober.page_size
+        super().__init__(prober)
         #: The usable count header's value for the whole form (None: none usable).
         self.total_value: int | None = None
 

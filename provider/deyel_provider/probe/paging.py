@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from deyel_provider.probe.counts import CountChecks
-from deyel_provider.probe.results import FAIL, MIN_INSTANCES, OK, TINY, WARN, Answer, ProbeFailed, record_keys
+from deyel_provider.probe.results import (
+    FAIL,
+    MIN_INSTANCES,
+    OK,
+    TINY,
+    WARN,
+    Answer,
+    ProbeFailed,
+    ProberChecks,
+    record_keys,
+)
 from deyel_provider.probe.short_pages import check_short_pages
 
 if TYPE_CHECKING:
@@ -27,21 +37,11 @@ class SearchSample:
     sample: list[dict[str, Any]]
 
 
-class PagingChecks:
+class PagingChecks(ProberChecks):
     """Finds how the server of a prober (its API prefix known) pages; the extras go to its result."""
 
     def __init__(self, prober: ProbeSession) -> None:
-        self.prober = prober
-        self.config = prober.config
-        self.result = prober.result
-        self.note = prober.note
-        self.get = prober.get
-        self.listing = prober.listing
-        self.records = prober.records
-        self.page_params = prober.page_params
-        self.size_params = prober.size_params
-        self.offset_params = prober.offset_params
-        self.total_headers = prober.total_headers
+        super().__init__(prober)
         #: The count header and the page-size cap (what follows a page is asked of the server).
         self.counts = CountChecks(prober)
         #: A page parameter that numbers pages from 0 (the provider numbers them from 1).

@@ -163,3 +163,22 @@ class ProbeSession(Protocol):
     def records(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]] | None: ...
 
     def note(self, level: str, topic: str, text: str) -> None: ...
+
+
+class ProberChecks:
+    """What the checks beside the prober (paging, counts) read of it, taken in one place: its connection,
+    result, requests and candidate names (the connection's, the common ones, the command line's)."""
+
+    def __init__(self, prober: ProbeSession) -> None:
+        self.prober = prober
+        self.config = prober.config
+        self.result = prober.result
+        self.note = prober.note
+        self.get = prober.get
+        self.listing = prober.listing
+        self.records = prober.records
+        self.page_params = prober.page_params
+        self.size_params = prober.size_params
+        self.offset_params = prober.offset_params
+        self.total_headers = prober.total_headers
+        self.page_size = prober.page_size
