@@ -294,6 +294,24 @@ PROPERTIES = settings(
 WRITER_RATES = st.sampled_from([0.0, 0.0, 0.0, 0.05, 0.2, 0.5])
 
 
+def contract_or_typed_error(deyel_conn, branches, window, *, page_size, workers, **emulator_settings):
+    """Read ``window`` (start, end) from an emulator with ``emulator_settings`` (its ``paging`` also the
+    connection's): the contract checked and its branch taken, returning None; or, the read failing with a
+    DeyelIncompleteError, that error's class (its branch taken) and message, for the caller to judge."""
+    start, end = window
+    with served(deyel_conn, {"paging": emulator_settings["paging"]}, **emulator_settings) as emulator:
+        before = Before.of(emulator)
+        try:
+            result, _ = read(start, end, page_size=page_size, max_workers=workers)
+        except DeyelIncompleteError as error:
+            kind = message_class(str(error), INCOMPLETE_CLASSES)
+            branches.took(f"typed error: {kind}")
+            return kind, str(error)
+        check_contract(emulator, before, result, start=start, end=end)
+        branches.took("contract")
+        return None
+
+
 def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_conn):
     branches = Branches()
 
@@ -319,9 +337,12 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_c
     ):  # fmt: skip
         span = max(1, records) * MINUTE
         low, high = sorted(START + int(f * span) for f in window)
-        with served(
+        failed = contract_or_typed_error(
             deyel_conn,
-            {"paging": strategy},
+            branches,
+            (low, high),
+            page_size=page_size,
+            workers=workers,
             records=records,
             paging=strategy,
             list_order=list_order,
@@ -332,19 +353,12 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_c
             writer_inserts=inserts,
             writer_deletes=deletes,
             writer_seed=writer_seed,
-        ) as emulator:
-            before = Before.of(emulator)
-            try:
-                result, _ = read(low, high, page_size=page_size, max_workers=workers)
-            except DeyelIncompleteError as error:
-                # Only a millisecond more crowded than a response, re-read while the writer empties it, may
-                # fail to settle; the read must then say so, typed.
-                kind = message_class(str(error), INCOMPLETE_CLASSES)
-                branches.took(f"typed error: {kind}")
-                assert burst > page_size and edits + deletes > 0 and kind == "passes disagree", str(error)
-            else:
-                check_contract(emulator, before, result, start=low, end=high)
-                branches.took("contract")
+        )
+        if failed:
+            # Only a millisecond more crowded than a response, re-read while the writer empties it, may
+            # fail to settle; the read must then say so, typed.
+            kind, message = failed
+            assert burst > page_size and edits + deletes > 0 and kind == "passes disagree", message
 
     example()
     branches.assert_share("contract", at_least=0.8)
@@ -374,9 +388,12 @@ def test_full_loads_obey_the_contract_under_a_concurrent_writer(deyel_conn):
         records, strategy, list_order, burst, page_size, workers, send_total, edits, inserts, deletes,
         writer_seed,
     ):  # fmt: skip
-        with served(
+        failed = contract_or_typed_error(
             deyel_conn,
-            {"paging": strategy},
+            branches,
+            (None, None),
+            page_size=page_size,
+            workers=workers,
             records=records,
             paging=strategy,
             list_order=list_order,
@@ -386,18 +403,11 @@ def test_full_loads_obey_the_contract_under_a_concurrent_writer(deyel_conn):
             writer_inserts=inserts,
             writer_deletes=deletes,
             writer_seed=writer_seed,
-        ) as emulator:
-            before = Before.of(emulator)
-            try:
-                result, _ = read(page_size=page_size, max_workers=workers)
-            except DeyelIncompleteError as error:
-                kind = message_class(str(error), INCOMPLETE_CLASSES)
-                branches.took(f"typed error: {kind}")
-                assert edits + inserts + deletes > 0, str(error)  # a quiet form always reads
-                assert kind in ("changes faster", "passes disagree"), str(error)
-            else:
-                check_contract(emulator, before, result, start=None, end=None)
-                branches.took("contract")
+        )
+        if failed:
+            kind, message = failed
+            assert edits + inserts + deletes > 0, message  # a quiet form always reads
+            assert kind in ("changes faster", "passes disagree"), message
 
     example()
     branches.assert_share("contract", at_least=0.7)
@@ -454,26 +464,22 @@ def test_misbehaving_servers_give_the_contract_or_a_typed_error(deyel_conn):
     def example(records, name, strategy, burst, page_size, workers, edits):
         misbehaviour, expected = MISBEHAVIOURS[name]
         end = START + records * MINUTE
-        with served(
+        failed = contract_or_typed_error(
             deyel_conn,
-            {"paging": strategy},
+            branches,
+            (START, end),
+            page_size=page_size,
+            workers=workers,
             records=records,
             paging=strategy,
             updated_burst=burst,
             writer_edits=edits,
             **misbehaviour,
-        ) as emulator:
-            before = Before.of(emulator)
-            try:
-                result, _ = read(START, end, page_size=page_size, max_workers=workers)
-            except DeyelIncompleteError as error:
-                kind = message_class(str(error), INCOMPLETE_CLASSES)
-                branches.took(f"typed error: {kind}")
-                allowed = expected | (WRITER_CLASSES if edits else set())
-                assert kind in allowed, (name, strategy, edits, str(error))
-            else:
-                check_contract(emulator, before, result, start=START, end=end)
-                branches.took("contract")
+        )
+        if failed:
+            kind, message = failed
+            allowed = expected | (WRITER_CLASSES if edits else set())
+            assert kind in allowed, (name, strategy, edits, message)
 
     example()
     branches.assert_share("contract", at_least=0.4)
