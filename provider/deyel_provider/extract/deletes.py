@@ -16,6 +16,10 @@ the ids that disappeared as JSON Lines, then replaces the snapshot. Order matter
 4. the snapshot only moves forward: one stored by a read newer than this one (two attempts at once) is kept,
    checked again right before the rename.
 
+Memory does not grow with the ids: decimal ones are bits, the others spill to sorted runs on disk
+(:class:`~deyel_provider.read.id_runs.CurrentIds`), and the previous snapshot is read beside them as a stream
+(:func:`~deyel_provider.read.id_snapshot_body.compare`); docs/extraction.md states the bound.
+
 Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``, both epoch milliseconds UTC on
 the SERVER's clock, which stamps the ``dtLastUpdate`` consumers compare them with: each is a read's settled
 horizon (:meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`: its latest ``Date``
@@ -56,7 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The largest snapshot file read (a form of 10M sequential ids stores in well under 1 MiB; 10M UUIDs in
-#: about 190 MiB).
+#: 120 to 210 MiB).
 DEFAULT_MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 
 
