@@ -196,8 +196,9 @@ def test_the_spilled_runs_are_private_and_removed(tmp_path):
 
 
 def test_the_operator_spills_where_it_is_told_and_leaves_nothing_there(emulator, deyel_conn, tmp_path):
-    """Through the real reader: string ids (the emulator's numbers behind a prefix are not decimals) are
-    spilled under ``spill_dir``; one delete is reported; the spill folder is empty afterwards."""
+    """Through the real reader and the operator: the emulator's ids are decimals (the bitmap), and the new
+    snapshot's body is still written in the private folder made under ``spill_dir``; one delete is
+    reported, and nothing is left there afterwards."""
     store = emulator.state.store
     op = DeyelDeletedInstancesOperator(
         task_id="deletes",
