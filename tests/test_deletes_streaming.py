@@ -5,8 +5,11 @@ snapshot written before this change is still read; 10M ids of either kind stay w
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import stat
+import zlib
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from deyel_provider.extract.deletes import DeletesResult, DeletesSpec, compare_a
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_runs import RUN_BYTES, CurrentIds
 from deyel_provider.read.id_snapshot import Identity, SnapshotCodec, Stamp
-from deyel_provider.read.id_snapshot_body import BodyWriter
+from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter
 from tests.support.branches import Branches
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
 from tests.support.id_snapshot_v1 import V1_IDENTITY, V1_IDS, V1_SNAPSHOT, V1_TOKEN_URL
@@ -151,6 +154,22 @@ def test_a_version_1_snapshot_is_read_and_replaced_by_a_version_2_one(tmp_path):
     assert header["v"] == 2 and [run["run_id"] for run in header["runs"]] == ["run-7", "run-8"]
     again = codec.decode(data, V1_IDENTITY, "v2")
     assert len(again.ids) == len(now) and all(ident in again.ids for ident in now)
+
+
+def test_a_version_1_body_is_parsed_across_its_chunks():
+    """A version-1 body's JSON array is parsed a 64 KiB chunk at a time: strings cut by a chunk (escapes,
+    ``\\uXXXX`` of non-ASCII text and of a lone surrogate, ids longer than a chunk) come out whole and in
+    order; the body is built as the code of f64c678 built it (bitmap, then ``json.dumps(sorted(...))``)."""
+    pieces = ["ñandú", '"q"', "back\\slash", "\ud800", "😀", "日本", "tab\t", "x" * 70_000]
+    others = sorted({f"{pieces[n % len(pieces)]}-{n}" for n in range(6_000)} | {"y" * 140_000})
+    raw = (3).to_bytes(8, "big") + b"\x0e\x00\x01" + json.dumps(others).encode()  # ids 1, 2, 3, 16
+    compressed = zlib.compress(raw, 6)
+    facts = BodyFacts(4 + len(others), len(raw), len(compressed), hashlib.sha256(compressed).hexdigest())
+    reader = BodyReader(io.BytesIO(compressed), 1, facts)
+    assert [chunk for _, chunk in reader.bitmap_chunks()] == [b"\x0e\x00\x01"]
+    read = [data.decode("utf-8", "surrogatepass") for block in reader.others() for data in block]
+    reader.finish()
+    assert read == others and len(raw) > 20 * (1 << 16)
 
 
 def test_a_snapshot_of_a_newer_format_fails_typed_saying_what_to_do(tmp_path):
