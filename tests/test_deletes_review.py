@@ -1,13 +1,10 @@
 """Review of issue 26 (DeyelDeletedInstancesOperator and the mirror): each test is one finding and failed on
-1ed844f (F4's now holds the honest bound the docs state instead of the 16 MB they claimed). Real emulator,
-real files; only the worker's clock is moved, as tests/conftest.py already does."""
+1ed844f (F4's now holds the one bound the docs state for every kind of id, since the comparison streams).
+Real emulator, real files; only the worker's clock is moved, as tests/conftest.py already does."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from tests.support import postgres
 from tests.support.helpers import outlet_events
+from tests.support.memory import COMPARE_BOUND_MB, compare_in_child
 
 FORM = "CRM_ACCOUNT"
 AR = "cdCountry=eq:AR"
@@ -199,48 +197,20 @@ def test_a_slower_concurrent_run_does_not_replace_a_newer_snapshot(
 
 # -- F4: memory is bounded only for small decimal ids ------------------------------------------------------
 
-_NON_DECIMAL = textwrap.dedent(
-    """
-    import uuid
-    from deyel_provider.read.id_snapshot import Identity, Snapshot, SnapshotCodec, build
-
-    def status_mb(key):
-        with open("/proc/self/status") as status:
-            line = next(line for line in status if line.startswith(key + ":"))
-        return int(line.split()[1]) / 1024
-
-    codec = SnapshotCodec("secret", "http://x/oauth/token", "client")
-    identity = Identity("http://x", "client", "F", "", "id")
-    codec.encode(Snapshot(build(["1"]), identity, 0, 1, "r", 0))
-    ids = [str(uuid.UUID(int=i)) if KIND == "uuid" else str(1_000_000_000 + i) for i in range(1, N + 1)]
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-    base = status_mb("VmRSS")
-    old = build(iter(ids))
-    stored = codec.encode(Snapshot(old, identity, 0, 1, "r", 0))
-    del old
-    previous = codec.decode(stored, identity, "here")
-    current = build(ident for n, ident in enumerate(ids) if n % 1000)
-    gone = sum(1 for _ in previous.ids.missing_from(current))
-    print(gone, round(status_mb("VmHWM") - base, 1))
-    """
-)
-
 
 @pytest.mark.parametrize("kind", ["uuid", "ten-digit"])
-def test_a_million_non_bitmap_ids_stay_within_the_bound_the_docs_state(kind):
+def test_a_million_non_bitmap_ids_stay_within_the_bound_the_docs_state(kind, tmp_path):
     """Review F4: the docs claimed a 16 MB bound for a 10M-id comparison without saying it held only for
-    canonical decimals below 2**28; other ids (UUIDs, a Deyel sequence past 268,435,455) go to a Python set.
-    docs/extraction.md now states a bound per kind of id: 1M non-bitmap ids grow the comparison's peak by at
-    most 256 MB (measured about 160 MB ten-digit, 210 MB UUID), and this holds it to that. Measured in a
-    child process from after the ids exist, as tests/test_deletes.py measures its 10M sequential ids."""
-    code = f"N = 1_000_000\nKIND = {kind!r}\n" + _NON_DECIMAL
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    gone, growth_mb = done.stdout.split()
-    assert int(gone) == 1000
-    assert float(growth_mb) < 256, f"1M {kind} ids: peak grew {growth_mb} MB, past the documented 256 MB"
+    canonical decimals below 2**28; other ids (UUIDs, a Deyel sequence past 268,435,455) went to a Python set
+    (about 160 MB per million ten-digit ids, 210 MB per million UUIDs). Since issue 26's streaming
+    comparison they are spilled to sorted runs and merge-joined with the snapshot: one bound for every kind
+    of id, which docs/extraction.md states and tests/test_deletes_streaming.py holds at 10M ids. Here 1M of
+    each kind through the same engine, in a child process from after the previous snapshot exists."""
+    measured = compare_in_child(kind, tmp_path, 1_000_000)
+    assert measured["gone_exact"] and measured["gone"] == 1000 and measured["runs"] > 0
+    assert measured["peak_mb"] < COMPARE_BOUND_MB, f"1M {kind} ids: peak grew {measured}"
     docs = (Path(__file__).resolve().parent.parent / "docs" / "extraction.md").read_text(encoding="utf-8")
-    assert "the test bounds 1M of each at 256 MB" in " ".join(docs.split())
+    assert f"the test bounds 10M of each at {COMPARE_BOUND_MB} MB" in " ".join(docs.split())
 
 
 # -- F5: the mirror example: a NUL in any text value stops the MERGE for good ------------------------------

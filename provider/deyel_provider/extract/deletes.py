@@ -16,6 +16,10 @@ the ids that disappeared as JSON Lines, then replaces the snapshot. Order matter
 4. the snapshot only moves forward: one stored by a read newer than this one (two attempts at once) is kept,
    checked again right before the rename.
 
+Memory does not grow with the ids: decimal ones are bits, the others spill to sorted runs on disk
+(:class:`~deyel_provider.read.id_runs.CurrentIds`), and the previous snapshot is read beside them as a stream
+(:func:`~deyel_provider.read.id_snapshot_body.compare`); docs/extraction.md states the bound.
+
 Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``, both epoch milliseconds UTC on
 the SERVER's clock, which stamps the ``dtLastUpdate`` consumers compare them with: each is a read's settled
 horizon (:meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`: its latest ``Date``
@@ -31,19 +35,21 @@ import json
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.api.instance_ids import LINKS, instance_id, missing_id
 from deyel_provider.exceptions import DeyelConfigError, DeyelSnapshotError
+from deyel_provider.read.id_runs import CurrentIds
 from deyel_provider.read.id_snapshot import (
     MAX_HEADER_BYTES,
     MAX_RUNS,
     Header,
     Identity,
-    Snapshot,
     SnapshotCodec,
-    SnapshotIds,
+    Stamp,
+    refused_body,
 )
+from deyel_provider.read.id_snapshot_body import BodyError, BodyWriter, compare
 from deyel_provider.storage import publish
 
 if TYPE_CHECKING:
@@ -53,8 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The largest snapshot file read (a form of 10M sequential ids stores in well under 1 MiB; 10M uuids in
-#: about 400 MiB before compression).
+#: The largest snapshot file read (a form of 10M sequential ids stores in well under 1 MiB; 10M UUIDs in
+#: 120 to 210 MiB).
 DEFAULT_MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 
 
@@ -70,6 +76,18 @@ class DeletesSpec:
     #: The task keeping the snapshot (see :class:`Identity`).
     owner: str = ""
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
+    #: Where the non-decimal ids listed now are spilled in sorted runs (a private folder made there and
+    #: removed after the run); None: the temp dir (``TMPDIR``).
+    spill_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The stored snapshot: its verified header and stamp, and the file, open, its body's digest checked."""
+
+    header: Header
+    stamp: Stamp
+    source: IO[bytes]
 
 
 @dataclass(frozen=True)
@@ -110,31 +128,48 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
         config.base_url, config.client_id, spec.form, spec.search or "", config.id_field, spec.owner
     )
     codec = SnapshotCodec(config.client_secret, config.token_url, config.client_id)
-    previous = _previous(spec, codec, identity)
-    published = previous.run(spec.run_id) if previous is not None and spec.run_id else None
-    if published is not None:
-        return _rerun(spec, published)
-    if previous is not None and not previous.runs and spec.run_id and previous.run_id == spec.run_id:
-        # A snapshot from before runs were remembered: its own run re-emits its output, as it did then.
-        if spec.output.exists():
-            entry = {"gone": previous.gone, "listed": len(previous.ids), "gone_by": previous.finished_ms}
-            return _rerun(spec, {**entry, "sha256": _digest(spec.output)})
+    previous = open_previous(spec, codec, identity)
+    try:
+        stamp = previous.stamp if previous is not None else None
+        published = stamp.run(spec.run_id) if stamp is not None and spec.run_id else None
+        if published is not None:
+            return _rerun(spec, published)
+        if stamp is not None and previous is not None and not stamp.runs and spec.run_id == stamp.run_id:
+            # A snapshot from before runs were remembered: its own run re-emits its output, as it did then.
+            if spec.run_id and spec.output.exists():
+                entry = {"gone": stamp.gone, "listed": previous.header.count, "gone_by": stamp.finished_ms}
+                return _rerun(spec, {**entry, "sha256": _digest(spec.output)})
+        with CurrentIds(spec.spill_dir) as current:
+            listed_at = _now_ms(hook)
+            reader = hook.sliced_reader(
+                spec.form, search=spec.search or None, page_size=spec.page_size, max_workers=spec.max_workers
+            )
+            for piece in reader.read(None, None):
+                for record in piece.records:
+                    ident = instance_id(record, config.id_field)
+                    if ident is None:
+                        raise DeyelConfigError(missing_id(config.id_field))
+                    current.add(ident)
+            # Both bounds on the SERVER's clock, which stamps the dtLastUpdate consumers compare them with.
+            return compare_and_publish(spec, codec, identity, previous, current, reader.horizon(), listed_at)
+    finally:
+        if previous is not None:
+            previous.source.close()
 
-    listed_at = _now_ms(hook)
-    current = SnapshotIds()
-    reader = hook.sliced_reader(
-        spec.form, search=spec.search or None, page_size=spec.page_size, max_workers=spec.max_workers
-    )
-    for piece in reader.read(None, None):
-        for record in piece.records:
-            ident = instance_id(record, config.id_field)
-            if ident is None:
-                raise DeyelConfigError(missing_id(config.id_field))
-            current.add(ident)
-    # Both bounds on the SERVER's clock, which stamps the dtLastUpdate consumers compare them with.
-    horizon = reader.horizon()
-    log.info("listed %d ids of %s (search %r)", len(current), spec.form, spec.search or "")
-    if previous is not None and (horizon, listed_at) < previous.order():
+
+def compare_and_publish(
+    spec: DeletesSpec,
+    codec: SnapshotCodec,
+    identity: Identity,
+    previous: Previous | None,
+    current: CurrentIds,
+    horizon: int,
+    listed_at: int,
+) -> DeletesResult:
+    """Compare the ids listed now with ``previous`` as both stream past, publish the gone ids to the output,
+    then the new snapshot (see the module for the order). Memory: ``current``'s bitmap and a few buffers."""
+    stale = previous is not None and (horizon, listed_at) < previous.stamp.order()
+    if stale:
         # Forward only: a read older than the stored snapshot compared with it would report nothing gone
         # for instances it listed before they were deleted (the newer run already reported them).
         log.warning(
@@ -142,65 +177,78 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
             "attempt reports nothing and leaves it as it is",
             spec.snapshot,
         )
-        previous = Snapshot(current, identity, horizon, horizon, "", 0)
-
-    key = output_key(config.id_field)
+    compared = None if stale else previous
+    gone_after = None if previous is None else horizon if stale else previous.stamp.started_ms
+    key = output_key(identity.id_field)
     gone = 0
     digest = hashlib.sha256()
+
+    def write_gone(ident: str) -> None:
+        nonlocal gone
+        data = json.dumps({key: ident, "gone_after": gone_after, "gone_by": horizon}).encode() + b"\n"
+        digest.update(data)
+        out.write(data)
+        gone += 1
+
     for target in (spec.output, spec.snapshot):
         target.parent.mkdir(parents=True, exist_ok=True)
     publish.remove_leftovers(spec.output)
     publish.remove_leftovers(spec.snapshot)
+    body_path = current.scratch("snapshot-body")
     temp = publish.temp_beside(spec.output)
     try:
-        with temp.open("wb") as out:
-            if previous is not None:
-                for ident in previous.ids.missing_from(current):
-                    line = {key: ident, "gone_after": previous.started_ms, "gone_by": horizon}
-                    data = json.dumps(line).encode() + b"\n"
-                    digest.update(data)
-                    out.write(data)
-                    gone += 1
+        with temp.open("wb") as out, _private_file(body_path) as body:
+            writer = BodyWriter(body)
+            reader = None
+            if compared is not None:
+                compared.source.seek(compared.header.length + 1)
+                reader = codec.reader(compared.source, compared.header)
+            try:
+                listed = compare(reader, current, writer, write_gone)
+            except BodyError as exc:
+                raise refused_body(str(spec.snapshot), exc) from None
+            facts = writer.finish()
         publish.check_targets(spec.output, [spec.output.name])
         temp.move(spec.output)
     except BaseException:
         publish.discard(temp)
         raise
-    result = DeletesResult(
-        gone,
-        len(current),
-        None if previous is None else len(previous.ids),
-        None if previous is None else previous.started_ms,
-        horizon,
-        str(spec.output),
-        str(spec.snapshot),
-    )
-    runs = previous.runs if previous is not None else ()
+    log.info("listed %d ids of %s (search %r)", listed, spec.form, spec.search or "")
+    before = None if previous is None else listed if stale else previous.header.count
+    result = DeletesResult(gone, listed, before, gone_after, horizon, str(spec.output), str(spec.snapshot))
+    runs = compared.stamp.runs if compared is not None else ()
     if spec.run_id:
         runs = _trimmed((*runs, {**result.as_dict(), "run_id": spec.run_id, "sha256": digest.hexdigest()}))
-    snapshot = Snapshot(current, identity, horizon, horizon, spec.run_id, gone, listed_at, runs)
-    replaced = _replace_snapshot(spec, codec, identity, snapshot)
+    stamp = Stamp(identity, horizon, horizon, spec.run_id, gone, listed_at, runs)
+    replaced = _replace_snapshot(spec, codec, identity, codec.header_line(stamp, facts), body_path, stamp)
     if previous is None:
-        log.info(
-            "first snapshot of %s: %d ids; nothing to compare with, an empty output", spec.form, len(current)
-        )
+        log.info("first snapshot of %s: %d ids; nothing to compare with, an empty output", spec.form, listed)
     else:
-        log.info("%d of %d ids listed before are gone", gone, len(previous.ids))
+        log.info("%d of %d ids listed before are gone", gone, before)
     return result if replaced else replace(result, snapshot_replaced=False)
 
 
+def _private_file(path: str) -> IO[bytes]:
+    """A new file of this user alone (in the spill folder, itself 0700)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def _replace_snapshot(
-    spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, snapshot: Snapshot
+    spec: DeletesSpec, codec: SnapshotCodec, identity: Identity, header: bytes, body_path: str, stamp: Stamp
 ) -> bool:
-    """Publish ``snapshot`` unless the one stored now is newer (an attempt that read later and published
-    while this one was running): then leave it, log why, and return False. Checked again right before the
-    rename, so the window where two publishers can cross is the rename itself."""
+    """Publish the snapshot (``header`` then the body written at ``body_path``) unless the one stored now is
+    newer (an attempt that read later and published while this one was running): then leave it, log why,
+    and return False. Checked again right before the rename, so the window where two publishers can cross
+    is the rename itself."""
     temp = publish.temp_beside(spec.snapshot, private=True)
     try:
-        with temp.open("wb") as out:
-            out.write(codec.encode(snapshot))
+        with temp.open("wb") as out, open(body_path, "rb") as body:
+            out.write(header)
+            while chunk := body.read(1 << 20):
+                out.write(chunk)
         stored = _stored_header(spec, codec, identity)
-        if stored is not None and stored.order() > snapshot.order():
+        if stored is not None and stored.order() > stamp.order():
             log.warning(
                 "%s was replaced meanwhile by a newer read (another attempt of this task, or another run, "
                 "ran at the same time): it is kept, this attempt's ids are dropped (its output is published "
@@ -280,33 +328,45 @@ def _publish_empty(output: ObjectStoragePath) -> None:
         raise
 
 
-def _previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Snapshot | None:
-    header = _stored_header(spec, codec, identity)
-    if header is None:
+def open_previous(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Previous | None:
+    """The stored snapshot, open, once its header proved genuine and its body's digest holds (read a chunk at
+    a time, nothing kept): refused before the form is read, and read no further than the header declares."""
+    where = str(spec.snapshot)
+    source = publish.open_own_file(spec.snapshot, kind="id snapshot")
+    if source is None:
+        _refuse_foreign(spec)
         return None
-    # The header proved genuine: read no more than it declares (a planted file costs one header read).
-    limit = min(header.file_bytes or spec.max_snapshot_bytes, spec.max_snapshot_bytes)
-    data = publish.read_own_file(spec.snapshot, limit + 1, kind="id snapshot")
-    if data is None or len(data) > spec.max_snapshot_bytes:
+    try:
+        header = codec.decode_header(source.read(MAX_HEADER_BYTES + 2), identity, where)
+        if header.file_bytes > spec.max_snapshot_bytes:
+            raise DeyelSnapshotError(
+                f"the id snapshot at {where} declares {header.file_bytes} bytes, more than "
+                f"max_snapshot_bytes ({spec.max_snapshot_bytes}); nothing was reported and the file was "
+                f"left as it is: raise max_snapshot_bytes"
+            )
+        source.seek(header.length + 1)
+        codec.check_body(source, header, where, spec.max_snapshot_bytes - header.length - 1)
+        return Previous(header, header.stamp(identity), source)
+    except BaseException:
+        source.close()
+        raise
+
+
+def _refuse_foreign(spec: DeletesSpec) -> None:
+    if publish.is_local(spec.snapshot) and os.path.lexists(spec.snapshot.path):
+        # A link, a folder or another user's file where the snapshot should be: taking it for a first
+        # run would start over and never report the deletes since the real snapshot.
         raise DeyelSnapshotError(
-            f"the id snapshot at {spec.snapshot} is larger than max_snapshot_bytes "
-            f"({spec.max_snapshot_bytes}), or was replaced while read; nothing was reported and the file "
-            f"was left as it is"
+            f"the id snapshot at {spec.snapshot} is not a regular file of this user (a link, a folder, "
+            f"another user's file); nothing was reported and it was left as it is"
         )
-    return codec.decode(data, identity, str(spec.snapshot))
 
 
 def _stored_header(spec: DeletesSpec, codec: SnapshotCodec, identity: Identity) -> Header | None:
     """The stored snapshot's verified header, reading at most :data:`MAX_HEADER_BYTES` (+1) of the file."""
     data = publish.read_own_file(spec.snapshot, MAX_HEADER_BYTES + 2, kind="id snapshot")
     if data is None:
-        if publish.is_local(spec.snapshot) and os.path.lexists(spec.snapshot.path):
-            # A link, a folder or another user's file where the snapshot should be: taking it for a first
-            # run would start over and never report the deletes since the real snapshot.
-            raise DeyelSnapshotError(
-                f"the id snapshot at {spec.snapshot} is not a regular file of this user (a link, a folder, "
-                f"another user's file); nothing was reported and it was left as it is"
-            )
+        _refuse_foreign(spec)
         return None
     return codec.decode_header(data, identity, str(spec.snapshot))
 

@@ -22,9 +22,11 @@ class DeyelDeletedInstancesOperator(BaseOperator):
 
     Incremental extractions carry changes, never deletes: this operator is how a mirror learns them. It
     lists the id of every instance matching ``search`` now (the exactly-once sliced reader; ids only:
-    decimal ids below 2**28 in a bitmap, 10M sequential ids cost about 1.25 MB; other ids, e.g. UUIDs, cost
-    a Python string each, about 210 MB per million), compares them with the snapshot the previous run
-    stored at ``snapshot``, publishes the ids that are gone to ``output`` as JSON Lines, one
+    decimal ids below 2**28 in a bitmap, 10M sequential ids cost about 1.25 MB; other ids, e.g. UUIDs, are
+    spilled to sorted runs on disk in ``spill_dir``, 24 MiB of them in memory at a time), compares them
+    with the snapshot the previous run stored at ``snapshot`` as both stream past (the memory does not grow
+    with the number of ids: docs/extraction.md states the bound), publishes the ids that are gone to
+    ``output`` as JSON Lines, one
     ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}`` per line (epoch milliseconds UTC on the
     server's clock, as Deyel's ``dtLastUpdate``: each a read's latest ``Date`` less ``settle_seconds``; a
     version stamped at or after ``gone_by`` may be one that came back), then replaces the snapshot unless a
@@ -49,6 +51,10 @@ class DeyelDeletedInstancesOperator(BaseOperator):
     :param page_size: instances per response; default: the connection's ``page_size``.
     :param max_workers: slices read in parallel, or ``"auto"``.
     :param max_snapshot_bytes: the largest snapshot file read.
+    :param spill_dir: where a private folder (mode 0700, removed after the run) holds the sorted runs of the
+        non-decimal ids and the new snapshot's body until it is published: about 50 bytes per UUID on disk,
+        twice that at the peak. Default: the temp dir (``TMPDIR``); point it at a disk, not a RAM-backed
+        ``tmpfs``, for forms of millions of such ids.
     :param asset: the Asset emitted on success; default: the output's location up to its first template.
     :param output_conn_id: Airflow connection of the output's and snapshot's object store, if it needs one.
     :param deyel_conn_id: the ``deyel`` connection (templated).
@@ -66,6 +72,7 @@ class DeyelDeletedInstancesOperator(BaseOperator):
         page_size: int | None = None,
         max_workers: int | str = 1,
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
+        spill_dir: str | None = None,
         asset: Asset | None = None,
         output_conn_id: str | None = None,
         deyel_conn_id: str = DeyelHook.default_conn_name,
@@ -86,6 +93,7 @@ class DeyelDeletedInstancesOperator(BaseOperator):
         self.page_size = page_size
         self.max_workers = max_workers
         self.max_snapshot_bytes = max_snapshot_bytes
+        self.spill_dir = spill_dir
         self.output_conn_id = output_conn_id
         self.deyel_conn_id = deyel_conn_id
 
@@ -104,6 +112,7 @@ class DeyelDeletedInstancesOperator(BaseOperator):
             run_id=str(context.get("run_id") or ""),
             owner=self._owner(context),
             max_snapshot_bytes=self.max_snapshot_bytes,
+            spill_dir=self.spill_dir,
         )
         summary = detect_deletes(self.hook, spec).as_dict()
         outlet_events = context.get("outlet_events")

@@ -22,18 +22,24 @@ class IdSet:
     def add(self, instance_id: str) -> bool:
         """Remember ``instance_id``; False when it was there already."""
         number = _small_number(instance_id)
-        if number is None:
-            if instance_id in self._others:
-                return False
-            self._others.add(instance_id)
-        else:
-            byte, bit = divmod(number, 8)
-            if byte >= len(self._bits):
-                # Grow by doubling: amortised O(1), and a sequence of ids costs one bit each.
-                self._bits.extend(bytes(max(byte + 1, 2 * len(self._bits)) - len(self._bits)))
-            if self._bits[byte] >> bit & 1:
-                return False
-            self._bits[byte] |= 1 << bit
+        if number is not None:
+            return self._add_number(number)
+        if instance_id in self._others:
+            return False
+        self._others.add(instance_id)
+        self._count += 1
+        return True
+
+    def _add_number(self, number: int) -> bool:
+        byte, bit = divmod(number, 8)
+        bits = self._bits
+        if byte >= len(bits):
+            # Grow by doubling: amortised O(1), and a sequence of ids costs one bit each; never past the
+            # bitmap's limit (32 MiB), whatever the doubling would reach.
+            bits.extend(bytes(min(max(byte + 1, 2 * len(bits)), _BITMAP_LIMIT // 8) - len(bits)))
+        if bits[byte] >> bit & 1:
+            return False
+        bits[byte] |= 1 << bit
         self._count += 1
         return True
 

@@ -1,45 +1,47 @@
 """The ids a form listed at one moment, stored compactly and authenticated, and what left between two of them.
 
 A snapshot is one file: a JSON header line, then a zlib stream of the id set (the bitmap of decimal ids,
-then the other ids as a JSON array). The header names what was listed (connection, form, search, id key),
-when (the read's start and end, epoch ms), how many ids, the body's digest, and a MAC keyed like the
-watermarks (a key derived from the connection's client secret, token URL and client id). A snapshot of
-another connection, form or search, or one altered by a byte, is a :class:`DeyelSnapshotError`: never
-trusted, so a planted file cannot make the operator report live instances deleted or hide deleted ones.
+then the other ids ascending: :mod:`~deyel_provider.read.id_snapshot_body`). The header names what was
+listed (connection, form, search, id key), when (the read's horizon, epoch ms), how many ids, the body's
+sizes and digest, and a MAC keyed like the watermarks (a key derived from the connection's client secret,
+token URL and client id). A snapshot of another connection, form or search, or one altered by a byte, is a
+:class:`DeyelSnapshotError`: never trusted, so a planted file cannot make the operator report live instances
+deleted or hide deleted ones.
 
-Memory: the bitmap holds canonical decimal ids below 2**28 at one bit each (10M sequential ids: 1.25 MB); any
-other id (a UUID, ten digits or more) costs a Python string in a set, and decoding a snapshot holds all of its
-own: about 160 MB per million ten-digit ids, 210 MB per million UUIDs (tests/test_deletes_review.py bounds
-both at 256 MB). Decoding is bounded by the sizes the authenticated header declares, and the header is
-verified before any body byte is read (:meth:`SnapshotCodec.decode_header`).
+Versions: 2 is written (the other ids as length-prefixed records); 1 (the other ids as one JSON array, as
+written before the comparison streamed) is still read, as a stream too, and replaced by a version 2 snapshot
+on the next run. Memory: neither is ever decoded whole by the operator; the body is read a chunk
+at a time beside the current ids (:func:`~deyel_provider.read.id_snapshot_body.compare`). The header is
+verified before any body byte is read (:meth:`SnapshotCodec.decode_header`), and the body's digest before
+it is compared (:meth:`SnapshotCodec.check_body`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
-import struct
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import IO, Any
 
 from deyel_provider.auth.crypto import purpose_mac
 from deyel_provider.exceptions import DeyelSnapshotError
-from deyel_provider.read.id_set import _BITMAP_LIMIT, IdSet, _small_number
+from deyel_provider.read.id_runs import decode, encode
+from deyel_provider.read.id_set import IdSet, _small_number
+from deyel_provider.read.id_snapshot_body import CHUNK, BodyFacts, BodyReader, BodyWriter
 
 FORMAT = "deyel-id-snapshot"
-VERSION = 1
+#: The version written; :data:`READ_VERSIONS` are read.
+VERSION = 2
+READ_VERSIONS = (1, 2)
 #: MAC purpose: a key of its own, derived as the watermarks' is (a watermark MAC never verifies a snapshot).
 SNAPSHOT_PURPOSE = "id-snapshot-mac"
 #: The longest header line read (it holds names and numbers only).
 MAX_HEADER_BYTES = 64 * 1024
-#: The most bytes of the bitmap a header may declare (every id below the bitmap limit).
-MAX_BITS_BYTES = _BITMAP_LIMIT // 8
 #: The runs whose published output a snapshot remembers (a rerun of an older one reads nothing).
 MAX_RUNS = 48
-_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -57,59 +59,30 @@ class Identity:
 
 
 class SnapshotIds(IdSet):
-    """An :class:`IdSet` that can be listed, compared with another and stored."""
+    """An :class:`IdSet` held whole in memory, that can be listed and compared with another (small sets and
+    tests: the operator streams instead, see :func:`~deyel_provider.read.id_snapshot_body.compare`)."""
 
     def __contains__(self, instance_id: object) -> bool:
         if not isinstance(instance_id, str):
             return False
-        number = _number(instance_id)
+        number = _small_number(instance_id)
         if number is None:
             return instance_id in self._others
         byte, bit = divmod(number, 8)
         return byte < len(self._bits) and bool(self._bits[byte] >> bit & 1)
 
     def missing_from(self, newer: SnapshotIds) -> Iterator[str]:
-        """The ids of this set that ``newer`` lacks: decimal ones ascending, then the others sorted.
-
-        The bitmaps are compared a chunk at a time as integers (``old & ~new``): a few hundred KB in flight
-        whatever the form's size, and only the bits that differ are looked at one by one.
-        """
+        """The ids of this set that ``newer`` lacks: decimal ones ascending, then the others sorted."""
         old, new = self._bits, newer._bits
-        for offset in range(0, len(old), _CHUNK):
-            gone = _as_int(old[offset : offset + _CHUNK]) & ~_as_int(new[offset : offset + _CHUNK])
-            if not gone:
-                continue
-            chunk = gone.to_bytes(min(_CHUNK, len(old) - offset), "little")
-            for index, byte in enumerate(chunk):
-                if byte:
-                    base = (offset + index) * 8
-                    for bit in range(8):
-                        if byte >> bit & 1:
-                            yield str(base + bit)
+        for offset in range(0, len(old), CHUNK):
+            gone = int.from_bytes(old[offset : offset + CHUNK], "little") & ~int.from_bytes(
+                new[offset : offset + CHUNK], "little"
+            )
+            for index, byte in enumerate(gone.to_bytes(min(CHUNK, len(old) - offset), "little")):
+                for bit in range(8):
+                    if byte >> bit & 1:
+                        yield str((offset + index) * 8 + bit)
         yield from sorted(other for other in self._others if other not in newer._others)
-
-    def body(self) -> bytes:
-        """The set as bytes (not compressed): the bitmap's length, the bitmap, the other ids as JSON."""
-        bits = bytes(self._bits).rstrip(b"\0")
-        return struct.pack(">Q", len(bits)) + bits + json.dumps(sorted(self._others)).encode()
-
-    @classmethod
-    def from_body(cls, body: bytes, count: int) -> SnapshotIds:
-        (length,) = struct.unpack_from(">Q", body)
-        if length > MAX_BITS_BYTES or 8 + length > len(body):
-            raise ValueError("bitmap length out of range")
-        ids = cls()
-        ids._bits = bytearray(body[8 : 8 + length])
-        others = json.loads(body[8 + length :])
-        if not isinstance(others, list) or not all(isinstance(o, str) for o in others):
-            raise ValueError("other ids are not a list of texts")
-        ids._others = set(others)
-        if any(_number(o) is not None for o in ids._others) or len(ids._others) != len(others):
-            raise ValueError("other ids repeat or belong in the bitmap")
-        ids._count = int.from_bytes(ids._bits, "little").bit_count() + len(ids._others)
-        if ids._count != count:
-            raise ValueError(f"holds {ids._count} ids where its header says {count}")
-        return ids
 
 
 def build(ids: Iterable[str]) -> SnapshotIds:
@@ -120,10 +93,9 @@ def build(ids: Iterable[str]) -> SnapshotIds:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A decoded, verified snapshot: its ids and its header's facts."""
+class Stamp:
+    """What a snapshot's header says besides its body: whose ids, when, and what the latest runs published."""
 
-    ids: SnapshotIds
     identity: Identity
     #: The read's settled horizon on the server's clock (epoch ms; both equal since the horizon replaced the
     #: worker's start and end times): the next run's ``gone_after``, this run's ``gone_by``.
@@ -148,6 +120,23 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """A snapshot held whole: its ids and its stamp's fields (small sets and tests)."""
+
+    ids: SnapshotIds
+    identity: Identity
+    started_ms: int
+    finished_ms: int
+    run_id: str
+    gone: int
+    listed_at_ms: int = 0
+    runs: tuple[dict[str, Any], ...] = ()
+
+    def stamp(self) -> Stamp:
+        return Stamp(**{name: getattr(self, name) for name in Stamp.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class Header:
     """A snapshot's verified header alone (read first, before any body byte, so a planted file costs at most
     :data:`MAX_HEADER_BYTES`)."""
@@ -156,10 +145,39 @@ class Header:
     body: dict[str, Any]
 
     @property
+    def version(self) -> int:
+        return int(self.body["v"])
+
+    @property
+    def count(self) -> int:
+        return int(self.body["count"])
+
+    @property
     def file_bytes(self) -> int:
         """The whole file's size the header declares (0: not declared, an older snapshot)."""
         compressed = self.body.get("compressed_bytes")
         return self.length + 1 + compressed if isinstance(compressed, int) and compressed >= 0 else 0
+
+    def facts(self) -> BodyFacts:
+        compressed = self.body.get("compressed_bytes")
+        return BodyFacts(
+            int(self.body["count"]),
+            int(self.body["body_bytes"]),
+            compressed if isinstance(compressed, int) else None,
+            str(self.body["body_sha256"]),
+        )
+
+    def stamp(self, identity: Identity) -> Stamp:
+        body = self.body
+        return Stamp(
+            identity=identity,
+            started_ms=int(body["started_ms"]),
+            finished_ms=int(body["finished_ms"]),
+            run_id=str(body["run_id"]),
+            gone=int(body["gone"]),
+            listed_at_ms=int(body.get("listed_at_ms", 0)),
+            runs=tuple(entry for entry in body.get("runs", ()) if isinstance(entry, dict)),
+        )
 
     def order(self) -> tuple[int, int]:
         return (int(self.body.get("started_ms", 0)), int(self.body.get("listed_at_ms", 0)))
@@ -179,26 +197,35 @@ class SnapshotCodec:
         canonical = json.dumps(header, sort_keys=True, separators=(",", ":"))
         return purpose_mac(self._secret, self._salt, SNAPSHOT_PURPOSE, canonical)
 
-    def encode(self, snapshot: Snapshot) -> bytes:
-        raw = snapshot.ids.body()
-        compressed = zlib.compress(raw, 6)
+    def header_line(self, stamp: Stamp, facts: BodyFacts) -> bytes:
+        """The signed header line (with its newline) of a body written by :class:`BodyWriter`."""
         header: dict[str, Any] = {
             "format": FORMAT,
             "v": VERSION,
-            "identity": asdict(snapshot.identity),
-            "started_ms": snapshot.started_ms,
-            "finished_ms": snapshot.finished_ms,
-            "run_id": snapshot.run_id,
-            "gone": snapshot.gone,
-            "listed_at_ms": snapshot.listed_at_ms,
-            "runs": list(snapshot.runs[-MAX_RUNS:]),
-            "compressed_bytes": len(compressed),
-            "count": len(snapshot.ids),
-            "body_bytes": len(raw),
-            "body_sha256": hashlib.sha256(compressed).hexdigest(),
+            "identity": asdict(stamp.identity),
+            "started_ms": stamp.started_ms,
+            "finished_ms": stamp.finished_ms,
+            "run_id": stamp.run_id,
+            "gone": stamp.gone,
+            "listed_at_ms": stamp.listed_at_ms,
+            "runs": list(stamp.runs[-MAX_RUNS:]),
+            "compressed_bytes": facts.compressed_bytes,
+            "count": facts.count,
+            "body_bytes": facts.body_bytes,
+            "body_sha256": facts.sha256,
         }
         header["mac"] = self._mac(header)
-        return json.dumps(header, sort_keys=True).encode() + b"\n" + compressed
+        return json.dumps(header, sort_keys=True).encode() + b"\n"
+
+    def encode(self, snapshot: Snapshot) -> bytes:
+        """A whole snapshot held in memory, as the bytes of its file."""
+        sink = io.BytesIO()
+        writer = BodyWriter(sink)
+        writer.bitmap(bytes(snapshot.ids._bits).rstrip(b"\0"))
+        others = sorted(encode(other) for other in snapshot.ids._others)
+        if others:
+            writer.block(others)
+        return self.header_line(snapshot.stamp(), writer.finish()) + sink.getvalue()
 
     def decode_header(self, data: bytes, expected: Identity, where: str) -> Header:
         """The header at the start of ``data`` (the body need not follow) once its MAC and identity hold."""
@@ -211,8 +238,12 @@ class SnapshotCodec:
                 raise ValueError("not a snapshot")
         except (ValueError, RecursionError):
             raise _refused(where, "is not an id snapshot of this provider") from None
-        if header.get("v") != VERSION:
-            raise _refused(where, f"has format version {header.get('v')!r}; this provider reads {VERSION}")
+        if header.get("v") not in READ_VERSIONS:
+            raise _refused(
+                where,
+                f"has format version {header.get('v')!r}; this provider reads versions "
+                f"{', '.join(map(str, READ_VERSIONS))} (a newer provider wrote it: upgrade this one)",
+            )
         body = {k: v for k, v in header.items() if k != "mac"}
         mac = header.get("mac")
         try:
@@ -232,36 +263,52 @@ class SnapshotCodec:
                 f"lists {body.get('identity')!r}, not {asdict(expected)!r}: another connection, form, "
                 f"search, id key or task wrote it; give each task its own snapshot path",
             )
+        try:
+            Header(len(line), body).facts()
+        except (ValueError, KeyError, TypeError):
+            raise _refused(where, "has a header without its body's sizes and digest") from None
         return Header(len(line), body)
 
-    def decode(self, data: bytes, expected: Identity, where: str) -> Snapshot:
-        """The snapshot in ``data`` once it proved to be this connection's, of ``expected``, unaltered."""
-        header = self.decode_header(data, expected, where)
-        body = header.body
-        compressed = data[header.length + 1 :]
-        if hashlib.sha256(compressed).hexdigest() != body.get("body_sha256"):
+    def check_body(self, source: IO[bytes], header: Header, where: str, limit: int) -> None:
+        """Read the body at ``source``'s position to its end (a chunk at a time): refused unless it is the
+        one the header was signed with, within ``limit`` bytes. Nothing of it is decoded or kept."""
+        facts = header.facts()
+        digest, size = hashlib.sha256(), 0
+        while block := source.read(CHUNK):
+            size += len(block)
+            if size > limit:
+                raise _refused(where, f"is larger than max_snapshot_bytes ({limit} bytes of body)")
+            digest.update(block)
+        if digest.hexdigest() != facts.sha256:
             raise _refused(where, "has a body that is not the one its header was signed with")
+
+    def reader(self, source: IO[bytes], header: Header) -> BodyReader:
+        """A reader of the body at ``source``'s position (its ``ValueError``: see :func:`refused_body`)."""
+        return BodyReader(source, header.version, header.facts())
+
+    def decode(self, data: bytes, expected: Identity, where: str) -> Snapshot:
+        """A whole snapshot held in memory, once it proved to be this connection's, of ``expected``."""
+        header = self.decode_header(data, expected, where)
+        source = io.BytesIO(data[header.length + 1 :])
+        self.check_body(source, header, where, len(data))
+        source.seek(0)
+        ids = SnapshotIds()
         try:
-            declared = int(body["body_bytes"])
-            if not 8 <= declared <= MAX_BITS_BYTES + 8 + len(compressed) * 1100:
-                raise ValueError("declared size out of range")
-            inflater = zlib.decompressobj()
-            raw = inflater.decompress(compressed, declared + 1)
-            if len(raw) != declared or not inflater.eof:
-                raise ValueError("body size differs from its header's")
-            ids = SnapshotIds.from_body(raw, int(body["count"]))
-            return Snapshot(
-                ids=ids,
-                identity=expected,
-                started_ms=int(body["started_ms"]),
-                finished_ms=int(body["finished_ms"]),
-                run_id=str(body["run_id"]),
-                gone=int(body["gone"]),
-                listed_at_ms=int(body.get("listed_at_ms", 0)),
-                runs=tuple(entry for entry in body.get("runs", ()) if isinstance(entry, dict)),
-            )
-        except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
-            raise _refused(where, f"cannot be decoded ({exc})") from None
+            reader = self.reader(source, header)
+            for _offset, chunk in reader.bitmap_chunks():
+                ids._bits += chunk
+            ids._others = {decode(data) for block in reader.others() for data in block}
+            reader.finish()
+            ids._count = int.from_bytes(ids._bits, "little").bit_count() + len(ids._others)
+            stamp = header.stamp(expected)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise refused_body(where, exc) from None
+        return Snapshot(ids, **{name: getattr(stamp, name) for name in Stamp.__dataclass_fields__})
+
+
+def refused_body(where: str, exc: Exception) -> DeyelSnapshotError:
+    """The error for a body that a :class:`BodyReader` refused."""
+    return _refused(where, f"cannot be decoded ({exc})")
 
 
 def _refused(where: str, why: str) -> DeyelSnapshotError:
@@ -269,11 +316,3 @@ def _refused(where: str, why: str) -> DeyelSnapshotError:
         f"the id snapshot at {where} {why}; nothing was reported and the file was left as it is. Remove it "
         f"(the next run then starts a new snapshot and reports nothing gone) or point snapshot= elsewhere"
     )
-
-
-def _as_int(chunk: bytes | bytearray) -> int:
-    return int.from_bytes(chunk, "little")
-
-
-#: Canonical decimals below the bitmap limit are bits; anything else a text in the set (IdSet's rule).
-_number = _small_number

@@ -338,18 +338,31 @@ def remove_own_files(
 def read_own_file(
     target: ObjectStoragePath, limit: int, dir_fd: int | None = None, *, kind: str
 ) -> bytes | None:
-    """At most ``limit`` bytes of ``target``, or ``None`` when it is absent or not ours.
+    """At most ``limit`` bytes of ``target``, or ``None`` when it is absent or not ours (see
+    :func:`open_own_file`)."""
+    source = open_own_file(target, dir_fd, kind=kind)
+    if source is None:
+        return None
+    with source:
+        chunks, left = [], limit
+        while left > 0 and (chunk := source.read(left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+
+def open_own_file(target: ObjectStoragePath, dir_fd: int | None = None, *, kind: str) -> IO[bytes] | None:
+    """``target`` open for reading (the caller closes it), or ``None`` when it is absent or not ours.
 
     Locally the rule of :func:`remove_own_files`: only a regular file of this user is read. It is opened
     without following a link and without blocking (a FIFO another user planted at the name would hang the
     run on open or read), relative to the folder descriptor ``dir_fd`` when given; anything else is left
-    alone with a warning (``kind`` names what the file was meant to be). Object stores read the path.
+    alone with a warning (``kind`` names what the file was meant to be). Object stores open the path.
     """
     if not is_local(target):
         try:
-            with target.open("rb") as raw:
-                data: bytes = raw.read(limit)
-                return data
+            opened: IO[bytes] = target.open("rb")
+            return opened
         except FileNotFoundError:
             return None
     folder_fd = dir_fd
@@ -369,16 +382,14 @@ def read_own_file(
             return None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                log.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
-                return None
-            chunks, left = [], limit
-            while left > 0 and (chunk := os.read(fd, left)):
-                chunks.append(chunk)
-                left -= len(chunk)
-            return b"".join(chunks)
-        finally:
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+                return os.fdopen(fd, "rb")
+        except BaseException:
             os.close(fd)
+            raise
+        os.close(fd)
+        log.warning("leaving %s alone: it is not a %s file of this provider", target.name, kind)
+        return None
     finally:
         if dir_fd is None:
             os.close(folder_fd)

@@ -1,0 +1,262 @@
+"""The ids a listing returns now, in a memory that does not grow with them: a bitmap and sorted runs on disk.
+
+Canonical decimal ids below 2**28 (Deyel's sequence) are bits, as in :class:`IdSet`: at most 32 MiB
+whatever their number (10M sequential ids: 1.25 MB). Every other id (a UUID, a prefixed or a ten-digit id)
+is buffered as its UTF-8 bytes until the buffer holds about :data:`RUN_BYTES`, then sorted, deduplicated and
+written as one run into a private folder (``mkdtemp``: mode 0700, under ``spill_dir`` or the temp dir).
+:meth:`CurrentIds.others` merges the runs (at most :data:`FAN_IN` open at once: more are merged in rounds
+first) into one ascending, repeat-free stream of blocks. Ascending means by UTF-8 bytes (``surrogatepass``,
+so any text Python can hold), which is Python's own order of ``str``: the order a snapshot stores its ids
+in, so the two are compared by a streaming merge-join (:func:`join`).
+
+Ids travel in blocks (lists of at most :data:`BLOCK_IDS`), so sorting, merging, joining and encoding run
+in C a block at a time rather than in Python an id at a time. A block is stored as its id count, each id's
+length, then the ids' bytes (4-byte little-endian numbers), in runs and in a snapshot's body alike.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from itertools import accumulate, groupby, islice
+from operator import itemgetter
+
+from deyel_provider.read.id_set import IdSet, _small_number
+
+#: The estimated bytes of ids held before they are sorted and written as a run (each costs its length plus
+#: about 56 bytes: the bytes object's header and allocation, and its slot in the list).
+RUN_BYTES = 24 * 1024 * 1024
+#: The most runs read at once: more are first merged in rounds.
+FAN_IN = 64
+#: Ids per stored block (a run's blocks are read one per run at a time while merging).
+BLOCK_IDS = 1024
+#: The most ids a stored block may declare (reading refuses more: a bound on one block's memory).
+MAX_BLOCK_IDS = 1 << 16
+_PER_ID = 56
+_BLOCK_BYTES = 1 << 16
+_BIG_ENDIAN = sys.byteorder == "big"
+_first = itemgetter(0)
+
+
+def encode(instance_id: str) -> bytes:
+    """An id as it is sorted and stored: its UTF-8 bytes (lone surrogates kept, as JSON may carry them)."""
+    return instance_id.encode("utf-8", "surrogatepass")
+
+
+def decode(data: bytes) -> str:
+    return data.decode("utf-8", "surrogatepass")
+
+
+def encode_block(ids: list[bytes]) -> bytes:
+    """One stored block: the count, each length, then the bytes (the count and lengths 4-byte LE)."""
+    lengths = array("I", map(len, ids))
+    if _BIG_ENDIAN:
+        lengths.byteswap()
+    return len(ids).to_bytes(4, "little") + lengths.tobytes() + b"".join(ids)
+
+
+def decode_blocks(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """The blocks of a stream cut anywhere (``ValueError`` when it ends inside one or one is malformed)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= 4:
+            count = int.from_bytes(buffer[:4], "little")
+            if not 0 < count <= MAX_BLOCK_IDS:
+                raise ValueError(f"a block of {count} ids")
+            head = 4 + 4 * count
+            if len(buffer) < head:
+                break
+            lengths = array("I", buffer[4:head])
+            if _BIG_ENDIAN:
+                lengths.byteswap()
+            ends = list(accumulate(lengths))
+            if len(buffer) < head + ends[-1]:
+                break
+            data = bytes(buffer[head : head + ends[-1]])
+            del buffer[: head + ends[-1]]
+            yield list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    if buffer:
+        raise ValueError("the ids end inside a block")
+
+
+def join(
+    previous: Iterable[list[bytes]],
+    current: Iterable[list[bytes]],
+    keep: Callable[[list[bytes]], None],
+    gone: Callable[[list[bytes]], None],
+) -> int:
+    """Merge-join two ascending, repeat-free streams of blocks: each current block goes to ``keep``, the
+    previous ids the current stream lacks to ``gone`` (ascending), as they are met; one block of each side is
+    held at a time. Returns how many current ids there were."""
+    older = iter(previous)
+    block: list[bytes] = []
+    pos = kept = 0
+    for now in current:
+        keep(now)
+        kept += len(now)
+        top, present = now[-1], set(now)
+        while True:
+            if pos == len(block):
+                block, pos = next(older, []), 0
+                if not block:
+                    break
+            cut = bisect_right(block, top, pos)
+            lost = [old for old in block[pos:cut] if old not in present]
+            if lost:
+                gone(lost)
+            pos = cut
+            if cut < len(block):
+                break  # the rest is above this block's last id: the next current block decides it
+    if pos < len(block):
+        gone(block[pos:])
+    for rest in older:
+        gone(rest)
+    return kept
+
+
+def merge(runs: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
+    """Merge ascending, repeat-free streams of blocks into one (repeats across them dropped), in C a round at
+    a time: each round takes from every stream the ids up to the smallest of their current blocks' last ids
+    (so one block is used up), sorts those few sorted runs together and drops the repeats."""
+    heads = [_Head(block, run) for run in runs if (block := next(run, []))]
+    while heads:
+        bound = min(head.block[-1] for head in heads)
+        taken: list[bytes] = []
+        for head in heads:
+            cut = bisect_right(head.block, bound, head.pos)
+            taken += head.block[head.pos : cut]
+            head.pos = cut
+        for head in heads:
+            if head.pos == len(head.block):
+                head.block, head.pos = next(head.run, []), 0
+        heads = [head for head in heads if head.block]
+        taken.sort()
+        yield list(map(_first, groupby(taken)))
+
+
+class _Head:
+    """A stream being merged: its current block and how far it was taken."""
+
+    __slots__ = ("block", "pos", "run")
+
+    def __init__(self, block: list[bytes], run: Iterator[list[bytes]]) -> None:
+        self.block, self.pos, self.run = block, 0, run
+
+
+class CurrentIds(IdSet):
+    """The ids listed now: decimal ones in the bitmap, the others spilled to sorted runs (see the module).
+
+    Use it as a context manager: the runs' folder is removed on exit, whatever happened.
+    """
+
+    def __init__(
+        self, spill_dir: str | None = None, run_bytes: int = RUN_BYTES, fan_in: int = FAN_IN
+    ) -> None:
+        super().__init__()
+        self._spill_dir = spill_dir
+        self._run_bytes = run_bytes
+        self._fan_in = max(2, fan_in)
+        self._buffer: list[bytes] = []
+        self._held = 0
+        self._folder: str | None = None
+        self._runs: list[str] = []
+        #: Runs written (the merge rounds' included): how far the spill went.
+        self.runs_written = 0
+
+    def __enter__(self) -> CurrentIds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, instance_id: str) -> bool:
+        """Remember ``instance_id``. True for a new decimal id, and for every other one (repeats among those
+        are dropped when the runs are merged)."""
+        number = _small_number(instance_id) if instance_id.isdecimal() else None
+        if number is not None:
+            return self._add_number(number)
+        data = instance_id.encode("utf-8", "surrogatepass")
+        self._buffer.append(data)
+        self._held += len(data) + _PER_ID
+        if self._held >= self._run_bytes:
+            self._spill()
+        return True
+
+    @property
+    def decimal_count(self) -> int:
+        return self._count
+
+    def bits(self) -> bytes:
+        """The bitmap (bit ``n`` of byte ``n // 8`` for id ``n``), without its trailing zero bytes."""
+        return bytes(self._bits).rstrip(b"\0")
+
+    def scratch(self, name: str) -> str:
+        """A path in the private folder, for another file of the same run (the snapshot's body)."""
+        return os.path.join(self._private_folder(), name)
+
+    def others(self) -> Iterator[list[bytes]]:
+        """Every non-decimal id once, ascending (by bytes), in blocks. Call it once, after the last add."""
+        if not self._runs:
+            buffer, self._buffer, self._held = self._buffer, [], 0
+            buffer.sort()
+            return _blocks(map(_first, groupby(buffer)))
+        if self._buffer:
+            self._spill()
+        while len(self._runs) > self._fan_in:
+            group, self._runs = self._runs[: self._fan_in], self._runs[self._fan_in :]
+            merged = merge([_read_run(path) for path in group])
+            self._runs.append(self._write_run(block for blocks in merged for block in split(blocks)))
+            for path in group:
+                os.unlink(path)
+        return merge([_read_run(path) for path in self._runs])
+
+    def close(self) -> None:
+        self._buffer, self._held = [], 0
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+            self._runs = []
+
+    def _private_folder(self) -> str:
+        if self._folder is None:
+            if self._spill_dir is not None:
+                os.makedirs(self._spill_dir, mode=0o700, exist_ok=True)
+            # 0700, a fresh name: nobody else can read the ids or plant a file among the runs.
+            self._folder = tempfile.mkdtemp(prefix="deyel-deletes-", dir=self._spill_dir)
+        return self._folder
+
+    def _spill(self) -> None:
+        buffer, self._buffer, self._held = self._buffer, [], 0
+        buffer.sort()
+        self._runs.append(self._write_run(_blocks(map(_first, groupby(buffer)))))
+
+    def _write_run(self, blocks: Iterable[list[bytes]]) -> str:
+        self.runs_written += 1
+        path = os.path.join(self._private_folder(), f"run-{self.runs_written}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for block in blocks:
+                out.write(encode_block(block))
+        return path
+
+
+def _blocks(ids: Iterable[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
+    ahead = iter(ids)
+    return iter(lambda: list(islice(ahead, size)), [])
+
+
+def split(block: list[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
+    """``block`` in pieces of at most ``size`` ids (as they are stored)."""
+    for start in range(0, len(block), size):
+        yield block[start : start + size]
+
+
+def _read_run(path: str) -> Iterator[list[bytes]]:
+    with open(path, "rb", buffering=0) as source:
+        yield from decode_blocks(iter(lambda: source.read(_BLOCK_BYTES), b""))

@@ -1,0 +1,252 @@
+"""DeyelDeletedInstancesOperator's comparison in a bounded memory (issue 26, "Memory bounded for 10M ids"):
+non-decimal ids spill to sorted runs on disk and meet the previous snapshot in a streaming merge-join; the
+gone ids are exactly the previous ids minus the current ones on both paths (bitmap and runs); a version-1
+snapshot written before this change is still read; 10M ids of either kind stay within a stated peak RSS."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import stat
+import zlib
+from pathlib import Path
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deyel_provider.exceptions import DeyelSnapshotError
+from deyel_provider.extract.deletes import DeletesResult, DeletesSpec, compare_and_publish, open_previous
+from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
+from deyel_provider.read.id_runs import RUN_BYTES, CurrentIds
+from deyel_provider.read.id_snapshot import Identity, SnapshotCodec, Stamp
+from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter
+from tests.support.branches import Branches
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
+from tests.support.id_snapshot_v1 import V1_IDENTITY, V1_IDS, V1_SNAPSHOT, V1_TOKEN_URL
+from tests.support.memory import COMPARE_BOUND_MB, compare_in_child
+
+FORM = "CRM_ACCOUNT"
+IDENTITY = Identity("http://x", CLIENT_ID, FORM, "", "idObjectValue", "dag.deletes")
+CODEC = SnapshotCodec(CLIENT_SECRET, "http://x/oauth/token", CLIENT_ID)
+
+
+def in_bitmap(text: str) -> bool:
+    """The documented rule, written out again: canonical decimals below 2**28 are bits."""
+    canonical = text == "0" or not text.startswith("0")
+    return text.isascii() and text.isdecimal() and canonical and len(text) <= 9 and int(text) < 1 << 28
+
+
+def expected_order(ids: set[str]) -> list[str]:
+    """The output's order: bitmap ids ascending, then the others in Python's order of ``str``."""
+    return sorted((i for i in ids if in_bitmap(i)), key=int) + sorted(i for i in ids if not in_bitmap(i))
+
+
+def spec_in(folder: Path, run_id: str) -> DeletesSpec:
+    return DeletesSpec(
+        form=FORM,
+        output=ObjectStoragePath(f"file://{folder}/gone-{run_id}.jsonl"),
+        snapshot=ObjectStoragePath(f"file://{folder}/ids.snapshot"),
+        run_id=run_id,
+        spill_dir=str(folder / "spill"),
+    )
+
+
+def compare_run(
+    folder: Path,
+    ids: list[str],
+    run_id: str,
+    horizon: int,
+    *,
+    identity: Identity = IDENTITY,
+    codec: SnapshotCodec = CODEC,
+    **current: int,
+) -> tuple[DeletesResult, list[str], int]:
+    """What the operator does once the ids are read: the result, the gone ids in output order, the runs
+    spilled."""
+    spec = spec_in(folder, run_id)
+    previous = open_previous(spec, codec, identity)
+    try:
+        with CurrentIds(spec.spill_dir, **current) as listing:
+            for ident in ids:
+                listing.add(ident)
+            result = compare_and_publish(spec, codec, identity, previous, listing, horizon, horizon)
+            spilled = listing.runs_written
+    finally:
+        if previous is not None:
+            previous.source.close()
+    lines = [json.loads(line) for line in (folder / f"gone-{run_id}.jsonl").read_text().splitlines()]
+    return result, [line["idObjectValue"] for line in lines], spilled
+
+
+SHAPES = st.one_of(
+    st.integers(0, 3_000).map(str),  # the bitmap
+    st.integers(1 << 28, 1 << 40).map(str),  # decimal, past the bitmap
+    st.uuids().map(str),
+    st.integers(0, 10**6).map(lambda n: f"AR-{n}"),
+    st.sampled_from(["07", "+7", "1e3", "\u0661\u0662", "\ud800", "x" * 300, "ñandú", "😀", " ", "a\nb"]),
+    st.text(min_size=1, max_size=40),
+)
+
+
+def test_the_gone_ids_are_exactly_previous_minus_current_on_both_paths(tmp_path):
+    """Over inserts, deletes and id shapes, with runs of a few ids (spilled and merged in rounds) or held in
+    memory: each run's output is exactly the previous listing minus this one, in the documented order, and
+    the snapshot it stores holds exactly this listing. Both paths run: bitmap ids and spilled ids gone."""
+    gone_paths, spills = Branches(), Branches()
+    counter = iter(range(10**9))
+
+    @settings(max_examples=50, deadline=None, database=None, derandomize=True)
+    @given(
+        first=st.sets(SHAPES, min_size=15, max_size=120),
+        rounds=st.lists(st.tuples(st.sets(SHAPES, max_size=30), st.integers(0, 4)), min_size=1, max_size=3),
+        run_bytes=st.sampled_from([150, 600, RUN_BYTES]),
+        fan_in=st.sampled_from([2, 3, 64]),
+        data=st.data(),
+    )
+    def example(first, rounds, run_bytes, fan_in, data):
+        folder = tmp_path / f"example-{next(counter)}"
+        folder.mkdir()
+        before = set(first)
+        repeated = sorted(before)[::7]  # a listing may name an id twice: it counts once
+        result, gone, _ = compare_run(folder, [*first, *repeated], "r0", 1000)
+        assert gone == [] and result.listed == len(before) and result.previous is None
+        paths = set()
+        for number, (inserted, keep_every) in enumerate(rounds, start=1):
+            deleted = data.draw(st.sets(st.sampled_from(sorted(before)))) if before else set()
+            if keep_every:
+                deleted |= {ident for index, ident in enumerate(sorted(before)) if index % (keep_every + 1)}
+            now = (before - deleted) | inserted
+            listing = data.draw(st.permutations(sorted(now)))
+            result, gone, spilled = compare_run(
+                folder, listing, f"r{number}", 1000 + number, run_bytes=run_bytes, fan_in=fan_in
+            )
+            assert gone == expected_order(before - now)
+            assert (result.gone, result.listed, result.previous) == (len(gone), len(now), len(before))
+            stored = CODEC.decode((folder / "ids.snapshot").read_bytes(), IDENTITY, "here")
+            assert len(stored.ids) == len(now) and all(ident in stored.ids for ident in now)
+            paths |= {"bitmap" if in_bitmap(ident) else "spilled" for ident in gone}
+            spills.took("spilled to runs" if spilled else "held in memory")
+            before = now
+        assert not list((folder / "spill").iterdir()), "the private spill folder is removed after each run"
+        gone_paths.took("both gone" if len(paths) == 2 else "one kind gone" if paths else "none gone")
+
+    example()
+    gone_paths.assert_share("both gone", at_least=0.4, examples=40)
+    spills.assert_share("spilled to runs", at_least=0.3, examples=40)
+
+
+def test_a_version_1_snapshot_is_read_and_replaced_by_a_version_2_one(tmp_path):
+    """The fixture was written by the code before this change: its ids compare exactly, the run it
+    remembers is kept, and the next snapshot is version 2 (read back the same)."""
+    codec = SnapshotCodec(CLIENT_SECRET, V1_TOKEN_URL, CLIENT_ID)
+    decoded = codec.decode(V1_SNAPSHOT, V1_IDENTITY, "fixture")
+    assert len(decoded.ids) == len(V1_IDS) and all(ident in decoded.ids for ident in V1_IDS)
+    (tmp_path / "ids.snapshot").write_bytes(V1_SNAPSHOT)
+    now = {*V1_IDS[::2], "new-id", "5"}
+    result, gone, _ = compare_run(tmp_path, sorted(now), "run-8", 3000, identity=V1_IDENTITY, codec=codec)
+    assert gone == expected_order(set(V1_IDS) - now) and len(gone) == len(V1_IDS) // 2
+    assert (result.listed, result.previous, result.gone_after) == (len(now), len(V1_IDS), 2000)
+    data = (tmp_path / "ids.snapshot").read_bytes()
+    header = json.loads(data.partition(b"\n")[0])
+    assert header["v"] == 2 and [run["run_id"] for run in header["runs"]] == ["run-7", "run-8"]
+    again = codec.decode(data, V1_IDENTITY, "v2")
+    assert len(again.ids) == len(now) and all(ident in again.ids for ident in now)
+
+
+def test_a_version_1_body_is_parsed_across_its_chunks():
+    """A version-1 body's JSON array is parsed a 64 KiB chunk at a time: strings cut by a chunk (escapes,
+    ``\\uXXXX`` of non-ASCII text and of a lone surrogate, ids longer than a chunk) come out whole and in
+    order; the body is built as the code of f64c678 built it (bitmap, then ``json.dumps(sorted(...))``)."""
+    pieces = ["ñandú", '"q"', "back\\slash", "\ud800", "😀", "日本", "tab\t", "x" * 70_000]
+    others = sorted({f"{pieces[n % len(pieces)]}-{n}" for n in range(6_000)} | {"y" * 140_000})
+    raw = (3).to_bytes(8, "big") + b"\x0e\x00\x01" + json.dumps(others).encode()  # ids 1, 2, 3, 16
+    compressed = zlib.compress(raw, 6)
+    facts = BodyFacts(4 + len(others), len(raw), len(compressed), hashlib.sha256(compressed).hexdigest())
+    reader = BodyReader(io.BytesIO(compressed), 1, facts)
+    assert [chunk for _, chunk in reader.bitmap_chunks()] == [b"\x0e\x00\x01"]
+    read = [data.decode("utf-8", "surrogatepass") for block in reader.others() for data in block]
+    reader.finish()
+    assert read == others and len(raw) > 20 * (1 << 16)
+
+
+def test_a_snapshot_of_a_newer_format_fails_typed_saying_what_to_do(tmp_path):
+    header, _, body = V1_SNAPSHOT.partition(b"\n")
+    fields = json.loads(header)
+    fields["v"] = 3
+    with pytest.raises(DeyelSnapshotError, match=r"reads versions 1, 2 .* upgrade this one"):
+        CODEC.decode(json.dumps(fields).encode() + b"\n" + body, V1_IDENTITY, "here")
+
+
+def test_a_body_that_breaks_its_order_fails_typed_and_publishes_nothing(tmp_path):
+    """A genuine header over a body whose ids are out of order (only a bug could write one): found while the
+    ids stream past, after the form was read; the output is not published, the snapshot stays byte for
+    byte, no temporary file or spilled run is left."""
+    body_path = tmp_path / "body"
+    with body_path.open("wb") as sink:
+        writer = BodyWriter(sink)
+        writer.bitmap(b"\x0e")  # 1, 2, 3
+        writer.block([b"b-id", b"a-id"])
+        facts = writer.finish()
+    stored = CODEC.header_line(Stamp(IDENTITY, 1000, 1000, "r0", 0, 1000), facts) + body_path.read_bytes()
+    body_path.unlink()
+    (tmp_path / "ids.snapshot").write_bytes(stored)
+    with pytest.raises(DeyelSnapshotError, match=r"cannot be decoded .*out of order"):
+        compare_run(tmp_path, ["1", "a-id"], "r1", 2000, run_bytes=20)
+    assert (tmp_path / "ids.snapshot").read_bytes() == stored
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.snapshot", "spill"]
+    assert not list((tmp_path / "spill").iterdir())
+
+
+def test_the_spilled_runs_are_private_and_removed(tmp_path):
+    with CurrentIds(str(tmp_path / "spill"), run_bytes=100) as listing:
+        for number in range(20):
+            listing.add(f"id-{number}")
+        (folder,) = (tmp_path / "spill").iterdir()
+        runs = list(folder.iterdir())
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and len(runs) == listing.runs_written >= 5
+        assert {stat.S_IMODE(run.stat().st_mode) for run in runs} == {0o600}
+        assert [ident for block in listing.others() for ident in block] == sorted(
+            f"id-{n}".encode() for n in range(20)
+        )
+    assert not list((tmp_path / "spill").iterdir())
+
+
+def test_the_operator_spills_where_it_is_told_and_leaves_nothing_there(emulator, deyel_conn, tmp_path):
+    """Through the real reader and the operator: the emulator's ids are decimals (the bitmap), and the new
+    snapshot's body is still written in the private folder made under ``spill_dir``; one delete is
+    reported, and nothing is left there afterwards."""
+    store = emulator.state.store
+    op = DeyelDeletedInstancesOperator(
+        task_id="deletes",
+        form=FORM,
+        output=str(tmp_path / "gone.jsonl"),
+        snapshot=str(tmp_path / "ids.snapshot"),
+        spill_dir=str(tmp_path / "spill"),
+    )
+    op.execute({"run_id": "r1", "outlet_events": outlet_events()})  # type: ignore[arg-type]
+    store.delete(FORM, 7)
+    emulator.advance(30)
+    summary = op.execute({"run_id": "r2", "outlet_events": outlet_events()})  # type: ignore[arg-type]
+    assert summary["gone"] == 1 and summary["listed"] == summary["previous"] - 1
+    lines = (tmp_path / "gone.jsonl").read_text().splitlines()
+    assert [json.loads(line)["idObjectValue"] for line in lines] == ["7"]
+    assert not list((tmp_path / "spill").iterdir())
+
+
+# -- 10M ids in a child process: the stated bound --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["uuid", "decimal"])
+def test_ten_million_ids_compare_within_the_stated_memory_bound(kind, tmp_path):
+    """A child process compares 10M ids (generated, no HTTP) with a 10M-id snapshot through the operator's
+    own engine, and reads its own peak RSS: exactly the 10,000 removed ids are reported, within the bound."""
+    measured = compare_in_child(kind, tmp_path, 10_000_000)
+    print(kind, measured)
+    assert measured["gone_exact"] and measured["gone"] == 10_000
+    assert (measured["listed"], measured["previous"]) == (10_005_000 - 10_005, 10_000_000)
+    assert (measured["runs"] > 0) == (kind == "uuid")  # UUIDs went through the runs, decimals the bitmap
+    assert measured["peak_mb"] < COMPARE_BOUND_MB, measured
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone.jsonl", "ids.snapshot"]
