@@ -10,13 +10,16 @@ Both places the record lives are covered: Airflow 3.3's ``task_state_store`` (a 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import fsspec
 import pytest
-from airflow.sdk import Asset
+from airflow.sdk import Asset, ObjectStoragePath
+from airflow.sdk.io import attach
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelError
@@ -73,9 +76,7 @@ def operator(folder: Path, name: str = "r.jsonl", **options: Any) -> DeyelExtrac
         task_id="x",
         form=FORM,
         output=str(folder / name),
-        max_file_bytes=MAX_FILE_BYTES,
-        page_size=PAGE_SIZE,
-        **options,
+        **{"max_file_bytes": MAX_FILE_BYTES, "page_size": PAGE_SIZE, **options},
     )
 
 
@@ -114,7 +115,7 @@ def cut_at(emulator, requests: int) -> None:
     emulator.set_faults([{"action": "status", "status": 404, "route": "data", "after": requests}])
 
 
-def published_ids(folder: Path, name: str = "r.jsonl") -> list[str]:
+def published_ids(folder: Any, name: str = "r.jsonl") -> list[str]:
     manifest = json.loads((folder / f"{name}.parts.json").read_text())
     ids = []
     for part in manifest["parts"]:
@@ -133,7 +134,7 @@ def logged(capsys) -> str:
     return captured.out + captured.err
 
 
-def leftovers(folder: Path) -> list[str]:
+def leftovers(folder: Any) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or p.name.endswith(STATE_SUFFIX))
 
 
@@ -307,9 +308,8 @@ def test_a_watermark_retry_reads_the_window_the_first_attempt_chose(emulator, de
     def watermark_task(name: str = "r.jsonl") -> DeyelExtractOperator:
         return operator(tmp_path, name, start_from="2026-01-01T00:00:00Z", asset=Asset(tmp_path.as_uri()))
 
-    baseline, full = attempt(
-        emulator, watermark_task("baseline.jsonl"), None, interval=None, extra={"asset_state_store": AssetStores()}
-    )
+    own_state = {"asset_state_store": AssetStores()}
+    baseline, full = attempt(emulator, watermark_task("baseline.jsonl"), None, interval=None, extra=own_state)
     assert baseline is not None and baseline["records"] == RECORDS
     extra = {"asset_state_store": AssetStores()}
     cut_at(emulator, round(0.7 * full))
@@ -327,3 +327,69 @@ def test_a_watermark_retry_reads_the_window_the_first_attempt_chose(emulator, de
     ids = published_ids(tmp_path)
     assert len(ids) == RECORDS and sorted(ids) == all_ids(emulator)
     assert leftovers(tmp_path) == []
+
+
+def test_a_part_ending_inside_a_crowded_millisecond_is_no_boundary(deyel_conn, tmp_path, store, capsys):
+    """25 instances share each millisecond, 10 to a response, and parts of about 20 end between the pages of
+    one millisecond every other time. Only a part whose last piece ended a millisecond is recorded, so the
+    staged parts hold exactly the instances below the boundary, and the union exactly every instance."""
+    with run_emulator(records=300, updated_order="id", updated_burst=25) as crowded:
+        deyel_conn(url=crowded.url)
+        baseline, full = attempt(crowded, operator(tmp_path, "baseline.jsonl", max_file_bytes=6500), None)
+        assert baseline is not None and baseline["records"] == 300
+        stamps = {}
+        for name in [Path(part["path"]).name for part in baseline["parts"]]:
+            for line in (tmp_path / name).read_text().splitlines():
+                record = json.loads(line)
+                stamps[record["idObjectValue"]] = int(record["dtLastUpdate"])
+        assert len(set(stamps.values())) == 12  # every millisecond crowded
+
+        cut_at(crowded, round(0.7 * full))
+        summary, _ = attempt(crowded, operator(tmp_path, max_file_bytes=6500), store)
+        crowded.clear_faults()
+        assert summary is None
+        record = recorded(tmp_path, store)
+        staged = [
+            json.loads(line)["idObjectValue"]
+            for part in record["parts"]
+            for line in (tmp_path / part[1]).read_text().splitlines()
+        ]
+        below = sorted(i for i, stamp in stamps.items() if stamp < record["boundary"])
+        assert below and sorted(staged) == below
+
+        summary, requests = attempt(crowded, operator(tmp_path, max_file_bytes=6500), store, try_number=2)
+
+        assert summary is not None and requests < full
+        ids = published_ids(tmp_path)
+        assert len(ids) == len(set(ids)) == 300 and sorted(ids) == sorted(stamps)
+        assert leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def memory_store():
+    """fsspec's in-memory filesystem (no rename: move is copy then delete), attached as a provider's is."""
+    memory = fsspec.filesystem("memory")
+    attach("memory", fs=memory)
+    yield memory
+    memory.store.clear()
+
+
+def test_an_object_store_output_resumes_too(emulator, deyel_conn, store, capsys, memory_store):
+    """Staged parts are objects beside the output (and so is the record, without a task state store)."""
+    folder = ObjectStoragePath(f"memory://lake/resume-{uuid.uuid4().hex}")
+    cut_at(emulator, CUT)
+    summary, _ = attempt(emulator, operator(folder), store)
+    emulator.clear_faults()
+    assert summary is None
+    staged = leftovers(folder)
+    assert len([name for name in staged if ".tmp-" in name]) == 108
+    assert ("r.jsonl.resume.json" in staged) == (store is None)
+    capsys.readouterr()
+
+    summary, requests = attempt(emulator, operator(folder), store, try_number=2)
+
+    assert summary is not None and requests == 49
+    assert "resuming after an earlier attempt: 108 staged part(s) of 970 records verified" in logged(capsys)
+    ids = published_ids(folder)
+    assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
+    assert leftovers(folder) == []

@@ -135,6 +135,8 @@ class Staging:
         self.boundary: int | None = None
         self._end: int | None = None
         self._pending: tuple[list[StagedPart], int, int | None] | None = None
+        #: Parts the writer had completed at the last piece.
+        self._completed = 0
 
     # -- the attempt's start ---------------------------------------------------------------------------------
 
@@ -205,7 +207,10 @@ class Staging:
             else:  # a crowded millisecond goes on in the next part: these parts hold part of it
                 self._pending = None
         completed, staged = writer.completed_parts, len(self.parts) - len(self._reused)
-        if completed <= staged or piece.end is None or window_end is None:
+        ended, self._completed = completed > self._completed, completed
+        # Only a part this piece ended holds everything up to its end (a piece that ends no part went on
+        # into the open one).
+        if not ended or piece.end is None or window_end is None:
             return
         first = self._files.first_part
         pending = []
