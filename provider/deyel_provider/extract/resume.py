@@ -151,9 +151,9 @@ class Staging:
         staging = cls(spec, files, output, window, log)
         why = _not_resumable(output, window)
         if why is not None:
-            if spec.retry:
+            if spec.retry:  # a first try has no record to say why about, nor to remove
                 log.info("not resuming after an earlier attempt: %s; reading the whole window", why)
-            staging._drop()
+                staging._drop()
             return None
         state = staging._load()
         if state is not None:
@@ -306,6 +306,14 @@ class Staging:
 
     def _verify(self, state: Any) -> str | None:
         """Why the recorded parts cannot be reused, or None once they are (then :attr:`parts` holds them)."""
+        try:
+            return self._verify_record(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"its record is not of this release's shape ({type(exc).__name__})"
+        except OSError as exc:
+            return f"a staged part could not be read back ({exc.strerror or type(exc).__name__})"
+
+    def _verify_record(self, state: Any) -> str | None:
         if not isinstance(state, dict) or state.get("kind") != "deyel_resume" or state.get("v") != VERSION:
             return "its record is not a resume state of this provider"
         body = {k: v for k, v in state.items() if k != "mac"}

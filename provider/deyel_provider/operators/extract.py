@@ -55,7 +55,8 @@ class DeyelExtractOperator(BaseOperator):
     The form is read through time slices of ``incremental_field`` (``dtLastUpdate``, which Deyel moves to
     the present on every write), not by page offsets, so an edit elsewhere cannot shift what is read.
     Slices are streamed to ``<output>.tmp-<uuid>`` (memory holds a few responses) and the object is moved
-    under its final name only when complete.
+    under its final name only when complete. A retry of a split output (``max_file_bytes``) continues after
+    the parts an earlier attempt of the run completed, once verified (docs/extraction.md, "Resume").
 
     Windows: in a partitioned run (Airflow 3.2+, ``CronPartitionTimetable``), the period its partition key
     names, and the Asset event carries the key (docs/extraction.md, "Partitioned runs"). With a data
