@@ -12,6 +12,11 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,17 +87,15 @@ def operator(folder: Path, name: str = "r.jsonl", **options: Any) -> DeyelExtrac
     )
 
 
-def attempt(
-    emulator,
-    task: DeyelExtractOperator,
+def context_of(
     store: TaskStateStore | None,
     *,
     try_number: int = 1,
     max_tries: int = 2,
     interval: tuple[datetime, datetime] | None = DAY,
     extra: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any] | None, int]:
-    """Run one try of run ``r``; returns (its XCom, or None when it failed) and the requests it made."""
+) -> dict[str, Any]:
+    """The context of one try of run ``r``."""
     context: dict[str, Any] = {
         "run_id": "r",
         "dag_run": SimpleNamespace(run_id="r", run_after=datetime(2026, 1, 2, 1, tzinfo=UTC), conf={}),
@@ -104,9 +107,16 @@ def attempt(
     }
     if interval is not None:
         context["data_interval_start"], context["data_interval_end"] = interval
+    return context
+
+
+def attempt(
+    emulator, task: DeyelExtractOperator, store: TaskStateStore | None, **context: Any
+) -> tuple[dict[str, Any] | None, int]:
+    """Run one try of run ``r``; returns (its XCom, or None when it failed) and the requests it made."""
     before = emulator.stats()["api_requests"]
     try:
-        summary = task.execute(context)
+        summary = task.execute(context_of(store, **context))
     except DeyelError:
         summary = None
     return summary, emulator.stats()["api_requests"] - before
@@ -430,3 +440,49 @@ def test_gzip_and_csv_parts_resume_too(emulator, deyel_conn, tmp_path, capsys, n
     ids = [i for part in manifest["parts"] for i in ids_of_part(tmp_path / part["name"])]
     assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
     assert leftovers(tmp_path) == []
+
+
+#: The first try, run by a child process (Airflow's task runner is one): killed with SIGKILL, it runs no
+#: ``except`` nor ``finally``, so only what it recorded as it went is there for the retry.
+CHILD = """
+import sys
+from pathlib import Path
+from tests.test_resume import context_of, operator
+operator(Path(sys.argv[1])).execute(context_of(None))
+"""
+
+
+def test_a_retry_after_a_sigkill_at_70_percent_resumes(emulator, deyel_conn, tmp_path, capsys):
+    # Request CUT + 1 is held by the emulator: the child is killed while it waits for it, at 70 %.
+    emulator.set_faults([{"action": "delay", "delay_ms": 120_000, "route": "data", "after": CUT, "count": 1}])
+    before = emulator.stats()["api_requests"]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "provider"), str(root)])}
+    with (tmp_path / "child.log").open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(tmp_path / "out")], cwd=root, env=env, stdout=log, stderr=log
+        )
+        try:
+            # Waits for an event (the held request arriving), bounded; no assertion depends on the time.
+            for _ in range(2400):
+                if emulator.stats()["api_requests"] - before > CUT or child.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert child.poll() is None, (tmp_path / "child.log").read_text()
+            assert emulator.stats()["api_requests"] - before == CUT + 1
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    emulator.clear_faults()
+    folder = tmp_path / "out"
+    assert len([name for name in leftovers(folder) if ".tmp-" in name]) >= 108  # the open part's too
+    capsys.readouterr()
+
+    summary, requests = attempt(emulator, operator(folder), None, try_number=2)
+
+    assert summary is not None and requests == 49 <= 0.35 * FULL_RUN
+    assert "resuming after an earlier attempt: 108 staged part(s) of 970 records verified" in logged(capsys)
+    ids = published_ids(folder)
+    assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
+    assert leftovers(folder) == []  # the killed try's unrecorded part is removed as a leftover
