@@ -292,8 +292,7 @@ class Staging:
 
     def _drop(self) -> None:
         if self._spec.store is not None:
-            if self._spec.store.get(self._key) is not None:
-                self._spec.store.delete(self._key)
+            self._spec.store.delete(self._key)  # a no-op without one
             return
         name = self._sidecar.name
         publish.remove_own_files(
