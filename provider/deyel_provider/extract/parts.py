@@ -21,11 +21,13 @@ Every part is written to its own temporary file and published by its own rename 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
 import re
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,9 +127,12 @@ class OutputFiles:
     """Creates the temporary files of a run's parts, rewrites and publishes them, or discards them all.
 
     :param codec: the stream codec of the text formats (``gzip``, ``zstd``), None for none (and Parquet).
+    :param hashed: keep the SHA-256 of every file as it is written (staged parts a retry verifies).
     """
 
-    def __init__(self, target: ObjectStoragePath, *, split: bool, codec: str | None) -> None:
+    def __init__(
+        self, target: ObjectStoragePath, *, split: bool, codec: str | None, hashed: bool = False
+    ) -> None:
         if codec is not None and codec not in TEXT_CODECS:
             raise DeyelConfigError(f"compression must be one of {list(TEXT_CODECS)} or None, got {codec!r}")
         self.target = target
@@ -143,6 +148,10 @@ class OutputFiles:
         self._sinks: list[EncodedFile] = []  # closed by the writer, or by discard() after a failure
         self._dir_fd: int | None = None  # the local folder, shared by every temporary file of the run
         self._dir_open = False
+        #: Part files an earlier attempt staged and this one reuses: the writer's parts are numbered after.
+        self.first_part = 0
+        self._digests: dict[int, _Hashed] = {}
+        self._hashed = hashed
 
     def part_target(self, number: int) -> ObjectStoragePath:
         if not self.split:
@@ -157,8 +166,9 @@ class OutputFiles:
         a manifest named after it (as releases before 0.2 did) was overwritten by the other output's."""
         return self.target.parent / f"{self.target.name}.parts.json"
 
-    def remove_leftovers(self) -> None:
-        """Remove the temporary files an interrupted attempt left (of the file, or of any part)."""
+    def remove_leftovers(self, keep: Collection[str] = ()) -> None:
+        """Remove the temporary files an interrupted attempt left (of the file, or of any part), except the
+        staged parts named in ``keep`` (a resumed retry reuses them)."""
         if not self.split:
             publish.remove_leftovers(self.target)
             return
@@ -169,6 +179,7 @@ class OutputFiles:
             f"{publish.glob_escape(self.stem)}.*.tmp-*",
             lambda name: (
                 ".tmp-" in name
+                and name not in keep
                 and (
                     part.fullmatch(name.rsplit(".tmp-", 1)[0]) is not None
                     or name.rsplit(".tmp-", 1)[0] == manifest
@@ -179,15 +190,44 @@ class OutputFiles:
 
     def open(self, number: int) -> EncodedFile:
         """A new temporary file for part ``number`` (the writer's ``open_file``)."""
+        number += self.first_part
         if number >= MAX_PARTS:
             raise DeyelConfigError(
                 f"this run needs more than {MAX_PARTS} parts of max_file_bytes: raise max_file_bytes"
             )
         temp = self._new_temp(number)
         self._by_part.setdefault(number, []).append(temp)
-        sink = EncodedFile(temp.open("wb"), self.codec)
+        raw = temp.open("wb")
+        if self._hashed:
+            raw = self._digests[number] = _Hashed(raw)
+        sink = EncodedFile(raw, self.codec)
         self._sinks.append(sink)
         return sink
+
+    def staged(self, number: int) -> tuple[str, str | None]:
+        """The temporary name of part ``number`` (a file number) and its SHA-256 (None unless hashed)."""
+        (temp,) = self._by_part[number]
+        digest = self._digests.get(number)
+        return temp.name, None if digest is None else digest.hexdigest()
+
+    def adopt(self, number: int, name: str) -> Temp | None:
+        """Part ``number``'s temporary file ``name`` left by an earlier attempt, to publish with this run's
+        (None unless it is there, under that part's temporary name, and locally a regular file of ours)."""
+        target = self.part_target(number)
+        if not self._dir_open:
+            self._dir_fd, self._dir_open = publish.open_folder(self.target), True
+        if self._dir_fd is not None:
+            temp: Temp = publish.LocalTemp.existing(target, name, self._dir_fd)
+        elif name.startswith(f"{target.name}.tmp-") and "/" not in name:
+            temp = target.parent / name
+            temp = temp if temp.is_file() else None
+        else:
+            temp = None
+        return temp
+
+    def track(self, temp: Temp) -> None:
+        """Publish (or discard) ``temp``, an adopted part, with this run's files."""
+        self._temps.append(temp)
 
     def _new_temp(self, number: int) -> Temp:
         return self._temp_beside(self.part_target(number))
@@ -208,11 +248,12 @@ class OutputFiles:
         """Every part in its final form: rewritten first where the writer needs it (one part at a time)."""
         written = []
         for part in writer.parts:
-            temps = self._by_part[part.number]
+            number = part.number + self.first_part
+            temps = self._by_part[number]
             size = part.size
             if writer.needs_rewrite(part):
                 log.info("rewriting part %d with the run's final columns and types", part.number)
-                fresh = self._new_temp(part.number)
+                fresh = self._new_temp(number)
                 # One segment open at a time: a part may have hundreds (one per schema change).
                 sources = self._read_each(temps)
                 try:
@@ -229,7 +270,7 @@ class OutputFiles:
                 temps[:] = [fresh]
                 size = sink.size
             (temp,) = temps
-            written.append(WrittenPart(part.number, temp, self.part_target(part.number), part.records, size))
+            written.append(WrittenPart(number, temp, self.part_target(number), part.records, size))
         return written
 
     def _read_each(self, temps: list[Temp]) -> Generator[Any, None, None]:
@@ -307,8 +348,9 @@ class OutputFiles:
         temp.move(manifest)
         self._temps.remove(temp)
 
-    def discard(self) -> None:
-        """Remove every temporary file still there (a failed or skipped run)."""
+    def discard(self, keep: Collection[str] = ()) -> None:
+        """Remove every temporary file still there (a failed or skipped run) but the staged parts named in
+        ``keep`` (left for a retry to resume after)."""
         for sink in self._sinks:
             try:
                 sink.close()
@@ -316,6 +358,38 @@ class OutputFiles:
                 log.warning("could not close a temporary file: %s", exc)
         self._sinks.clear()
         for temp in self._temps:
-            publish.discard(temp)
+            if temp.name not in keep:
+                publish.discard(temp)
         self._temps.clear()
         self._close_folder()
+
+
+class _Hashed(io.RawIOBase):
+    """Passes bytes on to ``raw`` and hashes them (SHA-256): what a staged part is verified against."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self.raw = raw
+        self._sha = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sha.update(data)
+        self.raw.write(data)
+        return len(data) if not isinstance(data, memoryview) else data.nbytes
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+    def flush(self) -> None:
+        if not self.raw.closed:
+            self.raw.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.raw.close()
+            finally:
+                super().close()

@@ -17,6 +17,7 @@ from deyel_provider.extract.formats.text import CsvWriter
 from deyel_provider.extract.formats.writers import make_writer
 from deyel_provider.extract.parts import OutputFiles, check_output_name
 from deyel_provider.extract.progress import Progress
+from deyel_provider.extract.resume import ResumeSpec, Staging
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.storage.compression import zstd_module
 from deyel_provider.storage.paths import as_storage_path
@@ -80,6 +81,7 @@ def extract(
     *,
     progress: Progress | None = None,
     before_publish: Callable[[int | None], None] | None = None,
+    resume: ResumeSpec | None = None,
 ) -> ExtractResult:
     """Stream every instance ``read`` names into ``output`` and publish it atomically.
 
@@ -94,6 +96,8 @@ def extract(
         module's logger.
     :param before_publish: called with the window's end once everything is read, before anything is
         published (a watermark run records its window there); an exception from it publishes nothing.
+    :param resume: whose attempt this is: a split output is staged part by part, and a retry continues after
+        the parts an earlier attempt completed (:mod:`deyel_provider.extract.resume`); None: never.
     """
     window = window or WindowSpec()
     progress = progress or Progress()
@@ -105,10 +109,11 @@ def extract(
         zstd_module()
     target = as_storage_path(output.output, output.output_conn_id)
     check_output_name(target.name, output.format, output.compression)
-    files = OutputFiles(target, split=output.split, codec=output.codec)
+    files = OutputFiles(target, split=output.split, codec=output.codec, hashed=resume is not None)
     check_output_folder(target)  # a folder this worker cannot write: named, before the first request
     target.parent.mkdir(parents=True, exist_ok=True)
-    files.remove_leftovers()
+    staging = Staging.begin(resume, files, output, window, logger)
+    files.remove_leftovers(keep=staging.kept if staging is not None else ())
     writer = make_writer(
         output.format,
         files.open,
@@ -119,6 +124,9 @@ def extract(
         **_parquet_options(output, hook.config.id_field),
     )
     progress.begin()
+    if staging is not None:
+        progress.records += staging.records
+    read_window = staging.read_window if staging is not None else window
     logger.info("extracting %s to %s", read.form, target if output.split else files.part_target(0))
     skipped = False
     try:
@@ -129,9 +137,14 @@ def extract(
             page_size=read.page_size,
             max_workers=read.workers,
         )
-        for piece in reader.read(window.start, window.end, end_at_server_time=window.end_at_server_time):
+        pieces = reader.read(
+            read_window.start, read_window.end, end_at_server_time=read_window.end_at_server_time
+        )
+        for piece in pieces:
             if piece.records:
                 writer.write_page(piece.records)
+            if staging is not None:
+                staging.page_written(piece, writer, reader.stats.window_end)
             progress.expect(reader.stats.expected)
             progress.add(len(piece.records))
         if before_publish is not None:
@@ -140,12 +153,16 @@ def extract(
             skipped = True
             written = []
         else:
-            writer.close()
-            written = files.finish(writer)
+            reused = staging.reused if staging is not None else []
+            if not reused or writer.records:  # the earlier parts hold it all: no empty part after them
+                writer.close()
+            written = [*reused, *files.finish(writer)]
             files.publish(written)
     except BaseException:
-        files.discard()
+        files.discard(keep=staging.failed() if staging is not None else ())
         raise
+    if staging is not None:
+        staging.done()
     if skipped:
         files.discard()
         logger.info("no instance in this run and on_empty='skip': no file written")

@@ -20,6 +20,7 @@ from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
 from deyel_provider.extract.partitions import partition_window, warn_if_output_is_not_partitioned
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
+from deyel_provider.extract.resume import resume_spec
 from deyel_provider.extract.run import epoch_ms, extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_output_options
 from deyel_provider.extract.templates import template_error
@@ -54,7 +55,8 @@ class DeyelExtractOperator(BaseOperator):
     The form is read through time slices of ``incremental_field`` (``dtLastUpdate``, which Deyel moves to
     the present on every write), not by page offsets, so an edit elsewhere cannot shift what is read.
     Slices are streamed to ``<output>.tmp-<uuid>`` (memory holds a few responses) and the object is moved
-    under its final name only when complete.
+    under its final name only when complete. A retry of a split output (``max_file_bytes``) continues after
+    the parts an earlier attempt of the run completed, once verified (docs/extraction.md, "Resume").
 
     Windows: in a partitioned run (Airflow 3.2+, ``CronPartitionTimetable``), the period its partition key
     names, and the Asset event carries the key (docs/extraction.md, "Partitioned runs"). With a data
@@ -305,6 +307,16 @@ class DeyelExtractOperator(BaseOperator):
             WindowSpec(start, end, end_at_server_time=run is not None and end is None),
             progress=Progress(self.progress_interval, self.log),
             before_publish=run.record if run is not None else None,
+            # A retry continues after the parts an earlier attempt staged (docs/extraction.md, "Resume").
+            resume=resume_spec(
+                context,
+                self.hook.config,
+                form=self.form,
+                field=field or "dtLastUpdate",
+                search=self.search or None,
+                conn_id=self.deyel_conn_id,
+                task_id=self.task_id,
+            ),
         )
         summary = {**result.as_dict(), "mode": mode}
         if partition is not None:

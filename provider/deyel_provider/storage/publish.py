@@ -183,6 +183,23 @@ class LocalTemp:
                 os.close(self._dir_fd)
             raise
 
+    @classmethod
+    def existing(cls, target: ObjectStoragePath, name: str, dir_fd: int) -> LocalTemp | None:
+        """The temporary file ``name`` an earlier attempt left beside ``target`` (a retry resuming after its
+        staged parts), or None unless it is a regular file of ours under a temporary name of ``target``."""
+        if not name.startswith(f"{target.name}.tmp-") or "/" in name or "\0" in name:
+            return None
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            return None
+        temp = cls.__new__(cls)
+        temp._folder, temp._private, temp._target_name = str(target.parent.path), False, target.name
+        temp._owns_dir, temp._dir_fd, temp.name, temp._fd = False, dir_fd, name, None
+        return temp
+
     def __repr__(self) -> str:
         return f"LocalTemp({self.name!r})"
 

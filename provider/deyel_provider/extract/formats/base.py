@@ -214,6 +214,11 @@ class RecordWriter(ABC):
         if self.max_file_bytes is not None and part.size >= self.max_file_bytes:
             self._end_part(part)
 
+    @property
+    def completed_parts(self) -> int:
+        """Parts ended so far (their files closed): every page written before is in them, none after."""
+        return len(self.parts) - (self._current is not None)
+
     def close(self) -> None:
         """Complete the last part; an empty run still gets one (empty) file."""
         if self._current is None and not self.parts:
