@@ -7,6 +7,7 @@ cleared; and the group in Airflow's own runs (``dag.test()``), watermark and all
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -15,11 +16,113 @@ from pathlib import Path
 
 import pendulum
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelIncompleteError
+from deyel_provider.extract.fan_out import commit_parts, plan_slices, read_part
+from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
+from deyel_provider.hooks.deyel import DeyelHook
+from tests.support.branches import Branches, message_class
+from tests.support.contract import Before, check_contract
 from tests.support.helpers import dagbag_class
+from tests.test_slicing import INCOMPLETE_CLASSES
 
 FORM = "CRM_ACCOUNT"
+START = 1767225600000  # the emulator's updated_start_ms
+MINUTE = 60_000
+RUN_KEY = "dag\nrun\ngroup"
+
+
+def fan_out(output: OutputSpec, read: ReadSpec, window: WindowSpec, parts: int) -> tuple[dict, list, list]:
+    """The group's three steps, each as its task runs it: (plan, reads, published parts)."""
+    hook = DeyelHook()
+    planned = plan_slices(hook, read, window, parts)
+    reads = [read_part(hook, read, output, bounds, n, RUN_KEY) for n, bounds in enumerate(planned["slices"])]
+    return planned, reads, commit_parts(output, RUN_KEY, reads)
+
+
+def published_records(parts: list[dict]) -> list[dict]:
+    return [r for part in parts for r in lines(Path(part["path"].removeprefix("file://")))]
+
+
+# -- the engine's steps ------------------------------------------------------------------------------------
+
+PROPERTIES = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(deyel_conn, tmp_path_factory):
+    """However many parts, whatever the writer and the paging: the parts hold every instance of the window
+    that stayed put exactly once, an edited one at most once (or in the next window), and nothing else."""
+    branches = Branches()
+
+    @PROPERTIES
+    @given(
+        records=st.integers(0, 400),
+        parts=st.integers(1, 9),
+        strategy=st.sampled_from(["page", "offset", "link"]),
+        list_order=st.sampled_from(["id", "dtLastUpdate"]),
+        updated_order=st.sampled_from(["random", "id"]),
+        page_size=st.integers(5, 60),
+        workers=st.sampled_from([1, 3]),
+        send_total=st.booleans(),
+        edits=st.sampled_from([0.0, 0.0, 0.2, 0.5, 1.0]),
+        inserts=st.sampled_from([0.0, 0.2, 1.0]),
+        deletes=st.sampled_from([0.0, 0.0, 0.3]),
+        window=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+        to_present=st.booleans(),
+        writer_seed=st.integers(0, 1000),
+    )
+    def example(
+        records, parts, strategy, list_order, updated_order, page_size, workers, send_total, edits, inserts,
+        deletes, window, to_present, writer_seed,
+    ):  # fmt: skip
+        span = max(1, records) * MINUTE
+        low, high = sorted(START + int(f * span) for f in window)
+        with run_emulator(
+            records=records,
+            paging=strategy,
+            list_order=list_order,
+            updated_order=updated_order,
+            send_total=send_total,
+            writer_edits=edits,
+            writer_inserts=inserts,
+            writer_deletes=deletes,
+            writer_seed=writer_seed,
+        ) as emulator:
+            deyel_conn(url=emulator.url, extra={"cache": "memory", "paging": strategy})
+            output = OutputSpec(str(tmp_path_factory.mktemp("lake") / "out.jsonl"))
+            before = Before.of(emulator)
+            # A watermark run's window ends at the server's settled present, fixed by the plan.
+            window_spec = (
+                WindowSpec(low, None, end_at_server_time=True) if to_present else WindowSpec(low, high)
+            )
+            try:
+                planned, reads, published = fan_out(
+                    output, ReadSpec(FORM, page_size=page_size, max_workers=workers), window_spec, parts
+                )
+            except DeyelIncompleteError as error:
+                kind = message_class(str(error), INCOMPLETE_CLASSES)
+                branches.took(f"typed error: {kind}")
+                assert edits + deletes > 0 and kind == "passes disagree", str(error)
+                return
+            slices = planned["slices"]
+            assert 1 <= len(slices) <= parts
+            assert slices[0][0] == planned["start"] == low and slices[-1][1] == planned["end"]
+            assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(slices))
+            assert [p["records"] for p in published] == [r["records"] for r in reads]
+            check_contract(emulator, before, published_records(published), start=low, end=planned["end"])
+            if to_present:
+                assert planned["end"] <= emulator.state.clock.now() * 1000
+            branches.took("contract, several parts" if len(slices) > 1 else "contract, one part")
+
+    example()
+    print(branches.counts)
+    branches.assert_share("contract, several parts", at_least=0.5)
+
 
 GROUP_DAG = """
     import os
