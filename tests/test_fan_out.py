@@ -10,8 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pendulum
@@ -21,7 +24,7 @@ from hypothesis import strategies as st
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelIncompleteError
-from deyel_provider.extract.fan_out import commit_parts, plan_slices, read_part
+from deyel_provider.extract.fan_out import commit_parts, plan_slices, read_part, staging_folder
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.branches import Branches, message_class
@@ -123,6 +126,140 @@ def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(deyel_co
     print(branches.counts)
     branches.assert_share("contract, several parts", at_least=0.5)
 
+
+@pytest.fixture
+def split(deyel_conn, tmp_path):
+    """600 instances planned in 4 parts and each part read (staged), not committed yet."""
+    with run_emulator(records=600) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        output = OutputSpec(str(tmp_path / "lake" / "accounts.jsonl"))
+        read = ReadSpec(FORM, page_size=20)
+        hook = DeyelHook()
+        planned = plan_slices(hook, read, WindowSpec(START, START + 600 * MINUTE), 4)
+        reads = [read_part(hook, read, output, b, n, RUN_KEY) for n, b in enumerate(planned["slices"])]
+        yield emulator, output, read, planned, reads
+
+
+def inodes(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+#: One read of the group in a child process, as a worker runs it: ``read_part`` for one part.
+READ_SCRIPT = """
+import json, sys
+from deyel_provider.extract.fan_out import read_part
+from deyel_provider.extract.spec import OutputSpec, ReadSpec
+from deyel_provider.hooks.deyel import DeyelHook
+output, number, bounds, run_key = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+read_part(DeyelHook(), ReadSpec("CRM_ACCOUNT", page_size=20), OutputSpec(output), bounds, number, run_key)
+"""
+
+
+def test_a_read_killed_with_sigkill_and_retried_rewrites_only_its_part(split):
+    emulator, output, read, planned, reads = split
+    staging = Path(str(staging_folder(output, RUN_KEY).path))
+    before = inodes(staging)
+    assert sorted(before) == [f"part-{n:05d}.jsonl" for n in range(4)]
+    number, bounds = 2, planned["slices"][2]
+    # The child's third request hangs: once the server has it, the child is certainly mid-way.
+    emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 2, "count": 1}])
+    emulator.reset()
+    child = subprocess.Popen(
+        [sys.executable, "-c", READ_SCRIPT, output.output, str(number), json.dumps(bounds), RUN_KEY],
+        env=os.environ.copy(),
+    )
+    try:
+        deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
+        while emulator.stats()["api_requests"] < 3:
+            assert child.poll() is None, f"the read ended on its own (exit {child.returncode})"
+            assert time.monotonic() < deadline, "the read never asked for its third response"
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    after_kill = inodes(staging)
+    # The killed attempt wrote only to a temporary file: every staged part is the one written before.
+    assert {n: after_kill[n] for n in before} == before
+    assert next(n for n in after_kill if n not in before).startswith("part-00002.jsonl.tmp-")
+    emulator.clear_faults()
+    emulator.reset()
+
+    retried = read_part(DeyelHook(), read, output, bounds, number, RUN_KEY)
+    # The retry asked for its own slice only: as many requests as the first read of that part, and each
+    # one the server saw was counted by it.
+    assert emulator.stats()["api_requests"] == retried["requests"] == reads[number]["requests"]
+    assert retried["requests"] < sum(r["requests"] for r in reads) / 2
+    after_retry = inodes(staging)
+    assert sorted(after_retry) == sorted(before)  # the killed attempt's temporary file is gone
+    assert {n: v for n, v in after_retry.items() if n != "part-00002.jsonl"} == {
+        n: v for n, v in before.items() if n != "part-00002.jsonl"
+    }
+    assert after_retry["part-00002.jsonl"] != before["part-00002.jsonl"]  # rewritten
+    reads[number] = retried
+    published = commit_parts(output, RUN_KEY, reads)
+    ids = [r["idObjectValue"] for r in published_records(published)]
+    assert len(ids) == len(set(ids)) == 600
+
+
+def test_commit_publishes_the_manifest_last_and_a_cleared_commit_publishes_the_same_set(split, monkeypatch):
+    emulator, output, _, _, reads = split
+    lake = Path(output.output).parent
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def recording_rename(src, dst, *args, **kwargs):
+        renamed.append(str(dst))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", recording_rename)
+    emulator.reset()
+    published = commit_parts(output, RUN_KEY, reads)
+    names = [f"accounts.part-{n:05d}.jsonl" for n in range(4)]
+    assert renamed == [*names, "accounts.jsonl.parts.json"]  # every part, then the manifest: the commit
+    assert emulator.stats()["api_requests"] == 0  # the commit reads nothing from the server
+    assert sorted(os.listdir(lake)) == sorted([*names, "accounts.jsonl.parts.json"])  # staging removed
+    manifest = (lake / "accounts.jsonl.parts.json").read_bytes()
+    contents = {name: (lake / name).read_bytes() for name in names}
+    published_inodes = inodes(lake)
+
+    # Cleared: the staged parts are published already; the same set is published again, parts untouched.
+    renamed.clear()
+    assert commit_parts(output, RUN_KEY, reads) == published
+    assert renamed == ["accounts.jsonl.parts.json"]
+    assert (lake / "accounts.jsonl.parts.json").read_bytes() == manifest
+    assert {name: (lake / name).read_bytes() for name in names} == contents
+    assert {n: v for n, v in inodes(lake).items() if n in names} == {
+        n: v for n, v in published_inodes.items() if n in names
+    }
+    ids = [r["idObjectValue"] for r in published_records(published)]
+    assert len(ids) == len(set(ids)) == 600
+
+
+def test_a_part_missing_or_cut_short_publishes_nothing(split):
+    _, output, _, _, reads = split
+    lake = Path(output.output).parent
+    staged = Path(str(staging_folder(output, RUN_KEY).path))
+    whole = (staged / "part-00001.jsonl").read_bytes()
+    (staged / "part-00001.jsonl").write_bytes(whole[:-1])
+    with pytest.raises(DeyelIncompleteError, match=r"staged part 1 holds .* bytes, its read wrote"):
+        commit_parts(output, RUN_KEY, reads)
+    # Same size, a record less (two lines joined): the count tells.
+    (staged / "part-00001.jsonl").write_bytes(whole.replace(b"\n", b" ", 1))
+    with pytest.raises(DeyelIncompleteError, match=r"staged part 1 holds \d+ records, its read wrote"):
+        commit_parts(output, RUN_KEY, reads)
+    (staged / "part-00001.jsonl").unlink()
+    with pytest.raises(DeyelIncompleteError, match=r"part 1 is neither staged nor published whole"):
+        commit_parts(output, RUN_KEY, reads)
+    assert sorted(p.name for p in lake.iterdir()) == [staged.name]  # nothing under the final names
+    with pytest.raises(DeyelIncompleteError, match=r"not 0 to 2"):
+        commit_parts(output, RUN_KEY, reads[:1] + reads[2:])
+
+
+# -- the group in Airflow's runs --------------------------------------------------------------------------
 
 GROUP_DAG = """
     import os
