@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deyel_provider.api.dates import iso_moment
 from deyel_provider.emulator import run_emulator
-from deyel_provider.exceptions import DeyelIncompleteError
+from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.extract.fan_out import commit_parts, plan_slices, read_part, staging_folder
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
@@ -313,6 +314,10 @@ def group_dag(tmp_path, monkeypatch, airflow_db):
     return dagbag_class()(dag_folder=str(folder / "fan_out.py")).get_dag("fan_out")
 
 
+def _index(ti) -> int:
+    return ti.map_index
+
+
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -353,6 +358,18 @@ def test_the_group_publishes_every_instance_in_parts_with_one_token_and_moves_th
     ]
     # Every task of the group shared one token.
     assert big_emulator.stats()["token_requests"] == 1
+    reads = sorted((ti for ti in run.get_task_instances() if ti.task_id == "accounts.read"), key=_index)
+    assert [ti.rendered_map_index for ti in reads] == [
+        f"part {t['number']}: [{iso_moment(t['start'])}, {iso_moment(t['end'])})"
+        for t in summary["part_tasks"]
+    ]
+
+    # The same run again (cleared): its recorded window, the same set of parts.
+    cleared = group_dag.test(run_after=moment, logical_date=moment)
+    assert cleared.state == "success"
+    again = cleared.get_task_instances()[0].xcom_pull(task_ids="accounts.commit")
+    assert (again["window_start"], again["window_end"]) == (summary["window_start"], summary["window_end"])
+    assert again["parts"] == summary["parts"]
 
     # The watermark moved once, to the window's end: the next run reads only what changed since.
     store = big_emulator.state.store
@@ -364,7 +381,42 @@ def test_the_group_publishes_every_instance_in_parts_with_one_token_and_moves_th
     assert run.state == "success"
     second = run.get_task_instances()[0].xcom_pull(task_ids="accounts.commit")
     assert second["window_start"] == summary["window_end"] and second["records"] == 3
-    again = json.loads((lake / "accounts.jsonl.parts.json").read_text())
-    assert {r["idObjectValue"] for part in again["parts"] for r in lines(lake / part["name"])} == fresh
+    latest = json.loads((lake / "accounts.jsonl.parts.json").read_text())
+    assert {r["idObjectValue"] for part in latest["parts"] for r in lines(lake / part["name"])} == fresh
     # A window of 3 instances, a response's worth, is one part: the plan cuts no slice under a response.
-    assert [p["name"] for p in again["parts"]] == ["accounts.part-00000.jsonl"]
+    assert [p["name"] for p in latest["parts"]] == ["accounts.part-00000.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"incremental_field": None}, r"full load .* use DeyelExtractOperator"),
+        ({"format": "csv", "output": "/data/a.csv"}, r"format='csv' needs fields"),
+        ({"max_file_bytes": 1000}, r"does not take \['max_file_bytes'\]"),
+        ({"parts": 0}, r"parts must be a number from 1 to 1000"),
+        ({"search": "cdCountry:AR"}, r"search"),
+        ({"output": "/data/a.csv"}, r"ends with '.csv', which is csv, but format='jsonl'"),
+    ],
+)
+def test_mistakes_are_refused_when_the_dag_is_parsed(options, message):
+    from airflow.sdk import DAG
+
+    from deyel_provider.task_groups.extract import deyel_extract_group
+
+    arguments = {"form": FORM, "output": "/data/a.jsonl", "parts": 4, **options}
+    with DAG("refusals", schedule=None), pytest.raises(DeyelConfigError, match=message):
+        deyel_extract_group("accounts", **arguments)
+
+
+def test_the_group_is_three_visible_tasks_over_the_asset():
+    from airflow.sdk import DAG, Asset
+
+    from deyel_provider.task_groups.extract import deyel_extract_group
+
+    with DAG("shape", schedule=None) as dag:
+        group = deyel_extract_group("accounts", form=FORM, output="/data/deyel/{{ ds }}.jsonl", parts=4)
+    assert sorted(dag.task_dict) == ["accounts.commit", "accounts.plan", "accounts.read"]
+    assert group.group_id == "accounts"
+    plan, read, commit = (dag.task_dict[f"accounts.{name}"] for name in ("plan", "read", "commit"))
+    assert plan.inlets == [Asset("file:///data/deyel")] and commit.outlets == [Asset("file:///data/deyel")]
+    assert read.upstream_task_ids == {"accounts.plan"} and commit.upstream_task_ids == {"accounts.read"}
