@@ -216,6 +216,12 @@ def commit_parts(output: OutputSpec, run_key: str, reads: list[dict[str, Any]]) 
     return [{"path": str(p.target), "records": p.records, "bytes": p.bytes} for p in written]
 
 
+def manifest_of(output: OutputSpec) -> str:
+    """Where the commit writes the manifest: ``<name>.parts.json`` beside the output."""
+    target = as_storage_path(output.output, output.output_conn_id)
+    return str(OutputFiles(target, split=True, codec=output.codec).manifest_target)
+
+
 def _whole(path: ObjectStoragePath, entry: dict[str, Any], output: OutputSpec) -> bool:
     try:
         _check_whole(path, entry, output, str(path))

@@ -13,7 +13,7 @@ from deyel_provider.api.dates import iso_moment
 from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract.assets import default_asset, templated
-from deyel_provider.extract.fan_out import check_parts, commit_parts, plan_slices, read_part
+from deyel_provider.extract.fan_out import check_parts, commit_parts, manifest_of, plan_slices, read_part
 from deyel_provider.extract.partitions import partition_window, warn_if_output_is_not_partitioned
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
@@ -186,6 +186,7 @@ def deyel_extract_group(
             reads = list(reads)
             published = commit_parts(_output_spec(settings), _run_key(context, owner_id), reads)
             summary = _summary(planned, reads, published)
+            summary["manifest"] = manifest_of(_output_spec(settings))
             summary["seconds"] = round(summary["seconds"] + time.monotonic() - started, 3)
             if planned["mode"] == "watermark" and asset is not None:
                 hook = _hook(settings)
