@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deyel_provider.api.dates import iso_moment
+from deyel_provider.compat import AIRFLOW_VERSION
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.extract.fan_out import commit_parts, plan_slices, read_part, staging_folder
@@ -420,3 +421,88 @@ def test_the_group_is_three_visible_tasks_over_the_asset():
     plan, read, commit = (dag.task_dict[f"accounts.{name}"] for name in ("plan", "read", "commit"))
     assert plan.inlets == [Asset("file:///data/deyel")] and commit.outlets == [Asset("file:///data/deyel")]
     assert read.upstream_task_ids == {"accounts.plan"} and commit.upstream_task_ids == {"accounts.read"}
+
+
+PARTITIONED_DAG = """
+    import os
+
+    import pendulum
+    from airflow.sdk import DAG, Asset, CronPartitionTimetable
+
+    from deyel_provider.task_groups.extract import deyel_extract_group
+
+    with DAG(
+        "fan_out_partitions",
+        schedule=CronPartitionTimetable("0 * * * *", timezone="UTC", run_offset=-1),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+    ):
+        deyel_extract_group(
+            "hourly",
+            form="CRM_ACCOUNT",
+            output=os.environ["DEYEL_FAN_OUTPUT"] + "/{{ dag_run.partition_key | replace(':', '') }}.jsonl",
+            parts=3,
+            page_size=10,
+            asset=Asset(os.environ["DEYEL_FAN_ASSET"]),
+        )
+"""
+
+
+@pytest.mark.dag
+@pytest.mark.skipif(AIRFLOW_VERSION < (3, 2), reason="asset partitions are Airflow 3.2+")
+def test_a_partitioned_run_reads_its_period_in_parts_and_its_event_carries_the_key(
+    deyel_conn, tmp_path, monkeypatch, airflow_db
+):
+    from airflow import settings
+    from airflow.models.asset import AssetEvent
+    from sqlalchemy import select
+
+    from tests.support.helpers import partitioned_run
+
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    bundles = [
+        {
+            "name": "dags-folder",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {},
+        },
+        {
+            "name": "fan-out-partitions",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(folder), "refresh_interval": 0},
+        },
+    ]
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    monkeypatch.setenv("DEYEL_FAN_OUTPUT", str(tmp_path / "lake"))
+    monkeypatch.setenv("DEYEL_FAN_ASSET", (tmp_path / "lake").as_uri())
+    (folder / "fan_out_partitions.py").write_text(textwrap.dedent(PARTITIONED_DAG), encoding="utf-8")
+    dag = dagbag_class()(dag_folder=str(folder)).get_dag("fan_out_partitions")
+    # 200 instances over 3 h 20 min from 2026-01-01T00:00Z: about 60 in the hour 01:00.
+    with run_emulator(records=200) as emulator:
+        deyel_conn(url=emulator.url, extra={"max_clock_skew_seconds": 86_400})
+        stamps = {
+            str(i): int(emulator.state.store.get(FORM, i)["dtLastUpdate"])
+            for i in emulator.state.store.all_ids(FORM)
+        }
+        key, hour = "2026-01-01T01:00:00", pendulum.datetime(2026, 1, 1, 1, tz="UTC")
+        with partitioned_run(dag.dag_id, key, hour):
+            run = dag.test(run_after=hour.add(hours=1), logical_date=None)
+        assert run.state == "success"
+        summary = next(ti for ti in run.get_task_instances() if ti.task_id == "hourly.commit").xcom_pull(
+            task_ids="hourly.commit"
+        )
+        with settings.Session() as session:
+            events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)).all()
+            emitted = [(event.partition_key, event.extra["partition_key"]) for event in events]
+    start, end = START + 60 * MINUTE, START + 120 * MINUTE
+    assert (summary["mode"], summary["partition_key"]) == ("partition", key)
+    assert (summary["window_start"], summary["window_end"]) == (start, end)
+    assert emitted == [(key, key)]  # one event, for this partition
+    lake = tmp_path / "lake"
+    manifest = json.loads((lake / "2026-01-01T010000.jsonl.parts.json").read_text())
+    assert len(manifest["parts"]) == 3
+    got = {
+        r["idObjectValue"]: int(r["dtLastUpdate"]) for p in manifest["parts"] for r in lines(lake / p["name"])
+    }
+    assert got == {i: ms for i, ms in stamps.items() if start <= ms < end} and len(got) > 50
