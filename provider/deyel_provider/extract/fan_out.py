@@ -23,8 +23,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +63,7 @@ def plan_slices(hook: DeyelHook, read: ReadSpec, window: WindowSpec, parts: int)
         window.start, window.end, end_at_server_time=window.end_at_server_time
     )
     if end is None:
-        raise DeyelConfigError("the fan-out group reads a bounded window; a full load is one task's")
+        raise DeyelConfigError("plan a full load with end_at_server_time: its parts end at the present")
     if probe is None or end <= start:
         slices = [(start, max(start, end))]
     else:
@@ -113,10 +115,89 @@ def read_part(
     staged = staged_part(output, run_key, number)
     spec = replace(output, output=staged, max_file_bytes=None, on_empty="write")
     result = extract(hook, read, spec, WindowSpec(int(bounds[0]), int(bounds[1])), progress=progress)
+    return _read_entry(number, (int(bounds[0]), int(bounds[1])), result)
+
+
+def read_tail(
+    hook: DeyelHook,
+    read: ReadSpec,
+    output: OutputSpec,
+    tail_from: int,
+    reads: list[dict[str, Any]],
+    run_key: str,
+) -> dict[str, Any]:
+    """A full load's last part, read by the commit once every other part is written: ``[tail_from, present)``
+    in rounds, as one task reads the present, without the instances the other parts hold (an instance edited
+    after its part read it is there already; one edited before is here)."""
+    number = len(reads)
+    target = as_storage_path(output.output, output.output_conn_id)
+    files = OutputFiles(target, split=True, codec=output.codec)
+    sources = []
+    for entry in reads:
+        staged = staged_part(output, run_key, entry["number"])
+        sources.append(staged if staged.exists() else files.part_target(entry["number"]))
+    id_field = hook.config.id_field
+    seeded = _SkippingHook(hook, lambda: (i for path in sources for i in part_ids(path, output, id_field)))
+    staged = staged_part(output, run_key, number)
+    spec = replace(output, output=staged, max_file_bytes=None, on_empty="write")
+    result = extract(seeded, read, spec, WindowSpec(tail_from, None))  # type: ignore[arg-type]
+    return _read_entry(number, (tail_from, None), result)
+
+
+class _SkippingHook:
+    """The hook, whose sliced readers skip the ids ``known`` yields (the other parts')."""
+
+    def __init__(self, hook: DeyelHook, known: Any) -> None:
+        self._hook = hook
+        self._known = known
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hook, name)
+
+    def sliced_reader(self, *args: Any, **kwargs: Any) -> Any:
+        reader = self._hook.sliced_reader(*args, **kwargs)
+        reader.skip(self._known())
+        return reader
+
+
+def part_ids(path: Any, output: OutputSpec, id_field: str) -> Iterator[str]:
+    """The instance ids a written part holds, read back (CSV and Parquet: the ``id_field`` column)."""
+    from deyel_provider.api.instance_ids import instance_id
+
+    with path.open("rb") as raw:
+        if output.format == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.ParquetFile(raw)
+            if id_field not in table.schema_arrow.names:
+                raise DeyelConfigError(_NO_ID.format(field=id_field))
+            for batch in table.iter_batches(columns=[id_field]):
+                yield from (str(v) for v in batch.column(0).to_pylist() if v is not None)
+            return
+        stream = io.TextIOWrapper(decoded(raw, output.codec), encoding="utf-8", newline="")
+        if output.format == "csv":
+            rows = csv.DictReader(stream)
+            if id_field not in (rows.fieldnames or [id_field]):
+                raise DeyelConfigError(_NO_ID.format(field=id_field))
+            yield from (row[id_field] for row in rows if row.get(id_field))
+            return
+        for line in stream:
+            ident = instance_id(json.loads(line), id_field)
+            if ident is not None:
+                yield ident
+
+
+_NO_ID = (
+    "a full load in parts needs the instance id in every part, to read the present once without them: "
+    "add {field!r} to fields"
+)
+
+
+def _read_entry(number: int, bounds: tuple[int, int | None], result: Any) -> dict[str, Any]:
     return {
         "number": number,
-        "start": int(bounds[0]),
-        "end": int(bounds[1]),
+        "start": bounds[0],
+        "end": bounds[1],
         "records": result.records,
         "bytes": result.bytes,
         "requests": result.requests,

@@ -38,7 +38,7 @@ empty page.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present, server_horizon
 from deyel_provider.api.pagination import Page
@@ -154,6 +154,11 @@ class SlicedReader(PastSlices):
                 return low, low, None, present
             end = present
         return low, end, probe, present
+
+    def skip(self, ids: Iterable[str]) -> None:
+        """Ids another read wrote already (a fan-out's other parts): never yielded, as if read before."""
+        for ident in ids:
+            self._seen.add(ident)
 
     def count(self, start: int, end: int | None) -> int | None:
         """The server's count of ``[start, end)`` (its total header on a one-instance page), None without

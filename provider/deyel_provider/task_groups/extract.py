@@ -13,7 +13,14 @@ from deyel_provider.api.dates import iso_moment
 from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract.assets import default_asset, templated
-from deyel_provider.extract.fan_out import check_parts, commit_parts, manifest_of, plan_slices, read_part
+from deyel_provider.extract.fan_out import (
+    check_parts,
+    commit_parts,
+    manifest_of,
+    plan_slices,
+    read_part,
+    read_tail,
+)
 from deyel_provider.extract.partitions import partition_window, warn_if_output_is_not_partitioned
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
@@ -73,11 +80,11 @@ def deyel_extract_group(
     :param output: the output as named for ``DeyelExtractOperator`` (templated); the parts are named after it.
     :param parts: the most slices (and read tasks) the window is cut into, 1 to 1000.
     :param search: Deyel filter (templated).
-    :param incremental_field: the field that bounds the window and cuts the slices (a full load,
-        ``None``, is one task's: use ``DeyelExtractOperator``).
+    :param incremental_field: the field that bounds the window and cuts the slices; ``None``: a full load
+        (still cut on ``dtLastUpdate``; the commit reads what changed since the plan, once, as a last part).
     :param start_from: where the first watermark run starts (templated).
     :param format: ``jsonl``, ``csv`` or ``parquet``; CSV and Parquet need ``fields`` (parts written apart
-        must share their columns).
+        must share their columns; a full load's, the connection's ``id_field`` among them).
     :param deyel_conn_id: the ``deyel`` connection (templated).
     :param options: ``DeyelExtractOperator``'s ``compression``, ``schema``, ``row_group_bytes``,
         ``max_columns``, ``fields``, ``page_size``, ``max_workers`` (per part), ``max_workers_ceiling``,
@@ -90,11 +97,6 @@ def deyel_extract_group(
             f"(the parts replace max_file_bytes; on_empty is 'write')"
         )
     check_parts(parts)
-    if not incremental_field:
-        raise DeyelConfigError(
-            "deyel_extract_group reads a bounded window of incremental_field; for a full load "
-            "(incremental_field=None) use DeyelExtractOperator"
-        )
     fields = options.get("fields")
     compression = options.get("compression")
     if not templated(format, compression):
@@ -143,9 +145,10 @@ def deyel_extract_group(
             chosen = choose_run_window(context, _owner(settings, owner_id), asset, hook.config)
             if chosen.partition is not None:
                 warn_if_output_is_not_partitioned(output, settings["output"], chosen.partition.key)
-            window = WindowSpec(
-                chosen.start, chosen.end, end_at_server_time=chosen.run is not None and chosen.end is None
-            )
+            # A watermark's new window, and a full load's parts, end at the server's settled present; the
+            # present itself (a full load's) is read by the commit, once every part is written.
+            to_present = chosen.mode == "full" or (chosen.run is not None and chosen.end is None)
+            window = WindowSpec(chosen.start, chosen.end, end_at_server_time=to_present)
             planned = plan_slices(hook, _read_spec(settings), window, settings["parts"])
             if chosen.run is not None:
                 chosen.run.record(planned["end"])  # before any part is read: a retry reads this window
@@ -184,6 +187,17 @@ def deyel_extract_group(
                 raise DeyelConfigError(f"no window from {owner_id}.plan in this run: clear the whole group")
             started = time.monotonic()
             reads = list(reads)
+            if planned["mode"] == "full":
+                reads.append(
+                    read_tail(
+                        _hook(settings),
+                        _read_spec(settings),
+                        _output_spec(settings),
+                        planned["end"],
+                        reads,
+                        _run_key(context, owner_id),
+                    )
+                )
             published = commit_parts(_output_spec(settings), _run_key(context, owner_id), reads)
             summary = _summary(planned, reads, published)
             summary["manifest"] = manifest_of(_output_spec(settings))
@@ -231,7 +245,7 @@ def _read_spec(settings: dict[str, Any]) -> ReadSpec:
     return ReadSpec(
         settings["form"],
         search=settings["search"] or None,
-        field=settings["incremental_field"],
+        field=settings["incremental_field"] or "dtLastUpdate",
         page_size=settings.get("page_size"),
         max_workers=settings.get("max_workers", 1),
         max_workers_ceiling=settings.get("max_workers_ceiling", 8),
@@ -281,6 +295,9 @@ def _summary(
             {k: r[k] for k in ("number", "start", "end", "records", "requests", "host", "pid")} for r in reads
         ],
     }
+    if planned["mode"] == "full":
+        summary["window_start"] = summary["window_end"] = summary["window_start_iso"] = None
+        summary["window_end_iso"] = None
     if planned.get("partition_key"):
         summary["partition_key"] = planned["partition_key"]
     return summary
