@@ -7,6 +7,7 @@ cleared; and the group in Airflow's own runs (``dag.test()``), watermark and all
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -300,6 +301,16 @@ GROUP_DAG = """
             start_from="2026-01-01T00:00:00Z",
             page_size=50,
         )
+        deyel_extract_group(
+            "everything",
+            form="CRM_ACCOUNT",
+            output=os.environ["DEYEL_FAN_OUTPUT"] + "/full/accounts.csv",
+            parts=3,
+            incremental_field=None,
+            format="csv",
+            fields=["idObjectValue", "dtLastUpdate", "dsName"],
+            page_size=50,
+        )
 """
 
 
@@ -358,7 +369,15 @@ def test_the_group_publishes_every_instance_in_parts_with_one_token_and_moves_th
     run = group_dag.test(run_after=moment, logical_date=moment)
     assert run.state == "success"
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
-    assert set(tis) == {"accounts.plan", "accounts.read", "accounts.commit"}
+    assert set(tis) == {f"{g}.{t}" for g in ("accounts", "everything") for t in ("plan", "read", "commit")}
+    # The full load in three parts of CSV: every instance once, the present read by the commit as a 4th.
+    full = tis["everything.commit"].xcom_pull(task_ids="everything.commit")
+    assert full["mode"] == "full" and full["window_start"] is None and len(full["parts"]) == 4
+    rows = []
+    for part in full["parts"]:
+        with Path(part["path"].removeprefix("file://")).open(newline="") as text:
+            rows += list(csv.DictReader(text))
+    assert sorted(int(row["idObjectValue"]) for row in rows) == list(range(1, 601))
     summary = tis["accounts.commit"].xcom_pull(task_ids="accounts.commit")
     lake = tmp_path / "lake"
     manifest = json.loads((lake / "accounts.jsonl.parts.json").read_text())
@@ -372,7 +391,7 @@ def test_the_group_publishes_every_instance_in_parts_with_one_token_and_moves_th
     assert [(t["number"], t["records"]) for t in summary["part_tasks"]] == [
         (n, p["records"]) for n, p in enumerate(manifest["parts"])
     ]
-    assert sorted(os.listdir(lake)) == sorted([*names, "accounts.jsonl.parts.json"])  # no staging left
+    assert sorted(os.listdir(lake)) == sorted([*names, "accounts.jsonl.parts.json", "full"])  # no staging
     assert summary["mode"] == "watermark" and summary["parts"] == [
         {"path": f"file://{lake / p['name']}", "records": p["records"], "bytes": p["bytes"]}
         for p in manifest["parts"]

@@ -174,17 +174,17 @@ def part_ids(path: Any, output: OutputSpec, id_field: str) -> Iterator[str]:
             for batch in table.iter_batches(columns=[id_field]):
                 yield from (str(v) for v in batch.column(0).to_pylist() if v is not None)
             return
-        stream = io.TextIOWrapper(decoded(raw, output.codec), encoding="utf-8", newline="")
-        if output.format == "csv":
-            rows = csv.DictReader(stream)
-            if id_field not in (rows.fieldnames or [id_field]):
-                raise DeyelConfigError(_NO_ID.format(field=id_field))
-            yield from (row[id_field] for row in rows if row.get(id_field))
-            return
-        for line in stream:
-            ident = instance_id(json.loads(line), id_field)
-            if ident is not None:
-                yield ident
+        with io.TextIOWrapper(decoded(raw, output.codec), encoding="utf-8", newline="") as stream:
+            if output.format == "csv":
+                rows = csv.DictReader(stream)
+                if id_field not in (rows.fieldnames or [id_field]):
+                    raise DeyelConfigError(_NO_ID.format(field=id_field))
+                yield from (row[id_field] for row in rows if row.get(id_field))
+                return
+            for line in stream:
+                ident = instance_id(json.loads(line), id_field)
+                if ident is not None:
+                    yield ident
 
 
 _NO_ID = (
@@ -221,7 +221,8 @@ def count_records(path: Any, fmt: str, codec: str | None) -> int:
         stream = decoded(raw, codec)
         if fmt == "jsonl":
             return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
-        rows = sum(1 for _ in csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline="")))
+        with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
+            rows = sum(1 for _ in csv.reader(text))
         return max(0, rows - 1)
 
 
