@@ -65,7 +65,9 @@ PROPERTIES = settings(
 )
 
 
-def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(deyel_conn, tmp_path_factory):
+def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(
+    deyel_conn, tmp_path_factory, monkeypatch
+):
     """However many parts, whatever the writer and the paging: the parts hold every instance of the window
     that stayed put exactly once, an edited one at most once (or in the next window), and nothing else."""
     branches = Branches()
@@ -106,6 +108,8 @@ def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(deyel_co
             writer_seed=writer_seed,
         ) as emulator:
             deyel_conn(url=emulator.url, extra={"cache": "memory", "paging": strategy})
+            # The reads wait for the present to settle by moving the emulator's clock, not the wall clock.
+            monkeypatch.setattr(DeyelHook, "sleep", staticmethod(emulator.advance))
             output = OutputSpec(str(tmp_path_factory.mktemp("lake") / "out.jsonl"))
             before = Before.of(emulator)
             # A watermark run's window ends at the server's settled present, fixed by the plan; a full load's
