@@ -68,7 +68,7 @@ def plan_slices(hook: DeyelHook, read: ReadSpec, window: WindowSpec, parts: int)
         slices = [(start, max(start, end))]
     else:
         field = read.field
-        sample = [r[field] for r in probe.records if isinstance(r.get(field), int)]
+        sample = [v for v in (_epoch_ms(r.get(field)) for r in probe.records) if v is not None]
         slices = cut_window(
             start,
             end,
@@ -81,6 +81,18 @@ def plan_slices(hook: DeyelHook, read: ReadSpec, window: WindowSpec, parts: int)
     requests = reader.stats.requests
     log.info("window [%s, %s) cut into %d slices (%d requests)", start, end, len(slices), requests)
     return {"start": start, "end": end, "slices": [list(s) for s in slices], "requests": requests}
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """A field value as epoch ms (a number, or its decimal text as Deyel sends it), None otherwise: the
+    plan's sample only, never a bound of what is read."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdecimal() and len(value) <= 15:
+        return int(value)
+    return None
 
 
 def check_parts(parts: Any) -> None:

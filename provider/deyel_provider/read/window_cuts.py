@@ -41,10 +41,10 @@ def cut_window(
         parts = max(1, min(parts, -(-total // max(1, page_size))))
     if parts <= 1:
         return [(start, end)]
+    inside = [v for v in sample if start <= v < end]
     if total is not None and total > 0:
-        cuts = _cuts_by_count(start, end, parts, total, count)
+        cuts = _cuts_by_count(start, end, parts, total, count, inside)
     else:
-        inside = [v for v in sample if start <= v < end]
         if len(inside) >= 2 * parts and inside != sorted(inside):
             ordered = sorted(inside)
             cuts = [ordered[len(ordered) * k // parts] for k in range(1, parts)]
@@ -55,16 +55,31 @@ def cut_window(
 
 
 def _cuts_by_count(
-    start: int, end: int, parts: int, total: int, count: Callable[[int, int], int | None]
+    start: int,
+    end: int,
+    parts: int,
+    total: int,
+    count: Callable[[int, int], int | None],
+    sample: Sequence[int],
 ) -> list[int]:
     """The cuts where ``count(start, cut)`` is nearest ``total * k / parts``: interpolation between the
-    counts known so far, a bisection every other probe (skewed stamps would slow interpolation alone)."""
+    counts known so far, a bisection every other probe (skewed stamps would slow interpolation alone). The
+    sample's first and last values are counted first: a window far wider than its instances (a full load
+    from the epoch) is searched where they are."""
     known_t, known_c = [start, end], [0, total]
+    for edge in sorted({min(sample), max(sample) + 1} if sample else set()):
+        if start < edge < end:
+            counted = count(start, edge)
+            if counted is None:
+                break
+            i = bisect.bisect_left(known_t, edge)
+            known_t.insert(i, edge)
+            known_c.insert(i, min(max(counted, known_c[i - 1]), known_c[i]))
     tolerance = max(1, total // (parts * 50))
     cuts = []
     for k in range(1, parts):
         goal = total * k / parts
-        best = None
+        best, best_miss = None, float("inf")
         for probe in range(MAX_PROBES_PER_CUT):
             i = bisect.bisect_left(known_c, goal)
             i = min(max(i, 1), len(known_c) - 1)
@@ -72,6 +87,10 @@ def _cuts_by_count(
             if hi_t - lo_t <= 1:
                 best = hi_t if abs(hi_c - goal) < abs(goal - lo_c) else lo_t
                 break
+            if best is None:
+                # The nearest count known so far stands in until a probe does better.
+                nearest = min(range(len(known_c)), key=lambda j: abs(known_c[j] - goal))
+                best, best_miss = known_t[nearest], abs(known_c[nearest] - goal)
             if probe % 2 == 0 and hi_c > lo_c:
                 t = lo_t + int((goal - lo_c) * (hi_t - lo_t) / (hi_c - lo_c))
             else:
@@ -84,8 +103,9 @@ def _cuts_by_count(
             counted = min(max(counted, lo_c), hi_c)
             known_t.insert(i, t)
             known_c.insert(i, counted)
-            best = t
-            if abs(counted - goal) <= tolerance:
+            if abs(counted - goal) < best_miss:
+                best, best_miss = t, abs(counted - goal)
+            if best_miss <= tolerance:
                 break
         if best is None:
             best = start + (end - start) * k // parts
