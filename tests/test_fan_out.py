@@ -162,6 +162,24 @@ def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(
     assert full_in_parts, dict(branches.counts)  # the explicit full-load example, at least
 
 
+@pytest.mark.parametrize("updated_order", ["id", "random"])
+def test_a_full_load_from_the_epoch_is_cut_into_parts_of_equal_counts(deyel_conn, tmp_path, updated_order):
+    """The window [0, present) is a million times wider than its instances: the count search starts where the
+    first response's instances are (Deyel sends dtLastUpdate as decimal text), not at the epoch."""
+    with run_emulator(records=5000, updated_order=updated_order) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        emulator.reset()
+        planned = plan_slices(
+            DeyelHook(), ReadSpec(FORM, page_size=100), WindowSpec(None, None, end_at_server_time=True), 5
+        )
+        store = emulator.state.store
+        stamps = [int(store.get(FORM, i)["dtLastUpdate"]) for i in store.all_ids(FORM)]
+        counts = [sum(1 for v in stamps if a <= v < b) for a, b in planned["slices"]]
+        assert len(counts) == 5 and sum(counts) == 5000
+        assert all(abs(c - 1000) <= 30 for c in counts), counts
+        assert planned["requests"] == emulator.stats()["api_requests"] <= 40
+
+
 @pytest.fixture
 def split(deyel_conn, tmp_path):
     """600 instances planned in 4 parts and each part read (staged), not committed yet."""
