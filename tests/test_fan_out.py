@@ -292,6 +292,34 @@ def test_commit_publishes_the_manifest_last_and_a_cleared_commit_publishes_the_s
     assert len(ids) == len(set(ids)) == 600
 
 
+def test_a_commit_that_dies_between_two_renames_is_finished_by_the_next(split, monkeypatch):
+    """Killed after two of four parts were renamed: no manifest (the earlier one was removed first, the new
+    one comes last), so readers see no set; the next attempt keeps the two published parts (their size and
+    count checked), renames the other two and writes the manifest."""
+    _, output, _, _, reads = split
+    lake = Path(output.output).parent
+    real_rename = os.rename
+    renamed: list[str] = []
+
+    def dying_rename(src, dst, *args, **kwargs):
+        if len(renamed) == 2:
+            raise OSError("the worker died here")
+        renamed.append(str(dst))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", dying_rename)
+    with pytest.raises(OSError, match="died here"):
+        commit_parts(output, RUN_KEY, reads)
+    assert renamed == ["accounts.part-00000.jsonl", "accounts.part-00001.jsonl"]
+    assert not (lake / "accounts.jsonl.parts.json").exists()
+    monkeypatch.setattr(os, "rename", real_rename)
+    published = commit_parts(output, RUN_KEY, reads)
+    manifest = json.loads((lake / "accounts.jsonl.parts.json").read_text())
+    assert [p["name"] for p in manifest["parts"]] == [f"accounts.part-{n:05d}.jsonl" for n in range(4)]
+    ids = [r["idObjectValue"] for r in published_records(published)]
+    assert len(ids) == len(set(ids)) == 600
+
+
 def test_a_part_missing_or_cut_short_publishes_nothing(split):
     _, output, _, _, reads = split
     lake = Path(output.output).parent
