@@ -50,6 +50,7 @@ DAG_RUNS: tuple[tuple[str, str | None], ...] = (
     ("deyel_api_call", None),
     ("deyel_shared_token", None),
     ("deyel_fan_out", None),
+    ("deyel_extract_fan_out", None),
     ("deyel_extract_daily", "2026-01-02T00:00:00+00:00"),
     ("deyel_extract_consumer", None),
     ("deyel_extract_changes", "2026-01-02T00:00:00+00:00"),

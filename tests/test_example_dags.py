@@ -127,6 +127,38 @@ def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airfl
 
 
 @pytest.mark.dag
+def test_extract_fan_out_dag_publishes_every_instance_in_parts_with_one_token(
+    emulator, deyel_conn, airflow_db, dagbag, capsys
+):
+    import json
+
+    from dags_examples.deyel_extract_fan_out import FOLDER, PARTS
+
+    run = dagbag.get_dag("deyel_extract_fan_out").test()
+    assert run.state == "success"
+    summary = next(ti for ti in run.get_task_instances() if ti.task_id == "accounts.commit").xcom_pull(
+        task_ids="accounts.commit"
+    )
+    manifest = json.loads(Path(summary["manifest"].removeprefix("file://")).read_text(encoding="utf-8"))
+    records = [
+        json.loads(line)
+        for part in manifest["parts"]
+        for line in (FOLDER / part["name"]).read_text(encoding="utf-8").splitlines()
+    ]
+    # The emulator fixture's 50 instances, each once, in the parts the plan cut (50 fill one response of
+    # 100: one part; PARTS bounds them).
+    assert sorted(int(r["idObjectValue"]) for r in records) == list(range(1, 51))
+    assert 1 <= len(manifest["parts"]) <= PARTS and manifest["records"] == summary["records"] == 50
+    assert sorted(os.listdir(FOLDER)) == sorted(
+        [*(p["name"] for p in manifest["parts"]), Path(summary["manifest"]).name]
+    )
+    assert emulator.stats()["token_requests"] == 1
+    assert (
+        f"DEYEL-DEMO: CRM_ACCOUNT: 50 instances in {len(manifest['parts'])} parts" in capsys.readouterr().out
+    )
+
+
+@pytest.mark.dag
 def test_a_daily_cron_extracts_exactly_the_changes_and_a_manual_run_nothing_new(
     deyel_conn, airflow_db, dagbag
 ):

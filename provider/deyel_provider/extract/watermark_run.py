@@ -123,6 +123,17 @@ class WatermarkRun:
         self._window = Window(self.run_id, self._start, window_end, self._run_after)
         record_run_window(self._context, self.key, self._window, self._signer)
 
+    @property
+    def rereads(self) -> bool:
+        """Whether this run reads a window it recorded before (a retry or a clear)."""
+        return self._reread
+
+    def adopt(self, start: int, end: int, *, reread: bool) -> None:
+        """Take the window another task of this run chose and recorded (the fan-out group's ``plan``), so
+        that :meth:`publish` adds it here."""
+        self._start, self._reread = start, reread
+        self._window = Window(self.run_id, start, end, self._run_after)
+
     def publish(self, extra: dict[str, Any]) -> int | None:
         """After the publish: add this run's window to the watermark; returns its newest end."""
         if self._window is None:

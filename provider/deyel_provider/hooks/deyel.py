@@ -67,6 +67,9 @@ class DeyelHook(BaseHook):
     #: The worker's clock (seconds since the epoch): the server's ``Date`` is checked against it and never
     #: trusted past it. Tests that move an emulator's clock instead of waiting set it to that clock.
     clock: Callable[[], float] = staticmethod(time.time)
+    #: How readers wait for a window's end or the present to settle. Tests that move an emulator's clock
+    #: instead of waiting set it to that emulator's ``advance``.
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -263,7 +266,7 @@ class DeyelHook(BaseHook):
                 settle_ms=round(self.config.settle_seconds * 1000),
                 max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
                 clock=clock or self.clock,
-                sleep=sleep or time.sleep,
+                sleep=sleep or self.sleep,
             ),
             concurrency=concurrency,
         )

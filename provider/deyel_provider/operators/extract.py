@@ -7,24 +7,21 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pendulum
-import pendulum.parsing.exceptions
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from deyel_provider.api.dates import iso_moment
 from deyel_provider.api.search import check_search
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extract import watermark as wm
 from deyel_provider.extract.assets import declared_assets, default_asset, templated
 from deyel_provider.extract.formats.base import DEFAULT_MAX_COLUMNS
-from deyel_provider.extract.partitions import partition_window, warn_if_output_is_not_partitioned
+from deyel_provider.extract.partitions import warn_if_output_is_not_partitioned
 from deyel_provider.extract.parts import check_output_name
 from deyel_provider.extract.progress import Progress
 from deyel_provider.extract.resume import resume_spec
-from deyel_provider.extract.run import epoch_ms, extract
+from deyel_provider.extract.run import extract
+from deyel_provider.extract.run_window import WindowOwner, choose_run_window
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec, check_output_options
 from deyel_provider.extract.templates import template_error
-from deyel_provider.extract.watermark_run import WatermarkRun, task_watermark_key
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Workers
 from deyel_provider.storage.paths import as_storage_path
@@ -271,17 +268,23 @@ class DeyelExtractOperator(BaseOperator):
         check_search(self.search)
         check_output_folder(as_storage_path(self.output_path, self.output_conn_id), parameter="output")
         field = self.incremental_field or None
-        # A partitioned run (Airflow 3.2+) reads its partition's period; a key without one fails here, before
-        # anything is read. Its window is neither a watermark's nor one it moves.
-        partition = partition_window(context) if field else None
-        if partition is not None:
-            self.log.info(
-                "partition %s: %s in [%s, %s)", partition.key, field, *map(iso_moment, partition.span)
-            )
-            warn_if_output_is_not_partitioned(self._output_template, self.output_path, partition.key)
-        mode, start, end, run = (
-            ("partition", partition.start, partition.end, None) if partition else self._window(context, field)
+        chosen = choose_run_window(
+            context,
+            WindowOwner(
+                self.form,
+                field,
+                self.search or None,
+                self.deyel_conn_id,
+                self.task_id,
+                self.watermark_key,
+                self.start_from,
+            ),
+            self.asset,
+            self.hook.config,
         )
+        mode, start, end, run, partition = chosen.mode, chosen.start, chosen.end, chosen.run, chosen.partition
+        if partition is not None:
+            warn_if_output_is_not_partitioned(self._output_template, self.output_path, partition.key)
         result = extract(
             self.hook,
             ReadSpec(
@@ -373,53 +376,6 @@ class DeyelExtractOperator(BaseOperator):
             search=run.search,
         )
 
-    def _window(
-        self, context: Context, field: str | None
-    ) -> tuple[str, int | None, int | None, WatermarkRun | None]:
-        """(mode, start, end, watermark run) of this run; see the class docstring."""
-        if not field:
-            self.log.info("full load of %s (incremental_field=None)", self.form)
-            return "full", None, None, None
-        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
-        if interval_start is not None and interval_end is not None and interval_start < interval_end:
-            self.log.info(
-                "incremental load: %s in the data interval [%s, %s)", field, interval_start, interval_end
-            )
-            return "interval", epoch_ms(interval_start), epoch_ms(interval_end), None
-        if self.asset is None:
-            raise DeyelConfigError(
-                "a run without a data interval keeps a watermark in its asset, and this task has none: "
-                "pass asset=Asset(...), use a data-interval timetable, or incremental_field=None"
-            )
-        config = self.hook.config
-        key = task_watermark_key(
-            context,
-            form=self.form,
-            field=field,
-            search=self.search or None,
-            conn_id=self.deyel_conn_id,
-            task_id=self.task_id,
-            shared=self.watermark_key,
-        )
-        run = WatermarkRun(
-            context,
-            self.asset,
-            key,
-            wm.WatermarkSigner.for_connection(config.client_secret, config.token_url, config.client_id),
-            start_from=self._start_from_ms,
-            legacy=(self.form, field, self.search or None),
-        )
-        start, end = run.choose()
-        return "watermark", start, end, run
-
-    def _start_from_ms(self) -> int:
-        if self.start_from is None:
-            raise DeyelConfigError(
-                f"no watermark for {self.form} yet and no start_from: pass start_from (the first run's "
-                f"start, e.g. '2026-01-01T00:00:00Z'), or incremental_field=None for a full load"
-            )
-        return epoch_ms(_as_datetime(self.start_from))
-
 
 class _LineageRecord:
     """What a finished run tells OpenLineage (kept on the task, which the listener is given)."""
@@ -431,15 +387,3 @@ class _LineageRecord:
         self.columns = columns
         self.field = field
         self.search = search
-
-
-def _as_datetime(value: datetime | str) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    try:
-        parsed = pendulum.parse(str(value))
-    except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
-        parsed = None
-    if not isinstance(parsed, datetime):
-        raise DeyelConfigError(f"start_from must be a datetime or an ISO 8601 date-time, got {value!r}")
-    return parsed

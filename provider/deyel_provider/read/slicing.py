@@ -38,7 +38,7 @@ empty page.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present, server_horizon
 from deyel_provider.api.pagination import Page
@@ -110,11 +110,22 @@ class SlicedReader(PastSlices):
             self.stats.server_ms, int(self._clock() * 1000), self._settle_ms, self._max_skew_ms
         )
 
-    def _read(self, start: int | None, end: int | None, end_at_server_time: bool) -> Iterator[Slice]:
+    def fix_window(
+        self, start: int | None, end: int | None, *, end_at_server_time: bool = False
+    ) -> tuple[int, int | None, Page | None]:
+        """``(start, end, first response)`` of the window :meth:`read` reads, bounded as it bounds it: a
+        window ending after the server's settled present is waited for, and ``end_at_server_time`` ends it
+        there (a start after the server's present is a ``DeyelWatermarkError``). The response is None for
+        an empty window. The fan-out's plan fixes a window once with it, for every part to read."""
+        low, end, probe, _ = self._bounds(start, end, end_at_server_time)
+        return low, end, probe
+
+    def _bounds(
+        self, start: int | None, end: int | None, end_at_server_time: bool
+    ) -> tuple[int, int | None, Page | None, int]:
         low = 0 if start is None else int(start)
         if not end_at_server_time and end is not None and end <= low:
-            self.stats.window_end = end
-            return
+            return low, end, None, low
         probe = self._get(low, None if end_at_server_time else end)
         # The server's count of the whole window, for the progress log only (never a proof).
         self.stats.expected = probe.total
@@ -140,10 +151,25 @@ class SlicedReader(PastSlices):
             if present <= low:
                 # Nothing has settled since ``start`` (a run right after the last one): an empty window, the
                 # next run takes it all.
-                self.stats.window_end = low
-                return
+                return low, low, None, present
             end = present
+        return low, end, probe, present
+
+    def skip(self, ids: Iterable[str]) -> None:
+        """Ids another read wrote already (a fan-out's other parts): never yielded, as if read before."""
+        for ident in ids:
+            self._seen.add(ident)
+
+    def count(self, start: int, end: int | None) -> int | None:
+        """The server's count of ``[start, end)`` (its total header on a one-instance page), None without
+        one: a plan's estimate, never a proof."""
+        return self._get(start, end, size=1).total
+
+    def _read(self, start: int | None, end: int | None, end_at_server_time: bool) -> Iterator[Slice]:
+        low, end, probe, present = self._bounds(start, end, end_at_server_time)
         self.stats.window_end = end
+        if probe is None:
+            return
         if probe.records and not self._unit_checked:
             # On the first response, which a watermark run asks with no upper bound: a field in a finer
             # unit (or stamped ahead) shows there, and would otherwise fall outside every slice below.
