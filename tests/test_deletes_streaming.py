@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
 import stat
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -17,16 +20,16 @@ from airflow.sdk import ObjectStoragePath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deyel_provider.exceptions import DeyelSnapshotError
+from deyel_provider.exceptions import DeyelConfigError, DeyelSnapshotError
 from deyel_provider.extract.deletes import DeletesResult, DeletesSpec, compare_and_publish, open_previous
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_runs import RUN_BYTES, CurrentIds
 from deyel_provider.read.id_snapshot import Identity, SnapshotCodec, Stamp
-from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter
+from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter, compare
 from tests.support.branches import Branches
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
 from tests.support.id_snapshot_v1 import V1_IDENTITY, V1_IDS, V1_SNAPSHOT, V1_TOKEN_URL
-from tests.support.memory import COMPARE_BOUND_MB, compare_in_child
+from tests.support.memory import COMPARE_BOUND_MB, compare_in_child, peak_memory
 
 FORM = "CRM_ACCOUNT"
 IDENTITY = Identity("http://x", CLIENT_ID, FORM, "", "idObjectValue", "dag.deletes")
@@ -205,7 +208,7 @@ def test_the_spilled_runs_are_private_and_removed(tmp_path):
         for number in range(20):
             listing.add(f"id-{number}")
         (folder,) = (tmp_path / "spill").iterdir()
-        runs = list(folder.iterdir())
+        runs = list(folder.glob("run-*"))
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and len(runs) == listing.runs_written >= 5
         assert {stat.S_IMODE(run.stat().st_mode) for run in runs} == {0o600}
         assert [ident for block in listing.others() for ident in block] == sorted(
@@ -250,3 +253,68 @@ def test_ten_million_ids_compare_within_the_stated_memory_bound(kind, tmp_path):
     assert (measured["runs"] > 0) == (kind == "uuid")  # UUIDs went through the runs, decimals the bitmap
     assert measured["peak_mb"] < COMPARE_BOUND_MB, measured
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gone.jsonl", "ids.snapshot"]
+
+
+# -- review of issue 26: the bitmap is not copied, spill_dir is safe, a killed run's folder is reclaimed ----
+
+
+def test_the_comparison_holds_no_copy_of_the_bitmap():
+    """The largest decimal id a bitmap holds (268,435,455: 32 MiB of bits, which one hostile id can cost)
+    is compared and written without a second copy of the bitmap: the stated worst case counts it once."""
+    with CurrentIds() as listing:
+        listing.add("1")
+        listing.add(str((1 << 28) - 1))
+        with peak_memory() as peak:
+            listed = compare(None, listing, BodyWriter(io.BytesIO()), lambda ident: None)
+    assert listed == 2
+    assert peak[0] < 4 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770])
+def test_a_spill_dir_others_can_write_is_refused_before_anything_is_read(tmp_path, mode):
+    """Another local user who can rename entries in ``spill_dir`` could swap the private folder for a link
+    to theirs between two runs' files, read the ids and plant runs (current ids they chose, signed into
+    the next snapshot): such a folder is refused when the listing starts, a sticky one (``/tmp``) is not."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    spill.chmod(mode)
+    with pytest.raises(DeyelConfigError, match=r"spill_dir .* others can write"):
+        CurrentIds(str(spill)).__enter__()
+    assert not list(spill.iterdir())
+    spill.chmod(mode | stat.S_ISVTX)
+    with CurrentIds(str(spill)) as listing:
+        listing.add("id-1")
+        assert [block for block in listing.others()] == [[b"id-1"]]
+    assert not list(spill.iterdir())
+
+
+_KILLED_RUN = """
+import os, signal, sys
+from deyel_provider.read.id_runs import CurrentIds
+listing = CurrentIds(sys.argv[1], run_bytes=100).__enter__()
+for number in range(40):
+    listing.add(f"id-{number}")
+assert listing.runs_written >= 5
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_folder_of_a_killed_run_is_removed_by_the_next_one_and_a_live_one_is_kept(tmp_path):
+    """A worker killed mid-run (SIGKILL, the OOM killer) cannot remove its runs: the next listing under the
+    same ``spill_dir`` does, once the dead run's lock is free; the folder of a listing still running (a
+    second task on the same worker) is left alone."""
+    spill = tmp_path / "spill"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(spill)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (dead,) = spill.iterdir()
+    assert len(list(dead.glob("run-*"))) >= 5
+    with CurrentIds(str(spill), run_bytes=100) as running:
+        running.add("id-x")
+        (alive,) = set(spill.iterdir()) - {dead}
+        with CurrentIds(str(spill)) as later:
+            later.add("id-y")
+            assert list(later.others()) == [[b"id-y"]]
+            assert not dead.exists() and alive.is_dir()
+            assert len(list(spill.iterdir())) == 2
+        assert list(running.others()) == [[b"id-x"]]
+    assert not list(spill.iterdir())

@@ -74,7 +74,7 @@ class BodyWriter:
         self._sha = hashlib.sha256()
         self._count = self._raw = self._compressed = 0
 
-    def bitmap(self, bits: bytes) -> None:
+    def bitmap(self, bits: bytes | bytearray) -> None:
         self._emit(len(bits).to_bytes(_LENGTH, "big"))
         for offset in range(0, len(bits), CHUNK):
             chunk = bits[offset : offset + CHUNK]
@@ -91,7 +91,7 @@ class BodyWriter:
         self._out(self._deflate.flush())
         return BodyFacts(self._count, self._raw, self._compressed, self._sha.hexdigest())
 
-    def _emit(self, raw: bytes) -> None:
+    def _emit(self, raw: bytes | bytearray) -> None:
         self._raw += len(raw)
         self._out(self._deflate.compress(raw))
 
