@@ -318,3 +318,21 @@ def test_the_folder_of_a_killed_run_is_removed_by_the_next_one_and_a_live_one_is
             assert len(list(spill.iterdir())) == 2
         assert list(running.others()) == [[b"id-x"]]
     assert not list(spill.iterdir())
+
+
+def test_long_ids_are_merged_in_blocks_of_bounded_bytes(tmp_path):
+    """Blocks were cut at 1024 ids whatever their length: 64 runs of 8 KiB ids (a hostile server's, or a
+    form keyed on long text) held a 1 MiB block each while merging, 64 MiB in all. Cut at about 64 KiB too,
+    the merge holds a few MiB, and every id comes out once, in order."""
+    ids = [f"{number:06d}-".encode() + b"x" * 8192 for number in range(8192)]
+    with CurrentIds(str(tmp_path), run_bytes=1 << 20, fan_in=64) as listing:
+        for data in reversed(ids):
+            listing.add(data.decode())
+        assert listing.runs_written >= 60
+        with peak_memory() as peak:
+            count, last = 0, b""
+            for block in listing.others():
+                assert block[0] > last and sum(map(len, block)) < 8 << 20
+                count, last = count + len(block), block[-1]
+    assert count == len(ids) and last == ids[-1]
+    assert peak[0] < 16 << 20, peak

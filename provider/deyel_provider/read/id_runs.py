@@ -12,9 +12,11 @@ first) into one ascending, repeat-free stream of blocks. Ascending means by UTF-
 so any text Python can hold), which is Python's own order of ``str``: the order a snapshot stores its ids
 in, so the two are compared by a streaming merge-join (:func:`join`).
 
-Ids travel in blocks (lists of at most :data:`BLOCK_IDS`), so sorting, merging, joining and encoding run
-in C a block at a time rather than in Python an id at a time. A block is stored as its id count, each id's
-length, then the ids' bytes (4-byte little-endian numbers), in runs and in a snapshot's body alike.
+Ids travel in blocks (lists of at most :data:`BLOCK_IDS` ids and, past their first id, about
+:data:`BLOCK_BYTES` of them: long ids must not make a merge of :data:`FAN_IN` runs hold a run each), so
+sorting, merging, joining and encoding run in C a block at a time rather than in Python an id at a time.
+A block is stored as its id count, each id's length, then the ids' bytes (4-byte little-endian numbers),
+in runs and in a snapshot's body alike.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ RUN_BYTES = 24 * 1024 * 1024
 FAN_IN = 64
 #: Ids per stored block (a run's blocks are read one per run at a time while merging).
 BLOCK_IDS = 1024
+#: The bytes of ids a stored block holds at most, unless its one id is longer.
+BLOCK_BYTES = 1 << 16
 #: The most ids a stored block may declare (reading refuses more: a bound on one block's memory).
 MAX_BLOCK_IDS = 1 << 16
 _PER_ID = 56
@@ -324,13 +328,27 @@ def _remove_killed(parent: str) -> None:
 
 def _blocks(ids: Iterable[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
     ahead = iter(ids)
-    return iter(lambda: list(islice(ahead, size)), [])
+    for block in iter(lambda: list(islice(ahead, size)), []):
+        yield from _by_bytes(block)
 
 
 def split(block: list[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
-    """``block`` in pieces of at most ``size`` ids (as they are stored)."""
+    """``block`` in pieces as they are stored: at most ``size`` ids, about :data:`BLOCK_BYTES` of them."""
     for start in range(0, len(block), size):
-        yield block[start : start + size]
+        yield from _by_bytes(block[start : start + size])
+
+
+def _by_bytes(block: list[bytes]) -> Iterator[list[bytes]]:
+    ends = list(accumulate(map(len, block)))
+    if ends[-1] <= BLOCK_BYTES:
+        yield block
+        return
+    start = 0
+    while start < len(block):
+        before = ends[start - 1] if start else 0
+        stop = max(start + 1, bisect_right(ends, before + BLOCK_BYTES, start))
+        yield block[start:stop]
+        start = stop
 
 
 def _read_run(path: str) -> Iterator[list[bytes]]:

@@ -31,6 +31,7 @@ from operator import lt
 from typing import IO
 
 from deyel_provider.read.id_runs import (
+    BLOCK_BYTES,
     BLOCK_IDS,
     CurrentIds,
     decode,
@@ -137,8 +138,7 @@ class BodyReader:
         if self._version == 2:
             blocks = decode_blocks(rest)
         else:
-            texts = iter(_json_strings(rest))
-            blocks = iter(lambda: [encode(text) for text in islice(texts, BLOCK_IDS)], [])
+            blocks = _text_blocks(_json_strings(rest))
         last = None
         while True:
             try:
@@ -266,6 +266,21 @@ def _has_bitmap_id(block: list[bytes]) -> bool:
         for data in block
         if data.isdigit()
     )
+
+
+def _text_blocks(texts: Iterator[str]) -> Iterator[list[bytes]]:
+    """A version-1 body's strings in blocks, cut as stored ones are (ids, then bytes)."""
+    block: list[bytes] = []
+    size = 0
+    for text in texts:
+        data = encode(text)
+        block.append(data)
+        size += len(data)
+        if len(block) == BLOCK_IDS or size >= BLOCK_BYTES:
+            yield block
+            block, size = [], 0
+    if block:
+        yield block
 
 
 def _json_strings(chunks: Iterator[bytes]) -> Iterator[str]:
