@@ -336,3 +336,14 @@ def test_long_ids_are_merged_in_blocks_of_bounded_bytes(tmp_path):
                 count, last = count + len(block), block[-1]
     assert count == len(ids) and last == ids[-1]
     assert peak[0] < 16 << 20, peak
+
+
+def test_the_documented_worst_case_a_full_bitmap_beside_the_runs_stays_within_the_bound(tmp_path):
+    """docs/extraction.md: the most a comparison reaches is the 32 MiB bitmap plus the run buffer plus a few
+    MB of blocks. 1M UUIDs and one current id of 268,435,455 (the bitmap at its limit): within the same
+    bound, the bitmap counted once (the comparison copied it before, past the bound)."""
+    measured = compare_in_child("uuid+bitmap", tmp_path, 1_000_000)
+    print(measured)
+    assert measured["gone_exact"] and measured["gone"] == 1000 and measured["runs"] > 0
+    assert (measured["listed"], measured["previous"]) == (1_000_500 - 1001 + 1, 1_000_000)
+    assert 32 < measured["peak_mb"] < COMPARE_BOUND_MB, measured
