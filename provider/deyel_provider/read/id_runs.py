@@ -183,7 +183,11 @@ class CurrentIds(IdSet):
         self.runs_written = 0
 
     def __enter__(self) -> CurrentIds:
-        self._private_folder()  # a spill_dir that is refused fails before the form is read
+        try:
+            self._private_folder()  # a spill_dir that is refused fails before the form is read
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -255,12 +259,11 @@ class CurrentIds(IdSet):
             parent = _spill_parent(self._spill_dir)
             _remove_killed(parent)
             # 0700, a fresh name: nobody else can read the ids or plant a file among the runs.
-            folder = tempfile.mkdtemp(prefix=_PREFIX, dir=parent)
+            self._folder = folder = tempfile.mkdtemp(prefix=_PREFIX, dir=parent)
             # Locked before it gets its name, so another listing never sees the lock free while this runs.
-            fd = _create(os.path.join(folder, _LOCK + ".new"), os.O_WRONLY)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock = _create(os.path.join(folder, _LOCK + ".new"), os.O_WRONLY)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
             os.rename(os.path.join(folder, _LOCK + ".new"), os.path.join(folder, _LOCK))
-            self._folder, self._lock = folder, fd
         return self._folder
 
     def _spill(self) -> None:
