@@ -20,7 +20,7 @@ from airflow.sdk import ObjectStoragePath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deyel_provider.exceptions import DeyelConfigError, DeyelSnapshotError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSnapshotError
 from deyel_provider.extract.deletes import DeletesResult, DeletesSpec, compare_and_publish, open_previous
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_runs import RUN_BYTES, CurrentIds
@@ -347,3 +347,35 @@ def test_the_documented_worst_case_a_full_bitmap_beside_the_runs_stays_within_th
     assert measured["gone_exact"] and measured["gone"] == 1000 and measured["runs"] > 0
     assert (measured["listed"], measured["previous"]) == (1_000_500 - 1001 + 1, 1_000_000)
     assert 32 < measured["peak_mb"] < COMPARE_BOUND_MB, measured
+
+
+def test_an_id_longer_than_the_bound_on_an_id_fails_typed_and_keeps_the_snapshot(
+    emulator, deyel_conn, tmp_path
+):
+    """A hostile server (or an ``id_field`` naming a text field) could send ids as long as a page: each one a
+    run of its own, and a merge of 64 such runs holds one of each. An id longer than the bound the write-back
+    already applies (1024 characters, Deyel's are short numbers) fails the task typed, the snapshot kept
+    byte for byte and nothing spilled."""
+    store = emulator.state.store
+    for number in store.all_ids(FORM):
+        store.touch(FORM, number, {"dsCompany": f"company-{number}"})  # a distinct key: read as the id
+    deyel_conn("by_company", extra={"id_field": "dsCompany"})
+    op = DeyelDeletedInstancesOperator(
+        task_id="deletes",
+        form=FORM,
+        output=str(tmp_path / "gone.jsonl"),
+        snapshot=str(tmp_path / "ids.snapshot"),
+        spill_dir=str(tmp_path / "spill"),
+        deyel_conn_id="by_company",
+    )
+    emulator.advance(30)
+    assert op.execute({"run_id": "r1", "outlet_events": outlet_events()})["listed"] == len(
+        store.all_ids(FORM)
+    )
+    stored = (tmp_path / "ids.snapshot").read_bytes()
+    store.touch(FORM, 7, {"dsCompany": "x" * 1025})
+    emulator.advance(30)
+    with pytest.raises(DeyelBadResponseError, match=r"1025 characters\) is longer than 1024"):
+        op.execute({"run_id": "r2", "outlet_events": outlet_events()})
+    assert (tmp_path / "ids.snapshot").read_bytes() == stored
+    assert not list((tmp_path / "spill").iterdir())
