@@ -315,7 +315,7 @@ def _remove_killed(parent: str) -> None:
             info = os.lstat(folder)
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
                 continue
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NFS locks want a writer
             fd = os.open(os.path.join(folder, _LOCK), flags)
         except OSError:
             continue  # gone meanwhile, or not locked yet (a listing starting now)
