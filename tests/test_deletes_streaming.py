@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
 import stat
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -17,16 +20,16 @@ from airflow.sdk import ObjectStoragePath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deyel_provider.exceptions import DeyelSnapshotError
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSnapshotError
 from deyel_provider.extract.deletes import DeletesResult, DeletesSpec, compare_and_publish, open_previous
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_runs import RUN_BYTES, CurrentIds
 from deyel_provider.read.id_snapshot import Identity, SnapshotCodec, Stamp
-from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter
+from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter, compare
 from tests.support.branches import Branches
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
 from tests.support.id_snapshot_v1 import V1_IDENTITY, V1_IDS, V1_SNAPSHOT, V1_TOKEN_URL
-from tests.support.memory import COMPARE_BOUND_MB, compare_in_child
+from tests.support.memory import COMPARE_BOUND_MB, compare_in_child, peak_memory
 
 FORM = "CRM_ACCOUNT"
 IDENTITY = Identity("http://x", CLIENT_ID, FORM, "", "idObjectValue", "dag.deletes")
@@ -205,7 +208,7 @@ def test_the_spilled_runs_are_private_and_removed(tmp_path):
         for number in range(20):
             listing.add(f"id-{number}")
         (folder,) = (tmp_path / "spill").iterdir()
-        runs = list(folder.iterdir())
+        runs = list(folder.glob("run-*"))
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and len(runs) == listing.runs_written >= 5
         assert {stat.S_IMODE(run.stat().st_mode) for run in runs} == {0o600}
         assert [ident for block in listing.others() for ident in block] == sorted(
@@ -250,3 +253,129 @@ def test_ten_million_ids_compare_within_the_stated_memory_bound(kind, tmp_path):
     assert (measured["runs"] > 0) == (kind == "uuid")  # UUIDs went through the runs, decimals the bitmap
     assert measured["peak_mb"] < COMPARE_BOUND_MB, measured
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gone.jsonl", "ids.snapshot"]
+
+
+# -- review of issue 26: the bitmap is not copied, spill_dir is safe, a killed run's folder is reclaimed ----
+
+
+def test_the_comparison_holds_no_copy_of_the_bitmap():
+    """The largest decimal id a bitmap holds (268,435,455: 32 MiB of bits, which one hostile id can cost)
+    is compared and written without a second copy of the bitmap: the stated worst case counts it once."""
+    with CurrentIds() as listing:
+        listing.add("1")
+        listing.add(str((1 << 28) - 1))
+        with peak_memory() as peak:
+            listed = compare(None, listing, BodyWriter(io.BytesIO()), lambda ident: None)
+    assert listed == 2
+    assert peak[0] < 4 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770])
+def test_a_spill_dir_others_can_write_is_refused_before_anything_is_read(tmp_path, mode):
+    """Another local user who can rename entries in ``spill_dir`` could swap the private folder for a link
+    to theirs between two runs' files, read the ids and plant runs (current ids they chose, signed into
+    the next snapshot): such a folder is refused when the listing starts, a sticky one (``/tmp``) is not."""
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    spill.chmod(mode)
+    with pytest.raises(DeyelConfigError, match=r"spill_dir .* others can write"):
+        CurrentIds(str(spill)).__enter__()
+    assert not list(spill.iterdir())
+    spill.chmod(mode | stat.S_ISVTX)
+    with CurrentIds(str(spill)) as listing:
+        listing.add("id-1")
+        assert [block for block in listing.others()] == [[b"id-1"]]
+    assert not list(spill.iterdir())
+
+
+_KILLED_RUN = """
+import os, signal, sys
+from deyel_provider.read.id_runs import CurrentIds
+listing = CurrentIds(sys.argv[1], run_bytes=100).__enter__()
+for number in range(40):
+    listing.add(f"id-{number}")
+assert listing.runs_written >= 5
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_folder_of_a_killed_run_is_removed_by_the_next_one_and_a_live_one_is_kept(tmp_path):
+    """A worker killed mid-run (SIGKILL, the OOM killer) cannot remove its runs: the next listing under the
+    same ``spill_dir`` does, once the dead run's lock is free; the folder of a listing still running (a
+    second task on the same worker) is left alone."""
+    spill = tmp_path / "spill"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(spill)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (dead,) = spill.iterdir()
+    assert len(list(dead.glob("run-*"))) >= 5
+    with CurrentIds(str(spill), run_bytes=100) as running:
+        running.add("id-x")
+        (alive,) = set(spill.iterdir()) - {dead}
+        with CurrentIds(str(spill)) as later:
+            later.add("id-y")
+            assert list(later.others()) == [[b"id-y"]]
+            assert not dead.exists() and alive.is_dir()
+            assert len(list(spill.iterdir())) == 2
+        assert list(running.others()) == [[b"id-x"]]
+    assert not list(spill.iterdir())
+
+
+def test_long_ids_are_merged_in_blocks_of_bounded_bytes(tmp_path):
+    """Blocks were cut at 1024 ids whatever their length: 64 runs of 8 KiB ids (a hostile server's, or a
+    form keyed on long text) held a 1 MiB block each while merging, 64 MiB in all. Cut at about 64 KiB too,
+    the merge holds a few MiB, and every id comes out once, in order."""
+    ids = [f"{number:06d}-".encode() + b"x" * 8192 for number in range(8192)]
+    with CurrentIds(str(tmp_path), run_bytes=1 << 20, fan_in=64) as listing:
+        for data in reversed(ids):
+            listing.add(data.decode())
+        assert listing.runs_written >= 60
+        with peak_memory() as peak:
+            count, last = 0, b""
+            for block in listing.others():
+                assert block[0] > last and sum(map(len, block)) < 8 << 20
+                count, last = count + len(block), block[-1]
+    assert count == len(ids) and last == ids[-1]
+    assert peak[0] < 16 << 20, peak
+
+
+def test_the_documented_worst_case_a_full_bitmap_beside_the_runs_stays_within_the_bound(tmp_path):
+    """docs/extraction.md: the most a comparison reaches is the 32 MiB bitmap plus the run buffer plus a few
+    MB of blocks. 1M UUIDs and one current id of 268,435,455 (the bitmap at its limit): within the same
+    bound, the bitmap counted once (the comparison copied it before, past the bound)."""
+    measured = compare_in_child("uuid+bitmap", tmp_path, 1_000_000)
+    print(measured)
+    assert measured["gone_exact"] and measured["gone"] == 1000 and measured["runs"] > 0
+    assert (measured["listed"], measured["previous"]) == (1_000_500 - 1001 + 1, 1_000_000)
+    assert 32 < measured["peak_mb"] < COMPARE_BOUND_MB, measured
+
+
+def test_an_id_longer_than_the_bound_on_an_id_fails_typed_and_keeps_the_snapshot(
+    emulator, deyel_conn, tmp_path
+):
+    """A hostile server (or an ``id_field`` naming a text field) could send ids as long as a page: each one a
+    run of its own, and a merge of 64 such runs holds one of each. An id longer than the bound the write-back
+    already applies (1024 characters, Deyel's are short numbers) fails the task typed, the snapshot kept
+    byte for byte and nothing spilled."""
+    store = emulator.state.store
+    for number in store.all_ids(FORM):
+        store.touch(FORM, number, {"dsCompany": f"company-{number}"})  # a distinct key: read as the id
+    deyel_conn("by_company", extra={"id_field": "dsCompany"})
+    op = DeyelDeletedInstancesOperator(
+        task_id="deletes",
+        form=FORM,
+        output=str(tmp_path / "gone.jsonl"),
+        snapshot=str(tmp_path / "ids.snapshot"),
+        spill_dir=str(tmp_path / "spill"),
+        deyel_conn_id="by_company",
+    )
+    emulator.advance(30)
+    assert op.execute({"run_id": "r1", "outlet_events": outlet_events()})["listed"] == len(
+        store.all_ids(FORM)
+    )
+    stored = (tmp_path / "ids.snapshot").read_bytes()
+    store.touch(FORM, 7, {"dsCompany": "x" * 1025})
+    emulator.advance(30)
+    with pytest.raises(DeyelBadResponseError, match=r"1025 characters\) is longer than 1024"):
+        op.execute({"run_id": "r2", "outlet_events": outlet_events()})
+    assert (tmp_path / "ids.snapshot").read_bytes() == stored
+    assert not list((tmp_path / "spill").iterdir())

@@ -30,7 +30,8 @@ def peak_memory() -> Iterator[list[int]]:
 #: decimal sequence alike (measured on a loaded 2-core machine: UUIDs 22 MB, decimals 4 MB).
 COMPARE_BOUND_MB = 64
 
-#: A child that compares ``N`` ids of ``KIND`` (uuid, decimal, ten-digit; generated, no HTTP) with a snapshot
+#: A child that compares ``N`` ids of ``KIND`` (uuid, decimal, ten-digit; uuid+bitmap: UUIDs and, listed now,
+#: the largest id the bitmap holds, the documented worst case; generated, no HTTP) with a snapshot
 #: of ``N`` through DeyelDeletedInstancesOperator's engine (every thousandth old id gone, ``N // 2000`` new)
 #: and prints, as JSON, its counts and its peak RSS growth (VmHWM, reset after the previous snapshot exists
 #: by writing 5 to /proc/self/clear_refs, less VmRSS then).
@@ -102,6 +103,8 @@ _COMPARE_CHILD = textwrap.dedent(
     with CurrentIds(FOLDER) as current:
         kept = map(mod, shuffled(M), repeat(1000))  # every thousandth old id is gone
         deque(map(current.add, ids(compress(shuffled(M), kept))), 0)
+        if KIND == "uuid+bitmap":
+            current.add(str(2**28 - 1))  # one id: a bitmap of 32 MiB beside the run buffer
         result = compare_and_publish(spec, codec, identity, previous, current, 2000, 2000)
         runs = current.runs_written
     previous.source.close()

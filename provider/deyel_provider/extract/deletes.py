@@ -37,8 +37,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any
 
-from deyel_provider.api.instance_ids import LINKS, instance_id, missing_id
-from deyel_provider.exceptions import DeyelConfigError, DeyelSnapshotError
+from deyel_provider.api.instance_ids import LINKS, MAX_ID_LENGTH, instance_id, missing_id
+from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSnapshotError
 from deyel_provider.read.id_runs import CurrentIds
 from deyel_provider.read.id_snapshot import (
     MAX_HEADER_BYTES,
@@ -149,12 +149,24 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
                     ident = instance_id(record, config.id_field)
                     if ident is None:
                         raise DeyelConfigError(missing_id(config.id_field))
+                    if len(ident) > MAX_ID_LENGTH:
+                        raise _long_id(spec.form, config.id_field, len(ident))
                     current.add(ident)
             # Both bounds on the SERVER's clock, which stamps the dtLastUpdate consumers compare them with.
             return compare_and_publish(spec, codec, identity, previous, current, reader.horizon(), listed_at)
     finally:
         if previous is not None:
             previous.source.close()
+
+
+def _long_id(form: str, id_field: str, length: int) -> DeyelBadResponseError:
+    # A merge holds one block per run: ids as long as a page would each be a run, held 64 at a time.
+    return DeyelBadResponseError(
+        f"listing the ids of {form}: an instance's id ({length} characters) is longer than {MAX_ID_LENGTH} "
+        f"characters, the bound on an id (Deyel's are short numbers): a broken or hostile answer, or the "
+        f"connection's id_field ({id_field!r}) names a key that is not the instance id. Nothing was "
+        f"reported and the snapshot was left as it is; check id_field"
+    )
 
 
 def compare_and_publish(

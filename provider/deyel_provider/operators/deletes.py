@@ -54,7 +54,8 @@ class DeyelDeletedInstancesOperator(BaseOperator):
     :param spill_dir: where a private folder (mode 0700, removed after the run) holds the sorted runs of the
         non-decimal ids and the new snapshot's body until it is published: about 50 bytes per UUID on disk,
         twice that at the peak. Default: the temp dir (``TMPDIR``); point it at a disk, not a RAM-backed
-        ``tmpfs``, for forms of millions of such ids.
+        ``tmpfs``, for forms of millions of such ids. Refused when another user owns it or others can
+        write in it without the sticky bit; a killed run's folder there is removed by the next run.
     :param asset: the Asset emitted on success; default: the output's location up to its first template.
     :param output_conn_id: Airflow connection of the output's and snapshot's object store, if it needs one.
     :param deyel_conn_id: the ``deyel`` connection (templated).

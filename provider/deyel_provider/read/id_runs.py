@@ -3,21 +3,28 @@
 Canonical decimal ids below 2**28 (Deyel's sequence) are bits, as in :class:`IdSet`: at most 32 MiB
 whatever their number (10M sequential ids: 1.25 MB). Every other id (a UUID, a prefixed or a ten-digit id)
 is buffered as its UTF-8 bytes until the buffer holds about :data:`RUN_BYTES`, then sorted, deduplicated and
-written as one run into a private folder (``mkdtemp``: mode 0700, under ``spill_dir`` or the temp dir).
+written as one run into a private folder (``mkdtemp``: mode 0700, under ``spill_dir`` or the temp dir, which
+is refused when another user could rename entries in it). The folder holds a lock for as long as its
+listing runs: a listing that finds the folder of a killed one (SIGKILL, the OOM killer) with its lock free
+removes it.
 :meth:`CurrentIds.others` merges the runs (at most :data:`FAN_IN` open at once: more are merged in rounds
 first) into one ascending, repeat-free stream of blocks. Ascending means by UTF-8 bytes (``surrogatepass``,
 so any text Python can hold), which is Python's own order of ``str``: the order a snapshot stores its ids
 in, so the two are compared by a streaming merge-join (:func:`join`).
 
-Ids travel in blocks (lists of at most :data:`BLOCK_IDS`), so sorting, merging, joining and encoding run
-in C a block at a time rather than in Python an id at a time. A block is stored as its id count, each id's
-length, then the ids' bytes (4-byte little-endian numbers), in runs and in a snapshot's body alike.
+Ids travel in blocks (lists of at most :data:`BLOCK_IDS` ids and, past their first id, about
+:data:`BLOCK_BYTES` of them: long ids must not make a merge of :data:`FAN_IN` runs hold a run each), so
+sorting, merging, joining and encoding run in C a block at a time rather than in Python an id at a time.
+A block is stored as its id count, each id's length, then the ids' bytes (4-byte little-endian numbers),
+in runs and in a snapshot's body alike.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from array import array
@@ -26,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate, groupby, islice
 from operator import itemgetter
 
+from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.read.id_set import IdSet, _small_number
 
 #: The estimated bytes of ids held before they are sorted and written as a run (each costs its length plus
@@ -35,11 +43,15 @@ RUN_BYTES = 24 * 1024 * 1024
 FAN_IN = 64
 #: Ids per stored block (a run's blocks are read one per run at a time while merging).
 BLOCK_IDS = 1024
+#: The bytes of ids a stored block holds at most, unless its one id is longer.
+BLOCK_BYTES = 1 << 16
 #: The most ids a stored block may declare (reading refuses more: a bound on one block's memory).
 MAX_BLOCK_IDS = 1 << 16
 _PER_ID = 56
 _BLOCK_BYTES = 1 << 16
 _BIG_ENDIAN = sys.byteorder == "big"
+_PREFIX = "deyel-deletes-"
+_LOCK = "lock"
 _first = itemgetter(0)
 
 
@@ -165,11 +177,17 @@ class CurrentIds(IdSet):
         self._buffer: list[bytes] = []
         self._held = 0
         self._folder: str | None = None
+        self._lock: int | None = None
         self._runs: list[str] = []
         #: Runs written (the merge rounds' included): how far the spill went.
         self.runs_written = 0
 
     def __enter__(self) -> CurrentIds:
+        try:
+            self._private_folder()  # a spill_dir that is refused fails before the form is read
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,9 +210,19 @@ class CurrentIds(IdSet):
     def decimal_count(self) -> int:
         return self._count
 
-    def bits(self) -> bytes:
-        """The bitmap (bit ``n`` of byte ``n // 8`` for id ``n``), without its trailing zero bytes."""
-        return bytes(self._bits).rstrip(b"\0")
+    def bits(self) -> bytearray:
+        """The bitmap itself (bit ``n`` of byte ``n // 8`` for id ``n``), its trailing zero bytes cut in
+        place: never copied (it may be 32 MiB). Call it after the last add."""
+        bits = self._bits
+        end = len(bits)
+        while end:
+            start = max(0, end - _BLOCK_BYTES)
+            tail = len(bits[start:end].rstrip(b"\0"))
+            end = start + tail
+            if tail:
+                break
+        del bits[end:]
+        return bits
 
     def scratch(self, name: str) -> str:
         """A path in the private folder, for another file of the same run (the snapshot's body)."""
@@ -222,13 +250,20 @@ class CurrentIds(IdSet):
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
             self._runs = []
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _private_folder(self) -> str:
         if self._folder is None:
-            if self._spill_dir is not None:
-                os.makedirs(self._spill_dir, mode=0o700, exist_ok=True)
+            parent = _spill_parent(self._spill_dir)
+            _remove_killed(parent)
             # 0700, a fresh name: nobody else can read the ids or plant a file among the runs.
-            self._folder = tempfile.mkdtemp(prefix="deyel-deletes-", dir=self._spill_dir)
+            self._folder = folder = tempfile.mkdtemp(prefix=_PREFIX, dir=parent)
+            # Locked before it gets its name, so another listing never sees the lock free while this runs.
+            self._lock = _create(os.path.join(folder, _LOCK + ".new"), os.O_WRONLY)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            os.rename(os.path.join(folder, _LOCK + ".new"), os.path.join(folder, _LOCK))
         return self._folder
 
     def _spill(self) -> None:
@@ -239,22 +274,84 @@ class CurrentIds(IdSet):
     def _write_run(self, blocks: Iterable[list[bytes]]) -> str:
         self.runs_written += 1
         path = os.path.join(self._private_folder(), f"run-{self.runs_written}")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(_create(path, os.O_WRONLY), "wb") as out:
             for block in blocks:
                 out.write(encode_block(block))
         return path
 
 
+def _create(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _spill_parent(spill_dir: str | None) -> str:
+    """The folder the private one is made in (links resolved once), refused when another user owns it or
+    could rename entries in it: they could swap the private folder for a link to theirs between two files,
+    read the ids and plant runs, i.e. choose the ids this run lists and signs into the next snapshot."""
+    if spill_dir is not None:
+        os.makedirs(spill_dir, mode=0o700, exist_ok=True)
+    parent = os.path.realpath(spill_dir if spill_dir is not None else tempfile.gettempdir())
+    info = os.stat(parent)
+    shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX
+    if info.st_uid not in (0, os.getuid()) or shared:
+        raise DeyelConfigError(
+            f"spill_dir {parent!r} (mode {stat.filemode(info.st_mode)}, uid {info.st_uid}): others can write "
+            f"in it without the sticky bit, or it is another user's, so they could swap the ids spilled "
+            f"there; nothing was read. Use a folder of this user's own (made 0700 when missing), or one "
+            f"with the sticky bit such as /tmp"
+        )
+    return parent
+
+
+def _remove_killed(parent: str) -> None:
+    """Remove the private folders a killed listing left in ``parent``: this user's, their lock free."""
+    try:
+        names = [name for name in os.listdir(parent) if name.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        folder = os.path.join(parent, name)
+        try:
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NFS locks want a writer
+            fd = os.open(os.path.join(folder, _LOCK), flags)
+        except OSError:
+            continue  # gone meanwhile, or not locked yet (a listing starting now)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a listing still running
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 def _blocks(ids: Iterable[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
     ahead = iter(ids)
-    return iter(lambda: list(islice(ahead, size)), [])
+    for block in iter(lambda: list(islice(ahead, size)), []):
+        yield from _by_bytes(block)
 
 
 def split(block: list[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
-    """``block`` in pieces of at most ``size`` ids (as they are stored)."""
+    """``block`` in pieces as they are stored: at most ``size`` ids, about :data:`BLOCK_BYTES` of them."""
     for start in range(0, len(block), size):
-        yield block[start : start + size]
+        yield from _by_bytes(block[start : start + size])
+
+
+def _by_bytes(block: list[bytes]) -> Iterator[list[bytes]]:
+    ends = list(accumulate(map(len, block)))
+    if ends[-1] <= BLOCK_BYTES:
+        yield block
+        return
+    start = 0
+    while start < len(block):
+        before = ends[start - 1] if start else 0
+        stop = max(start + 1, bisect_right(ends, before + BLOCK_BYTES, start))
+        yield block[start:stop]
+        start = stop
 
 
 def _read_run(path: str) -> Iterator[list[bytes]]:

@@ -31,6 +31,7 @@ from operator import lt
 from typing import IO
 
 from deyel_provider.read.id_runs import (
+    BLOCK_BYTES,
     BLOCK_IDS,
     CurrentIds,
     decode,
@@ -74,7 +75,7 @@ class BodyWriter:
         self._sha = hashlib.sha256()
         self._count = self._raw = self._compressed = 0
 
-    def bitmap(self, bits: bytes) -> None:
+    def bitmap(self, bits: bytes | bytearray) -> None:
         self._emit(len(bits).to_bytes(_LENGTH, "big"))
         for offset in range(0, len(bits), CHUNK):
             chunk = bits[offset : offset + CHUNK]
@@ -91,7 +92,7 @@ class BodyWriter:
         self._out(self._deflate.flush())
         return BodyFacts(self._count, self._raw, self._compressed, self._sha.hexdigest())
 
-    def _emit(self, raw: bytes) -> None:
+    def _emit(self, raw: bytes | bytearray) -> None:
         self._raw += len(raw)
         self._out(self._deflate.compress(raw))
 
@@ -137,8 +138,7 @@ class BodyReader:
         if self._version == 2:
             blocks = decode_blocks(rest)
         else:
-            texts = iter(_json_strings(rest))
-            blocks = iter(lambda: [encode(text) for text in islice(texts, BLOCK_IDS)], [])
+            blocks = _text_blocks(_json_strings(rest))
         last = None
         while True:
             try:
@@ -266,6 +266,21 @@ def _has_bitmap_id(block: list[bytes]) -> bool:
         for data in block
         if data.isdigit()
     )
+
+
+def _text_blocks(texts: Iterator[str]) -> Iterator[list[bytes]]:
+    """A version-1 body's strings in blocks, cut as stored ones are (ids, then bytes)."""
+    block: list[bytes] = []
+    size = 0
+    for text in texts:
+        data = encode(text)
+        block.append(data)
+        size += len(data)
+        if len(block) == BLOCK_IDS or size >= BLOCK_BYTES:
+            yield block
+            block, size = [], 0
+    if block:
+        yield block
 
 
 def _json_strings(chunks: Iterator[bytes]) -> Iterator[str]:
