@@ -105,8 +105,10 @@ class SliceValues(SliceRequests):
         try:
             for record in records:
                 raw, ident = record.get(field), record.get(id_field)
-                kind = type(raw)
-                if (kind is not str and kind is not int) or type(ident) is not str or not ident:
+                # Exact types: a bool is an int, and the checked path refuses it.
+                if type(raw) is not str and type(raw) is not int:
+                    return None
+                if type(ident) is not str or not ident:
                     return None
                 append((int(raw), len(ident), ident, record))  # int() strips as str.strip() does
         except ValueError:
