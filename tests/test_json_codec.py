@@ -146,3 +146,18 @@ def _has_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def test_a_deyel_page_is_encoded_in_one_call_and_a_page_with_an_odd_float_record_by_record():
+    """The page path (one msgspec call per page) takes Deyel-shaped pages; one float msgspec writes otherwise,
+    anywhere in the page (here inside a grid row), sends the page record by record: the same bytes."""
+    from bench.json_codecs import page_records
+    from deyel_provider.extract.formats.base import _page_lines
+
+    records = page_records(1000)
+    assert _page_lines(records) == old_jsonl(records)
+    for odd in (1e16, 1e-7, 0.00001, math.nan, math.inf):
+        page = [*records[:10], {"lsAddress": [{"nuLat": 0.0}, {"nuLat": odd}]}, *records[10:20]]
+        assert _page_lines(page) is None
+        assert json_lines(page)[0] == old_jsonl(page)
+    assert _page_lines([{"x": 0.0, "y": -0.0, "z": 1e-4, "w": 9.9e15}]) is not None
