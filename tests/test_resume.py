@@ -30,7 +30,9 @@ from airflow.sdk.io import attach
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelError
-from deyel_provider.extract.resume import STATE_SUFFIX
+from deyel_provider.extract.resume import STATE_SUFFIX, ResumeSpec
+from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.extract.watermark import WatermarkSigner
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
@@ -211,6 +213,8 @@ def test_a_retry_after_70_percent_makes_at_most_35_percent_of_the_requests_again
     ids = published_ids(tmp_path)
     assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
     assert summary["records"] == RECORDS
+    # The requests are this attempt's, and so is what they are compared with: the 430 records it read.
+    assert summary["min_requests"] == 43 and summary["requests_ratio"] == round(49 / 43, 3)
     assert [summary["window_start"], summary["window_end"]] == record["window"]
     # The union's parts are numbered in order, the earlier attempt's first.
     names = [Path(part["path"]).name for part in summary["parts"]]
@@ -375,6 +379,53 @@ def test_a_part_ending_inside_a_crowded_millisecond_is_no_boundary(deyel_conn, t
         ids = published_ids(tmp_path)
         assert len(ids) == len(set(ids)) == 300 and sorted(ids) == sorted(stamps)
         assert leftovers(tmp_path) == []
+
+
+def test_a_state_object_nested_past_the_parser_depth_is_refused_not_raised(
+    emulator, deyel_conn, tmp_path, capsys
+):
+    """A state object (locally of this user; on an object store, of anyone who may write there) that nests
+    deeper than json's recursion limit is an unreadable record: the run reads the whole window."""
+    (tmp_path / f"r.jsonl{STATE_SUFFIX}").write_text("[" * 200_000)
+
+    summary, requests = attempt(emulator, operator(tmp_path), None, try_number=2)
+
+    assert summary is not None and requests == FULL_RUN
+    assert "its record is not a resume state of this provider" in logged(capsys)
+    assert sorted(published_ids(tmp_path)) == all_ids(emulator)
+    assert leftovers(tmp_path) == []
+
+
+def test_lineage_lists_the_keys_only_the_reused_parts_hold(deyel_conn, tmp_path):
+    """JSON Lines lists the keys written for lineage: a resumed run's include those of the parts it reuses,
+    which it never read itself (here ``early``, a key only the first 30 instances have)."""
+
+    def jsonl(path: Path = tmp_path / "r.jsonl") -> OutputSpec:
+        return OutputSpec(str(path), max_file_bytes=1)  # a part per page
+
+    with run_emulator(records=0) as server:
+        deyel_conn(url=server.url)
+        for n in range(60):
+            server.state.store.create(FORM, {"dsName": f"i{n}", **({"early": n} if n < 30 else {})})
+            server.advance(60)
+        server.advance(3600)
+        window = WindowSpec(0, int(server.state.clock.now() * 1000) - 1_800_000)
+        baseline = extract(DeyelHook(), ReadSpec(FORM, page_size=10), jsonl(tmp_path / "b.jsonl"), window)
+        spec = ResumeSpec(owner="o", run_id="r", signer=signer(), store=TaskStateStore())
+
+        def stop(_: int | None) -> None:
+            raise DeyelError("stopped after the read")
+
+        with pytest.raises(DeyelError):
+            read = ReadSpec(FORM, page_size=10)
+            extract(DeyelHook(), read, jsonl(), window, before_publish=stop, resume=spec)
+        (value,) = spec.store.values.values()
+        assert sum(part[2] for part in value["parts"]) >= 30  # the early instances are in the reused parts
+        resumed = extract(DeyelHook(), ReadSpec(FORM, page_size=10), jsonl(), window, resume=spec)
+
+    assert resumed.records == baseline.records == 60 and resumed.requests < baseline.requests
+    assert "early" in [column["name"] for column in resumed.columns]
+    assert resumed.columns == baseline.columns
 
 
 @pytest.fixture

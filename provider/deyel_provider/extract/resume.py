@@ -134,7 +134,9 @@ class Staging:
         self._reused: list[WrittenPart] = []
         self.boundary: int | None = None
         self._end: int | None = None
-        self._pending: tuple[list[StagedPart], int, int | None] | None = None
+        #: The keys the recorded parts hold, first seen first (JSON Lines lists them for lineage).
+        self.columns: list[str] = []
+        self._pending: tuple[list[StagedPart], int, int | None, list[str]] | None = None
         #: Parts the writer had completed at the last piece.
         self._completed = 0
 
@@ -219,14 +221,15 @@ class Staging:
             if digest is None:
                 return
             pending.append(StagedPart(first + part.number, name, part.records, part.size, digest))
-        self._pending = (pending, piece.end, window_end)
+        # Every key written so far is in these parts: the piece that ended the last left nothing open.
+        self._pending = (pending, piece.end, window_end, list(getattr(writer, "columns", None) or []))
 
     def _commit(self) -> None:
         assert self._pending is not None
-        parts, boundary, window_end = self._pending
+        parts, boundary, window_end, columns = self._pending
         self._pending = None
         self.parts += parts
-        self.boundary, self._end = boundary, window_end
+        self.boundary, self._end, self.columns = boundary, window_end, columns
         self._save()
 
     # -- the attempt's end -----------------------------------------------------------------------------------
@@ -261,6 +264,7 @@ class Staging:
             "window": [self._window.start, self._end],
             "boundary": self.boundary,
             "parts": [[p.number, p.name, p.records, p.bytes, p.sha256] for p in self.parts],
+            "columns": self.columns,
         }
 
     def _save(self) -> None:
@@ -287,7 +291,7 @@ class Staging:
             return None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth: planted, not ours
             return "unreadable"
 
     def _drop(self) -> None:
@@ -300,7 +304,7 @@ class Staging:
         )
 
     def _restart(self) -> None:
-        self.parts, self._reused, self.boundary, self._end = [], [], None, None
+        self.parts, self._reused, self.boundary, self._end, self.columns = [], [], None, None, []
         self._drop()
 
     def _verify(self, state: Any) -> str | None:
@@ -355,7 +359,8 @@ class Staging:
             why = self._verify_part(part)
             if why is not None:
                 return why
-        self.parts, self.boundary, self._end = parts, body["boundary"], end
+        columns = [str(name) for name in body["columns"]]
+        self.parts, self.boundary, self._end, self.columns = parts, body["boundary"], end, columns
         self._files.first_part = len(parts)
         for written in self._reused:
             self._files.track(written.temp)
