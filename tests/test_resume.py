@@ -428,6 +428,67 @@ def test_lineage_lists_the_keys_only_the_reused_parts_hold(deyel_conn, tmp_path)
     assert resumed.columns == baseline.columns
 
 
+def test_a_csv_cell_longer_than_the_csv_modules_field_limit_is_counted(deyel_conn, tmp_path, caplog):
+    """A staged CSV part's rows are counted however long a cell is (Python's csv reader refuses a field over
+    131,072 characters): a notes field of 200,000 characters does not stop the retry."""
+    fields = ["idObjectValue", "dtLastUpdate", "dsNotes"]
+    with run_emulator(records=0) as server:
+        deyel_conn(url=server.url)
+        for n in range(40):
+            notes = "x" * 200_000 if n == 3 else f'line "{n}"\nnext'
+            server.state.store.create(FORM, {"dsNotes": notes})
+            server.advance(60)
+        server.advance(3600)
+        window = WindowSpec(0, int(server.state.clock.now() * 1000) - 1_800_000)
+        output = OutputSpec(str(tmp_path / "r.csv"), format="csv", fields=fields, max_file_bytes=1)
+        spec = ResumeSpec(owner="o", run_id="r", signer=signer(), store=TaskStateStore())
+
+        def stop(_: int | None) -> None:
+            raise DeyelError("stopped after the read")
+
+        with pytest.raises(DeyelError):
+            extract(
+                DeyelHook(), ReadSpec(FORM, page_size=10), output, window, before_publish=stop, resume=spec
+            )
+        (value,) = spec.store.values.values()
+        staged = sum(part[2] for part in value["parts"])
+        caplog.set_level("INFO")
+        result = extract(DeyelHook(), ReadSpec(FORM, page_size=10), output, window, resume=spec)
+
+    assert staged >= 10 and f"staged part(s) of {staged} records verified" in caplog.text
+    assert result.records == 40
+    limit = csv.field_size_limit(1 << 20)  # reading it back here needs the larger limit
+    try:
+        ids = [i for part in result.parts for i in ids_of_part(Path(part["path"].removeprefix("file:")))]
+    finally:
+        csv.field_size_limit(limit)
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_a_damaged_compressed_part_makes_the_retry_start_over(emulator, deyel_conn, tmp_path, capsys):
+    """A staged gzip part cut short (a damaged disk, a hand's edit) fails to decode: the retry says which
+    part and reads the whole window, instead of failing every retry on the decoder's EOFError."""
+    cut_at(emulator, CUT)
+    summary, _ = attempt(emulator, operator(tmp_path, "r.jsonl.gz", compression="gzip"), None)
+    emulator.clear_faults()
+    assert summary is None
+    record = recorded(tmp_path, None)
+    part = tmp_path / record["parts"][0][1]
+    part.write_bytes(part.read_bytes()[:-12])  # the gzip trailer and some of the stream
+    capsys.readouterr()
+
+    summary, requests = attempt(
+        emulator, operator(tmp_path, "r.jsonl.gz", compression="gzip"), None, try_number=2
+    )
+
+    assert summary is not None and requests == FULL_RUN
+    assert "staged part 0 holds" in logged(capsys)
+    manifest = json.loads((tmp_path / "r.jsonl.gz.parts.json").read_text())
+    ids = [i for part in manifest["parts"] for i in ids_of_part(tmp_path / part["name"])]
+    assert len(ids) == len(set(ids)) == RECORDS
+    assert leftovers(tmp_path) == []
+
+
 @pytest.fixture
 def memory_store():
     """fsspec's in-memory filesystem (no rename: move is copy then delete), attached as a provider's is."""
