@@ -489,6 +489,57 @@ def test_a_damaged_compressed_part_makes_the_retry_start_over(emulator, deyel_co
     assert leftovers(tmp_path) == []
 
 
+class FailingStore(TaskStateStore):
+    """A task state store whose writes (``set``) or removals (``delete``) fail, as an API call may."""
+
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        if self.failing == "set":
+            raise RuntimeError("the API server is away")
+        super().set(key, value)
+
+    def delete(self, key: str) -> None:
+        if self.failing == "delete":
+            raise RuntimeError("the API server is away")
+        super().delete(key)
+
+
+def test_a_record_that_cannot_be_written_does_not_fail_the_run(emulator, deyel_conn, tmp_path, capsys):
+    summary, requests = attempt(emulator, operator(tmp_path), FailingStore("set"))
+
+    assert summary is not None and requests == FULL_RUN and summary["records"] == RECORDS
+    text = logged(capsys)
+    assert text.count("could not record the staged parts (RuntimeError)") == 1  # once: no more tries
+    assert sorted(published_ids(tmp_path)) == all_ids(emulator)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_record_that_cannot_be_removed_after_the_publish_does_not_fail_the_run(
+    emulator, deyel_conn, tmp_path, capsys
+):
+    store = FailingStore("none")
+    failed_first_attempt(emulator, tmp_path, store)
+    store.failing = "delete"
+    capsys.readouterr()
+
+    summary, requests = attempt(emulator, operator(tmp_path), store, try_number=2)
+
+    assert summary is not None and requests == 49 and summary["records"] == RECORDS
+    assert "could not remove the resume record (RuntimeError)" in logged(capsys)
+    ids = published_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == RECORDS
+    assert leftovers(tmp_path) == []
+    # Its parts are published: a later attempt of the run that finds the record reads the whole window.
+    store.failing = "none"
+    capsys.readouterr()
+    summary, requests = attempt(emulator, operator(tmp_path), store, try_number=3, max_tries=3)
+    assert summary is not None and requests == FULL_RUN and "is gone" in logged(capsys)
+    assert store.values == {}
+
+
 @pytest.fixture
 def memory_store():
     """fsspec's in-memory filesystem (no rename: move is copy then delete), attached as a provider's is."""

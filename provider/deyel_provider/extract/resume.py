@@ -138,6 +138,8 @@ class Staging:
         self._pending: tuple[list[StagedPart], int, int | None, list[str]] | None = None
         #: Parts the writer had completed at the last piece.
         self._completed = 0
+        #: False once a record could not be written: the attempt goes on without recording.
+        self._recording = True
 
     # -- the attempt's start ---------------------------------------------------------------------------------
 
@@ -229,7 +231,17 @@ class Staging:
         self._pending = None
         self.parts += parts
         self.boundary, self._end, self.columns = boundary, window_end, columns
-        self._save()
+        if not self._recording:
+            return
+        try:
+            self._save()
+        except Exception as exc:  # a record is for a retry: failing to write one must not fail this attempt
+            self._recording = False
+            self._log.warning(
+                "could not record the staged parts (%s): going on without; a retry resumes after the parts "
+                "recorded before, if any, or reads the whole window",
+                _reason(exc),
+            )
 
     # -- the attempt's end -----------------------------------------------------------------------------------
 
@@ -294,13 +306,20 @@ class Staging:
             return "unreadable"
 
     def _drop(self) -> None:
-        if self._spec.store is not None:
-            self._spec.store.delete(self._key)  # a no-op without one
-            return
-        name = self._sidecar.name
-        publish.remove_own_files(
-            self._sidecar, publish.glob_escape(name), lambda found: found == name, "its run is over"
-        )
+        try:
+            if self._spec.store is not None:
+                self._spec.store.delete(self._key)  # a no-op without one
+                return
+            name = self._sidecar.name
+            publish.remove_own_files(
+                self._sidecar, publish.glob_escape(name), lambda found: found == name, "its run is over"
+            )
+        except Exception as exc:  # after a publish, or while a failure is raised: never this attempt's end
+            self._log.warning(
+                "could not remove the resume record (%s): an attempt that finds it finds its parts gone and "
+                "reads the whole window",
+                _reason(exc),
+            )
 
     def _restart(self) -> None:
         self.parts, self._reused, self.boundary, self._end, self.columns = [], [], None, None, []
@@ -391,6 +410,11 @@ class Staging:
             held = "no readable" if records is None else records
             return f"staged part {part.number} holds {held} records, not the {part.records} recorded"
         return None
+
+
+def _reason(exc: BaseException) -> str:
+    """What a failed record write or removal says in the log (no value of the exception's text)."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def _fields(output: OutputSpec) -> list[str] | None:
