@@ -308,6 +308,32 @@ def test_a_retry_to_another_output_does_not_reuse(emulator, deyel_conn, tmp_path
     assert not any(name.startswith("other.") for name in leftovers(tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("retry", "why"),
+    [
+        # Another index of a mapped task writing the same output (its owner differs).
+        ({"map_index": 1}, "its record belongs to another task"),
+        # The same task with its output options changed before the retry (a cleared task, a new DAG version).
+        ({"max_file_bytes": 4000}, "its parts were written with other output options"),
+    ],
+)
+def test_a_retry_of_another_owner_or_other_options_does_not_reuse(
+    emulator, deyel_conn, tmp_path, capsys, retry, why
+):
+    failed_first_attempt(emulator, tmp_path, None)
+    capsys.readouterr()  # the first attempt's lines
+    task = operator(tmp_path, max_file_bytes=retry.get("max_file_bytes", MAX_FILE_BYTES))
+    ti = SimpleNamespace(dag_id="d", map_index=retry.get("map_index", -1), try_number=2, max_tries=2)
+
+    summary, requests = attempt(emulator, task, None, try_number=2, extra={"ti": ti})
+
+    assert summary is not None and requests == FULL_RUN
+    assert why in logged(capsys)
+    ids = published_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == RECORDS
+    assert leftovers(tmp_path) == []
+
+
 def test_the_last_try_leaves_no_staged_part_when_it_fails(emulator, deyel_conn, tmp_path, store):
     failed_first_attempt(emulator, tmp_path, store)
     assert leftovers(tmp_path) != [] or store is not None
