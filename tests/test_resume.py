@@ -334,6 +334,31 @@ def test_a_retry_of_another_owner_or_other_options_does_not_reuse(
     assert leftovers(tmp_path) == []
 
 
+def test_a_staged_part_replaced_by_a_link_to_the_same_bytes_is_not_reused(
+    emulator, deyel_conn, tmp_path, capsys
+):
+    """Size, hash and records all match, but the name is a link (to a copy elsewhere, which its owner could
+    change after the publish): it is neither read through nor published; the retry reads the whole window."""
+    record = failed_first_attempt(emulator, tmp_path, None)
+    staged = tmp_path / record["parts"][0][1]
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.write_bytes(staged.read_bytes())
+    staged.unlink()
+    staged.symlink_to(elsewhere)
+    capsys.readouterr()
+
+    summary, requests = attempt(emulator, operator(tmp_path), None, try_number=2)
+
+    assert summary is not None and requests == FULL_RUN
+    assert f"staged part 0 ({staged.name}) is gone, or not a regular file of ours" in logged(capsys)
+    manifest = json.loads((tmp_path / "r.jsonl.parts.json").read_text())
+    assert not any((tmp_path / part["name"]).is_symlink() for part in manifest["parts"])
+    assert sorted(published_ids(tmp_path)) == all_ids(emulator)
+    # The link is left where it was planted (only regular files of ours are removed), its target untouched.
+    assert [path for path in tmp_path.iterdir() if path.is_symlink()] == [staged]
+    assert elsewhere.read_bytes() and leftovers(tmp_path) == [staged.name]
+
+
 def test_the_last_try_leaves_no_staged_part_when_it_fails(emulator, deyel_conn, tmp_path, store):
     failed_first_attempt(emulator, tmp_path, store)
     assert leftovers(tmp_path) != [] or store is not None
