@@ -18,19 +18,17 @@ must be bounded (an interval, a partition, a watermark window, whose end the rec
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import io
 import json
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from deyel_provider.extract.parts import OutputFiles, WrittenPart
 from deyel_provider.extract.spec import OutputSpec, WindowSpec
+from deyel_provider.extract.staged import read_back
 from deyel_provider.extract.watermark import WatermarkSigner
 from deyel_provider.extract.watermark_run import task_watermark_key
 from deyel_provider.storage import publish
-from deyel_provider.storage.compression import decoded
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -44,7 +42,6 @@ VERSION = 1
 STATE_SUFFIX = ".resume.json"
 #: The most of a state object read (a thousand parts take about 150 KB).
 MAX_STATE_BYTES = 1 << 20
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -389,26 +386,19 @@ class Staging:
         if temp is None:
             return f"staged part {part.number} ({part.name}) is gone, or not a regular file of ours"
         with temp.open("rb") as raw:
-            hashed = _Reading(raw)
-            stream = decoded(cast("IO[bytes]", hashed), self._files.codec)
-            try:
-                records: int | None = _count(stream, self._format)
-            except Exception:  # a codec's error on damaged bytes (EOFError, zlib's): size, hash say which
-                records = None
-            while hashed.read(_CHUNK):
-                pass
+            held = read_back(raw, self._files.codec, self._format)
         target = self._files.part_target(part.number)
         self._reused.append(WrittenPart(part.number, temp, target, part.records, part.bytes))
-        if hashed.size != part.bytes:
+        if held.size != part.bytes:
             return (
-                f"staged part {part.number} holds {hashed.size} bytes, not the {part.bytes} recorded "
+                f"staged part {part.number} holds {held.size} bytes, not the {part.bytes} recorded "
                 f"(truncated?)"
             )
-        if hashed.hexdigest() != part.sha256:
+        if held.sha256 != part.sha256:
             return f"staged part {part.number} does not hold the bytes recorded (its SHA-256 differs)"
-        if records != part.records:
-            held = "no readable" if records is None else records
-            return f"staged part {part.number} holds {held} records, not the {part.records} recorded"
+        if held.records != part.records:
+            records = "no readable" if held.records is None else held.records
+            return f"staged part {part.number} holds {records} records, not the {part.records} recorded"
         return None
 
 
@@ -433,47 +423,6 @@ def _not_resumable(output: OutputSpec, window: WindowSpec) -> str | None:
     if window.start is None or (window.end is None and not window.end_at_server_time):
         return "a full load reads up to the server's present, which has moved since the earlier attempt"
     return None
-
-
-def _count(stream: Any, fmt: str) -> int:
-    """Records in a part's decoded bytes: lines of JSON Lines, rows of CSV after the header.
-
-    A CSV row ends at a line break outside quotes (the writer quotes a cell holding a quote or a line break,
-    and doubles its quotes); counted on the bytes, so a cell may be longer than the csv module's field limit.
-    """
-    count, quoted = 0, False
-    while chunk := stream.read(_CHUNK):
-        if fmt != "csv":
-            count += chunk.count(b"\n")
-            continue
-        for index, piece in enumerate(chunk.split(b'"')):
-            quoted = quoted != (index > 0)
-            if not quoted:
-                count += piece.count(b"\n")
-    return max(0, count - 1) if fmt == "csv" else count
-
-
-class _Reading(io.RawIOBase):
-    """Reads ``raw`` and hashes what passes (SHA-256), counting bytes."""
-
-    def __init__(self, raw: Any) -> None:
-        super().__init__()
-        self._raw = raw
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self._sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
 
 
 def sidecar_of(target: ObjectStoragePath) -> ObjectStoragePath:
