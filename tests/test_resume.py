@@ -30,7 +30,9 @@ from airflow.sdk.io import attach
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelError
-from deyel_provider.extract.resume import STATE_SUFFIX
+from deyel_provider.extract.resume import STATE_SUFFIX, ResumeSpec
+from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.extract.watermark import WatermarkSigner
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
@@ -54,12 +56,15 @@ class TaskStateStore:
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
+        #: Every value set, in order (a test checks each record an attempt wrote, not only its last).
+        self.history: list[Any] = []
 
     def get(self, key: str, default: Any = None) -> Any:
         return json.loads(json.dumps(self.values[key])) if key in self.values else default
 
     def set(self, key: str, value: Any, **_: Any) -> None:
         self.values[key] = json.loads(json.dumps(value))
+        self.history.append(self.values[key])
 
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
@@ -211,6 +216,8 @@ def test_a_retry_after_70_percent_makes_at_most_35_percent_of_the_requests_again
     ids = published_ids(tmp_path)
     assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
     assert summary["records"] == RECORDS
+    # The requests are this attempt's, and so is what they are compared with: the 430 records it read.
+    assert summary["min_requests"] == 43 and summary["requests_ratio"] == round(49 / 43, 3)
     assert [summary["window_start"], summary["window_end"]] == record["window"]
     # The union's parts are numbered in order, the earlier attempt's first.
     names = [Path(part["path"]).name for part in summary["parts"]]
@@ -301,6 +308,57 @@ def test_a_retry_to_another_output_does_not_reuse(emulator, deyel_conn, tmp_path
     assert not any(name.startswith("other.") for name in leftovers(tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("retry", "why"),
+    [
+        # Another index of a mapped task writing the same output (its owner differs).
+        ({"map_index": 1}, "its record belongs to another task"),
+        # The same task with its output options changed before the retry (a cleared task, a new DAG version).
+        ({"max_file_bytes": 4000}, "its parts were written with other output options"),
+    ],
+)
+def test_a_retry_of_another_owner_or_other_options_does_not_reuse(
+    emulator, deyel_conn, tmp_path, capsys, retry, why
+):
+    failed_first_attempt(emulator, tmp_path, None)
+    capsys.readouterr()  # the first attempt's lines
+    task = operator(tmp_path, max_file_bytes=retry.get("max_file_bytes", MAX_FILE_BYTES))
+    ti = SimpleNamespace(dag_id="d", map_index=retry.get("map_index", -1), try_number=2, max_tries=2)
+
+    summary, requests = attempt(emulator, task, None, try_number=2, extra={"ti": ti})
+
+    assert summary is not None and requests == FULL_RUN
+    assert why in logged(capsys)
+    ids = published_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == RECORDS
+    assert leftovers(tmp_path) == []
+
+
+def test_a_staged_part_replaced_by_a_link_to_the_same_bytes_is_not_reused(
+    emulator, deyel_conn, tmp_path, capsys
+):
+    """Size, hash and records all match, but the name is a link (to a copy elsewhere, which its owner could
+    change after the publish): it is neither read through nor published; the retry reads the whole window."""
+    record = failed_first_attempt(emulator, tmp_path, None)
+    staged = tmp_path / record["parts"][0][1]
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.write_bytes(staged.read_bytes())
+    staged.unlink()
+    staged.symlink_to(elsewhere)
+    capsys.readouterr()
+
+    summary, requests = attempt(emulator, operator(tmp_path), None, try_number=2)
+
+    assert summary is not None and requests == FULL_RUN
+    assert f"staged part 0 ({staged.name}) is gone, or not a regular file of ours" in logged(capsys)
+    manifest = json.loads((tmp_path / "r.jsonl.parts.json").read_text())
+    assert not any((tmp_path / part["name"]).is_symlink() for part in manifest["parts"])
+    assert sorted(published_ids(tmp_path)) == all_ids(emulator)
+    # The link is left where it was planted (only regular files of ours are removed), its target untouched.
+    assert [path for path in tmp_path.iterdir() if path.is_symlink()] == [staged]
+    assert elsewhere.read_bytes() and leftovers(tmp_path) == [staged.name]
+
+
 def test_the_last_try_leaves_no_staged_part_when_it_fails(emulator, deyel_conn, tmp_path, store):
     failed_first_attempt(emulator, tmp_path, store)
     assert leftovers(tmp_path) != [] or store is not None
@@ -360,14 +418,18 @@ def test_a_part_ending_inside_a_crowded_millisecond_is_no_boundary(deyel_conn, t
         summary, _ = attempt(crowded, operator(tmp_path, max_file_bytes=6500), store)
         crowded.clear_faults()
         assert summary is None
-        record = recorded(tmp_path, store)
-        staged = [
-            json.loads(line)["idObjectValue"]
-            for part in record["parts"]
-            for line in (tmp_path / part[1]).read_text().splitlines()
-        ]
-        below = sorted(i for i, stamp in stamps.items() if stamp < record["boundary"])
-        assert below and sorted(staged) == below
+        # Every record the attempt wrote (the task state store keeps each; the state object only the last):
+        # its parts hold exactly the instances below its boundary, none of a millisecond cut by a part.
+        records = store.history if store is not None else [recorded(tmp_path, store)]
+        assert len(records) >= (4 if store is not None else 1)
+        for record in records:
+            staged = [
+                json.loads(line)["idObjectValue"]
+                for part in record["parts"]
+                for line in (tmp_path / part[1]).read_text().splitlines()
+            ]
+            below = sorted(i for i, stamp in stamps.items() if stamp < record["boundary"])
+            assert below and sorted(staged) == below
 
         summary, requests = attempt(crowded, operator(tmp_path, max_file_bytes=6500), store, try_number=2)
 
@@ -375,6 +437,165 @@ def test_a_part_ending_inside_a_crowded_millisecond_is_no_boundary(deyel_conn, t
         ids = published_ids(tmp_path)
         assert len(ids) == len(set(ids)) == 300 and sorted(ids) == sorted(stamps)
         assert leftovers(tmp_path) == []
+
+
+def test_a_state_object_nested_past_the_parser_depth_is_refused_not_raised(
+    emulator, deyel_conn, tmp_path, capsys
+):
+    """A state object (locally of this user; on an object store, of anyone who may write there) that nests
+    deeper than json's recursion limit is an unreadable record: the run reads the whole window."""
+    (tmp_path / f"r.jsonl{STATE_SUFFIX}").write_text("[" * 200_000)
+
+    summary, requests = attempt(emulator, operator(tmp_path), None, try_number=2)
+
+    assert summary is not None and requests == FULL_RUN
+    assert "its record is not a resume state of this provider" in logged(capsys)
+    assert sorted(published_ids(tmp_path)) == all_ids(emulator)
+    assert leftovers(tmp_path) == []
+
+
+def test_lineage_lists_the_keys_only_the_reused_parts_hold(deyel_conn, tmp_path):
+    """JSON Lines lists the keys written for lineage: a resumed run's include those of the parts it reuses,
+    which it never read itself (here ``early``, a key only the first 30 instances have)."""
+
+    def jsonl(path: Path = tmp_path / "r.jsonl") -> OutputSpec:
+        return OutputSpec(str(path), max_file_bytes=1)  # a part per page
+
+    with run_emulator(records=0) as server:
+        deyel_conn(url=server.url)
+        for n in range(60):
+            server.state.store.create(FORM, {"dsName": f"i{n}", **({"early": n} if n < 30 else {})})
+            server.advance(60)
+        server.advance(3600)
+        window = WindowSpec(0, int(server.state.clock.now() * 1000) - 1_800_000)
+        baseline = extract(DeyelHook(), ReadSpec(FORM, page_size=10), jsonl(tmp_path / "b.jsonl"), window)
+        spec = ResumeSpec(owner="o", run_id="r", signer=signer(), store=TaskStateStore())
+
+        def stop(_: int | None) -> None:
+            raise DeyelError("stopped after the read")
+
+        with pytest.raises(DeyelError):
+            read = ReadSpec(FORM, page_size=10)
+            extract(DeyelHook(), read, jsonl(), window, before_publish=stop, resume=spec)
+        (value,) = spec.store.values.values()
+        assert sum(part[2] for part in value["parts"]) >= 30  # the early instances are in the reused parts
+        resumed = extract(DeyelHook(), ReadSpec(FORM, page_size=10), jsonl(), window, resume=spec)
+
+    assert resumed.records == baseline.records == 60 and resumed.requests < baseline.requests
+    assert "early" in [column["name"] for column in resumed.columns]
+    assert resumed.columns == baseline.columns
+
+
+def test_a_csv_cell_longer_than_the_csv_modules_field_limit_is_counted(deyel_conn, tmp_path, caplog):
+    """A staged CSV part's rows are counted however long a cell is (Python's csv reader refuses a field over
+    131,072 characters): a notes field of 200,000 characters does not stop the retry."""
+    fields = ["idObjectValue", "dtLastUpdate", "dsNotes"]
+    with run_emulator(records=0) as server:
+        deyel_conn(url=server.url)
+        for n in range(40):
+            notes = "x" * 200_000 if n == 3 else f'line "{n}"\nnext'
+            server.state.store.create(FORM, {"dsNotes": notes})
+            server.advance(60)
+        server.advance(3600)
+        window = WindowSpec(0, int(server.state.clock.now() * 1000) - 1_800_000)
+        output = OutputSpec(str(tmp_path / "r.csv"), format="csv", fields=fields, max_file_bytes=1)
+        spec = ResumeSpec(owner="o", run_id="r", signer=signer(), store=TaskStateStore())
+
+        def stop(_: int | None) -> None:
+            raise DeyelError("stopped after the read")
+
+        with pytest.raises(DeyelError):
+            extract(
+                DeyelHook(), ReadSpec(FORM, page_size=10), output, window, before_publish=stop, resume=spec
+            )
+        (value,) = spec.store.values.values()
+        staged = sum(part[2] for part in value["parts"])
+        caplog.set_level("INFO")
+        result = extract(DeyelHook(), ReadSpec(FORM, page_size=10), output, window, resume=spec)
+
+    assert staged >= 10 and f"staged part(s) of {staged} records verified" in caplog.text
+    assert result.records == 40
+    limit = csv.field_size_limit(1 << 20)  # reading it back here needs the larger limit
+    try:
+        ids = [i for part in result.parts for i in ids_of_part(Path(part["path"].removeprefix("file:")))]
+    finally:
+        csv.field_size_limit(limit)
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_a_damaged_compressed_part_makes_the_retry_start_over(emulator, deyel_conn, tmp_path, capsys):
+    """A staged gzip part cut short (a damaged disk, a hand's edit) fails to decode: the retry says which
+    part and reads the whole window, instead of failing every retry on the decoder's EOFError."""
+    cut_at(emulator, CUT)
+    summary, _ = attempt(emulator, operator(tmp_path, "r.jsonl.gz", compression="gzip"), None)
+    emulator.clear_faults()
+    assert summary is None
+    record = recorded(tmp_path, None)
+    part = tmp_path / record["parts"][0][1]
+    part.write_bytes(part.read_bytes()[:-12])  # the gzip trailer and some of the stream
+    capsys.readouterr()
+
+    summary, requests = attempt(
+        emulator, operator(tmp_path, "r.jsonl.gz", compression="gzip"), None, try_number=2
+    )
+
+    assert summary is not None and requests == FULL_RUN
+    assert "staged part 0 holds" in logged(capsys)
+    manifest = json.loads((tmp_path / "r.jsonl.gz.parts.json").read_text())
+    ids = [i for part in manifest["parts"] for i in ids_of_part(tmp_path / part["name"])]
+    assert len(ids) == len(set(ids)) == RECORDS
+    assert leftovers(tmp_path) == []
+
+
+class FailingStore(TaskStateStore):
+    """A task state store whose writes (``set``) or removals (``delete``) fail, as an API call may."""
+
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        if self.failing == "set":
+            raise RuntimeError("the API server is away")
+        super().set(key, value)
+
+    def delete(self, key: str) -> None:
+        if self.failing == "delete":
+            raise RuntimeError("the API server is away")
+        super().delete(key)
+
+
+def test_a_record_that_cannot_be_written_does_not_fail_the_run(emulator, deyel_conn, tmp_path, capsys):
+    summary, requests = attempt(emulator, operator(tmp_path), FailingStore("set"))
+
+    assert summary is not None and requests == FULL_RUN and summary["records"] == RECORDS
+    text = logged(capsys)
+    assert text.count("could not record the staged parts (RuntimeError)") == 1  # once: no more tries
+    assert sorted(published_ids(tmp_path)) == all_ids(emulator)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_record_that_cannot_be_removed_after_the_publish_does_not_fail_the_run(
+    emulator, deyel_conn, tmp_path, capsys
+):
+    store = FailingStore("none")
+    failed_first_attempt(emulator, tmp_path, store)
+    store.failing = "delete"
+    capsys.readouterr()
+
+    summary, requests = attempt(emulator, operator(tmp_path), store, try_number=2)
+
+    assert summary is not None and requests == 49 and summary["records"] == RECORDS
+    assert "could not remove the resume record (RuntimeError)" in logged(capsys)
+    ids = published_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == RECORDS
+    assert leftovers(tmp_path) == []
+    # Its parts are published: a later attempt of the run that finds the record reads the whole window.
+    store.failing = "none"
+    capsys.readouterr()
+    summary, requests = attempt(emulator, operator(tmp_path), store, try_number=3, max_tries=3)
+    assert summary is not None and requests == FULL_RUN and "is gone" in logged(capsys)
+    assert store.values == {}
 
 
 @pytest.fixture

@@ -18,20 +18,17 @@ must be bounded (an interval, a partition, a watermark window, whose end the rec
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import hmac
-import io
 import json
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from deyel_provider.extract.parts import OutputFiles, WrittenPart
 from deyel_provider.extract.spec import OutputSpec, WindowSpec
+from deyel_provider.extract.staged import read_back
 from deyel_provider.extract.watermark import WatermarkSigner
 from deyel_provider.extract.watermark_run import task_watermark_key
 from deyel_provider.storage import publish
-from deyel_provider.storage.compression import decoded
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -45,7 +42,6 @@ VERSION = 1
 STATE_SUFFIX = ".resume.json"
 #: The most of a state object read (a thousand parts take about 150 KB).
 MAX_STATE_BYTES = 1 << 20
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -134,9 +130,13 @@ class Staging:
         self._reused: list[WrittenPart] = []
         self.boundary: int | None = None
         self._end: int | None = None
-        self._pending: tuple[list[StagedPart], int, int | None] | None = None
+        #: The keys the recorded parts hold, first seen first (JSON Lines lists them for lineage).
+        self.columns: list[str] = []
+        self._pending: tuple[list[StagedPart], int, int | None, list[str]] | None = None
         #: Parts the writer had completed at the last piece.
         self._completed = 0
+        #: False once a record could not be written: the attempt goes on without recording.
+        self._recording = True
 
     # -- the attempt's start ---------------------------------------------------------------------------------
 
@@ -219,15 +219,26 @@ class Staging:
             if digest is None:
                 return
             pending.append(StagedPart(first + part.number, name, part.records, part.size, digest))
-        self._pending = (pending, piece.end, window_end)
+        # Every key written so far is in these parts: the piece that ended the last left nothing open.
+        self._pending = (pending, piece.end, window_end, list(getattr(writer, "columns", None) or []))
 
     def _commit(self) -> None:
         assert self._pending is not None
-        parts, boundary, window_end = self._pending
+        parts, boundary, window_end, columns = self._pending
         self._pending = None
         self.parts += parts
-        self.boundary, self._end = boundary, window_end
-        self._save()
+        self.boundary, self._end, self.columns = boundary, window_end, columns
+        if not self._recording:
+            return
+        try:
+            self._save()
+        except Exception as exc:  # a record is for a retry: failing to write one must not fail this attempt
+            self._recording = False
+            self._log.warning(
+                "could not record the staged parts (%s): going on without; a retry resumes after the parts "
+                "recorded before, if any, or reads the whole window",
+                _reason(exc),
+            )
 
     # -- the attempt's end -----------------------------------------------------------------------------------
 
@@ -261,6 +272,7 @@ class Staging:
             "window": [self._window.start, self._end],
             "boundary": self.boundary,
             "parts": [[p.number, p.name, p.records, p.bytes, p.sha256] for p in self.parts],
+            "columns": self.columns,
         }
 
     def _save(self) -> None:
@@ -287,20 +299,27 @@ class Staging:
             return None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth: planted, not ours
             return "unreadable"
 
     def _drop(self) -> None:
-        if self._spec.store is not None:
-            self._spec.store.delete(self._key)  # a no-op without one
-            return
-        name = self._sidecar.name
-        publish.remove_own_files(
-            self._sidecar, publish.glob_escape(name), lambda found: found == name, "its run is over"
-        )
+        try:
+            if self._spec.store is not None:
+                self._spec.store.delete(self._key)  # a no-op without one
+                return
+            name = self._sidecar.name
+            publish.remove_own_files(
+                self._sidecar, publish.glob_escape(name), lambda found: found == name, "its run is over"
+            )
+        except Exception as exc:  # after a publish, or while a failure is raised: never this attempt's end
+            self._log.warning(
+                "could not remove the resume record (%s): an attempt that finds it finds its parts gone and "
+                "reads the whole window",
+                _reason(exc),
+            )
 
     def _restart(self) -> None:
-        self.parts, self._reused, self.boundary, self._end = [], [], None, None
+        self.parts, self._reused, self.boundary, self._end, self.columns = [], [], None, None, []
         self._drop()
 
     def _verify(self, state: Any) -> str | None:
@@ -355,7 +374,8 @@ class Staging:
             why = self._verify_part(part)
             if why is not None:
                 return why
-        self.parts, self.boundary, self._end = parts, body["boundary"], end
+        columns = [str(name) for name in body["columns"]]
+        self.parts, self.boundary, self._end, self.columns = parts, body["boundary"], end, columns
         self._files.first_part = len(parts)
         for written in self._reused:
             self._files.track(written.temp)
@@ -366,22 +386,25 @@ class Staging:
         if temp is None:
             return f"staged part {part.number} ({part.name}) is gone, or not a regular file of ours"
         with temp.open("rb") as raw:
-            hashed = _Reading(raw)
-            records = _count(decoded(cast("IO[bytes]", hashed), self._files.codec), self._format)
-            while hashed.read(_CHUNK):
-                pass
+            held = read_back(raw, self._files.codec, self._format)
         target = self._files.part_target(part.number)
         self._reused.append(WrittenPart(part.number, temp, target, part.records, part.bytes))
-        if hashed.size != part.bytes:
+        if held.size != part.bytes:
             return (
-                f"staged part {part.number} holds {hashed.size} bytes, not the {part.bytes} recorded "
+                f"staged part {part.number} holds {held.size} bytes, not the {part.bytes} recorded "
                 f"(truncated?)"
             )
-        if hashed.hexdigest() != part.sha256:
+        if held.sha256 != part.sha256:
             return f"staged part {part.number} does not hold the bytes recorded (its SHA-256 differs)"
-        if records != part.records:
+        if held.records != part.records:
+            records = "no readable" if held.records is None else held.records
             return f"staged part {part.number} holds {records} records, not the {part.records} recorded"
         return None
+
+
+def _reason(exc: BaseException) -> str:
+    """What a failed record write or removal says in the log (no value of the exception's text)."""
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def _fields(output: OutputSpec) -> list[str] | None:
@@ -400,40 +423,6 @@ def _not_resumable(output: OutputSpec, window: WindowSpec) -> str | None:
     if window.start is None or (window.end is None and not window.end_at_server_time):
         return "a full load reads up to the server's present, which has moved since the earlier attempt"
     return None
-
-
-def _count(stream: Any, fmt: str) -> int:
-    """Records in a part's decoded bytes: lines of JSON Lines, rows of CSV after the header."""
-    if fmt == "csv":
-        rows = sum(1 for _ in csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline="")))
-        return max(0, rows - 1)
-    count = 0
-    while chunk := stream.read(_CHUNK):
-        count += chunk.count(b"\n")
-    return count
-
-
-class _Reading(io.RawIOBase):
-    """Reads ``raw`` and hashes what passes (SHA-256), counting bytes."""
-
-    def __init__(self, raw: Any) -> None:
-        super().__init__()
-        self._raw = raw
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self._sha.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
 
 
 def sidecar_of(target: ObjectStoragePath) -> ObjectStoragePath:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from deyel_provider.extract.formats.text import CsvWriter
+from deyel_provider.extract.formats.text import CsvWriter, JsonLinesWriter
 from deyel_provider.extract.formats.writers import make_writer
 from deyel_provider.extract.parts import OutputFiles, check_output_name
 from deyel_provider.extract.progress import Progress
@@ -41,7 +41,8 @@ class ExtractResult:
     bytes: int
     seconds: float
     requests: int
-    #: The fewest requests that could have listed ``records``: ``ceil(records / page_size)`` (at least 1).
+    #: The fewest requests that could have listed ``records``: ``ceil(records / page_size)`` (at least 1);
+    #: after a resume, of the records this attempt read itself, as ``requests`` counts its own.
     min_requests: int
     #: ``requests / min_requests``: what the slicing cost over a page loop that knew the count (1.0 at
     #: best; the first response of a window and the last, at the present, come on top of the slices).
@@ -123,9 +124,11 @@ def extract(
         redact=hook.redactor,
         **_parquet_options(output, hook.config.id_field),
     )
+    if staging is not None and isinstance(writer, JsonLinesWriter):
+        writer.list_keys(staging.columns)  # lineage lists the reused parts' keys too
     progress.begin()
-    if staging is not None:
-        progress.records += staging.records
+    reused_records = staging.records if staging is not None else 0
+    progress.records += reused_records
     read_window = staging.read_window if staging is not None else window
     logger.info("extracting %s to %s", read.form, target if output.split else files.part_target(0))
     skipped = False
@@ -176,7 +179,8 @@ def extract(
         bytes=sum(part.bytes for part in written),
         seconds=round(progress.elapsed, 3),
         requests=stats.requests,
-        min_requests=(fewest := max(1, -(-progress.records // reader.page_size))),
+        # Of the records this attempt read: a resumed retry's requests are its own (docs/extraction.md).
+        min_requests=(fewest := max(1, -(-(progress.records - reused_records) // reader.page_size))),
         requests_ratio=round(stats.requests / fewest, 3),
         repeats=stats.repeats,
         window_start=window.start,

@@ -113,6 +113,11 @@ class JsonLinesWriter(RecordWriter):
             )
         part.files[-1].stream.write(data)
 
+    def list_keys(self, keys: Sequence[str]) -> None:
+        """List ``keys`` first: those of the parts an earlier attempt wrote, which a resumed run publishes."""
+        if self.fields is None:
+            self._list_keys([dict.fromkeys(keys)])
+
     def _list_keys(self, records: Sequence[dict[str, Any]]) -> None:
         known, columns = self._known, self.columns
         for record in records:
