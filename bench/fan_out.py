@@ -56,8 +56,9 @@ KILL_AT = 0.7
 
 
 def n_rounds() -> int:
-    """One round with --quick (a deployment's run takes tens of seconds even when small)."""
-    return 1 if quick() else rounds()
+    """One round with --quick unless ``--rounds`` says otherwise (a deployment's run takes tens of seconds
+    even when small)."""
+    return 1 if quick() and "BENCH_ROUNDS" not in os.environ else rounds()
 
 
 # -- the Celery deployment -----------------------------------------------------------------------------------
