@@ -8,10 +8,11 @@ worker takes it: CeleryExecutor spreads them); ``accounts.commit`` checks every 
 and moves the watermark once. A retried read rewrites its own part only. ``report`` reads the manifest and
 says which worker wrote each part.
 
-This replaces ``deyel_fan_out`` (pages by offset, which skip and repeat instances while the form changes)
-as the way to spread an extraction. The output folder is ``$DEYEL_DEMO_OUTPUT`` (``make demo`` sets it),
-else ``/tmp/deyel-extract``. Needs a ``deyel_default`` connection (see ``deyel_api_call.py``); with a shared
-token cache (``file`` on one host, ``redis`` across hosts) the whole run makes one token POST.
+It replaces the former ``deyel_fan_out`` example (mapped ``DeyelOperator`` calls reading pages by offset,
+which skip and repeat instances while the form changes) as the way to spread an extraction. The output folder
+is ``$DEYEL_DEMO_OUTPUT`` (``make demo`` sets it), else ``/tmp/deyel-extract``. Needs a ``deyel_default``
+connection (see ``deyel_api_call.py``); with a shared token cache (``file`` on one host, ``redis`` across
+hosts) the whole run makes one token POST.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from airflow.sdk import DAG, Asset, task
 from deyel_provider.task_groups.extract import deyel_extract_group
 
 FORM = "CRM_ACCOUNT"
-PARTS = 4
+PARTS = 8
 FOLDER = Path(os.environ.get("DEYEL_DEMO_OUTPUT", "/tmp/deyel-extract")).resolve() / FORM / "fan_out"  # noqa: S108
 ACCOUNTS = Asset(FOLDER.as_uri())
 

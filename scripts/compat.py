@@ -49,7 +49,6 @@ SUITE_TIMEOUT = 3600
 DAG_RUNS: tuple[tuple[str, str | None], ...] = (
     ("deyel_api_call", None),
     ("deyel_shared_token", None),
-    ("deyel_fan_out", None),
     ("deyel_extract_fan_out", None),
     ("deyel_extract_daily", "2026-01-02T00:00:00+00:00"),
     ("deyel_extract_consumer", None),

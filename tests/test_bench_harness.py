@@ -233,3 +233,31 @@ def test_a_child_reports_its_own_peak_rss_not_its_parents():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert len(ballast) == 160 << 20
     assert float(done.stdout) < 100
+
+
+# -- bench/fan_out.py -------------------------------------------------------------------------------------
+
+
+def test_the_fan_out_bench_dags_hold_every_variant_it_triggers():
+    from bench.fan_out import DAG_RUNS, DAGS, PARTS
+    from tests.support.helpers import dagbag_class
+
+    dagbag = dagbag_class()(dag_folder=str(DAGS))
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {dag_id for dag_id, _ in DAG_RUNS.values()}
+    for dag_id, task_id in DAG_RUNS.values():
+        assert task_id in dagbag.dags[dag_id].task_dict, (dag_id, task_id)
+    one = {w: dagbag.dags[f"deyel_bench_one_task_{w}"].get_task("extract").max_workers for w in (1, 8)}
+    assert one == {1: 1, 8: 8}
+    assert PARTS == 8
+
+
+def test_the_resume_bench_child_extracts_every_instance_in_parts(emulator, deyel_conn, tmp_path, capsys):
+    from bench import _resume_child
+
+    folder = tmp_path / "out"
+    _resume_child.main({"folder": str(folder), "try_number": 1, "page_size": 10, "max_file_bytes": 5000})
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert json.loads(line) == {"records": 50, "requests": emulator.stats()["api_requests"]}
+    manifest = json.loads((folder / "accounts.jsonl.parts.json").read_text())
+    assert len(manifest["parts"]) > 1 and manifest["records"] == 50

@@ -111,22 +111,6 @@ def test_the_consumer_reads_every_file_of_a_run_that_batches_several_events(
 
 
 @pytest.mark.dag
-def test_fan_out_dag_reads_every_page_with_one_token(emulator, deyel_conn, airflow_db, dagbag):
-    from dags_examples.deyel_fan_out import PAGE_SIZE, PAGES
-
-    run = dagbag.get_dag("deyel_fan_out").test()
-    assert run.state == "success"
-    stats = emulator.stats()
-    assert stats["api_requests"] == PAGES
-    # One process (dag.test): the process cache shares the token between all 20 tasks.
-    assert stats["token_requests"] == 1
-    total = next(ti for ti in run.get_task_instances() if ti.task_id == "total")
-    # The emulator fixture holds 50 records: all on the first page, the 19 others empty.
-    assert PAGE_SIZE >= 50
-    assert total.xcom_pull(task_ids="total") == 50
-
-
-@pytest.mark.dag
 def test_extract_fan_out_dag_publishes_every_instance_in_parts_with_one_token(
     emulator, deyel_conn, airflow_db, dagbag, capsys
 ):
