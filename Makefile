@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(PY) scripts/demo.py
 
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on servers and
+# subprocesses, so more workers than cores pay. tests/conftest.py keeps on one worker each the e2e deployments,
+# the wheel build and the tests of each module-scoped fixture (--dist loadgroup). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 4
 test: lint
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Real deployments: LocalExecutor on SQLite, CeleryExecutor with a private redis-server and PostgreSQL
 # (127.0.0.1:5432, user postgres), and the connection form in headless Chromium.

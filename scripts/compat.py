@@ -42,8 +42,10 @@ NEWER_FLOORS = ("urllib3", "filelock", "backports-zstd", "pandas")
 UV = [sys.executable, "-m", "uv"]
 #: Seconds one example DAG may take under ``airflow dags test`` (a wait that never ends fails the row).
 DAG_TIMEOUT = 600
-#: Seconds the unit suite may take on one minor (about 8 minutes on a 2-core machine).
+#: Seconds the unit suite may take on one minor (about 8 minutes on a 2-core machine in one process).
 SUITE_TIMEOUT = 3600
+#: pytest-xdist workers for the unit suite (make test's PYTEST_WORKERS).
+SUITE_WORKERS = 4
 #: Every example DAG, in an order where a consumer follows its producer; a logical date where a DAG reads
 #: its data interval (the run at 2026-01-02 covers 2026-01-01).
 DAG_RUNS: tuple[tuple[str, str | None], ...] = (
@@ -161,6 +163,12 @@ def run_suite(venv: Path, log: Path, pytest_args: list[str]) -> tuple[bool, str]
         "no:cacheprovider",
         "-m",
         "not e2e and not packaging and not docs",
+        # Worker processes as in make test (pytest-xdist comes with the test group); --pytest-args "-n 0"
+        # runs the suite in one process.
+        "-n",
+        str(SUITE_WORKERS),
+        "--dist",
+        "loadgroup",
     ]
     code = sh(*args, *pytest_args, "-o", "console_output_style=classic", f"--junitxml={report}", log=log,
               env=clean_env(home), timeout=SUITE_TIMEOUT)  # fmt: skip

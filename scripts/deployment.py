@@ -123,11 +123,16 @@ class Deployment:
     api_port: int = 0
     password: str = ""
     processes: list[Process] = field(default_factory=list, init=False)
+    log_ports: tuple[int, int] = field(default=(0, 0), init=False)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.api_port = self.api_port or free_port()
+        # The scheduler's and the triggerer's log servers: free ports too, so that two deployments on one
+        # machine (the e2e tests' LocalExecutor and Celery ones, parallel test workers) do not both want the
+        # default 8793 and 8794.
+        self.log_ports = (free_port(), free_port())
         self.password = self.password or secrets.token_urlsafe(12)
         self.dags_folder = self._dags_folder(list(self.dags_folders))
         (self.home / "output").mkdir(exist_ok=True)
@@ -187,6 +192,8 @@ class Deployment:
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_ports[0]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.log_ports[1]),
             "AIRFLOW__API_AUTH__JWT_SECRET": shared["jwt_secret"],
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn
             or f"sqlite:///{self.home}/airflow.db",

@@ -147,3 +147,52 @@ def pytest_collection_modifyitems(config, items) -> None:
     ]
     if unmarked:
         raise pytest.UsageError(f"tests that run a DAG without @pytest.mark.dag: {unmarked}")
+    # The heavy shared set-ups first, so that their worker starts them while the others take the rest.
+    items.sort(key=lambda item: SCOPE_ORDER.get(xdist_scope(item.nodeid), len(SCOPE_ORDER)))
+
+
+#: Test files that share the ``wheel_dist`` session fixture (one ``make dist`` for both).
+WHEEL_MODULES = ("tests/test_packaging.py", "tests/test_quickstart.py")
+SCOPE_ORDER = {"e2e": 0, "wheel": 1}
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The work unit a test belongs to under ``pytest -n N --dist loadgroup`` (make test): one worker runs a
+    unit's tests one after another, in the order of the file.
+
+    - ``e2e``: the real deployments (session fixtures: Airflow components, PostgreSQL, Chromium) are CPU
+      heavy and ``local_deployment`` serves three files; one worker runs them all, once;
+    - ``wheel``: ``make dist`` once for the packaging and quickstart tests (the ``wheel_dist`` fixture);
+    - otherwise the test's file: its module-scoped fixtures (an emulator, a built site, a clean virtualenv)
+      are made once, and its tests keep their order.
+
+    Each worker is a process of its own with its own AIRFLOW_HOME (the ``mkdtemp`` above), SQLite database,
+    temp folders, and emulators and redis-server on free ports.
+    """
+    module = nodeid.split("::", 1)[0]
+    if module.startswith("tests/e2e/"):
+        return "e2e"
+    if module in WHEEL_MODULES:
+        return "wheel"
+    return module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the units of :func:`xdist_scope`. pytest-xdist 3.8 groups tests by renaming
+    them (``nodeid@group``), which pytest 9.2 no longer lets a plugin do: its own grouping silently spread the
+    e2e tests over every worker, each starting its own deployments."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SuiteScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+        def schedule(self) -> None:
+            # The collection's order (the heavy units first, see above), not the number of tests per unit.
+            self.config.option.loadscopereorder = False
+            super().schedule()
+
+    return SuiteScheduling(config, log)

@@ -240,7 +240,11 @@ def test_a_watermark_signed_with_another_connections_secret_is_not_trusted(emula
 # -- a watermark checked against the server's present (review R6) --------------------------------------------
 
 
-@pytest.mark.parametrize("start", [int(time.time() * 1_000_000), -1, MAX_MS + 1, True, "5", 1.5])
+# A moment of 2026 in microseconds (a fixed value: pytest-xdist needs the same test ids in every worker).
+NOW_IN_MICROSECONDS = 1_780_000_000_000_000
+
+
+@pytest.mark.parametrize("start", [NOW_IN_MICROSECONDS, -1, MAX_MS + 1, True, "5", 1.5])
 def test_a_start_that_is_no_epoch_millisecond_moment_is_refused_when_built(start):
     """Review R6: start= in microseconds by mistake was taken as it is (and failed only when polled)."""
     with pytest.raises(DeyelConfigError, match=r"start must be epoch milliseconds"):

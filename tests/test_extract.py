@@ -271,8 +271,11 @@ def stopping_rename(src, dst, *args, **kwargs):
         return real_rename(src, dst, *args, **kwargs)
     if side == "after":
         real_rename(src, dst, *args, **kwargs)
-    with open(marker, "w") as fh:
+    # Written whole, then renamed into place: the test kills this process as soon as the marker exists, so
+    # it must never see the name before the text (an empty marker failed a loaded run).
+    with open(marker + ".part", "w") as fh:
         fh.write(side + " the rename")
+    real_rename(marker + ".part", marker)
     time.sleep(120)  # killed here
 
 os.rename = stopping_rename

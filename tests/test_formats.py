@@ -213,9 +213,10 @@ def test_every_reader_reads_back_the_csv_written(tmp_path):
         branches.took("every reader")
 
     example()
-    # About half the draws are CSV-writable by design (the other half hold what CSV must refuse): 49% was
-    # seen in a full run, so the bound proves the success branch runs without flaking on a random draw.
-    branches.assert_share("every reader", at_least=0.4)
+    # About half the draws are CSV-writable by design (the other half hold what CSV must refuse), but
+    # Hypothesis does not split one_of evenly: 49% and 33% were seen in full runs (40% failed one). A quarter
+    # of 150 examples still proves the success branch runs, without flaking on a random draw.
+    branches.assert_share("every reader", at_least=0.25)
 
 
 # -- the findings, one by one -------------------------------------------------------------------------------

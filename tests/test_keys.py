@@ -667,7 +667,11 @@ def test_the_probe_fails_a_stand_in_stamping_in_micro_or_nanoseconds(stand_in, c
     assert "incremental_field" in updated["text"]
 
 
-@pytest.mark.parametrize("moment", [int(time.time() * 1_000_000), -62_135_596_800_001, 253_402_300_800_000])
+# A moment of 2026 in microseconds (a fixed value: pytest-xdist needs the same test ids in every worker).
+NOW_IN_MICROSECONDS = 1_780_000_000_000_000
+
+
+@pytest.mark.parametrize("moment", [NOW_IN_MICROSECONDS, -62_135_596_800_001, 253_402_300_800_000])
 def test_a_date_literal_of_a_moment_out_of_range_is_a_typed_error(moment):
     from deyel_provider.api.dates import search_literal
     from deyel_provider.exceptions import DeyelConfigError

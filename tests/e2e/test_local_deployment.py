@@ -69,17 +69,22 @@ def finished_runs(local_deployment, local_emulator):
     approver.start()
     dag_ids = [*example_dag_ids(), SECRETS_DAG]
     runs = {}
-    for dag_id in dag_ids:
-        api.wait_for_dag(dag_id)
-        if dag_id in ASSET_SCHEDULED:
-            api.unpause(dag_id)
-        else:
-            runs[dag_id] = api.trigger(dag_id, logical_date=EXTRACT_AT if dag_id in INTERVAL_DAGS else None)
-    finished = {dag_id: api.wait_for_run(dag_id, run_id) for dag_id, run_id in runs.items()}
-    for dag_id in ASSET_SCHEDULED:
-        finished[dag_id] = api.wait_for_run(dag_id, api.wait_for_any_run(dag_id))
-    stop.set()
-    approver.join(30)
+    # The approver stops whatever happens: left running after a failed wait, it outlived the deployment's
+    # emulator and its exception failed whichever later test was running then.
+    try:
+        for dag_id in dag_ids:
+            api.wait_for_dag(dag_id)
+            if dag_id in ASSET_SCHEDULED:
+                api.unpause(dag_id)
+            else:
+                logical_date = EXTRACT_AT if dag_id in INTERVAL_DAGS else None
+                runs[dag_id] = api.trigger(dag_id, logical_date=logical_date)
+        finished = {dag_id: api.wait_for_run(dag_id, run_id) for dag_id, run_id in runs.items()}
+        for dag_id in ASSET_SCHEDULED:
+            finished[dag_id] = api.wait_for_run(dag_id, api.wait_for_any_run(dag_id))
+    finally:
+        stop.set()
+        approver.join(30)
     assert set(finished) == set(dag_ids)
     return finished
 
