@@ -8,6 +8,7 @@ cleared; and the group in Airflow's own runs (``dag.test()``), watermark and all
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from deyel_provider.compat import AIRFLOW_VERSION
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
 from deyel_provider.extract.fan_out import commit_parts, plan_slices, read_part, read_tail, staging_folder
+from deyel_provider.extract.run import ExtractResult
 from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.branches import Branches, message_class
@@ -157,7 +159,11 @@ def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(
 
     example()
     contract = branches.counts["contract, several parts"] + branches.counts["contract, one part"]
-    assert contract >= 0.8 * branches.total, dict(branches.counts)
+    # A full load under a writer as fast as the reader fails typed, as one task's does (allowed above only
+    # for full loads): drawn at random, those were up to 8 of 26 examples, failing a share of all of them.
+    assert contract >= 0.8 * (branches.total - branches.counts["typed error: changes faster"]), dict(
+        branches.counts
+    )
     branches.assert_share("contract, several parts", at_least=0.2)
     assert full_in_parts, dict(branches.counts)  # the explicit full-load example, at least
 
@@ -340,6 +346,153 @@ def test_a_part_missing_or_cut_short_publishes_nothing(split):
         commit_parts(output, RUN_KEY, reads[:1] + reads[2:])
 
 
+def test_reads_of_two_plans_are_never_published_together(split):
+    """The plan cleared alone cuts the window again (here into 3, the counts having moved): a read retried
+    after it reads a slice of the new cut. Its part beside those of the old cut would hold instances twice
+    or lose some: the commit refuses the set, and a window other than the planned one."""
+    _, output, read, planned, reads = split
+    lake = Path(output.output).parent
+    replanned = plan_slices(DeyelHook(), read, WindowSpec(planned["start"], planned["end"]), 3)
+    assert replanned["slices"][1] != planned["slices"][1]
+    mixed = [*reads]
+    mixed[1] = read_part(DeyelHook(), read, output, replanned["slices"][1], 1, RUN_KEY)
+    with pytest.raises(DeyelIncompleteError, match=r"do not cut the planned window .* clear the whole group"):
+        commit_parts(output, RUN_KEY, mixed)
+    # A full load's plan cleared alone: a new present, the parts of the old one (the commit gets the window).
+    with pytest.raises(DeyelIncompleteError, match=r"do not cut the planned window"):
+        commit_parts(output, RUN_KEY, reads, (planned["start"], planned["end"] + 1))
+    assert sorted(p.name for p in lake.iterdir()) == [
+        staging_folder(output, RUN_KEY).name
+    ]  # nothing published
+
+
+def test_a_link_among_the_staged_parts_is_neither_read_nor_published(split, tmp_path):
+    """A link planted at a staged part's name (to a file of the same bytes) is refused by the commit, never
+    followed to count it nor renamed into the output: the staged parts are opened as publish opens files."""
+    _, output, _, _, reads = split
+    lake = Path(output.output).parent
+    staged = Path(str(staging_folder(output, RUN_KEY).path)) / "part-00001.jsonl"
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_bytes(staged.read_bytes())
+    staged.unlink()
+    staged.symlink_to(elsewhere)
+    with pytest.raises(DeyelIncompleteError, match=r"not a regular file of this user"):
+        commit_parts(output, RUN_KEY, reads)
+    assert sorted(p.name for p in lake.iterdir()) == [staged.parent.name]
+    assert not any(p.is_symlink() for p in lake.iterdir())
+
+
+def test_a_staging_folder_someone_else_made_or_may_write_is_refused(split, tmp_path):
+    """Another local user who can create names in the output's folder (a sticky /tmp) could make the staging
+    folder first, or swap a part in one others may write, between its read and the commit: the reads and the
+    commit use only a folder of the worker's own user that only it may write, never a link to one."""
+    _, output, read, planned, reads = split
+    folder = Path(str(staging_folder(output, RUN_KEY).path))
+    assert folder.stat().st_mode & 0o777 == 0o700  # made private by the reads
+    folder.chmod(0o777)
+    with pytest.raises(DeyelConfigError, match=r"staging folder .* not a folder of this worker's user"):
+        commit_parts(output, RUN_KEY, reads)
+    with pytest.raises(DeyelConfigError, match=r"staging folder"):
+        read_part(DeyelHook(), read, output, planned["slices"][0], 0, RUN_KEY)
+    folder.chmod(0o700)
+    os.chown(folder, 4242, 4242)  # another user's (the tests run as root)
+    with pytest.raises(DeyelConfigError, match=r"uid 4242"):
+        commit_parts(output, RUN_KEY, reads)
+    os.chown(folder, os.getuid(), os.getgid())
+    # Planted as a link (to a folder of the worker's own) before another run's reads: nothing written there.
+    target = tmp_path / "planted"
+    target.mkdir()
+    Path(str(staging_folder(output, "dag\nother run\ngroup").path)).symlink_to(target)
+    with pytest.raises(DeyelConfigError, match=r"staging folder"):
+        read_part(DeyelHook(), read, output, planned["slices"][0], 0, "dag\nother run\ngroup")
+    assert list(target.iterdir()) == []
+
+
+def test_the_commit_removes_what_reads_of_an_earlier_plan_left_in_its_staging_folder(split):
+    """A plan cleared (with its reads) into fewer slices leaves the old cut's extra parts, a killed read its
+    temporary file: the commit removes them with the staging folder (recursively, as UPath's rmdir did by
+    default before it was asked to), which no run would otherwise reuse."""
+    _, output, _, _, reads = split
+    lake = Path(output.output).parent
+    folder = Path(str(staging_folder(output, RUN_KEY).path))
+    (folder / "part-00007.jsonl").write_bytes(b"{}\n")
+    (folder / "part-00002.jsonl.tmp-0123").write_bytes(b"{")
+    commit_parts(output, RUN_KEY, reads)
+    assert not folder.exists()
+    assert sorted(os.listdir(lake)) == sorted(
+        [*(f"accounts.part-{n:05d}.jsonl" for n in range(4)), "accounts.jsonl.parts.json"]
+    )
+
+
+def test_the_commit_removes_the_staging_folders_failed_runs_left_a_week_ago(split, tmp_path):
+    """Runs that failed and were never committed leave their staged parts: a commit of the same output
+    removes those of this user untouched for a week (folder and parts), and nothing else: a recent one (a
+    run at work), another user's, a link named like one (nor what it points to)."""
+    _, output, _, _, reads = split
+    lake = Path(output.output).parent
+    week_ago = time.time() - 7 * 86400 - 60
+
+    def staging(run: str, *, age: float | None = None) -> Path:
+        folder = Path(str(staging_folder(output, f"dag\n{run}\ngroup").path))
+        folder.mkdir(mode=0o700)
+        (folder / "part-00000.jsonl").write_bytes(b"{}\n")
+        if age is not None:
+            for path in (folder / "part-00000.jsonl", folder):
+                os.utime(path, (age, age))
+        return folder
+
+    failed, recent, foreign = (
+        staging("failed", age=week_ago),
+        staging("recent"),
+        staging("foreign", age=week_ago),
+    )
+    os.chown(foreign, 4242, 4242)  # another user's (the tests run as root)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "part-00000.jsonl").write_bytes(b"{}\n")
+    link = Path(str(staging_folder(output, "dag\nlink\ngroup").path))
+    link.symlink_to(tmp_path / "kept")
+    os.utime(link, (week_ago, week_ago), follow_symlinks=False)
+    commit_parts(output, RUN_KEY, reads)
+    assert not failed.exists()
+    assert recent.exists() and foreign.exists() and link.is_symlink()
+    assert (tmp_path / "kept" / "part-00000.jsonl").exists()
+    assert len(list(lake.glob(".accounts.jsonl.staging-*"))) == 3
+
+
+class _Store(dict):
+    def set(self, key, value):
+        self[key] = value
+
+
+def test_a_reset_runs_commit_cleared_after_later_runs_keeps_their_windows():
+    """A run triggered with the reset conf publishes a new history once; its commit cleared after a later run
+    published (the plan's XCom still says the window was new) re-publishes it as the operator's cleared
+    reset does, keeping the later run's window: the watermark never moves back."""
+    from types import SimpleNamespace
+
+    from airflow.sdk import Asset
+
+    from deyel_provider.extract.watermark import RESET_CONF, WatermarkSigner, read_watermark
+    from deyel_provider.extract.watermark_run import WatermarkRun
+
+    asset, signer = Asset("file:///lake/accounts.jsonl"), WatermarkSigner.for_connection("s", "t", "c")
+    stores = {asset: _Store()}
+
+    def commit(run_id, conf, window, after):
+        dag_run = SimpleNamespace(run_id=run_id, conf=conf, run_after=pendulum.from_timestamp(after))
+        context = {"dag_run": dag_run, "asset_state_store": stores}
+        run = WatermarkRun(context, asset, "k", signer, start_from=lambda: 0, legacy=(FORM, "f", None))
+        run.adopt(*window, reread=False)
+        run.publish({})
+        return read_watermark(context, asset, "k", signer)
+
+    commit("reset", {RESET_CONF: True}, (START, START + MINUTE), 1_000)
+    assert commit("later", {}, (START + MINUTE, START + 2 * MINUTE), 2_000).end == START + 2 * MINUTE
+    cleared = commit("reset", {RESET_CONF: True}, (START, START + MINUTE), 1_000)
+    assert cleared.end == START + 2 * MINUTE
+    assert [w.run_id for w in cleared.windows] == ["later", "reset"]
+
+
 # -- the group in Airflow's runs --------------------------------------------------------------------------
 
 GROUP_DAG = """
@@ -450,6 +603,10 @@ def test_the_group_publishes_every_instance_in_parts_with_one_token_and_moves_th
         (n, p["records"]) for n, p in enumerate(manifest["parts"])
     ]
     assert sorted(os.listdir(lake)) == sorted([*names, "accounts.jsonl.parts.json", "full"])  # no staging
+    # Consumers of the event's extra or the XCom do not care which way it was written: the operator's keys.
+    operator_keys = {f.name for f in dataclasses.fields(ExtractResult)} - {"columns"}
+    assert operator_keys | {"mode", "window_start_iso", "window_end_iso"} <= set(summary), summary.keys()
+    assert summary["requests_ratio"] == round(summary["requests"] / summary["min_requests"], 3)
     assert summary["mode"] == "watermark" and summary["parts"] == [
         {"path": f"file://{lake / p['name']}", "records": p["records"], "bytes": p["bytes"]}
         for p in manifest["parts"]

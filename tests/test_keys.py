@@ -340,6 +340,30 @@ def test_instances_stamped_by_a_clock_running_ahead_are_a_typed_error(stand_in, 
         read_all(reader, int(time.time() * 1000) - 2 * 86_400_000)
 
 
+@pytest.mark.parametrize("ahead_ms", [25 * 3_600_000, None])
+def test_the_fan_out_plan_checks_the_unit_and_the_clock_as_one_read_does(stand_in, tmp_path, ahead_ms):
+    """The group's plan asks the watermark window with no upper bound, as one task's read does, but did not
+    check what it saw: instances stamped by a clock running ahead fell after the plan's end, in no part, and
+    the group published without them (the parts' own checks see only values below their ends; all of them
+    in microseconds, the parts' empty first responses tell). Now the plan fails as the read does. (Like one
+    task's read, it sees only its first response: such instances listed beyond it go unseen.)"""
+    from deyel_provider.extract.fan_out import plan_slices, read_part
+    from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
+
+    server = stand_in({"id_field": "id"})
+    rows = sorted(server.rows.values(), key=lambda row: int(row["id"]))
+    for row in rows[:3] if ahead_ms else rows:  # listed first: in the plan's (first) response
+        value = int(row["dtLastUpdate"])
+        row["dtLastUpdate"] = str(value + ahead_ms if ahead_ms else value * 1000)
+    said = r"clock.*running ahead" if ahead_ms else r"microseconds"
+    read, output = ReadSpec(FORM, page_size=10), OutputSpec(str(tmp_path / "out.jsonl"))
+    start = int(time.time() * 1000) - 2 * 86_400_000
+    with pytest.raises(DeyelIncompleteError, match=said):
+        planned = plan_slices(DeyelHook(), read, WindowSpec(start, None, end_at_server_time=True), 3)
+        for number, bounds in enumerate(planned["slices"]):
+            read_part(DeyelHook(), read, output, bounds, number, "dag\nrun\ngroup")
+
+
 def test_the_future_check_costs_no_request_on_a_millisecond_server(stand_in):
     """The happy path: one response holds the window (its total proven), the check adds no request."""
     server = stand_in({"id_field": "id"})

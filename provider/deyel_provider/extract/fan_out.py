@@ -21,8 +21,8 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -31,7 +31,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError
-from deyel_provider.extract.parts import PART_DIGITS, OutputFiles, WrittenPart, split_name
+from deyel_provider.extract.fan_out_staging import (
+    own_staging,
+    remove_stale_staging,
+    staged_part,
+    staging_folder,
+)
+from deyel_provider.extract.parts import OutputFiles, WrittenPart
 from deyel_provider.extract.run import extract
 from deyel_provider.extract.spec import WindowSpec
 from deyel_provider.read.window_cuts import cut_window
@@ -100,20 +106,6 @@ def check_parts(parts: Any) -> None:
         raise DeyelConfigError(f"parts must be a number from 1 to {MAX_GROUP_PARTS}, got {parts!r}")
 
 
-def staging_folder(output: OutputSpec, run_key: str) -> ObjectStoragePath:
-    """Where the parts of one run of one group wait for the commit: a hidden folder beside the output,
-    named after the output and the run (``run_key``: DAG, run, group)."""
-    target = as_storage_path(output.output, output.output_conn_id)
-    digest = hashlib.sha256(run_key.encode()).hexdigest()[:16]
-    return target.parent / f".{target.name}.staging-{digest}"
-
-
-def staged_part(output: OutputSpec, run_key: str, number: int) -> ObjectStoragePath:
-    target = as_storage_path(output.output, output.output_conn_id)
-    _, fmt_ext, compressed = split_name(target.name)
-    return staging_folder(output, run_key) / f"part-{number:0{PART_DIGITS}d}{fmt_ext}{compressed}"
-
-
 def read_part(
     hook: DeyelHook,
     read: ReadSpec,
@@ -125,6 +117,7 @@ def read_part(
 ) -> dict[str, Any]:
     """Extract ``[start, end)`` into staged part ``number``; what the commit checks it against."""
     staged = staged_part(output, run_key, number)
+    own_staging(staging_folder(output, run_key), create=True)
     spec = replace(output, output=staged, max_file_bytes=None, on_empty="write")
     result = extract(hook, read, spec, WindowSpec(int(bounds[0]), int(bounds[1])), progress=progress)
     return _read_entry(number, (int(bounds[0]), int(bounds[1])), result)
@@ -145,6 +138,7 @@ def read_tail(
     target = as_storage_path(output.output, output.output_conn_id)
     files = OutputFiles(target, split=True, codec=output.codec)
     sources = []
+    own_staging(staging_folder(output, run_key), create=True)
     for entry in reads:
         staged = staged_part(output, run_key, entry["number"])
         sources.append(staged if staged.exists() else files.part_target(entry["number"]))
@@ -176,7 +170,7 @@ def part_ids(path: Any, output: OutputSpec, id_field: str) -> Iterator[str]:
     """The instance ids a written part holds, read back (CSV and Parquet: the ``id_field`` column)."""
     from deyel_provider.api.instance_ids import instance_id
 
-    with path.open("rb") as raw:
+    with _open_part(path) as raw:
         if output.format == "parquet":
             import pyarrow.parquet as pq
 
@@ -215,6 +209,7 @@ def _read_entry(number: int, bounds: tuple[int, int | None], result: Any) -> dic
         "requests": result.requests,
         "repeats": result.repeats,
         "slices": result.slices,
+        "min_requests": result.min_requests,
         "seconds": result.seconds,
         "columns": result.columns,
         "pid": os.getpid(),
@@ -222,20 +217,36 @@ def _read_entry(number: int, bounds: tuple[int, int | None], result: Any) -> dic
     }
 
 
+def _open_part(path: Any) -> Any:
+    """A part open for reading: locally only a regular file of this user, opened without following a link
+    (publish's rule; a link planted among the parts would publish what it points to), else a typed error."""
+    opened = publish.open_own_file(path, kind="part")
+    if opened is None:
+        raise DeyelIncompleteError(
+            f"{path} is missing, or is not a regular file of this user (a link, or another user's): "
+            f"nothing published; clear the group's read tasks"
+        )
+    return opened
+
+
 def count_records(path: Any, fmt: str, codec: str | None) -> int:
     """The records a part holds, read back (JSON Lines: lines; CSV: rows below the header; Parquet: its
     metadata)."""
-    with path.open("rb") as raw:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
+    with _open_part(path) as raw:
+        return _count(raw, fmt, codec)
 
-            return int(pq.ParquetFile(raw).metadata.num_rows)
-        stream = decoded(raw, codec)
-        if fmt == "jsonl":
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
-        with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
-            rows = sum(1 for _ in csv.reader(text))
-        return max(0, rows - 1)
+
+def _count(raw: Any, fmt: str, codec: str | None) -> int:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(raw).metadata.num_rows)
+    stream = decoded(raw, codec)
+    if fmt == "jsonl":
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+    with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
+        rows = sum(1 for _ in csv.reader(text))
+    return max(0, rows - 1)
 
 
 class _Staged:
@@ -272,16 +283,25 @@ class _GroupFiles(OutputFiles):
         self._temps.extend(part.temp for part in parts)
 
 
-def commit_parts(output: OutputSpec, run_key: str, reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Check every part the reads reported and publish them with the manifest last; returns the parts
-    published (``{"path", "records", "bytes"}``), in order."""
+def commit_parts(
+    output: OutputSpec,
+    run_key: str,
+    reads: list[dict[str, Any]],
+    window: tuple[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Check every part the reads reported (their slices adjacent, covering ``window`` when given) and
+    publish them with the manifest last; returns the parts published (``{"path", "records", "bytes"}``),
+    in order."""
     reads = sorted(reads, key=lambda r: r["number"])
     if [r["number"] for r in reads] != list(range(len(reads))) or not reads:
         raise DeyelIncompleteError(
             f"the reads reported parts {[r['number'] for r in reads]}, not 0 to {len(reads) - 1}: "
             f"nothing published; clear the group's read tasks"
         )
+    check_slices(reads, window)
     _check_columns(output, reads)
+    folder = staging_folder(output, run_key)
+    own_staging(folder, create=False)
     target = as_storage_path(output.output, output.output_conn_id)
     files = _GroupFiles(target, split=True, codec=output.codec)
     written = []
@@ -302,12 +322,32 @@ def commit_parts(output: OutputSpec, run_key: str, reads: list[dict[str, Any]]) 
         written.append(WrittenPart(number, temp, final, entry["records"], entry["bytes"]))
     files.add_staged(written)
     files.publish(written)
-    folder = staging_folder(output, run_key)
     try:
-        folder.rmdir()
+        # With what no read of the set left there (a cleared plan's extra parts, killed reads' temporary
+        # files); the folder is ours alone (own_staging), and rmtree follows no link inside it.
+        folder.rmdir(recursive=True)
     except OSError as exc:  # left for the next run's commit: harmless, hidden
         log.warning("could not remove the staging folder %s: %s", folder, exc)
+    remove_stale_staging(output, run_key)
     return [{"path": str(p.target), "records": p.records, "bytes": p.bytes} for p in written]
+
+
+def check_slices(reads: list[dict[str, Any]], window: tuple[int, int] | None = None) -> None:
+    """Refuse parts whose slices are not adjacent (each starts where the one before ends) or do not cover
+    ``[start, end)`` of the window planned (a full load's last part, from ``end`` on, may follow): reads of
+    two plans (a plan cleared alone chose another cut, or a full load's another present) would hold an
+    instance twice, or none of the instances between them."""
+    ordered = sorted(reads, key=lambda r: r["number"])
+    bounds = [(r["start"], r["end"]) for r in ordered]
+    adjacent = all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    last_start, last_end = bounds[-1]
+    ends_at = last_start if last_end is None else last_end
+    covers = window is None or (bounds[0][0], ends_at) == tuple(window)
+    if not adjacent or not covers:
+        raise DeyelIncompleteError(
+            f"the parts' slices {bounds} do not cut the planned window {window} (reads of two plans: the "
+            f"plan was cleared alone, or a read retried after it): nothing published; clear the whole group"
+        )
 
 
 def manifest_of(output: OutputSpec) -> str:
@@ -325,13 +365,15 @@ def _whole(path: ObjectStoragePath, entry: dict[str, Any], output: OutputSpec) -
 
 
 def _check_whole(path: ObjectStoragePath, entry: dict[str, Any], output: OutputSpec, what: str) -> None:
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise DeyelIncompleteError(
-            f"{what} holds {size} bytes, its read wrote {entry['bytes']}: nothing published; clear its "
-            f"read task (map index {entry['number']}), then this commit"
-        )
-    records = count_records(path, output.format, output.codec)
+    with _open_part(path) as raw:
+        # The file opened (locally: never through a link) is the one measured and counted.
+        size = os.fstat(raw.fileno()).st_size if publish.is_local(path) else path.stat().st_size
+        if size != entry["bytes"]:
+            raise DeyelIncompleteError(
+                f"{what} holds {size} bytes, its read wrote {entry['bytes']}: nothing published; clear its "
+                f"read task (map index {entry['number']}), then this commit"
+            )
+        records = _count(raw, output.format, output.codec)
     if records != entry["records"]:
         raise DeyelIncompleteError(
             f"{what} holds {records} records, its read wrote {entry['records']}: nothing published; clear "

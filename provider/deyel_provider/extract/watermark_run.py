@@ -130,7 +130,12 @@ class WatermarkRun:
 
     def adopt(self, start: int, end: int, *, reread: bool) -> None:
         """Take the window another task of this run chose and recorded (the fan-out group's ``plan``), so
-        that :meth:`publish` adds it here."""
+        that :meth:`publish` adds it here. A window the watermark holds already was published by an earlier
+        attempt of that task (a cleared commit): a re-read, whatever the plan said, so that a reset run's
+        re-publish keeps what later runs added since."""
+        if not reread:
+            mark = self._trusted(self._stored)
+            reread = mark is not None and mark.window_of(self.run_id) is not None
         self._start, self._reread = start, reread
         self._window = Window(self.run_id, start, end, self._run_after)
 

@@ -120,6 +120,10 @@ class SlicedReader(PastSlices):
         there (a start after the server's present is a ``DeyelWatermarkError``). The response is None for
         an empty window. The fan-out's plan fixes a window once with it, for every part to read."""
         low, end, probe, _ = self._bounds(start, end, end_at_server_time)
+        if probe is not None and probe.records and not self._unit_checked:
+            # As :meth:`read` checks its first response: asked with no upper bound, it shows a field in a
+            # finer unit or stamped ahead, which would otherwise lie after the end, in no part.
+            self._check_unit(probe)
         return low, end, probe
 
     def _bounds(

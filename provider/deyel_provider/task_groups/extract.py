@@ -15,6 +15,7 @@ from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract.assets import default_asset, templated
 from deyel_provider.extract.fan_out import (
     check_parts,
+    check_slices,
     commit_parts,
     manifest_of,
     plan_slices,
@@ -187,6 +188,8 @@ def deyel_extract_group(
                 raise DeyelConfigError(f"no window from {owner_id}.plan in this run: clear the whole group")
             started = time.monotonic()
             reads = list(reads)
+            window = (planned["start"], planned["end"])
+            check_slices(reads, window)  # before a full load's last part is read after them
             if planned["mode"] == "full":
                 reads.append(
                     read_tail(
@@ -198,7 +201,7 @@ def deyel_extract_group(
                         _run_key(context, owner_id),
                     )
                 )
-            published = commit_parts(_output_spec(settings), _run_key(context, owner_id), reads)
+            published = commit_parts(_output_spec(settings), _run_key(context, owner_id), reads, window)
             summary = _summary(planned, reads, published)
             summary["manifest"] = manifest_of(_output_spec(settings))
             summary["seconds"] = round(summary["seconds"] + time.monotonic() - started, 3)
@@ -274,8 +277,12 @@ def _run_key(context: Any, owner_id: str) -> str:
 def _summary(
     planned: dict[str, Any], reads: list[dict[str, Any]], published: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The operator's XCom summary for the whole group, and each part's reader (``part_tasks``)."""
+    """The operator's XCom summary for the whole group (the same keys), and each part's reader
+    (``part_tasks``) and the manifest (added by the commit)."""
     start, end = planned["start"], planned["end"]
+    requests = planned["requests"] + sum(r["requests"] for r in reads)
+    # The fewest requests each part could have made, added up (each part asks at least once).
+    fewest = max(1, sum(r.get("min_requests", 1) for r in reads))
     summary: dict[str, Any] = {
         "path": None,
         "parts": published,
@@ -283,7 +290,9 @@ def _summary(
         "slices": sum(r["slices"] for r in reads),
         "bytes": sum(p["bytes"] for p in published),
         "seconds": max((r["seconds"] for r in reads), default=0.0),
-        "requests": planned["requests"] + sum(r["requests"] for r in reads),
+        "requests": requests,
+        "min_requests": fewest,
+        "requests_ratio": round(requests / fewest, 3),
         "repeats": sum(r["repeats"] for r in reads),
         "window_start": start,
         "window_end": end,
