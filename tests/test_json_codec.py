@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from deyel_provider.extract.formats.base import encodable_json, json_line, json_lines, json_text
 from deyel_provider.http.json_body import response_json
+from tests.support.branches import Branches
 
 #: Characters that escape differently or not at all in some encoder: controls, DEL, line separators,
 #: lone surrogates (no UTF-8 form), non-BMP characters, quotes and backslashes.
@@ -161,3 +162,89 @@ def test_a_deyel_page_is_encoded_in_one_call_and_a_page_with_an_odd_float_record
         assert _page_lines(page) is None
         assert json_lines(page)[0] == old_jsonl(page)
     assert _page_lines([{"x": 0.0, "y": -0.0, "z": 1e-4, "w": 9.9e15}]) is not None
+
+
+class _Text(str):
+    """A str subclass (json writes its text; msgspec may not be asked)."""
+
+
+class _Number(int):
+    """An int subclass, as an IntEnum is."""
+
+
+class _Real(float):
+    """A float subclass: json writes it as a float, msgspec may not."""
+
+
+#: Values a parsed Deyel page holds, floats in msgspec's same-text range included.
+_PLAIN = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(min_value=1e-4, max_value=9.999999999999998e15),
+    st.floats(min_value=-9.999999999999998e15, max_value=-1e-4),
+    st.sampled_from([0.0, -0.0, 1e-4, 9999999999999998.0, 2.0**53, 0.1 + 0.2]),
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=8),
+    st.sampled_from(["\x00", "\x1f", "\x7f", "\u2028", "é", "\U0001f600", '"', "\\", "/", "\b\f\n\r\t"]),
+)
+#: One of these in a record sends the page (or that record) to json.
+_ODD = st.one_of(
+    st.sampled_from(
+        [
+            *(1e16, -1e16, 1e-5, 5e-324, 1.7976931348623157e308, float("nan"), float("inf")),
+            *("\ud800", "a\udfff", _Text("sub"), _Number(7), _Real(1e16), _Real(0.5), (1, "a"), (1e16,)),
+            *({1e16: 1}, {1e-5: 1}, {0.5: 1}, {7: 1}, {True: 1}, {None: 1}, {_Text("k"): 1}, {"\ud800": 1}),
+        ]
+    ),
+    st.floats(),
+)
+
+
+def test_a_page_is_written_in_one_call_only_where_the_bytes_are_the_standard_library_s():
+    """The page path (one msgspec call after the walk of ``_differs``) against the bytes ``json`` wrote, on
+    pages of Deyel-like records, some with one odd value somewhere (nested too): bools against ints, -0.0,
+    the bounds of the float range, integers past 64 bits, str and int subclasses, keys that are not text,
+    lone surrogates, NUL and the other controls."""
+    from deyel_provider.extract.formats.base import _page_lines
+
+    branches = Branches()
+    plain_values = st.recursive(
+        _PLAIN,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT.filter(_utf8), inner, max_size=3),
+        max_leaves=8,
+    )
+    odd_values = st.recursive(
+        _ODD,
+        lambda inner: (
+            st.lists(inner, min_size=1, max_size=2) | st.dictionaries(TEXT, inner, min_size=1, max_size=2)
+        ),
+        max_leaves=3,
+    )
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        st.lists(st.dictionaries(TEXT.filter(_utf8), plain_values, max_size=6), max_size=5),
+        st.one_of(st.none(), st.tuples(st.integers(0, 5), TEXT, odd_values)),
+    )
+    def check(records: list[dict[str, Any]], odd: tuple[int, str, Any] | None) -> None:
+        if odd is not None:
+            at, key, value = odd
+            records = [*records[:at], {key: value}, *records[at:]]
+        page = _page_lines(records)
+        expected = old_jsonl(records) if records else b""  # an empty page: no line (never written)
+        data, escaped = json_lines(records)
+        assert data == expected
+        assert escaped == any(_has_surrogate(json_text(record)) for record in records)
+        if page is None:
+            branches.took("record by record")
+            return
+        assert page == expected
+        branches.took("one call")
+
+    check()
+    assert branches.counts["record by record"] >= 40, dict(branches.counts)
+    branches.assert_share("one call", at_least=0.3, examples=200)
+
+
+def _utf8(text: str) -> bool:
+    return not _has_surrogate(text)

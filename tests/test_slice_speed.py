@@ -113,32 +113,3 @@ def test_the_summary_states_requests_against_the_fewest_possible(deyel_conn, tmp
     assert summary["min_requests"] == 21
     assert summary["requests_ratio"] == round(summary["requests"] / 21, 3)
     assert summary["requests_ratio"] <= (21 + 4) / 21
-
-
-def test_a_read_keeps_full_collections_off_the_heap_it_started_with(deyel_conn):
-    """The heap present when a read starts is frozen while it runs (read/collector.py: full collections
-    walking Airflow's objects were 10-18% of a 100k extraction) and unfrozen when it ends, whether it is read
-    to its end or left early; a heap frozen by someone else before (an executor before forking) stays so."""
-    import gc
-
-    assert gc.get_freeze_count() == 0  # nobody froze this process: the read's freeze is its own to undo
-    with run_emulator(records=500, updated_order="id") as emulator:
-        deyel_conn(url=emulator.url, extra={"cache": "memory"})
-        reader = reader_for(emulator, CountingFetch(DeyelHook()), page_size=100)
-        frozen = [gc.get_freeze_count() > 0 for _ in reader.read(None, None)]
-        assert len(frozen) >= 5 and all(frozen)
-        assert gc.get_freeze_count() == 0
-        left = reader_for(emulator, CountingFetch(DeyelHook()), page_size=100).read(None, None)
-        next(left)
-        assert gc.get_freeze_count() > 0
-        left.close()
-        assert gc.get_freeze_count() == 0
-        gc.freeze()
-        try:
-            before = gc.get_freeze_count()
-            again = reader_for(emulator, CountingFetch(DeyelHook()), page_size=100)
-            counts = [gc.get_freeze_count() for _ in again.read(None, None)]
-            # Neither frozen again (the count only falls, as frozen objects are freed) nor unfrozen.
-            assert 0 < gc.get_freeze_count() <= before and all(0 < n <= before for n in counts)
-        finally:
-            gc.unfreeze()

@@ -39,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from deyel_provider.api.instance_ids import LINKS, MAX_ID_LENGTH, instance_id, missing_id
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSnapshotError
+from deyel_provider.read.collector import heap_frozen
 from deyel_provider.read.id_runs import CurrentIds
 from deyel_provider.read.id_snapshot import (
     MAX_HEADER_BYTES,
@@ -144,14 +145,15 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
             reader = hook.sliced_reader(
                 spec.form, search=spec.search or None, page_size=spec.page_size, max_workers=spec.max_workers
             )
-            for piece in reader.read(None, None):
-                for record in piece.records:
-                    ident = instance_id(record, config.id_field)
-                    if ident is None:
-                        raise DeyelConfigError(missing_id(config.id_field))
-                    if len(ident) > MAX_ID_LENGTH:
-                        raise _long_id(spec.form, config.id_field, len(ident))
-                    current.add(ident)
+            with heap_frozen():  # a plain ``with``, left on any exit (read/collector.py)
+                for piece in reader.read(None, None):
+                    for record in piece.records:
+                        ident = instance_id(record, config.id_field)
+                        if ident is None:
+                            raise DeyelConfigError(missing_id(config.id_field))
+                        if len(ident) > MAX_ID_LENGTH:
+                            raise _long_id(spec.form, config.id_field, len(ident))
+                        current.add(ident)
             # Both bounds on the SERVER's clock, which stamps the dtLastUpdate consumers compare them with.
             return compare_and_publish(spec, codec, identity, previous, current, reader.horizon(), listed_at)
     finally:

@@ -43,7 +43,6 @@ from collections.abc import Iterable, Iterator
 from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present, server_horizon
 from deyel_provider.api.pagination import Page
 from deyel_provider.exceptions import DeyelError, DeyelIncompleteError, DeyelWatermarkError
-from deyel_provider.read.collector import heap_frozen
 from deyel_provider.read.slice_passes import PastSlices
 from deyel_provider.read.slice_requests import ReadStats, Slice, SliceSettings
 
@@ -89,8 +88,7 @@ class SlicedReader(PastSlices):
         Every failure is a :class:`~deyel_provider.exceptions.DeyelError`.
         """
         try:
-            with heap_frozen():  # no full garbage collections walking the whole heap, page after page
-                yield from self._read(start, end, end_at_server_time)
+            yield from self._read(start, end, end_at_server_time)
         except DeyelError:
             raise
         except Exception as exc:
