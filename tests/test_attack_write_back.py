@@ -208,7 +208,10 @@ def test_a_search_holds_only_the_fields_a_load_reads_of_its_instances(monkeypatc
     """Ids at the bound and a 4 MiB field the load does not compare, one new instance per page, each key
     in turn: the search reads six pages (two instances per key decide it: three rejects), and of the six
     instances it holds keeps only the key, the id, dtLastUpdate and the compared fields (dsName): it
-    peaked at 32 MiB holding them whole, 20 MiB now (the pages being read)."""
+    peaked at 32 MiB holding them whole, 20 MiB now (the pages being read). The hostile server answers from
+    a thread of this process, so its own copy of a page is traced too, and when it is freed depends on the
+    threads' timing: 24.1 MiB was seen once under four busy test workers. The bound, 28 MiB, sits between
+    that and the 32 MiB of instances held whole."""
 
     def big_fields(server: HostileServer, asked: list[str], page: int, size: int, auth: str):
         ident = f"{server.fresh_id()}-".ljust(1024, "x")
@@ -216,7 +219,7 @@ def test_a_search_holds_only_the_fields_a_load_reads_of_its_instances(monkeypatc
 
     server, peak = searched_peak(monkeypatch, big_fields, DeyelRejectedError, "3 records .* were rejected")
     assert server.listings == 6
-    assert peak < 6 * BIG, f"the search peaked at {peak / 2**20:.0f} MiB"
+    assert peak < 7 * BIG, f"the search peaked at {peak / 2**20:.0f} MiB"
 
 
 # -- finding 8: an id that cannot name a URL; the rejects file's mode ------------------------------------
