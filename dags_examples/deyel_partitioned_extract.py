@@ -67,11 +67,11 @@ if CronPartitionTimetable is not None:
         def read_partition(dag_run=None, triggering_asset_events=None) -> int:
             key = dag_run.partition_key
             # The events of this run's partition: each names the file it published (a rerun publishes the
-            # same file again).
+            # same file again). Airflow 3.2's events do not carry their key: the file is then found by name.
             events = [
                 event
                 for event in (triggering_asset_events or {}).get(HOURLY, [])
-                if event.partition_key == key
+                if getattr(event, "partition_key", None) == key
             ]
             path = ObjectStoragePath(events[-1].extra["path"] if events else f"{HOURLY.uri}/{key}.jsonl")
             with path.open("r", encoding="utf-8") as lines:

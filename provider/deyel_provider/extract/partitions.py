@@ -22,6 +22,7 @@ from typing import Any
 import pendulum
 from croniter import croniter
 
+from deyel_provider.compat import AIRFLOW_VERSION
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.extract.run import epoch_ms
 
@@ -95,7 +96,10 @@ def partition_period(timetable: Any, key: str) -> tuple[pendulum.DateTime, pendu
     expression: str = timetable.expression
     key_format: str = timetable.key_format
     tz = _timezone(timetable.timezone)
-    example = _format(pendulum.datetime(2026, 1, 1, 5, tz=tz), tz, key_format)
+    # The cron ticks in the timetable's timezone; the key is a tick written in that timezone on Airflow 3.3+,
+    # in UTC on 3.2 (its scheduler formats the tick as it holds it, in UTC).
+    key_tz = tz if AIRFLOW_VERSION >= (3, 3) else pendulum.UTC
+    example = _format(pendulum.datetime(2026, 1, 1, 5, tz=tz), key_tz, key_format)
     try:
         parsed = dt.datetime.strptime(key, key_format)
     except ValueError:
@@ -104,7 +108,7 @@ def partition_period(timetable: Any, key: str) -> tuple[pendulum.DateTime, pendu
             f"can be derived from it, so nothing was read; trigger the run with a key in that format (as "
             f"the timetable writes them, e.g. {example!r})"
         ) from None
-    start = pendulum.instance(parsed) if parsed.tzinfo is not None else pendulum.instance(parsed, tz=tz)
+    start = pendulum.instance(parsed) if parsed.tzinfo is not None else pendulum.instance(parsed, tz=key_tz)
     start = start.in_timezone("UTC")
     end = _next_tick(expression, tz, start)
     if _previous_tick(expression, tz, end) != start:
@@ -113,7 +117,7 @@ def partition_period(timetable: Any, key: str) -> tuple[pendulum.DateTime, pendu
             f"its period would not be one of the timetable's; trigger the run with a key the timetable "
             f"writes (a cron tick formatted with {key_format!r})"
         )
-    if _format(end, tz, key_format) == key:
+    if _format(end, key_tz, key_format) == key:
         raise DeyelConfigError(
             f"several ticks of the cron {expression!r} share the key {key!r}, so its period is ambiguous: "
             f"the timetable's key_format {key_format!r} is coarser than its cron, or the key is a wall-clock "
