@@ -448,13 +448,15 @@ def test_a_load_killed_mid_way_converges_when_run_again(emulator, deyel_conn, tm
             child.wait()
     assert child.returncode == -signal.SIGKILL
     emulator.clear_faults()
+    # The held create is applied; creates sent beside it may have been cut off by the kill (the emulator
+    # never read their bodies), so fewer than 151 can be stored on a busy machine (149 seen under xdist).
     applied = len(stored(emulator))
-    assert 151 <= applied < 400
+    assert 0 < applied < 400
 
     emulator.reset()
     result = load(path, max_workers=2)
     assert result["created"] + result["unchanged"] == 400 and result["updated"] == 0
-    assert result["unchanged"] >= 151  # the instance whose answer the killed process never saw included
+    assert result["unchanged"] == applied  # the instance whose answer the killed process never saw included
     assert emulator.methods()["POST"] == result["created"]
     assert_state_is(emulator, source)
 
