@@ -464,6 +464,13 @@ class _Store(dict):
         self[key] = value
 
 
+class _AssetStores(dict):
+    """``context["asset_state_store"]`` by asset, keyed by its URI (an Asset is unhashable on Airflow 3.0)."""
+
+    def __getitem__(self, asset):
+        return super().__getitem__(asset.uri)
+
+
 def test_a_reset_runs_commit_cleared_after_later_runs_keeps_their_windows():
     """A run triggered with the reset conf publishes a new history once; its commit cleared after a later run
     published (the plan's XCom still says the window was new) re-publishes it as the operator's cleared
@@ -476,7 +483,7 @@ def test_a_reset_runs_commit_cleared_after_later_runs_keeps_their_windows():
     from deyel_provider.extract.watermark_run import WatermarkRun
 
     asset, signer = Asset("file:///lake/accounts.jsonl"), WatermarkSigner.for_connection("s", "t", "c")
-    stores = {asset: _Store()}
+    stores = _AssetStores({asset.uri: _Store()})
 
     def commit(run_id, conf, window, after):
         dag_run = SimpleNamespace(run_id=run_id, conf=conf, run_after=pendulum.from_timestamp(after))

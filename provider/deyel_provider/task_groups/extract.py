@@ -162,7 +162,9 @@ def deyel_extract_group(
             context["ti"].xcom_push(key=WINDOW_XCOM, value=window_xcom)
             return list(planned["slices"])
 
-        @task(task_id="read", map_index_template="{{ deyel_part }}")
+        # multiple_outputs=False: a dict return would also push each key as an XCom of its own, and Airflow
+        # 3.0 refuses a None value there (the summary's "path" of a split output).
+        @task(task_id="read", map_index_template="{{ deyel_part }}", multiple_outputs=False)
         def read(bounds: Sequence[int], settings: dict[str, Any]) -> dict[str, Any]:
             """Write one slice of the window to its staged part."""
             context: Any = get_current_context()
@@ -179,7 +181,7 @@ def deyel_extract_group(
                 Progress(interval),
             )
 
-        @task(task_id="commit", outlets=[asset] if asset is not None else [])
+        @task(task_id="commit", outlets=[asset] if asset is not None else [], multiple_outputs=False)
         def commit(reads: Any, settings: dict[str, Any]) -> dict[str, Any]:
             """Check every part, publish them with the manifest last, emit the event, move the watermark."""
             context: Any = get_current_context()
