@@ -10,6 +10,11 @@ so neither memory is counted in the other.
     python -m bench extract                     # 100k and 1M instances
     BENCH_EXTRACT_BIG=0 python -m bench extract  # 100k only
     python -m bench --quick extract             # small sizes: checks that every table runs
+    BENCH_BEFORE=2c8146a python -m bench extract  # plus a row for the operator of that commit's provider/
+
+``BENCH_BEFORE`` (a git revision of this repository) adds the operator as that revision left it to the
+extraction table, in the same interleaved rounds: a before/after pair measured on one machine at one time
+(2c8146a is the tree before issue 24's engine work).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +83,23 @@ def _warm(url: str) -> None:
     requests.post(url + "/_emulator/reset", timeout=60)
 
 
-def child(variant: str, url: str, conn_extra: dict | None = None, **options: object) -> Measurement:
+@contextmanager
+def provider_at(revision: str) -> Iterator[str]:
+    """A folder holding ``provider/`` as ``revision`` left it (``git archive``), to put first on PYTHONPATH:
+    it wins over the editable install's path entry, so a child imports that revision's deyel_provider."""
+    with tempfile.TemporaryDirectory(prefix="deyel-bench-before-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", revision, "provider"], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        yield str(Path(folder) / "provider")
+
+
+def child(
+    variant: str, url: str, conn_extra: dict | None = None, pythonpath: str | None = None, **options: object
+) -> Measurement:
     """Run one variant in a fresh interpreter; its measurement, with records/s. Raises if it failed (the
-    harness makes that a failed row)."""
+    harness makes that a failed row). ``pythonpath`` puts another provider tree first."""
     with tempfile.TemporaryDirectory(prefix="deyel-bench-") as folder:
         connection = {"conn_type": "deyel", "host": url, "login": CLIENT_ID, "password": CLIENT_SECRET}
         extra = {"cache": "memory", **(conn_extra or {})}
@@ -91,6 +110,8 @@ def child(variant: str, url: str, conn_extra: dict | None = None, **options: obj
             "AIRFLOW_CONN_DEYEL_DEFAULT": json.dumps({**connection, "extra": extra}),
             "AIRFLOW_CONN_DEYEL_HTTP": json.dumps({"conn_type": "http", "host": url}),
         }
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
         args = json.dumps({"variant": variant, "url": url, "folder": folder, **options})
         result = subprocess.run(
             [sys.executable, "-m", "bench._extract_child", args],
@@ -108,11 +129,19 @@ def child(variant: str, url: str, conn_extra: dict | None = None, **options: obj
 
 
 def extraction_table(sizes: list[int]) -> None:
+    before = os.environ.get("BENCH_BEFORE")
     for size in sizes:
-        with emulator(size, updated_step_ms=STEP_MS, **OFFSET) as url:
+        with emulator(size, updated_step_ms=STEP_MS, **OFFSET) as url, ExitStack() as stack:
+            old_tree = stack.enter_context(provider_at(before)) if before else None
 
-            def variant(name: str, conn: dict | None = OFFSET, url: str = url) -> Any:
-                return lambda: child(name, url, conn, page_size=PAGE_SIZE)
+            def variant(name: str, conn: dict | None = OFFSET, url: str = url, tree: Any = None) -> Any:
+                return lambda: child(name, url, conn, tree, page_size=PAGE_SIZE)
+
+            previous = (
+                [Variant(f"DeyelExtractOperator at {before}", variant("operator", tree=old_tree))]
+                if before
+                else []
+            )
 
             run_table(
                 Table(
@@ -138,6 +167,7 @@ def extraction_table(sizes: list[int]) -> None:
                     Variant("raw page loop (offsets)", variant("raw")),
                     Variant("HttpOperator + pagination_function", variant("httpop")),
                     Variant("server limit", variant("server_limit")),
+                    *previous,
                 ],
             )
 
