@@ -6,7 +6,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,8 @@ from deyel_provider.emulator import run_emulator
 from scripts.deployment import ROOT, Deployment, Process, free_port, stop_processes, wait_for
 from tests.support.helpers import connection_json
 
-E2E_DAGS = Path(__file__).resolve().parent / "dags"
+E2E_FOLDER = Path(__file__).resolve().parent
+E2E_DAGS = E2E_FOLDER / "dags"
 EXAMPLE_DAGS = ROOT / "dags_examples"
 ARTIFACTS = ROOT / "artifacts"
 RECORDS = 1000
@@ -33,11 +34,24 @@ def deyel_connection_env(url: str, **extra: object) -> dict[str, str]:
     return {"AIRFLOW_CONN_DEYEL_DEFAULT": connection_json(url, **extra)}
 
 
+#: What the e2e files share (the LocalExecutor deployment, its emulator), closed once the last e2e test has
+#: run (see pytest_runtest_teardown below), not when the session ends: an Airflow deployment is never idle
+#: (its scheduler loops, its DAG processor re-parses every file, unpaused DAGs' triggers poll), and under
+#: pytest-xdist the worker that ran the e2e unit goes on with other files for minutes.
+_SHARED = ExitStack()
+
+
+def pytest_runtest_teardown(item, nextitem) -> None:
+    """Called for the tests in this folder: after the last e2e test of this process, stop what they share."""
+    if nextitem is None or E2E_FOLDER not in Path(str(nextitem.path)).parents:
+        _SHARED.close()
+
+
 @pytest.fixture(scope="session")
 def local_emulator():
     """The emulator the LocalExecutor deployment's ``deyel_default`` points at (its counters span the run)."""
-    with run_emulator(records=RECORDS) as running:
-        yield running
+    with _SHARED:
+        yield _SHARED.enter_context(run_emulator(records=RECORDS))
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +61,9 @@ def local_deployment(local_emulator, tmp_path_factory):
     On PostgreSQL, as a deployment runs: with every example DAG at once (mapped tasks, a deferred sensor, an
     asset watcher) SQLite's single writer held the API server's connections past its pool's timeout."""
     home = tmp_path_factory.mktemp("airflow-local")
-    with fresh_postgres_database() as database, fresh_postgres_database() as warehouse:
+    with _SHARED:
+        database = _SHARED.enter_context(fresh_postgres_database())
+        warehouse = _SHARED.enter_context(fresh_postgres_database())
         deployment = Deployment(
             home=home,
             sql_alchemy_conn=database,
@@ -61,8 +77,7 @@ def local_deployment(local_emulator, tmp_path_factory):
             },
         )
         deployment.warehouse = warehouse.rsplit("/", 1)[1]  # type: ignore[attr-defined]
-        with deployment:
-            yield deployment
+        yield _SHARED.enter_context(deployment)
 
 
 @pytest.fixture(scope="session")
