@@ -48,6 +48,13 @@ def run_child(emulator: RunningEmulator, fmt: str, folder: Path, **options: Any)
     done = subprocess.run(
         [sys.executable, "-m", "bench._wide_child", json.dumps(request)],
         cwd=ROOT,
+        # RLIMIT_AS counts address space reserved, not used: glibc gives a thread that finds the heap busy
+        # an arena of its own (64 MiB reserved each, up to 8 per core), so how many the child reserves
+        # depends on how its threads meet, which a loaded machine changes (the JSON Lines child died once
+        # under its 1.5 GiB limit on a 2-core machine at a load of 18, and passed alone: the cause was not
+        # captured, arenas are the part of the reservation that varies with timing). Two arenas make the
+        # reservation the same on every run; what the child uses is unchanged.
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},
         capture_output=True,
         text=True,
         timeout=1800,
@@ -55,6 +62,8 @@ def run_child(emulator: RunningEmulator, fmt: str, folder: Path, **options: Any)
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
+        # The tests report a death; what the child said before it is the only clue to why.
+        sys.stderr.write(f"bench._wide_child exited {done.returncode}: {done.stderr[-3000:]}\n")
         return None
     result: dict[str, Any] = json.loads(lines[-1])
     return result
