@@ -18,6 +18,7 @@ from deyel_provider.emulator import run_emulator
 from scripts.deployment import Deployment
 from tests.e2e.conftest import (
     EXAMPLE_DAGS,
+    NO_REPARSING,
     deyel_connection_env,
     redis_cache_extras,
 )
@@ -47,6 +48,7 @@ def celery_deployment(tmp_path, redis_server, postgres_database):
             executor="CeleryExecutor",
             sql_alchemy_conn=postgres_database,
             env={
+                **NO_REPARSING,
                 "AIRFLOW__CELERY__BROKER_URL": f"{redis_server}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres_database,
                 # The token cache lives in another Redis database than the broker's queues.
