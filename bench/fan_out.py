@@ -37,6 +37,7 @@ import requests
 
 from bench.extract import CLIENT_ID, CLIENT_SECRET, REQUESTS, ROOT, STEP_MS, emulator
 from bench.harness import Column, Measurement, Table, Variant, quick, rate, rounds, run_table, sized
+from tests.support.redis_server import RedisServer
 
 DAGS = Path(__file__).resolve().parent / "dags"
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -62,49 +63,6 @@ def n_rounds() -> int:
 
 
 # -- the Celery deployment -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A private redis-server on a free loopback port, stopped by PID."""
-    from scripts.deployment import Process, free_port, stop_processes, wait_for
-
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="deyel-bench-redis-") as folder:
-        log_path = Path(folder) / "redis.log"
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                cwd=folder,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = Process("redis-server", popen, log_path)
-        try:
-            wait_for(lambda: _redis_ping(port), 20, f"redis-server on port {port}", interval=0.1)
-            yield f"redis://127.0.0.1:{port}"
-        finally:
-            stop_processes([process])
-
-
-def _redis_ping(port: int) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @contextmanager
@@ -149,18 +107,18 @@ def celery_deployment(url: str, page_size: int) -> Iterator[Any]:
         "password": CLIENT_SECRET,
     }
     with (
-        redis_server() as redis_url,
+        RedisServer() as redis,
         postgres_database() as database,
         tempfile.TemporaryDirectory(prefix="deyel-bench-celery-") as home,
     ):
-        extra = {"cache": "redis", "cache_url": f"{redis_url}/1"}  # beside the broker's queues (/0)
+        extra = {"cache": "redis", "cache_url": f"{redis.address}/1"}  # beside the broker's queues (/0)
         deployment = Deployment(
             home=Path(home),
             dags_folders=(DAGS,),
             executor="CeleryExecutor",
             sql_alchemy_conn=database,
             env={
-                "AIRFLOW__CELERY__BROKER_URL": f"{redis_url}/0",
+                "AIRFLOW__CELERY__BROKER_URL": f"{redis.address}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
                 "AIRFLOW_CONN_DEYEL_DEFAULT": json.dumps({**connection, "extra": extra}),
                 "DEYEL_BENCH_PAGE_SIZE": str(page_size),

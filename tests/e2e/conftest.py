@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deyel_provider.emulator import run_emulator
-from scripts.deployment import ROOT, Deployment, Process, free_port, stop_processes, wait_for
+from scripts.deployment import ROOT, Deployment
 from tests.support.helpers import connection_json
 
 E2E_FOLDER = Path(__file__).resolve().parent
@@ -84,39 +83,6 @@ def local_deployment(local_emulator, tmp_path_factory):
         )
         deployment.warehouse = warehouse.rsplit("/", 1)[1]  # type: ignore[attr-defined]
         yield _SHARED.enter_context(deployment)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
-    """A private redis-server on a free loopback port (never the machine's 6379), stopped by PID."""
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    log_path = folder / "redis.log"
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    process = Process("redis-server", popen, log_path)
-    try:
-        wait_for(lambda: _redis_ping(port, process), 20, f"redis-server on port {port}", interval=0.1)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        stop_processes([process])
-
-
-def _redis_ping(port: int, process: Process) -> bool:
-    import redis
-
-    if not process.alive():
-        raise RuntimeError(f"redis-server exited:\n{process.log_tail()}")
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @contextmanager

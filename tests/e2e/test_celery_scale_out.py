@@ -49,10 +49,10 @@ def celery_deployment(tmp_path, redis_server, postgres_database):
             sql_alchemy_conn=postgres_database,
             env={
                 **NO_REPARSING,
-                "AIRFLOW__CELERY__BROKER_URL": f"{redis_server}/0",
+                "AIRFLOW__CELERY__BROKER_URL": f"{redis_server.address}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres_database,
                 # The token cache lives in another Redis database than the broker's queues.
-                **deyel_connection_env(emulator.url, **redis_cache_extras(f"{redis_server}/1")),
+                **deyel_connection_env(emulator.url, **redis_cache_extras(f"{redis_server.address}/1")),
             },
         )
         with deployment:

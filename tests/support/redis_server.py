@@ -39,7 +39,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        #: The server without a database number (``f"{address}/1"`` is database 1); ``url`` is database 0.
+        self.address = f"redis://127.0.0.1:{self.port}"
+        self.url = f"{self.address}/0"
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -63,3 +65,9 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
