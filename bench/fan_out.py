@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -37,10 +36,10 @@ import requests
 
 from bench.extract import CLIENT_ID, CLIENT_SECRET, REQUESTS, ROOT, STEP_MS, emulator
 from bench.harness import Column, Measurement, Table, Variant, quick, rate, rounds, run_table, sized
+from tests.support.postgres import airflow_database
 from tests.support.redis_server import RedisServer
 
 DAGS = Path(__file__).resolve().parent / "dags"
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 LATENCY_MS = 50
 PARTS = 8
 WORKERS = ("worker1", "worker2")
@@ -63,24 +62,6 @@ def n_rounds() -> int:
 
 
 # -- the Celery deployment -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A database of its own in the local PostgreSQL (trust auth), dropped afterwards."""
-    import psycopg2
-
-    name = f"deyel_bench_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def unavailable() -> str | None:
@@ -108,7 +89,7 @@ def celery_deployment(url: str, page_size: int) -> Iterator[Any]:
     }
     with (
         RedisServer() as redis,
-        postgres_database() as database,
+        airflow_database("deyel_bench") as database,
         tempfile.TemporaryDirectory(prefix="deyel-bench-celery-") as home,
     ):
         extra = {"cache": "redis", "cache_url": f"{redis.address}/1"}  # beside the broker's queues (/0)

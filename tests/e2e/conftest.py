@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -13,13 +11,13 @@ import pytest
 from deyel_provider.emulator import run_emulator
 from scripts.deployment import ROOT, Deployment
 from tests.support.helpers import connection_json
+from tests.support.postgres import airflow_database
 
 E2E_FOLDER = Path(__file__).resolve().parent
 E2E_DAGS = E2E_FOLDER / "dags"
 EXAMPLE_DAGS = ROOT / "dags_examples"
 ARTIFACTS = ROOT / "artifacts"
 RECORDS = 1000
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 #: The test deployments' DAG files never change once parsed: the DAG processor re-parsed each every 30 s
 #: (Airflow's default), 9 CPU seconds in 90 s of an idle deployment against 1.4 with this (new files are
@@ -66,8 +64,8 @@ def local_deployment(local_emulator, tmp_path_factory):
     asset watcher) SQLite's single writer held the API server's connections past its pool's timeout."""
     home = tmp_path_factory.mktemp("airflow-local")
     with _SHARED:
-        database = _SHARED.enter_context(fresh_postgres_database())
-        warehouse = _SHARED.enter_context(fresh_postgres_database())
+        database = _SHARED.enter_context(airflow_database("deyel_e2e"))
+        warehouse = _SHARED.enter_context(airflow_database("deyel_e2e"))
         deployment = Deployment(
             home=home,
             sql_alchemy_conn=database,
@@ -85,27 +83,9 @@ def local_deployment(local_emulator, tmp_path_factory):
         yield _SHARED.enter_context(deployment)
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database (127.0.0.1:5432, trust auth) for one deployment, dropped afterwards."""
-    import psycopg2
-
-    name = f"deyel_e2e_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
 @pytest.fixture
 def postgres_database():
-    with fresh_postgres_database() as url:
+    with airflow_database("deyel_e2e") as url:
         yield url
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 #: The PostgreSQL the tests and the mirror benchmark use (no password: local trust).
 SERVER = "postgresql://postgres@127.0.0.1:5432"
+#: The same server as Airflow's ``sql_alchemy_conn`` names it (SQLAlchemy with the psycopg2 driver).
+AIRFLOW_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
 @contextmanager
@@ -31,6 +33,13 @@ def own_database(prefix: str, server: str = SERVER, **connect: Any) -> Iterator[
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         admin.close()
+
+
+@contextmanager
+def airflow_database(prefix: str) -> Iterator[str]:
+    """:func:`own_database` as the SQLAlchemy URL a deployment's metadata database is given."""
+    with own_database(prefix) as name:
+        yield f"{AIRFLOW_SERVER}/{name}"
 
 
 def mirror_database(monkeypatch, prefix: str) -> Iterator[str]:
