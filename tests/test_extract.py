@@ -7,7 +7,6 @@ import csv
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator, default_asset
 from tests.support.contract import Before
 from tests.support.helpers import ByAsset, outlet_events
+from tests.support.killing import sigkilled
 
 RECORDS = 257
 # With updated_order="id", the dtLastUpdate of record i (0-based) is 2026-01-01T00:00Z plus i minutes.
@@ -225,17 +225,10 @@ def test_a_killed_run_never_shows_a_partial_file_under_the_final_name(deyel_conn
     emulator.reset()
     with FinalNameWatcher(target) as watcher:
         child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(target)], env=os.environ.copy())
-        try:
+        with sigkilled(child):
             temporary = _wait_for_second_page(emulator, target.parent, child)
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
         watcher.phase = "killed"
         polls_before_rerun = watcher.polls
-        assert child.returncode == -signal.SIGKILL
         assert not target.exists()
         assert temporary.exists()  # the partial data lives only under the temporary name
         assert temporary.stat().st_size > 0
@@ -304,16 +297,9 @@ def test_a_kill_at_publish_time_leaves_nothing_or_everything(deyel_conn, emulato
         child = subprocess.Popen(
             [sys.executable, "-c", PUBLISH_STOP_SCRIPT, str(target), str(marker), side], env=os.environ.copy()
         )
-        try:
+        with sigkilled(child):
             _wait_for_marker(child, marker)
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
         _wait_for_polls(watcher, 5)  # the watcher looks at the final name a few times after the kill
-    assert child.returncode == -signal.SIGKILL  # killed, not finished
     assert marker.read_text() == f"{side} the rename"  # where the kill landed
     assert {content for _, content in watcher.seen} <= {complete}
     leftovers = [p for p in target.parent.iterdir() if ".tmp-" in p.name]

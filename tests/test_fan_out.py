@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -36,6 +35,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.branches import Branches, message_class
 from tests.support.contract import Before, check_contract
 from tests.support.helpers import dagbag_class
+from tests.support.killing import sigkilled, wait_until
 from tests.test_slicing import INCOMPLETE_CLASSES
 
 FORM = "CRM_ACCOUNT"
@@ -227,19 +227,8 @@ def test_a_read_killed_with_sigkill_and_retried_rewrites_only_its_part(split):
         [sys.executable, "-c", READ_SCRIPT, output.output, str(number), json.dumps(bounds), RUN_KEY],
         env=os.environ.copy(),
     )
-    try:
-        deadline = time.monotonic() + 60  # a guard against a hang, not a speed assertion
-        while emulator.stats()["api_requests"] < 3:
-            assert child.poll() is None, f"the read ended on its own (exit {child.returncode})"
-            assert time.monotonic() < deadline, "the read never asked for its third response"
-            time.sleep(0.01)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+    with sigkilled(child):
+        wait_until(child, lambda: emulator.stats()["api_requests"] >= 3, "its third response", guard=60)
     after_kill = inodes(staging)
     # The killed attempt wrote only to a temporary file: every staged part is the one written before.
     assert {n: after_kill[n] for n in before} == before

@@ -9,10 +9,8 @@ import itertools
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from datetime import UTC
 from typing import Any
 
@@ -34,6 +32,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from tests.support.branches import Branches
+from tests.support.killing import sigkilled, wait_until
 from tests.support.upsert import FORM, KEY, assert_state_is, customer, stored, write_jsonl
 
 
@@ -434,19 +433,8 @@ def test_a_load_killed_mid_way_converges_when_run_again(emulator, deyel_conn, tm
         ]
     )
     child = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, path], env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 120
-        while emulator.stats()["faults_injected"] == 0:
-            assert child.poll() is None, "the load ended before the fault"
-            assert time.monotonic() < deadline, "the load never reached the 151st create"
-            time.sleep(0.01)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == -signal.SIGKILL
+    with sigkilled(child):
+        wait_until(child, lambda: emulator.stats()["faults_injected"], "the 151st create")
     emulator.clear_faults()
     # The held create is applied; creates sent beside it may have been cut off by the kill (the emulator
     # never read their bodies), so fewer than 151 can be stored on a busy machine (149 seen under xdist).
