@@ -209,6 +209,7 @@ def test_a_million_non_bitmap_ids_stay_within_the_bound_the_docs_state(kind, tmp
     measured = compare_in_child(kind, tmp_path, 1_000_000)
     assert measured["gone_exact"] and measured["gone"] == 1000 and measured["runs"] > 0
     assert measured["peak_mb"] < COMPARE_BOUND_MB, f"1M {kind} ids: peak grew {measured}"
+    assert measured["imported"] == [], measured
     docs = (Path(__file__).resolve().parent.parent / "docs" / "extraction.md").read_text(encoding="utf-8")
     assert f"the test bounds 10M of each at {COMPARE_BOUND_MB} MB" in " ".join(docs.split())
 
