@@ -43,8 +43,10 @@ def deyel_connection_env(url: str, **extra: object) -> dict[str, str]:
 _SHARED = ExitStack()
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem) -> None:
-    """Called for the tests in this folder: after the last e2e test of this process, stop what they share."""
+    """Called for the tests in this folder: after the last e2e test of this process, stop what they share
+    (last: once pytest's own teardown has ended that test's fixtures, which may still use the deployment)."""
     if nextitem is None or E2E_FOLDER not in Path(str(nextitem.path)).parents:
         _SHARED.close()
 
