@@ -3,6 +3,7 @@ milliseconds and not after the present, an id per instance, each yielded once.""
 
 from __future__ import annotations
 
+from itertools import compress
 from operator import itemgetter
 from typing import Any
 
@@ -41,14 +42,9 @@ class SliceValues(SliceRequests):
         entries = self._plain_entries(page.records, start, end)
         if entries is None:
             entries = self._checked_entries(page, start, end, clip)
-        fresh: list[Entry] = []
-        repeats = 0
-        add = self._seen.add
-        for entry in entries:
-            if add(entry[2]):
-                fresh.append(entry)
-            else:
-                repeats += 1
+        added = self._seen.add_all([entry[2] for entry in entries])
+        fresh = list(compress(entries, added))
+        repeats = len(entries) - len(fresh)
         # Ordered by (field, id) whatever the server's order or the slicing: reruns write the same bytes.
         fresh.sort(key=_ORDER)
         with self._lock:
