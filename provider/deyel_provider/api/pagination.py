@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
-from deyel_provider.http.json_body import response_json
+from deyel_provider.http.json_body import response_body
 
 if TYPE_CHECKING:
     import requests
@@ -90,6 +90,9 @@ class Page:
     next_url: str | None = None
     #: The server's clock when it answered (its ``Date`` header, whole seconds), epoch ms; None without one.
     server_ms: int | None = None
+    #: Whether the records are plain as parsed (:func:`~deyel_provider.http.json_body.response_body`):
+    #: msgspec writes every value in them as ``json`` does. False unless the parse said so.
+    plain: bool = False
 
 
 def parse_page(response: requests.Response, paging: Paging) -> Page:
@@ -103,7 +106,7 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
             **_where(response),
         )
     try:
-        body = response_json(response)
+        body, plain = response_body(response)
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
         raise DeyelBadResponseError(
             "the page is not JSON (or is nested too deeply)", **_where(response)
@@ -125,6 +128,7 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
         total=_total(response, paging),
         next_url=_next_link(response) if paging.strategy == "link" else None,
         server_ms=_server_ms(response),
+        plain=plain,
     )
 
 

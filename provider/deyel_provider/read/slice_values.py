@@ -59,7 +59,7 @@ class SliceValues(SliceRequests):
                 and len(page.records) >= max(8, self._paging.page_size // 3)
             ):
                 self._density = max(self._density or 0.0, len(page.records) / (end - start))
-        return Slice(start, end, [entry[3] for entry in fresh])
+        return Slice(start, end, [entry[3] for entry in fresh], plain=page.plain)
 
     def _checked_entries(self, page: Page, start: int, end: int | None, clip: bool) -> list[Entry]:
         """``(value, len(id), id, record)`` of each instance of ``page``, each checked: its value inside the
