@@ -18,6 +18,9 @@ from deyel_provider.read.slice_requests import Slice, SliceRequests
 #: ids are unique in a response).
 Entry = tuple[int, int, str, dict[str, Any]]
 _ORDER = itemgetter(0, 1, 2)
+#: The exact types :meth:`SliceValues._plain_entries` takes for a value and an id.
+_NUMBER_TYPES = frozenset({str, int})
+_TEXT_TYPE = frozenset({str})
 
 
 class SliceValues(SliceRequests):
@@ -96,26 +99,27 @@ class SliceValues(SliceRequests):
         field, id_field = self._field, self._id_field
         if id_field == LINKS:
             return None
-        entries: list[Entry] = []
-        append = entries.append
+        if not records:
+            return []
         try:
-            for record in records:
-                raw, ident = record.get(field), record.get(id_field)
-                # Exact types: a bool is an int, and the checked path refuses it.
-                if type(raw) is not str and type(raw) is not int:
-                    return None
-                if type(ident) is not str or not ident:
-                    return None
-                append((int(raw), len(ident), ident, record))  # int() strips as str.strip() does
+            # Whole columns at C speed (a missing key: KeyError, the checked path says which instance).
+            raws = list(map(itemgetter(field), records))
+            ids = list(map(itemgetter(id_field), records))
+        except (KeyError, TypeError):
+            return None
+        # Exact types: a bool is an int, and the checked path refuses it.
+        if not _NUMBER_TYPES.issuperset(map(type, raws)) or not _TEXT_TYPE.issuperset(map(type, ids)):
+            return None
+        distinct = set(ids)
+        if len(distinct) != len(ids) or "" in distinct:
+            return None
+        try:
+            values = list(map(int, raws))  # int() strips as str.strip() does
         except ValueError:
             return None
-        if entries:
-            values = [entry[0] for entry in entries]
-            if min(values) < start or (end is not None and max(values) >= end):
-                return None
-            if len({entry[2] for entry in entries}) != len(entries):
-                return None
-        return entries
+        if min(values) < start or (end is not None and max(values) >= end):
+            return None
+        return list(zip(values, map(len, ids), ids, records, strict=True))
 
     # -- values ----------------------------------------------------------------------------------------------
 

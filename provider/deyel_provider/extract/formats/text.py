@@ -30,6 +30,7 @@ import io
 import logging
 import sys
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import IO, Any
 
 from deyel_provider.extract.formats.base import (
@@ -121,6 +122,8 @@ class JsonLinesWriter(RecordWriter):
 
     def _list_keys(self, records: Sequence[dict[str, Any]]) -> None:
         known, columns = self._known, self.columns
+        if known.issuperset(chain.from_iterable(records)):
+            return  # every key of the page known already (most pages): one C call for the page
         for record in records:
             if known.issuperset(record):
                 continue
