@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGIES: tuple[str, ...] = ("page", "offset", "link", "none")
+_DICT_TYPE = frozenset({dict})
 
 #: Fetches one page: (endpoint or absolute next URL, query parameters or None) -> response.
 Fetch = Callable[[str, "dict[str, Any] | None"], "requests.Response"]
@@ -117,7 +118,9 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
             f"a server that wraps pages in an envelope is not supported",
             **_where(response),
         )
-    odd = next((n for n, record in enumerate(body) if not isinstance(record, dict)), None)
+    # Every item a dict (what both parsers build for an object) in one C pass; else the first that is not.
+    all_dicts = _DICT_TYPE.issuperset(map(type, body))
+    odd = None if all_dicts else next((n for n, r in enumerate(body) if not isinstance(r, dict)), None)
     if odd is not None:
         raise DeyelBadResponseError(
             f"expected a JSON array of instances (objects), item {odd} is {type(body[odd]).__name__}",
