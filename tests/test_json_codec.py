@@ -391,6 +391,19 @@ def test_a_plain_page_is_written_without_the_walk_and_any_other_page_with_it(mon
     assert _written(records, plain=True) == old_jsonl(records)
     assert walked == []
     assert _written(records, plain=False) == old_jsonl(records)
+    # A projection (fields=[...]) keeps some values and adds nulls: still plain, still json's bytes.
+    import io
+
+    from deyel_provider.extract.formats.text import JsonLinesWriter
+    from deyel_provider.storage.compression import EncodedFile
+
+    raw = io.BytesIO()
+    writer = JsonLinesWriter(lambda number: EncodedFile(raw, None), ["nuRevenue", "missing", "lsAddress"])
+    writer.write_page(records, plain=True)  # the writer kept: its file, dropped, would close ``raw``
+    projected = [
+        {name: record.get(name) for name in ("nuRevenue", "missing", "lsAddress")} for record in records
+    ]
+    assert raw.getvalue() == old_jsonl(projected)
     assert sum(map(id, records)) == sum(
         id(value) for value in walked if type(value) is dict and "idObjectValue" in value
     )
