@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import requests
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -248,3 +249,234 @@ def test_a_page_is_written_in_one_call_only_where_the_bytes_are_the_standard_lib
 
 def _utf8(text: str) -> bool:
     return not _has_surrogate(text)
+
+
+# -- a page's "plain" fact, taken as it is parsed (issue 24, "Faster than a raw loop") ----------------------
+
+#: JSON number texts in every notation a server may use (exponents in either case and sign, leading zeros
+#: after the point, long mantissas): msgspec's float_hook sees them as written, not as ``repr`` writes them.
+NUMBER_TEXTS = st.from_regex(r"-?(0|[1-9][0-9]{0,19})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
+SCALAR_TEXTS = st.one_of(
+    NUMBER_TEXTS,
+    st.sampled_from(["1e16", "1E16", "9999999999999999.5", "0.0001", "0.00009999", "1e-4", "-0.0", "0e400"]),
+    st.sampled_from(["1e400", "-1e400", "1e-400", "NaN", "Infinity", "-Infinity", '"\\ud800"', '"\\udfff"']),
+    SCALARS.map(
+        lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass").decode()
+    ),
+)
+VALUE_TEXTS = st.recursive(
+    SCALAR_TEXTS,
+    lambda inner: (
+        st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
+        | st.dictionaries(TEXT.map(json.dumps), inner, max_size=3).map(
+            lambda items: "{" + ",".join(f"{key}:{value}" for key, value in items.items()) + "}"
+        )
+    ),
+    max_leaves=8,
+)
+
+
+def _object_text(items: dict[str, str]) -> str:
+    return "{" + ",".join(f"{key}:{value}" for key, value in items.items()) + "}"
+
+
+RECORD_TEXTS = st.dictionaries(TEXT.map(json.dumps), VALUE_TEXTS, max_size=5).map(_object_text)
+#: Records as Deyel sends them (text, integers, amounts, grids), in any number notation: mostly plain.
+DEYEL_RECORD_TEXTS = st.dictionaries(
+    st.sampled_from(["idObjectValue", "dsCompany", "qtEmployee", "nuRevenue", "lsAddress", "flActive"]).map(
+        json.dumps
+    ),
+    st.recursive(
+        st.one_of(
+            _PLAIN.map(lambda value: json.dumps(value, ensure_ascii=False)),
+            NUMBER_TEXTS.filter(lambda text: float(text) == 0.0 or 1e-4 <= abs(float(text)) < 1e16),
+        ),
+        lambda inner: st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]"),
+        max_leaves=4,
+    ),
+    max_size=6,
+).map(_object_text)
+#: A Deyel record holding a float msgspec writes otherwise (in a grid, in any notation).
+ODD_RECORD_TEXTS = st.one_of(
+    NUMBER_TEXTS.filter(lambda text: float(text) != 0.0 and not 1e-4 <= abs(float(text)) < 1e16),
+    st.sampled_from(["1e16", "-1E+16", "0.00001", "1e-5", "12345678901234567.0", "9999999999999999.5"]),
+).map(lambda text: f'{{"idObjectValue":"7","lsAddress":[{{"nuLat":0.5}},{{"nuLat":{text}}}]}}')
+BODIES = st.one_of(
+    st.lists(DEYEL_RECORD_TEXTS, max_size=4),
+    st.lists(RECORD_TEXTS, max_size=4),
+    st.tuples(st.lists(DEYEL_RECORD_TEXTS, max_size=3), ODD_RECORD_TEXTS, st.integers(0, 3)).map(
+        lambda drawn: [*drawn[0][: drawn[2]], drawn[1], *drawn[0][drawn[2] :]]
+    ),
+).map(lambda records: "[" + ",".join(records) + "]")
+
+
+def _floats(value: Any) -> list[float]:
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, dict):
+        return [f for item in value.values() for f in _floats(item)]
+    if isinstance(value, list):
+        return [f for item in value for f in _floats(item)]
+    return []
+
+
+def _written(records: list[dict[str, Any]], plain: bool) -> bytes:
+    import io
+
+    from deyel_provider.extract.formats.text import JsonLinesWriter
+    from deyel_provider.storage.compression import EncodedFile
+
+    raw = io.BytesIO()
+    writer = JsonLinesWriter(lambda number: EncodedFile(raw, None))
+    writer.write_page(records, plain=plain)
+    return raw.getvalue()  # an uncompressed file: every byte is in ``raw`` as written
+
+
+def test_a_page_parsed_from_any_body_is_written_as_json_wrote_the_values_json_parsed():
+    """Generated JSON bodies (numbers in every notation, NaN, numbers past a float's range, lone surrogates,
+    nesting) through the real parse (``parse_page``) and the JSON Lines writer with the page's plain fact:
+    the bytes are ``json``'s text of ``json``'s parse, and a page is plain exactly when msgspec parsed it and
+    every float in it lies where both encoders write it alike."""
+    from deyel_provider.api.pagination import Paging, parse_page
+    from deyel_provider.exceptions import DeyelBadResponseError
+
+    branches = Branches()
+
+    @settings(max_examples=400, deadline=None)
+    @given(BODIES, st.sampled_from(["utf-8", None, "ISO-8859-1"]))
+    def check(text: str, encoding: str | None) -> None:
+        body = text.encode("utf-8", "surrogatepass")
+        try:
+            expected = json.loads(body.decode("utf-8", "surrogatepass") if encoding != "ISO-8859-1" else body)
+        except ValueError:
+            expected = None
+        try:
+            page = parse_page(_response(body, encoding), Paging())
+        except DeyelBadResponseError:
+            assert expected is None or not all(isinstance(r, dict) for r in expected)
+            branches.took("refused")
+            return
+        if encoding == "ISO-8859-1":
+            expected = _response(body, encoding).json()
+        assert _same(page.records, expected)
+        try:
+            msgspec.json.decode(body)
+            by_msgspec = encoding != "ISO-8859-1"
+        except msgspec.MsgspecError:
+            by_msgspec = False
+        odd = [f for f in _floats(expected) if f != 0.0 and not 1e-4 <= abs(f) < 1e16]
+        assert page.plain == (by_msgspec and not odd), (body, page.plain)
+        assert _written(page.records, page.plain) == (old_jsonl(expected) if expected else b"")
+        if page.plain:
+            branches.took("plain: one call")
+        else:
+            branches.took("odd float" if by_msgspec else "parsed by json")
+
+    check()
+    for branch in ("odd float", "parsed by json"):
+        assert branches.counts[branch] >= 25, dict(branches.counts)
+    branches.assert_share("plain: one call", at_least=0.25, examples=300)
+
+
+def test_a_plain_page_is_written_without_the_walk_and_any_other_page_with_it(monkeypatch):
+    """The plain fact replaces ``_differs``' walk: a plain page is never walked, a page without the fact
+    (records from elsewhere) always is; both give json's bytes."""
+    from bench.json_codecs import page_records
+    from deyel_provider.extract.formats import base
+
+    walked: list[Any] = []
+    real = base._differs
+    monkeypatch.setattr(base, "_differs", lambda value: walked.append(value) or real(value))
+    records = page_records(1000)
+    assert _written(records, plain=True) == old_jsonl(records)
+    assert walked == []
+    assert _written(records, plain=False) == old_jsonl(records)
+    # A projection (fields=[...]) keeps some values and adds nulls: still plain, still json's bytes.
+    import io
+
+    from deyel_provider.extract.formats.text import JsonLinesWriter
+    from deyel_provider.storage.compression import EncodedFile
+
+    raw = io.BytesIO()
+    writer = JsonLinesWriter(lambda number: EncodedFile(raw, None), ["nuRevenue", "missing", "lsAddress"])
+    writer.write_page(records, plain=True)  # the writer kept: its file, dropped, would close ``raw``
+    projected = [
+        {name: record.get(name) for name in ("nuRevenue", "missing", "lsAddress")} for record in records
+    ]
+    assert raw.getvalue() == old_jsonl(projected)
+    assert sum(map(id, records)) == sum(
+        id(value) for value in walked if type(value) is dict and "idObjectValue" in value
+    )
+
+
+def test_only_a_body_msgspec_parses_with_every_float_in_range_is_plain():
+    from deyel_provider.http.json_body import response_body
+
+    assert response_body(
+        _response(b'[{"a":1.5,"b":[0.0,-0.0,1e-4,9.9e15],"c":10e2,"d":123456789012345678901}]')
+    )[1]
+    for odd in (
+        b"1e16",
+        b"1E+16",
+        b"-1e16",
+        b"0.00001",
+        b"1e-5",
+        b"5e-324",
+        b"1e308",
+        b"12345678901234567.0",
+    ):
+        assert response_body(_response(b'[{"a":[{"b":' + odd + b"}]}]")) == (
+            [{"a": [{"b": float(odd)}]}],
+            False,
+        )
+    # Refused by msgspec, parsed by json as before: never plain.
+    for body, value in ((b"[1e400]", math.inf), (b"[-1e400]", -math.inf), (b'["\\ud800"]', "\ud800")):
+        assert response_body(_response(body)) == ([value], False)
+    parsed, plain = response_body(_response(b"[NaN]"))
+    assert math.isnan(parsed[0]) and not plain
+    assert response_body(_response('[{"a":"ñ"}]'.encode("latin-1"), "ISO-8859-1")) == ([{"a": "ñ"}], False)
+    # A float of any notation is the float json reads from that text.
+    for text in (
+        "0.1",
+        "1.0000000000000002",
+        "2.2250738585072011e-308",
+        "1e-400",
+        "-0e5",
+        "9007199254740993.0",
+    ):
+        ((value,), _) = response_body(_response(f"[{text}]".encode()))
+        assert repr(value) == repr(json.loads(text))
+
+
+def test_an_extraction_writes_its_plain_pages_in_one_call_and_a_page_with_an_odd_float_checked(
+    tmp_path, monkeypatch
+):
+    """A real extraction (emulator, HTTP, the sliced reader, the JSON Lines writer): every written page that
+    holds a float msgspec writes otherwise reaches the writer without the plain fact and is walked; every
+    other page reaches it plain. Each line is ``json``'s own text of the value it holds."""
+    from deyel_provider.extract.formats import text
+    from tests.support.extracting import extract_pages
+
+    calls: list[tuple[bool, bool]] = []  # (a record holds the odd float, plain)
+    real = text.json_lines
+
+    def spy(records: Any, *, plain: bool = False) -> tuple[bytes, bool]:
+        odd = any("lsGrid" in record for record in records)
+        calls.append((odd, plain))
+        return real(records, plain=plain)
+
+    monkeypatch.setattr(text, "json_lines", spy)
+    pages = [
+        [{"dsName": f"n{page}-{n}", "nuRevenue": n + 0.25, "qtSeats": 2**70} for n in range(20)]
+        for page in range(4)
+    ]
+    pages[2][5] = {"dsName": "odd", "lsGrid": [{"nuOdd": 1e16}, {"nuOdd": 1e-7}]}
+    result, (path,) = extract_pages(tmp_path / "out.jsonl", "jsonl", pages)
+    assert result.records == 80
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 80
+    assert all(json_text(json.loads(line)).encode("utf-8") == line for line in lines)
+    assert sum(b'"lsGrid":[{"nuOdd":1e+16},{"nuOdd":1e-07}]' in line for line in lines) == 1
+    assert sum(odd for odd, _ in calls) == 1
+    assert all(plain != odd for odd, plain in calls), calls
+    assert len(calls) >= 2

@@ -132,3 +132,63 @@ def test_the_fast_pass_accepts_only_what_the_checked_pass_accepts_with_the_same_
     for branch in ("fast accepted", "declined: checked accepted", "declined: checked refused"):
         assert branches.counts[branch] >= 40, dict(branches.counts)
     branches.assert_share("fast accepted", at_least=0.1, examples=300)
+
+
+# -- the repeat check of a whole page (read/id_set.py ``IdSet.add_all``) -------------------------------------
+
+SMALL_IDS = st.integers(min_value=0, max_value=5000).map(str)
+ODD_ID_TEXTS = st.one_of(
+    st.sampled_from(
+        [
+            *("07", "+7", "-7", " 7", "7 ", "7\n", "1_0", "\u0667", "\uff17", "", "1,2", "7,", ",7", "0x7"),
+            *("268435455", "268435456", "999999999", "1000000000", "0", "00", "7.0", "1e3"),
+        ]
+    ),
+    st.text(alphabet="0123456789,+ ", max_size=4),
+    st.integers(min_value=0, max_value=2**40).map(str),
+)
+
+
+def test_a_page_of_ids_is_added_as_the_ids_one_by_one():
+    """``IdSet.add_all`` answers what ``add`` answers id after id (repeats within the page and across pages,
+    non-canonical spellings kept apart from the canonical one, ids past the bitmap), and holds as many."""
+    from deyel_provider.read.id_set import IdSet, _small_numbers
+
+    branches = Branches()
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.lists(SMALL_IDS, max_size=20), st.lists(st.one_of(SMALL_IDS, ODD_ID_TEXTS), max_size=20)
+            ),
+            max_size=4,
+        )
+    )
+    def example(pages: list[list[str]]) -> None:
+        batched, one_by_one = IdSet(), IdSet()
+        for page in pages:
+            expected = [one_by_one.add(instance_id) for instance_id in page]
+            assert batched.add_all(page) == expected, page
+            assert len(batched) == len(one_by_one)
+            branches.took("page at once" if _small_numbers(page) is not None else "id by id")
+        assert len(batched._bits) <= (1 << 28) // 8
+        assert batched._others == one_by_one._others
+
+    example()
+    branches.assert_share("page at once", at_least=0.3, examples=300)
+    assert branches.counts["id by id"] >= 100, dict(branches.counts)
+
+
+def test_a_page_of_ids_at_the_bitmap_s_edge():
+    from deyel_provider.read.id_set import IdSet
+
+    ids = IdSet()
+    assert ids.add_all(["268435455", "0", "268435455", "7"]) == [True, True, False, True]
+    assert len(ids._bits) == (1 << 28) // 8  # the cap: 32 MiB
+    # One id past the limit sends the page id by id: the same answers, that one in the set.
+    assert ids.add_all(["268435456", "7", "8", "268435456"]) == [True, False, True, False]
+    assert ids._others == {"268435456"}
+    assert ids.add_all(["07", "7", "1,2"]) == [True, False, True]
+    assert ids.add_all([]) == []
+    assert len(ids) == 7

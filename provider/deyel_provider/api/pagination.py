@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 from deyel_provider.connection.fields import DEFAULTS
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError
-from deyel_provider.http.json_body import response_json
+from deyel_provider.http.json_body import response_body
 
 if TYPE_CHECKING:
     import requests
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STRATEGIES: tuple[str, ...] = ("page", "offset", "link", "none")
+_DICT_TYPE = frozenset({dict})
 
 #: Fetches one page: (endpoint or absolute next URL, query parameters or None) -> response.
 Fetch = Callable[[str, "dict[str, Any] | None"], "requests.Response"]
@@ -90,6 +91,9 @@ class Page:
     next_url: str | None = None
     #: The server's clock when it answered (its ``Date`` header, whole seconds), epoch ms; None without one.
     server_ms: int | None = None
+    #: Whether the records are plain as parsed (:func:`~deyel_provider.http.json_body.response_body`):
+    #: msgspec writes every value in them as ``json`` does. False unless the parse said so.
+    plain: bool = False
 
 
 def parse_page(response: requests.Response, paging: Paging) -> Page:
@@ -103,7 +107,7 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
             **_where(response),
         )
     try:
-        body = response_json(response)
+        body, plain = response_body(response)
     except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python can parse
         raise DeyelBadResponseError(
             "the page is not JSON (or is nested too deeply)", **_where(response)
@@ -114,7 +118,9 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
             f"a server that wraps pages in an envelope is not supported",
             **_where(response),
         )
-    odd = next((n for n, record in enumerate(body) if not isinstance(record, dict)), None)
+    # Every item a dict (what both parsers build for an object) in one C pass; else the first that is not.
+    all_dicts = _DICT_TYPE.issuperset(map(type, body))
+    odd = None if all_dicts else next((n for n, r in enumerate(body) if not isinstance(r, dict)), None)
     if odd is not None:
         raise DeyelBadResponseError(
             f"expected a JSON array of instances (objects), item {odd} is {type(body[odd]).__name__}",
@@ -125,6 +131,7 @@ def parse_page(response: requests.Response, paging: Paging) -> Page:
         total=_total(response, paging),
         next_url=_next_link(response) if paging.strategy == "link" else None,
         server_ms=_server_ms(response),
+        plain=plain,
     )
 
 

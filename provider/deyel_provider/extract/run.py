@@ -148,7 +148,7 @@ def extract(
         with heap_frozen():  # no full garbage collections walking the whole heap, page after page
             for piece in pieces:
                 if piece.records:
-                    writer.write_page(piece.records)
+                    writer.write_page(piece.records, plain=piece.plain)
                 if staging is not None:
                     staging.page_written(piece, writer, reader.stats.window_end)
                 progress.expect(reader.stats.expected)

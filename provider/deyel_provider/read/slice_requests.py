@@ -29,6 +29,9 @@ class Slice:
     start: int
     end: int | None
     records: list[dict[str, Any]]
+    #: Whether the records are plain as parsed (``Page.plain``): they are some of one page's records, as
+    #: parsed.
+    plain: bool = False
 
 
 @dataclass

@@ -3,6 +3,7 @@ milliseconds and not after the present, an id per instance, each yielded once.""
 
 from __future__ import annotations
 
+from itertools import compress
 from operator import itemgetter
 from typing import Any
 
@@ -17,6 +18,9 @@ from deyel_provider.read.slice_requests import Slice, SliceRequests
 #: ids are unique in a response).
 Entry = tuple[int, int, str, dict[str, Any]]
 _ORDER = itemgetter(0, 1, 2)
+#: The exact types :meth:`SliceValues._plain_entries` takes for a value and an id.
+_NUMBER_TYPES = frozenset({str, int})
+_TEXT_TYPE = frozenset({str})
 
 
 class SliceValues(SliceRequests):
@@ -41,14 +45,9 @@ class SliceValues(SliceRequests):
         entries = self._plain_entries(page.records, start, end)
         if entries is None:
             entries = self._checked_entries(page, start, end, clip)
-        fresh: list[Entry] = []
-        repeats = 0
-        add = self._seen.add
-        for entry in entries:
-            if add(entry[2]):
-                fresh.append(entry)
-            else:
-                repeats += 1
+        added = self._seen.add_all([entry[2] for entry in entries])
+        fresh = list(compress(entries, added))
+        repeats = len(entries) - len(fresh)
         # Ordered by (field, id) whatever the server's order or the slicing: reruns write the same bytes.
         fresh.sort(key=_ORDER)
         with self._lock:
@@ -63,7 +62,7 @@ class SliceValues(SliceRequests):
                 and len(page.records) >= max(8, self._paging.page_size // 3)
             ):
                 self._density = max(self._density or 0.0, len(page.records) / (end - start))
-        return Slice(start, end, [entry[3] for entry in fresh])
+        return Slice(start, end, [entry[3] for entry in fresh], plain=page.plain)
 
     def _checked_entries(self, page: Page, start: int, end: int | None, clip: bool) -> list[Entry]:
         """``(value, len(id), id, record)`` of each instance of ``page``, each checked: its value inside the
@@ -100,26 +99,27 @@ class SliceValues(SliceRequests):
         field, id_field = self._field, self._id_field
         if id_field == LINKS:
             return None
-        entries: list[Entry] = []
-        append = entries.append
+        if not records:
+            return []
         try:
-            for record in records:
-                raw, ident = record.get(field), record.get(id_field)
-                # Exact types: a bool is an int, and the checked path refuses it.
-                if type(raw) is not str and type(raw) is not int:
-                    return None
-                if type(ident) is not str or not ident:
-                    return None
-                append((int(raw), len(ident), ident, record))  # int() strips as str.strip() does
+            # Whole columns at C speed (a missing key: KeyError, the checked path says which instance).
+            raws = list(map(itemgetter(field), records))
+            ids = list(map(itemgetter(id_field), records))
+        except (KeyError, TypeError):
+            return None
+        # Exact types: a bool is an int, and the checked path refuses it.
+        if not _NUMBER_TYPES.issuperset(map(type, raws)) or not _TEXT_TYPE.issuperset(map(type, ids)):
+            return None
+        distinct = set(ids)
+        if len(distinct) != len(ids) or "" in distinct:
+            return None
+        try:
+            values = list(map(int, raws))  # int() strips as str.strip() does
         except ValueError:
             return None
-        if entries:
-            values = [entry[0] for entry in entries]
-            if min(values) < start or (end is not None and max(values) >= end):
-                return None
-            if len({entry[2] for entry in entries}) != len(entries):
-                return None
-        return entries
+        if min(values) < start or (end is not None and max(values) >= end):
+            return None
+        return list(zip(values, map(len, ids), ids, records, strict=True))
 
     # -- values ----------------------------------------------------------------------------------------------
 

@@ -109,10 +109,15 @@ def _float_written_otherwise(record: Any) -> bool:
     return False
 
 
-def json_lines(records: Sequence[Any]) -> tuple[bytes, bool]:
+def json_lines(records: Sequence[Any], *, plain: bool = False) -> tuple[bytes, bool]:
     """The JSON Lines of ``records`` (one ``json_text`` per line, UTF-8), and whether a record had to be
-    escaped to ASCII (a lone surrogate, which UTF-8 cannot hold: see :func:`encodable_json`)."""
-    page = _page_lines(records)
+    escaped to ASCII (a lone surrogate, which UTF-8 cannot hold: see :func:`encodable_json`).
+
+    :param plain: the records are (some of) a page msgspec parsed from a plain body
+        (:func:`deyel_provider.http.json_body.response_body`): they hold only text, integers, booleans,
+        nulls, lists, objects with text keys and floats msgspec writes as ``json`` does, so the page is
+        encoded in one msgspec call without :func:`_page_lines`' walk over its values."""
+    page = _plain_lines(records) if plain else _page_lines(records)
     if page is not None:
         return page, False
     lines: list[bytes] = []
@@ -128,6 +133,15 @@ def json_lines(records: Sequence[Any]) -> tuple[bytes, bool]:
         lines.append(line)
     lines.append(b"")
     return b"\n".join(lines), escaped
+
+
+def _plain_lines(records: Sequence[Any]) -> bytes | None:
+    """The JSON Lines of a plain page in one msgspec call; None where msgspec refuses it (never, for what
+    msgspec parsed: the page then goes record by record, as any other)."""
+    try:
+        return _fast_encode_lines(records)
+    except (TypeError, ValueError, msgspec.MsgspecError, RecursionError):
+        return None
 
 
 def _page_lines(records: Sequence[Any]) -> bytes | None:
@@ -247,11 +261,17 @@ class RecordWriter(ABC):
         self.records = 0
         self._current: Part | None = None
 
-    def write_page(self, records: Sequence[dict[str, Any]]) -> None:
+    def write_page(self, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None:
+        """Write one page of records.
+
+        :param plain: the records are as msgspec parsed them from a plain body (``Page.plain``, see
+            :func:`deyel_provider.http.json_body.response_body`): JSON Lines encodes them in one msgspec call
+            with no check of their values. Only for records nobody changed since.
+        """
         if not records:
             return
         part = self._current or self._start_part()
-        self._write(part, records)
+        self._write(part, records, plain=plain)
         part.records += len(records)
         self.records += len(records)
         if self.max_file_bytes is not None and part.size >= self.max_file_bytes:
@@ -320,7 +340,7 @@ class RecordWriter(ABC):
             sink.close()
 
     @abstractmethod
-    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None: ...
+    def _write(self, part: Part, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None: ...
 
     def _finish(self, part: Part) -> None:  # noqa: B027 - optional hook
         """Write what the part still needs once its last page is in (a header, a footer)."""

@@ -127,7 +127,7 @@ class ParquetWriter(RecordWriter):
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
+    def _write(self, part: Part, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None:
         if self.fields is None:
             columns = self._columns
             for name in self._new_fields(records, columns, len(columns)):

@@ -30,6 +30,7 @@ import io
 import logging
 import sys
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import IO, Any
 
 from deyel_provider.extract.formats.base import (
@@ -99,13 +100,14 @@ class JsonLinesWriter(RecordWriter):
         self.columns: list[str] = list(self.fields or [])
         self._known = set(self.columns)
 
-    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
+    def _write(self, part: Part, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None:
         if self.fields is not None:
             fields = self.fields
             records = [{name: record.get(name) for name in fields} for record in records]
         elif len(self.columns) < self.max_columns:
             self._list_keys(records)
-        data, escaped = json_lines(records)
+        # A projection keeps some of each record's values and adds nulls: a plain page stays plain.
+        data, escaped = json_lines(records, plain=plain)
         if escaped:
             log.warning(
                 "A record holds a lone surrogate (a broken UTF-16 pair): written escaped (\\udXXX), as JSON "
@@ -120,6 +122,8 @@ class JsonLinesWriter(RecordWriter):
 
     def _list_keys(self, records: Sequence[dict[str, Any]]) -> None:
         known, columns = self._known, self.columns
+        if known.issuperset(chain.from_iterable(records)):
+            return  # every key of the page known already (most pages): one C call for the page
         for record in records:
             if known.issuperset(record):
                 continue
@@ -158,7 +162,7 @@ class CsvWriter(RecordWriter):
         for source in sources:  # one: a CSV part is always one file
             widen_csv(source, sink, self.columns)
 
-    def _write(self, part: Part, records: Sequence[dict[str, Any]]) -> None:
+    def _write(self, part: Part, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None:
         if self.fields is None:
             # Checked on sight: a late field is written by the widening pass, after the download.
             new = self._new_fields(records, self._known, len(self.columns))
