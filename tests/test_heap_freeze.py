@@ -108,11 +108,10 @@ def test_a_child_forked_during_a_read_starts_unfrozen_and_freezes_its_own_reads(
         if pid == 0:  # the child: report and leave at once, whatever happens
             code = 1
             try:
-                states = [_frozen(), collector._holders, gc.get_threshold()[0] == collector.READ_GC_THRESHOLD]
+                states = [_frozen(), collector._holders]
                 with heap_frozen():
                     states.append(_frozen())
                 states.append(_frozen())
-                states.append(gc.get_threshold()[0] == collector.READ_GC_THRESHOLD)
                 os.write(write_end, repr(states).encode())
                 code = 0
             finally:
@@ -123,55 +122,5 @@ def test_a_child_forked_during_a_read_starts_unfrozen_and_freezes_its_own_reads(
         _, status = os.waitpid(pid, 0)
         assert _frozen()
     assert os.waitstatus_to_exitcode(status) == 0
-    assert states == repr([False, 0, False, True, False, False])
+    assert states == repr([False, 0, True, False])
     assert not _frozen()
-
-
-def test_a_read_raises_the_young_generation_s_threshold_and_puts_it_back(tmp_path):
-    """Inside the page loop the youngest generation is collected every 10,000 allocations, not 700 (a parsed
-    page's objects, alive until written, were promoted and walked again); the thresholds come back after,
-    after a failed run too, and a heap frozen by someone else still gets the higher threshold."""
-    before = gc.get_threshold()
-    assert before[0] < collector.READ_GC_THRESHOLD
-    inside: list[tuple[int, ...]] = []
-
-    def watch(phase: str, info: dict[str, int]) -> None:
-        if phase == "start" and not inside and _frozen():  # frozen: inside the page loop
-            inside.append(gc.get_threshold())
-
-    gc.callbacks.append(watch)
-    try:
-        result, _ = extract_pages(tmp_path / "out.jsonl", "jsonl", _pages(12, 1000))
-    finally:
-        gc.callbacks.remove(watch)
-    assert result.records == 12000
-    assert inside == [(collector.READ_GC_THRESHOLD, *before[1:])]
-    assert gc.get_threshold() == before
-    with pytest.raises(DeyelSchemaError):
-        extract_pages(tmp_path / "out.csv", "csv", _pages(3, 50), max_columns=1)
-    assert gc.get_threshold() == before
-    gc.freeze()
-    try:
-        with heap_frozen(), heap_frozen():
-            assert gc.get_threshold()[0] == collector.READ_GC_THRESHOLD
-        assert gc.get_threshold() == before
-    finally:
-        gc.unfreeze()
-
-
-def test_a_threshold_someone_set_is_left_as_they_set_it():
-    before = gc.get_threshold()
-    try:
-        gc.set_threshold(0)  # collection disabled: not ours to enable
-        with heap_frozen():
-            assert gc.get_threshold()[0] == 0
-        assert gc.get_threshold()[0] == 0
-        gc.set_threshold(*before)
-        with heap_frozen():
-            gc.set_threshold(500, *before[1:])  # changed during the read: kept
-        assert gc.get_threshold() == (500, *before[1:])
-        gc.set_threshold(50_000)  # already higher: untouched
-        with heap_frozen():
-            assert gc.get_threshold()[0] == 50_000
-    finally:
-        gc.set_threshold(*before)

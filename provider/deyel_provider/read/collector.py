@@ -16,15 +16,6 @@ generator's ``yield``: the generator object exists when the freeze starts, so it
 abandoned in a reference cycle (an exception's traceback holding the frame that iterates it) is a cycle
 the collector never looks at: its ``finally`` would never run and the process would stay frozen for good.
 A child forked during a read is not inside it: it starts with no freeze of ours (see :func:`_forget`).
-
-Inside the same block the youngest generation's threshold is raised to :data:`READ_GC_THRESHOLD` (from
-Python's 700), whoever froze the heap: a parsed page is thousands of young objects, alive until the page is
-written, so with 700 a collection ran every few hundred records, found them all alive and promoted them,
-to be walked again by the older generations (about 0.16 s of a 100,000-instance extraction's 1.1 s of
-CPU, some 800 young collections). At 10,000, most pages are freed by reference counting before a collection
-sees them: about half that time, a sixth of the collections.
-Memory is unchanged but for cycles, which wait for at most that many allocations. Restored when the last
-block ends, unless someone changed it meanwhile; a threshold of 0 (collection disabled) is left alone.
 """
 
 from __future__ import annotations
@@ -40,67 +31,37 @@ _lock = threading.Lock()
 _holders = 0
 #: Bumped in a forked child: a block entered before the fork leaves without touching the child's count.
 _epoch = 0
-#: The youngest generation's threshold while a read runs (see the module docstring).
-READ_GC_THRESHOLD = 10_000
-#: Blocks inside, frozen by us or not: the threshold is raised while this is above zero.
-_readers = 0
-#: The thresholds before the first block raised them; None: not raised (0, or already this high).
-_saved_threshold: tuple[int, ...] | None = None
 
 
 @contextmanager
 def heap_frozen() -> Iterator[None]:
     """Freeze the heap for the duration of a ``with`` block (see the module docstring: never around a
     ``yield``); a no-op where someone else froze it."""
-    global _holders, _readers
+    global _holders
     with _lock:
         ours = _holders > 0 or gc.get_freeze_count() == 0
         if ours:
             if _holders == 0:
                 gc.freeze()
             _holders += 1
-        if _readers == 0:
-            _raise_threshold()
-        _readers += 1
         epoch = _epoch
     try:
         yield
     finally:
-        with _lock:
-            if epoch == _epoch:
-                _readers -= 1
-                if _readers == 0:
-                    _restore_threshold()
-                if ours:
+        if ours:
+            with _lock:
+                if epoch == _epoch:
                     _holders -= 1
                     if _holders == 0:
                         gc.unfreeze()
 
 
-def _raise_threshold() -> None:
-    global _saved_threshold
-    current = gc.get_threshold()
-    if 0 < current[0] < READ_GC_THRESHOLD:
-        _saved_threshold = current
-        gc.set_threshold(READ_GC_THRESHOLD, *current[1:])
-
-
-def _restore_threshold() -> None:
-    global _saved_threshold
-    saved, _saved_threshold = _saved_threshold, None
-    if saved is not None and gc.get_threshold()[0] == READ_GC_THRESHOLD:
-        gc.set_threshold(*saved)
-
-
 def _forget() -> None:
     """In a child forked while a read held the freeze: the reads are the parent's threads, which the child
     does not have, so nothing would ever undo it (and the lock may have been copied held). Undone here."""
-    global _lock, _holders, _epoch, _readers
+    global _lock, _holders, _epoch
     _lock = threading.Lock()
     _epoch += 1
-    if _readers > 0:
-        _readers = 0
-        _restore_threshold()
     if _holders > 0:
         _holders = 0
         gc.unfreeze()
