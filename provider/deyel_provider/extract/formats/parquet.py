@@ -179,10 +179,7 @@ class ParquetWriter(RecordWriter):
 
     def _array(self, column: Column, records: Sequence[dict[str, Any]]) -> Any:
         name = column.name
-        try:
-            values = list(map(itemgetter(name), records))  # every record has the field: at C speed
-        except KeyError:
-            values = [record.get(name) for record in records]
+        values = self._values(name, records)
         while True:
             assert column.type is not None
             try:
@@ -198,6 +195,14 @@ class ParquetWriter(RecordWriter):
                 if column.declared:
                     raise self._schema_error(column, records, misfit) from None
                 column.type = widened(column.type, misfit.value, column.largest_int)
+
+    @staticmethod
+    def _values(name: str, records: Sequence[dict[str, Any]]) -> list[Any]:
+        """Column ``name`` of ``records`` (None where a record lacks it)."""
+        try:
+            return list(map(itemgetter(name), records))  # every record has the field: at C speed
+        except KeyError:
+            return [record.get(name) for record in records]
 
     def _schema_error(
         self, column: Column, records: Sequence[dict[str, Any]], misfit: Misfit
