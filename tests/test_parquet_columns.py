@@ -10,6 +10,7 @@ import io
 import math
 from typing import Any
 
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from deyel_provider.extract.formats.parquet_types import (
 )
 from deyel_provider.storage.compression import EncodedFile
 from tests.support.branches import Branches
+from tests.support.extracting import write_unit
 
 _INT64_MAX = 2**63 - 1
 
@@ -186,3 +188,12 @@ def test_columns_built_at_c_speed_write_the_bytes_cell_by_cell_conversion_wrote(
 
     example()
     branches.assert_share("written", at_least=0.4, examples=200)
+
+
+def test_the_least_int64_is_written_as_an_int64(tmp_path):
+    # Its absolute value is past int64's largest: the cell-by-cell check looked for a misfit and found none
+    # (StopIteration out of the writer).
+    path = tmp_path / "least.parquet"
+    writer = write_unit(path, "parquet", [[{"qtLeast": -(2**63)}, {"qtLeast": 5}, {}]])
+    assert writer.types == (("qtLeast", "int64"),)
+    assert pq.read_table(path).column("qtLeast").to_pylist() == [-(2**63), 5, None]
