@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extract.formats.base import encodable_json, json_text
+from deyel_provider.extract.formats.base import encodable_json, json_line, json_text
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Columns of an empty run's file when nothing declares any: every Deyel instance has these two (the id under
@@ -41,6 +44,15 @@ _TIMESTAMP_MIN, _TIMESTAMP_END = -62135596800000, 253402300800000
 #: JSON's number grammar, ASCII digits only; linear (no nested repetition), on at most 64 characters.
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _NoneType = type(None)
+#: Canonical integer text (:func:`int_text`) of at most 15 digits: every epoch millisecond of years 0001-9999
+#: has at most 15, and a cast of it to int64 cannot overflow. RE2 (pyarrow.compute): ``[0-9]`` is ASCII only,
+#: ``$`` the end of the text.
+_TIMESTAMP_TEXT = r"^(?:0|-?[1-9][0-9]{0,14})$"
+#: Canonical integer text of at most 18 digits: within int64 whatever the digits.
+_INT64_TEXT = r"^(?:0|-?[1-9][0-9]{0,17})$"
+_json_cell = msgspec.json.Encoder().encode
+_msgpack_cells = msgspec.msgpack.Encoder().encode
+_FLOAT64 = struct.Struct(">d")
 
 Types = tuple[tuple[str, str], ...]
 
@@ -214,7 +226,10 @@ class Converters:
     value its type cannot hold exactly."""
 
     def __init__(self, pa: Any) -> None:
+        import pyarrow.compute
+
         self.pa = pa
+        self.pc = pyarrow.compute
         self.arrow = {
             "string": pa.string(),
             "int64": pa.int64(),
@@ -249,10 +264,46 @@ class Converters:
         return self.pa.array(out, self.arrow["string"])
 
     def json(self, values: list[Any], column: Column) -> Any:
-        out = [None if value is None else encodable_json(value) for value in values]
-        return self.pa.array(out, self.arrow["json"])
+        cells = _json_cells(values)
+        if cells is None:  # a float msgspec writes otherwise, a lone surrogate...: each cell on its own
+            cells = [None if value is None else _json_text_cell(value) for value in values]
+        return self.pa.array(cells, self.arrow["json"])
 
     def int64(self, values: list[Any], column: Column) -> Any:
+        kinds = set(map(type, values))
+        if kinds <= {int, _NoneType}:
+            try:
+                array = self.pa.array(values, self.arrow["int64"])
+            except OverflowError:
+                pass  # an integer past int64: found below
+            else:
+                column.largest_int = max(column.largest_int, self._largest(array))
+                return array
+        elif kinds <= {str, _NoneType}:
+            array = self._int_texts(values, _INT64_TEXT)
+            if array is not None:
+                column.largest_int = max(column.largest_int, self._largest(array))
+                return array
+        return self._int64_values(values, column)
+
+    def _largest(self, array: Any) -> int:
+        """The largest absolute value of an int64 array (0 if it has none)."""
+        least, most = self.pc.min_max(array).values()
+        return max(abs(least.as_py() or 0), abs(most.as_py() or 0))
+
+    def _int_texts(self, values: list[Any], pattern: str) -> Any:
+        """int64 array of text cells (and nulls) all matching ``pattern`` (canonical integer text short enough
+        for int64: what :func:`int_text` reads), else None."""
+        try:
+            texts = self.pa.array(values, self.arrow["string"])
+        except UnicodeEncodeError:
+            return None
+        if not self.pc.all(self.pc.match_substring_regex(texts, pattern), min_count=0).as_py():
+            return None
+        return texts.cast(self.arrow["int64"])
+
+    def _int64_values(self, values: list[Any], column: Column) -> Any:
+        """int64 cells one value at a time: :class:`Misfit` at the first value that is not one."""
         if set(map(type, values)) <= {int, _NoneType}:
             ints = values
         else:
@@ -267,10 +318,10 @@ class Converters:
                     ints.append(int(value))
                 else:
                     raise Misfit(index, value)
+        for index, value in enumerate(ints):
+            if value is not None and not _in_int64(value):
+                raise Misfit(index, values[index])
         largest = max((abs(value) for value in ints if value is not None), default=0)
-        if largest > _INT64_MAX:
-            index = next(i for i, value in enumerate(ints) if value is not None and not _in_int64(value))
-            raise Misfit(index, values[index])
         column.largest_int = max(column.largest_int, largest)
         return self.pa.array(ints, self.arrow["int64"])
 
@@ -305,6 +356,23 @@ class Converters:
         return self.pa.array(out, self.arrow["bool"])
 
     def timestamp(self, values: list[Any], column: Column) -> Any:
+        kinds = set(map(type, values))
+        array = None
+        if kinds <= {int, _NoneType}:
+            try:
+                array = self.pa.array(values, self.arrow["int64"])
+            except OverflowError:
+                pass  # an integer past int64: found below
+        elif kinds <= {str, _NoneType}:
+            array = self._int_texts(values, _TIMESTAMP_TEXT)
+        if array is not None:
+            least, most = self.pc.min_max(array).values()
+            if least.as_py() is None or (_TIMESTAMP_MIN <= least.as_py() and most.as_py() < _TIMESTAMP_END):
+                return array.cast(self.arrow["timestamp"])
+        return self._timestamp_values(values)
+
+    def _timestamp_values(self, values: list[Any]) -> Any:
+        """Timestamp cells one value at a time: :class:`Misfit` at the first value that is not one."""
         out: list[int | None] = []
         for index, value in enumerate(values):
             kind = type(value)
@@ -316,3 +384,38 @@ class Converters:
                 raise Misfit(index, value)
             out.append(number)
         return self.pa.array(out, self.arrow["timestamp"])
+
+
+def _json_cells(values: list[Any]) -> list[Any] | None:
+    """The JSON text of each value (UTF-8 bytes; None stays None) in one msgspec call per value, where the
+    bytes are ``json_text``'s (the rule of :func:`~deyel_provider.extract.formats.base.json_line`, checked
+    over the whole column at once); None where a cell may differ: the caller takes each on its own."""
+    try:
+        if _floats_written_otherwise(_msgpack_cells(values)):
+            return None
+        cells: list[Any] = list(map(_json_cell, values))
+    except (TypeError, ValueError, OverflowError, msgspec.MsgspecError, RecursionError):
+        return None  # a lone surrogate, an integer past 64 bits, a type JSON has no form for, deep nesting
+    if None in values:
+        cells = [None if value is None else cell for value, cell in zip(values, cells, strict=True)]
+    return cells
+
+
+def _floats_written_otherwise(packed: bytes) -> bool:
+    """Whether MessagePack ``packed`` may hold a float msgspec writes otherwise than ``json``: NaN, an
+    infinity, or one outside ``[1e-4, 1e16)`` but zero. Every float is 0xcb and its 8 bytes; a 0xcb inside a
+    string or an integer is a false alarm that only costs the slower path."""
+    end = len(packed) - 8
+    at = packed.find(b"\xcb", 0, end)
+    while at != -1:
+        (value,) = _FLOAT64.unpack_from(packed, at + 1)
+        if value != 0.0 and not 1e-4 <= abs(value) < 1e16:  # NaN fails every comparison: True
+            return True
+        at = packed.find(b"\xcb", at + 1, end)
+    return False
+
+
+def _json_text_cell(value: Any) -> Any:
+    """One JSON cell: msgspec's bytes where they are ``json_text``'s, else :func:`encodable_json`."""
+    line = json_line(value)
+    return encodable_json(value) if line is None else line
