@@ -30,8 +30,9 @@ import tempfile
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from itertools import accumulate, groupby, islice
-from operator import itemgetter
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import eq, ne
+from struct import Struct
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.read.id_set import IdSet, _small_number
@@ -52,7 +53,6 @@ _BLOCK_BYTES = 1 << 16
 _BIG_ENDIAN = sys.byteorder == "big"
 _PREFIX = "deyel-deletes-"
 _LOCK = "lock"
-_first = itemgetter(0)
 
 
 def encode(instance_id: str) -> bytes:
@@ -75,25 +75,28 @@ def encode_block(ids: list[bytes]) -> bytes:
 def decode_blocks(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
     """The blocks of a stream cut anywhere (``ValueError`` when it ends inside one or one is malformed)."""
     buffer = bytearray()
+    start = 0  # where the next block begins in ``buffer`` (the ones before it are cut once per chunk)
     for chunk in chunks:
+        del buffer[:start]
         buffer += chunk
-        while len(buffer) >= 4:
-            count = int.from_bytes(buffer[:4], "little")
+        start = 0
+        while len(buffer) - start >= 4:
+            count = int.from_bytes(buffer[start : start + 4], "little")
             if not 0 < count <= MAX_BLOCK_IDS:
                 raise ValueError(f"a block of {count} ids")
-            head = 4 + 4 * count
+            head = start + 4 + 4 * count
             if len(buffer) < head:
                 break
-            lengths = array("I", buffer[4:head])
+            lengths = array("I", buffer[start + 4 : head])
             if _BIG_ENDIAN:
                 lengths.byteswap()
-            ends = list(accumulate(lengths))
-            if len(buffer) < head + ends[-1]:
+            end = head + sum(lengths)
+            if len(buffer) < end:
                 break
-            data = bytes(buffer[head : head + ends[-1]])
-            del buffer[: head + ends[-1]]
-            yield list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-    if buffer:
+            # One struct of "<n>s" fields cuts the ids in C (about twice as fast as a slice per id).
+            yield list(Struct("<" + "%ds" * count % tuple(lengths)).unpack_from(buffer, head))
+            start = end
+    if len(buffer) > start:
         raise ValueError("the ids end inside a block")
 
 
@@ -119,9 +122,9 @@ def join(
                 if not block:
                     break
             cut = bisect_right(block, top, pos)
-            lost = [old for old in block[pos:cut] if old not in present]
-            if lost:
-                gone(lost)
+            older_ids = block[pos:cut]
+            if not present.issuperset(older_ids):
+                gone([old for old in older_ids if old not in present])
             pos = cut
             if cut < len(block):
                 break  # the rest is above this block's last id: the next current block decides it
@@ -149,7 +152,7 @@ def merge(runs: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
                 head.block, head.pos = next(head.run, []), 0
         heads = [head for head in heads if head.block]
         taken.sort()
-        yield list(map(_first, groupby(taken)))
+        yield _unique(taken)
 
 
 class _Head:
@@ -206,6 +209,19 @@ class CurrentIds(IdSet):
             self._spill()
         return True
 
+    def _add_others(self, others: list[str]) -> None:
+        encoded = list(map(str.encode, others, repeat("utf-8"), repeat("surrogatepass")))
+        held = self._held + sum(map(len, encoded)) + _PER_ID * len(encoded)
+        if held < self._run_bytes:
+            self._buffer += encoded
+            self._held = held
+            return
+        for data in encoded:  # the batch that fills the buffer: spilled where add() would have
+            self._buffer.append(data)
+            self._held += len(data) + _PER_ID
+            if self._held >= self._run_bytes:
+                self._spill()
+
     @property
     def decimal_count(self) -> int:
         return self._count
@@ -233,7 +249,7 @@ class CurrentIds(IdSet):
         if not self._runs:
             buffer, self._buffer, self._held = self._buffer, [], 0
             buffer.sort()
-            return _blocks(map(_first, groupby(buffer)))
+            return _blocks(_unique(buffer))
         if self._buffer:
             self._spill()
         while len(self._runs) > self._fan_in:
@@ -269,7 +285,7 @@ class CurrentIds(IdSet):
     def _spill(self) -> None:
         buffer, self._buffer, self._held = self._buffer, [], 0
         buffer.sort()
-        self._runs.append(self._write_run(_blocks(map(_first, groupby(buffer)))))
+        self._runs.append(self._write_run(_blocks(_unique(buffer))))
 
     def _write_run(self, blocks: Iterable[list[bytes]]) -> str:
         self.runs_written += 1
@@ -327,6 +343,13 @@ def _remove_killed(parent: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
         finally:
             os.close(fd)
+
+
+def _unique(ids: list[bytes]) -> list[bytes]:
+    """Sorted ``ids`` without repeats, told in C (the list itself when it has none, the usual case)."""
+    if not any(map(eq, ids, islice(ids, 1, None))):
+        return ids
+    return list(compress(ids, chain((True,), map(ne, islice(ids, 1, None), ids))))
 
 
 def _blocks(ids: Iterable[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:

@@ -87,8 +87,7 @@ class SnapshotIds(IdSet):
 
 def build(ids: Iterable[str]) -> SnapshotIds:
     result = SnapshotIds()
-    for instance_id in ids:
-        result.add(instance_id)
+    result.update(ids)
     return result
 
 
