@@ -2,11 +2,11 @@
 
 Canonical decimal ids below 2**28 (Deyel's sequence) are bits, as in :class:`IdSet`: at most 32 MiB
 whatever their number (10M sequential ids: 1.25 MB). Every other id (a UUID, a prefixed or a ten-digit id)
-is buffered as its UTF-8 bytes until the buffer holds about :data:`RUN_BYTES`, then sorted, deduplicated and
-written as one run into a private folder (``mkdtemp``: mode 0700, under ``spill_dir`` or the temp dir, which
-is refused when another user could rename entries in it). The folder holds a lock for as long as its
-listing runs: a listing that finds the folder of a killed one (SIGKILL, the OOM killer) with its lock free
-removes it.
+is buffered as its UTF-8 bytes until the buffer holds about :data:`RUN_BYTES`, then sorted and written as
+one run (an id listed twice is dropped when the runs are merged) into a private folder (``mkdtemp``: mode
+0700, under ``spill_dir`` or the temp dir, which is refused when another user could rename entries in it).
+The folder holds a lock for as long as its listing runs: a listing that finds the folder of a killed one
+(SIGKILL, the OOM killer) with its lock free removes it.
 :meth:`CurrentIds.others` merges the runs (at most :data:`FAN_IN` open at once: more are merged in rounds
 first) into one ascending, repeat-free stream of blocks. Ascending means by UTF-8 bytes (``surrogatepass``,
 so any text Python can hold), which is Python's own order of ``str``: the order a snapshot stores its ids
@@ -64,12 +64,24 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
-def encode_block(ids: list[bytes]) -> bytes:
+def encode_block(ids: list[bytes], lengths: array[int] | None = None) -> bytes:
     """One stored block: the count, each length, then the bytes (the count and lengths 4-byte LE)."""
-    lengths = array("I", map(len, ids))
+    if lengths is None:
+        lengths = array("I", map(len, ids))
     if _BIG_ENDIAN:
         lengths.byteswap()
     return len(ids).to_bytes(4, "little") + lengths.tobytes() + b"".join(ids)
+
+
+def encode_blocks(ids: list[bytes]) -> Iterator[bytes]:
+    """``ids`` as stored blocks: at most :data:`BLOCK_IDS` ids each, about :data:`BLOCK_BYTES` of them."""
+    for start in range(0, len(ids), BLOCK_IDS):
+        part = ids[start : start + BLOCK_IDS]
+        lengths = array("I", map(len, part))
+        if sum(lengths) <= BLOCK_BYTES:
+            yield encode_block(part, lengths)
+        else:
+            yield from map(encode_block, _by_bytes(part))
 
 
 def decode_blocks(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
@@ -136,10 +148,12 @@ def join(
 
 
 def merge(runs: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
-    """Merge ascending, repeat-free streams of blocks into one (repeats across them dropped), in C a round at
-    a time: each round takes from every stream the ids up to the smallest of their current blocks' last ids
-    (so one block is used up), sorts those few sorted runs together and drops the repeats."""
+    """Merge ascending streams of blocks into one, repeat-free (repeats within and across them dropped), in C
+    a round at a time: each round takes from every stream the ids up to the smallest of their current blocks'
+    last ids (so one block is used up), sorts those few sorted runs together and drops the repeats. A later
+    round's ids are above that bound, but for a repeat of it that began a stream's next block."""
     heads = [_Head(block, run) for run in runs if (block := next(run, []))]
+    last = None
     while heads:
         bound = min(head.block[-1] for head in heads)
         taken: list[bytes] = []
@@ -152,7 +166,12 @@ def merge(runs: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
                 head.block, head.pos = next(head.run, []), 0
         heads = [head for head in heads if head.block]
         taken.sort()
-        yield _unique(taken)
+        taken = _unique(taken)
+        if taken[0] == last:
+            del taken[0]
+        if taken:
+            last = taken[-1]
+            yield taken
 
 
 class _Head:
@@ -255,7 +274,7 @@ class CurrentIds(IdSet):
         while len(self._runs) > self._fan_in:
             group, self._runs = self._runs[: self._fan_in], self._runs[self._fan_in :]
             merged = merge([_read_run(path) for path in group])
-            self._runs.append(self._write_run(block for blocks in merged for block in split(blocks)))
+            self._runs.append(self._write_run(data for blocks in merged for data in encode_blocks(blocks)))
             for path in group:
                 os.unlink(path)
         return merge([_read_run(path) for path in self._runs])
@@ -285,14 +304,15 @@ class CurrentIds(IdSet):
     def _spill(self) -> None:
         buffer, self._buffer, self._held = self._buffer, [], 0
         buffer.sort()
-        self._runs.append(self._write_run(_blocks(_unique(buffer))))
+        self._runs.append(self._write_run(encode_blocks(buffer)))  # repeats and all: merge() drops them
 
-    def _write_run(self, blocks: Iterable[list[bytes]]) -> str:
+    def _write_run(self, blocks: Iterable[bytes]) -> str:
+        """A new run of ``blocks`` (encoded, in order)."""
         self.runs_written += 1
         path = os.path.join(self._private_folder(), f"run-{self.runs_written}")
         with os.fdopen(_create(path, os.O_WRONLY), "wb") as out:
-            for block in blocks:
-                out.write(encode_block(block))
+            for data in blocks:
+                out.write(data)
         return path
 
 
@@ -356,12 +376,6 @@ def _blocks(ids: Iterable[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]
     ahead = iter(ids)
     for block in iter(lambda: list(islice(ahead, size)), []):
         yield from _by_bytes(block)
-
-
-def split(block: list[bytes], size: int = BLOCK_IDS) -> Iterator[list[bytes]]:
-    """``block`` in pieces as they are stored: at most ``size`` ids, about :data:`BLOCK_BYTES` of them."""
-    for start in range(0, len(block), size):
-        yield from _by_bytes(block[start : start + size])
 
 
 def _by_bytes(block: list[bytes]) -> Iterator[list[bytes]]:

@@ -37,9 +37,8 @@ from deyel_provider.read.id_runs import (
     decode,
     decode_blocks,
     encode,
-    encode_block,
+    encode_blocks,
     join,
-    split,
 )
 from deyel_provider.read.id_set import _BITMAP_LIMIT
 
@@ -85,8 +84,8 @@ class BodyWriter:
     def block(self, ids: list[bytes]) -> None:
         """The next ids, ascending (after the previous block's)."""
         self._count += len(ids)
-        for part in split(ids):
-            self._emit(encode_block(part))
+        for data in encode_blocks(ids):
+            self._emit(data)
 
     def finish(self) -> BodyFacts:
         self._out(self._deflate.flush())
