@@ -157,6 +157,7 @@ KINDS = {
     "decimal, some zero-led or empty": st.one_of(
         st.integers(0, 3_000).map(str), st.integers(0, 3_000).map(lambda n: f"0{n}"), st.just("")
     ),
+    "decimal, some too long for int()": st.one_of(st.integers(0, 3_000).map(str), st.just("9" * 5_000)),
     "past the bitmap": st.integers(1 << 28, 1 << 40).map(str),
     "other": st.uuids().map(str),
     "mixed": SHAPES,
@@ -166,7 +167,7 @@ KINDS = {
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_ids_added_a_batch_at_a_time_are_remembered_as_one_at_a_time(tmp_path, kind):
     """``update`` (the operator adds a page at a time) tells a batch of one kind in C: decimals for the
-    bitmap, decimals past it, other ids; a mixed batch (a zero-led or empty id among decimals) id by id.
+    bitmap, decimals past it, other ids; a mixed batch (a zero-led, empty or 5000-digit decimal) id by id.
     Over batches of each kind, with repeats, it remembers exactly what ``add`` does: the same bits, the same
     count, the same runs spilled at the same points, the same ids out of them; and so does an IdSet."""
     spills = Branches()

@@ -6,8 +6,8 @@ anything else an exact string in a set. Membership is exact either way: no hash 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import islice
+from collections.abc import Iterable, Iterator
+from itertools import compress, count, islice
 
 #: Ids up to this value go to the bitmap (at most 32 MiB of bits); larger or non-decimal ids to the set.
 _BITMAP_LIMIT = 1 << 28
@@ -81,6 +81,16 @@ class IdSet:
         self._count += new
 
 
+def set_bits(data: bytes, first: int) -> Iterator[int]:
+    """The numbers of the bits set in ``data`` (bit ``n`` of byte ``n // 8``), counted from ``first``,
+    ascending: the zero bytes are skipped in C (a diff of two bitmaps is mostly zeros)."""
+    for index in compress(count(), data):
+        byte, base = data[index], first + index * 8
+        for bit in range(8):
+            if byte >> bit & 1:
+                yield base + bit
+
+
 def _small_number(text: str) -> int | None:
     # Canonical decimals only ("7", not "07" or "+7"), so two spellings can never share a bit.
     if not text.isdecimal() or not text.isascii() or (len(text) > 1 and text[0] == "0") or len(text) > 9:
@@ -94,15 +104,19 @@ def _split(batch: list[str]) -> tuple[list[int], list[str]]:
     A batch of one kind (a listing's usual case) is told in C; a mixed one id by id."""
     if not any(map(str.isdecimal, batch)):
         return [], batch
-    shortest, longest = min(map(len, batch)), max(map(len, batch))
+    shortest = min(map(len, batch))
     if shortest > 9:
         return [], batch  # decimals, all past the bitmap (a ten-digit sequence)
     text = "".join(batch)
-    if shortest and longest <= 9 and text.isdecimal() and text.isascii():
+    if shortest and text.isdecimal() and text.isascii():
         if not (text.startswith("0") or "\n0" in "\n".join(batch)):  # no zero-led id ("0" is told below)
-            numbers = list(map(int, batch))
-            if max(numbers) < _BITMAP_LIMIT:
-                return numbers, []
+            try:
+                numbers = list(map(int, batch))
+            except ValueError:  # more digits than int() reads: not a bitmap id, told below
+                pass
+            else:
+                if max(numbers) < _BITMAP_LIMIT:  # so none has more than 9 digits
+                    return numbers, []
     numbers, others = [], []
     for instance_id in batch:
         number = _small_number(instance_id)
