@@ -52,14 +52,16 @@ _COMPARE_CHILD = textwrap.dedent(
     M = N + N // 2000  # N // 2000 new ids, numbered past the old ones
     UUID = "%08x-7d3c-4a1b-9e2f-%012x"
 
-    def ids(numbers):  # generated in C (map), so the child's time goes to the comparison
+    def ids(numbers, text=True):  # generated in C (map), so the child's time goes to the comparison
         if KIND == "decimal":
             return map(str, map((1).__add__, numbers))  # 1, 2, ...: Deyel's sequence
         if KIND == "ten-digit":
-            return map(str, map((1_000_000_000).__add__, numbers))  # a sequence past the bitmap
+            tens = map(str, map((1_000_000_000).__add__, numbers))  # a sequence past the bitmap
+            return tens if text else map(str.encode, tens)
         first, second = tee(numbers)
         tails = map(and_, map(mul, second, repeat(0x9E3779B97F4A7C15)), repeat(2**48 - 1))
-        return map(UUID.__mod__, zip(first, tails))  # printf-style: a third cheaper than str.format
+        form = UUID if text else UUID.encode()  # the bytes formatted as such: no encoding pass
+        return map(form.__mod__, zip(first, tails))  # printf-style: a third cheaper than str.format
 
     def shuffled(n):  # every number below n once, scattered (a listing is not in id order)
         return map(mod, map(mul, range(n), repeat(7_919_993)), repeat(n))
@@ -84,7 +86,7 @@ _COMPARE_CHILD = textwrap.dedent(
             writer.bitmap(((1 << (N + 1)) - 2).to_bytes(N // 8 + 1, "little"))
         else:
             writer.bitmap(b"")
-            ahead = map(str.encode, ids(range(N)))
+            ahead = ids(range(N), text=False)
             for block in iter(lambda: list(islice(ahead, BLOCK_IDS)), []):
                 writer.block(block)
         facts = writer.finish()
