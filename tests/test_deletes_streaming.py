@@ -24,6 +24,7 @@ from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, D
 from deyel_provider.extract.deletes import DeletesResult, DeletesSpec, compare_and_publish, open_previous
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_runs import RUN_BYTES, CurrentIds
+from deyel_provider.read.id_set import IdSet
 from deyel_provider.read.id_snapshot import Identity, SnapshotCodec, Stamp
 from deyel_provider.read.id_snapshot_body import BodyFacts, BodyReader, BodyWriter, compare
 from tests.support.branches import Branches
@@ -65,16 +66,20 @@ def compare_run(
     *,
     identity: Identity = IDENTITY,
     codec: SnapshotCodec = CODEC,
+    batched: bool = False,
     **current: int,
 ) -> tuple[DeletesResult, list[str], int]:
-    """What the operator does once the ids are read: the result, the gone ids in output order, the runs
-    spilled."""
+    """What the operator does once the ids are read (added one by one, or ``batched`` through ``update``
+    as the operator adds a page): the result, the gone ids in output order, the runs spilled."""
     spec = spec_in(folder, run_id)
     previous = open_previous(spec, codec, identity)
     try:
         with CurrentIds(spec.spill_dir, **current) as listing:
-            for ident in ids:
-                listing.add(ident)
+            if batched:
+                listing.update(ids)
+            else:
+                for ident in ids:
+                    listing.add(ident)
             result = compare_and_publish(spec, codec, identity, previous, listing, horizon, horizon)
             spilled = listing.runs_written
     finally:
@@ -124,7 +129,13 @@ def test_the_gone_ids_are_exactly_previous_minus_current_on_both_paths(tmp_path)
             now = (before - deleted) | inserted
             listing = data.draw(st.permutations(sorted(now)))
             result, gone, spilled = compare_run(
-                folder, listing, f"r{number}", 1000 + number, run_bytes=run_bytes, fan_in=fan_in
+                folder,
+                listing,
+                f"r{number}",
+                1000 + number,
+                batched=data.draw(st.booleans()),
+                run_bytes=run_bytes,
+                fan_in=fan_in,
             )
             assert gone == expected_order(before - now)
             assert (result.gone, result.listed, result.previous) == (len(gone), len(now), len(before))
@@ -139,6 +150,53 @@ def test_the_gone_ids_are_exactly_previous_minus_current_on_both_paths(tmp_path)
     example()
     gone_paths.assert_share("both gone", at_least=0.4, examples=40)
     spills.assert_share("spilled to runs", at_least=0.3, examples=40)
+
+
+KINDS = {
+    "bitmap": st.integers(0, 3_000).map(str),
+    "decimal, some zero-led or empty": st.one_of(
+        st.integers(0, 3_000).map(str), st.integers(0, 3_000).map(lambda n: f"0{n}"), st.just("")
+    ),
+    "decimal, some too long for int()": st.one_of(st.integers(0, 3_000).map(str), st.just("9" * 5_000)),
+    "past the bitmap": st.integers(1 << 28, 1 << 40).map(str),
+    "other": st.uuids().map(str),
+    "mixed": SHAPES,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_ids_added_a_batch_at_a_time_are_remembered_as_one_at_a_time(tmp_path, kind):
+    """``update`` (the operator adds a page at a time) tells a batch of one kind in C: decimals for the
+    bitmap, decimals past it, other ids; a mixed batch (a zero-led, empty or 5000-digit decimal) id by id.
+    Over batches of each kind, with repeats, it remembers exactly what ``add`` does: the same bits, the same
+    count, the same runs spilled at the same points, the same ids out of them; and so does an IdSet."""
+    spills = Branches()
+
+    @settings(max_examples=25, deadline=None, database=None, derandomize=True)
+    @given(
+        ids=st.lists(KINDS[kind], min_size=8, max_size=5_000),
+        run_bytes=st.sampled_from([300, RUN_BYTES]),
+    )
+    def example(ids, run_bytes):
+        ids += ids[:: max(1, len(ids) // 5)]  # repeats
+        singly, batched = IdSet(), IdSet()
+        for ident in ids:
+            singly.add(ident)
+        batched.update(iter(ids))
+        assert (len(batched), batched._others) == (len(singly), singly._others)
+        assert batched._bits.rstrip(b"\0") == singly._bits.rstrip(b"\0")
+        with CurrentIds(str(tmp_path), run_bytes) as one, CurrentIds(str(tmp_path), run_bytes) as many:
+            for ident in ids:
+                one.add(ident)
+            many.update(iter(ids))
+            assert (many.runs_written, many.decimal_count) == (one.runs_written, one.decimal_count)
+            assert list(many.others()) == list(one.others()) and many.bits() == one.bits()
+        spills.took("spilled" if one.runs_written else "held")
+
+    example()
+    spills.assert_share("held", at_least=0.2, examples=25)
+    if kind != "bitmap":  # (canonical) bitmap ids are never spilled
+        spills.assert_share("spilled", at_least=0.2, examples=25)
 
 
 def test_a_version_1_snapshot_is_read_and_replaced_by_a_version_2_one(tmp_path):
@@ -319,6 +377,18 @@ def test_the_folder_of_a_killed_run_is_removed_by_the_next_one_and_a_live_one_is
             assert len(list(spill.iterdir())) == 2
         assert list(running.others()) == [[b"id-x"]]
     assert not list(spill.iterdir())
+
+
+@pytest.mark.parametrize("fan_in", [2, 64])
+def test_an_id_listed_across_the_blocks_of_a_run_comes_out_once(tmp_path, fan_in):
+    """A run is written with its repeats (dropping them cost a pass over the sorted buffer): the merge drops
+    them, also the copies of an id that begin a run's next block (10,000 copies: each run holds them in
+    blocks of 1024), whether the runs are merged at once or in rounds first."""
+    with CurrentIds(str(tmp_path), run_bytes=100_000, fan_in=fan_in) as listing:
+        listing.update(["c", *["b"] * 10_000, "a", "d"])
+        assert listing.runs_written == 5  # and the rest when others() is called
+        blocks = list(listing.others())
+    assert [ident for block in blocks for ident in block] == [b"a", b"b", b"c", b"d"]
 
 
 def test_long_ids_are_merged_in_blocks_of_bounded_bytes(tmp_path):

@@ -39,8 +39,7 @@ COMPARE_BOUND_MB = 64
 _COMPARE_CHILD = textwrap.dedent(
     """
     import json, os, sys, time
-    from collections import deque
-    from itertools import compress, islice, repeat, tee
+    from itertools import islice, repeat, tee
     from operator import and_, mod, mul
 
     from airflow.sdk import ObjectStoragePath
@@ -52,16 +51,18 @@ _COMPARE_CHILD = textwrap.dedent(
 
     N, KIND, FOLDER = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     M = N + N // 2000  # N // 2000 new ids, numbered past the old ones
-    UUID = "{:08x}-7d3c-4a1b-9e2f-{:012x}"
+    UUID = "%08x-7d3c-4a1b-9e2f-%012x"
 
-    def ids(numbers):  # generated in C (map), so the child's time goes to the comparison
+    def ids(numbers, text=True):  # generated in C (map), so the child's time goes to the comparison
         if KIND == "decimal":
             return map(str, map((1).__add__, numbers))  # 1, 2, ...: Deyel's sequence
         if KIND == "ten-digit":
-            return map(str, map((1_000_000_000).__add__, numbers))  # a sequence past the bitmap
+            tens = map(str, map((1_000_000_000).__add__, numbers))  # a sequence past the bitmap
+            return tens if text else map(str.encode, tens)
         first, second = tee(numbers)
         tails = map(and_, map(mul, second, repeat(0x9E3779B97F4A7C15)), repeat(2**48 - 1))
-        return map(UUID.format, first, tails)
+        form = UUID if text else UUID.encode()  # the bytes formatted as such: no encoding pass
+        return map(form.__mod__, zip(first, tails))  # printf-style: a third cheaper than str.format
 
     def shuffled(n):  # every number below n once, scattered (a listing is not in id order)
         return map(mod, map(mul, range(n), repeat(7_919_993)), repeat(n))
@@ -86,7 +87,7 @@ _COMPARE_CHILD = textwrap.dedent(
             writer.bitmap(((1 << (N + 1)) - 2).to_bytes(N // 8 + 1, "little"))
         else:
             writer.bitmap(b"")
-            ahead = (data.encode() for data in ids(range(N)))
+            ahead = ids(range(N), text=False)
             for block in iter(lambda: list(islice(ahead, BLOCK_IDS)), []):
                 writer.block(block)
         facts = writer.finish()
@@ -107,8 +108,7 @@ _COMPARE_CHILD = textwrap.dedent(
     started = time.monotonic()
     previous = open_previous(spec, codec, identity)
     with CurrentIds(FOLDER) as current:
-        kept = map(mod, shuffled(M), repeat(1000))  # every thousandth old id is gone
-        deque(map(current.add, ids(compress(shuffled(M), kept))), 0)
+        current.update(ids(filter((1000).__rmod__, shuffled(M))))  # every thousandth old id is gone
         if KIND == "uuid+bitmap":
             current.add(str(2**28 - 1))  # one id: a bitmap of 32 MiB beside the run buffer
         result = compare_and_publish(spec, codec, identity, previous, current, 2000, 2000)

@@ -147,13 +147,15 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
             )
             with heap_frozen():  # a plain ``with``, left on any exit (read/collector.py)
                 for piece in reader.read(None, None):
+                    idents = []
                     for record in piece.records:
                         ident = instance_id(record, config.id_field)
                         if ident is None:
                             raise DeyelConfigError(missing_id(config.id_field))
                         if len(ident) > MAX_ID_LENGTH:
                             raise _long_id(spec.form, config.id_field, len(ident))
-                        current.add(ident)
+                        idents.append(ident)
+                    current.update(idents)
             # Both bounds on the SERVER's clock, which stamps the dtLastUpdate consumers compare them with.
             return compare_and_publish(spec, codec, identity, previous, current, reader.horizon(), listed_at)
     finally:

@@ -29,7 +29,7 @@ from typing import IO, Any
 from deyel_provider.auth.crypto import purpose_mac
 from deyel_provider.exceptions import DeyelSnapshotError
 from deyel_provider.read.id_runs import decode, encode
-from deyel_provider.read.id_set import IdSet, _small_number
+from deyel_provider.read.id_set import IdSet, _small_number, set_bits
 from deyel_provider.read.id_snapshot_body import CHUNK, BodyFacts, BodyReader, BodyWriter
 
 FORMAT = "deyel-id-snapshot"
@@ -78,17 +78,16 @@ class SnapshotIds(IdSet):
             gone = int.from_bytes(old[offset : offset + CHUNK], "little") & ~int.from_bytes(
                 new[offset : offset + CHUNK], "little"
             )
-            for index, byte in enumerate(gone.to_bytes(min(CHUNK, len(old) - offset), "little")):
-                for bit in range(8):
-                    if byte >> bit & 1:
-                        yield str((offset + index) * 8 + bit)
+            if gone:
+                yield from map(
+                    str, set_bits(gone.to_bytes(min(CHUNK, len(old) - offset), "little"), offset * 8)
+                )
         yield from sorted(other for other in self._others if other not in newer._others)
 
 
 def build(ids: Iterable[str]) -> SnapshotIds:
     result = SnapshotIds()
-    for instance_id in ids:
-        result.add(instance_id)
+    result.update(ids)
     return result
 
 

@@ -37,11 +37,10 @@ from deyel_provider.read.id_runs import (
     decode,
     decode_blocks,
     encode,
-    encode_block,
+    encode_blocks,
     join,
-    split,
 )
-from deyel_provider.read.id_set import _BITMAP_LIMIT
+from deyel_provider.read.id_set import _BITMAP_LIMIT, set_bits
 
 #: The most bytes of the bitmap a body may hold (every id below the bitmap limit).
 MAX_BITS_BYTES = _BITMAP_LIMIT // 8
@@ -85,8 +84,8 @@ class BodyWriter:
     def block(self, ids: list[bytes]) -> None:
         """The next ids, ascending (after the previous block's)."""
         self._count += len(ids)
-        for part in split(ids):
-            self._emit(encode_block(part))
+        for data in encode_blocks(ids):
+            self._emit(data)
 
     def finish(self) -> BodyFacts:
         self._out(self._deflate.flush())
@@ -238,12 +237,8 @@ def compare(
             newer = bits[offset : offset + len(chunk)]
             lost = int.from_bytes(chunk, "little") & ~int.from_bytes(newer, "little")
             if lost:
-                for index, byte in enumerate(lost.to_bytes(len(chunk), "little")):
-                    if byte:
-                        base = (offset + index) * 8
-                        for bit in range(8):
-                            if byte >> bit & 1:
-                                gone(str(base + bit))
+                for number in set_bits(lost.to_bytes(len(chunk), "little"), offset * 8):
+                    gone(str(number))
 
     def gone_block(block: list[bytes]) -> None:
         for data in block:
