@@ -35,7 +35,8 @@ class PendingSlice:
     start: int
     end: int | None
     parent: SplitGroup | None = None
-    future: Future[Page] | None = field(default=None, repr=False)
+    #: The slice's response and whether it provably holds the whole slice (see ``PastSlices._get_proven``).
+    future: Future[tuple[Page, bool | None]] | None = field(default=None, repr=False)
 
 
 class SlicePlanner(SliceValues):
