@@ -160,7 +160,10 @@ class PageWalker:
         self.observe(reread)
         ids = self.ids(reread)
         with self._lock:
-            if ids == first_ids:
+            if self._largest > count:
+                # Another slice's page, seen meanwhile (its worker proves it), held more than this: no cap.
+                self._shortens = True
+            elif ids == first_ids:
                 self._cap = count if self._cap is None else min(self._cap, count)
             elif len(ids) < count:
                 self._shortens = True  # fewer than a cap would serve: pages are shortened after paging
