@@ -99,6 +99,13 @@ def _float_written_otherwise(record: Any) -> bool:
         packed = _msgpack_encode(record)
     except (TypeError, ValueError, OverflowError, msgspec.MsgspecError, RecursionError):
         return True  # an integer past 64 bits, which MessagePack has no form for: ask json
+    return packed_floats_written_otherwise(packed)
+
+
+def packed_floats_written_otherwise(packed: bytes) -> bool:
+    """Whether MessagePack ``packed`` may hold a float msgspec writes otherwise than ``json``: every float is
+    0xcb and its 8 bytes; a 0xcb inside a string or an integer is a false alarm that only costs the slower
+    path."""
     end = len(packed) - 8
     at = packed.find(b"\xcb", 0, end)
     while at != -1:

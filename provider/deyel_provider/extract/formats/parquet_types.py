@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,12 @@ import msgspec
 
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, LINKS
 from deyel_provider.exceptions import DeyelConfigError
-from deyel_provider.extract.formats.base import encodable_json, json_line, json_text
+from deyel_provider.extract.formats.base import (
+    encodable_json,
+    json_line,
+    json_text,
+    packed_floats_written_otherwise,
+)
 
 TYPES: tuple[str, ...] = ("string", "int64", "float64", "bool", "timestamp", "json")
 #: Columns of an empty run's file when nothing declares any: every Deyel instance has these two (the id under
@@ -52,7 +56,6 @@ _TIMESTAMP_TEXT = r"^(?:0|-?[1-9][0-9]{0,14})$"
 _INT64_TEXT = r"^(?:0|-?[1-9][0-9]{0,17})$"
 _json_cell = msgspec.json.Encoder().encode
 _msgpack_cells = msgspec.msgpack.Encoder().encode
-_FLOAT64 = struct.Struct(">d")
 
 Types = tuple[tuple[str, str], ...]
 
@@ -391,7 +394,7 @@ def _json_cells(values: list[Any]) -> list[Any] | None:
     bytes are ``json_text``'s (the rule of :func:`~deyel_provider.extract.formats.base.json_line`, checked
     over the whole column at once); None where a cell may differ: the caller takes each on its own."""
     try:
-        if _floats_written_otherwise(_msgpack_cells(values)):
+        if packed_floats_written_otherwise(_msgpack_cells(values)):
             return None
         cells: list[Any] = list(map(_json_cell, values))
     except (TypeError, ValueError, OverflowError, msgspec.MsgspecError, RecursionError):
@@ -399,20 +402,6 @@ def _json_cells(values: list[Any]) -> list[Any] | None:
     if None in values:
         cells = [None if value is None else cell for value, cell in zip(values, cells, strict=True)]
     return cells
-
-
-def _floats_written_otherwise(packed: bytes) -> bool:
-    """Whether MessagePack ``packed`` may hold a float msgspec writes otherwise than ``json``: NaN, an
-    infinity, or one outside ``[1e-4, 1e16)`` but zero. Every float is 0xcb and its 8 bytes; a 0xcb inside a
-    string or an integer is a false alarm that only costs the slower path."""
-    end = len(packed) - 8
-    at = packed.find(b"\xcb", 0, end)
-    while at != -1:
-        (value,) = _FLOAT64.unpack_from(packed, at + 1)
-        if value != 0.0 and not 1e-4 <= abs(value) < 1e16:  # NaN fails every comparison: True
-            return True
-        at = packed.find(b"\xcb", at + 1, end)
-    return False
 
 
 def _json_text_cell(value: Any) -> Any:
