@@ -30,6 +30,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.lease import lease_name, load_lease
 from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
+from tests.support.killing import sigkilled
 from tests.support.upsert import FORM, KEY, assert_state_is, customer, write_jsonl
 
 #: Seconds of a short Redis lease (the shortest the connection accepts is 1).
@@ -163,14 +164,8 @@ def test_a_killed_holder_frees_the_lease_within_one_lease(emulator, deyel_conn, 
     emulator.set_faults([{"route": "data", "method": "GET", "action": "delay", "delay_ms": 5000, "count": 1}])
     holder, _ = start_load(path, tmp_path, "holder", workers=1)
     (tmp_path / "go").touch()
-    try:
+    with sigkilled(holder):
         wait_for(lambda: emulator.stats()["faults_injected"] == 1, "the holder's first search", [holder])
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
     killed_at = time.monotonic()
     emulator.clear_faults()
     key = lease_name(DeyelHook().config.base_url, FORM) + ":lease"
