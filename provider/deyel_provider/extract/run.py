@@ -140,6 +140,7 @@ def extract(
             field=read.field,
             page_size=read.page_size,
             max_workers=read.workers,
+            plain_pages=writer.takes_plain,
         )
         pieces = reader.read(
             read_window.start, read_window.end, end_at_server_time=read_window.end_at_server_time

@@ -215,6 +215,7 @@ class DeyelHook(BaseHook):
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
         logger: Any = None,
+        plain_pages: bool = False,
     ) -> SlicedReader:
         """A reader of a form's instances through time slices of ``field``
         (:mod:`deyel_provider.read.slicing`):
@@ -231,6 +232,9 @@ class DeyelHook(BaseHook):
         :param clock: the worker's clock (seconds since the epoch), the server's ``Date`` is checked against.
         :param sleep: how the reader waits for a window's end to settle (tests pass one that moves the
             emulator's clock).
+        :param plain_pages: say of each slice whether its records are plain as parsed (``Slice.plain``),
+            which lets a JSON Lines writer encode a page in one call; it costs every float a Python call in
+            the parse, so only a reader that uses it asks.
         :param logger: deprecated and ignored: the reader logs to ``deyel_provider.read.*`` (Airflow's task
             log shows those lines); removed in the next minor release.
         """
@@ -267,6 +271,7 @@ class DeyelHook(BaseHook):
                 max_skew_ms=round(self.config.max_clock_skew_seconds * 1000),
                 clock=clock or self.clock,
                 sleep=sleep or self.sleep,
+                plain_pages=plain_pages,
             ),
             concurrency=concurrency,
         )

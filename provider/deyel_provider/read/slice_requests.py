@@ -67,6 +67,8 @@ class SliceSettings:
     :param max_skew_ms: a ``Date`` further than this from ``clock`` is refused (``max_clock_skew_seconds``).
     :param clock: the worker's clock, seconds since the epoch (tests pass the emulator's).
     :param sleep: waits that many seconds (tests pass one that moves the emulator's clock instead).
+    :param plain_pages: learn whether each page is plain as it is parsed (``Slice.plain``): for a JSON Lines
+        writer, which writes a plain page in one call; every other reader skips its cost (see ``parse_page``).
     """
 
     field: str = "dtLastUpdate"
@@ -76,6 +78,7 @@ class SliceSettings:
     max_skew_ms: int = DEFAULT_MAX_SKEW_MS
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    plain_pages: bool = False
 
     def __post_init__(self) -> None:
         field = self.field
@@ -122,6 +125,7 @@ class SliceRequests:
         self._max_skew_ms = int(settings.max_skew_ms)
         self._clock = settings.clock
         self._sleep = settings.sleep
+        self._plain_pages = settings.plain_pages
         self._lock = threading.Lock()
         #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
         # A page_size above the server's cap is read at the cap, with one warning in the task log.
@@ -164,7 +168,7 @@ class SliceRequests:
 
     def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
         self._concurrency.before_request()
-        page = parse_page(self._fetch(endpoint, query), self._paging)
+        page = parse_page(self._fetch(endpoint, query), self._paging, plain=self._plain_pages)
         with self._lock:
             self.stats.requests += 1
             if page.server_ms is not None:

@@ -16,7 +16,7 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, ClassVar, Protocol
 
 import msgspec
 
@@ -249,6 +249,9 @@ class RecordWriter(ABC):
     true must be copied through :meth:`rewrite` before it is published (a CSV column or a Parquet type that
     changed after the part was written), so that every part has the run's final columns and types.
     """
+
+    #: Whether :meth:`write_page` gains from ``plain=True`` (the reader learns it at a cost: ``parse_page``).
+    takes_plain: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -94,6 +94,8 @@ class _CsvRows:
 class JsonLinesWriter(RecordWriter):
     """One instance per line, as the server returned it (or only ``fields``, in that order)."""
 
+    takes_plain = True  # a plain page is encoded in one msgspec call, with no walk over its values
+
     def __init__(self, open_file: OpenFile, fields: Sequence[str] | None = None, **options: Any) -> None:
         super().__init__(open_file, fields, **options)
         #: The keys written, in first-seen order (for lineage: JSON Lines has no header), up to max_columns.
