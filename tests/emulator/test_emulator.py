@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -890,3 +891,32 @@ def test_pages_shortened_after_paging_and_a_count_of_the_page_under_a_cap() -> N
     assert parsed.drop_after_paging == 0.25
     with pytest.raises(ValueError, match="drop_after_paging"):
         EmulatorSettings(drop_after_paging=1.0)
+
+
+def test_stopping_releases_a_request_held_by_a_delay_rule(caplog: pytest.LogCaptureFixture) -> None:
+    """A request held by a delay fault kept the emulator's stop waiting for uvicorn's grace period, which
+    then cancelled it with an "Exception in ASGI application" traceback in the log: released, it is
+    answered 503."""
+    answers: list[Any] = []
+    with run_emulator(records=5) as emu:
+        token = token_post(emu, {"grant_type": "client_credentials"}).json()["access_token"]
+        set_faults(emu, {"route": "data", "action": "delay", "delay_ms": 600_000, "count": 1})
+
+        def held() -> None:
+            try:
+                response = requests.get(instances_url(emu), headers=bearer(token), timeout=60)
+                answers.append(response.status_code)
+            except requests.RequestException as error:
+                answers.append(error)
+
+        client = threading.Thread(target=held)
+        client.start()
+        guard = time.monotonic() + 60  # only stops a hang: nothing here depends on the time
+        while emu.stats()["faults_injected"] != 1:
+            assert time.monotonic() < guard, "the request was never held"
+            time.sleep(0.01)
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            emu.stop()
+        client.join(60)
+    assert answers == [503]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -6,6 +6,7 @@ sequence inject the same faults.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -208,3 +209,38 @@ def echo_response(
         return status, [(b"content-type", b"application/json")], json.dumps(errors_body(text)).encode()
     page = f"<html><body><h1>{status} {_phrase(status)}</h1><pre>{text}</pre></body></html>"
     return status, [(b"content-type", b"text/html")], page.encode("latin-1", "replace")
+
+
+class Holds:
+    """The waits of delay rules, ended at once when the emulator stops.
+
+    Held to its end, a request kept uvicorn's shutdown waiting (``timeout_graceful_shutdown``, 5 s), which
+    then cancelled it and logged the cancellation as an application error with a traceback. A released
+    request is answered 503 (the server is going away), like a server that drains before it stops.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._released: asyncio.Event | None = None
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait ``seconds``; False if the emulator stopped meanwhile (or had stopped)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._released is None:
+            # The first hold of this server loop (an emulator started again runs a new loop).
+            self._loop, self._released = loop, asyncio.Event()
+        try:
+            await asyncio.wait_for(self._released.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    def release(self) -> None:
+        """End every hold, now and until the server loop is replaced; callable from any thread."""
+        loop, released = self._loop, self._released
+        if loop is None or released is None:
+            return
+        try:
+            loop.call_soon_threadsafe(released.set)
+        except RuntimeError:
+            pass  # the loop has closed: nothing is held

@@ -36,6 +36,8 @@ _CONTROL_REFUSED = json.dumps(
 _URI_TOO_LONG = json.dumps(
     errors_body("URI Too Long: shorten the query (fewer search values)", "search")
 ).encode()
+#: A request held by a delay rule when the emulator stops (``Holds``).
+_STOPPING = json.dumps(errors_body("Service Unavailable: the emulator is stopping", "")).encode()
 _DROP_MESSAGE = "ASGI callable returned without completing response."
 
 
@@ -140,7 +142,9 @@ class EmulatorMiddleware:
         delays, rule = state.faults.choose(kind, method, scope["path"])
         for delay in delays:
             state.stats.incr("faults_injected")
-            await asyncio.sleep(float(delay.delay_ms) / 1000)
+            if not await state.holds.wait(float(delay.delay_ms) / 1000):
+                await _send_whole(send, 503, [(b"content-type", b"application/json")], _STOPPING)
+                return
         if rule is not None:
             state.stats.incr("faults_injected")
             if rule.action == "drop":
@@ -261,7 +265,7 @@ class EmulatorMiddleware:
         await self.app(scope, receive, discard)
         if rule.delay_ms:
             # The answer is late as well as lost: a client killed meanwhile never learns of the write.
-            await asyncio.sleep(float(rule.delay_ms) / 1000)
+            await self.state.holds.wait(float(rule.delay_ms) / 1000)
         if rule.action == "apply_drop":
             await self._drop(raw_send)
         else:

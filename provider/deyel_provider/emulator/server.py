@@ -119,6 +119,7 @@ class RunningEmulator:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._state.clock.retire()
+        self._state.holds.release()  # requests held by delay rules answer now, not after the grace period
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

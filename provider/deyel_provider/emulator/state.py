@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deyel_provider.emulator.clock import Clock
-from deyel_provider.emulator.faults import FaultInjector
+from deyel_provider.emulator.faults import FaultInjector, Holds
 from deyel_provider.emulator.settings import EmulatorSettings
 from deyel_provider.emulator.stats import RateLimiter, Stats
 from deyel_provider.emulator.store import DataStore
@@ -24,6 +24,8 @@ class EmulatorState:
         self.store = DataStore(settings, self.clock)
         self.stats = Stats()
         self.faults = FaultInjector()
+        #: The delay rules' waits, released when the emulator stops.
+        self.holds = Holds()
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_window)
         self.writer = ConcurrentWriter(settings, self.store)
 
