@@ -6,19 +6,20 @@ children here come from a fork server (multiprocessing's ``forkserver``, one per
 first use): a single-threaded process that imported :data:`PRELOAD` and forks a child per request. Each child
 is a process of its own (its pid, its memory, its process-local caches empty, no connection inherited: the
 server opens none) that runs ``CODE`` as ``python -c`` would, with the given arguments, environment and
-working folder, its output captured. What a child finds already imported is what an Airflow task process
-finds too (the task runner forks it from a process that imported Airflow); a child that must measure its own
-imports, or that needs what a new interpreter reads once at start (``MALLOC_ARENA_MAX``), keeps using
-``subprocess``.
+working folder (its output captured if asked). What a child finds already imported is what an Airflow task
+process finds too (the task runner forks it from a process that imported Airflow); a child that must measure
+its own imports or its whole peak memory keeps using ``subprocess``.
 
 Not for code that relies on ``atexit`` (a multiprocessing child ends with ``os._exit`` once its non-daemon
 threads are joined) or on the fork server's environment: each child's ``os.environ`` is replaced with the one
-given (default: this process's now, as ``subprocess`` would pass it).
+given (default: this process's now, as ``subprocess`` would pass it); of what a new interpreter reads at
+start, ``MALLOC_ARENA_MAX`` alone is applied (through ``mallopt``).
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,9 @@ from pathlib import Path
 #: What the fork server imports once: the hook, and through it Airflow (its settings read the environment
 #: then; the connection env vars a test sets later are read by each child when it asks for a connection).
 PRELOAD = ["deyel_provider.hooks.deyel"]
+
+#: glibc's mallopt parameter for MALLOC_ARENA_MAX (malloc.h).
+_M_ARENA_MAX = -8
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _started = False
@@ -67,6 +71,10 @@ def _run(
     does (the test process's standard output and error)."""
     os.environ.clear()
     os.environ.update(env)
+    if "MALLOC_ARENA_MAX" in env:
+        # glibc reads it when a process starts, so a forked child sets it itself (before any thread).
+        if not ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(env["MALLOC_ARENA_MAX"])):
+            raise OSError("mallopt(M_ARENA_MAX) failed")
     if cwd is not None:
         os.chdir(cwd)
     for fd, path in zip((1, 2), outputs or (), strict=False):
