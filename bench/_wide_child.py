@@ -9,6 +9,7 @@ the limit prints nothing (or ``MemoryError``), which is what the tests look for.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from deyel_provider.emulator.server import RunningEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
+#: ``python -m bench._wide_child``, for a warm child.
+RUN_AS_MAIN = "import runpy; runpy.run_module('bench._wide_child', run_name='__main__', alter_sys=True)"
 FORM = "WIDE_FORM"
 
 
@@ -42,11 +45,28 @@ def wide_form_server(instances: int, new_fields_each: int) -> Iterator[RunningEm
         yield emulator
 
 
-def run_child(emulator: RunningEmulator, fmt: str, folder: Path, **options: Any) -> dict[str, Any] | None:
-    """The child's JSON result for one format; None when it died (killed by the limit, a crash)."""
+def run_child(
+    emulator: RunningEmulator, fmt: str, folder: Path, *, warm: bool = False, **options: Any
+) -> dict[str, Any] | None:
+    """The child's JSON result for one format; None when it died (killed by the limit, a crash).
+
+    ``warm``: the child is forked from a process that imported Airflow already (tests/support/warm.py),
+    which saves the tests a CPU second and a half per child; its peaks then count what that process had
+    mapped, so the benchmark, which prints them, starts a new interpreter."""
     request = {"url": emulator.url, "form": FORM, "format": fmt, "folder": str(folder), **options}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench._wide_child", json.dumps(request)],
+    if warm:
+        from tests.support.warm import run_python
+
+        run: Any = functools.partial(run_python, RUN_AS_MAIN, json.dumps(request))
+    else:
+        run = functools.partial(
+            subprocess.run,
+            [sys.executable, "-m", "bench._wide_child", json.dumps(request)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    done = run(
         cwd=ROOT,
         # RLIMIT_AS counts address space reserved, not used: glibc gives a thread that finds the heap busy
         # an arena of its own (64 MiB reserved each, up to 8 per core), so how many the child reserves
@@ -55,10 +75,7 @@ def run_child(emulator: RunningEmulator, fmt: str, folder: Path, **options: Any)
         # captured, arenas are the part of the reservation that varies with timing). Two arenas make the
         # reservation the same on every run; what the child uses is unchanged.
         env={**os.environ, "MALLOC_ARENA_MAX": "2"},
-        capture_output=True,
-        text=True,
         timeout=1800,
-        check=False,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:

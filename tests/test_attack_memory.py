@@ -39,7 +39,9 @@ def wide_server() -> Iterator[RunningEmulator]:
 
 def extract_in_child(emulator: RunningEmulator, fmt: str, folder: Path, **options: Any) -> dict[str, Any]:
     """The child's JSON result; fails the test when the child died (killed by the limit, a crash)."""
-    result = run_child(emulator, fmt, folder, limit_mb=LIMIT_MB[fmt], page_size=INSTANCES, **options)
+    result = run_child(
+        emulator, fmt, folder, warm=True, limit_mb=LIMIT_MB[fmt], page_size=INSTANCES, **options
+    )
     assert result is not None, f"the {fmt} extraction died under a {LIMIT_MB[fmt]} MiB address-space limit"
     return result
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from deyel_provider.load.sources import (
 )
 from deyel_provider.load.upsert import load_records as upsert
 from tests.support.memory import peak_memory
+from tests.support.warm import run_python
 
 KEY = "cdCustomer"
 MiB = 1 << 20
@@ -214,9 +213,7 @@ def run_bounded(code: str) -> tuple[str, int]:
         """
     ).format(headroom=CHILD_HEADROOM, code=textwrap.indent(textwrap.dedent(code), "    "))
     env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
-    )
+    done = run_python(script, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     grown, outcome = done.stdout.splitlines()[-2:]
     return outcome, int(grown)

@@ -12,8 +12,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +30,7 @@ from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from tests.support.killing import sigkilled
 from tests.support.upsert import FORM, KEY, assert_state_is, customer, write_jsonl
+from tests.support.warm import WarmProcess
 
 #: Seconds of a short Redis lease (the shortest the connection accepts is 1).
 LEASE = 1.5
@@ -58,13 +57,11 @@ Path(out).write_text(json.dumps(result))
 """
 
 
-def start_load(source: str, folder: Path, name: str, *, workers: int = 4) -> tuple[subprocess.Popen, Path]:
+def start_load(source: str, folder: Path, name: str, *, workers: int = 4) -> tuple[WarmProcess, Path]:
+    """A load in a process of its own, forked from one that imported Airflow once (tests/support/warm.py)."""
     out = folder / f"{name}.json"
     go = folder / "go"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, source, str(go), str(out), str(workers)], env=os.environ.copy()
-    )
-    return child, out
+    return WarmProcess(CHILD, [source, str(go), str(out), str(workers)]), out
 
 
 def wait_for(condition, what: str, children=(), timeout: float = 60) -> None:
@@ -77,7 +74,7 @@ def wait_for(condition, what: str, children=(), timeout: float = 60) -> None:
         time.sleep(0.005)
 
 
-def finish(child: subprocess.Popen, out: Path) -> dict[str, Any]:
+def finish(child: WarmProcess, out: Path) -> dict[str, Any]:
     try:
         child.wait(120)
     finally:

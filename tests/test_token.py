@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,6 +20,7 @@ from deyel_provider.exceptions import (
 )
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
+from tests.support.warm import run_python
 
 
 def token_requests(emulator) -> int:
@@ -127,10 +126,7 @@ def test_renewal_is_jittered_per_process_and_fixed_within_one(emulator, deyel_co
     assert emulator.stats()["token_requests"] == 2
 
     code = "from deyel_provider.auth.provider import process_jitter; print(process_jitter())"
-    draws = {
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-        for _ in range(3)
-    }
+    draws = {float(run_python(code, check=True).stdout) for _ in range(3)}
     assert len(draws) == 3 and all(0 <= u < 1 for u in draws)  # other processes, other renewal points
 
 

@@ -41,6 +41,11 @@ def _cold_start(barrier, results) -> None:
 def _run_processes(count: int, *, before_start=None) -> list[str]:
     """``count`` processes asking for the token at the same moment; ``before_start`` runs once they are all
     about to ask."""
+    # What every child does before the start line anyway, done once here and inherited through the fork:
+    # the lazy imports (the cache backend, Airflow's connection lookup) and the scrypt of the secret (the
+    # KDF's memo, not a token: this process has fetched none, so each child's token cache starts empty).
+    assert DeyelHook().token_provider
+    assert PROCESS_CACHE.get(DeyelHook().credential_key) is None
     barrier, results = FORK.Barrier(count + 1), FORK.Queue()
     children = [FORK.Process(target=_cold_start, args=(barrier, results)) for _ in range(count)]
     for child in children:
