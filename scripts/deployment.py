@@ -113,6 +113,10 @@ class Deployment:
     :param env: more environment for every component (``AIRFLOW_CONN_*``, ``AIRFLOW__*`` settings).
     :param api_port: port of the API server and UI; 0 picks a free one.
     :param password: the admin password; generated when not given.
+    :param migrate: run ``airflow db migrate`` before starting; false when the database is a copy of one
+        already migrated by the same Airflow.
+    :param triggerer: start the triggerer (deferred tasks and asset watchers run there); a deployment whose
+        DAGs neither defer nor watch can do without its process.
     """
 
     home: Path
@@ -122,6 +126,8 @@ class Deployment:
     env: Mapping[str, str] = field(default_factory=dict)
     api_port: int = 0
     password: str = ""
+    migrate: bool = True
+    triggerer: bool = True
     processes: list[Process] = field(default_factory=list, init=False)
     log_ports: tuple[int, int] = field(default=(0, 0), init=False)
 
@@ -238,15 +244,20 @@ class Deployment:
         return process
 
     def start(self, timeout: float = 180.0) -> Deployment:
-        """Migrate the database, start api-server, scheduler, dag-processor and triggerer (deferred sensors
-        and asset watchers run there); return once the API is up."""
+        """Migrate the database (unless ``migrate`` is false), start api-server, scheduler, dag-processor
+        and triggerer (deferred sensors and asset watchers run there; unless ``triggerer`` is false); return
+        once the API is up."""
         try:
-            self.airflow("db", "migrate")
+            if self.migrate:
+                self.airflow("db", "migrate")
             self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
             self.spawn("scheduler", "scheduler")
             self.spawn("dag-processor", "dag-processor")
-            self.spawn("triggerer", "triggerer")
-            wait_for(self._healthy, timeout, f"the Airflow API at {self.url}")
+            if self.triggerer:
+                self.spawn("triggerer", "triggerer")
+            # Each health request costs the starting API server a database round trip and a response: once
+            # a second is enough for a start-up that takes tens of seconds.
+            wait_for(self._healthy, timeout, f"the Airflow API at {self.url}", interval=1.0)
         except BaseException:
             self.stop()
             raise

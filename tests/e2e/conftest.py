@@ -11,7 +11,7 @@ import pytest
 from deyel_provider.emulator import run_emulator
 from scripts.deployment import ROOT, Deployment
 from tests.support.helpers import connection_json
-from tests.support.postgres import airflow_database
+from tests.support.postgres import AIRFLOW_SERVER, airflow_database, own_database
 
 E2E_FOLDER = Path(__file__).resolve().parent
 E2E_DAGS = E2E_FOLDER / "dags"
@@ -19,10 +19,19 @@ EXAMPLE_DAGS = ROOT / "dags_examples"
 ARTIFACTS = ROOT / "artifacts"
 RECORDS = 1000
 
-#: The test deployments' DAG files never change once parsed: the DAG processor re-parsed each every 30 s
-#: (Airflow's default), 9 CPU seconds in 90 s of an idle deployment against 1.4 with this (new files are
-#: still found every 5 s, scripts/deployment.py).
-NO_REPARSING = {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600"}
+#: Settings of the test deployments that only spare CPU (the suite runs on two cores):
+#:
+#: - their DAG files never change once parsed: the DAG processor re-parsed each every 30 s (Airflow's
+#:   default), 9 CPU seconds in 90 s of an idle deployment against 1.4 with this (new files are still found
+#:   every 5 s, scripts/deployment.py);
+#: - a running task's supervisor heartbeats through the API server every 5 s by default, each a request and
+#:   a database update for the task the scheduler already knows is running; its tasks last seconds, so every
+#:   30 s keeps the first heartbeat of each task (at its start) and drops most of the others, far inside
+#:   the scheduler's 300 s limit for a task without one.
+QUIET_DEPLOYMENT = {
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+    "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "30",
+}
 
 # The shared token caches that make one token serve every task process (one host) or worker (many).
 FILE_CACHE_EXTRAS = {"cache": "file"}
@@ -52,6 +61,18 @@ def pytest_runtest_teardown(item, nextitem) -> None:
 
 
 @pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory):
+    """A metadata database that ``airflow db migrate`` has migrated, for the deployments' own to copy
+    (``CREATE DATABASE ... TEMPLATE``): the migration's CLI process, 5 CPU seconds of Airflow's imports and
+    schema, runs once for the LocalExecutor and the Celery deployments instead of once for each."""
+    with own_database("deyel_e2e_template") as name:
+        Deployment(
+            home=tmp_path_factory.mktemp("airflow-template"), sql_alchemy_conn=f"{AIRFLOW_SERVER}/{name}"
+        ).airflow("db", "migrate")
+        yield name
+
+
+@pytest.fixture(scope="session")
 def local_emulator():
     """The emulator the LocalExecutor deployment's ``deyel_default`` points at (its counters span the run)."""
     with _SHARED:
@@ -59,22 +80,23 @@ def local_emulator():
 
 
 @pytest.fixture(scope="session")
-def local_deployment(local_emulator, tmp_path_factory):
+def local_deployment(local_emulator, migrated_template, tmp_path_factory):
     """api-server + scheduler + dag-processor + triggerer, LocalExecutor, example and e2e DAGs.
 
     On PostgreSQL, as a deployment runs: with every example DAG at once (mapped tasks, a deferred sensor, an
     asset watcher) SQLite's single writer held the API server's connections past its pool's timeout."""
     home = tmp_path_factory.mktemp("airflow-local")
     with _SHARED:
-        database = _SHARED.enter_context(airflow_database("deyel_e2e"))
+        database = _SHARED.enter_context(airflow_database("deyel_e2e", template=migrated_template))
         warehouse = _SHARED.enter_context(airflow_database("deyel_e2e"))
         deployment = Deployment(
             home=home,
             sql_alchemy_conn=database,
             dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
+            migrate=False,
             # The approval example's deferred sensor polls every second here (60 s in the example).
             env={
-                **NO_REPARSING,
+                **QUIET_DEPLOYMENT,
                 **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
                 "DEYEL_DEMO_POKE_INTERVAL": "1",
                 # The mirror example's warehouse: a database of its own, as an ordinary postgres connection.
@@ -86,8 +108,9 @@ def local_deployment(local_emulator, tmp_path_factory):
 
 
 @pytest.fixture
-def postgres_database():
-    with airflow_database("deyel_e2e") as url:
+def postgres_database(migrated_template):
+    """A metadata database of its own, already migrated (its deployment is made with ``migrate=False``)."""
+    with airflow_database("deyel_e2e", template=migrated_template) as url:
         yield url
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -18,7 +19,7 @@ from deyel_provider.emulator import run_emulator
 from scripts.deployment import Deployment
 from tests.e2e.conftest import (
     EXAMPLE_DAGS,
-    NO_REPARSING,
+    QUIET_DEPLOYMENT,
     deyel_connection_env,
     redis_cache_extras,
 )
@@ -41,14 +42,22 @@ LATENCY_MS = 50
 
 @pytest.fixture
 def celery_deployment(tmp_path, redis_server, postgres_database):
+    # The one example this deployment runs, alone in its DAG folder: the scheduler and the DAG processor do
+    # not load and keep the other examples, which stay paused here (test_local_deployment.py runs them). Its
+    # tasks neither defer nor watch an asset, so there is no triggerer either.
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy2(EXAMPLE_DAGS / f"{DAG_ID}.py", dags)
     with run_emulator(records=RECORDS, latency_ms=LATENCY_MS) as emulator:
         deployment = Deployment(
             home=tmp_path / "airflow-celery",
-            dags_folders=(EXAMPLE_DAGS,),
+            dags_folders=(dags,),
             executor="CeleryExecutor",
             sql_alchemy_conn=postgres_database,
+            migrate=False,
+            triggerer=False,
             env={
-                **NO_REPARSING,
+                **QUIET_DEPLOYMENT,
                 "AIRFLOW__CELERY__BROKER_URL": f"{redis_server.address}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + postgres_database,
                 # The token cache lives in another Redis database than the broker's queues.

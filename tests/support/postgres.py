@@ -14,10 +14,13 @@ AIRFLOW_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
 @contextmanager
-def own_database(prefix: str, server: str = SERVER, **connect: Any) -> Iterator[str]:
+def own_database(
+    prefix: str, server: str = SERVER, *, template: str | None = None, **connect: Any
+) -> Iterator[str]:
     """Create a database named ``prefix`` and a random suffix on ``server``, yield its name, drop it after
-    (``WITH (FORCE)``: connections left open do not keep it). ``connect``: more psycopg2 connection arguments
-    for the administrative connection (``connect_timeout``...). No server: the connection's error, no skip."""
+    (``WITH (FORCE)``: connections left open do not keep it). ``template``: a database to copy (no session
+    may be connected to it meanwhile). ``connect``: more psycopg2 connection arguments for the administrative
+    connection (``connect_timeout``...). No server: the connection's error, no skip."""
     import psycopg2
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -25,7 +28,7 @@ def own_database(prefix: str, server: str = SERVER, **connect: Any) -> Iterator[
     try:
         admin.autocommit = True
         with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {name}")
+            cursor.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
         try:
             yield name
         finally:
@@ -36,9 +39,9 @@ def own_database(prefix: str, server: str = SERVER, **connect: Any) -> Iterator[
 
 
 @contextmanager
-def airflow_database(prefix: str) -> Iterator[str]:
+def airflow_database(prefix: str, template: str | None = None) -> Iterator[str]:
     """:func:`own_database` as the SQLAlchemy URL a deployment's metadata database is given."""
-    with own_database(prefix) as name:
+    with own_database(prefix, template=template) as name:
         yield f"{AIRFLOW_SERVER}/{name}"
 
 
