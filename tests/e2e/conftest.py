@@ -33,6 +33,10 @@ QUIET_DEPLOYMENT = {
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "30",
 }
 
+#: What a test deployment's components get to shut down before SIGKILL (Deployment.stop_timeout): the tests
+#: have read all they check by then, and the executors' workers outwait SIGTERM (20 s each deployment).
+STOP_TIMEOUT = 3.0
+
 # The shared token caches that make one token serve every task process (one host) or worker (many).
 FILE_CACHE_EXTRAS = {"cache": "file"}
 
@@ -94,6 +98,7 @@ def local_deployment(local_emulator, migrated_template, tmp_path_factory):
             sql_alchemy_conn=database,
             dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
             migrate=False,
+            stop_timeout=STOP_TIMEOUT,
             # The approval example's deferred sensor polls every second here (60 s in the example).
             env={
                 **QUIET_DEPLOYMENT,

@@ -20,6 +20,7 @@ from scripts.deployment import Deployment
 from tests.e2e.conftest import (
     EXAMPLE_DAGS,
     QUIET_DEPLOYMENT,
+    STOP_TIMEOUT,
     deyel_connection_env,
     redis_cache_extras,
 )
@@ -55,6 +56,7 @@ def celery_deployment(tmp_path, redis_server, postgres_database):
             executor="CeleryExecutor",
             sql_alchemy_conn=postgres_database,
             migrate=False,
+            stop_timeout=STOP_TIMEOUT,
             triggerer=False,
             env={
                 **QUIET_DEPLOYMENT,
