@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from deyel_provider.auth.cache import PROCESS_CACHE  # noqa: E402
 from deyel_provider.emulator import run_emulator  # noqa: E402
 from tests.support.helpers import FAST_RETRY, connection_json  # noqa: E402
-from tests.support.wheel import wheel_dist  # noqa: E402, F401 (a session fixture: one build for every test)
+from tests.support.wheel import venv_place, wheel_dist  # noqa: E402, F401 (session: test_packaging, test_quickstart)
 
 
 @pytest.fixture(autouse=True)

@@ -97,9 +97,10 @@ def test_the_link_check_catches_relative_links():
 
 
 @pytest.fixture(scope="module")
-def clean_venv(dist, tmp_path_factory) -> Path:
-    """A virtualenv holding the wheel and Apache Airflow (the pinned version) and nothing else of ours."""
-    venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
+def clean_venv(dist, venv_place) -> Path:
+    """A virtualenv holding the wheel and Apache Airflow (the pinned version) and nothing else of ours (made
+    where test_quickstart makes its own afterwards: see ``VenvPlace``)."""
+    venv = venv_place.fresh() / "venv"
     (wheel,) = dist.glob("*.whl")
     run(sys.executable, "-m", "uv", "venv", "-q", "--python", sys.executable, venv)
     run(
@@ -129,9 +130,9 @@ def clean_env(home: Path, **more: str) -> dict[str, str]:
     return env
 
 
-def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_venv, tmp_path):
+def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_venv, venv_place, tmp_path):
     python = clean_venv / "bin" / "python"
-    env = clean_env(tmp_path)
+    env = clean_env(tmp_path, **venv_place.env)
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "deyel_api_call.py").write_text(
         (ROOT / "dags_examples" / "deyel_api_call.py").read_text()
