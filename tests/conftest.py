@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 from deyel_provider.auth.cache import PROCESS_CACHE  # noqa: E402
 from deyel_provider.emulator import run_emulator  # noqa: E402
 from tests.support.helpers import FAST_RETRY, connection_json  # noqa: E402
-from tests.support.wheel import wheel_dist  # noqa: E402, F401 (a session fixture: one build for every test)
+from tests.support.wheel import venv_place, wheel_dist  # noqa: E402, F401 (session: test_packaging, test_quickstart)
 
 
 @pytest.fixture(autouse=True)
@@ -122,10 +122,19 @@ def cache_dir(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def airflow_db():
-    """Running a whole DAG needs the metadata database: a migrated SQLite in the test AIRFLOW_HOME."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+def airflow_db(tmp_path_factory):
+    """Running a whole DAG needs the metadata database: a migrated SQLite in the test AIRFLOW_HOME, copied
+    from the run's one migration (tests/support/airflow_db.py) instead of migrating again in each worker."""
+    from airflow.configuration import conf
+
     from deyel_provider.compat import AIRFLOW_VERSION
+    from tests.support.airflow_db import copy_migrated_db, sqlite_path
+
+    database = sqlite_path(conf.get("database", "sql_alchemy_conn"))
+    if database is None:  # another database (set by the environment): migrated where it is
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    else:
+        copy_migrated_db(tmp_path_factory, database)
 
     if AIRFLOW_VERSION < (3, 1):
         # dag.test() on 3.0 does not register the DAG's assets, and refuses an outlet it finds inactive; a

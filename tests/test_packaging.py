@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from deyel_provider import __version__
+from tests.support.airflow_cli import airflow, run_steps
+from tests.support.airflow_cli import python as python_step
 from tests.support.wheel import run
 
 pytestmark = pytest.mark.packaging
@@ -95,9 +97,10 @@ def test_the_link_check_catches_relative_links():
 
 
 @pytest.fixture(scope="module")
-def clean_venv(dist, tmp_path_factory) -> Path:
-    """A virtualenv holding the wheel and Apache Airflow (the pinned version) and nothing else of ours."""
-    venv = tmp_path_factory.mktemp("wheel-venv") / "venv"
+def clean_venv(dist, venv_place) -> Path:
+    """A virtualenv holding the wheel and Apache Airflow (the pinned version) and nothing else of ours (made
+    where test_quickstart makes its own afterwards: see ``VenvPlace``)."""
+    venv = venv_place.fresh() / "venv"
     (wheel,) = dist.glob("*.whl")
     run(sys.executable, "-m", "uv", "venv", "-q", "--python", sys.executable, venv)
     run(
@@ -127,9 +130,9 @@ def clean_env(home: Path, **more: str) -> dict[str, str]:
     return env
 
 
-def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_venv, tmp_path):
-    python, airflow = clean_venv / "bin" / "python", clean_venv / "bin" / "airflow"
-    env = clean_env(tmp_path)
+def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_venv, venv_place, tmp_path):
+    python = clean_venv / "bin" / "python"
+    env = clean_env(tmp_path, **venv_place.env)
     (tmp_path / "dags").mkdir()
     (tmp_path / "dags" / "deyel_api_call.py").write_text(
         (ROOT / "dags_examples" / "deyel_api_call.py").read_text()
@@ -139,19 +142,6 @@ def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_ve
     probe = run(python, "-c", "import importlib.util as u, deyel_provider as d; "
                 "print(u.find_spec('pytest') is None, d.__file__)", env=env)  # fmt: skip
     assert probe.split()[0] == "True" and str(clean_venv) in probe.split()[1]
-
-    # The public faces import from the wheel, and the provider's entry point resolves to its provider info.
-    resolved = run(python, "-c", ENTRY_POINT_PROBE, env=env)
-    assert resolved.split() == ["deyel_provider.hooks.deyel.DeyelHook", "airflow-provider-deyel", __version__]
-
-    providers = json.loads(run(airflow, "providers", "list", "--output", "json", env=env))
-    assert {"package_name": "airflow-provider-deyel", "version": __version__}.items() <= next(
-        p for p in providers if p["package_name"] == "airflow-provider-deyel"
-    ).items()
-    hooks = json.loads(run(airflow, "providers", "hooks", "--output", "json", env=env))
-    assert {"connection_type": "deyel", "class": "deyel_provider.hooks.deyel.DeyelHook"}.items() <= next(
-        h for h in hooks if h["connection_type"] == "deyel"
-    ).items()
 
     with subprocess.Popen(
         [str(clean_venv / "bin" / "deyel-emulator"), "--port", "0", "--records", "20"],
@@ -163,9 +153,27 @@ def test_the_wheel_alone_registers_the_provider_and_runs_an_example_dag(clean_ve
             url = emulator.stdout.readline().split()[0]
             conn = {"conn_type": "deyel", "host": url, "login": "DEYELBOT", "password": "BOTDEYEL312!"}
             env["AIRFLOW_CONN_DEYEL_DEFAULT"] = json.dumps(conn)
-            run(airflow, "db", "migrate", env=env)
-            out = run(airflow, "dags", "test", "deyel_api_call", env=env)
+            # One interpreter of the virtualenv for the probe and the commands (tests/support/airflow_cli.py):
+            # each command through the `airflow` script's own entry point, as users type it.
+            resolved, providers, hooks, _, out = run_steps(
+                python,
+                python_step(ENTRY_POINT_PROBE),
+                airflow("providers", "list", "--output", "json"),
+                airflow("providers", "hooks", "--output", "json"),
+                airflow("db", "migrate"),
+                airflow("dags", "test", "deyel_api_call"),
+                env=env,
+            )
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)
+
+    # The public faces import from the wheel, and the provider's entry point resolves to its provider info.
+    assert resolved.split() == ["deyel_provider.hooks.deyel.DeyelHook", "airflow-provider-deyel", __version__]
+    assert {"package_name": "airflow-provider-deyel", "version": __version__}.items() <= next(
+        p for p in json.loads(providers) if p["package_name"] == "airflow-provider-deyel"
+    ).items()
+    assert {"connection_type": "deyel", "class": "deyel_provider.hooks.deyel.DeyelHook"}.items() <= next(
+        h for h in json.loads(hooks) if h["connection_type"] == "deyel"
+    ).items()
     assert "DEYEL-DEMO: CRM_ACCOUNT instances: 20" in out

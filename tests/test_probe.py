@@ -16,6 +16,7 @@ import pytest
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.probe import main
+from tests.support.airflow_db import copy_migrated_db
 from tests.support.helpers import CLIENT_SECRET, connection_json
 
 PAGE = {"paging": "page", "page_param": "page", "page_size_param": "pageSize"}
@@ -226,13 +227,15 @@ def test_a_server_that_ignores_search_is_diagnosed(probe_server, capsys):
     assert search[0]["level"] == "FAIL" and "is ignored" in search[0]["text"]
 
 
-def test_a_connection_stored_in_the_metadata_database_is_found(probe_server, monkeypatch, tmp_path):
+def test_a_connection_stored_in_the_metadata_database_is_found(
+    probe_server, monkeypatch, tmp_path, tmp_path_factory
+):
     """Users keep connections in the database; outside a task the SDK alone does not read it."""
     emulator = probe_server(paging="link")
     monkeypatch.delenv("AIRFLOW_CONN_DEYEL_DEFAULT")
-    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
+    database = copy_migrated_db(tmp_path_factory, tmp_path / "airflow.db")  # as `db migrate` leaves it
+    env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}"}
     airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "db", "migrate"], check=True, capture_output=True, env=env)
     subprocess.run(
         [*airflow, "connections", "add", "deyel_stored", "--conn-type", "deyel", "--conn-host", emulator.url,
          "--conn-login", "DEYELBOT", "--conn-password", CLIENT_SECRET, "--conn-extra", '{"cache": "memory"}'],

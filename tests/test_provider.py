@@ -14,6 +14,8 @@ from deyel_provider import get_provider_info
 from deyel_provider.connection.fields import EXTRA_FIELDS
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.hooks.deyel import DeyelHook
+from tests.support.airflow_cli import run_airflow
+from tests.support.airflow_db import copy_migrated_db
 from tests.support.helpers import airflow_secrets_masker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,20 +67,11 @@ def test_the_connection_reference_documents_every_option():
 
 
 def test_airflow_lists_the_provider_and_its_connection_type():
-    run = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
+    providers, hooks = run_airflow(
+        ["providers", "list", "--output", "json"], ["providers", "hooks", "--output", "json"]
     )
-    assert "airflow-provider-deyel" in {p["package_name"] for p in json.loads(run.stdout)}
-    hooks = subprocess.run(
-        [sys.executable, "-m", "airflow", "providers", "hooks", "--output", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "deyel" in {h["connection_type"] for h in json.loads(hooks.stdout)}
+    assert "airflow-provider-deyel" in {p["package_name"] for p in json.loads(providers)}
+    assert "deyel" in {h["connection_type"] for h in json.loads(hooks)}
 
 
 def test_wheel_builds_with_the_package_and_entry_points(tmp_path):
@@ -133,15 +126,13 @@ def test_connection_from_env_json_or_uri(emulator, monkeypatch, form):
     assert hook.test_connection()[0]
 
 
-def test_connection_added_and_tested_with_the_cli(emulator, monkeypatch, tmp_path):
+def test_connection_added_and_tested_with_the_cli(emulator, monkeypatch, tmp_path, tmp_path_factory):
     """`airflow connections add` stores it in the metadata database; `airflow connections test` uses it."""
-    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{tmp_path}/airflow.db")
+    database = copy_migrated_db(tmp_path_factory, tmp_path / "airflow.db")  # as `db migrate` leaves it
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{database}")
     monkeypatch.setenv("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
-    airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run([*airflow, "db", "migrate"], check=True, capture_output=True)
-    subprocess.run(
+    _, tested = run_airflow(
         [
-            *airflow,
             "connections",
             "add",
             "deyel_cli",
@@ -156,11 +147,9 @@ def test_connection_added_and_tested_with_the_cli(emulator, monkeypatch, tmp_pat
             "--conn-extra",
             '{"timeout": 7}',
         ],
-        check=True,
-        capture_output=True,
+        ["connections", "test", "deyel_cli"],
     )
-    tested = subprocess.run([*airflow, "connections", "test", "deyel_cli"], capture_output=True, text=True)
-    assert "Connection success!" in tested.stdout, tested.stdout + tested.stderr
+    assert "Connection success!" in tested, tested
     assert emulator.stats()["token_requests"] == 1
 
 

@@ -84,12 +84,14 @@ def uv_only_path(tmp_path: Path) -> str:
     return os.pathsep.join([str(tools), *kept])
 
 
-def test_the_quickstart_runs_command_by_command_in_a_fresh_virtualenv(wheel_dist, tmp_path):
+def test_the_quickstart_runs_command_by_command_in_a_fresh_virtualenv(wheel_dist, venv_place, tmp_path):
     page = PAGE.read_text(encoding="utf-8")
     plan = steps(page)
     home = tmp_path / "home"
     home.mkdir()
-    quickstart = tmp_path / "quickstart"
+    # Emptied: the page makes everything there. Where test_packaging made its virtualenv, so that Python
+    # finds the bytecode of the same files there (tests/support/wheel.py, VenvPlace).
+    quickstart = venv_place.fresh()
     values = {"QUICKSTART": str(quickstart), "DEYEL_PORT": str(free_port()), "DEYEL_DIST": str(wheel_dist)}
     first = [command for kind, command in plan[:3] if kind == "bash"]
     assert {EXPORT.match(c).group(1) for c in first if EXPORT.match(c)} == PLACEHOLDERS, first
@@ -102,6 +104,7 @@ def test_the_quickstart_runs_command_by_command_in_a_fresh_virtualenv(wheel_dist
         [sys.executable, "-m", "uv", "cache", "dir"], capture_output=True, text=True, check=True
     ).stdout.strip()
     env["UV_CACHE_DIR"] = cache
+    env.update(venv_place.env)  # where Python keeps bytecode: outside the virtualenv, nothing else
     network = ("UV_", "PIP_", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
     proxies = {"http_proxy", "https_proxy", "no_proxy", "all_proxy"}
     env.update({k: v for k, v in os.environ.items() if k.startswith(network) or k.lower() in proxies})
