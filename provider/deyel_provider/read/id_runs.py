@@ -247,7 +247,10 @@ class CurrentIds(IdSet):
         return True
 
     def _add_others(self, others: list[str]) -> None:
-        encoded = list(map(str.encode, others, repeat("utf-8"), repeat("surrogatepass")))
+        try:  # strict UTF-8 (the default, a fast path) differs from surrogatepass only by raising
+            encoded = list(map(str.encode, others))
+        except UnicodeEncodeError:  # a lone surrogate somewhere in the batch
+            encoded = list(map(str.encode, others, repeat("utf-8"), repeat("surrogatepass")))
         held = self._held + sum(map(len, encoded)) + _PER_ID * len(encoded)
         if held < self._run_bytes:
             self._buffer += encoded
