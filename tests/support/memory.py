@@ -39,8 +39,10 @@ COMPARE_BOUND_MB = 64
 _COMPARE_CHILD = textwrap.dedent(
     """
     import json, os, sys, time
-    from itertools import islice, repeat, tee
-    from operator import and_, mod, mul
+    from array import array
+    from binascii import hexlify
+    from itertools import chain, islice, repeat
+    from operator import mod, mul
 
     from airflow.sdk import ObjectStoragePath
 
@@ -51,18 +53,40 @@ _COMPARE_CHILD = textwrap.dedent(
 
     N, KIND, FOLDER = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     M = N + N // 2000  # N // 2000 new ids, numbered past the old ones
-    UUID = "%08x-7d3c-4a1b-9e2f-%012x"
+    # Number n's UUID is "%08x-7d3c-4a1b-9e2f-%012x" % (n, n * 0x9E3779B97F4A7C15 & (2**48 - 1)), made
+    # CHUNK ids at a time in C (uuids(): a third of the time of formatting each), so the child's time goes to
+    # the comparison.
+    TEMPLATE = b"00000000-7d3c-4a1b-9e2f-000000000000\\n"
+    WIDTH, CHUNK = len(TEMPLATE), 1024
 
-    def ids(numbers, text=True):  # generated in C (map), so the child's time goes to the comparison
+    def uuids(numbers, text):
+        # The numbers' hex from one hexlify; n * K for all of them in one multiplication of the numbers laid
+        # in 96-bit lanes (a product fits its lane: below 2**88); the digits set a column at a time.
+        count = len(numbers)
+        heads = array("I", numbers)
+        if sys.byteorder == "little":
+            heads.byteswap()
+        lanes = array("I", bytes(12 * count))
+        lanes[2::3] = heads
+        low48 = int.from_bytes((b"\\0" * 6 + b"\\xff" * 6) * count, "big")
+        tails = (int.from_bytes(lanes, "big") * 0x9E3779B97F4A7C15 & low48).to_bytes(12 * count, "big")
+        head_hex, tail_hex = hexlify(heads), hexlify(tails)
+        lines = bytearray(TEMPLATE * count)
+        for column in range(8):
+            lines[column::WIDTH] = head_hex[column::8]
+        for column in range(12):
+            lines[24 + column :: WIDTH] = tail_hex[12 + column :: 24]
+        del lines[-1:]
+        return lines.decode().split("\\n") if text else bytes(lines).split(b"\\n")
+
+    def ids(numbers, text=True):
         if KIND == "decimal":
             return map(str, map((1).__add__, numbers))  # 1, 2, ...: Deyel's sequence
         if KIND == "ten-digit":
             tens = map(str, map((1_000_000_000).__add__, numbers))  # a sequence past the bitmap
             return tens if text else map(str.encode, tens)
-        first, second = tee(numbers)
-        tails = map(and_, map(mul, second, repeat(0x9E3779B97F4A7C15)), repeat(2**48 - 1))
-        form = UUID if text else UUID.encode()  # the bytes formatted as such: no encoding pass
-        return map(form.__mod__, zip(first, tails))  # printf-style: a third cheaper than str.format
+        ahead = iter(numbers)
+        return chain.from_iterable(map(uuids, iter(lambda: list(islice(ahead, CHUNK)), []), repeat(text)))
 
     def shuffled(n):  # every number below n once, scattered (a listing is not in id order)
         return map(mod, map(mul, range(n), repeat(7_919_993)), repeat(n))

@@ -65,24 +65,32 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
-def encode_block(ids: list[bytes], lengths: array[int] | None = None) -> bytes:
+def encode_block(ids: list[bytes]) -> bytes:
     """One stored block: the count, each length, then the bytes (the count and lengths 4-byte LE)."""
-    if lengths is None:
-        lengths = array("I", map(len, ids))
-    if _BIG_ENDIAN:
-        lengths.byteswap()
+    lengths = _little_endian(array("I", map(len, ids)))
     return len(ids).to_bytes(4, "little") + lengths.tobytes() + b"".join(ids)
+
+
+def _little_endian(numbers: array[int]) -> array[int]:
+    if _BIG_ENDIAN:
+        numbers.byteswap()
+    return numbers
 
 
 def encode_blocks(ids: list[bytes]) -> Iterator[bytes]:
     """``ids`` as stored blocks: at most :data:`BLOCK_IDS` ids each, about :data:`BLOCK_BYTES` of them."""
     for start in range(0, len(ids), BLOCK_IDS):
-        part = ids[start : start + BLOCK_IDS]
-        lengths = array("I", map(len, part))
-        if sum(lengths) <= BLOCK_BYTES:
-            yield encode_block(part, lengths)
-        else:
+        part = ids[start : start + BLOCK_IDS] if len(ids) > BLOCK_IDS else ids
+        data = b"".join(part)
+        if len(data) > BLOCK_BYTES:
             yield from map(encode_block, _by_bytes(part))
+            continue
+        count, first = len(part), len(part[0])
+        if len(data) == count * first and min(map(len, part)) == first:  # one length (UUIDs, a sequence)
+            lengths = first.to_bytes(4, "little") * count
+        else:
+            lengths = _little_endian(array("I", map(len, part))).tobytes()
+        yield b"".join((count.to_bytes(4, "little"), lengths, data))
 
 
 def decode_blocks(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
@@ -100,15 +108,14 @@ def decode_blocks(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
             head = start + 4 + 4 * count
             if len(buffer) < head:
                 break
-            lengths = array("I", buffer[start + 4 : head])
-            if _BIG_ENDIAN:
-                lengths.byteswap()
-            end = head + sum(lengths)
-            if len(buffer) < end:
-                break
+            lengths = _little_endian(array("I", buffer[start + 4 : head]))
             # One struct of "<n>s" fields cuts the ids in C (about twice as fast as a slice per id); a block
             # as written (at most BLOCK_IDS) of ids of one length (UUIDs, a sequence's decimals) reuses its.
-            if count <= BLOCK_IDS and lengths.count(lengths[0]) == count:
+            same = count <= BLOCK_IDS and lengths.count(lengths[0]) == count
+            end = head + (count * lengths[0] if same else sum(lengths))
+            if len(buffer) < end:
+                break
+            if same:
                 cutter = _same_lengths(count, lengths[0])
             else:
                 cutter = Struct("<" + "%ds" * count % tuple(lengths))
@@ -240,7 +247,10 @@ class CurrentIds(IdSet):
         return True
 
     def _add_others(self, others: list[str]) -> None:
-        encoded = list(map(str.encode, others, repeat("utf-8"), repeat("surrogatepass")))
+        try:  # strict UTF-8 (the default, a fast path) differs from surrogatepass only by raising
+            encoded = list(map(str.encode, others))
+        except UnicodeEncodeError:  # a lone surrogate somewhere in the batch
+            encoded = list(map(str.encode, others, repeat("utf-8"), repeat("surrogatepass")))
         held = self._held + sum(map(len, encoded)) + _PER_ID * len(encoded)
         if held < self._run_bytes:
             self._buffer += encoded
