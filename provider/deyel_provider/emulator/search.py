@@ -98,7 +98,7 @@ class Clause:
         return self.compare(actual)
 
     def compare(self, actual: Any) -> bool:
-        """Whether a stored value, already in comparable form (see ``_record_value``), satisfies the clause."""
+        """Whether a stored value in comparable form (see ``_record_value``) satisfies the clause."""
         op = self.op
         if op == "eq":
             return bool(actual == self.value)

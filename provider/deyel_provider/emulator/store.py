@@ -254,7 +254,7 @@ class DataStore:
             ids.extend(snap.changed)
             reorder = reorder or bool(snap.changed)
         elif search.stamps_only:
-            # The slices of an extraction: changed instances grow with every edit, each listing tests them all.
+            # An extraction's slices: the changed instances grow with each edit, each listing tests them all.
             matches_stamp = search.matches_stamp
             for instance_id, values in snap.changed.items():
                 if matches_stamp(values.get("dtLastUpdate")):
