@@ -38,11 +38,9 @@ def _fresh_secrets_masker():
     session (hundreds of tokens in one process, where a worker sees one a day) a registration takes a second
     and the renewal-timing tests break. Each test starts with an empty masker, and the provider forgets what
     it registered."""
-    from deyel_provider.auth import masking
-    from tests.support.helpers import airflow_secrets_masker
+    from tests.support.helpers import fresh_secrets_masker
 
-    airflow_secrets_masker().reset_masker()
-    masking.forget_all()
+    fresh_secrets_masker()
 
 
 @pytest.fixture(autouse=True)

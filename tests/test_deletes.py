@@ -20,7 +20,7 @@ from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelIncompleteError, DeyelSnapshotError
 from deyel_provider.operators.deletes import DeyelDeletedInstancesOperator
 from deyel_provider.read.id_snapshot import Identity, Snapshot, SnapshotCodec, build
-from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, outlet_events
+from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, fresh_secrets_masker, outlet_events
 
 FORM = "CRM_ACCOUNT"
 AR = "cdCountry=eq:AR"
@@ -99,6 +99,7 @@ def test_deletes_and_search_moves_between_snapshots_are_reported_exactly(deyel_c
         @settings(max_examples=25, deadline=None, database=None, derandomize=True)
         @given(search=st.sampled_from([None, AR]), rounds=st.lists(MUTATIONS, min_size=1, max_size=3))
         def check(search, rounds):
+            fresh_secrets_masker()
             with tempfile.TemporaryDirectory() as folder_name:
                 folder = Path(folder_name)
                 op = operator(folder, search, page_size=20)

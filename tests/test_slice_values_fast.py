@@ -18,6 +18,7 @@ from deyel_provider.api.pagination import Page
 from deyel_provider.emulator import run_emulator
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.branches import Branches
+from tests.support.helpers import fresh_secrets_masker
 from tests.test_slice_speed import CountingFetch, reader_for
 
 START = 0  # a bool (True is 1, False 0) lies inside the slice: only its type tells it apart
@@ -114,6 +115,7 @@ def test_the_fast_pass_accepts_only_what_the_checked_pass_accepts_with_the_same_
         @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(st.one_of(PLAIN_PAGES, ROUNDABOUT_PAGES, WILD_PAGES), ENDS, st.booleans())
         def example(pairs: list[tuple[Any, Any]], end: int | None, clip: bool) -> None:
+            fresh_secrets_masker()
             reader = reader_for(emulator, CountingFetch(DeyelHook()), page_size=100)
             records = [_record(value, ident) for value, ident in pairs]
             page = Page(records=records)

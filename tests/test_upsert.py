@@ -32,6 +32,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import load_records as upsert
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from tests.support.branches import Branches
+from tests.support.helpers import fresh_secrets_masker
 from tests.support.killing import sigkilled, wait_until
 from tests.support.upsert import FORM, KEY, assert_state_is, customer, stored, write_jsonl
 
@@ -379,6 +380,7 @@ def test_any_mix_of_faults_converges_and_a_rerun_writes_nothing(emulator, deyel_
         run=st.builds(lambda: next(RUNS)),
     )
     def example(rules, editor, workers, run):
+        fresh_secrets_masker()
         prefix = f"run{run}-"
         before, source = mixed(30, existing=10, changed=5, prefix=prefix)
         seed(emulator, before)

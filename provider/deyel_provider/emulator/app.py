@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: EmulatorSettings | None = None, *, control_token: str | None = None) -> FastAPI:
-    """Build a fresh emulator (its own key, tokens, data and counters); ``app.state.emulator`` holds it.
+    """Build a fresh emulator (its own tokens, data and counters; the process's signing key, see
+    ``tokens._signing_key``); ``app.state.emulator`` holds it.
 
     :param control_token: what the control routes require in the ``X-Emulator-Token`` header (None: nothing).
     """

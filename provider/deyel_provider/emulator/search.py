@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ class Clause:
         actual = _record_value(self.kind, stored)
         if actual is None:
             return self.op in _NEGATIVE
+        return self.compare(actual)
+
+    def compare(self, actual: Any) -> bool:
+        """Whether a stored value in comparable form (see ``_record_value``) satisfies the clause."""
         op = self.op
         if op == "eq":
             return bool(actual == self.value)
@@ -119,6 +124,24 @@ class Search:
     @property
     def fields(self) -> frozenset[str]:
         return frozenset(clause.field.split("/", 1)[0] for clause in self.clauses)
+
+    @functools.cached_property
+    def stamps_only(self) -> bool:
+        """Whether every clause (at least one) is a range of dtLastUpdate, so ``matches_stamp`` decides."""
+        return bool(self.clauses) and all(
+            c.field == "dtLastUpdate" and c.op in _RANGE_OPERATORS for c in self.clauses
+        )
+
+    def matches_stamp(self, stored: Any) -> bool:
+        """``matches`` of a search that ``stamps_only``, given the instance's dtLastUpdate: what a listing
+        asks of every instance changed through the API, without a getter and a lookup per clause."""
+        actual = None if stored is None else _record_value("date", stored)
+        if actual is None:
+            return False  # a null or unreadable value satisfies no range
+        for clause in self.clauses:
+            if not clause.compare(actual):
+                return False
+        return True
 
     def matches(self, get: Getter) -> bool:
         for clause in self.clauses:

@@ -250,10 +250,21 @@ class DataStore:
             ids.append(instance_id)
         # The index lists in (dtLastUpdate, id) order; the collection may list by id.
         reorder = bounds is not None and not self._by_update
-        for instance_id, values in snap.changed.items():
-            if search.matches(_dict_getter(instance_id, values, id_key)):
-                ids.append(instance_id)
-                reorder = True
+        if not search.clauses:
+            ids.extend(snap.changed)
+            reorder = reorder or bool(snap.changed)
+        elif search.stamps_only:
+            # An extraction's slices: the changed instances grow with each edit, each listing tests them all.
+            matches_stamp = search.matches_stamp
+            for instance_id, values in snap.changed.items():
+                if matches_stamp(values.get("dtLastUpdate")):
+                    ids.append(instance_id)
+                    reorder = True
+        else:
+            for instance_id, values in snap.changed.items():
+                if search.matches(_dict_getter(instance_id, values, id_key)):
+                    ids.append(instance_id)
+                    reorder = True
         if reorder:
             ids.sort(key=self._sort_key(snap))
         return array("q", ids)

@@ -22,6 +22,26 @@ PERMISSIONS = json.dumps(
 )
 
 
+_SIGNING_KEY: rsa.RSAPrivateKey | None = None
+_SIGNING_KEY_LOCK = threading.Lock()
+
+
+def _signing_key() -> rsa.RSAPrivateKey:
+    """The RS256 key of this process's emulators, made when the first token is signed.
+
+    Generating a 2048-bit key costs 50 to 150 ms of CPU, more than starting the rest of an emulator: tests
+    and benchmarks that start one per example paid it hundreds of times. One key per process changes
+    nothing a client sees: no route publishes the key, every token differs (its ``jti``), and an emulator
+    accepts only the exact tokens it issued (:meth:`TokenAuthority.check`), so another emulator's tokens
+    are still refused, as after a real server restart (a new process makes a new key).
+    """
+    global _SIGNING_KEY
+    with _SIGNING_KEY_LOCK:
+        if _SIGNING_KEY is None:
+            _SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return _SIGNING_KEY
+
+
 @dataclass
 class IssuedToken:
     token: str
@@ -47,8 +67,6 @@ class TokenAuthority:
 
     def __init__(self, ttl: int) -> None:
         self._ttl = ttl
-        # A fresh key per emulator: tokens from another run are rejected, like after a real server restart.
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._lock = threading.Lock()
         self._by_token: dict[str, IssuedToken] = {}
         self._refresh: dict[str, RefreshGrant] = {}
@@ -58,7 +76,7 @@ class TokenAuthority:
 
     @property
     def public_key(self) -> rsa.RSAPublicKey:
-        return self._key.public_key()
+        return _signing_key().public_key()
 
     def issue(self, sub: str, grant_type: str) -> IssuedToken:
         now = time.time()
@@ -80,7 +98,7 @@ class TokenAuthority:
             "idDataBaseSession": f"{sub}*{session_number}",
             "permissions": PERMISSIONS,
         }
-        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": "k1", "typ": None})
+        token = jwt.encode(claims, _signing_key(), algorithm="RS256", headers={"kid": "k1", "typ": None})
         # The float expiry keeps short TTLs exact even though the exp claim is whole seconds.
         issued = IssuedToken(token=token, jti=jti, sub=sub, grant_type=grant_type, expires_at=now + self._ttl)
         with self._lock:
