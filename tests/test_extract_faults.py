@@ -79,6 +79,10 @@ def test_an_extraction_publishes_the_contract_or_fails_typed_with_nothing(deyel_
 
     @settings(
         max_examples=40,
+        # The same 40 examples every run (24 of them reach the contract today): drawn afresh, the contract
+        # branch once fell under its one-third floor (13 of 40), which would fail a CI run that changed
+        # nothing.
+        derandomize=True,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
