@@ -74,7 +74,8 @@ def test_approval_dag_waits_deferred_until_the_request_is_approved(
     approver.start()
     run = dag.test()
     approver.stop.set()
-    approver.join()
+    approver.join(600)  # only stops a hang (a request stuck in approve): nothing depends on the time
+    assert not approver.is_alive(), "the approver never ended"
     assert approver.error is None
     assert run.state == "success" and approver.approved is not None
     instances = {ti.task_id: ti for ti in run.get_task_instances()}

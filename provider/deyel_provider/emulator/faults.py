@@ -220,15 +220,23 @@ class Holds:
     """
 
     def __init__(self) -> None:
+        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._released: asyncio.Event | None = None
+
+    def open(self) -> None:
+        """The emulator (re)starts: delays hold again (a new server loop is learnt at the first)."""
+        self._stopping, self._loop, self._released = False, None, None
 
     async def wait(self, seconds: float) -> bool:
         """Wait ``seconds``; False if the emulator stopped meanwhile (or had stopped)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._released is None:
-            # The first hold of this server loop (an emulator started again runs a new loop).
             self._loop, self._released = loop, asyncio.Event()
+        # Read after the event is published: a release() that ran before this line is seen here, one after
+        # it finds the event (release sets the flag first, then reads the event).
+        if self._stopping:
+            return False
         try:
             await asyncio.wait_for(self._released.wait(), seconds)
         except TimeoutError:
@@ -236,7 +244,8 @@ class Holds:
         return False
 
     def release(self) -> None:
-        """End every hold, now and until the server loop is replaced; callable from any thread."""
+        """End every hold, now and until :meth:`open`; callable from any thread."""
+        self._stopping = True
         loop, released = self._loop, self._released
         if loop is None or released is None:
             return

@@ -70,6 +70,7 @@ class RunningEmulator:
     # -- lifetime --------------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> RunningEmulator:
+        self._state.holds.open()
         # Bind here, not in uvicorn, so the real port of port=0 is known before the server thread starts.
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

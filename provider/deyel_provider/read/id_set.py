@@ -158,7 +158,7 @@ def _small_numbers(texts: Sequence[str]) -> list[int] | None:
         if not (digits.isdecimal() and digits.isascii()) or len(digits) > 9 * len(texts):
             return None  # (more digits than that: an id of 10 or more, past the limit, no need to parse)
         # An empty id leaves ",," (or "[," ",]"), a zero-led one "07": neither is JSON, so each id is one
-        # canonical integer (one past 64 bits a ValidationError, one past the limit refused below).
+        # canonical integer (a big one is parsed as such: refused below, past the limit).
         numbers = _NUMBERS.decode("[" + ",".join(texts) + "]")
     except (TypeError, msgspec.DecodeError):  # a non-str id; not JSON
         return None
