@@ -261,9 +261,8 @@ SCALAR_TEXTS = st.one_of(
     NUMBER_TEXTS,
     st.sampled_from(["1e16", "1E16", "9999999999999999.5", "0.0001", "0.00009999", "1e-4", "-0.0", "0e400"]),
     st.sampled_from(["1e400", "-1e400", "1e-400", "NaN", "Infinity", "-Infinity", '"\\ud800"', '"\\udfff"']),
-    SCALARS.map(
-        lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass").decode()
-    ),
+    # A lone surrogate stays raw in the text: the body's bytes (surrogatepass) are then not UTF-8.
+    SCALARS.map(lambda value: json.dumps(value, ensure_ascii=False)),
 )
 VALUE_TEXTS = st.recursive(
     SCALAR_TEXTS,
