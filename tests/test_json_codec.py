@@ -509,3 +509,23 @@ def test_only_a_json_lines_extraction_pays_for_the_plain_fact(
     result = task.execute({})
     assert result["records"] == 50 and result["requests"] >= 3
     assert len(hooked) == (result["requests"] if fmt == "jsonl" else 0)
+
+
+def test_a_page_of_odd_floats_costs_no_memory_beyond_its_records():
+    """The parse learns one fact per page (plain or not): a page holding many floats that the two encoders
+    write differently keeps no list of them beside its records (review of issue 24: 8 bytes a float)."""
+    import tracemalloc
+
+    from deyel_provider.http.json_body import response_body
+
+    floats = 200_000
+    body = ("[" + ",".join('{"nuLat":1e-05}' for _ in range(floats)) + "]").encode()
+    tracemalloc.start()
+    try:
+        records, plain = response_body(_response(body))
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(records) == floats and records[-1] == {"nuLat": 1e-05} and plain is False
+    # Beyond what the records hold, the parse's own transient memory: far less than a slot per float.
+    assert peak - held < floats * 2, (held, peak)

@@ -50,16 +50,17 @@ def response_body(response: requests.Response) -> tuple[Any, bool]:
     body msgspec refused (``Response.json()`` parsed it, or raised)."""
     encoding = response.encoding.strip().lower() if response.encoding else None
     if encoding in _UTF8:
-        odd: list[float] = []
+        odd = False  # one answer for the page: no list of the odd floats (8 bytes each on a big page)
 
         def float_hook(text: str) -> float:
+            nonlocal odd
             value = float(text)
             # Zero, or 1e-4 <= abs(value) < 1e16, without a call to abs (a NaN fails every test: odd).
             if not (1e-4 <= value < 1e16 or -1e16 < value <= -1e-4 or value == 0.0):
                 if value in _INFINITIES:
                     # Past a float's range: msgspec without a hook refuses it, so json decides, as above.
                     raise ValueError(f"number out of range: {text[:40]}")
-                odd.append(value)
+                odd = True
             return value
 
         try:
