@@ -22,10 +22,12 @@ demo: setup
 # The suite runs in PYTEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on servers and
 # subprocesses, so more workers than cores pay. tests/conftest.py keeps on one worker each the e2e deployments,
 # the wheel build and the tests of each module-scoped fixture (--dist loadgroup). PYTEST_WORKERS=0: one process.
+# scripts/warm_bytecode.py compiles the modules (and rewrites the test modules' asserts) once for all workers.
 PYTEST_WORKERS ?= 4
 test: lint
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
+	$(PY) scripts/warm_bytecode.py
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Real deployments: LocalExecutor on SQLite, CeleryExecutor with a private redis-server and PostgreSQL
