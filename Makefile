@@ -22,11 +22,15 @@ demo: setup
 # The suite runs in PYTEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on servers and
 # subprocesses, so more workers than cores pay. tests/conftest.py keeps on one worker each the e2e deployments,
 # the wheel build and the tests of each module-scoped fixture (--dist loadgroup). PYTEST_WORKERS=0: one process.
+# scripts/warm_bytecode.py compiles the modules (and rewrites the test modules' asserts) once for all workers.
+# make lint runs beside the suite (scripts/with-lint.sh), not before it: its report comes after the suite's, and
+# either failing fails make test.
 PYTEST_WORKERS ?= 4
-test: lint
+test: setup
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-chromium.sh
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) scripts/warm_bytecode.py
+	MAKE="$(MAKE)" bash scripts/with-lint.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Real deployments: LocalExecutor on SQLite, CeleryExecutor with a private redis-server and PostgreSQL
 # (127.0.0.1:5432, user postgres), and the connection form in headless Chromium.

@@ -20,7 +20,6 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__
 import pytest  # noqa: E402
 
 from deyel_provider.auth.cache import PROCESS_CACHE  # noqa: E402
-from deyel_provider.emulator import run_emulator  # noqa: E402
 from tests.support.helpers import FAST_RETRY, connection_json  # noqa: E402
 from tests.support.wheel import venv_place, wheel_dist  # noqa: E402, F401 (session: test_packaging, test_quickstart)
 
@@ -62,6 +61,10 @@ def _client_clock_follows_the_emulators(monkeypatch):
 @pytest.fixture
 def emulator():
     """A fresh emulator per test, so token counters and the process token cache key start clean."""
+    # Imported here, not above: the xdist controller loads this file too, and starts no emulator (FastAPI and
+    # uvicorn take it a second or two).
+    from deyel_provider.emulator import run_emulator
+
     with run_emulator(records=50) as running:
         yield running
 

@@ -10,10 +10,8 @@ import functools
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +20,12 @@ from deyel_provider.exceptions import DeyelBadResponseError
 from deyel_provider.extract.formats.text import csv_cell
 from tests.support.branches import Branches
 from tests.support.extracting import extract_pages, write_unit
+
+if TYPE_CHECKING:
+    import duckdb
+
+# pandas and DuckDB are imported where they read: every xdist worker imports this module to collect it, and
+# only the one that runs it needs them (pandas alone takes a second to import).
 
 # -- writing and reading back -------------------------------------------------------------------------------
 
@@ -63,6 +67,8 @@ def read_csv_python(path: Path) -> list[list[str]]:
 
 
 def read_csv_pandas(path: Path) -> list[list[str]]:
+    import pandas as pd
+
     frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, encoding="utf-8")
     return frame.values.tolist()
 
@@ -70,6 +76,8 @@ def read_csv_pandas(path: Path) -> list[list[str]]:
 @functools.cache
 def duck() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB for the module: opening one per example is most of a property test's time."""
+    import duckdb
+
     return duckdb.connect()
 
 
@@ -182,6 +190,8 @@ def test_every_reader_reads_back_the_jsonl_written(tmp_path):
             branches.took("every reader")
         else:
             branches.took("python only: a lone surrogate")
+            import duckdb
+
             # DuckDB's strings are UTF-8: it refuses the escaped lone surrogate, loudly, never with others.
             with pytest.raises(duckdb.Error, match="surrogate"):
                 read_jsonl_duckdb(path)

@@ -14,7 +14,6 @@ import shutil
 
 import pytest
 
-from dags_examples.deyel_extract_fan_out import FORM, PARTS
 from deyel_provider.emulator import run_emulator
 from scripts.deployment import Deployment
 from tests.e2e.conftest import (
@@ -73,6 +72,10 @@ def celery_deployment(tmp_path, redis_server, postgres_database):
 
 
 def test_one_extraction_in_parts_on_two_workers_shares_one_token(celery_deployment):
+    # The example's own numbers, imported here: importing the DAG file builds its DAG and imports the fan-out
+    # modules, which every xdist worker would otherwise do just to collect this module.
+    from dags_examples.deyel_extract_fan_out import FORM, PARTS
+
     deployment, emulator = celery_deployment
     assert PARTS <= SLOTS * len(WORKERS)
     api = deployment.api()

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
 
 from deyel_provider.connection.fields import ADVANCED_SECTION, EXTRA_FIELDS
 from deyel_provider.emulator import run_emulator
 from tests.e2e.conftest import ARTIFACTS
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +46,18 @@ def form_emulator():
         yield running
 
 
+def expect(target: Any) -> Any:
+    """Playwright's ``expect``, imported when a test runs: every xdist worker imports this module to collect
+    it, and only the one that runs the e2e tests drives a browser."""
+    from playwright.sync_api import expect
+
+    return expect(target)
+
+
 @pytest.fixture
 def page(local_deployment):
+    from playwright.sync_api import sync_playwright
+
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
