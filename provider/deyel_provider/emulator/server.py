@@ -199,9 +199,10 @@ class PortReuse:
     """Ports that emulators asking for any free port (``port=0``) take again, from one round to the next.
 
     A client derives its keys from the client secret and the token URL, port included (the provider's
-    scrypt: about 50 ms of CPU, paid once per process and URL). A test suite that starts an emulator per
-    test, or per property example, paid it again for each one, on a port the system picked; an emulator
-    that takes a port an earlier test's emulator had finds it cached.
+    scrypt: about 50 ms of CPU, cached per process for the last few URLs). A test suite that starts an
+    emulator per test, or per property example, paid it again for each one, on a port the system picked;
+    an emulator that takes a port an earlier test's emulator had finds it cached. The ports offered are the
+    last few bound, the most recent first: those whose keys the client's cache still holds.
 
     Off until :meth:`rounds` opens a round (a test): other users get the system's ports, as before. A port
     is offered again only in a later round, so that within a round every emulator has a URL of its own (a
@@ -209,13 +210,14 @@ class PortReuse:
     caches is the caller's part. Ports held by running emulators or other sockets are skipped.
     """
 
-    #: Ports remembered per host: a few, so that the keys derived for them stay in the client's cache.
+    #: Ports remembered per process: as many as the client's key cache holds with room to spare (64 keys,
+    #: up to 3 per URL).
     LIMIT = 16
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open = False
-        self._known: list[tuple[str, int]] = []  # in the order first bound
+        self._known: list[tuple[str, int]] = []  # the last bound, the most recent last
         self._taken: set[tuple[str, int]] = set()  # bound during this round, or still running
         self._running: set[tuple[str, int]] = set()
 
@@ -235,7 +237,7 @@ class PortReuse:
         """A port to try for a new emulator on ``host``; 0 (the system picks one) when none is offered."""
         with self._lock:
             if self._open:
-                for known in self._known:
+                for known in reversed(self._known):
                     if known[0] == host and known not in self._taken:
                         self._taken.add(known)
                         return known[1]
@@ -245,9 +247,11 @@ class PortReuse:
         with self._lock:
             self._running.add((host, port))
             self._taken.add((host, port))
-            if self._open and (host, port) not in self._known:
-                if sum(1 for known in self._known if known[0] == host) < self.LIMIT:
-                    self._known.append((host, port))
+            if self._open:
+                if (host, port) in self._known:
+                    self._known.remove((host, port))
+                self._known.append((host, port))
+                del self._known[: -self.LIMIT]
 
     def released(self, host: str, port: int) -> None:
         with self._lock:
