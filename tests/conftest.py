@@ -59,6 +59,23 @@ def _client_clock_follows_the_emulators(monkeypatch):
 
 
 @pytest.fixture
+def reused_emulator_ports():
+    """This test's emulators on a free port take ports that earlier tests' emulators had (``PortReuse``):
+    the key the provider derives from the secret and the token URL (scrypt, ~50 ms of CPU) is then cached,
+    where a new port paid it again in every test and every property example.
+
+    For modules whose connections keep their tokens per test alone (``deyel_conn``'s folder, or
+    ``cache: memory``, which ``_forget_process_tokens`` empties): a token an earlier test left in a shared
+    cache (the default file folder of this process, a Redis not emptied) for a server on the same URL would
+    be sent to this test's emulator. Such a module says so with
+    ``pytestmark = pytest.mark.usefixtures("reused_emulator_ports")``."""
+    from deyel_provider.emulator.server import PORT_REUSE
+
+    with PORT_REUSE.rounds():
+        yield
+
+
+@pytest.fixture
 def emulator():
     """A fresh emulator per test, so token counters and the process token cache key start clean."""
     # Imported here, not above: the xdist controller loads this file too, and starts no emulator (FastAPI and

@@ -65,6 +65,7 @@ class RunningEmulator:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._bound_port = 0
         self.url = ""
 
     # -- lifetime --------------------------------------------------------------------------------------------
@@ -73,16 +74,9 @@ class RunningEmulator:
         self._state.holds.open()
         # Bind here, not in uvicorn, so the real port of port=0 is known before the server thread starts.
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-            sock.listen(2048)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = self._listening_socket(family)
         port = sock.getsockname()[1]
+        self._bound_port = port
         host = f"[{self._host}]" if family == socket.AF_INET6 else self._host
         self.url = f"{'https' if self._ssl else 'http'}://{host}:{port}"
         config = uvicorn.Config(
@@ -125,7 +119,30 @@ class RunningEmulator:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
+            if not self._thread.is_alive():  # else its socket may still listen: the port is not free
+                PORT_REUSE.released(self._host, self._bound_port)
             self._thread = None
+
+    def _listening_socket(self, family: int) -> socket.socket:
+        """A socket listening on ``port``; for port 0, on a port an earlier round's emulator had when
+        :data:`PORT_REUSE` offers one that is free, else on one the system picks."""
+        while True:
+            port = self._port or PORT_REUSE.claim(self._host)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((self._host, port))
+                sock.listen(2048)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                if port and not self._port:
+                    PORT_REUSE.forget(self._host, port)  # another socket holds it now: the next one
+                    continue
+                raise
+            if not self._port:
+                PORT_REUSE.bound(self._host, sock.getsockname()[1])
+            return sock
 
     def __enter__(self) -> RunningEmulator:
         return self.start() if self._thread is None else self
@@ -176,6 +193,78 @@ class RunningEmulator:
     def issued_tokens(self) -> dict[str, list[str]]:
         """Every access and refresh token handed out, for tests that scan logs for leaks."""
         return self._state.issued_tokens()
+
+
+class PortReuse:
+    """Ports that emulators asking for any free port (``port=0``) take again, from one round to the next.
+
+    A client derives its keys from the client secret and the token URL, port included (the provider's
+    scrypt: about 50 ms of CPU, cached per process for the last few URLs). A test suite that starts an
+    emulator per test, or per property example, paid it again for each one, on a port the system picked;
+    an emulator that takes a port an earlier test's emulator had finds it cached. The ports offered are the
+    last few bound, the most recent first: those whose keys the client's cache still holds.
+
+    Off until :meth:`rounds` opens a round (a test): other users get the system's ports, as before. A port
+    is offered again only in a later round, so that within a round every emulator has a URL of its own (a
+    token a client cached for one is never sent to another); between rounds, emptying the clients' token
+    caches is the caller's part. Ports held by running emulators or other sockets are skipped.
+    """
+
+    #: Ports remembered per process: as many as the client's key cache holds with room to spare (64 keys,
+    #: up to 3 per URL).
+    LIMIT = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = False
+        self._known: list[tuple[str, int]] = []  # the last bound, the most recent last
+        self._taken: set[tuple[str, int]] = set()  # bound during this round, or still running
+        self._running: set[tuple[str, int]] = set()
+
+    @contextmanager
+    def rounds(self) -> Iterator[None]:
+        """One round: the ports of earlier rounds' stopped emulators are offered again until it ends."""
+        with self._lock:
+            self._open = True
+            self._taken = set(self._running)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open = False
+
+    def claim(self, host: str) -> int:
+        """A port to try for a new emulator on ``host``; 0 (the system picks one) when none is offered."""
+        with self._lock:
+            if self._open:
+                for known in reversed(self._known):
+                    if known[0] == host and known not in self._taken:
+                        self._taken.add(known)
+                        return known[1]
+            return 0
+
+    def bound(self, host: str, port: int) -> None:
+        with self._lock:
+            self._running.add((host, port))
+            self._taken.add((host, port))
+            if self._open:
+                if (host, port) in self._known:
+                    self._known.remove((host, port))
+                self._known.append((host, port))
+                del self._known[: -self.LIMIT]
+
+    def released(self, host: str, port: int) -> None:
+        with self._lock:
+            self._running.discard((host, port))
+
+    def forget(self, host: str, port: int) -> None:
+        with self._lock:
+            if (host, port) in self._known:
+                self._known.remove((host, port))
+
+
+#: The process's port reuse for emulators (see :class:`PortReuse`): the test suite opens a round per test.
+PORT_REUSE = PortReuse()
 
 
 def is_loopback(host: str) -> bool:

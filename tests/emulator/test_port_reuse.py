@@ -1,0 +1,53 @@
+"""PortReuse: an emulator on a free port takes a port an earlier round's emulator had, never one of its own
+round's, and none at all outside a round (the suite opens a round per test, see ``reused_emulator_ports``)."""
+
+from __future__ import annotations
+
+from deyel_provider.emulator import run_emulator
+from deyel_provider.emulator.server import PORT_REUSE, PortReuse
+
+HOST = "127.0.0.1"
+
+
+def test_the_last_ports_bound_come_back_in_a_later_round_the_most_recent_first():
+    reuse = PortReuse()
+    assert reuse.claim(HOST) == 0  # no round open: the system picks
+    with reuse.rounds():
+        for port in range(1001, 1020):
+            reuse.bound(HOST, port)
+            reuse.released(HOST, port)
+        assert reuse.claim(HOST) == 0  # none of this round's ports again in this round
+    assert reuse.claim(HOST) == 0
+
+    with reuse.rounds():
+        claimed = [reuse.claim(HOST) for _ in range(PortReuse.LIMIT + 1)]
+        assert reuse.claim("::1") == 0  # ports are offered on the host they were bound on
+
+    # The last LIMIT bound, newest first; then the system's.
+    assert claimed == [*range(1019, 1019 - PortReuse.LIMIT, -1), 0]
+
+
+def test_a_port_still_listening_is_not_offered():
+    reuse = PortReuse()
+    with reuse.rounds():
+        reuse.bound(HOST, 1001)
+        reuse.released(HOST, 1001)
+        reuse.bound(HOST, 1002)  # still running when the round ends
+    with reuse.rounds():
+        assert [reuse.claim(HOST), reuse.claim(HOST)] == [1001, 0]
+    reuse.released(HOST, 1002)
+    with reuse.rounds():
+        assert reuse.claim(HOST) == 1002
+
+
+def test_emulators_of_a_later_round_listen_where_the_earlier_rounds_did():
+    with PORT_REUSE.rounds():
+        with run_emulator(records=0) as first:
+            pass
+        with run_emulator(records=0) as second:
+            assert second.url != first.url  # a URL of its own within the round
+    with PORT_REUSE.rounds():
+        with run_emulator(records=0) as again, run_emulator(records=0) as other:
+            assert (again.url, other.url) == (second.url, first.url)
+            with run_emulator(records=0) as third:
+                assert third.url not in (first.url, second.url)
