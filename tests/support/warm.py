@@ -14,8 +14,9 @@ Not for code that relies on ``atexit`` (a multiprocessing child ends with ``os._
 threads are joined) or on the fork server's environment: each child's ``os.environ`` is replaced with the one
 given (default: this process's now, as ``subprocess`` would pass it); of what a new interpreter reads at
 start, ``MALLOC_ARENA_MAX`` alone is applied (through ``mallopt``), and, for a child started with
-``airflow_settings=True``, what ``import airflow`` reads from it: the metadata database (``settings``' URL,
-engine and sessions, which the fork server set up from its own environment).
+``airflow_settings=True``, what ``import airflow`` reads: the configuration file as it is now and, from the
+child's environment, the metadata database (the fork server set both up when it started). Such a child keeps
+the fork server's ``AIRFLOW_HOME``.
 """
 
 from __future__ import annotations
@@ -66,15 +67,28 @@ def _output_file(name: str) -> str:
 
 
 def _airflow_settings_from_env() -> None:
-    """In the child: the metadata database as ``import airflow`` in a new interpreter would set it up from
-    this environment (``settings.initialize``: its URL, then the engine and sessions), not the fork server's.
-    The server opened no connection (SQLAlchemy connects on first use), so there is none to close."""
-    from airflow import settings
+    """In the child: what ``import airflow`` in a new interpreter reads when it starts, as things stand now
+    rather than as the fork server found them: the configuration file (an earlier ``airflow`` command may
+    have written it since, with a new Fernet key the connections it stored are encrypted with), then, from
+    this environment, the metadata database (``settings``: its URL, the engine and sessions). The server
+    opened no connection (SQLAlchemy connects on first use), so there is none to close."""
+    from airflow import configuration, settings
+    from airflow.models import crypto
 
+    if configuration.get_airflow_home() != configuration.AIRFLOW_HOME:
+        raise RuntimeError("a warm child keeps the fork server's AIRFLOW_HOME: use a subprocess to move it")
+    configuration.conf.read(configuration.AIRFLOW_CONFIG)
+    if invalidate := getattr(configuration.conf, "invalidate_cache", None):
+        invalidate()
+    if cache_clear := getattr(crypto.get_fernet, "cache_clear", None):
+        cache_clear()
+    elif hasattr(crypto, "_fernet"):  # Airflow 3.0/3.1 keep the loaded key in a module global
+        crypto._fernet = None
     settings.dispose_orm(do_log=False)
     settings.configure_vars()
     settings.configure_adapters()
     settings.configure_orm()
+    configuration.conf.mask_secrets()
 
 
 def _run(
@@ -110,7 +124,7 @@ class WarmProcess:
     """A started child, with the part of ``subprocess.Popen``'s interface the tests use (``pid``,
     ``poll``, ``wait``, ``kill``, ``returncode``: negative for a signal, as Popen's) and, with ``capture``,
     its output (``stdout``, ``stderr``: the text written so far; ``close`` removes it). With
-    ``airflow_settings``, Airflow's database settings are read again from the child's environment."""
+    ``airflow_settings``, Airflow's configuration file and database settings are read again in the child."""
 
     def __init__(
         self,
