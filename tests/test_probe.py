@@ -16,12 +16,18 @@ import pytest
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.probe import main
+from tests.support.airflow_cli import run_airflow
 from tests.support.airflow_db import copy_migrated_db
 from tests.support.helpers import CLIENT_SECRET, connection_json
+from tests.support.warm import run_python
 
 PAGE = {"paging": "page", "page_param": "page", "page_size_param": "pageSize"}
 COUNTED = {"total_header": "X-Total-Count"}
 KEY_EXTRAS = {"id_field": "idObjectValue", "date_literal": "epoch_ms", "in_separator": ";"}
+#: What the ``deyel-probe`` console script runs (its entry point, ``deyel_provider.probe:main``).
+DEYEL_PROBE = (
+    "import sys\nfrom deyel_provider.probe import main\nsys.argv[0] = 'deyel-probe'\nsys.exit(main())\n"
+)
 
 
 @pytest.fixture
@@ -235,17 +241,16 @@ def test_a_connection_stored_in_the_metadata_database_is_found(
     monkeypatch.delenv("AIRFLOW_CONN_DEYEL_DEFAULT")
     database = copy_migrated_db(tmp_path_factory, tmp_path / "airflow.db")  # as `db migrate` leaves it
     env = {**os.environ, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}"}
-    airflow = [sys.executable, "-m", "airflow"]
-    subprocess.run(
-        [*airflow, "connections", "add", "deyel_stored", "--conn-type", "deyel", "--conn-host", emulator.url,
+    # Each command a process of its own (warm children: tests/support/warm.py), the database theirs alone.
+    run_airflow(
+        ["connections", "add", "deyel_stored", "--conn-type", "deyel", "--conn-host", emulator.url,
          "--conn-login", "DEYELBOT", "--conn-password", CLIENT_SECRET, "--conn-extra", '{"cache": "memory"}'],
-        check=True, capture_output=True, env=env,
+        env=env,
     )  # fmt: skip
 
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("deyel-probe")), "--conn-id", "deyel_stored", "--json"],
-        capture_output=True, text=True, timeout=120, check=False, env=env,
-    )  # fmt: skip
+    done = run_python(
+        DEYEL_PROBE, "--conn-id", "deyel_stored", "--json", env=env, timeout=120, airflow_settings=True
+    )
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["extras"]["paging"] == "link"

@@ -3,7 +3,10 @@ point (``airflow.__main__:main``: its parser, configuration and command function
 
 A process of its own per command costs an interpreter importing Airflow (2 to 3 s of CPU; more in a fresh
 virtualenv, which compiles what it imports). Tests that check what a few commands print, or that need one
-command's effect for the next, run them here in one process: the commands are the ones users type.
+command's effect for the next, run them here in one process: the commands are the ones users type. With this
+test session's interpreter that process is a warm child (tests/support/warm.py: a fork of one that imported
+Airflow already, with the given environment and the database settings read from it); another interpreter
+(a virtualenv of the wheel) gets a process of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.warm import run_python
 
 #: Starts the line before each step's output on stdout.
 MARK = "=== deyel-tests step "
@@ -58,14 +63,17 @@ def run_steps(
 ) -> list[str]:
     """Run ``steps`` in one ``interpreter`` process; each step's stdout, in order. A failing step (exit code
     other than 0, or an exception) fails the call with the process's output."""
-    done = subprocess.run(
-        [str(interpreter), "-c", DRIVER, json.dumps(steps)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    if Path(interpreter) == Path(sys.executable):
+        done = run_python(DRIVER, json.dumps(steps), env=env, timeout=timeout, airflow_settings=True)
+    else:
+        done = subprocess.run(
+            [str(interpreter), "-c", DRIVER, json.dumps(steps)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
     shown = f"{done.stdout[-4000:]}\n--- stderr ---\n{done.stderr[-4000:]}"
     assert done.returncode == 0, f"steps {[s[1] for s in steps]} exited {done.returncode}:\n{shown}"
     _, *outputs = done.stdout.split(f"\n{MARK}")

@@ -13,7 +13,10 @@ its own imports or its whole peak memory keeps using ``subprocess``.
 Not for code that relies on ``atexit`` (a multiprocessing child ends with ``os._exit`` once its non-daemon
 threads are joined) or on the fork server's environment: each child's ``os.environ`` is replaced with the one
 given (default: this process's now, as ``subprocess`` would pass it); of what a new interpreter reads at
-start, ``MALLOC_ARENA_MAX`` alone is applied (through ``mallopt``).
+start, ``MALLOC_ARENA_MAX`` alone is applied (through ``mallopt``), and, for a child started with
+``airflow_settings=True``, what ``import airflow`` reads: the configuration file as it is now and, from the
+child's environment, the metadata database (the fork server set both up when it started). Such a child keeps
+the fork server's ``AIRFLOW_HOME``.
 """
 
 from __future__ import annotations
@@ -63,8 +66,38 @@ def _output_file(name: str) -> str:
     return path
 
 
+def _airflow_settings_from_env() -> None:
+    """In the child: what ``import airflow`` in a new interpreter reads when it starts, as things stand now
+    rather than as the fork server found them: the configuration file (an earlier ``airflow`` command may
+    have written it since, with a new Fernet key the connections it stored are encrypted with), then, from
+    this environment, the metadata database (``settings``: its URL, the engine and sessions). The server
+    opened no connection (SQLAlchemy connects on first use), so there is none to close."""
+    from airflow import configuration, settings
+    from airflow.models import crypto
+
+    if configuration.get_airflow_home() != configuration.AIRFLOW_HOME:
+        raise RuntimeError("a warm child keeps the fork server's AIRFLOW_HOME: use a subprocess to move it")
+    configuration.conf.read(configuration.AIRFLOW_CONFIG)
+    if invalidate := getattr(configuration.conf, "invalidate_cache", None):
+        invalidate()
+    if cache_clear := getattr(crypto.get_fernet, "cache_clear", None):
+        cache_clear()
+    elif hasattr(crypto, "_fernet"):  # Airflow 3.0/3.1 keep the loaded key in a module global
+        crypto._fernet = None
+    settings.dispose_orm(do_log=False)
+    settings.configure_vars()
+    settings.configure_adapters()
+    settings.configure_orm()
+    configuration.conf.mask_secrets()
+
+
 def _run(
-    code: str, args: Sequence[str], env: Mapping[str, str], cwd: str | None, outputs: tuple[str, str] | None
+    code: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None,
+    outputs: tuple[str, str] | None,
+    airflow_settings: bool = False,
 ) -> None:
     """In the child: ``python -c code *args`` (run by multiprocessing: an exception prints its traceback
     and exits 1, ``SystemExit`` exits with its code). Without ``outputs`` it writes where the fork server
@@ -75,6 +108,8 @@ def _run(
         # glibc reads it when a process starts, so a forked child sets it itself (before any thread).
         if not ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(env["MALLOC_ARENA_MAX"])):
             raise OSError("mallopt(M_ARENA_MAX) failed")
+    if airflow_settings:
+        _airflow_settings_from_env()
     if cwd is not None:
         os.chdir(cwd)
     for fd, path in zip((1, 2), outputs or (), strict=False):
@@ -88,7 +123,8 @@ def _run(
 class WarmProcess:
     """A started child, with the part of ``subprocess.Popen``'s interface the tests use (``pid``,
     ``poll``, ``wait``, ``kill``, ``returncode``: negative for a signal, as Popen's) and, with ``capture``,
-    its output (``stdout``, ``stderr``: the text written so far; ``close`` removes it)."""
+    its output (``stdout``, ``stderr``: the text written so far; ``close`` removes it). With
+    ``airflow_settings``, Airflow's configuration file and database settings are read again in the child."""
 
     def __init__(
         self,
@@ -98,6 +134,7 @@ class WarmProcess:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         capture: bool = False,
+        airflow_settings: bool = False,
     ) -> None:
         self.args = [sys.executable, "-c", code, *args]
         self._outputs: tuple[str, str] | None = None
@@ -111,6 +148,7 @@ class WarmProcess:
                 dict(os.environ if env is None else env),
                 None if cwd is None else str(cwd),
                 self._outputs,
+                airflow_settings,
             ),
             daemon=False,
         )
@@ -161,11 +199,13 @@ def run_python(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     check: bool = False,
+    airflow_settings: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, ...)`` in a
     warm child: raises ``subprocess.TimeoutExpired`` (the child killed) or, with ``check``,
-    ``subprocess.CalledProcessError`` as ``subprocess.run`` does."""
-    child = WarmProcess(code, args, env=env, cwd=cwd, capture=True)
+    ``subprocess.CalledProcessError`` as ``subprocess.run`` does. ``airflow_settings``: see
+    :class:`WarmProcess`."""
+    child = WarmProcess(code, args, env=env, cwd=cwd, capture=True, airflow_settings=airflow_settings)
     try:
         try:
             child.wait(timeout)
