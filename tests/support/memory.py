@@ -41,8 +41,9 @@ _COMPARE_CHILD = textwrap.dedent(
     import json, os, sys, time
     from array import array
     from binascii import hexlify
+    from functools import lru_cache
     from itertools import chain, islice, repeat
-    from operator import mod, mul
+    from operator import mod
 
     from airflow.sdk import ObjectStoragePath
 
@@ -59,6 +60,10 @@ _COMPARE_CHILD = textwrap.dedent(
     TEMPLATE = b"00000000-7d3c-4a1b-9e2f-000000000000\\n"
     WIDTH, CHUNK = len(TEMPLATE), 1024
 
+    @lru_cache(maxsize=2)  # CHUNK and the last chunk's count
+    def low48(count):  # each 96-bit lane's low 48 bits
+        return int.from_bytes((b"\\0" * 6 + b"\\xff" * 6) * count, "big")
+
     def uuids(numbers, text):
         # The numbers' hex from one hexlify; n * K for all of them in one multiplication of the numbers laid
         # in 96-bit lanes (a product fits its lane: below 2**88); the digits set a column at a time.
@@ -68,8 +73,7 @@ _COMPARE_CHILD = textwrap.dedent(
             heads.byteswap()
         lanes = array("I", bytes(12 * count))
         lanes[2::3] = heads
-        low48 = int.from_bytes((b"\\0" * 6 + b"\\xff" * 6) * count, "big")
-        tails = (int.from_bytes(lanes, "big") * 0x9E3779B97F4A7C15 & low48).to_bytes(12 * count, "big")
+        tails = (int.from_bytes(lanes, "big") * 0x9E3779B97F4A7C15 & low48(count)).to_bytes(12 * count, "big")
         head_hex, tail_hex = hexlify(heads), hexlify(tails)
         lines = bytearray(TEMPLATE * count)
         for column in range(8):
@@ -88,8 +92,8 @@ _COMPARE_CHILD = textwrap.dedent(
         ahead = iter(numbers)
         return chain.from_iterable(map(uuids, iter(lambda: list(islice(ahead, CHUNK)), []), repeat(text)))
 
-    def shuffled(n):  # every number below n once, scattered (a listing is not in id order)
-        return map(mod, map(mul, range(n), repeat(7_919_993)), repeat(n))
+    def shuffled(n):  # every number below n once, scattered (a listing is not in id order): k * 7,919,993 % n
+        return map(mod, range(0, n * 7_919_993, 7_919_993), repeat(n))  # the products made by range()
 
     def status_mb(key):
         with open("/proc/self/status") as status:
