@@ -31,11 +31,16 @@ RECORDS = 1000
 #: - every component checks a pooled database connection out several times a second (the scheduler's, the
 #:   DAG processor's and the triggerer's loops, each API request) and, by default, pings PostgreSQL before
 #:   each use to find connections the server dropped: a round trip that was a fifth of the idle DAG
-#:   processor's CPU. The test databases are on this host and drop no connection while a deployment lives.
+#:   processor's CPU. The test databases are on this host and drop no connection while a deployment lives;
+#: - when the environment says ``PYTHONDONTWRITEBYTECODE`` (this machine's does), every process compiled the
+#:   provider and the DAG file it imports from source: every task process, every parse. The components
+#:   write bytecode as Python does by default (``__pycache__``, git-ignored), so the first process to import
+#:   a module compiles it for all the others: a tenth of a task process's CPU was that compiling.
 QUIET_DEPLOYMENT = {
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "30",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "False",
+    "PYTHONDONTWRITEBYTECODE": "",  # empty is unset for Python
 }
 
 #: What a test deployment's components get to shut down before SIGKILL (Deployment.stop_timeout): the tests
