@@ -112,6 +112,11 @@ def local_deployment(local_emulator, migrated_template, tmp_path_factory):
             # The approval example's deferred sensor polls every second here (60 s in the example).
             env={
                 **QUIET_DEPLOYMENT,
+                # The LocalExecutor forks `parallelism` workers at its start (32 by default), and each pays,
+                # on its first task, the supervisor's imports and its API client's TLS context (CA bundles
+                # loaded for a plain-http API): 8 workers still run eight task processes at once on two
+                # cores, and 8 pages of the shared-token example read concurrently with one token.
+                "AIRFLOW__CORE__PARALLELISM": "8",
                 **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
                 "DEYEL_DEMO_POKE_INTERVAL": "1",
                 # The mirror example's warehouse: a database of its own, as an ordinary postgres connection.
