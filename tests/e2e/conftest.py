@@ -109,6 +109,7 @@ def local_deployment(local_emulator, migrated_template, tmp_path_factory):
             dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
             migrate=False,
             stop_timeout=STOP_TIMEOUT,
+            serve_logs=False,  # the tests read the logs of finished tasks: from their files
             # The approval example's deferred sensor polls every second here (60 s in the example).
             env={
                 **QUIET_DEPLOYMENT,
