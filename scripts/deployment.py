@@ -120,6 +120,10 @@ class Deployment:
     :param stop_timeout: seconds :meth:`stop` gives the components to shut down before SIGKILL. A Celery
         worker's pool and the LocalExecutor's workers outwait SIGTERM, so a deployment whose state nobody
         reads after it stops (the tests') can take less than the 20 s a user's ``make airflow`` gets.
+    :param serve_logs: the scheduler and the triggerer each start a log server (a process of its own) for
+        the API server to read a running task's or a trigger's log from another host. A finished task's log
+        is read from its file on this host, so a deployment whose log readers only read finished tasks (the
+        tests') can do without both.
     """
 
     home: Path
@@ -132,6 +136,7 @@ class Deployment:
     migrate: bool = True
     triggerer: bool = True
     stop_timeout: float = 20.0
+    serve_logs: bool = True
     processes: list[Process] = field(default_factory=list, init=False)
     log_ports: tuple[int, int] = field(default=(0, 0), init=False)
 
@@ -255,10 +260,11 @@ class Deployment:
             if self.migrate:
                 self.airflow("db", "migrate")
             self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
-            self.spawn("scheduler", "scheduler")
+            skip_serve_logs = () if self.serve_logs else ("--skip-serve-logs",)
+            self.spawn("scheduler", "scheduler", *skip_serve_logs)
             self.spawn("dag-processor", "dag-processor")
             if self.triggerer:
-                self.spawn("triggerer", "triggerer")
+                self.spawn("triggerer", "triggerer", *skip_serve_logs)
             # Each health request costs the starting API server a database round trip and a response: once
             # a second is enough for a start-up that takes tens of seconds.
             wait_for(self._healthy, timeout, f"the Airflow API at {self.url}", interval=1.0)

@@ -27,10 +27,20 @@ RECORDS = 1000
 #: - a running task's supervisor heartbeats through the API server every 5 s by default, each a request and
 #:   a database update for the task the scheduler already knows is running; its tasks last seconds, so every
 #:   30 s keeps the first heartbeat of each task (at its start) and drops most of the others, far inside
-#:   the scheduler's 300 s limit for a task without one.
+#:   the scheduler's 300 s limit for a task without one;
+#: - every component checks a pooled database connection out several times a second (the scheduler's, the
+#:   DAG processor's and the triggerer's loops, each API request) and, by default, pings PostgreSQL before
+#:   each use to find connections the server dropped: a round trip that was a fifth of the idle DAG
+#:   processor's CPU. The test databases are on this host and drop no connection while a deployment lives;
+#: - when the environment says ``PYTHONDONTWRITEBYTECODE`` (this machine's does), every process compiled the
+#:   provider and the DAG file it imports from source: every task process, every parse. The components
+#:   write bytecode as Python does by default (``__pycache__``, git-ignored), so the first process to import
+#:   a module compiles it for all the others: a tenth of a task process's CPU was that compiling.
 QUIET_DEPLOYMENT = {
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "30",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "False",
+    "PYTHONDONTWRITEBYTECODE": "",  # empty is unset for Python
 }
 
 #: What a test deployment's components get to shut down before SIGKILL (Deployment.stop_timeout): the tests
@@ -99,9 +109,15 @@ def local_deployment(local_emulator, migrated_template, tmp_path_factory):
             dags_folders=(EXAMPLE_DAGS, E2E_DAGS),
             migrate=False,
             stop_timeout=STOP_TIMEOUT,
+            serve_logs=False,  # the tests read the logs of finished tasks: from their files
             # The approval example's deferred sensor polls every second here (60 s in the example).
             env={
                 **QUIET_DEPLOYMENT,
+                # The LocalExecutor forks `parallelism` workers at its start (32 by default), and each pays,
+                # on its first task, the supervisor's imports and its API client's TLS context (CA bundles
+                # loaded for a plain-http API): 8 workers still run eight task processes at once on two
+                # cores, and 8 pages of the shared-token example read concurrently with one token.
+                "AIRFLOW__CORE__PARALLELISM": "8",
                 **deyel_connection_env(local_emulator.url, **FILE_CACHE_EXTRAS),
                 "DEYEL_DEMO_POKE_INTERVAL": "1",
                 # The mirror example's warehouse: a database of its own, as an ordinary postgres connection.

@@ -57,6 +57,7 @@ def celery_deployment(tmp_path, redis_server, postgres_database):
             migrate=False,
             stop_timeout=STOP_TIMEOUT,
             triggerer=False,
+            serve_logs=False,  # the workers skip theirs too; the test reads each worker's log files
             env={
                 **QUIET_DEPLOYMENT,
                 "AIRFLOW__CELERY__BROKER_URL": f"{redis_server.address}/0",
