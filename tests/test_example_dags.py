@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import postgres
 from tests.support.example_dags import DAGS_FOLDER, consumed_by_the_next_run
-from tests.support.warm import run_python
 
 EXAMPLES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
 
@@ -242,8 +243,8 @@ def test_the_example_extraction_emits_openlineage_start_and_complete_events(
     emulator, deyel_conn, airflow_db, tmp_path
 ):
     """A DAG run with the OpenLineage provider's file transport: the listener asks the operator for its
-    facets when the task starts and when it succeeds. Run in a process of its own (a warm child, forked from
-    one that never read that configuration): the provider reads its configuration once per process."""
+    facets when the task starts and when it succeeds. Run in a fresh interpreter: the provider reads its
+    configuration once per process."""
     import json
     from urllib.parse import urlsplit
 
@@ -268,8 +269,12 @@ def test_the_example_extraction_emits_openlineage_start_and_complete_events(
         "print('RUN-STATE', run.state)\n"
     )
     # Only the DAG's own file: the interpreter parses (and dag.test() stores) nothing else.
-    done = run_python(
-        script, str(DAGS_FOLDER / "deyel_extract.py"), env=env, timeout=300, airflow_settings=True
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(DAGS_FOLDER / "deyel_extract.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert "RUN-STATE success" in done.stdout, done.stderr[-3000:]
 

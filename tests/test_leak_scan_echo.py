@@ -6,6 +6,8 @@ not a token."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -16,15 +18,12 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.redact import basic_value
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET
 from tests.support.leaks import LeakScanner, all_issued
-from tests.support.warm import run_python
 
 BASIC = basic_value(CLIENT_ID, CLIENT_SECRET)
 SECRETS = [CLIENT_SECRET, BASIC, quote_plus(CLIENT_SECRET)]
 #: Another credential (the same one would be served from the cache without any request to echo).
 ECHOED_SECRET = "echoed+Secret/42!"
 ECHOED = [ECHOED_SECRET, basic_value(CLIENT_ID, ECHOED_SECRET), quote_plus(ECHOED_SECRET)]
-#: What ``python -m airflow ARGS...`` runs, as ``-m`` runs it.
-PYTHON_M_AIRFLOW = "import runpy; runpy.run_module('airflow', run_name='__main__', alter_sys=True)"
 
 
 def test_echoed_requests_leak_nothing_in_errors_logs_test_message_or_refusal_file(
@@ -54,9 +53,11 @@ def test_echoed_requests_leak_nothing_in_errors_logs_test_message_or_refusal_fil
 def test_airflow_dags_test_output_leaks_nothing_from_an_echoing_server(emulator, deyel_conn, airflow_db):
     # The token POST is echoed: its Basic value was never registered with Airflow's masker before.
     emulator.set_faults([{"route": "token", "action": "echo", "status": 500, "count": 6}])
-    # `python -m airflow dags test ...` in a warm child: the real CLI, its console output captured.
-    run = run_python(
-        PYTHON_M_AIRFLOW, "dags", "test", "deyel_api_call", "2026-01-02", timeout=600, airflow_settings=True
+    run = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "deyel_api_call", "2026-01-02"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     # Airflow 3.0's `dags test` prints, at debug level, every value a task sends to the masker: its own
     # connection's password first (docs/security.md). Those lines are Airflow's; all the others are checked.
