@@ -67,6 +67,33 @@ def test_opaque_tokens_of_one_credential_past_its_bound_keep_only_the_newest_reg
     assert tokens[-masking.MAX_PER_CREDENTIAL - 1] not in replacer.pattern
 
 
+def test_a_renewal_past_the_bound_recompiles_the_masker_once(monkeypatch):
+    """Airflow's masker recompiles one regex of every pattern at each change (tens of milliseconds for a few
+    dozen JWTs): a renewal that pushes the oldest token out, or finds expired ones, rebuilds it once. The old
+    code rebuilt it once for the newcomer and once more for each token that left (here 5 times)."""
+    now = time.time()
+    own = [secrets.token_urlsafe(24) for _ in range(masking.MAX_PER_CREDENTIAL)]
+    for n, token in enumerate(own):  # the first is the closest to expiry: it leaves
+        mask_token(DeyelToken(token, expires_at=now + 86400 + n, issued_at=now), now=now)
+    for n in range(3):  # three that expire before the next renewal
+        mask_token(
+            DeyelToken(secrets.token_urlsafe(24), expires_at=now + 10 + n, issued_at=now), credential="b"
+        )
+    assert masking.registered_count() == masking.MAX_PER_CREDENTIAL + 3
+    compiles: list[str] = []
+    real = re.compile
+    # Airflow's masker and the provider both call re.compile (the one module): every rebuild is counted.
+    monkeypatch.setattr(re, "compile", lambda pattern, *a: compiles.append(pattern) or real(pattern, *a))
+    newest = secrets.token_urlsafe(24)
+    mask_token(DeyelToken(newest, expires_at=now + 86400, issued_at=now), now=now + 60)
+    assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
+    assert len([p for p in compiles if "|" in p]) == 1, len(compiles)
+    pattern = airflow_secrets_masker().replacer.pattern
+    assert re.escape(newest) in pattern and re.escape(own[0]) not in pattern
+    monkeypatch.setattr(re, "compile", real)
+    assert as_airflow_logs_it(f"token {newest} sent") == "token *** sent"
+
+
 def test_a_token_seen_again_is_not_registered_twice():
     token, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     now = time.time()
@@ -184,7 +211,8 @@ def test_the_pinned_airflow_keeps_the_masker_internals_the_provider_relies_on():
     secret = secrets.token_urlsafe(24)
     mask_secret(secret)
     assert masking._masked_already(secret), f"{fix}: mask_secret stores no re.escape(value) in patterns"
-    masking._unregister(secret)
+    assert masking._drop_patterns(secret)
+    masking._recompile()
     unmasked = airflow_secrets_masker().redact(f"x {secret}")
     assert unmasked == f"x {secret}", f"{fix}: unregistering no longer works"
 

@@ -56,37 +56,53 @@ _warned: set[str] = set()  # which bound warned already (once per process each)
 def register_token(secret: str, expires_at: float, *, credential: str = "", now: float | None = None) -> None:
     """Make sure ``secret`` (an access or refresh token of ``credential``, a token cache key) is masked in
     Airflow's logs until ``expires_at`` (epoch seconds), keeping the masker bounded: what expired before
-    ``now`` is unregistered."""
+    ``now`` is unregistered.
+
+    Airflow's masker recompiles one regex of every pattern at each change, which for a few dozen JWTs costs
+    tens of milliseconds: what leaves (expired tokens, the one past a bound) leaves the pattern set first,
+    and the registration's own recompile (or a single one, if it makes none) takes them all in.
+    """
     if not secret:
         return
     now = time.time() if now is None else now
     with _guard:
-        for gone in [token for token, (until, _) in _registered.items() if until <= now and token != secret]:
-            del _registered[gone]
-            _unregister(gone)
-        if secret in _registered:
-            until, owner = _registered[secret]
-            _registered[secret] = (max(until, expires_at), owner)
-            return
-        if _masked_already(secret):
-            # Registered by someone else (the hook registers the client secret and the password): a server
-            # answering one of them as a token must not make us unregister it once that "token" expires.
-            return
-        mask_secret(secret)
-        _registered[secret] = (expires_at, credential)
-        own = [token for token, (_, owner) in _registered.items() if owner == credential]
-        if len(own) > MAX_PER_CREDENTIAL:
-            _unregister_soonest(own, "per_credential")
-        if len(_registered) > MAX_REGISTERED:
-            _unregister_soonest(list(_registered), "process")
+        dropped = False
+        try:
+            for gone in [t for t, (until, _) in _registered.items() if until <= now and t != secret]:
+                del _registered[gone]
+                dropped |= _drop_patterns(gone)
+            if secret in _registered:
+                until, owner = _registered[secret]
+                _registered[secret] = (max(until, expires_at), owner)
+                return
+            if _masked_already(secret):
+                # Registered by someone else (the hook registers the client secret and the password): a server
+                # answering one of them as a token must not make us unregister it once that "token" expires.
+                return
+            # Room for the newcomer first: the one closest to expiry among those already registered leaves.
+            own = [token for token, (_, owner) in _registered.items() if owner == credential]
+            if len(own) >= MAX_PER_CREDENTIAL:
+                dropped |= _drop_soonest(own, "per_credential")
+            if len(_registered) >= MAX_REGISTERED:
+                dropped |= _drop_soonest(list(_registered), "process")
+            masker = _airflow_masker() if dropped else None
+            replacer = getattr(masker, "replacer", None)
+            mask_secret(secret)
+            _registered[secret] = (expires_at, credential)
+            if masker is not None and masker.replacer is not replacer:
+                dropped = False  # mask_secret recompiled, from the patterns left
+        finally:
+            if dropped:
+                _recompile()
 
 
-def _unregister_soonest(candidates: list[str], bound: str) -> None:
+def _drop_soonest(candidates: list[str], bound: str) -> bool:
+    """Unregister the candidate closest to expiry (patterns only: the caller recompiles); warn once."""
     soonest = min(candidates, key=lambda token: _registered[token][0])
     del _registered[soonest]
-    _unregister(soonest)
+    dropped = _drop_patterns(soonest)
     if bound in _warned:
-        return
+        return dropped
     _warned.add(bound)
     if bound == "per_credential":
         log.warning(
@@ -102,6 +118,7 @@ def _unregister_soonest(candidates: list[str], bound: str) -> None:
             "redact it)",
             MAX_REGISTERED,
         )
+    return dropped
 
 
 def registered_count() -> int:
@@ -162,12 +179,13 @@ def _masked_already(secret: str) -> bool:
     return masker is not None and re.escape(secret) in masker.patterns
 
 
-def _unregister(secret: str) -> None:
-    """Remove a token from Airflow's masker. It has no public way to do so: this reaches into its patterns,
-    and does nothing (the value stays masked) where they are not what it expects."""
+def _drop_patterns(secret: str) -> bool:
+    """Remove a token's patterns from Airflow's masker, without recompiling its regex (see
+    :func:`_recompile`); whether any was there. It has no public way to remove a value: this reaches into its
+    patterns, and does nothing (the value stays masked) where they are not what it expects."""
     masker = _airflow_masker()
     if masker is None:
-        return
+        return False
     patterns = masker.patterns
     removed = False
     for value in masker._adaptations(secret):
@@ -176,7 +194,15 @@ def _unregister(secret: str) -> None:
             if pattern in patterns:
                 patterns.discard(pattern)
                 removed = True
-    if removed:
+    return removed
+
+
+def _recompile() -> None:
+    """Rebuild the masker's regex from its patterns, as its own ``add_mask`` does (until then, what was
+    dropped is still masked: only ever too much)."""
+    masker = _airflow_masker()
+    if masker is not None:
+        patterns = masker.patterns
         masker.replacer = re.compile("|".join(patterns)) if patterns else None
 
 
