@@ -37,8 +37,20 @@ def _deyel_task(conn_id: str) -> None:
 
     hook = DeyelHook(deyel_conn_id=conn_id)
     hook.request("GET", ENDPOINT)
-    # The next task in this worker must start as cold as a new task process.
+    # The next task in this worker must start as cold as a new task process: no token in memory, and
+    # Airflow's secrets masker as empty as a new process's (else it would hold up to 16 of the worker's
+    # earlier tokens, and each task would rebuild a regex of all of them: a cost no task process pays).
     PROCESS_CACHE.discard(hook.credential_key, hook.get_token())
+    _empty_masker()
+
+
+def _empty_masker() -> None:
+    from deyel_provider.auth import masking
+
+    masker = masking._airflow_masker()
+    if masker is not None and hasattr(masker, "reset_masker"):
+        masker.reset_masker()
+    masking.forget_all()
 
 
 def _http_token() -> str:
