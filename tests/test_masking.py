@@ -94,6 +94,26 @@ def test_a_renewal_past_the_bound_recompiles_the_masker_once(monkeypatch):
     assert as_airflow_logs_it(f"token {newest} sent") == "token *** sent"
 
 
+def test_a_refresh_token_never_pushes_out_the_access_token_it_came_with():
+    """A password grant forced to renew at every request (``cache: none``, or a 401 each time) gets a new
+    refresh token with each access token. Past the bound, the refresh token (registered right after its
+    access token, and expiring a lifetime later) pushed out the access token in use, which then printed in
+    clear (review of issue 24; the old code did it from the 15th renewal on). Nor does a newcomer with the
+    earliest expiry push itself out."""
+    start, lifetime = time.time(), 3600.0
+    for n in range(3 * masking.MAX_PER_CREDENTIAL):
+        now = start + n  # renewals far more often than tokens expire: the bound decides
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        mask_token(
+            DeyelToken(access, expires_at=now + lifetime, issued_at=now, refresh_token=refresh), now=now
+        )
+        assert as_airflow_logs_it(f"Bearer {access} {refresh}") == "Bearer *** ***", n
+        assert masking.registered_count() <= masking.MAX_PER_CREDENTIAL
+    early = secrets.token_urlsafe(24)
+    mask_token(DeyelToken(early, expires_at=start + 60, issued_at=start), now=start + 50)
+    assert as_airflow_logs_it(f"token {early}") == "token ***"
+
+
 def test_a_token_seen_again_is_not_registered_twice():
     token, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     now = time.time()

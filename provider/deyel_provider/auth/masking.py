@@ -79,12 +79,15 @@ def register_token(secret: str, expires_at: float, *, credential: str = "", now:
                 # Registered by someone else (the hook registers the client secret and the password): a server
                 # answering one of them as a token must not make us unregister it once that "token" expires.
                 return
-            # Room for the newcomer first: the one closest to expiry among those already registered leaves.
+            # Room for the newcomer first: the one closest to expiry among those already registered leaves,
+            # never the last one registered (a refresh token comes right after its access token, which expires
+            # first: it would push out the token in use). An expired newcomer pushes nothing out.
             own = [token for token, (_, owner) in _registered.items() if owner == credential]
-            if len(own) >= MAX_PER_CREDENTIAL:
-                dropped |= _drop_soonest(own, "per_credential")
-            if len(_registered) >= MAX_REGISTERED:
-                dropped |= _drop_soonest(list(_registered), "process")
+            if expires_at > now and len(own) >= MAX_PER_CREDENTIAL:
+                dropped |= _drop_soonest(own[:-1] or own, "per_credential")
+            everyone = list(_registered)
+            if expires_at > now and len(everyone) >= MAX_REGISTERED:
+                dropped |= _drop_soonest(everyone[:-1] or everyone, "process")
             masker = _airflow_masker() if dropped else None
             replacer = getattr(masker, "replacer", None)
             mask_secret(secret)

@@ -64,7 +64,9 @@ class ConnectionSession(requests.Session):
     ) -> dict[str, Any]:
         if verify is None:
             verify = self.verify
-        if not self.trust_env or proxies:  # a call's own proxies (and their no_proxy): requests' way
+        if not self.trust_env or proxies or not self._is_own_url(url):
+            # A call's own proxies (and their no_proxy), or another origin (the session of get_conn() used
+            # elsewhere): requests' way, so that the cache holds the connection's origin alone.
             return super().merge_environment_settings(url, proxies, stream, verify, cert)
         origin = urlsplit(url)[:2]
         environ_proxies = self._environ_proxies.get(origin)
