@@ -114,6 +114,22 @@ def test_a_refresh_token_never_pushes_out_the_access_token_it_came_with():
     assert as_airflow_logs_it(f"token {early}") == "token ***"
 
 
+def test_expired_tokens_leave_the_regex_even_when_the_registration_rebuilds_nothing():
+    """Dropped tokens leave the pattern set first and Airflow's own rebuild takes them in; where the
+    registration makes none (a value seen again, or one too short for Airflow's masker), the provider
+    rebuilds the regex itself (review of issue 24: no test covered those paths)."""
+    now = time.time()
+    kept = secrets.token_urlsafe(24)
+    mask_token(DeyelToken(kept, expires_at=now + 3600, issued_at=now), now=now)
+    for later, newcomer in ((60, kept), (120, "abc")):  # seen again; shorter than Airflow masks
+        gone = secrets.token_urlsafe(24)
+        mask_token(DeyelToken(gone, expires_at=now + later - 1, issued_at=now), now=now + later - 30)
+        assert re.escape(gone) in airflow_secrets_masker().replacer.pattern
+        mask_token(DeyelToken(newcomer, expires_at=now + 3600, issued_at=now), now=now + later)
+        assert re.escape(gone) not in airflow_secrets_masker().replacer.pattern, newcomer
+        assert as_airflow_logs_it(f"{gone} {kept}") == f"{gone} ***"
+
+
 def test_a_token_seen_again_is_not_registered_twice():
     token, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     now = time.time()
