@@ -1,8 +1,8 @@
 """The environment's proxy variables still route a connection's calls, read once per session.
 
 requests scans the whole environment for them on every call (four passes: 0.35 ms of a one-instance GET's
-2.0 ms of client CPU); the session reads them once per origin. The routing tests pass on the old
-code too: they are what the cache must keep.
+2.0 ms of client CPU); the session reads them once for its connection's origin. The routing tests pass on
+the old code too: they are what the cache must keep.
 """
 
 from __future__ import annotations

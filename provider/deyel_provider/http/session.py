@@ -36,11 +36,11 @@ class ConnectionSession(requests.Session):
     requests lets those environment variables replace ``session.verify`` on every request (psf/requests#3829),
     which would silently ignore the connection's ``ca_bundle`` (and ``verify: false``) on hosts that set them.
 
-    The proxy variables (``HTTPS_PROXY``, ``NO_PROXY``...) are read once per origin a session calls, not on
-    every request: requests scans the whole environment four times per call to find them (0.35 ms of a
-    one-instance GET's 2.0 ms of client CPU with 37 variables; a task's environment holds more). A session
-    calls one origin, its connection's; a variable changed after the session's first call to it applies to
-    the next session.
+    The proxy variables (``HTTPS_PROXY``, ``NO_PROXY``...) are read once per session for the connection's own
+    origin, not on every request: requests scans the whole environment four times per call to find them
+    (0.35 ms of a one-instance GET's 2.0 ms of client CPU with 37 variables; a task's environment holds
+    more). Other origins are read as requests reads them; a variable changed after the session's first call
+    applies to the next session.
     """
 
     max_redirect_body = 1024 * 1024
