@@ -4,8 +4,10 @@
 second than the best window before (additive increase), never past ``ceiling``; once paced (below), it adds
 one while the requests do not keep up with the pace. A rate-limit answer (429, or
 Deyel's 403 ``REQUEST_LIMIT_EXCEEDED``) halves the requests in flight (multiplicative decrease) and also
-paces requests at 90% of the rate the server was answering when it refused: a limit counts requests per
-second, and a pace sits just under it where whole numbers of requests in flight swing above and below it.
+paces requests at 90% of the rate the server was answering when it refused (over the last second, or since
+the first request where that is shorter; a refusal before any answer sets no pace, the rate being unknown):
+a limit counts requests per second, and a pace sits just under it where whole numbers of requests in flight
+swing above and below it.
 The refusals of one burst (every request in flight meets the same limit) count once. Each second without
 a refusal raises the pace by 3%, up to 97% of the rate refused for _HOLD seconds, then beyond it, so a
 limit that was lifted is found again.
@@ -80,6 +82,8 @@ class Concurrency:
         self._limit = fixed
         self._lock = threading.Lock()
         self._window_start = time.monotonic()
+        #: When the first request was sent (the rate a refusal measures is over no more than the run).
+        self._started: float | None = None
         self._window_done = 0
         #: The best requests/s of a window so far: only beating it by _GAIN adds a request in flight. (Not
         #: records/s: slices hold very different numbers of instances, requests are what a server serves.)
@@ -104,9 +108,11 @@ class Concurrency:
         if not self.auto:
             return
         with self._lock:
+            now = time.monotonic()
+            if self._started is None:
+                self._started = now
             if self._pace is None:
                 return
-            now = time.monotonic()
             start = max(now, self._next_start)
             self._next_start = start + 1.0 / self._pace
         if start > now:
@@ -154,16 +160,23 @@ class Concurrency:
             if now - self._last_refusal < _RATE_SPAN / 2:
                 return  # the same burst: every request in flight met the same limit
             self._last_refusal = now
-            answered = sum(1 for t in self._finished if t >= now - _RATE_SPAN) / _RATE_SPAN
-            self._refused_rate = answered
-            pace = max(1.0, _BACKOFF_PACE * answered)
-            self._pace = pace
             halved = max(1, self._limit // 2)
+            # The rate answered over the last _RATE_SPAN, or since the first request where that is
+            # shorter (a refusal 0.1 s in would otherwise measure a tenth of it). With nothing answered
+            # yet the rate is unknown, not zero: no pace (it would be 1 request/s, held _HOLD seconds),
+            # the retry waits as the server says.
+            span = min(_RATE_SPAN, now - (self._started if self._started is not None else now))
+            answered = sum(1 for t in self._finished if t >= now - _RATE_SPAN)
+            if answered and span > 0:
+                self._refused_rate = answered / span
+                self._pace = max(1.0, _BACKOFF_PACE * self._refused_rate)
             log.info(
-                "max_workers=auto: rate limited, %d -> %d requests in flight, paced at %.1f requests/s",
+                "max_workers=auto: rate limited, %d -> %d requests in flight, %s",
                 self._limit,
                 halved,
-                self._pace,
+                "not paced (nothing answered yet)"
+                if self._pace is None
+                else f"paced at {self._pace:.1f} requests/s",
             )
             self._limit = halved
             # Measure afresh: the window that met the limit is no baseline for growth.
