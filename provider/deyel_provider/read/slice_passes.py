@@ -51,10 +51,13 @@ class PastSlices(SlicePlanner):
                 else:
                     yield from self._page_inside(head.start, head.end, page)
         finally:
+            if queue:  # stopped early (an error here or in the consumer): the rest will not be read
+                self.abandoned.set()
             for pending in queue:
                 if pending.future is not None:
                     pending.future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            self.abandoned.clear()
 
     def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor) -> None:
         """Keep ``limit`` requests in flight among the next few slices; the head is always asked for.

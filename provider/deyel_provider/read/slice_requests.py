@@ -22,6 +22,10 @@ from deyel_provider.read.id_set import IdSet
 log = logging.getLogger(__name__)
 
 
+class ReadAbandoned(Exception):
+    """Raised in a worker whose read has stopped, instead of its next request; nobody reads its result."""
+
+
 @dataclass(frozen=True)
 class Slice:
     """The instances of ``start <= field < end`` (``end`` None: no upper bound) not yielded before."""
@@ -127,6 +131,10 @@ class SliceRequests:
         self._sleep = settings.sleep
         self._plain_pages = settings.plain_pages
         self._lock = threading.Lock()
+        #: Set while a read that stopped (the consumer failed or closed it) waits for the requests its workers
+        #: have in flight: their slices are discarded, so no worker starts another request for them (a
+        #: proof's next page and re-read, a split) and the error reaches the user after one round trip.
+        self.abandoned = threading.Event()
         #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
         # A page_size above the server's cap is read at the cap, with one warning in the task log.
         self._walker = PageWalker(paging, id_field=settings.id_field, warn=log)
@@ -167,6 +175,8 @@ class SliceRequests:
             ) from None
 
     def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
+        if self.abandoned.is_set():
+            raise ReadAbandoned("the read this request was for has stopped")
         self._concurrency.before_request()
         page = parse_page(self._fetch(endpoint, query), self._paging, plain=self._plain_pages)
         with self._lock:

@@ -1,0 +1,96 @@
+"""A read that stops early (the writer failed, the consumer closed it) ends after the requests its workers
+have in flight: no worker starts another request for a slice nobody will read (a proof's next page and
+re-read, a split). Before, the error waited for every proof in flight, each a few requests plus retries.
+
+Real HTTP against the emulator; the workers' requests are held at a gate (an event, not a clock) so that the
+read stops while every other slice's first request is in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD
+from deyel_provider.api.instances import instances_endpoint
+from deyel_provider.emulator import run_emulator
+from deyel_provider.hooks.deyel import DeyelHook
+from deyel_provider.http.concurrency import Concurrency, Workers
+from deyel_provider.read.slicing import SlicedReader, SliceSettings
+
+FORM = "CRM_ACCOUNT"
+WORKERS = 4
+PAGE_SIZE = 100
+
+
+def lower_bound(params: dict[str, Any] | None) -> str:
+    search = str((params or {}).get("search", ""))
+    return next(clause for clause in search.split(",") if "=gte:" in clause)
+
+
+class GatedFetch:
+    """The hook's GET. The requests of the first slice asked for (the same lower bound as the first request,
+    the probe of the whole range) go through; every other slice's wait at the gate until it opens. Counts
+    the requests that start once it is open, and the held ones answered with a short page (fewer instances
+    than asked for: their worker goes on to prove the slice whole, two more requests)."""
+
+    def __init__(self, hook: DeyelHook, page_size: int) -> None:
+        self._hook = hook
+        self._page_size = page_size
+        self._lock = threading.Lock()
+        self.first_bound: str | None = None
+        self.gate = threading.Event()
+        self.held = threading.Semaphore(0)
+        self.after_gate = 0
+        self.held_short = 0
+
+    def __call__(self, endpoint: str, params: dict[str, Any] | None) -> Any:
+        bound = lower_bound(params)
+        with self._lock:
+            self.first_bound = self.first_bound or bound
+            held = bound != self.first_bound and not self.gate.is_set()
+            if self.gate.is_set():
+                self.after_gate += 1
+        if held:
+            self.held.release()
+            self.gate.wait()
+        response = self._hook.request("GET", endpoint, params=params)
+        if held and len(response.json()) < self._page_size:
+            with self._lock:
+                self.held_short += 1
+        return response
+
+
+def test_a_read_stopped_by_its_consumer_starts_no_request_for_the_slices_it_drops(deyel_conn):
+    # 250 instances, pages of 100: the first slice holds 3, the other three 77-86 each. No total header:
+    # each worker proves its own slice with two more requests (an empty next page, then
+    # the first page again), which an abandoned read used to make before its error reached the user.
+    with run_emulator(records=250, send_total=False) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        hook = DeyelHook()
+        fetch = GatedFetch(hook, PAGE_SIZE)
+        reader = SlicedReader(
+            fetch,
+            instances_endpoint(FORM),
+            None,
+            hook.paging(PAGE_SIZE),
+            SliceSettings(id_field=DEFAULT_ID_FIELD, clock=emulator.state.clock.now, sleep=emulator.advance),
+            concurrency=Concurrency(Workers(WORKERS)),
+        )
+        pieces = reader.read(None, None)
+        first = next(pieces)
+        assert first.records
+        for _ in range(WORKERS - 1):  # every other worker's first request is at the gate
+            assert fetch.held.acquire(timeout=60)
+        # The consumer fails: the generator is closed, and waits for its workers in another thread.
+        closing = threading.Thread(target=pieces.close)
+        closing.start()
+        assert reader.abandoned.wait(timeout=60)
+        fetch.gate.set()
+        closing.join(timeout=60)
+        assert not closing.is_alive()
+        # The held slices were short, so their workers had proofs to make (2 requests each): none started
+        # (before: 6 here, the proofs made for slices nobody would read).
+        assert fetch.held_short >= WORKERS - 1  # (a next slice asked for meanwhile is held too)
+        assert fetch.after_gate == 0, fetch.after_gate
+        assert not reader.abandoned.is_set()  # the reader can be read again
