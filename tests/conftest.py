@@ -180,7 +180,40 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 #: Test files that share the ``wheel_dist`` session fixture (one ``make dist`` for both).
 WHEEL_MODULES = ("tests/test_packaging.py", "tests/test_quickstart.py")
-SCOPE_ORDER = {"e2e": 0, "wheel": 1}
+#: The units handed out first, longest first (seconds each took under ``make test`` on 2 cores, 6 workers):
+#: a worker takes the next unit when it finishes one, so a long unit handed out last ends the run alone
+#: while the others wait (test_settle's 63 s started at 227 s made a 329 s run of what ended at 300 s
+#: elsewhere). A unit missing here only goes after these, in file order.
+SCOPE_ORDER = {
+    scope: rank
+    for rank, scope in enumerate(
+        [
+            "e2e",  # 180 s, and its deployments start while the others take the rest
+            "wheel",  # 85 s
+            "tests/test_deletes_streaming.py",  # 110-130
+            "tests/test_deletes.py",  # 55-80
+            "tests/test_example_dags.py",  # 55-65
+            "tests/test_settle.py",  # 45-63
+            "tests/test_resume.py",  # 45-61
+            "tests/test_fan_out.py",  # 56-59
+            "tests/test_slicing.py",  # 51-55
+            "tests/test_docs_site.py",  # 40-53
+            "tests/test_probe.py",  # 43-49
+            "tests/test_deletes_review.py",  # 36-45
+            "tests/test_token_cache.py",  # 34-40
+            "tests/test_write_back_duplicates.py",  # 34-39
+            "tests/test_json_codec.py",  # 21-39
+            "tests/test_extract.py",  # 27-38
+            "tests/test_keys.py",  # 31-34
+            "tests/test_docs_snippet_dag.py",  # 15-43
+            "tests/test_example_dags_wait.py",  # 18-34
+            "tests/test_upsert.py",  # 29
+            "tests/test_page_walker.py",  # 23-28
+            "tests/test_leak_scan_echo.py",  # 19-28
+            "tests/test_watermarks.py",  # 14-28
+        ]
+    )
+}
 
 
 def xdist_scope(nodeid: str) -> str:

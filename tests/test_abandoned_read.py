@@ -9,11 +9,15 @@ read stops while every other slice's first request is in flight.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD
 from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.emulator import run_emulator
+from deyel_provider.exceptions import DeyelSchemaError
+from deyel_provider.extract.run import extract
+from deyel_provider.extract.spec import OutputSpec, ReadSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.concurrency import Concurrency, Workers
 from deyel_provider.read.slicing import SlicedReader, SliceSettings
@@ -61,36 +65,94 @@ class GatedFetch:
         return response
 
 
-def test_a_read_stopped_by_its_consumer_starts_no_request_for_the_slices_it_drops(deyel_conn):
+def gated_reader(emulator: Any, fetch: GatedFetch, hook: DeyelHook) -> SlicedReader:
+    return SlicedReader(
+        fetch,
+        instances_endpoint(FORM),
+        None,
+        hook.paging(PAGE_SIZE),
+        SliceSettings(id_field=DEFAULT_ID_FIELD, clock=emulator.state.clock.now, sleep=emulator.advance),
+        concurrency=Concurrency(Workers(WORKERS)),
+    )
+
+
+def stop_and_count(
+    fetch: GatedFetch, stopping: Callable[[], threading.Event], stop: Callable[[], Any], *, held_first: bool
+) -> Any:
+    """``stop`` the read in another thread (it waits for its workers), with every other worker's first
+    request at the gate (``held_first``: before ``stop`` starts; else ``stop`` starts the read itself), open
+    the gate once the read's stop signal is set, and return what ``stop`` returned or raised."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(stop())
+        except Exception as error:
+            outcome.append(error)
+
+    stopper = threading.Thread(target=run)
+    if not held_first:
+        stopper.start()
+    for _ in range(WORKERS - 1):
+        assert fetch.held.acquire(timeout=60)
+    if held_first:
+        stopper.start()
+    assert stopping().wait(timeout=60), "the read was not stopped"
+    fetch.gate.set()
+    stopper.join(timeout=60)
+    assert not stopper.is_alive()
+    # The held slices were short, so their workers had proofs to make (2 requests each): none started
+    # (before: 6 here, the proofs made for slices nobody would read).
+    assert fetch.held_short >= WORKERS - 1  # (a next slice asked for meanwhile is held too)
+    assert fetch.after_gate == 0, fetch.after_gate
+    return outcome[0]
+
+
+def test_a_read_closed_by_its_consumer_starts_no_request_for_the_slices_it_drops(deyel_conn):
     # 250 instances, pages of 100: the first slice holds 3, the other three 77-86 each. No total header:
-    # each worker proves its own slice with two more requests (an empty next page, then
-    # the first page again), which an abandoned read used to make before its error reached the user.
+    # each worker proves its own slice with two more requests (an empty next page, then the first page
+    # again), which a stopped read used to make before its error reached the user.
     with run_emulator(records=250, send_total=False) as emulator:
         deyel_conn(url=emulator.url, extra={"cache": "memory"})
         hook = DeyelHook()
         fetch = GatedFetch(hook, PAGE_SIZE)
-        reader = SlicedReader(
-            fetch,
-            instances_endpoint(FORM),
-            None,
-            hook.paging(PAGE_SIZE),
-            SliceSettings(id_field=DEFAULT_ID_FIELD, clock=emulator.state.clock.now, sleep=emulator.advance),
-            concurrency=Concurrency(Workers(WORKERS)),
-        )
+        reader = gated_reader(emulator, fetch, hook)
         pieces = reader.read(None, None)
-        first = next(pieces)
-        assert first.records
-        for _ in range(WORKERS - 1):  # every other worker's first request is at the gate
-            assert fetch.held.acquire(timeout=60)
-        # The consumer fails: the generator is closed, and waits for its workers in another thread.
-        closing = threading.Thread(target=pieces.close)
-        closing.start()
-        assert reader.abandoned.wait(timeout=60)
-        fetch.gate.set()
-        closing.join(timeout=60)
-        assert not closing.is_alive()
-        # The held slices were short, so their workers had proofs to make (2 requests each): none started
-        # (before: 6 here, the proofs made for slices nobody would read).
-        assert fetch.held_short >= WORKERS - 1  # (a next slice asked for meanwhile is held too)
-        assert fetch.after_gate == 0, fetch.after_gate
-        assert not reader.abandoned.is_set()  # the reader can be read again
+        assert next(pieces).records
+        stop_and_count(fetch, lambda: reader.stopping, pieces.close, held_first=True)
+
+
+class Recording(DeyelHook):
+    """The hook, with its GETs through the gate and the readers it makes kept (to see their stop signal)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetch = GatedFetch(DeyelHook(), PAGE_SIZE)
+        self.readers: list[SlicedReader] = []
+
+    def request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        if method == "GET" and "search" in (kwargs.get("params") or {}):
+            return self.fetch(endpoint, kwargs["params"])
+        return super().request(method, endpoint, **kwargs)
+
+    def sliced_reader(self, *args: Any, **kwargs: Any) -> Any:
+        reader = super().sliced_reader(*args, **kwargs)
+        self.readers.append(reader)
+        return reader
+
+
+def test_a_writer_error_stops_the_read_before_it_reaches_the_user(deyel_conn, tmp_path):
+    """The extraction's own path: the CSV writer refuses the first slice (more columns than max_columns=1),
+    and the read stops then, not once the traceback holding the loop's frame (and the read) is let go:
+    Airflow keeps a task's error for its callbacks."""
+    with run_emulator(records=250, send_total=False) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        hook = Recording()
+        output = OutputSpec(str(tmp_path / "out.csv"), format="csv", max_columns=1)
+
+        def run() -> Any:
+            return extract(hook, ReadSpec(FORM, page_size=PAGE_SIZE, max_workers=WORKERS), output)
+
+        error = stop_and_count(hook.fetch, lambda: hook.readers[-1].stopping, run, held_first=False)
+    assert isinstance(error, DeyelSchemaError), error
+    assert not (tmp_path / "out.csv").exists()

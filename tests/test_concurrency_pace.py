@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from deyel_provider.exceptions import DeyelRateLimitError
 from deyel_provider.http import concurrency as concurrency_module
 from deyel_provider.http.concurrency import Concurrency, Workers
+from tests.support.branches import Branches
 
 REFUSED = DeyelRateLimitError("429 Too Many Requests", status=429)
 
@@ -77,24 +78,50 @@ def test_a_refusal_early_in_a_run_paces_at_the_rate_measured_since_it_started(cl
     assert waits_for(controller, clock, 10) == pytest.approx(9 / 180)
 
 
-@settings(max_examples=60, deadline=None)
-@given(rate=st.integers(2, 400), seconds=st.sampled_from([0.25, 0.5, 1.0, 3.0]))
-def test_a_refusal_paces_at_ninety_percent_of_the_rate_answered(rate, seconds):
+def test_one_answer_a_moment_before_a_refusal_is_no_rate(clock):
+    """One answer 1 ms in, then a refusal: not a rate of 1,000 requests/s to pace at (a pace that high
+    would keep nothing under the limit, and hold the next 30 s's pace cap that high too)."""
+    controller = Concurrency(Workers("auto"))
+    answer(controller, clock, 1, 0.001)
+    controller.note_retry(REFUSED)
+    assert waits_for(controller, clock, 10) == 0.0
+    # The next refusal, after a second of answers, measures the rate (50/s): paced at 45/s.
+    clock.now += 5.0
+    answer(controller, clock, 50, 1.0)
+    controller.note_retry(REFUSED)
+    assert waits_for(controller, clock, 10) == pytest.approx(9 / 45)
+
+
+def test_a_refusal_paces_at_ninety_percent_of_the_rate_answered():
     """For any steady rate answered, over any time before the refusal: the pace is 90% of it (1 request/s
-    at the least), measured over the last second or the whole run where it is shorter."""
-    clock = Clock()
-    original = concurrency_module.time
-    concurrency_module.time = clock  # type: ignore[assignment]
-    try:
-        controller = Concurrency(Workers("auto"))
-        answer(controller, clock, max(1, round(rate * seconds)), seconds)
-        controller.note_retry(REFUSED)
-        waited = waits_for(controller, clock, 11)
-    finally:
-        concurrency_module.time = original  # type: ignore[assignment]
-    if seconds < 1:  # the run so far is the span: every answer in it
-        low = high = max(1, round(rate * seconds)) / seconds
-    else:  # the last second: an answer more or less where one falls on its edge
-        low, high = rate - 1, rate + 1
-    assert 10 / max(1.0, 0.9 * high) * 0.999 <= waited <= 10 / max(1.0, 0.9 * low) * 1.001, (waited, rate)
-    assert waited > 0  # every example was paced: the branch under test ran
+    at the least), measured over the last second, or over the whole run where it is shorter and holds six
+    answers at least (fewer: no pace)."""
+    branches = Branches()
+
+    @settings(max_examples=60, deadline=None)
+    @given(rate=st.integers(2, 400), seconds=st.sampled_from([0.25, 0.5, 1.0, 3.0]))
+    def example(rate, seconds):
+        clock = Clock()
+        original = concurrency_module.time
+        concurrency_module.time = clock  # type: ignore[assignment]
+        try:
+            controller = Concurrency(Workers("auto"))
+            count = max(1, round(rate * seconds))
+            answer(controller, clock, count, seconds)
+            controller.note_retry(REFUSED)
+            waited = waits_for(controller, clock, 11)
+        finally:
+            concurrency_module.time = original  # type: ignore[assignment]
+        if seconds < 1 and count < 6:
+            assert waited == 0.0
+            branches.took("too few answers: no pace")
+            return
+        if seconds < 1:  # the run so far is the span: every answer in it
+            low = high = count / seconds
+        else:  # the last second: an answer more or less where one falls on its edge
+            low, high = rate - 1, rate + 1
+        assert 10 / max(1.0, 0.9 * high) * 0.999 <= waited <= 10 / max(1.0, 0.9 * low) * 1.001, (waited, rate)
+        branches.took("paced")
+
+    example()
+    branches.assert_share("paced", at_least=0.6)

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any
 
@@ -145,8 +146,10 @@ def detect_deletes(hook: DeyelHook, spec: DeletesSpec) -> DeletesResult:
             reader = hook.sliced_reader(
                 spec.form, search=spec.search or None, page_size=spec.page_size, max_workers=spec.max_workers
             )
-            with heap_frozen():  # a plain ``with``, left on any exit (read/collector.py)
-                for piece in reader.read(None, None):
+            pieces = reader.read(None, None)
+            # closing(): an error here stops the read at once (see extract/run.py)
+            with heap_frozen(), closing(pieces):  # a plain ``with``, left on any exit (read/collector.py)
+                for piece in pieces:
                     idents = []
                     for record in piece.records:
                         ident = instance_id(record, config.id_field)

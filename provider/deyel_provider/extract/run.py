@@ -9,6 +9,7 @@ object under the final name. Temporary leftovers of a killed attempt are removed
 from __future__ import annotations
 
 import calendar
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -146,7 +147,9 @@ def extract(
             read_window.start, read_window.end, end_at_server_time=read_window.end_at_server_time
         )
         # A plain ``with``, not the read's generator: left on any exit, however the read is abandoned.
-        with heap_frozen():  # no full garbage collections walking the whole heap, page after page
+        # closing(): a writer error stops the read at once (its workers start no further request), not
+        # when the traceback that holds this frame, and so the generator, is let go.
+        with heap_frozen(), closing(pieces):  # no full garbage collections walking the heap, page after page
             for piece in pieces:
                 if piece.records:
                     writer.write_page(piece.records, plain=piece.plain)

@@ -5,9 +5,9 @@ second than the best window before (additive increase), never past ``ceiling``; 
 one while the requests do not keep up with the pace. A rate-limit answer (429, or
 Deyel's 403 ``REQUEST_LIMIT_EXCEEDED``) halves the requests in flight (multiplicative decrease) and also
 paces requests at 90% of the rate the server was answering when it refused (over the last second, or since
-the first request where that is shorter; a refusal before any answer sets no pace, the rate being unknown):
-a limit counts requests per second, and a pace sits just under it where whole numbers of requests in flight
-swing above and below it.
+the first request where that is shorter and holds six answers at least; a refusal with fewer sets no pace,
+the rate being unknown): a limit counts requests per second, and a pace sits just under it where whole
+numbers of requests in flight swing above and below it.
 The refusals of one burst (every request in flight meets the same limit) count once. Each second without
 a refusal raises the pace by 3%, up to 97% of the rate refused for _HOLD seconds, then beyond it, so a
 limit that was lifted is found again.
@@ -162,21 +162,25 @@ class Concurrency:
             self._last_refusal = now
             halved = max(1, self._limit // 2)
             # The rate answered over the last _RATE_SPAN, or since the first request where that is
-            # shorter (a refusal 0.1 s in would otherwise measure a tenth of it). With nothing answered
-            # yet the rate is unknown, not zero: no pace (it would be 1 request/s, held _HOLD seconds),
-            # the retry waits as the server says.
+            # shorter (a refusal 0.1 s in would otherwise measure a tenth of it), from _MIN_WINDOW answers
+            # at least then (one answer 1 ms in is no rate of 1,000 requests/s). Too few answers, or none,
+            # and the rate is unknown, not zero: no new pace (a pace of 1 request/s was held _HOLD
+            # seconds), the retry waits as the server says and the next refusal measures again.
             span = min(_RATE_SPAN, now - (self._started if self._started is not None else now))
             answered = sum(1 for t in self._finished if t >= now - _RATE_SPAN)
-            if answered and span > 0:
+            measured = answered > 0 and span > 0 and (span >= _RATE_SPAN or answered >= _MIN_WINDOW)
+            if measured:
                 self._refused_rate = answered / span
                 self._pace = max(1.0, _BACKOFF_PACE * self._refused_rate)
             log.info(
                 "max_workers=auto: rate limited, %d -> %d requests in flight, %s",
                 self._limit,
                 halved,
-                "not paced (nothing answered yet)"
+                f"paced at {self._pace:.1f} requests/s"
+                if measured
+                else "not paced (too few answers to measure a rate)"
                 if self._pace is None
-                else f"paced at {self._pace:.1f} requests/s",
+                else f"pace kept at {self._pace:.1f} requests/s",
             )
             self._limit = halved
             # Measure afresh: the window that met the limit is no baseline for growth.

@@ -3,6 +3,7 @@ passes over a crowded millisecond (more instances than a response holds share on
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -27,7 +28,13 @@ class PastSlices(SlicePlanner):
         queue: deque[PendingSlice] = deque(
             PendingSlice(a, b, whole) for a, b in self._split(start, end, hint)
         )
-        pool = ThreadPoolExecutor(max_workers=self._concurrency.ceiling, thread_name_prefix="deyel-slice")
+        stop = self.stopping = threading.Event()
+        pool = ThreadPoolExecutor(
+            max_workers=self._concurrency.ceiling,
+            thread_name_prefix="deyel-slice",
+            initializer=self._serve,
+            initargs=(stop,),
+        )
         try:
             while queue:
                 self._submit(queue, pool)
@@ -52,12 +59,11 @@ class PastSlices(SlicePlanner):
                     yield from self._page_inside(head.start, head.end, page)
         finally:
             if queue:  # stopped early (an error here or in the consumer): the rest will not be read
-                self.abandoned.set()
+                stop.set()
             for pending in queue:
                 if pending.future is not None:
                     pending.future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
-            self.abandoned.clear()
 
     def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor) -> None:
         """Keep ``limit`` requests in flight among the next few slices; the head is always asked for.

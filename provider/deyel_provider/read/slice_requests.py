@@ -131,10 +131,13 @@ class SliceRequests:
         self._sleep = settings.sleep
         self._plain_pages = settings.plain_pages
         self._lock = threading.Lock()
-        #: Set while a read that stopped (the consumer failed or closed it) waits for the requests its workers
-        #: have in flight: their slices are discarded, so no worker starts another request for them (a
-        #: proof's next page and re-read, a split) and the error reaches the user after one round trip.
-        self.abandoned = threading.Event()
+        #: The stop signal of the parallel read in progress, or of the last one (``_read_past``: one each).
+        #: Set when that read stops early (its consumer failed or closed it): its slices are discarded, so
+        #: its workers start no further request for them (a proof's next page and re-read), and the error
+        #: reaches the user once the requests already in flight are answered. Each read has its own, handed
+        #: to its own pool's threads (``_worker``), so a read that stops never stops another.
+        self.stopping = threading.Event()
+        self._worker = threading.local()
         #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
         # A page_size above the server's cap is read at the cap, with one warning in the task log.
         self._walker = PageWalker(paging, id_field=settings.id_field, warn=log)
@@ -174,10 +177,19 @@ class SliceRequests:
                 errors=refused.errors,
             ) from None
 
-    def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
-        if self.abandoned.is_set():
+    def _serve(self, stop: threading.Event) -> None:
+        """A pool thread's start (``ThreadPoolExecutor(initializer=...)``): the read it serves."""
+        self._worker.stop = stop
+
+    def _stop_if_stopped(self) -> None:
+        stop: threading.Event | None = getattr(self._worker, "stop", None)
+        if stop is not None and stop.is_set():
             raise ReadAbandoned("the read this request was for has stopped")
+
+    def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
+        self._stop_if_stopped()
         self._concurrency.before_request()
+        self._stop_if_stopped()  # the pace may have kept it waiting meanwhile
         page = parse_page(self._fetch(endpoint, query), self._paging, plain=self._plain_pages)
         with self._lock:
             self.stats.requests += 1

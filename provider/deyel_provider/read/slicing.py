@@ -38,7 +38,7 @@ empty page.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present, server_horizon
 from deyel_provider.api.pagination import Page
@@ -76,7 +76,7 @@ class SlicedReader(PastSlices):
 
     def read(
         self, start: int | None, end: int | None, *, end_at_server_time: bool = False
-    ) -> Iterator[Slice]:
+    ) -> Generator[Slice, None, None]:
         """Yield the slices of ``start <= field < end`` in ascending order.
 
         :param start: inclusive lower bound, epoch ms; None: from the epoch (a full load).
