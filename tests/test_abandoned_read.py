@@ -1,6 +1,7 @@
-"""A read that stops early (the writer failed, the consumer closed it) ends after the requests its workers
-have in flight: no worker starts another request for a slice nobody will read (a proof's next page and
-re-read, a split). Before, the error waited for every proof in flight, each a few requests plus retries.
+"""A read that stops early (the writer failed, the consumer closed it) ends at once: its requests in flight
+are cut (their call cancelled, nothing retried) and no worker starts another for a slice nobody will read (a
+proof's next page and re-read, a split). Before, the read went on after the error (the traceback kept it),
+each worker finishing its proof, a few requests plus retries.
 
 Real HTTP against the emulator; the workers' requests are held at a gate (an event, not a clock) so that the
 read stops while every other slice's first request is in flight.
@@ -15,7 +16,7 @@ from typing import Any
 from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD
 from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.emulator import run_emulator
-from deyel_provider.exceptions import DeyelSchemaError
+from deyel_provider.exceptions import DeyelConnectionError, DeyelSchemaError
 from deyel_provider.extract.run import extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec
 from deyel_provider.hooks.deyel import DeyelHook
@@ -34,35 +35,43 @@ def lower_bound(params: dict[str, Any] | None) -> str:
 
 class GatedFetch:
     """The hook's GET. The requests of the first slice asked for (the same lower bound as the first request,
-    the probe of the whole range) go through; every other slice's wait at the gate until it opens. Counts
-    the requests that start once it is open, and the held ones answered with a short page (fewer instances
-    than asked for: their worker goes on to prove the slice whole, two more requests)."""
+    the probe of the whole range) go through once every other worker's first request waits at the gate,
+    where those wait until it opens. Counts the requests that start once it is open, and the held ones cut
+    by the read's stop (its call cancelled: they raise instead of reaching the server)."""
 
-    def __init__(self, hook: DeyelHook, page_size: int) -> None:
+    def __init__(self, hook: DeyelHook) -> None:
         self._hook = hook
-        self._page_size = page_size
         self._lock = threading.Lock()
         self.first_bound: str | None = None
         self.gate = threading.Event()
-        self.held = threading.Semaphore(0)
+        self.held = 0
+        self.others_held = threading.Event()
         self.after_gate = 0
-        self.held_short = 0
+        self.held_cut = 0
 
     def __call__(self, endpoint: str, params: dict[str, Any] | None) -> Any:
         bound = lower_bound(params)
+        pool_thread = threading.current_thread().name.startswith("deyel-slice")
         with self._lock:
             self.first_bound = self.first_bound or bound
             held = bound != self.first_bound and not self.gate.is_set()
             if self.gate.is_set():
                 self.after_gate += 1
+            if held:
+                self.held += 1
+                if self.held == WORKERS - 1:
+                    self.others_held.set()
         if held:
-            self.held.release()
-            self.gate.wait()
-        response = self._hook.request("GET", endpoint, params=params)
-        if held and len(response.json()) < self._page_size:
-            with self._lock:
-                self.held_short += 1
-        return response
+            assert self.gate.wait(timeout=60), "the gate never opened"
+        elif pool_thread:  # the first slice: answered once the other workers wait at the gate
+            assert self.others_held.wait(timeout=60), "the other workers never asked"
+        try:
+            return self._hook.request("GET", endpoint, params=params)
+        except DeyelConnectionError:
+            if held:
+                with self._lock:
+                    self.held_cut += 1
+            raise
 
 
 def gated_reader(emulator: Any, fetch: GatedFetch, hook: DeyelHook) -> SlicedReader:
@@ -77,11 +86,11 @@ def gated_reader(emulator: Any, fetch: GatedFetch, hook: DeyelHook) -> SlicedRea
 
 
 def stop_and_count(
-    fetch: GatedFetch, stopping: Callable[[], threading.Event], stop: Callable[[], Any], *, held_first: bool
+    fetch: GatedFetch, stopping: Callable[[], threading.Event], stop: Callable[[], Any]
 ) -> Any:
-    """``stop`` the read in another thread (it waits for its workers), with every other worker's first
-    request at the gate (``held_first``: before ``stop`` starts; else ``stop`` starts the read itself), open
-    the gate once the read's stop signal is set, and return what ``stop`` returned or raised."""
+    """``stop`` the read in another thread, with every other worker's first request at the gate; open the
+    gate once the read's stop signal is set (its call is cancelled before); return what ``stop`` returned
+    or raised."""
     outcome: list[Any] = []
 
     def run() -> None:
@@ -91,19 +100,18 @@ def stop_and_count(
             outcome.append(error)
 
     stopper = threading.Thread(target=run)
-    if not held_first:
-        stopper.start()
-    for _ in range(WORKERS - 1):
-        assert fetch.held.acquire(timeout=60)
-    if held_first:
-        stopper.start()
-    assert stopping().wait(timeout=60), "the read was not stopped"
-    fetch.gate.set()
-    stopper.join(timeout=60)
+    stopper.start()
+    try:
+        assert fetch.others_held.wait(timeout=60), "the workers never asked"
+        assert stopping().wait(timeout=60), "the read was not stopped"
+    finally:
+        fetch.gate.set()  # a failure above must not leave the workers (and pytest) waiting for ever
+        stopper.join(timeout=60)
     assert not stopper.is_alive()
-    # The held slices were short, so their workers had proofs to make (2 requests each): none started
-    # (before: 6 here, the proofs made for slices nobody would read).
-    assert fetch.held_short >= WORKERS - 1  # (a next slice asked for meanwhile is held too)
+    # Every held request was cut by the stop (before: answered, then each slice's proof, 2 more requests)
+    # and none started after it.
+    assert fetch.held >= WORKERS - 1  # (a next slice asked for meanwhile is held too)
+    assert fetch.held_cut == fetch.held, (fetch.held_cut, fetch.held)
     assert fetch.after_gate == 0, fetch.after_gate
     return outcome[0]
 
@@ -115,11 +123,11 @@ def test_a_read_closed_by_its_consumer_starts_no_request_for_the_slices_it_drops
     with run_emulator(records=250, send_total=False) as emulator:
         deyel_conn(url=emulator.url, extra={"cache": "memory"})
         hook = DeyelHook()
-        fetch = GatedFetch(hook, PAGE_SIZE)
+        fetch = GatedFetch(hook)
         reader = gated_reader(emulator, fetch, hook)
         pieces = reader.read(None, None)
         assert next(pieces).records
-        stop_and_count(fetch, lambda: reader.stopping, pieces.close, held_first=True)
+        stop_and_count(fetch, lambda: reader.stopping, pieces.close)
 
 
 class Recording(DeyelHook):
@@ -127,7 +135,7 @@ class Recording(DeyelHook):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fetch = GatedFetch(DeyelHook(), PAGE_SIZE)
+        self.fetch = GatedFetch(DeyelHook())
         self.readers: list[SlicedReader] = []
 
     def request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
@@ -153,6 +161,6 @@ def test_a_writer_error_stops_the_read_before_it_reaches_the_user(deyel_conn, tm
         def run() -> Any:
             return extract(hook, ReadSpec(FORM, page_size=PAGE_SIZE, max_workers=WORKERS), output)
 
-        error = stop_and_count(hook.fetch, lambda: hook.readers[-1].stopping, run, held_first=False)
+        error = stop_and_count(hook.fetch, lambda: hook.readers[-1].stopping, run)
     assert isinstance(error, DeyelSchemaError), error
     assert not (tmp_path / "out.csv").exists()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from deyel_provider.api.pagination import Page
 from deyel_provider.exceptions import DeyelIncompleteError
+from deyel_provider.http.deadline import Call
 from deyel_provider.read.slice_plan import PendingSlice, SlicePlanner, SplitGroup
 from deyel_provider.read.slice_requests import Slice
 
@@ -20,7 +21,7 @@ MAX_PASSES = 6
 class PastSlices(SlicePlanner):
     """Reads ranges that can only lose instances while they are read (they lie below the present)."""
 
-    def _read_past(self, start: int, end: int, hint: Page) -> Iterator[Slice]:
+    def _read_past(self, start: int, end: int, hint: Page) -> Generator[Slice, None, None]:
         """Slices of ``[start, end)``, a range below the server's present: in parallel, split as needed."""
         if end <= start:
             return
@@ -28,12 +29,13 @@ class PastSlices(SlicePlanner):
         queue: deque[PendingSlice] = deque(
             PendingSlice(a, b, whole) for a, b in self._split(start, end, hint)
         )
-        stop = self.stopping = threading.Event()
+        stop, call = threading.Event(), Call()
+        self.stopping = stop
         pool = ThreadPoolExecutor(
             max_workers=self._concurrency.ceiling,
             thread_name_prefix="deyel-slice",
             initializer=self._serve,
-            initargs=(stop,),
+            initargs=(stop, call),
         )
         try:
             while queue:
@@ -59,6 +61,7 @@ class PastSlices(SlicePlanner):
                     yield from self._page_inside(head.start, head.end, page)
         finally:
             if queue:  # stopped early (an error here or in the consumer): the rest will not be read
+                call.cancel()  # first: what is in flight, or waits to be retried, ends now
                 stop.set()
             for pending in queue:
                 if pending.future is not None:

@@ -17,6 +17,7 @@ from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Fetch, Page, Paging, parse_page
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelRequestError
 from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.deadline import Call, current_call
 from deyel_provider.read.id_set import IdSet
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ class SliceRequests:
         #: The stop signal of the parallel read in progress, or of the last one (``_read_past``: one each).
         #: Set when that read stops early (its consumer failed or closed it): its slices are discarded, so
         #: its workers start no further request for them (a proof's next page and re-read), and the error
-        #: reaches the user once the requests already in flight are answered. Each read has its own, handed
-        #: to its own pool's threads (``_worker``), so a read that stops never stops another.
+        #: reaches the user at once: the requests already in flight are cut (``_serve``). Each read has its
+        #: own, handed to its own pool's threads (``_worker``), so a read that stops never stops another.
         self.stopping = threading.Event()
         self._worker = threading.local()
         #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
@@ -177,9 +178,12 @@ class SliceRequests:
                 errors=refused.errors,
             ) from None
 
-    def _serve(self, stop: threading.Event) -> None:
-        """A pool thread's start (``ThreadPoolExecutor(initializer=...)``): the read it serves."""
+    def _serve(self, stop: threading.Event, call: Call) -> None:
+        """A pool thread's start (``ThreadPoolExecutor(initializer=...)``): the read it serves, and the
+        :class:`~deyel_provider.http.deadline.Call` its requests belong to (cancelled when the read stops: a
+        request in flight is cut, a retry's wait ends, and nothing is retried)."""
         self._worker.stop = stop
+        current_call.set(call)
 
     def _stop_if_stopped(self) -> None:
         stop: threading.Event | None = getattr(self._worker, "stop", None)

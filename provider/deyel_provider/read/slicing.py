@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing
 
 from deyel_provider.api.clock import DATE_RESOLUTION_MS, latest_present, server_horizon
 from deyel_provider.api.pagination import Page
@@ -247,9 +248,10 @@ class SlicedReader(PastSlices):
             if upto <= low:
                 continue  # the server's clock did not move while we waited: the next round waits again
             repeats, read = self.stats.repeats, 0
-            for piece in self._read_past(low, upto, page):
-                read += len(piece.records)
-                yield piece
+            with closing(self._read_past(low, upto, page)) as pieces:  # stopped with this generator
+                for piece in pieces:
+                    read += len(piece.records)
+                    yield piece
             read += self.stats.repeats - repeats
             if end is not None and upto >= end:
                 return
