@@ -296,6 +296,11 @@ class DeyelHook(BaseHook):
         editing the form meanwhile cannot make it skip or repeat an instance; where the server's answers do
         not allow that guarantee, :class:`~deyel_provider.exceptions.DeyelIncompleteError` says why.
 
+        A loop that may stop before the end (an error in its body, a ``break``) should close the read
+        then: ``with contextlib.closing(hook.iter_instances(...)) as instances:``. Otherwise the read and
+        the requests its workers have in flight go on until the generator is let go, which an error's
+        traceback (kept by Airflow for the task's callbacks) delays.
+
         :param form: the form's identifier, e.g. ``CRM_ACCOUNT``.
         :param search: Deyel filter, e.g. ``cdCountry=eq:AR,qtEmployee=gte:100``.
         :param fields: keep only these fields of each instance, in this order (missing ones are None).
