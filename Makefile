@@ -28,7 +28,8 @@ demo: setup
 # The suite runs in PYTEST_WORKERS processes (pytest-xdist): most of its time is spent waiting on servers and
 # subprocesses, so more workers than cores pay. tests/conftest.py keeps on one worker each the e2e deployments,
 # the wheel build and the tests of each module-scoped fixture (--dist loadgroup). PYTEST_WORKERS=0: one process.
-# Six: on two cores, 4 workers left a fifth of the CPU idle (351 s against 309 s for six, eight no faster).
+# Six: on two cores, 4 workers left a fifth of the CPU idle (351 s against 309 s for six; eight took 299 s
+# for 30 s more CPU).
 # scripts/warm_bytecode.py compiles the modules (and rewrites the test modules' asserts) once for all workers.
 # make lint runs beside the suite (scripts/with-lint.sh), not before it: its report comes after the suite's, and
 # either failing fails make test.
