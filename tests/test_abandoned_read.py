@@ -13,15 +13,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD
-from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConnectionError, DeyelSchemaError
 from deyel_provider.extract.run import extract
 from deyel_provider.extract.spec import OutputSpec, ReadSpec
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.concurrency import Concurrency, Workers
-from deyel_provider.read.slicing import SlicedReader, SliceSettings
+from deyel_provider.read.slicing import SlicedReader
+from tests.support.readers import reader_for
 
 FORM = "CRM_ACCOUNT"
 WORKERS = 4
@@ -74,17 +72,6 @@ class GatedFetch:
             raise
 
 
-def gated_reader(emulator: Any, fetch: GatedFetch, hook: DeyelHook) -> SlicedReader:
-    return SlicedReader(
-        fetch,
-        instances_endpoint(FORM),
-        None,
-        hook.paging(PAGE_SIZE),
-        SliceSettings(id_field=DEFAULT_ID_FIELD, clock=emulator.state.clock.now, sleep=emulator.advance),
-        concurrency=Concurrency(Workers(WORKERS)),
-    )
-
-
 def stop_and_count(
     fetch: GatedFetch, stopping: Callable[[], threading.Event], stop: Callable[[], Any]
 ) -> Any:
@@ -124,7 +111,7 @@ def test_a_read_closed_by_its_consumer_starts_no_request_for_the_slices_it_drops
         deyel_conn(url=emulator.url, extra={"cache": "memory"})
         hook = DeyelHook()
         fetch = GatedFetch(hook)
-        reader = gated_reader(emulator, fetch, hook)
+        reader = reader_for(emulator, fetch, PAGE_SIZE, max_workers=WORKERS)
         pieces = reader.read(None, None)
         assert next(pieces).records
         stop_and_count(fetch, lambda: reader.stopping, pieces.close)

@@ -10,12 +10,9 @@ from typing import Any
 
 import pytest
 
-from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD
-from deyel_provider.api.instances import instances_endpoint
 from deyel_provider.emulator import run_emulator
 from deyel_provider.hooks.deyel import DeyelHook
-from deyel_provider.http.concurrency import Concurrency, Workers
-from deyel_provider.read.slicing import SlicedReader, SliceSettings
+from tests.support.readers import reader_for
 
 FORM = "CRM_ACCOUNT"
 
@@ -43,18 +40,6 @@ class CountingFetch:
         finally:
             with self._lock:
                 self.in_flight -= 1
-
-
-def reader_for(emulator: Any, fetch: CountingFetch, page_size: int, max_workers: int = 1) -> SlicedReader:
-    hook = DeyelHook()
-    return SlicedReader(
-        fetch,
-        instances_endpoint(FORM),
-        None,
-        hook.paging(page_size),
-        SliceSettings(id_field=DEFAULT_ID_FIELD, clock=emulator.state.clock.now, sleep=emulator.advance),
-        concurrency=Concurrency(Workers(max_workers)),
-    )
 
 
 @pytest.mark.parametrize(("records", "page_size"), [(10_000, 100), (20_000, 1000), (2_570, 100)])
