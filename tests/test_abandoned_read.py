@@ -151,3 +151,28 @@ def test_a_writer_error_stops_the_read_before_it_reaches_the_user(deyel_conn, tm
         error = stop_and_count(hook.fetch, lambda: hook.readers[-1].stopping, run)
     assert isinstance(error, DeyelSchemaError), error
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_failed_slice_lets_no_other_slice_start_a_request(deyel_conn):
+    """One worker keeps the next slice waiting for its turn while a slice's request is on the wire. When that
+    request fails (here the server answers 404 from the sixth data request on), the read fails with its
+    error and the waiting slice is sent away: exactly one failed request, none after it. (Without
+    ``RequestGate.fail`` the waiting slice took the freed place and sent its request: seven.)"""
+    from deyel_provider.exceptions import DeyelNotFoundError
+    from tests.test_slice_speed import CountingFetch
+
+    with run_emulator(records=2000) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        emulator.set_faults([{"action": "status", "status": 404, "route": "data", "after": 5}])
+        fetch = CountingFetch(DeyelHook())
+        reader = reader_for(emulator, fetch, PAGE_SIZE)
+        got = 0
+        try:
+            for piece in reader.read(None, None):
+                got += len(piece.records)
+        except DeyelNotFoundError:
+            pass
+        else:
+            raise AssertionError("the read did not fail")
+    assert 0 < got < 2000  # slices were read before the failure
+    assert fetch.started == 6, fetch.started  # the probe, four slices, the one that failed

@@ -1,6 +1,7 @@
 """The sliced reader's speed, in exact counts (issue 24): responses planned to be full (requests close to the
 fewest possible), and with one request in flight the next slice is already asked for while the consumer
-writes the current one. Real HTTP against the emulator; nothing waits on the wall clock to let work happen."""
+writes the current one, and sent before the current one is parsed. Real HTTP against the emulator; nothing
+waits on the wall clock to let work happen."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from typing import Any
 
 import pytest
+import requests
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.hooks.deyel import DeyelHook
@@ -81,6 +83,57 @@ def test_with_one_request_in_flight_the_next_slice_is_asked_for_while_one_is_wri
     # Bounded: the prefetched slice, and at most one proof request of the main thread's.
     assert fetch.peak <= 2
     assert reader.stats.requests == fetch.started
+
+
+class ParseHoldingFetch(CountingFetch):
+    """CountingFetch whose first response to a worker's request is parsed only once the next request has
+    started: the response's ``content`` waits for that event, and says whether it came."""
+
+    def __init__(self, hook: DeyelHook) -> None:
+        super().__init__(hook)
+        self.next_started = threading.Event()
+        self.held: HeldResponse | None = None
+
+    def __call__(self, endpoint: str, params: dict[str, Any] | None) -> Any:
+        with self._lock:
+            if self.held is not None:
+                self.next_started.set()
+            hold = self.held is None and threading.current_thread().name.startswith("deyel-slice")
+        response = super().__call__(endpoint, params)
+        if hold:
+            response.__class__ = HeldResponse
+            response.next_started = self.next_started
+            self.held = response
+        return response
+
+
+class HeldResponse(requests.Response):
+    next_started: threading.Event
+    #: Whether the next request had started when this response's body was first read (None: never read).
+    came: bool | None = None
+
+    @property
+    def content(self) -> Any:
+        if self.came is None:
+            self.came = self.next_started.wait(timeout=30)
+        return super().content
+
+
+def test_with_one_worker_the_next_request_is_sent_while_a_response_is_parsed(deyel_conn):
+    """max_workers=1 keeps one request on the wire (the server never sees two at once), and sends the next one
+    as soon as a response is in, before it is parsed: the server does not wait on the client's parse and its
+    hand-over to the consumer. The first slice's response is parsed only once the next request has started;
+    the old reader asked for the next slice once the response was parsed, so that parse waited in vain (the
+    timeout only ends that failure)."""
+    with run_emulator(records=2000) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        fetch = ParseHoldingFetch(DeyelHook())
+        reader = reader_for(emulator, fetch, page_size=100)
+        got = sum(len(piece.records) for piece in reader.read(None, None))
+    assert got == 2000
+    assert fetch.held is not None and fetch.held.came is True
+    assert fetch.peak == 1  # the probe, every slice, the tail: one request at a time on the wire
+    assert reader.stats.requests == fetch.started > 20
 
 
 def test_the_summary_states_requests_against_the_fewest_possible(deyel_conn, tmp_path):

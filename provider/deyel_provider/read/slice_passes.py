@@ -10,9 +10,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from deyel_provider.api.pagination import Page
 from deyel_provider.exceptions import DeyelIncompleteError
+from deyel_provider.http.concurrency import RequestGate
 from deyel_provider.http.deadline import Call
 from deyel_provider.read.slice_plan import PendingSlice, SlicePlanner, SplitGroup
-from deyel_provider.read.slice_requests import Slice
+from deyel_provider.read.slice_requests import ReadAbandoned, Slice
 
 #: Passes over a crowded millisecond before giving up on two of them agreeing.
 MAX_PASSES = 6
@@ -29,17 +30,18 @@ class PastSlices(SlicePlanner):
         queue: deque[PendingSlice] = deque(
             PendingSlice(a, b, whole) for a, b in self._split(start, end, hint)
         )
-        stop, call = threading.Event(), Call()
+        stop, call, gate = threading.Event(), Call(), RequestGate(self._concurrency)
         self.stopping = stop
         pool = ThreadPoolExecutor(
-            max_workers=self._concurrency.ceiling,
+            # A thread for each slice making requests and one for each waiting its turn (see _submit).
+            max_workers=2 * self._concurrency.ceiling,
             thread_name_prefix="deyel-slice",
             initializer=self._serve,
             initargs=(stop, call),
         )
         try:
             while queue:
-                self._submit(queue, pool)
+                self._submit(queue, pool, gate)
                 head = queue[0]
                 assert head.future is not None and head.end is not None
                 if not head.future.done():
@@ -47,7 +49,13 @@ class PastSlices(SlicePlanner):
                     wait(running, return_when=FIRST_COMPLETED)
                     continue
                 queue.popleft()
-                page, proven = head.future.result()
+                try:
+                    page, proven = head.future.result()
+                except ReadAbandoned:
+                    # Sent away from the gate: another slice failed first, and its error is the read's.
+                    if gate.failure is not None:
+                        raise gate.failure from None
+                    raise
                 self._check_parts(head, page)
                 if proven is None:
                     proven = self._is_whole(page, head.start, head.end)
@@ -63,27 +71,33 @@ class PastSlices(SlicePlanner):
             if queue:  # stopped early (an error here or in the consumer): the rest will not be read
                 call.cancel()  # first: what is in flight, or waits to be retried, ends now
                 stop.set()
+            gate.close()  # a request waiting for its turn is not sent
             for pending in queue:
                 if pending.future is not None:
                     pending.future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor) -> None:
-        """Keep ``limit`` requests in flight among the next few slices; the head is always asked for.
+    def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor, gate: RequestGate) -> None:
+        """Keep ``2 * limit`` slices asked for among the next few; the head is always asked for.
 
-        Called once the head's response is in and before it is yielded, so the next slice is already being
-        fetched while the consumer writes the head, one worker included (tests/test_slice_speed.py)."""
+        ``limit`` of them make requests and as many wait their turn at the read's
+        :class:`~deyel_provider.http.concurrency.RequestGate`, which lets one go as soon as a slice makes no
+        more (with one worker: as soon as its response is in, before it is parsed). So the server is not
+        idle while the client parses a response, nor while the consumer writes the head (this is called once
+        the head's response is in and before it is yielded; tests/test_slice_speed.py)."""
         limit = self._concurrency.limit
-        in_flight = sum(1 for p in queue if p.future is not None and not p.future.done())
+        asked = sum(1 for p in queue if p.future is not None and not p.future.done())
         for position, pending in enumerate(queue):
             # Looking ahead a bounded distance keeps memory to a few responses, however long the queue.
             if position >= 2 * limit + 1:
                 break
-            if pending.future is None and (position == 0 or in_flight < limit):
-                pending.future = pool.submit(self._get_proven, pending.start, pending.end, limit > 1)
-                in_flight += 1
+            if pending.future is None and (position == 0 or asked < 2 * limit):
+                pending.future = pool.submit(self._get_proven, gate, pending.start, pending.end, limit > 1)
+                asked += 1
 
-    def _get_proven(self, start: int, end: int | None, prove: bool) -> tuple[Page, bool | None]:
+    def _get_proven(
+        self, gate: RequestGate, start: int, end: int | None, prove: bool
+    ) -> tuple[Page, bool | None]:
         """A slice's response and, with ``prove``, whether it provably holds the whole slice (None: the
         consumer decides).
 
@@ -92,9 +106,33 @@ class PastSlices(SlicePlanner):
         series per slice: with several workers each proves its own slice instead (made by the consumer,
         ``max_workers=4`` gained nothing: 1.01x at 50 ms, bench/extract.py). With one worker the consumer
         proves the head while the next slice is fetched, which keeps that fetch going meanwhile. The
-        requests are the same, in the same order for the slice: only which thread waits for them changes."""
-        page = self._get(start, end)
-        return page, self._is_whole(page, start, end) if prove else None
+        requests are the same, in the same order for the slice: only which thread waits for them changes.
+
+        The slice holds a place at ``gate`` while it may make requests: without ``prove`` only its one
+        request, so the place passes to the next slice as soon as the response is in (before it is parsed);
+        with ``prove`` until its proof is made, as the proof's requests are the slice's own."""
+        if not gate.take():
+            raise ReadAbandoned("the read this request was for has stopped")
+        given_back = False
+
+        def give_back() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                gate.give_back()
+
+        try:
+            page = self._get(start, end, received=None if prove else give_back)
+            return page, self._is_whole(page, start, end) if prove else None
+        except ReadAbandoned:
+            raise
+        except BaseException as error:
+            # The read fails with this error (the consumer raises it): no slice starts a request meanwhile,
+            # which would only be cut. (A failed request never passed its place on: see _call.)
+            gate.fail(error)
+            raise
+        finally:
+            give_back()
 
     def _page_inside(self, start: int, end: int, first: Page) -> Iterator[Slice]:
         """A one-millisecond slice holding more than a response: page it, pass after pass, until a pass is

@@ -155,7 +155,15 @@ class SliceRequests:
 
     # -- one request -----------------------------------------------------------------------------------------
 
-    def _get(self, start: int, end: int | None, *, index: int = 0, size: int | None = None) -> Page:
+    def _get(
+        self,
+        start: int,
+        end: int | None,
+        *,
+        index: int = 0,
+        size: int | None = None,
+        received: Callable[[], None] | None = None,
+    ) -> Page:
         clauses = [self._search] if self._search else []
         clauses.append(f"{self._field}=gte:{self._literal(start)}")
         if end is not None:
@@ -163,7 +171,7 @@ class SliceRequests:
         query = {**self._params, "search": ",".join(clauses)}
         query.update(self._paging.params_for(index, size or self._paging.page_size))
         try:
-            return self._call(self._endpoint, query)
+            return self._call(self._endpoint, query, received=received)
         except DeyelRequestError as refused:
             if refused.status != 400:
                 raise
@@ -190,11 +198,18 @@ class SliceRequests:
         if stop is not None and stop.is_set():
             raise ReadAbandoned("the read this request was for has stopped")
 
-    def _call(self, endpoint: str, query: dict[str, Any] | None) -> Page:
+    def _call(
+        self, endpoint: str, query: dict[str, Any] | None, *, received: Callable[[], None] | None = None
+    ) -> Page:
+        """One GET, parsed; ``received`` is called once a response is in, before it is parsed (not when the
+        request failed)."""
         self._stop_if_stopped()
         self._concurrency.before_request()
         self._stop_if_stopped()  # the pace may have kept it waiting meanwhile
-        page = parse_page(self._fetch(endpoint, query), self._paging, plain=self._plain_pages)
+        response = self._fetch(endpoint, query)
+        if received is not None:
+            received()
+        page = parse_page(response, self._paging, plain=self._plain_pages)
         with self._lock:
             self.stats.requests += 1
             if page.server_ms is not None:
