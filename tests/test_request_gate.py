@@ -1,6 +1,7 @@
-"""The sliced reader's RequestGate: never more places taken than the limit, whatever the threads do; a
-closed gate sends every waiter away; a freed place goes to a waiter (tests/test_slice_speed.py shows the
-read's next request sent before the previous response is parsed; bench/extract.py what that is worth)."""
+"""The sliced reader's RequestGate: exactly the limit's places taken at once, never more; a closed or failed
+gate refuses every place; a failure keeps its first error. (tests/test_slice_speed.py shows the read's next
+request sent before the previous response is parsed, test_abandoned_read.py that a failed slice lets no other
+start a request; bench/extract.py what the hand-over is worth.)"""
 
 from __future__ import annotations
 
@@ -9,59 +10,53 @@ import threading
 from deyel_provider.http.concurrency import Concurrency, RequestGate, Workers
 
 
-def test_no_more_places_are_taken_at_once_than_the_limit():
+def test_the_limit_is_exactly_the_places_taken_at_once():
+    """Four threads, a limit of two: each holds its place until another holder meets it at a barrier of
+    two. A gate letting in more than two shows a peak above two; one letting in fewer breaks the barrier."""
     gate = RequestGate(Concurrency(Workers(2)))
+    meet = threading.Barrier(2, timeout=30)
     lock = threading.Lock()
-    taken, peak, rounds = 0, 0, 0
+    inside, peak, done = 0, 0, []
 
-    def worker() -> None:
-        nonlocal taken, peak, rounds
-        for _ in range(200):
-            assert gate.take()
-            with lock:
-                taken += 1
-                peak = max(peak, taken)
-                rounds += 1
-            with lock:
-                taken -= 1
-            gate.give_back()
+    def holder() -> None:
+        nonlocal inside, peak
+        assert gate.take()
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+        meet.wait()
+        with lock:
+            inside -= 1
+        gate.give_back()
+        done.append(True)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=holder, daemon=True) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert rounds == 8 * 200  # every thread had its turns (the success branch ran)
-    assert peak <= 2
+    assert len(done) == 4  # every holder had its place and met another (the success branch ran)
+    assert peak == 2
     assert gate.on_wire == 0
 
 
-def test_a_closed_gate_sends_every_waiter_away():
-    gate = RequestGate(Concurrency(Workers(1)))
-    assert gate.take()  # the one place, never given back
-    answers: list[bool] = []
-    waiters = [threading.Thread(target=lambda: answers.append(gate.take())) for _ in range(3)]
-    for waiter in waiters:
-        waiter.start()
-    gate.close()
-    for waiter in waiters:
-        waiter.join(timeout=60)
-    assert answers == [False, False, False]
-    assert not gate.take()
-
-
-def test_a_freed_place_goes_to_the_waiter():
+def test_a_closed_gate_refuses_every_place():
     gate = RequestGate(Concurrency(Workers(1)))
     assert gate.take()
-    took = threading.Event()
-
-    def waiter() -> None:
-        if gate.take():
-            took.set()
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
+    waiter_answer: list[bool] = []
+    waiter = threading.Thread(target=lambda: waiter_answer.append(gate.take()), daemon=True)
+    waiter.start()
+    gate.close()
+    waiter.join(timeout=60)
+    assert waiter_answer == [False]
     gate.give_back()
-    assert took.wait(timeout=60)
-    thread.join(timeout=60)
-    assert gate.on_wire == 1
+    assert not gate.take()  # a free place, but closed
+
+
+def test_a_failed_gate_keeps_the_first_error_and_refuses_every_place():
+    gate = RequestGate(Concurrency(Workers(2)))
+    first, second = RuntimeError("first"), RuntimeError("second")
+    gate.fail(first)
+    gate.fail(second)
+    assert gate.failure is first
+    assert not gate.take()

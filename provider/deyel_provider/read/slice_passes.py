@@ -31,42 +31,27 @@ class PastSlices(SlicePlanner):
             PendingSlice(a, b, whole) for a, b in self._split(start, end, hint)
         )
         stop, call, gate = threading.Event(), Call(), RequestGate(self._concurrency)
-        self.stopping = stop
+        self.stopping, self._gate = stop, gate
         pool = ThreadPoolExecutor(
-            # A thread for each slice making requests and one for each waiting its turn (see _submit).
-            max_workers=2 * self._concurrency.ceiling,
+            # A thread for each slice making requests, one for each waiting its turn, and one for a head
+            # asked for beyond them (see _submit): a head never waits for a thread.
+            max_workers=2 * self._concurrency.ceiling + 1,
             thread_name_prefix="deyel-slice",
             initializer=self._serve,
             initargs=(stop, call),
         )
         try:
-            while queue:
-                self._submit(queue, pool, gate)
-                head = queue[0]
-                assert head.future is not None and head.end is not None
-                if not head.future.done():
-                    running = [p.future for p in queue if p.future is not None and not p.future.done()]
-                    wait(running, return_when=FIRST_COMPLETED)
-                    continue
-                queue.popleft()
-                try:
-                    page, proven = head.future.result()
-                except ReadAbandoned:
-                    # Sent away from the gate: another slice failed first, and its error is the read's.
-                    if gate.failure is not None:
-                        raise gate.failure from None
+            try:
+                yield from self._past_queue(queue, pool, gate)
+            except ReadAbandoned:
+                # A request of the consumer's own refused after a slice failed (_stop_if_stopped): the
+                # read fails with that slice's error, raised as it was (its cause kept).
+                if gate.failure is None:
                     raise
-                self._check_parts(head, page)
-                if proven is None:
-                    proven = self._is_whole(page, head.start, head.end)
-                if proven:
-                    yield self._accept(page, head.start, head.end)
-                elif head.end - head.start > 1:
-                    self.stats.splits += 1
-                    parts, group = self._split(head.start, head.end, page), SplitGroup(page.total)
-                    queue.extendleft(reversed([PendingSlice(a, b, group) for a, b in parts]))
-                else:
-                    yield from self._page_inside(head.start, head.end, page)
+                failure = gate.failure
+            else:
+                return
+            raise failure
         finally:
             if queue:  # stopped early (an error here or in the consumer): the rest will not be read
                 call.cancel()  # first: what is in flight, or waits to be retried, ends now
@@ -76,6 +61,38 @@ class PastSlices(SlicePlanner):
                 if pending.future is not None:
                     pending.future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _past_queue(
+        self, queue: deque[PendingSlice], pool: ThreadPoolExecutor, gate: RequestGate
+    ) -> Generator[Slice, None, None]:
+        """The slices of ``queue`` in order, split while they overflow. After a slice failed, the slices
+        already answered before it are still yielded (a resumable extraction keeps them), but no request
+        is made for them (a proof): the read then fails with that slice's error."""
+        while queue:
+            self._submit(queue, pool, gate)
+            head = queue[0]
+            assert head.future is not None and head.end is not None
+            if not head.future.done():
+                running = [p.future for p in queue if p.future is not None and not p.future.done()]
+                wait(running, return_when=FIRST_COMPLETED)
+                continue
+            if head.future.exception() is not None and gate.failure is not None:
+                # Failed, or sent away from the gate (ReadAbandoned) by another slice's failure: the
+                # first failure is the read's, raised as it was (its cause kept).
+                raise gate.failure
+            queue.popleft()
+            page, proven = head.future.result()
+            self._check_parts(head, page)
+            if proven is None:
+                proven = self._is_whole(page, head.start, head.end)
+            if proven:
+                yield self._accept(page, head.start, head.end)
+            elif head.end - head.start > 1:
+                self.stats.splits += 1
+                parts, group = self._split(head.start, head.end, page), SplitGroup(page.total)
+                queue.extendleft(reversed([PendingSlice(a, b, group) for a, b in parts]))
+            else:
+                yield from self._page_inside(head.start, head.end, page)
 
     def _submit(self, queue: deque[PendingSlice], pool: ThreadPoolExecutor, gate: RequestGate) -> None:
         """Keep ``2 * limit`` slices asked for among the next few; the head is always asked for.
@@ -128,7 +145,8 @@ class PastSlices(SlicePlanner):
             raise
         except BaseException as error:
             # The read fails with this error (the consumer raises it): no slice starts a request meanwhile,
-            # which would only be cut. (A failed request never passed its place on: see _call.)
+            # which would only be cut. (A request that failed never passed its place on, see _call; a
+            # response that fails to parse did, and its successor's request is cut by the read's stop.)
             gate.fail(error)
             raise
         finally:

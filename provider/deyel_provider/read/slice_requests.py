@@ -16,7 +16,7 @@ from deyel_provider.api.instance_ids import DEFAULT_ID_FIELD, instance_id, missi
 from deyel_provider.api.page_walker import PageWalker
 from deyel_provider.api.pagination import Fetch, Page, Paging, parse_page
 from deyel_provider.exceptions import DeyelConfigError, DeyelIncompleteError, DeyelRequestError
-from deyel_provider.http.concurrency import Concurrency
+from deyel_provider.http.concurrency import Concurrency, RequestGate
 from deyel_provider.http.deadline import Call, current_call
 from deyel_provider.read.id_set import IdSet
 
@@ -139,6 +139,9 @@ class SliceRequests:
         #: own, handed to its own pool's threads (``_worker``), so a read that stops never stops another.
         self.stopping = threading.Event()
         self._worker = threading.local()
+        #: The gate of the parallel read in progress, or of the last one: once one of its slices failed,
+        #: no request of the read is sent (``_stop_if_stopped``).
+        self._gate: RequestGate | None = None
         #: Owns the rule "this listing has ended" and what the server's pages have proven (caps, totals).
         # A page_size above the server's cap is read at the cap, with one warning in the task log.
         self._walker = PageWalker(paging, id_field=settings.id_field, warn=log)
@@ -197,6 +200,10 @@ class SliceRequests:
         stop: threading.Event | None = getattr(self._worker, "stop", None)
         if stop is not None and stop.is_set():
             raise ReadAbandoned("the read this request was for has stopped")
+        gate = self._gate
+        if gate is not None and gate.failure is not None:
+            # The read fails with that slice's error: a request now (a proof, a split's part) is waste.
+            raise ReadAbandoned("a slice of this read failed")
 
     def _call(
         self, endpoint: str, query: dict[str, Any] | None, *, received: Callable[[], None] | None = None
