@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from deyel_provider.emulator import run_emulator
 from deyel_provider.exceptions import DeyelConnectionError, DeyelSchemaError
 from deyel_provider.extract.run import extract
@@ -176,3 +178,87 @@ def test_a_failed_slice_lets_no_other_slice_start_a_request(deyel_conn):
             raise AssertionError("the read did not fail")
     assert 0 < got < 2000  # slices were read before the failure
     assert fetch.started == 6, fetch.started  # the probe, four slices, the one that failed
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("answered", [4, 5, 6, 7, 8, 9])
+def test_a_failure_without_a_count_header_is_the_reads_typed_error_and_ends_its_requests(
+    deyel_conn, workers, answered
+):
+    """Without a count header every slice's end is proven by two more requests: the reading thread's own
+    with one worker, the workers' with two. The server answers 404 from request ``answered + 1`` on, which
+    lands on a slice's request or on a proof, as the threads interleave. Whichever: the read fails with the
+    server's typed error (a refused proof request is never the user's error, nor a "provider bug"), and no
+    request starts after the failure but those already on their way (one per worker, and the reading
+    thread's)."""
+    from deyel_provider.exceptions import DeyelNotFoundError
+    from tests.test_slice_speed import CountingFetch
+
+    with run_emulator(records=2000, send_total=False) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        emulator.set_faults([{"action": "status", "status": 404, "route": "data", "after": answered}])
+        fetch = CountingFetch(DeyelHook())
+        reader = reader_for(emulator, fetch, PAGE_SIZE, max_workers=workers)
+        with pytest.raises(DeyelNotFoundError):
+            for _ in reader.read(None, None):
+                pass
+    assert answered + 1 <= fetch.started <= answered + 1 + workers + 1, fetch.started
+
+
+class FailingSliceFetch:
+    """The hook's GET, for one worker without a count header. The reading thread's first proof request once
+    the worker asked for slice ``fail_at - 1`` is held until the worker's ``fail_at``-th slice request has
+    failed (the server's own 404: a form that does not exist) and the read's gate has the failure. So the
+    proof's second request (the first page again) comes after the failure. Counts the requests that reach
+    the server after it."""
+
+    def __init__(self, hook: DeyelHook, reader_of: Callable[[], SlicedReader], fail_at: int) -> None:
+        self._hook, self._reader_of, self._fail_at = hook, reader_of, fail_at
+        self._lock = threading.Lock()
+        self.slices = 0
+        self.after_failure = 0
+        self.proving = threading.Event()
+        self.failing = threading.Event()
+
+    def _failed(self) -> bool:
+        gate = self._reader_of()._gate
+        return gate is not None and gate.failure is not None
+
+    def __call__(self, endpoint: str, params: dict[str, Any] | None) -> Any:
+        page = int((params or {}).get("page", 1))
+        worker = threading.current_thread().name.startswith("deyel-slice")
+        with self._lock:
+            if self._failed():
+                self.after_failure += 1
+            if worker and page == 1:
+                self.slices += 1
+            fail = worker and page == 1 and self.slices == self._fail_at
+            hold = not worker and page >= 2 and self.slices >= self._fail_at - 1 and not self.proving.is_set()
+            if hold:
+                self.proving.set()
+        if fail:
+            self.failing.set()
+            return self._hook.request("GET", "forms/NO_SUCH_FORM/instances", params=params)
+        if hold:
+            assert self.failing.wait(timeout=60), "the worker never asked for the failing slice"
+            gate = self._reader_of()._gate
+            assert gate is not None
+            with gate._changed:
+                assert gate._changed.wait_for(lambda: gate.failure is not None, timeout=60)
+        return self._hook.request("GET", endpoint, params=params)
+
+
+def test_a_proof_asked_after_a_slice_failed_is_refused_and_the_slices_error_is_the_reads(deyel_conn):
+    from deyel_provider.exceptions import DeyelNotFoundError
+
+    with run_emulator(records=2000, send_total=False) as emulator:
+        deyel_conn(url=emulator.url, extra={"cache": "memory"})
+        readers: list[SlicedReader] = []
+        fetch = FailingSliceFetch(DeyelHook(), lambda: readers[0], fail_at=2)
+        reader = reader_for(emulator, fetch, PAGE_SIZE)
+        readers.append(reader)
+        with pytest.raises(DeyelNotFoundError):  # before: DeyelIncompleteError, "a provider bug"
+            for _ in reader.read(None, None):
+                pass
+    assert fetch.failing.is_set() and fetch.proving.is_set()  # the interleaving this test is about ran
+    assert fetch.after_failure == 0  # the proof's re-read was refused before it reached the server

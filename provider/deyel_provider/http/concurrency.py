@@ -224,9 +224,10 @@ class RequestGate:
         with self._changed:
             self._waiting += 1
             try:
+                # Bounded under ``auto``: its raising the limit notifies nobody; a waiter sees it within this.
+                timeout = _HANDOVER_S if self._concurrency.auto else None
                 while not self._closed and self._on_wire >= self._concurrency.limit:
-                    # Bounded: ``auto`` raising the limit notifies nobody; a waiter sees it within this.
-                    self._changed.wait(timeout=_HANDOVER_S)
+                    self._changed.wait(timeout=timeout)
             finally:
                 self._waiting -= 1
             if self._closed:

@@ -61,6 +61,8 @@ class PastSlices(SlicePlanner):
                 if pending.future is not None:
                     pending.future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            if self._gate is gate:
+                self._gate = None  # its failure, if any, was this read's: later requests are not refused
 
     def _past_queue(
         self, queue: deque[PendingSlice], pool: ThreadPoolExecutor, gate: RequestGate
