@@ -20,6 +20,13 @@ from tests.support.helpers import airflow_secrets_masker, as_airflow_logs_it
 RENEWALS = 100
 
 
+def opaque() -> str:
+    """A random opaque token without ``eyJ`` inside (Airflow's JWT redaction cuts such a token before its
+    masker runs: test_a_secret_with_eyJ_inside_prints_no_piece_of_it; here, one pattern per token is
+    counted)."""
+    return secrets.token_urlsafe(24).replace("eyJ", "eyj")
+
+
 def registered_patterns() -> int:
     return len(airflow_secrets_masker().patterns)
 
@@ -52,7 +59,7 @@ def test_a_hundred_renewals_leave_the_masker_as_it_was(emulator, deyel_conn):
 
 def test_opaque_tokens_of_one_credential_past_its_bound_keep_only_the_newest_registered():
     baseline = registered_patterns()
-    tokens = [secrets.token_urlsafe(24) for _ in range(RENEWALS)]
+    tokens = [opaque() for _ in range(RENEWALS)]
     now = time.time()
     for token in tokens:
         mask_token(DeyelToken(token, expires_at=now + 86400, issued_at=now))
@@ -72,19 +79,17 @@ def test_a_renewal_past_the_bound_recompiles_the_masker_once(monkeypatch):
     dozen JWTs): a renewal that pushes the oldest token out, or finds expired ones, rebuilds it once. The old
     code rebuilt it once for the newcomer and once more for each token that left (here 5 times)."""
     now = time.time()
-    own = [secrets.token_urlsafe(24) for _ in range(masking.MAX_PER_CREDENTIAL)]
+    own = [opaque() for _ in range(masking.MAX_PER_CREDENTIAL)]
     for n, token in enumerate(own):  # the first is the closest to expiry: it leaves
         mask_token(DeyelToken(token, expires_at=now + 86400 + n, issued_at=now), now=now)
     for n in range(3):  # three that expire before the next renewal
-        mask_token(
-            DeyelToken(secrets.token_urlsafe(24), expires_at=now + 10 + n, issued_at=now), credential="b"
-        )
+        mask_token(DeyelToken(opaque(), expires_at=now + 10 + n, issued_at=now), credential="b")
     assert masking.registered_count() == masking.MAX_PER_CREDENTIAL + 3
     compiles: list[str] = []
     real = re.compile
     # Airflow's masker and the provider both call re.compile (the one module): every rebuild is counted.
     monkeypatch.setattr(re, "compile", lambda pattern, *a: compiles.append(pattern) or real(pattern, *a))
-    newest = secrets.token_urlsafe(24)
+    newest = opaque()
     mask_token(DeyelToken(newest, expires_at=now + 86400, issued_at=now), now=now + 60)
     assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
     assert len([p for p in compiles if "|" in p]) == 1, len(compiles)
@@ -103,13 +108,13 @@ def test_a_refresh_token_never_pushes_out_the_access_token_it_came_with():
     start, lifetime = time.time(), 3600.0
     for n in range(3 * masking.MAX_PER_CREDENTIAL):
         now = start + n  # renewals far more often than tokens expire: the bound decides
-        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        access, refresh = opaque(), opaque()
         mask_token(
             DeyelToken(access, expires_at=now + lifetime, issued_at=now, refresh_token=refresh), now=now
         )
         assert as_airflow_logs_it(f"Bearer {access} {refresh}") == "Bearer *** ***", n
         assert masking.registered_count() <= masking.MAX_PER_CREDENTIAL
-    early = secrets.token_urlsafe(24)
+    early = opaque()
     mask_token(DeyelToken(early, expires_at=start + 60, issued_at=start), now=start + 50)
     assert as_airflow_logs_it(f"token {early}") == "token ***"
 
@@ -119,10 +124,10 @@ def test_expired_tokens_leave_the_regex_even_when_the_registration_rebuilds_noth
     registration makes none (a value seen again, or one too short for Airflow's masker), the provider
     rebuilds the regex itself (review of issue 24: no test covered those paths)."""
     now = time.time()
-    kept = secrets.token_urlsafe(24)
+    kept = opaque()
     mask_token(DeyelToken(kept, expires_at=now + 3600, issued_at=now), now=now)
     for later, newcomer in ((60, kept), (120, "abc")):  # seen again; shorter than Airflow masks
-        gone = secrets.token_urlsafe(24)
+        gone = opaque()
         mask_token(DeyelToken(gone, expires_at=now + later - 1, issued_at=now), now=now + later - 30)
         assert re.escape(gone) in airflow_secrets_masker().replacer.pattern
         mask_token(DeyelToken(newcomer, expires_at=now + 3600, issued_at=now), now=now + later)
@@ -131,7 +136,7 @@ def test_expired_tokens_leave_the_regex_even_when_the_registration_rebuilds_noth
 
 
 def test_a_token_seen_again_is_not_registered_twice():
-    token, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    token, refresh = opaque(), opaque()
     now = time.time()
     for _ in range(3):
         mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now, refresh_token=refresh))
@@ -159,12 +164,12 @@ def test_expired_tokens_leave_the_masker_so_it_stays_bounded_over_a_long_run():
     """A process renewing every 100 s tokens that live 250 s: three are valid at once, and three stay
     registered (plus the refresh token, which Deyel answers the same at each renewal)."""
     baseline = registered_patterns()
-    refresh = secrets.token_urlsafe(24)
+    refresh = opaque()
     start, lifetime = time.time(), 250.0
     tokens, counts = [], []
     for n in range(RENEWALS):
         now = start + 100 * n
-        token = secrets.token_urlsafe(24)
+        token = opaque()
         mask_token(
             DeyelToken(token, expires_at=now + lifetime, issued_at=now, refresh_token=refresh), now=now
         )
@@ -182,11 +187,11 @@ def test_expired_tokens_leave_the_masker_so_it_stays_bounded_over_a_long_run():
 
 def test_past_its_bound_the_credential_token_closest_to_expiry_is_unregistered_first():
     now = time.time()
-    soon, later = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    soon, later = opaque(), opaque()
     mask_token(DeyelToken(later, expires_at=now + 7200, issued_at=now), now=now)
     mask_token(DeyelToken(soon, expires_at=now + 60, issued_at=now), now=now)
     for _ in range(masking.MAX_PER_CREDENTIAL - 1):
-        mask_token(DeyelToken(secrets.token_urlsafe(24), expires_at=now + 3600, issued_at=now), now=now)
+        mask_token(DeyelToken(opaque(), expires_at=now + 3600, issued_at=now), now=now)
     assert masking.registered_count() == masking.MAX_PER_CREDENTIAL
     assert as_airflow_logs_it(f"{soon} {later}") == f"{soon} ***"
 
@@ -198,7 +203,7 @@ def test_every_valid_token_stays_masked_whatever_the_number_of_credentials():
     cache = MemoryTokenCache()
     pairs = []
     for n in range(40):  # forty connections (distinct credentials), each with its current pair
-        pair = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        pair = opaque(), opaque()
         token = DeyelToken(pair[0], expires_at=now + 3600 + n, issued_at=now, refresh_token=pair[1])
         provider = TokenProvider(lambda *, deadline=None, t=token: t, cache, key=f"credential-{n}", margin=60)
         assert provider.token() is token
@@ -210,10 +215,10 @@ def test_every_valid_token_stays_masked_whatever_the_number_of_credentials():
 
 def test_the_tokens_of_one_credential_never_push_out_those_of_another():
     now = time.time()
-    other = secrets.token_urlsafe(24)
+    other = opaque()
     mask_token(DeyelToken(other, expires_at=now + 60, issued_at=now), credential="quiet", now=now)
     for _ in range(masking.MAX_PER_CREDENTIAL * 3):
-        token = DeyelToken(secrets.token_urlsafe(24), expires_at=now + 3600, issued_at=now)
+        token = DeyelToken(opaque(), expires_at=now + 3600, issued_at=now)
         mask_token(token, credential="busy", now=now)
     assert masking.registered_count() == masking.MAX_PER_CREDENTIAL + 1
     assert as_airflow_logs_it(f"token {other} sent") == "token *** sent"
@@ -222,7 +227,7 @@ def test_the_tokens_of_one_credential_never_push_out_those_of_another():
 def test_past_the_process_safety_cap_the_token_closest_to_expiry_is_unregistered(monkeypatch):
     monkeypatch.setattr(masking, "MAX_REGISTERED", 4)
     now = time.time()
-    tokens = [secrets.token_urlsafe(24) for _ in range(5)]
+    tokens = [opaque() for _ in range(5)]
     for n, token in enumerate(tokens):  # the first expires last, the second first
         expires_at = now + (7200 if n == 0 else 60 * n)
         mask_token(DeyelToken(token, expires_at=expires_at, issued_at=now), credential=f"c{n}", now=now)
@@ -244,7 +249,7 @@ def test_the_pinned_airflow_keeps_the_masker_internals_the_provider_relies_on():
     assert problem is None, f"{fix}: {problem}"
     # What the unregistering assumes: a value given to the public mask_secret lands in `patterns` escaped, and
     # rebuilding `replacer` from `patterns` stops masking it.
-    secret = secrets.token_urlsafe(24)
+    secret = opaque()
     mask_secret(secret)
     assert masking._masked_already(secret), f"{fix}: mask_secret stores no re.escape(value) in patterns"
     assert masking._drop_patterns(secret)
@@ -262,7 +267,7 @@ def test_without_the_private_masker_internals_tokens_stay_masked_through_mask_se
         problem = masking.masker_internals_problem()
         assert problem is not None and ("no masker accessor" in problem or "patterns" in problem)
         now = time.time()
-        tokens = [secrets.token_urlsafe(24) for _ in range(masking.MAX_PER_CREDENTIAL + 2)]
+        tokens = [opaque() for _ in range(masking.MAX_PER_CREDENTIAL + 2)]
         with caplog.at_level("WARNING", logger=masking.__name__):
             for token in tokens:
                 mask_token(DeyelToken(token, expires_at=now + 3600, issued_at=now), now=now)
@@ -273,3 +278,46 @@ def test_without_the_private_masker_internals_tokens_stay_masked_through_mask_se
         said = [r.getMessage() for r in caplog.records if "not what the Deyel provider" in r.getMessage()]
         assert len(said) == 1 and problem in said[0], said
         caplog.clear()
+
+
+def test_our_copy_of_airflows_jwt_pattern_is_airflows():
+    try:
+        from airflow.sdk._shared.logging.structlog import JWT_PATTERN  # 3.1+
+    except ImportError:
+        from airflow.sdk.log import JWT_PATTERN  # 3.0
+    assert masking.JWT_LIKE.pattern == JWT_PATTERN.pattern
+
+
+def test_a_secret_with_eyJ_inside_prints_no_piece_of_it(deyel_conn):
+    """Airflow's log pipeline replaces ``eyJ`` and what follows it with ``eyJ***`` (its JWT redaction) before
+    its masker runs: a token or a client secret with ``eyJ`` inside reached the masker cut, was no longer
+    found whole, and its part before ``eyJ`` printed in clear (a random token of
+    test_a_refresh_token_never_pushes_out_the_access_token_it_came_with once held ``eyJ``). Whatever holds
+    ``eyJ``, no piece of five characters or more of the secret is left in the line; and the pieces leave the
+    masker with their token."""
+    now = time.time()
+    head, middle, tail = "OPAQUEhead" + opaque()[:12], "eyJ", "~tail-" + opaque()[:10]
+    for token in (head + middle + tail, middle + opaque(), opaque() + middle):
+        mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now), now=now)
+        logged = as_airflow_logs_it(f"Bearer {token} sent")
+        assert _visible_pieces(logged, token) == [], logged
+    # The pieces go when their token expires (a later registration drops what expired).
+    pieces = masking.masked_values(head + middle + tail)
+    assert pieces == [head + middle + tail, head, tail]
+    mask_token(DeyelToken(opaque(), expires_at=now + 7200, issued_at=now), now=now + 120)
+    patterns = airflow_secrets_masker().patterns
+    assert not any(re.escape(piece) in patterns for piece in pieces)
+    # A client secret with eyJ inside, registered by the hook with its connection.
+    client_secret = "client-" + opaque()[:8] + "eyJ" + opaque()[:8]
+    deyel_conn(password=client_secret)
+    assert DeyelHook().config.client_secret == client_secret  # loading the connection registers it
+    assert _visible_pieces(as_airflow_logs_it(f"secret {client_secret}"), client_secret) == []
+
+
+def _visible_pieces(logged: str, secret: str, length: int = masking.MIN_PIECE) -> list[str]:
+    """The substrings of ``secret`` of ``length`` characters (other than Airflow's own ``eyJ***``) that the
+    log line still shows."""
+    shown = logged.replace("eyJ***", "\0")
+    return [
+        secret[i : i + length] for i in range(len(secret) - length + 1) if secret[i : i + length] in shown
+    ]

@@ -8,7 +8,7 @@ from urllib.parse import quote, unquote
 
 from deyel_provider.auth.cache import PROCESS_CACHE, NoTokenCache, TokenCache
 from deyel_provider.auth.crypto import CACHE_PURPOSE, TokenSealer
-from deyel_provider.compat import mask_secret
+from deyel_provider.auth.masking import mask_everywhere
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.http.retry import RetryPolicy
 
@@ -61,8 +61,8 @@ def redis_url(config: DeyelConfig) -> str:
         url = f"{scheme}://{auth}{conn.host}:{conn.port or 6379}/{extra.get('db', 0)}"
     password = _password(url)
     if password:
-        mask_secret(password)
-        mask_secret(unquote(password))
+        mask_everywhere(password)
+        mask_everywhere(unquote(password))
     return url
 
 

@@ -17,9 +17,10 @@ from deyel_provider.auth.backends import process_tier, shared_tier
 from deyel_provider.auth.bearer import DeyelBearerAuth
 from deyel_provider.auth.client import TokenClient
 from deyel_provider.auth.crypto import credential_key
+from deyel_provider.auth.masking import mask_everywhere
 from deyel_provider.auth.provider import TokenProvider, mask_token
 from deyel_provider.auth.xcom import token_from_xcom
-from deyel_provider.compat import AirflowNotFoundException, mask_secret
+from deyel_provider.compat import AirflowNotFoundException
 from deyel_provider.connection.fields import API_PREFIX_CANDIDATES
 from deyel_provider.connection.settings import DeyelConfig
 from deyel_provider.exceptions import DeyelConfigError, DeyelError, DeyelRateLimitError
@@ -52,11 +53,11 @@ def load_config(get_connection: Callable[[str], Any], conn_id: str) -> DeyelConf
             f"connection {str(conn_id)[:200]!r} does not exist: create it (type deyel) or fix deyel_conn_id"
         ) from None
     config = DeyelConfig.from_connection(connection)
-    mask_secret(config.client_secret)
+    mask_everywhere(config.client_secret)
     # The Basic header value is as good as the secret: an echoed request must not show it either.
-    mask_secret(basic_value(config.client_id, config.client_secret))
+    mask_everywhere(basic_value(config.client_id, config.client_secret))
     if config.user_password:
-        mask_secret(config.user_password)
+        mask_everywhere(config.user_password)
     return config
 
 

@@ -20,7 +20,10 @@ another (issue 22: a process-wide cap of 16 printed in clear a valid token of th
 safety cap, :data:`MAX_REGISTERED` (1024, far above what the connections of one process hold), bounds the
 process as a whole, with its own warning. JWTs are registered too, although Airflow's log pipeline replaces
 ``eyJ...`` strings in messages (``redact_jwt``): that processor does not reach a token inside a logged
-exception.
+exception. The same processor runs before the masker, so a secret with ``eyJ`` inside it (an opaque token,
+a client secret) reaches the masker cut short: the masker no longer finds it whole, and the part before
+``eyJ`` printed in clear (found by a test whose random token held ``eyJ``). Every secret is registered with
+the pieces of it that processor leaves (:func:`masked_values`).
 
 The provider's own :class:`~deyel_provider.http.redact.Redactor` still redacts this connection's recent
 tokens from
@@ -48,9 +51,33 @@ MAX_PER_CREDENTIAL = 16
 #: that many connections' tokens at once reaches it.
 MAX_REGISTERED = 1024
 
+#: Airflow's ``JWT_PATTERN`` (``redact_jwt`` replaces its matches with ``eyJ***`` before the masker runs),
+#: as Airflow writes it; tests/test_masking.py checks it against the installed Airflow's.
+JWT_LIKE = re.compile(r"eyJ[\.A-Za-z0-9-_]*")
+#: Pieces shorter than this are not registered: Airflow's masker skips values under 5 characters (it would
+#: mask them in every line), and four characters of a secret give nothing away.
+MIN_PIECE = 5
+
 _registered: dict[str, tuple[float, str]] = {}  # token -> (when it may be unregistered (epoch s), credential)
 _guard = threading.Lock()
 _warned: set[str] = set()  # which bound warned already (once per process each)
+
+
+def masked_values(secret: str) -> list[str]:
+    """``secret`` and the pieces of it that Airflow's JWT redaction leaves for its masker to find: ``ab...
+    eyJcd`` reaches the masker as ``ab...eyJ***``, where only ``ab...`` can still be matched."""
+    values = [secret]
+    if "eyJ" in secret:
+        pieces = JWT_LIKE.sub("eyJ***", secret).split("eyJ***")
+        values += [piece for piece in dict.fromkeys(pieces) if len(piece) >= MIN_PIECE and piece != secret]
+    return values
+
+
+def mask_everywhere(secret: str) -> None:
+    """Register ``secret`` with Airflow's masker so that no log line shows it, even cut by Airflow's JWT
+    redaction (:func:`masked_values`)."""
+    for value in masked_values(secret):
+        mask_secret(value)
 
 
 def register_token(secret: str, expires_at: float, *, credential: str = "", now: float | None = None) -> None:
@@ -90,7 +117,7 @@ def register_token(secret: str, expires_at: float, *, credential: str = "", now:
                 dropped |= _drop_soonest(everyone[:-1] or everyone, "process")
             masker = _airflow_masker() if dropped else None
             replacer = getattr(masker, "replacer", None)
-            mask_secret(secret)
+            mask_everywhere(secret)
             _registered[secret] = (expires_at, credential)
             if masker is not None and masker.replacer is not replacer:
                 dropped = False  # mask_secret recompiled, from the patterns left
@@ -191,7 +218,7 @@ def _drop_patterns(secret: str) -> bool:
         return False
     patterns = masker.patterns
     removed = False
-    for value in masker._adaptations(secret):
+    for value in (a for piece in masked_values(secret) for a in masker._adaptations(piece)):
         if isinstance(value, str) and value:
             pattern = re.escape(value)
             if pattern in patterns:
