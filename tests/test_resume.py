@@ -625,7 +625,9 @@ def test_an_object_store_output_resumes_too(emulator, deyel_conn, store, capsys,
     summary, requests = attempt(emulator, operator(folder), store, try_number=2)
 
     assert summary is not None and requests == 49
-    assert "resuming after an earlier attempt: 108 staged part(s) of 970 records verified" in logged(capsys)
+    assert f"resuming after an earlier attempt: {STAGED} staged part(s) of 970 records verified" in logged(
+        capsys
+    )
     ids = published_ids(folder)
     assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
     assert leftovers(folder) == []
@@ -676,6 +678,19 @@ operator(Path(sys.argv[1])).execute(context_of(None))
 """
 
 
+#: The parts the killed child recorded as staged: all it wrote before the held request.
+STAGED = 108
+
+
+def staged_parts(folder: Path) -> int | None:
+    """The parts the resume record in ``folder`` lists (None before the first is written)."""
+    records = [p for p in folder.iterdir() if p.name.endswith(STATE_SUFFIX)] if folder.exists() else []
+    try:
+        return len(json.loads(records[0].read_text())["parts"]) if records else None
+    except (OSError, ValueError):  # replaced between the listing and the read: asked again
+        return None
+
+
 def test_a_retry_after_a_sigkill_at_70_percent_resumes(emulator, deyel_conn, tmp_path, capsys):
     # Request CUT + 1 is held by the emulator: the child is killed while it waits for it, at 70 %.
     emulator.set_faults([{"action": "delay", "delay_ms": 120_000, "route": "data", "after": CUT, "count": 1}])
@@ -687,13 +702,17 @@ def test_a_retry_after_a_sigkill_at_70_percent_resumes(emulator, deyel_conn, tmp
             [sys.executable, "-c", CHILD, str(tmp_path / "out")], cwd=root, env=env, stdout=log, stderr=log
         )
         try:
-            # Waits for an event (the held request arriving), bounded; no assertion depends on the time.
+            # Waits for events, bounded; no assertion depends on the time: the held request arriving, then
+            # the child's record of the parts it staged before it (its slices' responses are all in: the
+            # request of the next slice goes out before the last one is written, so the record comes later).
             for _ in range(2400):
-                if emulator.stats()["api_requests"] - before > CUT or child.poll() is not None:
+                held = emulator.stats()["api_requests"] - before > CUT
+                if (held and staged_parts(tmp_path / "out") == STAGED) or child.poll() is not None:
                     break
                 time.sleep(0.05)
             assert child.poll() is None, (tmp_path / "child.log").read_text()
             assert emulator.stats()["api_requests"] - before == CUT + 1
+            assert staged_parts(tmp_path / "out") == STAGED
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
@@ -706,7 +725,9 @@ def test_a_retry_after_a_sigkill_at_70_percent_resumes(emulator, deyel_conn, tmp
     summary, requests = attempt(emulator, operator(folder), None, try_number=2)
 
     assert summary is not None and requests == 49 <= 0.35 * FULL_RUN
-    assert "resuming after an earlier attempt: 108 staged part(s) of 970 records verified" in logged(capsys)
+    assert f"resuming after an earlier attempt: {STAGED} staged part(s) of 970 records verified" in logged(
+        capsys
+    )
     ids = published_ids(folder)
     assert len(ids) == len(set(ids)) == RECORDS and sorted(ids) == all_ids(emulator)
     assert leftovers(folder) == []  # the killed try's unrecorded part is removed as a leftover
