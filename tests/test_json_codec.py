@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 import requests
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from deyel_provider.extract.formats.base import encodable_json, json_line, json_lines, json_text
@@ -344,10 +344,15 @@ def test_a_page_parsed_from_any_body_is_written_as_json_wrote_the_values_json_pa
 
     @settings(max_examples=400, deadline=None)
     @given(BODIES, st.sampled_from(["utf-8", None, "ISO-8859-1"]))
+    # A raw lone surrogate (bytes that are not UTF-8), which the strategy rarely draws: a CI run found both.
+    @example('[{"":"\ud800"}]', "utf-8")
+    @example('[{"":"\ud800"}]', "ISO-8859-1")
     def check(text: str, encoding: str | None) -> None:
-        body = text.encode("utf-8", "surrogatepass")
+        body = text.encode("utf-8", "surrogatepass")  # a raw lone surrogate: bytes that are not UTF-8
         try:
-            expected = json.loads(body.decode("utf-8", "surrogatepass") if encoding != "ISO-8859-1" else body)
+            # What Response.json() made of it before msgspec (the contract, json_body.py): json's parse of
+            # the text, as requests decodes it (invalid UTF-8 replaced).
+            expected = _response(body, encoding).json()
         except ValueError:
             expected = None
         try:
@@ -356,8 +361,6 @@ def test_a_page_parsed_from_any_body_is_written_as_json_wrote_the_values_json_pa
             assert expected is None or not all(isinstance(r, dict) for r in expected)
             branches.took("refused")
             return
-        if encoding == "ISO-8859-1":
-            expected = _response(body, encoding).json()
         assert _same(page.records, expected)
         # Not asked for the fact (every writer but JSON Lines): the same records, never called plain.
         unasked = parse_page(_response(body, encoding), Paging())
@@ -365,7 +368,7 @@ def test_a_page_parsed_from_any_body_is_written_as_json_wrote_the_values_json_pa
         try:
             msgspec.json.decode(body)
             by_msgspec = encoding != "ISO-8859-1"
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8
             by_msgspec = False
         odd = [f for f in _floats(expected) if f != 0.0 and not 1e-4 <= abs(f) < 1e16]
         assert page.plain == (by_msgspec and not odd), (body, page.plain)
