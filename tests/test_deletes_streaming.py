@@ -275,6 +275,38 @@ def test_the_spilled_runs_are_private_and_removed(tmp_path):
     assert not list((tmp_path / "spill").iterdir())
 
 
+_FULL_DISK_CHILD = """
+import json, os, resource, signal, sys
+from deyel_provider.exceptions import DeyelError
+from deyel_provider.read.id_runs import CurrentIds
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # a disk that holds 1 KiB per file
+try:
+    with CurrentIds(sys.argv[1], run_bytes=20_000) as listing:
+        for number in range(2000):
+            listing.add(f"id-{number:06d}")
+        list(listing.others())
+    print(json.dumps({"error": None}))
+except DeyelError as exc:
+    print(json.dumps({"error": type(exc).__name__, "text": str(exc), "cause": type(exc.__cause__).__name__}))
+"""
+
+
+def test_a_spill_the_disk_cannot_hold_is_a_typed_error_that_names_spill_dir(tmp_path):
+    """A full disk while spilling ids (here a file size limit, set in a child: a real failing write, EFBIG)
+    was a bare OSError (stop 34's review, LOW 4): it is a DeyelConfigError saying where the ids go, how much
+    they take and what to change; the private folder is removed."""
+    spill = tmp_path / "spill"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(spill)], capture_output=True, text=True, check=True
+    )
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["error"] == "DeyelConfigError" and result["cause"] == "OSError", result
+    assert "could not write the listed ids to " + repr(str(spill)) in result["text"]
+    assert "File too large" in result["text"] and "set spill_dir" in result["text"]
+    assert list(spill.iterdir()) == []
+
+
 def test_the_operator_spills_where_it_is_told_and_leaves_nothing_there(emulator, deyel_conn, tmp_path):
     """Through the real reader and the operator: the emulator's ids are decimals (the bitmap), and the new
     snapshot's body is still written in the private folder made under ``spill_dir``; one delete is

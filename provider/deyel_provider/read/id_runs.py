@@ -353,10 +353,21 @@ class CurrentIds(IdSet):
     def _write_run(self, blocks: Iterable[bytes]) -> str:
         """A new run of ``blocks`` (encoded, in order)."""
         self.runs_written += 1
-        path = os.path.join(self._private_folder(), f"run-{self.runs_written}")
-        with os.fdopen(_create(path, os.O_WRONLY), "wb") as out:
-            for data in blocks:
-                out.write(data)
+        folder = self._private_folder()
+        path = os.path.join(folder, f"run-{self.runs_written}")
+        try:
+            with os.fdopen(_create(path, os.O_WRONLY), "wb") as out:
+                for data in blocks:
+                    out.write(data)
+        except OSError as exc:
+            # A full disk (or a quota, a file size limit) is the usual cause: say where the ids go and how
+            # much they take, so the user can point spill_dir elsewhere (the folder is removed on exit).
+            raise DeyelConfigError(
+                f"could not write the listed ids to {os.path.dirname(folder)!r} "
+                f"({exc.strerror or type(exc).__name__}): the ids other than Deyel's decimal ones are "
+                f"spilled there, about 40 bytes each (10M UUIDs: about 400 MB) plus the new snapshot's body; "
+                f"free space there or set spill_dir to a folder on a disk with room"
+            ) from exc
         return path
 
 
