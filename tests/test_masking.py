@@ -290,34 +290,54 @@ def test_our_copy_of_airflows_jwt_pattern_is_airflows():
 
 def test_a_secret_with_eyJ_inside_prints_no_piece_of_it(deyel_conn):
     """Airflow's log pipeline replaces ``eyJ`` and what follows it with ``eyJ***`` (its JWT redaction) before
-    its masker runs: a token or a client secret with ``eyJ`` inside reached the masker cut, was no longer
-    found whole, and its part before ``eyJ`` printed in clear (a random token of
+    its masker runs: a token or a client secret with ``eyJ`` inside reached the masker rewritten, was no
+    longer found, and its part before ``eyJ`` printed in clear (a random token of
     test_a_refresh_token_never_pushes_out_the_access_token_it_came_with once held ``eyJ``). Whatever holds
-    ``eyJ``, no piece of five characters or more of the secret is left in the line; and the pieces leave the
-    masker with their token."""
+    ``eyJ``, no five characters of the secret are left in the line, through the whole pipeline or the masker
+    alone (a traceback: no redaction runs), whatever order the masker's patterns come in."""
     now = time.time()
-    head, middle, tail = "OPAQUEhead" + opaque()[:12], "eyJ", "~tail-" + opaque()[:10]
-    for token in (head + middle + tail, middle + opaque(), opaque() + middle):
+    head, tail = "OPAQUEhead" + opaque()[:12], "~tail-" + opaque()[:10]
+    tokens = [head + "eyJ" + tail, "eyJ" + opaque() + tail, opaque() + "eyJ", tail + "eyJab~eyJcd.e" + head]
+    for token in tokens:
         mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now), now=now)
-        logged = as_airflow_logs_it(f"Bearer {token} sent")
-        assert _visible_pieces(logged, token) == [], logged
-    # The pieces go when their token expires (a later registration drops what expired).
-    pieces = masking.masked_values(head + middle + tail)
-    assert pieces == [head + middle + tail, head, tail]
-    mask_token(DeyelToken(opaque(), expires_at=now + 7200, issued_at=now), now=now + 120)
-    patterns = airflow_secrets_masker().patterns
-    assert not any(re.escape(piece) in patterns for piece in pieces)
-    # A client secret with eyJ inside, registered by the hook with its connection.
     client_secret = "client-" + opaque()[:8] + "eyJ" + opaque()[:8]
     deyel_conn(password=client_secret)
     assert DeyelHook().config.client_secret == client_secret  # loading the connection registers it
-    assert _visible_pieces(as_airflow_logs_it(f"secret {client_secret}"), client_secret) == []
+    masker = airflow_secrets_masker()
+    for patterns in (sorted(masker.patterns), sorted(masker.patterns, reverse=True)):  # both orders
+        masker.replacer = re.compile("|".join(patterns))
+        for secret in [*tokens, client_secret]:
+            for logged in (
+                as_airflow_logs_it(f"Bearer {secret} sent"),
+                masker.redact(f"Bearer {secret} sent"),
+            ):
+                assert _visible_pieces(logged, secret) == [], logged
 
 
-def _visible_pieces(logged: str, secret: str, length: int = masking.MIN_PIECE) -> list[str]:
-    """The substrings of ``secret`` of ``length`` characters (other than Airflow's own ``eyJ***``) that the
-    log line still shows."""
-    shown = logged.replace("eyJ***", "\0")
-    return [
-        secret[i : i + length] for i in range(len(secret) - length + 1) if secret[i : i + length] in shown
-    ]
+def test_a_token_with_eyJ_after_the_client_secret_never_unmasks_it_when_it_expires(deyel_conn):
+    """A server that knows the client secret answers it as a token with ``eyJ...`` after it: the token's
+    redacted form is the secret plus ``eyJ***``, a value of its own; when the token expires, the client secret
+    (and its own form) stay masked. Two tokens of one form: the form stays until the last of them expires."""
+    client_secret = "client-" + opaque()[:12]
+    deyel_conn(password=client_secret)
+    assert DeyelHook().config.client_secret == client_secret  # loading the connection registers it
+    now = time.time()
+    mask_token(DeyelToken(client_secret + "eyJx", expires_at=now + 1, issued_at=now), now=now)
+    first, second = "shared-prefix-eyJ" + opaque(), "shared-prefix-eyJ" + opaque()
+    mask_token(DeyelToken(first, expires_at=now + 30, issued_at=now), now=now)
+    mask_token(DeyelToken(second, expires_at=now + 3600, issued_at=now), now=now)
+    mask_token(DeyelToken(opaque(), expires_at=now + 7200, issued_at=now), now=now + 60)  # the first two go
+    patterns = airflow_secrets_masker().patterns
+    assert re.escape(client_secret + "eyJx") not in patterns and re.escape(first) not in patterns
+    for secret in (client_secret, second):
+        assert _visible_pieces(as_airflow_logs_it(f"x {secret} y"), secret) == []
+        assert _visible_pieces(airflow_secrets_masker().redact(f"x {secret} y"), secret) == []
+    assert re.escape("shared-prefix-eyJ***") in patterns
+    mask_token(DeyelToken(opaque(), expires_at=now + 9000, issued_at=now), now=now + 4000)  # the second goes
+    assert re.escape("shared-prefix-eyJ***") not in airflow_secrets_masker().patterns
+
+
+def _visible_pieces(logged: str, secret: str, length: int = 5) -> list[str]:
+    """The substrings of ``secret`` of ``length`` characters that the log line still shows."""
+    pieces = (secret[i : i + length] for i in range(len(secret) - length + 1))
+    return [piece for piece in pieces if piece in logged]

@@ -21,9 +21,12 @@ safety cap, :data:`MAX_REGISTERED` (1024, far above what the connections of one 
 process as a whole, with its own warning. JWTs are registered too, although Airflow's log pipeline replaces
 ``eyJ...`` strings in messages (``redact_jwt``): that processor does not reach a token inside a logged
 exception. The same processor runs before the masker, so a secret with ``eyJ`` inside it (an opaque token,
-a client secret) reaches the masker cut short: the masker no longer finds it whole, and the part before
-``eyJ`` printed in clear (found by a test whose random token held ``eyJ``). Every secret is registered with
-the pieces of it that processor leaves (:func:`masked_values`).
+a client secret) reaches the masker rewritten (``abceyJxyz`` as ``abceyJ***``): the masker no longer found
+it, and its part before ``eyJ`` printed in clear (found by a test whose random token held ``eyJ``). Such a
+secret is registered with that rewritten form too (:func:`redacted_form`), one more value that masks all of
+what is left; never with pieces of it, which the masker could match before the whole secret where the
+redaction does not run (a traceback), leaving the rest in clear. A form two tokens share leaves the masker
+with the last of them, and one a permanent secret (the client secret) has, never.
 
 The provider's own :class:`~deyel_provider.http.redact.Redactor` still redacts this connection's recent
 tokens from
@@ -54,30 +57,34 @@ MAX_REGISTERED = 1024
 #: Airflow's ``JWT_PATTERN`` (``redact_jwt`` replaces its matches with ``eyJ***`` before the masker runs),
 #: as Airflow writes it; tests/test_masking.py checks it against the installed Airflow's.
 JWT_LIKE = re.compile(r"eyJ[\.A-Za-z0-9-_]*")
-#: Pieces shorter than this are not registered: Airflow's masker skips values under 5 characters (it would
-#: mask them in every line), and four characters of a secret give nothing away.
-MIN_PIECE = 5
+_JWT_MARK = "eyJ***"
 
 _registered: dict[str, tuple[float, str]] = {}  # token -> (when it may be unregistered (epoch s), credential)
+#: The redacted forms registered for tokens, and how many registered tokens have each; a form registered by
+#: anyone else (a permanent secret's, see mask_everywhere) is not in here, and never removed.
+_form_needs: dict[str, int] = {}
 _guard = threading.Lock()
 _warned: set[str] = set()  # which bound warned already (once per process each)
 
 
-def masked_values(secret: str) -> list[str]:
-    """``secret`` and the pieces of it that Airflow's JWT redaction leaves for its masker to find: ``ab...
-    eyJcd`` reaches the masker as ``ab...eyJ***``, where only ``ab...`` can still be matched."""
-    values = [secret]
-    if "eyJ" in secret:
-        pieces = JWT_LIKE.sub("eyJ***", secret).split("eyJ***")
-        values += [piece for piece in dict.fromkeys(pieces) if len(piece) >= MIN_PIECE and piece != secret]
-    return values
+def redacted_form(secret: str) -> str | None:
+    """``secret`` as Airflow's masker receives it after its JWT redaction, where that differs and still shows
+    some of it (``abceyJxyz``: ``abceyJ***``); None otherwise."""
+    if "eyJ" not in secret:
+        return None
+    form = JWT_LIKE.sub(_JWT_MARK, secret)
+    return form if form != secret and form.replace(_JWT_MARK, "") else None
 
 
 def mask_everywhere(secret: str) -> None:
-    """Register ``secret`` with Airflow's masker so that no log line shows it, even cut by Airflow's JWT
-    redaction (:func:`masked_values`)."""
-    for value in masked_values(secret):
-        mask_secret(value)
+    """Register ``secret`` (a client secret, a password: valid for the process's life) with Airflow's masker,
+    with its redacted form (:func:`redacted_form`), so that no log line shows any of it."""
+    mask_secret(secret)
+    form = redacted_form(secret)
+    if form is not None:
+        with _guard:
+            _form_needs.pop(form, None)  # now a permanent secret's too: no token's expiry removes it
+            mask_secret(form)
 
 
 def register_token(secret: str, expires_at: float, *, credential: str = "", now: float | None = None) -> None:
@@ -117,13 +124,26 @@ def register_token(secret: str, expires_at: float, *, credential: str = "", now:
                 dropped |= _drop_soonest(everyone[:-1] or everyone, "process")
             masker = _airflow_masker() if dropped else None
             replacer = getattr(masker, "replacer", None)
-            mask_everywhere(secret)
+            mask_secret(secret)
+            _register_form(secret)
             _registered[secret] = (expires_at, credential)
             if masker is not None and masker.replacer is not replacer:
                 dropped = False  # mask_secret recompiled, from the patterns left
         finally:
             if dropped:
                 _recompile()
+
+
+def _register_form(token: str) -> None:
+    """Register the token's redacted form, counted (the caller holds ``_guard``)."""
+    form = redacted_form(token)
+    if form is None:
+        return
+    if form in _form_needs:
+        _form_needs[form] += 1
+    elif not _masked_already(form):  # else someone else's (a permanent secret's form): left alone
+        mask_secret(form)
+        _form_needs[form] = 1
 
 
 def _drop_soonest(candidates: list[str], bound: str) -> bool:
@@ -161,6 +181,7 @@ def forget_all() -> None:
     """Forget what was registered (tests reset Airflow's masker between them)."""
     with _guard:
         _registered.clear()
+        _form_needs.clear()
         _warned.clear()
 
 
@@ -216,11 +237,18 @@ def _drop_patterns(secret: str) -> bool:
     masker = _airflow_masker()
     if masker is None:
         return False
+    values = [secret]
+    form = redacted_form(secret)
+    if form is not None and form in _form_needs:
+        _form_needs[form] -= 1
+        if not _form_needs[form]:  # the last token with this form: it goes too
+            del _form_needs[form]
+            values.append(form)
     patterns = masker.patterns
     removed = False
-    for value in (a for piece in masked_values(secret) for a in masker._adaptations(piece)):
-        if isinstance(value, str) and value:
-            pattern = re.escape(value)
+    for adapted in (adapted for value in values for adapted in masker._adaptations(value)):
+        if isinstance(adapted, str) and adapted:
+            pattern = re.escape(adapted)
             if pattern in patterns:
                 patterns.discard(pattern)
                 removed = True
