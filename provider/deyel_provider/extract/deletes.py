@@ -53,6 +53,7 @@ from deyel_provider.read.id_snapshot import (
 )
 from deyel_provider.read.id_snapshot_body import BodyError, BodyWriter, compare
 from deyel_provider.storage import publish
+from deyel_provider.storage.room import room_for_ids
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -215,8 +216,9 @@ def compare_and_publish(
     publish.remove_leftovers(spec.snapshot)
     body_path = current.scratch("snapshot-body")
     temp = publish.temp_beside(spec.output)
+    where = f"spill_dir ({os.path.dirname(os.path.dirname(body_path))!r}) or beside {str(spec.output)!r}"
     try:
-        with temp.open("wb") as out, _private_file(body_path) as body:
+        with room_for_ids(where), temp.open("wb") as out, _private_file(body_path) as body:
             writer = BodyWriter(body)
             reader = None
             if compared is not None:

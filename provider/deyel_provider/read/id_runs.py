@@ -37,6 +37,7 @@ from struct import Struct
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.read.id_set import IdSet, _small_number
+from deyel_provider.storage.room import room_for_ids
 
 #: The estimated bytes of ids held before they are sorted and written as a run (each costs its length plus
 #: about 56 bytes: the bytes object's header and allocation, and its slot in the list).
@@ -338,7 +339,8 @@ class CurrentIds(IdSet):
             parent = _spill_parent(self._spill_dir)
             _remove_killed(parent)
             # 0700, a fresh name: nobody else can read the ids or plant a file among the runs.
-            self._folder = folder = tempfile.mkdtemp(prefix=_PREFIX, dir=parent)
+            with room_for_ids(repr(parent)):
+                self._folder = folder = tempfile.mkdtemp(prefix=_PREFIX, dir=parent)
             # Locked before it gets its name, so another listing never sees the lock free while this runs.
             self._lock = _create(os.path.join(folder, _LOCK + ".new"), os.O_WRONLY)
             fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -355,19 +357,9 @@ class CurrentIds(IdSet):
         self.runs_written += 1
         folder = self._private_folder()
         path = os.path.join(folder, f"run-{self.runs_written}")
-        try:
-            with os.fdopen(_create(path, os.O_WRONLY), "wb") as out:
-                for data in blocks:
-                    out.write(data)
-        except OSError as exc:
-            # A full disk (or a quota, a file size limit) is the usual cause: say where the ids go and how
-            # much they take, so the user can point spill_dir elsewhere (the folder is removed on exit).
-            raise DeyelConfigError(
-                f"could not write the listed ids to {os.path.dirname(folder)!r} "
-                f"({exc.strerror or type(exc).__name__}): the ids other than Deyel's decimal ones are "
-                f"spilled there, about 40 bytes each (10M UUIDs: about 400 MB) plus the new snapshot's body; "
-                f"free space there or set spill_dir to a folder on a disk with room"
-            ) from exc
+        with room_for_ids(repr(os.path.dirname(folder))), os.fdopen(_create(path, os.O_WRONLY), "wb") as out:
+            for data in blocks:
+                out.write(data)
         return path
 
 
