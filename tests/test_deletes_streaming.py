@@ -297,7 +297,7 @@ def test_a_spill_the_disk_cannot_hold_is_a_typed_error_that_names_spill_dir(tmp_
     """A full disk while spilling ids (here a file size limit, set in a child: a real failing write, EFBIG)
     was a bare OSError (stop 34's review, LOW 4): it is a DeyelConfigError saying where the ids go, how much
     they take and what to change; the private folder is removed. (Other errors, reads among them, are raised
-    as they are: storage/room.py.)"""
+    as they are: read/spill_room.py.)"""
     spill = tmp_path / "spill"
     done = subprocess.run(
         [sys.executable, "-c", _FULL_DISK_CHILD, str(spill)], capture_output=True, text=True, check=True

@@ -52,8 +52,8 @@ from deyel_provider.read.id_snapshot import (
     refused_body,
 )
 from deyel_provider.read.id_snapshot_body import BodyError, BodyWriter, compare
+from deyel_provider.read.spill_room import room_for_ids
 from deyel_provider.storage import publish
-from deyel_provider.storage.room import room_for_ids
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath

@@ -37,7 +37,7 @@ from struct import Struct
 
 from deyel_provider.exceptions import DeyelConfigError
 from deyel_provider.read.id_set import IdSet, _small_number
-from deyel_provider.storage.room import room_for_ids
+from deyel_provider.read.spill_room import room_for_ids
 
 #: The estimated bytes of ids held before they are sorted and written as a run (each costs its length plus
 #: about 56 bytes: the bytes object's header and allocation, and its slot in the list).
