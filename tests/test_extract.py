@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 from airflow.sdk import Asset
@@ -480,3 +481,39 @@ def test_a_next_link_is_resolved_against_the_url_it_answered(deyel_conn, style):
         assert sorted(ids, key=int) == [str(i) for i in range(1, 301)]
         # 150 instances share each millisecond: only next links can page through them.
         assert emulator.stats()["api_requests"] >= 150 // 40 * 2
+
+
+class _HookOfAnOlderRelease(DeyelHook):
+    """A user's hook subclass written before ``plain_pages`` existed: its override names the keywords of
+    that release and no ``**kwargs``."""
+
+    calls: ClassVar[list[str]] = []
+
+    def sliced_reader(self, form, *, search=None, field="dtLastUpdate", page_size=None, max_workers=1):
+        self.calls.append(form)
+        return super().sliced_reader(
+            form, search=search, field=field, page_size=page_size, max_workers=max_workers
+        )
+
+
+class _OperatorWithItsOwnHook(DeyelExtractOperator):
+    @property
+    def hook(self) -> DeyelHook:
+        return _HookOfAnOlderRelease(deyel_conn_id=self.deyel_conn_id)
+
+
+def test_a_hook_subclass_overriding_sliced_reader_without_plain_pages_still_extracts(
+    deyel_conn, emulator, tmp_path
+):
+    """Stop 34's review, LOW 3: extract() passed ``plain_pages=`` to every hook's sliced_reader, so a subclass
+    overriding it with the signature of an earlier release failed with a TypeError. Now it is passed only to
+    a method that takes it: the override runs, and the JSON Lines written are the same bytes."""
+    own, plain = tmp_path / "own.jsonl", tmp_path / "plain.jsonl"
+    task = _OperatorWithItsOwnHook(
+        task_id="own", form="CRM_ACCOUNT", output=str(own), page_size=20, incremental_field=None
+    )
+    summary = task.execute({})
+    # Its override ran, and read the emulator fixture's 50 instances.
+    assert _HookOfAnOlderRelease.calls == ["CRM_ACCOUNT"] and summary["records"] == 50
+    operator(plain, page_size=20).execute({})
+    assert own.read_bytes() == plain.read_bytes()

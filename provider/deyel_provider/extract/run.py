@@ -9,6 +9,7 @@ object under the final name. Temporary leftovers of a killed attempt are removed
 from __future__ import annotations
 
 import calendar
+import inspect
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -135,13 +136,16 @@ def extract(
     logger.info("extracting %s to %s", read.form, target if output.split else files.part_target(0))
     skipped = False
     try:
+        plain: dict[str, Any] = (
+            {"plain_pages": True} if writer.takes_plain and _takes_plain(hook.sliced_reader) else {}
+        )
         reader = hook.sliced_reader(
             read.form,
             search=read.search,
             field=read.field,
             page_size=read.page_size,
             max_workers=read.workers,
-            plain_pages=writer.takes_plain,
+            **plain,
         )
         pieces = reader.read(
             read_window.start, read_window.end, end_at_server_time=read_window.end_at_server_time
@@ -196,6 +200,16 @@ def extract(
         skipped=skipped,
         columns=_columns_of(writer),
     )
+
+
+def _takes_plain(sliced_reader: Any) -> bool:
+    """Whether ``sliced_reader`` takes ``plain_pages``: a hook subclass written for a release before it may
+    override the method without it (it then reads without the fact, its pages written value by value)."""
+    try:
+        parameters = inspect.signature(sliced_reader).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume today's
+        return True
+    return any(p.name == "plain_pages" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _parquet_options(output: OutputSpec, id_field: str) -> dict[str, Any]:
