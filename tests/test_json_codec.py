@@ -59,9 +59,10 @@ def test_json_lines_are_byte_for_byte_what_the_standard_library_wrote():
             branch = "msgspec" if json_line(record) is not None else "json"
             event(branch)
             branches[branch] += 1
-        data, escaped = json_lines(records)
+        data, escaped, nonfinite = json_lines(records)
         assert data == old_jsonl(records)
         assert escaped == any(_has_surrogate(json_text(record)) for record in records)
+        assert nonfinite == any(not math.isfinite(f) for f in _floats(records))
 
     check()
     # Generated records are far more hostile than Deyel's (a float, surrogate or "1e" in most of them).
@@ -234,9 +235,10 @@ def test_a_page_is_written_in_one_call_only_where_the_bytes_are_the_standard_lib
             records = [*records[:at], {key: value}, *records[at:]]
         page = _page_lines(records)
         expected = old_jsonl(records) if records else b""  # an empty page: no line (never written)
-        data, escaped = json_lines(records)
+        data, escaped, nonfinite = json_lines(records)
         assert data == expected
         assert escaped == any(_has_surrogate(json_text(record)) for record in records)
+        assert nonfinite == any(not math.isfinite(f) for f in _floats(records))
         if page is None:
             branches.took("record by record")
             return

@@ -26,6 +26,8 @@ FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 
 # One encoder for every record: json.dumps with options builds a new encoder per call.
 json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# ``json_text`` that refuses NaN and the infinities (a ValueError): how a record holding one is told.
+_json_finite = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # For the rare record a UTF-8 file cannot hold as is (a lone surrogate): \uXXXX escapes, still the same JSON.
 _json_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -116,9 +118,11 @@ def packed_floats_written_otherwise(packed: bytes) -> bool:
     return False
 
 
-def json_lines(records: Sequence[Any], *, plain: bool = False) -> tuple[bytes, bool]:
-    """The JSON Lines of ``records`` (one ``json_text`` per line, UTF-8), and whether a record had to be
-    escaped to ASCII (a lone surrogate, which UTF-8 cannot hold: see :func:`encodable_json`).
+def json_lines(records: Sequence[Any], *, plain: bool = False) -> tuple[bytes, bool, bool]:
+    """The JSON Lines of ``records`` (one ``json_text`` per line, UTF-8), whether a record had to be
+    escaped to ASCII (a lone surrogate, which UTF-8 cannot hold: see :func:`encodable_json`), and whether
+    one holds NaN or an infinity (JSON has no form for them: written ``NaN``, ``Infinity``, as ``json``
+    writes and reads them; a server sent ``NaN``, or a number past a float's range such as ``1e400``).
 
     :param plain: the records are (some of) a page msgspec parsed from a plain body
         (:func:`deyel_provider.http.json_body.response_body`): they hold only text, integers, booleans,
@@ -126,20 +130,23 @@ def json_lines(records: Sequence[Any], *, plain: bool = False) -> tuple[bytes, b
         encoded in one msgspec call without :func:`_page_lines`' walk over its values."""
     page = _plain_lines(records) if plain else _page_lines(records)
     if page is not None:
-        return page, False
+        return page, False, False
     lines: list[bytes] = []
-    escaped = False
+    escaped = nonfinite = False
     for record in records:
         line = json_line(record)
         if line is None:
-            text = json_text(record)
+            try:
+                text = _json_finite(record)
+            except ValueError:  # NaN or an infinity: the only value allow_nan refuses
+                text, nonfinite = json_text(record), True
             try:
                 line = text.encode("utf-8")
             except UnicodeEncodeError:
                 line, escaped = _json_ascii(record).encode("ascii"), True
         lines.append(line)
     lines.append(b"")
-    return b"\n".join(lines), escaped
+    return b"\n".join(lines), escaped, nonfinite
 
 
 def _plain_lines(records: Sequence[Any]) -> bytes | None:

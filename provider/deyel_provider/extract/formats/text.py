@@ -109,11 +109,17 @@ class JsonLinesWriter(RecordWriter):
         elif len(self.columns) < self.max_columns:
             self._list_keys(records)
         # A projection keeps some of each record's values and adds nulls: a plain page stays plain.
-        data, escaped = json_lines(records, plain=plain)
+        data, escaped, nonfinite = json_lines(records, plain=plain)
         if escaped:
             log.warning(
                 "A record holds a lone surrogate (a broken UTF-16 pair): written escaped (\\udXXX), as JSON "
                 "allows; Python's json reads it back, DuckDB refuses the line, pandas reads it as ''"
+            )
+        if nonfinite:
+            log.warning(
+                "A record holds NaN or an infinity (the server sent NaN, Infinity or a number past a float's "
+                "range, such as 1e400), which JSON has no form for: written as NaN or Infinity, as Python's "
+                "json writes and reads them back; DuckDB and other strict JSON readers refuse the line"
             )
         part.files[-1].stream.write(data)
 
