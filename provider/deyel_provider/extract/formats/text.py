@@ -101,6 +101,7 @@ class JsonLinesWriter(RecordWriter):
         #: The keys written, in first-seen order (for lineage: JSON Lines has no header), up to max_columns.
         self.columns: list[str] = list(self.fields or [])
         self._known = set(self.columns)
+        self._told_nonfinite = False
 
     def _write(self, part: Part, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None:
         if self.fields is not None:
@@ -115,7 +116,8 @@ class JsonLinesWriter(RecordWriter):
                 "A record holds a lone surrogate (a broken UTF-16 pair): written escaped (\\udXXX), as JSON "
                 "allows; Python's json reads it back, DuckDB refuses the line, pandas reads it as ''"
             )
-        if nonfinite:
+        if nonfinite and not self._told_nonfinite:
+            self._told_nonfinite = True  # once per run: a form of such values would say it on every page
             log.warning(
                 "A record holds NaN or an infinity (the server sent NaN, Infinity or a number past a float's "
                 "range, such as 1e400), which JSON has no form for: written as NaN or Infinity, as Python's "
