@@ -297,7 +297,10 @@ def test_a_secret_with_eyJ_inside_prints_no_piece_of_it(deyel_conn):
     alone (a traceback: no redaction runs), whatever order the masker's patterns come in."""
     now = time.time()
     head, tail = "OPAQUEhead" + opaque()[:12], "~tail-" + opaque()[:10]
-    tokens = [head + "eyJ" + tail, "eyJ" + opaque() + tail, opaque() + "eyJ", tail + "eyJab~eyJcd.e" + head]
+    # (No secret begins with another's text: Airflow's masker, which tries its values in no set order, can cut
+    # such a pair whatever the provider registers.)
+    other = "~other-" + opaque()[:10]
+    tokens = [head + "eyJ" + tail, "eyJ" + opaque() + tail, opaque() + "eyJ", other + "eyJab~eyJcd.e" + head]
     for token in tokens:
         mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now), now=now)
     client_secret = "client-" + opaque()[:8] + "eyJ" + opaque()[:8]
@@ -341,3 +344,45 @@ def _visible_pieces(logged: str, secret: str, length: int = 5) -> list[str]:
     """The substrings of ``secret`` of ``length`` characters that the log line still shows."""
     pieces = (secret[i : i + length] for i in range(len(secret) - length + 1))
     return [piece for piece in pieces if piece in logged]
+
+
+def test_a_shorter_form_matched_first_never_leaves_the_rest_of_a_secret_in_clear():
+    """Review of the redacted forms (helper-77, M2): an access token ``v1:eyJab...`` has the form
+    ``v1:eyJ***``, a prefix of its refresh token's ``v1:eyJ***:Secret...``; Airflow's masker tries its values
+    in no set order, so where the shorter came first the line showed ``***:Secret...``. The pieces after each
+    mark are registered too: in either order nothing of five characters is left."""
+    now = time.time()
+    access, refresh = "v1:eyJ" + opaque(), "v1:eyJ" + opaque() + ":Secret" + opaque()[:10]
+    for token in (access, refresh):
+        mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now), now=now)
+    masker = airflow_secrets_masker()
+    assert {re.escape("v1:eyJ***"), re.escape(masking.JWT_LIKE.sub("eyJ***", refresh))} <= masker.patterns
+    for patterns in (sorted(masker.patterns, key=len), sorted(masker.patterns, key=len, reverse=True)):
+        masker.replacer = re.compile("|".join(patterns))
+        for secret in (access, refresh):
+            line = f"Bearer {secret} sent"
+            for logged in (as_airflow_logs_it(line), masker.redact(line)):
+                assert _visible_pieces(logged, secret) == [], logged
+    # A form that shows nothing of a secret (padding after a JWT) is not registered: it masks nothing secret.
+    assert masking.redacted_values("eyJ" + opaque() + "==") == []
+
+
+def test_a_secret_loaded_after_a_token_of_the_same_value_or_form_stays_masked_when_the_token_expires(
+    deyel_conn,
+):
+    """Review (helper-77, L3): a token registered with the value (or the redacted form) of a connection's
+    password before that connection is loaded removed it when the token expired. Loading the connection
+    makes them permanent."""
+    now = time.time()
+    password = "pw!" + opaque()[:10] + "eyJ" + opaque()
+    twin = "pw!" + password[3:13] + "eyJ" + opaque()  # another token with the password's redacted form
+    mask_token(DeyelToken(password, expires_at=now + 1, issued_at=now), now=now)
+    mask_token(DeyelToken(twin, expires_at=now + 1, issued_at=now), now=now)
+    deyel_conn(password=password)
+    assert DeyelHook().config.client_secret == password  # loading the connection registers it, for good
+    mask_token(DeyelToken(opaque(), expires_at=now + 7200, issued_at=now), now=now + 60)  # both tokens go
+    patterns = airflow_secrets_masker().patterns
+    assert re.escape(password) in patterns and re.escape(twin) not in patterns
+    for line in (f"secret {password} sent", f"Bearer {password}"):
+        assert _visible_pieces(as_airflow_logs_it(line), password) == []
+        assert _visible_pieces(airflow_secrets_masker().redact(line), password) == []

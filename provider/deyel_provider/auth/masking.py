@@ -23,10 +23,10 @@ process as a whole, with its own warning. JWTs are registered too, although Airf
 exception. The same processor runs before the masker, so a secret with ``eyJ`` inside it (an opaque token,
 a client secret) reaches the masker rewritten (``abceyJxyz`` as ``abceyJ***``): the masker no longer found
 it, and its part before ``eyJ`` printed in clear (found by a test whose random token held ``eyJ``). Such a
-secret is registered with that rewritten form too (:func:`redacted_form`), one more value that masks all of
-what is left; never with pieces of it, which the masker could match before the whole secret where the
-redaction does not run (a traceback), leaving the rest in clear. A form two tokens share leaves the masker
-with the last of them, and one a permanent secret (the client secret) has, never.
+secret is registered with that rewritten form too, and the pieces of it after each ``eyJ***``
+(:func:`redacted_values`); never with the piece before, which the masker could match before the whole
+secret where the redaction does not run (a traceback), leaving the rest in clear. What two tokens share
+leaves the masker with the last of them, and what a permanent secret (the client secret) has, never.
 
 The provider's own :class:`~deyel_provider.http.redact.Redactor` still redacts this connection's recent
 tokens from
@@ -60,31 +60,46 @@ JWT_LIKE = re.compile(r"eyJ[\.A-Za-z0-9-_]*")
 _JWT_MARK = "eyJ***"
 
 _registered: dict[str, tuple[float, str]] = {}  # token -> (when it may be unregistered (epoch s), credential)
-#: The redacted forms registered for tokens, and how many registered tokens have each; a form registered by
-#: anyone else (a permanent secret's, see mask_everywhere) is not in here, and never removed.
-_form_needs: dict[str, int] = {}
+#: The values registered for tokens besides the tokens themselves (:func:`redacted_values`), and how many
+#: registered tokens need each; one registered by anyone else (a permanent secret's: mask_everywhere) is not
+#: in here, and never removed.
+_extra_needs: dict[str, int] = {}
 _guard = threading.Lock()
 _warned: set[str] = set()  # which bound warned already (once per process each)
 
 
-def redacted_form(secret: str) -> str | None:
-    """``secret`` as Airflow's masker receives it after its JWT redaction, where that differs and still shows
-    some of it (``abceyJxyz``: ``abceyJ***``); None otherwise."""
+def redacted_values(secret: str) -> list[str]:
+    """What to register besides ``secret`` so that Airflow's masker hides all of it after its JWT redaction:
+    ``ab!cdeyJxy:Tail12`` arrives as ``ab!cdeyJ***:Tail12``, registered as it is, and each piece after a
+    redaction mark (``:Tail12``): where another secret's shorter form matches first (``ab!cdeyJ***``, the
+    masker tries its values in no set order), the line is cut there and the piece hides what follows. Never
+    the piece before the first mark: in a line where the redaction did not run (a traceback) it could match
+    before the whole secret, at the same place, and leave the rest in clear. None when the form shows no
+    letter or digit of the secret; no piece under five characters (Airflow's masker skips those)."""
     if "eyJ" not in secret:
-        return None
+        return []
     form = JWT_LIKE.sub(_JWT_MARK, secret)
-    return form if form != secret and form.replace(_JWT_MARK, "") else None
+    if form == secret or not _shows_something(form.replace(_JWT_MARK, "")):
+        return []
+    tails = [piece for piece in form.split(_JWT_MARK)[1:] if len(piece) >= 5 and _shows_something(piece)]
+    return list(dict.fromkeys([form, *tails]))
+
+
+def _shows_something(text: str) -> bool:
+    return any(character.isalnum() for character in text)
 
 
 def mask_everywhere(secret: str) -> None:
     """Register ``secret`` (a client secret, a password: valid for the process's life) with Airflow's masker,
-    with its redacted form (:func:`redacted_form`), so that no log line shows any of it."""
-    mask_secret(secret)
-    form = redacted_form(secret)
-    if form is not None:
-        with _guard:
-            _form_needs.pop(form, None)  # now a permanent secret's too: no token's expiry removes it
-            mask_secret(form)
+    with what its JWT redaction leaves of it (:func:`redacted_values`), so that no log line shows any of it.
+    A token registered before with the same value, or with the same redacted values, no longer removes them
+    when it expires."""
+    with _guard:
+        _registered.pop(secret, None)
+        mask_secret(secret)
+        for value in redacted_values(secret):
+            _extra_needs.pop(value, None)
+            mask_secret(value)
 
 
 def register_token(secret: str, expires_at: float, *, credential: str = "", now: float | None = None) -> None:
@@ -125,7 +140,7 @@ def register_token(secret: str, expires_at: float, *, credential: str = "", now:
             masker = _airflow_masker() if dropped else None
             replacer = getattr(masker, "replacer", None)
             mask_secret(secret)
-            _register_form(secret)
+            _register_extras(secret)
             _registered[secret] = (expires_at, credential)
             if masker is not None and masker.replacer is not replacer:
                 dropped = False  # mask_secret recompiled, from the patterns left
@@ -134,16 +149,15 @@ def register_token(secret: str, expires_at: float, *, credential: str = "", now:
                 _recompile()
 
 
-def _register_form(token: str) -> None:
-    """Register the token's redacted form, counted (the caller holds ``_guard``)."""
-    form = redacted_form(token)
-    if form is None:
-        return
-    if form in _form_needs:
-        _form_needs[form] += 1
-    elif not _masked_already(form):  # else someone else's (a permanent secret's form): left alone
-        mask_secret(form)
-        _form_needs[form] = 1
+def _register_extras(token: str) -> None:
+    """Register what the token's JWT redaction leaves of it (:func:`redacted_values`), counted (the caller
+    holds ``_guard``)."""
+    for value in redacted_values(token):
+        if value in _extra_needs:
+            _extra_needs[value] += 1
+        elif not _masked_already(value):  # else someone else's (a permanent secret's): left alone
+            mask_secret(value)
+            _extra_needs[value] = 1
 
 
 def _drop_soonest(candidates: list[str], bound: str) -> bool:
@@ -181,7 +195,7 @@ def forget_all() -> None:
     """Forget what was registered (tests reset Airflow's masker between them)."""
     with _guard:
         _registered.clear()
-        _form_needs.clear()
+        _extra_needs.clear()
         _warned.clear()
 
 
@@ -234,16 +248,16 @@ def _drop_patterns(secret: str) -> bool:
     """Remove a token's patterns from Airflow's masker, without recompiling its regex (see
     :func:`_recompile`); whether any was there. It has no public way to remove a value: this reaches into its
     patterns, and does nothing (the value stays masked) where they are not what it expects."""
+    values = [secret]
+    for value in redacted_values(secret):
+        if value in _extra_needs:
+            _extra_needs[value] -= 1
+            if not _extra_needs[value]:  # the last token that needed it: it goes too
+                del _extra_needs[value]
+                values.append(value)
     masker = _airflow_masker()
     if masker is None:
         return False
-    values = [secret]
-    form = redacted_form(secret)
-    if form is not None and form in _form_needs:
-        _form_needs[form] -= 1
-        if not _form_needs[form]:  # the last token with this form: it goes too
-            del _form_needs[form]
-            values.append(form)
     patterns = masker.patterns
     removed = False
     for adapted in (adapted for value in values for adapted in masker._adaptations(value)):
