@@ -508,6 +508,7 @@ def test_a_hook_subclass_overriding_sliced_reader_without_plain_pages_still_extr
     """Stop 34's review, LOW 3: extract() passed ``plain_pages=`` to every hook's sliced_reader, so a subclass
     overriding it with the signature of an earlier release failed with a TypeError. Now it is passed only to
     a method that takes it: the override runs, and the JSON Lines written are the same bytes."""
+    _HookOfAnOlderRelease.calls.clear()
     own, plain = tmp_path / "own.jsonl", tmp_path / "plain.jsonl"
     task = _OperatorWithItsOwnHook(
         task_id="own", form="CRM_ACCOUNT", output=str(own), page_size=20, incremental_field=None
@@ -517,3 +518,15 @@ def test_a_hook_subclass_overriding_sliced_reader_without_plain_pages_still_extr
     assert _HookOfAnOlderRelease.calls == ["CRM_ACCOUNT"] and summary["records"] == 50
     operator(plain, page_size=20).execute({})
     assert own.read_bytes() == plain.read_bytes()
+
+
+def test_the_fan_outs_tail_reader_passes_plain_pages_only_to_a_hook_that_takes_it(deyel_conn, emulator):
+    """Review (helper-77, M1): the fan-out's tail wraps the hook in one whose sliced_reader takes
+    ``**kwargs``, so it was told plain pages are taken and passed them on to an older subclass's override."""
+    from deyel_provider.extract.fan_out import _SkippingHook
+
+    _HookOfAnOlderRelease.calls.clear()
+    for hook in (_HookOfAnOlderRelease(), DeyelHook()):
+        reader = _SkippingHook(hook, lambda: iter(["1", "2"])).sliced_reader("CRM_ACCOUNT", plain_pages=True)
+        assert not reader._seen.add("1") and not reader._seen.add("2")  # the other parts' ids: seen already
+    assert _HookOfAnOlderRelease.calls == ["CRM_ACCOUNT"]

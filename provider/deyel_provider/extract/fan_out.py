@@ -38,7 +38,7 @@ from deyel_provider.extract.fan_out_staging import (
     staging_folder,
 )
 from deyel_provider.extract.parts import OutputFiles, WrittenPart
-from deyel_provider.extract.run import extract
+from deyel_provider.extract.run import extract, takes_plain_pages
 from deyel_provider.extract.spec import WindowSpec
 from deyel_provider.read.window_cuts import cut_window
 from deyel_provider.storage import publish
@@ -161,6 +161,8 @@ class _SkippingHook:
         return getattr(self._hook, name)
 
     def sliced_reader(self, *args: Any, **kwargs: Any) -> Any:
+        if not takes_plain_pages(self._hook.sliced_reader):  # a subclass of an earlier release's signature
+            kwargs.pop("plain_pages", None)
         reader = self._hook.sliced_reader(*args, **kwargs)
         reader.skip(self._known())
         return reader

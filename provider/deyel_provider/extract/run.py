@@ -137,7 +137,7 @@ def extract(
     skipped = False
     try:
         plain: dict[str, Any] = (
-            {"plain_pages": True} if writer.takes_plain and _takes_plain(hook.sliced_reader) else {}
+            {"plain_pages": True} if writer.takes_plain and takes_plain_pages(hook.sliced_reader) else {}
         )
         reader = hook.sliced_reader(
             read.form,
@@ -202,7 +202,7 @@ def extract(
     )
 
 
-def _takes_plain(sliced_reader: Any) -> bool:
+def takes_plain_pages(sliced_reader: Any) -> bool:
     """Whether ``sliced_reader`` takes ``plain_pages``: a hook subclass written for a release before it may
     override the method without it (it then reads without the fact, its pages written value by value)."""
     try:
