@@ -282,14 +282,26 @@ from deyel_provider.exceptions import DeyelError
 from deyel_provider.read.id_runs import CurrentIds
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # a disk that holds 1 KiB per file
+from deyel_provider.read.spill_room import RoomChecked, no_room
+def told(exc):
+    return {"error": type(exc).__name__, "text": str(exc), "cause": type(exc.__cause__).__name__}
+results = []
 try:
     with CurrentIds(sys.argv[1], run_bytes=20_000) as listing:
         for number in range(2000):
             listing.add(f"id-{number:06d}")
         list(listing.others())
-    print(json.dumps({"error": None}))
+    results.append({"error": None})
 except DeyelError as exc:
-    print(json.dumps({"error": type(exc).__name__, "text": str(exc), "cause": type(exc.__cause__).__name__}))
+    results.append(told(exc))
+try:  # a checked file (deletes.py's output and body): its write past the limit
+    room = lambda: no_room("the gone ids", "here", "do this")
+    with RoomChecked(open(sys.argv[1] + ".out", "wb"), room) as out:
+        out.write(b"x" * 2048)
+    results.append({"error": None})
+except DeyelError as exc:
+    results.append(told(exc))
+print(json.dumps(results))
 """
 
 
@@ -302,12 +314,17 @@ def test_a_spill_the_disk_cannot_hold_is_a_typed_error_that_names_spill_dir(tmp_
     done = subprocess.run(
         [sys.executable, "-c", _FULL_DISK_CHILD, str(spill)], capture_output=True, text=True, check=True
     )
-    result = json.loads(done.stdout.splitlines()[-1])
+    result, checked = json.loads(done.stdout.splitlines()[-1])
     assert result["error"] == "DeyelConfigError" and result["cause"] == "OSError", result
+    assert checked == {
+        "error": "DeyelConfigError",
+        "text": "no room to write the gone ids in here (File too large): do this",
+        "cause": "OSError",
+    }
     assert (
         f"no room to write the listed ids in {os.path.realpath(spill)!r} (File too large)" in result["text"]
     )
-    assert "set spill_dir to a disk with room" in result["text"]
+    assert "raise the file size limit), or set spill_dir to a disk with room" in result["text"]
     assert list(spill.iterdir()) == []
 
 

@@ -36,7 +36,7 @@ import logging
 import os
 from contextlib import closing
 from dataclasses import dataclass, replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from deyel_provider.api.instance_ids import LINKS, MAX_ID_LENGTH, instance_id, missing_id
 from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, DeyelSnapshotError
@@ -52,7 +52,7 @@ from deyel_provider.read.id_snapshot import (
     refused_body,
 )
 from deyel_provider.read.id_snapshot_body import BodyError, BodyWriter, compare
-from deyel_provider.read.spill_room import room_for_ids
+from deyel_provider.read.spill_room import RoomChecked, no_room, room_for_ids
 from deyel_provider.storage import publish
 
 if TYPE_CHECKING:
@@ -216,10 +216,14 @@ def compare_and_publish(
     publish.remove_leftovers(spec.snapshot)
     body_path = current.scratch("snapshot-body")
     temp = publish.temp_beside(spec.output)
-    where = f"spill_dir ({os.path.dirname(os.path.dirname(body_path))!r}) or beside {str(spec.output)!r}"
+    spill = repr(os.path.dirname(os.path.dirname(body_path)))
+    beside = f"the folder of {str(spec.output)!r}"
     try:
-        with room_for_ids(where), temp.open("wb") as out, _private_file(body_path) as body:
-            writer = BodyWriter(body)
+        with (
+            RoomChecked(temp.open("wb"), lambda: no_room("the gone ids", beside, _FREE_SPACE)) as out,
+            RoomChecked(_private_file(body_path), lambda: room_for_ids(spill)) as body,
+        ):
+            writer = BodyWriter(cast("IO[bytes]", body))  # it only writes
             reader = None
             if compared is not None:
                 compared.source.seek(compared.header.length + 1)
@@ -249,6 +253,10 @@ def compare_and_publish(
     return result if replaced else replace(result, snapshot_replaced=False)
 
 
+#: What a full output folder needs (the spill folder's own advice is in read/spill_room.py).
+_FREE_SPACE = "free space there (or raise the file size limit)"
+
+
 def _private_file(path: str) -> IO[bytes]:
     """A new file of this user alone (in the spill folder, itself 0700)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -263,8 +271,13 @@ def _replace_snapshot(
     and return False. Checked again right before the rename, so the window where two publishers can cross
     is the rename itself."""
     temp = publish.temp_beside(spec.snapshot, private=True)
+    beside = f"the folder of {str(spec.snapshot)!r}"
     try:
-        with temp.open("wb") as out, open(body_path, "rb") as body:
+        with (
+            no_room("the new snapshot", beside, _FREE_SPACE),
+            temp.open("wb") as out,
+            open(body_path, "rb") as body,
+        ):
             out.write(header)
             while chunk := body.read(1 << 20):
                 out.write(chunk)

@@ -341,8 +341,8 @@ class CurrentIds(IdSet):
             # 0700, a fresh name: nobody else can read the ids or plant a file among the runs.
             with room_for_ids(repr(parent)):
                 self._folder = folder = tempfile.mkdtemp(prefix=_PREFIX, dir=parent)
-            # Locked before it gets its name, so another listing never sees the lock free while this runs.
-            self._lock = _create(os.path.join(folder, _LOCK + ".new"), os.O_WRONLY)
+                # Locked before it gets its name: another listing never sees the lock free while this runs.
+                self._lock = _create(os.path.join(folder, _LOCK + ".new"), os.O_WRONLY)
             fcntl.flock(self._lock, fcntl.LOCK_EX)
             os.rename(os.path.join(folder, _LOCK + ".new"), os.path.join(folder, _LOCK))
         return self._folder
