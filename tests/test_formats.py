@@ -255,13 +255,20 @@ def test_the_widening_pass_reads_cells_over_128_kib(tmp_path, caplog):
     assert read_csv_pandas(path) == read_csv_python(path)
 
 
-def test_a_lone_surrogate_is_escaped_in_json_lines(tmp_path):
+def test_a_lone_surrogate_is_escaped_in_json_lines(tmp_path, caplog):
     pages = [[{"dsName": "\ud800", "lsGrid": [{"lsGrid/ds": "ok \udfff"}]}, {"dsName": "é"}]]
     path = tmp_path / "s.jsonl"
-    write(path, "jsonl", pages)
+    with caplog.at_level("WARNING"):
+        write(path, "jsonl", [*pages, [{"dsName": "\udc00"}]])
     lines = path.read_bytes().splitlines()
-    assert lines == [b'{"dsName":"\\ud800","lsGrid":[{"lsGrid/ds":"ok \\udfff"}]}', '{"dsName":"é"}'.encode()]
-    assert read_jsonl_python(path) == pages[0]
+    assert lines == [
+        b'{"dsName":"\\ud800","lsGrid":[{"lsGrid/ds":"ok \\udfff"}]}',
+        '{"dsName":"é"}'.encode(),
+        b'{"dsName":"\\udc00"}',
+    ]
+    assert read_jsonl_python(path) == [*pages[0], {"dsName": "\udc00"}]
+    # Said once per run, not on each of its pages.
+    assert sum("lone surrogate" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_nan_and_infinity_are_written_as_python_json_writes_them_with_a_warning(tmp_path, caplog):

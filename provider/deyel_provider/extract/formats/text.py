@@ -101,7 +101,8 @@ class JsonLinesWriter(RecordWriter):
         #: The keys written, in first-seen order (for lineage: JSON Lines has no header), up to max_columns.
         self.columns: list[str] = list(self.fields or [])
         self._known = set(self.columns)
-        self._told_nonfinite = False
+        # Each warning once per run: a form full of such values would say it on every page.
+        self._told_escaped = self._told_nonfinite = False
 
     def _write(self, part: Part, records: Sequence[dict[str, Any]], *, plain: bool = False) -> None:
         if self.fields is not None:
@@ -111,13 +112,14 @@ class JsonLinesWriter(RecordWriter):
             self._list_keys(records)
         # A projection keeps some of each record's values and adds nulls: a plain page stays plain.
         data, escaped, nonfinite = json_lines(records, plain=plain)
-        if escaped:
+        if escaped and not self._told_escaped:
+            self._told_escaped = True
             log.warning(
                 "A record holds a lone surrogate (a broken UTF-16 pair): written escaped (\\udXXX), as JSON "
                 "allows; Python's json reads it back, DuckDB refuses the line, pandas reads it as ''"
             )
         if nonfinite and not self._told_nonfinite:
-            self._told_nonfinite = True  # once per run: a form of such values would say it on every page
+            self._told_nonfinite = True
             log.warning(
                 "A record holds NaN or an infinity (the server sent NaN, Infinity or a number past a float's "
                 "range, such as 1e400), which JSON has no form for: written as NaN or Infinity, as Python's "
