@@ -386,3 +386,16 @@ def test_a_secret_loaded_after_a_token_of_the_same_value_or_form_stays_masked_wh
     for line in (f"secret {password} sent", f"Bearer {password}"):
         assert _visible_pieces(as_airflow_logs_it(line), password) == []
         assert _visible_pieces(airflow_secrets_masker().redact(line), password) == []
+
+
+def test_a_token_of_many_marks_registers_a_bounded_number_of_values():
+    """Each value registered recompiles Airflow's masker: a hostile token of thousands of ``eyJ`` marks (one
+    piece after each) would hold the process for minutes (helper-76, M1). At most the form and
+    ``MAX_PIECES`` pieces are registered, whatever the token."""
+    token = "".join(f"~{n:05d}eyJ" for n in range(3000))
+    values = masking.redacted_values(token)
+    assert len(values) == 1 + masking.MAX_PIECES and values[0] == masking.JWT_LIKE.sub("eyJ***", token)
+    before = len(airflow_secrets_masker().patterns)
+    now = time.time()
+    mask_token(DeyelToken(token, expires_at=now + 60, issued_at=now), now=now)
+    assert len(airflow_secrets_masker().patterns) <= before + 2 + masking.MAX_PIECES

@@ -58,6 +58,8 @@ MAX_REGISTERED = 1024
 #: as Airflow writes it; tests/test_masking.py checks it against the installed Airflow's.
 JWT_LIKE = re.compile(r"eyJ[\.A-Za-z0-9-_]*")
 _JWT_MARK = "eyJ***"
+#: The most pieces after a mark registered for one secret (see :func:`redacted_values`).
+MAX_PIECES = 4
 
 _registered: dict[str, tuple[float, str]] = {}  # token -> (when it may be unregistered (epoch s), credential)
 #: The values registered for tokens besides the tokens themselves (:func:`redacted_values`), and how many
@@ -82,7 +84,9 @@ def redacted_values(secret: str) -> list[str]:
     if form == secret or not _shows_something(form.replace(_JWT_MARK, "")):
         return []
     tails = [piece for piece in form.split(_JWT_MARK)[1:] if len(piece) >= 5 and _shows_something(piece)]
-    return list(dict.fromkeys([form, *tails]))
+    # Bounded: each value recompiles Airflow's masker, and a token made of thousands of marks would cost
+    # minutes (a hostile server's; none of Deyel's has more than one or two).
+    return list(dict.fromkeys([form, *tails[:MAX_PIECES]]))
 
 
 def _shows_something(text: str) -> bool:
