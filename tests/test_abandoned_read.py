@@ -208,9 +208,9 @@ def test_a_failure_without_a_count_header_is_the_reads_typed_error_and_ends_its_
 class FailingSliceFetch:
     """The hook's GET, for one worker without a count header. The reading thread's first proof request once
     the worker asked for slice ``fail_at - 1`` is held until the worker's ``fail_at``-th slice request has
-    failed (the server's own 404: a form that does not exist) and the read's gate has the failure. So the
-    proof's second request (the first page again) comes after the failure. Counts the requests that reach
-    the server after it."""
+    failed (the server's own 404: a form that does not exist) and the read's gate has the failure; that
+    request fails only once the proof is held. So the proof's second request (the first page again) comes
+    after the failure. Counts the requests that reach the server after it."""
 
     def __init__(self, hook: DeyelHook, reader_of: Callable[[], SlicedReader], fail_at: int) -> None:
         self._hook, self._reader_of, self._fail_at = hook, reader_of, fail_at
@@ -238,6 +238,9 @@ class FailingSliceFetch:
                 self.proving.set()
         if fail:
             self.failing.set()
+            # Not before the proof is asked: failing first, the proof would be refused before it reached
+            # here (right too, but not the interleaving this test is about; a CI run drew it).
+            assert self.proving.wait(timeout=60), "the reading thread never asked for its proof"
             return self._hook.request("GET", "forms/NO_SUCH_FORM/instances", params=params)
         if hold:
             assert self.failing.wait(timeout=60), "the worker never asked for the failing slice"
