@@ -188,6 +188,10 @@ def test_a_slower_concurrent_run_does_not_replace_a_newer_snapshot(
         new_id, _ = emulator.state.store.create(FORM, {"dsCompany": "New", "cdCountry": "AR"})
         emulator.advance(30)
         assert run(operator(tmp_path, "gone-y.jsonl"), "run-y")["listed"] == 51  # lists the new instance
+        # The older attempt's proof request (its listing is in) is answered after this: a second later on
+        # the server's clock, as a stalled worker's would be. Counting that request's Date in the horizon
+        # ranked the older snapshot newer (helper-78; before, only a wall-clock second boundary did it).
+        emulator.advance(2)
     finally:
         released.set()  # whatever happened above: the older attempt never waits for ever
     thread.join(600)  # only stops a hang (a read stuck elsewhere): nothing here depends on the time

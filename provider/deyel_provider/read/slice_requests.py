@@ -55,9 +55,12 @@ class ReadStats:
     #: The server's count of the window's matches on the first response (its count header), None without
     #: one: an estimate for progress lines, never a proof of anything.
     expected: int | None = None
-    #: The latest ``Date`` the server answered with (epoch ms; None: none sent one): see
-    #: :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`.
+    #: The latest ``Date`` the server answered with (epoch ms; None: none sent one).
     server_ms: int | None = None
+    #: The latest ``Date`` of a response whose instances the read accepted (epoch ms; None: none had one):
+    #: see :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`. A proof's later
+    #: request (an empty next page, a one-instance page) lists nothing, so its ``Date`` proves nothing.
+    accepted_ms: int | None = None
 
 
 @dataclass(frozen=True)

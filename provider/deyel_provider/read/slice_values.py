@@ -53,6 +53,8 @@ class SliceValues(SliceRequests):
         with self._lock:
             self.stats.slices += 1
             self.stats.repeats += repeats
+            if page.server_ms is not None:
+                self.stats.accepted_ms = max(page.server_ms, self.stats.accepted_ms or page.server_ms)
             # A slice of a few instances says little of the density: only well-filled ones count.
             # (A zero-width slice, which only a whole-window probe can be, says nothing either.)
             if (

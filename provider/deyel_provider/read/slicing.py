@@ -102,13 +102,16 @@ class SlicedReader(PastSlices):
 
     def horizon(self) -> int:
         """After a full read: a moment every version left unread was stamped at or after, on the server's
-        clock (the latest response's ``Date`` less ``settle_ms``, :func:`server_horizon`). A version stamped
-        before it and visible within ``settle_ms`` of its stamp was visible to the read's last response,
-        which held everything above the part already read; so an instance the read did not list has no
-        version matching the search stamped before it. Compare it with ``dtLastUpdate``, never with the
-        worker's clock."""
+        clock (the latest ``Date`` of a response the read accepted, less ``settle_ms``,
+        :func:`server_horizon`). A version stamped before it and visible within ``settle_ms`` of its stamp
+        was visible to the read's last accepted response, which held everything above the part already
+        read; so an instance the read did not list has no version matching the search stamped before it.
+        Not a proof request's ``Date``: asked after the listing (a worker stalled in between, for seconds),
+        it lists nothing, and counting it claimed a horizon past an instance created meanwhile (an older
+        attempt's snapshot then ranked newer than a retry's, and a delete went unreported; helper-78).
+        Compare it with ``dtLastUpdate``, never with the worker's clock."""
         return server_horizon(
-            self.stats.server_ms, int(self._clock() * 1000), self._settle_ms, self._max_skew_ms
+            self.stats.accepted_ms, int(self._clock() * 1000), self._settle_ms, self._max_skew_ms
         )
 
     def fix_window(
