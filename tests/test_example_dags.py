@@ -266,17 +266,20 @@ def test_the_example_extraction_emits_openlineage_start_and_complete_events(
         "    from airflow.models.dagbag import DagBag\n"
         "dag = DagBag(dag_folder=sys.argv[1]).get_dag('deyel_extract_daily')\n"
         "run = dag.test(logical_date=pendulum.datetime(2026, 1, 2, tz='UTC'))\n"
-        "print('RUN-STATE', run.state)\n"
+        # To a file: on stdout, the emitting thread's log lines could land between print()'s pieces (a CI
+        # run saw "RUN-STATE" and "success" apart).
+        "open(sys.argv[2], 'w').write(str(run.state))\n"
     )
+    state = tmp_path / "run-state"
     # Only the DAG's own file: the interpreter parses (and dag.test() stores) nothing else.
     done = subprocess.run(
-        [sys.executable, "-c", script, str(DAGS_FOLDER / "deyel_extract.py")],
+        [sys.executable, "-c", script, str(DAGS_FOLDER / "deyel_extract.py"), str(state)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert "RUN-STATE success" in done.stdout, done.stderr[-3000:]
+    assert state.exists() and state.read_text() == "success", (done.stdout + done.stderr)[-3000:]
 
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     task_events = [e for e in events if e["job"]["name"] == "deyel_extract_daily.extract_accounts"]
