@@ -55,8 +55,6 @@ class ReadStats:
     #: The server's count of the window's matches on the first response (its count header), None without
     #: one: an estimate for progress lines, never a proof of anything.
     expected: int | None = None
-    #: The latest ``Date`` the server answered with (epoch ms; None: none sent one).
-    server_ms: int | None = None
     #: The latest ``Date`` of a response whose instances the read accepted (epoch ms; None: none had one):
     #: see :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`. A proof's later
     #: request (an empty next page, a one-instance page) lists nothing, so its ``Date`` proves nothing.
@@ -222,8 +220,6 @@ class SliceRequests:
         page = parse_page(response, self._paging, plain=self._plain_pages)
         with self._lock:
             self.stats.requests += 1
-            if page.server_ms is not None:
-                self.stats.server_ms = max(page.server_ms, self.stats.server_ms or page.server_ms)
         self._concurrency.note_done()
         return page
 
