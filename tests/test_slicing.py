@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import example as explicit_example
 from hypothesis import strategies as st
 
 from deyel_provider.api.pagination import Paging
@@ -320,6 +321,12 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_c
     branches = Branches()
 
     @PROPERTIES
+    # 15 instances in one millisecond, a response holds 40, no total, a delete before every request: each
+    # pass loses two, no two passes agree (it failed the assertion above before it allowed that).
+    @explicit_example(
+        records=15, strategy="page", list_order="id", updated_order="id", burst=40, page_size=40,
+        workers=1, send_total=False, edits=0.0, inserts=0.0, deletes=1.0, window=(0.0, 1.0), writer_seed=0,
+    )  # fmt: skip
     @given(
         records=st.integers(0, 400),
         strategy=st.sampled_from(["page", "offset", "link"]),
@@ -360,10 +367,13 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_c
             writer_seed=writer_seed,
         )
         if failed:
-            # Only a millisecond more crowded than a response, re-read while the writer empties it, may
-            # fail to settle; the read must then say so, typed.
+            # Only a millisecond read in passes, re-read while the writer empties it, may fail to settle;
+            # the read must then say so, typed. A millisecond is read in passes when it is more crowded
+            # than a response, or, without a total header, when the writer changed it between its
+            # response and the proof's first page asked again (a small one: the example below).
             kind, message = failed
-            assert burst > page_size and edits + deletes > 0 and kind == "passes disagree", message
+            paged = burst > page_size or not send_total
+            assert paged and edits + deletes > 0 and kind == "passes disagree", message
 
     example()
     branches.assert_share("contract", at_least=0.8)
