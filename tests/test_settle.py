@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deyel_provider.api.clock import LOCAL_CLOCK_MARGIN_MS
 from deyel_provider.emulator import RunningEmulator, run_emulator
 from deyel_provider.exceptions import DeyelClockSkewError, DeyelError, DeyelIncompleteError
 from deyel_provider.extract.run import extract
@@ -146,7 +147,8 @@ class StandIn(ThreadingHTTPServer):
     """A Deyel-like server written apart from the emulator. Its clock is ``now_ms``, moved by the test; its
     ``Date`` header runs ``date_offset_ms`` ahead of it; a save is stamped when it starts and listed from
     ``commit_lag_ms`` later; ``saves_per_request`` saves happen before each listing. ``dates``: the ``Date``
-    of the next listings, one each, before the clock's. Page paging with a total that counts the search."""
+    of the next listings, one each, before the clock's; ``send_date=0``: no ``Date`` at all. Page paging
+    with a total that counts the search."""
 
     daemon_threads = True
 
@@ -158,6 +160,7 @@ class StandIn(ThreadingHTTPServer):
         self.date_offset_ms = options.get("date_offset_ms", 0)
         self.commit_lag_ms = options.get("commit_lag_ms", 0)
         self.saves_per_request = options.get("saves_per_request", 0)
+        self.send_date = bool(options.get("send_date", 1))
         self.dates: list[int] = []
         self.lock = threading.Lock()
         # (visible from, id, stamp): the latest visible version of an id is its state.
@@ -196,6 +199,11 @@ class _StandInHandler(BaseHTTPRequestHandler):
 
     def _send(self, body: Any, headers: list[tuple[str, str]]) -> None:
         send_json(self, body, headers=headers)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword == "Date" and not self.server.send_date:
+            return
+        super().send_header(keyword, value)
 
     moment: int | None = None
 
@@ -284,6 +292,21 @@ def test_a_server_written_differently_loses_no_change_either(stand_in, options):
 
 
 # -- finding 9: a zero-width window -------------------------------------------------------------------------
+
+
+def test_without_a_date_the_horizon_is_the_workers_clock_when_the_read_ended_not_when_asked(stand_in):
+    """A server that sends no ``Date``: the horizon (what DeyelDeletedInstancesOperator ranks a snapshot by)
+    falls back to this worker's clock with the wider margin, taken when the read accepted its last response.
+    Taken when horizon() was called, a worker stalled after the listing claimed a later horizon than its
+    listing saw, as a proof's Date did (tests/test_deletes_review.py)."""
+    server = stand_in(send_date=0)
+    reader = stand_in_reader(server)
+    assert len([r for piece in reader.read(None, None) for r in piece.records]) == 120
+    assert reader.stats.accepted_ms is None  # no Date: the fallback is what is tested
+    ended = reader.horizon()
+    assert ended == server.now_ms - LOCAL_CLOCK_MARGIN_MS - SETTLE_S * 1000
+    server.sleep(120)  # the worker stalls two minutes before it asks
+    assert reader.horizon() == ended
 
 
 def test_a_run_right_after_another_reads_an_empty_window_instead_of_dividing_by_zero(stand_in):

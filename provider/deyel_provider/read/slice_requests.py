@@ -59,6 +59,9 @@ class ReadStats:
     #: see :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`. A proof's later
     #: request (an empty next page, a one-instance page) lists nothing, so its ``Date`` proves nothing.
     accepted_ms: int | None = None
+    #: This worker's clock when the read accepted its last response (epoch ms; None: none yet): the
+    #: horizon's bound where no accepted response had a ``Date``.
+    accepted_clock_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class SliceValues(SliceRequests):
             self.stats.repeats += repeats
             if page.server_ms is not None:
                 self.stats.accepted_ms = max(page.server_ms, self.stats.accepted_ms or page.server_ms)
+            self.stats.accepted_clock_ms = int(self._clock() * 1000)
             # A slice of a few instances says little of the density: only well-filled ones count.
             # (A zero-width slice, which only a whole-window probe can be, says nothing either.)
             if (

@@ -109,10 +109,12 @@ class SlicedReader(PastSlices):
         Not a proof request's ``Date``: asked after the listing (a worker stalled in between, for seconds),
         it lists nothing, and counting it claimed a horizon past an instance created meanwhile (an older
         attempt's snapshot then ranked newer than a retry's, and a delete went unreported; helper-78).
-        Compare it with ``dtLastUpdate``, never with the worker's clock."""
-        return server_horizon(
-            self.stats.accepted_ms, int(self._clock() * 1000), self._settle_ms, self._max_skew_ms
-        )
+        Without a ``Date`` on any of them, this worker's clock when the last was accepted (with the wider
+        margin), not when this is called: a stall in between is no reason to claim more. Compare it with
+        ``dtLastUpdate``, never with the worker's clock."""
+        now = int(self._clock() * 1000)
+        worker_ms = now if self.stats.accepted_ms is not None else (self.stats.accepted_clock_ms or now)
+        return server_horizon(self.stats.accepted_ms, worker_ms, self._settle_ms, self._max_skew_ms)
 
     def fix_window(
         self, start: int | None, end: int | None, *, end_at_server_time: bool = False
