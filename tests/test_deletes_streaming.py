@@ -301,6 +301,12 @@ try:  # a checked file (deletes.py's output and body): its write past the limit
     results.append({"error": None})
 except DeyelError as exc:
     results.append(told(exc))
+try:  # an error in flight, then the close flushes the buffer past the limit: the error stays the one raised
+    with RoomChecked(open(sys.argv[1] + ".buffered", "wb"), room) as out:
+        out.write(b"x" * 2048)  # buffered: written by the close
+        raise KeyError("the read failed")
+except Exception as exc:
+    results.append({**told(exc), "notes": getattr(exc, "__notes__", [])})
 print(json.dumps(results))
 """
 
@@ -314,7 +320,7 @@ def test_a_spill_the_disk_cannot_hold_is_a_typed_error_that_names_spill_dir(tmp_
     done = subprocess.run(
         [sys.executable, "-c", _FULL_DISK_CHILD, str(spill)], capture_output=True, text=True, check=True
     )
-    result, checked = json.loads(done.stdout.splitlines()[-1])
+    result, checked, in_flight = json.loads(done.stdout.splitlines()[-1])
     assert result["error"] == "DeyelConfigError" and result["cause"] == "OSError", result
     assert checked == {
         "error": "DeyelConfigError",
@@ -326,6 +332,11 @@ def test_a_spill_the_disk_cannot_hold_is_a_typed_error_that_names_spill_dir(tmp_
     )
     assert "raise the file size limit), or set spill_dir to a disk with room" in result["text"]
     assert list(spill.iterdir()) == []
+    # An error already raised is not replaced by the no-room error its file's close then finds (stop 38).
+    assert (in_flight["error"], in_flight["text"]) == ("KeyError", "'the read failed'"), in_flight
+    assert in_flight["notes"] == [
+        "closing the file then failed too: no room to write the gone ids in here (File too large): do this"
+    ]
 
 
 def test_the_operator_spills_where_it_is_told_and_leaves_nothing_there(emulator, deyel_conn, tmp_path):

@@ -54,5 +54,13 @@ class RoomChecked:
     def __enter__(self) -> RoomChecked:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        if error is None:
+            self.close()
+            return
+        # An error is in flight (the read's, a write's): it is what the run failed with, not what closing
+        # the file finds after it (its buffer flushed to a full disk), which only goes with it as a note.
+        try:
+            self.close()
+        except Exception as closing:
+            error.add_note(f"closing the file then failed too: {closing}")
