@@ -302,7 +302,7 @@ try:  # a checked file (deletes.py's output and body): its write past the limit
 except DeyelError as exc:
     results.append(told(exc))
 try:  # an error in flight, then the close flushes the buffer past the limit: the error stays the one raised
-    with RoomChecked(open(sys.argv[1] + ".buffered", "wb"), room) as out:
+    with RoomChecked(open(sys.argv[1] + ".buffered", "wb", buffering=65536), room) as out:
         out.write(b"x" * 2048)  # buffered: written by the close
         raise KeyError("the read failed")
 except Exception as exc:

@@ -147,8 +147,9 @@ class StandIn(ThreadingHTTPServer):
     """A Deyel-like server written apart from the emulator. Its clock is ``now_ms``, moved by the test; its
     ``Date`` header runs ``date_offset_ms`` ahead of it; a save is stamped when it starts and listed from
     ``commit_lag_ms`` later; ``saves_per_request`` saves happen before each listing. ``dates``: the ``Date``
-    of the next listings, one each, before the clock's; ``send_date=0``: no ``Date`` at all. Page paging
-    with a total that counts the search."""
+    of the next listings, one each, before the clock's; ``send_date=0``: no ``Date`` at all; ``stall_ms``:
+    how far its clock (the worker's too) moves while it answers a listing, each noted in ``asked`` as it was
+    when the listing came. Page paging with a total that counts the search."""
 
     daemon_threads = True
 
@@ -161,6 +162,8 @@ class StandIn(ThreadingHTTPServer):
         self.commit_lag_ms = options.get("commit_lag_ms", 0)
         self.saves_per_request = options.get("saves_per_request", 0)
         self.send_date = bool(options.get("send_date", 1))
+        self.stall_ms = options.get("stall_ms", 0)
+        self.asked: list[int] = []
         self.dates: list[int] = []
         self.lock = threading.Lock()
         # (visible from, id, stamp): the latest visible version of an id is its state.
@@ -198,12 +201,7 @@ class _StandInHandler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, body: Any, headers: list[tuple[str, str]]) -> None:
-        send_json(self, body, headers=headers)
-
-    def send_header(self, keyword: str, value: str) -> None:
-        if keyword == "Date" and not self.server.send_date:
-            return
-        super().send_header(keyword, value)
+        send_json(self, body, headers=headers, date=self.server.send_date)
 
     moment: int | None = None
 
@@ -230,6 +228,7 @@ class _StandInHandler(BaseHTTPRequestHandler):
             else:
                 high = int(value)
         with stand_in.lock:
+            stand_in.asked.append(stand_in.now_ms)
             self.moment = stand_in.dates.pop(0) if stand_in.dates else None
             for _ in range(stand_in.saves_per_request):
                 stand_in.save()
@@ -241,6 +240,7 @@ class _StandInHandler(BaseHTTPRequestHandler):
                 ),
                 key=lambda r: r["idObjectValue"],
             )
+            stand_in.now_ms += stand_in.stall_ms
         size = int(query.get("pageSize", 100))
         first = (int(query.get("page", 1)) - 1) * size
         self._send(rows[first : first + size], [("X-Total-Count", str(len(rows)))])
@@ -291,22 +291,26 @@ def test_a_server_written_differently_loses_no_change_either(stand_in, options):
     assert_every_change_in_a_window(windows, server.state(), START, reader.stats.window_end)
 
 
-# -- finding 9: a zero-width window -------------------------------------------------------------------------
-
-
-def test_without_a_date_the_horizon_is_the_workers_clock_when_the_read_ended_not_when_asked(stand_in):
+def test_without_a_date_the_horizon_is_the_workers_clock_when_the_listing_was_asked(stand_in):
     """A server that sends no ``Date``: the horizon (what DeyelDeletedInstancesOperator ranks a snapshot by)
-    falls back to this worker's clock with the wider margin, taken when the read accepted its last response.
-    Taken when horizon() was called, a worker stalled after the listing claimed a later horizon than its
-    listing saw, as a proof's Date did (tests/test_deletes_review.py)."""
-    server = stand_in(send_date=0)
+    falls back to this worker's clock, with the wider margin, when it sent the request of the latest response
+    the read accepted: not when that response was proven or accepted, nor when horizon() is asked (a worker
+    stalled after its listing claimed a later horizon than the listing saw, as a proof's Date did:
+    tests/test_deletes_review.py). Every answer here takes a second of the worker's clock."""
+    server = stand_in(send_date=0, stall_ms=1000)
     reader = stand_in_reader(server)
     assert len([r for piece in reader.read(None, None) for r in piece.records]) == 120
     assert reader.stats.accepted_ms is None  # no Date: the fallback is what is tested
     ended = reader.horizon()
-    assert ended == server.now_ms - LOCAL_CLOCK_MARGIN_MS - SETTLE_S * 1000
+    # The clock when a listing was sent; accepted a second later at least (after its answer).
+    assert reader.stats.accepted_clock_ms in server.asked
+    assert ended == reader.stats.accepted_clock_ms - LOCAL_CLOCK_MARGIN_MS - SETTLE_S * 1000
+    assert ended < server.now_ms - LOCAL_CLOCK_MARGIN_MS - SETTLE_S * 1000
     server.sleep(120)  # the worker stalls two minutes before it asks
     assert reader.horizon() == ended
+
+
+# -- finding 9: a zero-width window -------------------------------------------------------------------------
 
 
 def test_a_run_right_after_another_reads_an_empty_window_instead_of_dividing_by_zero(stand_in):

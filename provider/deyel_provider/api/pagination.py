@@ -94,6 +94,9 @@ class Page:
     #: Whether the records are plain as parsed (:func:`~deyel_provider.http.json_body.response_body`):
     #: msgspec writes every value in them as ``json`` does. False unless the parse said so.
     plain: bool = False
+    #: The reader's clock when it sent the request (epoch ms), where the reader notes it: the server answered
+    #: at or after it. None elsewhere.
+    asked_ms: int | None = None
 
 
 def parse_page(response: requests.Response, paging: Paging, *, plain: bool = False) -> Page:

@@ -22,10 +22,11 @@ Memory does not grow with the ids: decimal ones are bits, the others spill to so
 
 Each line is ``{"<id_field>": "<id>", "gone_after": <ms>, "gone_by": <ms>}``, both epoch milliseconds UTC on
 the SERVER's clock, which stamps the ``dtLastUpdate`` consumers compare them with: each is a read's settled
-horizon (:meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`: its latest ``Date``
-less ``settle_seconds``). The instance was listed by the read of horizon ``gone_after``; this read saw no
-version of it matching ``search`` stamped before ``gone_by``, so a consumer keeps a row changed at or after
-``gone_by`` (it may have come back).
+horizon (:meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`: the latest ``Date``
+of a response it accepted, less ``settle_seconds``; without a ``Date``, the worker's clock when it sent that
+response's request, less a wider margin). The instance was listed by the read of horizon ``gone_after``; this
+read saw no version of it matching ``search`` stamped before ``gone_by``, so a consumer keeps a row changed at
+or after ``gone_by`` (it may have come back).
 """
 
 from __future__ import annotations

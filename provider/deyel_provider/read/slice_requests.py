@@ -59,8 +59,8 @@ class ReadStats:
     #: see :meth:`SlicedReader.horizon <deyel_provider.read.slicing.SlicedReader.horizon>`. A proof's later
     #: request (an empty next page, a one-instance page) lists nothing, so its ``Date`` proves nothing.
     accepted_ms: int | None = None
-    #: This worker's clock when the read accepted its last response (epoch ms; None: none yet): the
-    #: horizon's bound where no accepted response had a ``Date``.
+    #: This worker's clock when it sent the request of the latest response the read accepted (epoch ms;
+    #: None: none yet): the horizon's bound where no accepted response had a ``Date``.
     accepted_clock_ms: int | None = None
 
 
@@ -217,10 +217,12 @@ class SliceRequests:
         self._stop_if_stopped()
         self._concurrency.before_request()
         self._stop_if_stopped()  # the pace may have kept it waiting meanwhile
+        asked_ms = int(self._clock() * 1000)
         response = self._fetch(endpoint, query)
         if received is not None:
             received()
         page = parse_page(response, self._paging, plain=self._plain_pages)
+        page.asked_ms = asked_ms
         with self._lock:
             self.stats.requests += 1
         self._concurrency.note_done()

@@ -55,7 +55,11 @@ class SliceValues(SliceRequests):
             self.stats.repeats += repeats
             if page.server_ms is not None:
                 self.stats.accepted_ms = max(page.server_ms, self.stats.accepted_ms or page.server_ms)
-            self.stats.accepted_clock_ms = int(self._clock() * 1000)
+            if page.asked_ms is not None:
+                latest = self.stats.accepted_clock_ms
+                self.stats.accepted_clock_ms = max(
+                    page.asked_ms, latest if latest is not None else page.asked_ms
+                )
             # A slice of a few instances says little of the density: only well-filled ones count.
             # (A zero-width slice, which only a whole-window probe can be, says nothing either.)
             if (

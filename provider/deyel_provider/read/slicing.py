@@ -109,11 +109,13 @@ class SlicedReader(PastSlices):
         Not a proof request's ``Date``: asked after the listing (a worker stalled in between, for seconds),
         it lists nothing, and counting it claimed a horizon past an instance created meanwhile (an older
         attempt's snapshot then ranked newer than a retry's, and a delete went unreported; helper-78).
-        Without a ``Date`` on any of them, this worker's clock when the last was accepted (with the wider
-        margin), not when this is called: a stall in between is no reason to claim more. Compare it with
-        ``dtLastUpdate``, never with the worker's clock."""
+        Without a ``Date`` on any of them, this worker's clock when it sent the request of the latest (with
+        the wider margin), not when the response was proven, accepted or this is called: a stall after the
+        listing is no reason to claim more. Compare it with ``dtLastUpdate``, never with the worker's
+        clock."""
         now = int(self._clock() * 1000)
-        worker_ms = now if self.stats.accepted_ms is not None else (self.stats.accepted_clock_ms or now)
+        asked = self.stats.accepted_clock_ms
+        worker_ms = asked if self.stats.accepted_ms is None and asked is not None else now
         return server_horizon(self.stats.accepted_ms, worker_ms, self._settle_ms, self._max_skew_ms)
 
     def fix_window(
