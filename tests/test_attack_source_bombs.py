@@ -263,7 +263,11 @@ def test_rows_under_the_cap_are_decoded_a_bounded_run_at_a_time(tmp_path):
     dictionary_bomb(path, 512 * 1024)
     outcome, grown = run_bounded(f"outcome = str(check_keys(Source({str(path)!r}), {KEY!r}))")
     assert outcome == "2000"
-    assert grown < 2 * DEFAULT_MAX_BATCH_BYTES + 64 * MiB, grown
+    # Two runs' worth (the Arrow run cast and its Python rows) and the allocator's slack: the peak RSS of
+    # the same code varies with thread timing (48-50 MiB alone; 49-95 MiB beside three busy loops, with
+    # glibc's arenas limited to one or its mmap threshold fixed as well; 111 MiB once in a loaded CI run,
+    # stop 39), far below the 1 GiB that decoding the file whole takes.
+    assert grown < 2 * DEFAULT_MAX_BATCH_BYTES + 128 * MiB, grown
 
 
 def test_a_parquet_decompression_bomb_is_refused_from_its_metadata(tmp_path):
