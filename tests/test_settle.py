@@ -310,6 +310,20 @@ def test_without_a_date_the_horizon_is_the_workers_clock_when_the_listing_was_as
     assert reader.horizon() == ended
 
 
+def test_a_worker_stalled_past_the_skew_bound_after_its_read_still_gets_the_reads_horizon(stand_in):
+    """With a ``Date``: the horizon checks it against this worker's clock when the request was sent, not
+    when horizon() is asked, so a worker that stalls longer than max_clock_skew_seconds after the listing
+    gets the read's horizon instead of a clock-skew error (helper-79)."""
+    server = stand_in()
+    reader = stand_in_reader(server)
+    assert len([r for piece in reader.read(None, None) for r in piece.records]) == 120
+    assert reader.stats.accepted_ms is not None
+    ended = reader.horizon()
+    assert ended == reader.stats.accepted_ms - SETTLE_S * 1000
+    server.sleep(400)  # past the 300 s bound
+    assert reader.horizon() == ended
+
+
 # -- finding 9: a zero-width window -------------------------------------------------------------------------
 
 

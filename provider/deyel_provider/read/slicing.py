@@ -111,11 +111,11 @@ class SlicedReader(PastSlices):
         attempt's snapshot then ranked newer than a retry's, and a delete went unreported; helper-78).
         Without a ``Date`` on any of them, this worker's clock when it sent the request of the latest (with
         the wider margin), not when the response was proven, accepted or this is called: a stall after the
-        listing is no reason to claim more. Compare it with ``dtLastUpdate``, never with the worker's
-        clock."""
-        now = int(self._clock() * 1000)
+        listing is no reason to claim more. With one, that clock is also what the ``Date`` is checked
+        against (``max_clock_skew_seconds``): both tell the same moment, where the clock now would count the
+        stall as skew. Compare it with ``dtLastUpdate``, never with the worker's clock."""
         asked = self.stats.accepted_clock_ms
-        worker_ms = asked if self.stats.accepted_ms is None and asked is not None else now
+        worker_ms = asked if asked is not None else int(self._clock() * 1000)
         return server_horizon(self.stats.accepted_ms, worker_ms, self._settle_ms, self._max_skew_ms)
 
     def fix_window(
