@@ -370,7 +370,7 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_c
             # Only a millisecond read in passes, re-read while the writer empties it, may fail to settle;
             # the read must then say so, typed. A millisecond is read in passes when it is more crowded
             # than a response, or, without a total header, when the writer changed it between its
-            # response and the proof's first page asked again (a small one: the example below).
+            # response and the proof's first page asked again (a small one: the explicit example above).
             kind, message = failed
             paged = burst > page_size or (not send_total and burst > 1)
             assert paged and edits + deletes > 0 and kind == "passes disagree", message
