@@ -12,7 +12,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test e2e bench airflow lint clean compat dist docs
+.PHONY: setup demo test e2e bench airflow lint clean compat dist docs chromium-start
 
 setup: $(STAMP)
 
@@ -33,10 +33,12 @@ demo: setup
 # scripts/warm_bytecode.py compiles the modules (and rewrites the test modules' asserts) once for all workers.
 # make lint runs beside the suite (scripts/with-lint.sh), not before it: its report comes after the suite's, and
 # either failing fails make test.
+# Chromium installs (where missing) in the background from the start, beside the virtualenv's install, and
+# is waited for before redis-server's install (one apt at a time) and the suite.
 PYTEST_WORKERS ?= 6
-test: setup
+test: chromium-start setup
+	bash scripts/ensure-chromium.sh --wait
 	bash scripts/ensure-redis.sh
-	bash scripts/ensure-chromium.sh
 	$(PY) scripts/warm_bytecode.py
 	MAKE="$(MAKE)" bash scripts/with-lint.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
@@ -77,6 +79,9 @@ DAGS ?=
 EMULATOR_PORT ?= 8765
 airflow: setup
 	$(PY) scripts/airflow_local.py --emulator-port $(EMULATOR_PORT) $(if $(DAGS),--dags $(DAGS))
+
+chromium-start:
+	bash scripts/ensure-chromium.sh --start
 
 lint: setup
 	$(VENV)/bin/ruff check provider tests dags_examples bench scripts
