@@ -39,7 +39,6 @@ from tests.support.killing import sigkilled, wait_until
 from tests.test_slicing import INCOMPLETE_CLASSES
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms

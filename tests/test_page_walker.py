@@ -30,7 +30,6 @@ from tests.support.branches import Branches
 from tests.support.helpers import fresh_secrets_masker, send_json
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 FORM = "CRM_ACCOUNT"
 

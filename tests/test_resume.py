@@ -39,7 +39,6 @@ from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.support.helpers import outlet_events
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 FORM = "CRM_ACCOUNT"
 RECORDS = 1400

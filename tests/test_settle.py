@@ -36,7 +36,6 @@ from tests.support.contract import Before, check_contract
 from tests.support.helpers import FAST_RETRY, connection_json, fresh_secrets_masker, send_json
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms

@@ -20,7 +20,6 @@ from tests.support.contract import Before, check_contract
 from tests.support.helpers import fresh_secrets_masker
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms

@@ -37,7 +37,6 @@ from tests.support.killing import sigkilled, wait_until
 from tests.support.upsert import FORM, KEY, assert_state_is, customer, stored, write_jsonl
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 
 def seed(emulator, records) -> None:

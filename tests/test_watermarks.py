@@ -42,7 +42,6 @@ from tests.support.dag_bundles import dag_bundle
 from tests.support.helpers import ByAsset, outlet_events
 
 # Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-pytestmark = pytest.mark.usefixtures("reused_emulator_ports")
 
 FORM = "CRM_ACCOUNT"
 START_FROM = "2026-01-01T00:00:00Z"
