@@ -107,6 +107,7 @@ def deyel_conn(emulator, monkeypatch, tmp_path_factory):
         return conn_id
 
     define()
+    define.cache_folder = cache_folder  # type: ignore[attr-defined]
     return define
 
 

@@ -20,7 +20,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.support.branches import Branches
 from tests.support.contract import Before, check_contract
-from tests.support.helpers import fresh_secrets_masker
+from tests.support.helpers import next_example
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -100,7 +100,7 @@ def test_an_extraction_publishes_the_contract_or_fails_typed_with_nothing(
         fmt=st.sampled_from(["jsonl", "csv"]),
     )
     def example(behaviour, fault, records, window, page_size, workers, edits, fmt):
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         switches, extras = behaviour
         folder = tmp_path_factory.mktemp("out")
         output = folder / f"accounts.{fmt}"

@@ -34,11 +34,9 @@ from deyel_provider.extract.spec import OutputSpec, ReadSpec, WindowSpec
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.branches import Branches, message_class
 from tests.support.contract import Before, check_contract
-from tests.support.helpers import dagbag_class, fresh_secrets_masker
+from tests.support.helpers import dagbag_class, next_example
 from tests.support.killing import sigkilled, wait_until
 from tests.test_slicing import INCOMPLETE_CLASSES
-
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -104,7 +102,7 @@ def test_the_parts_together_obey_the_contract_under_a_concurrent_writer(
         records, parts, strategy, list_order, updated_order, page_size, workers, send_total, edits, inserts,
         deletes, window, kind, writer_seed,
     ):  # fmt: skip
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         span = max(1, records) * MINUTE
         low, high = sorted(START + int(f * span) for f in window)
         with run_emulator(

@@ -27,9 +27,7 @@ from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
 from tests.support.branches import Branches
-from tests.support.helpers import fresh_secrets_masker, send_json
-
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
+from tests.support.helpers import next_example, send_json
 
 FORM = "CRM_ACCOUNT"
 
@@ -294,7 +292,7 @@ def test_paging_behaviours_give_every_visible_instance_or_a_typed_error(deyel_co
         page_size=st.sampled_from([30, 100]),
     )
     def check(records, cap, header, drop, strategy, page_size):
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         server = {
             "records": records,
             "page_size_max": cap,

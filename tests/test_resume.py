@@ -38,8 +38,6 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.support.helpers import outlet_events
 
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-
 FORM = "CRM_ACCOUNT"
 RECORDS = 1400
 PAGE_SIZE = 10

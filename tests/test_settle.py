@@ -33,9 +33,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.triggers.deyel import DeyelChangeTrigger
 from tests.support.branches import Branches
 from tests.support.contract import Before, check_contract
-from tests.support.helpers import FAST_RETRY, connection_json, fresh_secrets_masker, send_json
-
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
+from tests.support.helpers import FAST_RETRY, connection_json, next_example, send_json
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -543,7 +541,7 @@ def test_consecutive_runs_hold_every_change_or_fail_typed_with_nothing_published
         settle, skew_share, lag_share, edits, inserts, deletes, workers, page_size, gap, runs, writer_seed,
         paging, send_total,
     ):  # fmt: skip
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         folder: Path = tmp_path_factory.mktemp("runs")
         with run_emulator(
             records=200,

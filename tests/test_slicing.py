@@ -17,9 +17,7 @@ from deyel_provider.exceptions import DeyelBadResponseError, DeyelConfigError, D
 from deyel_provider.hooks.deyel import DeyelHook
 from tests.support.branches import Branches, message_class
 from tests.support.contract import Before, check_contract
-from tests.support.helpers import fresh_secrets_masker
-
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
+from tests.support.helpers import next_example
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -345,7 +343,7 @@ def test_incremental_windows_obey_the_contract_under_a_concurrent_writer(deyel_c
         records, strategy, list_order, updated_order, burst, page_size, workers, send_total, edits, inserts,
         deletes, window, writer_seed,
     ):  # fmt: skip
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         span = max(1, records) * MINUTE
         low, high = sorted(START + int(f * span) for f in window)
         failed = contract_or_typed_error(
@@ -402,7 +400,7 @@ def test_full_loads_obey_the_contract_under_a_concurrent_writer(deyel_conn):
         records, strategy, list_order, burst, page_size, workers, send_total, edits, inserts, deletes,
         writer_seed,
     ):  # fmt: skip
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         failed = contract_or_typed_error(
             deyel_conn,
             branches,
@@ -477,7 +475,7 @@ def test_misbehaving_servers_give_the_contract_or_a_typed_error(deyel_conn):
         edits=st.sampled_from([0.0, 0.0, 0.5, 1.0]),
     )
     def example(records, name, strategy, burst, page_size, workers, edits):
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         misbehaviour, expected = MISBEHAVIOURS[name]
         end = START + records * MINUTE
         failed = contract_or_typed_error(

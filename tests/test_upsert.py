@@ -36,8 +36,6 @@ from tests.support.helpers import fresh_secrets_masker
 from tests.support.killing import sigkilled, wait_until
 from tests.support.upsert import FORM, KEY, assert_state_is, customer, stored, write_jsonl
 
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-
 
 def seed(emulator, records) -> None:
     """Instances that exist before the load (written straight into the store: no request counted)."""

@@ -41,8 +41,6 @@ from deyel_provider.operators.extract import DeyelExtractOperator
 from tests.support.dag_bundles import dag_bundle
 from tests.support.helpers import ByAsset, outlet_events
 
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
-
 FORM = "CRM_ACCOUNT"
 START_FROM = "2026-01-01T00:00:00Z"
 #: Far enough that an edit lies in the past of the next run whatever settle margin the connection has.

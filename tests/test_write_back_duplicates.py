@@ -26,9 +26,7 @@ from deyel_provider.exceptions import DeyelConfigError, DeyelError
 from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import load_records as upsert
 from tests.support.branches import Branches
-from tests.support.helpers import fresh_secrets_masker, send_json
-
-# Connections keep their tokens per test (deyel_conn's folder, or cache: memory): ports are reused.
+from tests.support.helpers import next_example, send_json
 
 FORM = TARGET_FORM
 KEY = "cdCustomer"
@@ -306,7 +304,7 @@ def test_any_server_and_fault_mix_ends_equal_to_the_source_without_a_duplicate(d
     )
     @given(server=SERVERS, faults=st.lists(FAULTS, max_size=3), seeded=st.sampled_from(list(SEEDS)))
     def example(server: dict[str, Any], faults: list[dict[str, Any]], seeded: str) -> None:
-        fresh_secrets_masker()
+        next_example(deyel_conn)
         source = source_of(30)
         with run_emulator(records=0, **server) as emulator:
             deyel_conn(url=emulator.url, extra={"id_field": server["id_key"]})

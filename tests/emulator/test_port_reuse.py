@@ -1,10 +1,13 @@
 """PortReuse: an emulator on a free port takes a port an earlier round's emulator had, never one of its own
-round's, and none at all outside a round (the suite opens a round per test, see ``reused_emulator_ports``)."""
+round's, and none at all outside a round (the suite opens a round per test, ``_reused_emulator_ports``, and
+one per property example, ``next_example``)."""
 
 from __future__ import annotations
 
 from deyel_provider.emulator import run_emulator
 from deyel_provider.emulator.server import PORT_REUSE, PortReuse
+from deyel_provider.hooks.deyel import DeyelHook
+from tests.support.helpers import next_example
 
 HOST = "127.0.0.1"
 
@@ -51,3 +54,32 @@ def test_emulators_of_a_later_round_listen_where_the_earlier_rounds_did():
             assert (again.url, other.url) == (second.url, first.url)
             with run_emulator(records=0) as third:
                 assert third.url not in (first.url, second.url)
+
+
+def test_the_next_round_offers_again_the_ports_of_the_rounds_before_and_does_nothing_outside_one():
+    reuse = PortReuse()
+    reuse.next_round()
+    assert reuse.claim(HOST) == 0
+    with reuse.rounds():
+        reuse.bound(HOST, 1001)
+        reuse.released(HOST, 1001)
+        reuse.bound(HOST, 1002)  # still running
+        assert reuse.claim(HOST) == 0
+        reuse.next_round()
+        assert [reuse.claim(HOST), reuse.claim(HOST)] == [1001, 0]
+
+
+def test_an_example_after_next_example_gets_an_earlier_examples_port_and_none_of_its_tokens(deyel_conn):
+    """Two property examples in one test: the second's emulator listens where the first's did, and its
+    client asks it for a token of its own (one POST, no request refused) instead of sending the first
+    server's token, which the file cache and the process cache held."""
+    urls, stats = [], []
+    for _ in range(2):
+        next_example(deyel_conn)
+        with run_emulator(records=3) as emulator:
+            deyel_conn(url=emulator.url)
+            assert len(list(DeyelHook().iter_instances("CRM_ACCOUNT"))) == 3
+            urls.append(emulator.url)
+            stats.append(emulator.stats())
+    assert urls[0] == urls[1]
+    assert [(s["token_requests"], s["api_unauthorized"]) for s in stats] == [(1, 0), (1, 0)]

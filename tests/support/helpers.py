@@ -36,6 +36,25 @@ def fresh_secrets_masker() -> None:
     masking.forget_all()
 
 
+def next_example(deyel_conn=None) -> None:
+    """The first statement of a property example that starts emulators: the example is a test of its own.
+
+    Its masker starts empty (:func:`fresh_secrets_masker`), no token an earlier example cached is kept (the
+    process cache, ``deyel_conn``'s file cache folder), and its emulators take the ports earlier examples'
+    had (``PortReuse.next_round``), whose keys (the provider's scrypt of the secret and the token URL,
+    ~35 ms of CPU) are cached, where each example paid them again on a port of its own."""
+    import shutil
+
+    from deyel_provider.auth.cache import PROCESS_CACHE
+    from deyel_provider.emulator.server import PORT_REUSE
+
+    fresh_secrets_masker()
+    PROCESS_CACHE.clear()
+    if deyel_conn is not None:
+        shutil.rmtree(deyel_conn.cache_folder, ignore_errors=True)
+    PORT_REUSE.next_round()
+
+
 def airflow_secrets_masker():
     """Airflow's process-wide secrets masker (the one ``mask_secret`` fills), as the provider finds it."""
     from deyel_provider.auth.masking import _airflow_masker

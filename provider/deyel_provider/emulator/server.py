@@ -233,6 +233,13 @@ class PortReuse:
             with self._lock:
                 self._open = False
 
+    def next_round(self) -> None:
+        """Inside an open round, begin the next one: the ports earlier emulators took are offered again (the
+        examples of a property test, each a test of its own, whose caller empties the clients' caches)."""
+        with self._lock:
+            if self._open:
+                self._taken = set(self._running)
+
     def claim(self, host: str) -> int:
         """A port to try for a new emulator on ``host``; 0 (the system picks one) when none is offered."""
         with self._lock:
