@@ -26,9 +26,12 @@ from tests.support.wheel import venv_place, wheel_dist  # noqa: E402, F401 (sess
 
 @pytest.fixture(autouse=True)
 def _own_state_dir(tmp_path_factory, monkeypatch):
-    """Refused credentials are remembered in marker files: each test gets its own folder for them
-    (outside ``tmp_path``, which tests list to prove what an extraction left behind)."""
+    """Refused credentials are remembered in marker files, loads hold file leases named after the server's
+    URL: each test gets its own folders for them (outside ``tmp_path``, which tests list to prove what an
+    extraction left behind), so that nothing an earlier test left for an emulator on the same port (ports
+    are reused, ``_reused_emulator_ports``) meets a later one."""
     monkeypatch.setenv("DEYEL_PROVIDER_STATE_DIR", str(tmp_path_factory.mktemp("deyel-state")))
+    monkeypatch.setenv("DEYEL_LOCK_DIR", str(tmp_path_factory.mktemp("deyel-locks")))
 
 
 @pytest.fixture(autouse=True)
