@@ -25,22 +25,23 @@ install() {
 case "${1:-}" in
   --start)
     mkdir -p artifacts
-    rm -f "$state.status" "$state.log"
     exec 9>"$state.lock"
-    flock 9
+    flock 9 # an install another run started ends first; then its files are this run's to replace
+    rm -f "$state.status" "$state.log"
     (
       set +e
-      install
+      install 9>&- # apt and what it starts do not hold the lock
       echo $? >"$state.status"
     ) </dev/null >"$state.log" 2>&1 &
     exit 0
     ;;
   --wait)
-    if [ -e "$state.lock" ]; then
-      flock "$state.lock" true
+    if [ -e "$state.lock" ] && ! flock -w 1800 "$state.lock" true; then
+      echo "chromium's install (artifacts/chromium-install.log) still holds its lock after 30 minutes" >&2
+      exit 1
     fi
     if [ -e "$state.status" ]; then
-      cat "$state.log" >&2
+      cat "$state.log" >&2 2>/dev/null || true
       status=$(cat "$state.status")
       rm -f "$state.status" "$state.log"
       if [ "$status" -ne 0 ]; then

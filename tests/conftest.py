@@ -130,11 +130,11 @@ def redis_server():
 
 @pytest.fixture
 def redis_url(redis_server):
-    """The session Redis, emptied before each test."""
+    """The session Redis, emptied before each test (every database: a test may name another than 0)."""
     import redis
 
     client = redis.Redis.from_url(redis_server.url)
-    client.flushdb()
+    client.flushall()
     client.close()
     return redis_server.url
 

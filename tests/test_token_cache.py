@@ -280,7 +280,10 @@ def test_redis_without_a_url_is_a_config_error(emulator, deyel_conn):
         DeyelHook().get_token()
 
 
-def test_redis_url_from_an_airflow_connection(emulator, deyel_conn, redis_server, monkeypatch):
+def test_redis_url_from_an_airflow_connection(emulator, deyel_conn, redis_server, redis_url, monkeypatch):
+    """The Redis of another Airflow connection, its database 1: the token is fetched once and stored there
+    (``redis_url`` empties every database first: an entry another test left for a server on this URL, the
+    Celery e2e test's, was found there without a token POST)."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_TOKEN_REDIS",
         f'{{"conn_type": "redis", "host": "127.0.0.1", "port": {redis_server.port}, "extra": {{"db": 1}}}}',
@@ -291,6 +294,8 @@ def test_redis_url_from_an_airflow_connection(emulator, deyel_conn, redis_server
     hook = DeyelHook()
     hook.get_token()
     assert redis.Redis(host="127.0.0.1", port=redis_server.port, db=1).exists(hook.credential_key)
+    assert redis.Redis(host="127.0.0.1", port=redis_server.port, db=0).dbsize() == 0
+    assert emulator.stats()["token_requests"] == 1
 
 
 # A token endpoint slower than the lock's lease (issue 11, finding 3): the holder keeps its lease alive, and

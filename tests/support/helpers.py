@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,19 +41,29 @@ def fresh_secrets_masker() -> None:
 def next_example(deyel_conn=None) -> None:
     """The first statement of a property example that starts emulators: the example is a test of its own.
 
-    Its masker starts empty (:func:`fresh_secrets_masker`), no token an earlier example cached is kept (the
-    process cache, ``deyel_conn``'s file cache folder), and its emulators take the ports earlier examples'
-    had (``PortReuse.next_round``), whose keys (the provider's scrypt of the secret and the token URL,
-    ~35 ms of CPU) are cached, where each example paid them again on a port of its own."""
+    Its masker starts empty (:func:`fresh_secrets_masker`), nothing an earlier example left for its server's
+    URL is kept (the process token cache, the default file cache folder and ``deyel_conn``'s, refused
+    credentials remembered in the state folder), and its emulators take the ports earlier examples' had
+    (``PortReuse.next_round``), whose keys (the provider's scrypt of the secret and the token URL, ~35 ms of
+    CPU) are cached, where each example paid them again on a port of its own. Redis is the example's to
+    empty (``flushall``) if it uses one."""
     import shutil
 
     from deyel_provider.auth.cache import PROCESS_CACHE
+    from deyel_provider.auth.file_cache import default_cache_dir
+    from deyel_provider.auth.refusals import STATE_DIR_ENV
     from deyel_provider.emulator.server import PORT_REUSE
 
     fresh_secrets_masker()
     PROCESS_CACHE.clear()
-    if deyel_conn is not None:
-        shutil.rmtree(deyel_conn.cache_folder, ignore_errors=True)
+    folders = [default_cache_dir(), *([deyel_conn.cache_folder] if deyel_conn is not None else [])]
+    if os.environ.get(STATE_DIR_ENV):  # the test's own (conftest), never a shared one
+        folders += Path(os.environ[STATE_DIR_ENV]).iterdir()
+    for folder in map(Path, folders):
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            folder.unlink(missing_ok=True)
     PORT_REUSE.next_round()
 
 
