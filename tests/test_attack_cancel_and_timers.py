@@ -14,6 +14,7 @@ from deyel_provider.auth.masking import mask_everywhere
 from deyel_provider.auth.provider import mask_token
 from deyel_provider.auth.token import DeyelToken
 from tests.support.helpers import as_airflow_logs_it
+from tests.support.servers import StandInServer
 
 
 def test_a_token_equal_to_the_client_secret_does_not_unmask_the_secret_on_expiry():
@@ -101,7 +102,7 @@ class _RetryAfterServer:
                 outer.gets += 1
                 self._send(503, b'{"errors": []}', ("Retry-After", "60"))
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = StandInServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

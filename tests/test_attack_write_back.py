@@ -11,7 +11,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -22,6 +22,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.http.redact import basic_value
 from deyel_provider.load.upsert import load_records as upsert
 from tests.support.helpers import CLIENT_ID, CLIENT_SECRET, connection_json, send_json
+from tests.support.servers import StandInServer
 
 FORM = "ERP_CUSTOMER"
 KEY = "cdCustomer"
@@ -37,7 +38,7 @@ CEILING = 200
 Lister = Callable[["HostileServer", list[str], int, int, str], list[dict[str, Any]]]
 
 
-class HostileServer(ThreadingHTTPServer):
+class HostileServer(StandInServer):
     """Answers the token POST, listings (``search=cdCustomer=in:a;b`` or ``eq:a``, ``page``/``pageSize``)
     through ``lister``, and PATCH/POST with ``write_status`` (a 400 echoes the Authorization header)."""
 

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow.parquet as pq
@@ -34,6 +34,7 @@ from deyel_provider.operators.extract import DeyelExtractOperator
 from deyel_provider.probe import main
 from deyel_provider.wait.instance_state import InstanceQuery, probe
 from tests.support.helpers import connection_json, send_json
+from tests.support.servers import StandInServer
 
 FORM = "CRM_ACCOUNT"
 RECORDS = 60
@@ -531,7 +532,7 @@ def test_the_probe_says_the_clocks_agree_on_the_default_emulator(deyel_conn, cap
 # -- a stand-in server written differently ---------------------------------------------------------------
 
 
-class IdServer(ThreadingHTTPServer):
+class IdServer(StandInServer):
     """Not the emulator: ids are JSON numbers under ``id``, instances carry no links, search is parsed by a
     regular expression of its own (``eq``, ``in`` with ``;``, ``gte``/``lt`` on dtLastUpdate written as
     ``literal`` says: epoch ms or ISO), pages by ``page``/``pageSize``, PATCH with an optimistic lock."""

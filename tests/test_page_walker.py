@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -28,6 +28,7 @@ from deyel_provider.operators.upsert import DeyelUpsertOperator
 from deyel_provider.sensors.deyel import DeyelInstanceSensor
 from tests.support.branches import Branches
 from tests.support.helpers import next_example, send_json
+from tests.support.servers import StandInServer
 
 FORM = "CRM_ACCOUNT"
 
@@ -180,7 +181,7 @@ def test_a_key_search_cut_short_by_a_page_counting_header_fails_typed_instead_of
 # -- a stand-in server written apart from the emulator -------------------------------------------------------
 
 
-class StandIn(ThreadingHTTPServer):
+class StandIn(StandInServer):
     """A Deyel-like server that is not the emulator: pages by ``from``/``count`` offsets, capped at ``cap``,
     its ``X-Count`` header counting the page it sends (``counts_page``) or nothing; ``hide``: every instance
     whose number is a multiple of it is removed from each page after paging. 700 instances, one per second

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,6 +19,7 @@ from deyel_provider.probe import main
 from tests.support.airflow_cli import run_airflow
 from tests.support.airflow_db import copy_migrated_db
 from tests.support.helpers import CLIENT_SECRET, connection_json
+from tests.support.servers import StandInServer
 from tests.support.warm import run_python
 
 PAGE = {"paging": "page", "page_param": "page", "page_size_param": "pageSize"}
@@ -425,7 +426,7 @@ def test_a_count_header_of_the_page_is_not_taken_for_the_total_on_link_servers(p
     assert [f["level"] for f in findings(report, "total")] == ["warn"], report["findings"]
 
 
-class OddServer(ThreadingHTTPServer):
+class OddServer(StandInServer):
     """What the emulator does not do: a Deyel-like server paging by ``page``/``pageSize`` from ``base``,
     with a page-size ``cap``, a count header that may lie (``total``; "page": it counts the page sent), and
     a Link header (``link``: a URL template with ``{page}`` and ``{size}``, absolute or not). ``fixed``:

@@ -15,7 +15,7 @@ import email.utils
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -34,6 +34,7 @@ from deyel_provider.triggers.deyel import DeyelChangeTrigger
 from tests.support.branches import Branches
 from tests.support.contract import Before, check_contract
 from tests.support.helpers import FAST_RETRY, connection_json, next_example, send_json
+from tests.support.servers import StandInServer
 
 FORM = "CRM_ACCOUNT"
 START = 1767225600000  # the emulator's updated_start_ms
@@ -140,7 +141,7 @@ def test_back_to_back_watermark_reads_hold_every_change(deyel_conn, server, tota
 # -- a stand-in server: its own clock, a version log, saves per request --------------------------------------
 
 
-class StandIn(ThreadingHTTPServer):
+class StandIn(StandInServer):
     """A Deyel-like server written apart from the emulator. Its clock is ``now_ms``, moved by the test; its
     ``Date`` header runs ``date_offset_ms`` ahead of it; a save is stamped when it starts and listed from
     ``commit_lag_ms`` later; ``saves_per_request`` saves happen before each listing. ``dates``: the ``Date``

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -27,6 +27,7 @@ from deyel_provider.hooks.deyel import DeyelHook
 from deyel_provider.load.upsert import load_records as upsert
 from tests.support.branches import Branches
 from tests.support.helpers import next_example, send_json
+from tests.support.servers import StandInServer
 
 FORM = TARGET_FORM
 KEY = "cdCustomer"
@@ -119,7 +120,7 @@ def test_three_loads_against_a_misbehaving_emulator_leave_one_instance_per_key(d
 # -- a stand-in server written differently from the emulator -----------------------------------------------
 
 
-class KeyServer(ThreadingHTTPServer):
+class KeyServer(StandInServer):
     """A Deyel-like form keyed by ``rid``, paged by ``skip``/``take`` (capped at ``cap``), searched with
     ``eq``/``in`` (values split on ``separator``); ``repeats``: every page is the first; ``counts_page``: its
     ``X-Found`` header counts the page sent; ``shuffles``: each request lists the matches in a new order."""

@@ -83,3 +83,21 @@ def test_an_example_after_next_example_gets_an_earlier_examples_port_and_none_of
             stats.append(emulator.stats())
     assert urls[0] == urls[1]
     assert [(s["token_requests"], s["api_unauthorized"]) for s in stats] == [(1, 0), (1, 0)]
+
+
+def test_a_stand_in_server_takes_its_port_as_emulators_do_and_never_one_of_its_rounds():
+    """A stand-in on port 0 takes an earlier round's port, and no emulator of its round takes the stand-in's
+    once it is closed: a client that cached a token for the stand-in's URL never sends it to an emulator."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.servers import StandInServer
+
+    with PORT_REUSE.rounds():
+        with run_emulator(records=0) as earlier:
+            pass
+    with PORT_REUSE.rounds():
+        server = StandInServer((HOST, 0), BaseHTTPRequestHandler)
+        server.server_close()
+        with run_emulator(records=0) as emulator:
+            assert f"http://{HOST}:{server.server_address[1]}" == earlier.url
+            assert emulator.url != earlier.url
