@@ -69,7 +69,8 @@ def _reused_emulator_ports():
 
     A token an earlier test cached for a server on the same URL must not reach this test's emulator: the
     process cache is emptied (``_forget_process_tokens``), this process's default file cache folder too,
-    and the Redis tests empty their database (``redis_url``)."""
+    the Redis tests empty every database (``redis_url``), and stand-in servers take their ports the same
+    way (``tests/support/servers.StandInServer``), so that within a test no two servers share a URL."""
     import shutil
 
     from deyel_provider.auth.file_cache import default_cache_dir
