@@ -65,12 +65,18 @@ class SlicePlanner(SliceValues):
         evenly spread inside its span, with about ``total / (n + 1)`` instances beyond each end. The room
         left in each part follows how regular the sample's gaps are (:func:`target`): a form stamped
         evenly fills its responses, a random one keeps the room that costs the fewest requests.
-        Without a total, the densest well-filled slice seen so far stands in for the count.
+        Without a total, a short page stands in for the count (below), else the densest well-filled slice
+        seen so far does.
         """
         with self._lock:
             density = self._density
         capacity = self._walker.capacity
         total = page.total
+        if total is None and len(page.records) < capacity and not self._walker.evidence.shortens:
+            # A short page, from a server not seen to shorten pages: the range held about that many when it
+            # was asked (it lost its proof to an edit meanwhile). The densest slice's density stood in: over
+            # a wide, sparse range it planned thousands of parts (MAX_SPLIT), each a request and its proof.
+            total = len(page.records)
         listed = [v for v in (self._sample_value(r) for r in page.records) if start <= v < end]
         if len(listed) < 2:
             room = target(capacity, 1.0)
