@@ -71,7 +71,11 @@ valid_token = st.builds(
     st.sampled_from(["Bearer", "bearer"]),
     st.integers(60, 86_400),
 )
-token_answers = st.one_of(st.tuples(st.just(200), valid_token), st.tuples(statuses, bodies))
+#: Two well-formed answers to one fault (the success branch in about half the examples or more, whatever
+#: Hypothesis's generator favours: with one to one, its derandomized run under CI=true drew 3 in 60).
+token_answers = st.one_of(
+    st.tuples(st.just(200), valid_token), st.tuples(st.just(200), valid_token), st.tuples(statuses, bodies)
+)
 
 
 def readable(error: DeyelError) -> bool:
