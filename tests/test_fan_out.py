@@ -221,15 +221,21 @@ def test_a_read_killed_with_sigkill_and_retried_rewrites_only_its_part(split):
     before = inodes(staging)
     assert sorted(before) == [f"part-{n:05d}.jsonl" for n in range(4)]
     number, bounds = 2, planned["slices"][2]
-    # The child's third request hangs: once the server has it, the child is certainly mid-way.
+    # The child's third request hangs: once the server has it and the child has opened its temporary file
+    # (it writes the first responses meanwhile: the third request is sent while they are written, and a CI
+    # run under load killed the child before it had opened the file), the child is certainly mid-way.
     emulator.set_faults([{"route": "data", "action": "delay", "delay_ms": 4_000, "after": 2, "count": 1}])
     emulator.reset()
     child = subprocess.Popen(
         [sys.executable, "-c", READ_SCRIPT, output.output, str(number), json.dumps(bounds), RUN_KEY],
         env=os.environ.copy(),
     )
+
+    def mid_way() -> bool:
+        return emulator.stats()["api_requests"] >= 3 and len(inodes(staging)) > len(before)
+
     with sigkilled(child):
-        wait_until(child, lambda: emulator.stats()["api_requests"] >= 3, "its third response", guard=60)
+        wait_until(child, mid_way, "its third request and its temporary file", guard=60)
     after_kill = inodes(staging)
     # The killed attempt wrote only to a temporary file: every staged part is the one written before.
     assert {n: after_kill[n] for n in before} == before
