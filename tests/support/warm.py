@@ -49,18 +49,19 @@ def _context() -> multiprocessing.context.ForkServerContext:
         _CONTEXT.set_forkserver_preload(PRELOAD)
         # Stopped (and reaped) when the test process ends, so its CPU and its children's count in the
         # parent's resource usage (``/usr/bin/time``) as the subprocesses' did.
-        atexit.register(_stop_fork_server)
+        atexit.register(stop_fork_server)
         _started = True
     return _CONTEXT
 
 
-def _stop_fork_server() -> None:
-    """Killed, then reaped: asked to stop, it ran the interpreter's whole shutdown of everything it imported
-    (1.5 s on a loaded machine), at the end of the suite, while pytest waited for its workers to exit."""
+def stop_fork_server() -> None:
+    """The fork server this process started (if any) killed, then reaped: asked to stop, it ran the
+    interpreter's whole shutdown of everything it imported (1.5 s on a loaded machine), at the end of the
+    suite, while pytest waited for its workers to exit."""
     from multiprocessing import forkserver
 
     server = forkserver._forkserver  # type: ignore[attr-defined]
-    if server._forkserver_pid is not None:
+    if _started and server._forkserver_pid is not None:
         os.kill(server._forkserver_pid, signal.SIGKILL)
     server._stop()  # closes its pipe, reaps it, removes its socket
 
