@@ -269,9 +269,11 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_unconfigure(config) -> None:
     """A pytest-xdist worker ends as soon as the controller lets it go, without the interpreter's shutdown:
     the controller stops every worker at once after the last test anywhere, and waits for each to exit.
-    Six interpreters tearing down everything they imported (Airflow's modules, the heap of ~1,000 tests)
-    took ~3 s of both cores at the end of every run, for nothing: the results are sent by then. Registered
-    last, this exit handler runs first; the fork server is stopped here, as the handler it skips would."""
+    Six interpreters tearing down everything they imported (Airflow's modules, the heaps of about 250
+    tests each) kept both cores busy for seconds at the end of every run, for nothing: the results are sent
+    by then (8.7 s from the last test's end to the end of a fresh clone's .ci/run, 1.9 s with this and the
+    fork server killed). Registered last, this exit handler runs first, and does what the ones it skips
+    had to: no child is left running, the fork server is reaped."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import atexit
 
@@ -279,8 +281,14 @@ def pytest_unconfigure(config) -> None:
 
 
 def _end_worker_now() -> None:
+    import multiprocessing
+
     from tests.support.warm import stop_fork_server
 
+    # What the skipped shutdown would have waited for (and hung on): a warm child a test left running.
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join()
     stop_fork_server()
     sys.stdout.flush()
     sys.stderr.flush()
