@@ -267,14 +267,18 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config) -> None:
-    """A pytest-xdist worker ends as soon as the controller lets it go, without the interpreter's shutdown:
-    the controller stops every worker at once after the last test anywhere, and waits for each to exit.
-    Six interpreters tearing down everything they imported (Airflow's modules, the heaps of about 250
-    tests each) kept both cores busy for seconds at the end of every run, for nothing: the results are sent
-    by then (8.7 s from the last test's end to the end of a fresh clone's .ci/run, 1.9 s with this and the
-    fork server killed). Registered last, this exit handler runs first, and does what the ones it skips
-    had to: no child is left running, the fork server is reaped."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    """This process's Airflow home is removed. A pytest-xdist worker then ends as soon as the controller
+    lets it go, without the interpreter's shutdown: the controller stops every worker at once after the
+    last test anywhere, and waits for each to exit. Six interpreters tearing down everything they imported
+    (Airflow's modules, the heaps of about 250 tests each) kept both cores busy for seconds at the end of
+    every run, for nothing: the results are sent by then (8.7 s from the last test's end to the end of a
+    fresh clone's .ci/run, 1.9 s with this and the fork server killed). Registered last, this exit handler
+    runs first, and does what the ones it skips had to: no child is left running, the fork server is
+    reaped, multiprocessing's temporary folder is removed."""
+    import shutil
+
+    shutil.rmtree(_HOME, ignore_errors=True)
+    if hasattr(config, "workerinput"):  # an xdist worker (not a pytest its subprocess would start)
         import atexit
 
         atexit.register(_end_worker_now)
@@ -282,14 +286,14 @@ def pytest_unconfigure(config) -> None:
 
 def _end_worker_now() -> None:
     import multiprocessing
+    import shutil
 
     from tests.support.warm import stop_fork_server
 
-    # What the skipped shutdown would have waited for (and hung on): a warm child a test left running.
-    for child in multiprocessing.active_children():
-        child.kill()
-        child.join()
     stop_fork_server()
+    # The folder of the fork server's socket (get_temp_dir() would make one where there is none).
+    if folder := multiprocessing.current_process()._config.get("tempdir"):  # type: ignore[attr-defined]
+        shutil.rmtree(folder, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -40,28 +40,36 @@ PRELOAD = ["deyel_provider.hooks.deyel"]
 _M_ARENA_MAX = -8
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-_started = False
+#: The process that started the fork server (None: not started): a process forked from it later inherits
+#: the server's pid and this module's exit handler, and must not stop its parent's server.
+_owner: int | None = None
 
 
 def _context() -> multiprocessing.context.ForkServerContext:
-    global _started
-    if not _started:
+    global _owner
+    if _owner is None:
         _CONTEXT.set_forkserver_preload(PRELOAD)
         # Stopped (and reaped) when the test process ends, so its CPU and its children's count in the
         # parent's resource usage (``/usr/bin/time``) as the subprocesses' did.
         atexit.register(stop_fork_server)
-        _started = True
+        _owner = os.getpid()
     return _CONTEXT
 
 
 def stop_fork_server() -> None:
-    """The fork server this process started (if any) killed, then reaped: asked to stop, it ran the
-    interpreter's whole shutdown of everything it imported (1.5 s on a loaded machine), at the end of the
-    suite, while pytest waited for its workers to exit."""
+    """The fork server this process started (if any) killed, then reaped, after any child of it a test left
+    running (killed and joined, as the interpreter's shutdown would have joined it): asked to stop, the
+    server ran the interpreter's whole shutdown of everything it imported (1.5 s on a loaded machine), at
+    the end of the suite, while pytest waited for its workers to exit."""
     from multiprocessing import forkserver
 
+    if _owner != os.getpid():
+        return
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(5)
     server = forkserver._forkserver  # type: ignore[attr-defined]
-    if _started and server._forkserver_pid is not None:
+    if server._forkserver_pid is not None:
         os.kill(server._forkserver_pid, signal.SIGKILL)
     server._stop()  # closes its pipe, reaps it, removes its socket
 
