@@ -17,8 +17,8 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# --without-pip: nothing here uses the virtualenv's own pip, whose install (ensurepip) took 3.5 s of a fresh
-# clone's 23 s of set-up.
+# --without-pip: nothing here uses the virtualenv's own pip (test_provider builds its wheel with pypa/build,
+# as `make dist`), whose install (ensurepip) took 3.5 s of a fresh clone's 23 s of set-up.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -m pip --python $(PY) install -qq --disable-pip-version-check -c constraints.txt uv

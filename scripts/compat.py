@@ -122,7 +122,7 @@ def build_wheel() -> Path:
 def install(minor: str, wheel: Path, log: Path) -> Path | None:
     venv = WORK / f"airflow-{minor}"
     shutil.rmtree(venv, ignore_errors=True)
-    # --seed: pip too, which test_provider builds a wheel with.
+    # --seed: pip too, as a user's virtualenv has it.
     if sh(*UV, "venv", "-q", "--seed", "--python", sys.executable, venv, log=log):
         return None
     python = venv / "bin" / "python"

@@ -76,18 +76,8 @@ def test_airflow_lists_the_provider_and_its_connection_type():
 
 def test_wheel_builds_with_the_package_and_entry_points(tmp_path):
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
+        # pypa/build, as `make dist` builds (the project's virtualenv has no pip of its own: Makefile).
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
         check=True,
         capture_output=True,
     )
