@@ -60,3 +60,43 @@ def test_a_failed_gate_keeps_the_first_error_and_refuses_every_place():
     gate.fail(second)
     assert gate.failure is first
     assert not gate.take()
+
+
+def test_a_free_place_goes_to_the_head_before_the_slices_that_waited_longer():
+    """The read's head (what the consumer waits for: the halves of a slice that overflowed) takes the next
+    free place before slices that were waiting before it; they then take theirs in turn. One place, held;
+    three slices wait, then the head; the place is given back once, and the head has it."""
+    gate = RequestGate(Concurrency(Workers(1)))
+    assert gate.take()
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def slice_(name: str, head: bool) -> None:
+        assert gate.take(head=head)
+        with lock:
+            order.append(name)
+        gate.give_back()
+
+    def waiting(count: int) -> None:
+        # Each waiter is counted before it waits (under the gate's lock): no timing, only its state.
+        pause = threading.Event()
+        for _ in range(6000):
+            with gate._changed:
+                if gate._waiting == count:
+                    return
+            pause.wait(0.01)
+        raise AssertionError(f"{count} waiters never waited")
+
+    threads = [threading.Thread(target=slice_, args=(f"later-{n}", False), daemon=True) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    waiting(3)
+    head = threading.Thread(target=slice_, args=("head", True), daemon=True)
+    head.start()
+    waiting(4)
+    gate.give_back()
+    for thread in [head, *threads]:
+        thread.join(timeout=60)
+    assert len(order) == 4  # every slice had its place (the success branch ran)
+    assert order[0] == "head"
+    assert gate.on_wire == 0

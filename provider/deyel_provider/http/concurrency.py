@@ -199,8 +199,11 @@ class RequestGate:
     goes to a slice waiting its turn, whose request is then sent while the one before is parsed: the server
     does not wait on the client, and never sees more of the read's slices at once than the limit (the
     consumer's own requests, a proof without a count header or a crowded millisecond's pages, are not
-    counted: they come on top, as before). Closing the gate (the read stopped, or one of its slices failed:
-    :meth:`fail`) sends every waiter away.
+    counted: they come on top, as before). A free place goes first to the read's head (the slice the
+    consumer waits for, asked for with ``take(head=True)``): the halves of a head that overflowed would
+    otherwise wait behind the slices after it, and every worker with them, as the read's lookahead is
+    bounded (4 workers at 50 ms: 3.45x one worker before, 3.57x after, bench/extract.py). Closing the gate
+    (the read stopped, or one of its slices failed: :meth:`fail`) sends every waiter away.
     """
 
     def __init__(self, concurrency: Concurrency) -> None:
@@ -208,6 +211,8 @@ class RequestGate:
         self._changed = threading.Condition()
         self._on_wire = 0
         self._waiting = 0
+        #: Waiters asking for a place as the read's head: the others wait while one does.
+        self._heads_waiting = 0
         #: Places taken so far: how a giver sees that its place was taken.
         self._taken = 0
         self._closed = False
@@ -219,17 +224,22 @@ class RequestGate:
         with self._changed:
             return self._on_wire
 
-    def take(self) -> bool:
-        """Wait for a place; False once the gate is closed (the request must not be sent)."""
+    def take(self, head: bool = False) -> bool:
+        """Wait for a place (``head``: before any waiter that is not); False once the gate is closed (the
+        request must not be sent)."""
         with self._changed:
             self._waiting += 1
+            self._heads_waiting += head
             try:
                 # Bounded under ``auto``: its raising the limit notifies nobody; a waiter sees it within this.
                 timeout = _HANDOVER_S if self._concurrency.auto else None
-                while not self._closed and self._on_wire >= self._concurrency.limit:
+                while not self._closed and (
+                    self._on_wire >= self._concurrency.limit or (not head and self._heads_waiting > 0)
+                ):
                     self._changed.wait(timeout=timeout)
             finally:
                 self._waiting -= 1
+                self._heads_waiting -= head
             if self._closed:
                 return False
             self._on_wire += 1

@@ -111,11 +111,13 @@ class PastSlices(SlicePlanner):
             if position >= 2 * limit + 1:
                 break
             if pending.future is None and (position == 0 or asked < 2 * limit):
-                pending.future = pool.submit(self._get_proven, gate, pending.start, pending.end, limit > 1)
+                pending.future = pool.submit(
+                    self._get_proven, gate, pending.start, pending.end, limit > 1, position == 0
+                )
                 asked += 1
 
     def _get_proven(
-        self, gate: RequestGate, start: int, end: int | None, prove: bool
+        self, gate: RequestGate, start: int, end: int | None, prove: bool, head: bool
     ) -> tuple[Page, bool | None]:
         """A slice's response and, with ``prove``, whether it provably holds the whole slice (None: the
         consumer decides).
@@ -129,8 +131,9 @@ class PastSlices(SlicePlanner):
 
         The slice holds a place at ``gate`` while it may make requests: without ``prove`` only its one
         request, so the place passes to the next slice as soon as the response is in (before it is parsed);
-        with ``prove`` until its proof is made, as the proof's requests are the slice's own."""
-        if not gate.take():
+        with ``prove`` until its proof is made, as the proof's requests are the slice's own. ``head``: asked
+        for as the read's head, it takes the next free place before the slices after it."""
+        if not gate.take(head):
             raise ReadAbandoned("the read this request was for has stopped")
         given_back = False
 
