@@ -62,41 +62,60 @@ def test_a_failed_gate_keeps_the_first_error_and_refuses_every_place():
     assert not gate.take()
 
 
+def _waiting(gate: RequestGate, count: int) -> None:
+    """Until ``count`` threads wait at ``gate``: each is counted under the gate's lock before it waits, so
+    this reads their state, not a time."""
+    pause = threading.Event()
+    for _ in range(6000):
+        with gate._changed:
+            if gate._waiting == count:
+                return
+        pause.wait(0.01)
+    raise AssertionError(f"{count} waiters never waited")
+
+
 def test_a_free_place_goes_to_the_head_before_the_slices_that_waited_longer():
-    """The read's head (what the consumer waits for: the halves of a slice that overflowed) takes the next
-    free place before slices that were waiting before it; they then take theirs in turn. One place, held;
-    three slices wait, then the head; the place is given back once, and the head has it."""
+    """The slice asked for as the read's head (the first half of a head that overflowed) takes the next free
+    place before slices that were waiting before it; they then take theirs in turn. One place, held; three
+    slices wait, then the head; the place is given back once, and the head has it. Twelve rounds: a gate
+    that ignored ``head`` would give the head the place in a round by chance (one in four), not in all."""
+    for _ in range(12):
+        gate = RequestGate(Concurrency(Workers(1)))
+        assert gate.take()
+        order: list[str] = []  # list.append is atomic
+
+        def slice_(name: str, head: bool, gate: RequestGate = gate, order: list[str] = order) -> None:
+            assert gate.take(head=head)
+            order.append(name)
+            gate.give_back()
+
+        later = [threading.Thread(target=slice_, args=(f"later-{n}", False), daemon=True) for n in range(3)]
+        for thread in later:
+            thread.start()
+        _waiting(gate, 3)
+        head = threading.Thread(target=slice_, args=("head", True), daemon=True)
+        head.start()
+        _waiting(gate, 4)
+        gate.give_back()
+        for thread in [head, *later]:
+            thread.join(timeout=60)
+        assert len(order) == 4  # every slice had its place (the success branch ran)
+        assert order[0] == "head"
+        assert gate.on_wire == 0
+
+
+def test_a_head_waiting_for_a_place_is_sent_away_by_a_close_and_so_are_the_others():
     gate = RequestGate(Concurrency(Workers(1)))
     assert gate.take()
-    order: list[str] = []
-    lock = threading.Lock()
-
-    def slice_(name: str, head: bool) -> None:
-        assert gate.take(head=head)
-        with lock:
-            order.append(name)
-        gate.give_back()
-
-    def waiting(count: int) -> None:
-        # Each waiter is counted before it waits (under the gate's lock): no timing, only its state.
-        pause = threading.Event()
-        for _ in range(6000):
-            with gate._changed:
-                if gate._waiting == count:
-                    return
-            pause.wait(0.01)
-        raise AssertionError(f"{count} waiters never waited")
-
-    threads = [threading.Thread(target=slice_, args=(f"later-{n}", False), daemon=True) for n in range(3)]
+    answers: list[tuple[str, bool]] = []
+    threads = [
+        threading.Thread(target=lambda h=h: answers.append((str(h), gate.take(head=h))), daemon=True)
+        for h in (False, True)
+    ]
     for thread in threads:
         thread.start()
-    waiting(3)
-    head = threading.Thread(target=slice_, args=("head", True), daemon=True)
-    head.start()
-    waiting(4)
-    gate.give_back()
-    for thread in [head, *threads]:
+    _waiting(gate, 2)
+    gate.close()
+    for thread in threads:
         thread.join(timeout=60)
-    assert len(order) == 4  # every slice had its place (the success branch ran)
-    assert order[0] == "head"
-    assert gate.on_wire == 0
+    assert sorted(answers) == [("False", False), ("True", False)]
