@@ -95,6 +95,10 @@ class ParquetWriter(RecordWriter):
         super().__init__(open_file, fields, max_file_bytes=max_file_bytes, **options)
         self._id_field = id_field
         self.pa, self.pq = pyarrow_modules()
+        # pyarrow imports pandas (where installed) at its first array made from a list: made here, before
+        # the read freezes the heap (read/collector.py), or the full collections of a whole read walk
+        # pandas' objects.
+        self.pa.array([], self.pa.string())
         compression = compression or "snappy"
         if compression not in PARQUET_CODECS:
             raise DeyelConfigError(
