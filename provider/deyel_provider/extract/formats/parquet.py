@@ -95,10 +95,6 @@ class ParquetWriter(RecordWriter):
         super().__init__(open_file, fields, max_file_bytes=max_file_bytes, **options)
         self._id_field = id_field
         self.pa, self.pq = pyarrow_modules()
-        # pyarrow imports pandas (where installed) at its first array made from a list: made here, before
-        # the read freezes the heap (read/collector.py), or the full collections of a whole read walk
-        # pandas' objects.
-        self.pa.array([], self.pa.string())
         compression = compression or "snappy"
         if compression not in PARQUET_CODECS:
             raise DeyelConfigError(
@@ -111,6 +107,10 @@ class ParquetWriter(RecordWriter):
         names = self.fields if self.fields is not None else list(declared)
         self._columns = {name: Column(name, declared.get(name), name in declared) for name in names}
         self._convert = Converters(self.pa)
+        # pyarrow imports pandas (where installed) at its first array made from a list: made here, before
+        # the read freezes the heap (read/collector.py), or the full collections of a whole read walk
+        # pandas' objects.
+        self.pa.array([], self.pa.string())
         self._row_group_bytes = min(row_group_bytes, max_file_bytes) if max_file_bytes else row_group_bytes
         self._offset = 0  # of the slice being converted, in its page (for the positions errors name)
         self._pending: list[Any] = []  # record batches of the row group being built, in self._pending_types
