@@ -98,8 +98,8 @@ def _output_libraries(options: dict) -> float:
     """Import the output's libraries before the clock starts, as every variant's other imports are: a cost
     paid once per task process, not per record, reported apart (``import_s``, seconds) so that a table shows
     it rather than hides it. Parquet's is pyarrow's and, where pandas is installed, pandas': pyarrow imports
-    it at its first array made from a list (0.3-0.4 s of CPU here, most of Parquet's 0.5-0.7 s). The
-    writer does the same when it is made, so the read's heap is the same either way."""
+    it at its first array made from a list (most of the 0.4-0.6 s, wall, the lake table shows). The writer
+    does the same when it is made, so the read's heap is the same either way."""
     started = time.perf_counter()
     if options.get("format") == "parquet":
         from deyel_provider.extract.formats.parquet import pyarrow_modules
