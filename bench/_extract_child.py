@@ -98,16 +98,13 @@ def _output_libraries(options: dict) -> float:
     """Import the output's libraries before the clock starts, as every variant's other imports are: a cost
     paid once per task process, not per record, reported apart (``import_s``, seconds) so that a table shows
     it rather than hides it. Parquet's is pyarrow's and, where pandas is installed, pandas': pyarrow imports
-    it at its first array made from a list (most of the 0.4-0.6 s, wall, the lake table shows). The writer
-    does the same when it is made, so the read's heap is the same either way."""
+    it at its first array made from a list (most of the 0.4-0.6 s, wall, the lake table shows). A writer
+    made and dropped imports what the run's writer would: the same code, so the two cannot drift apart."""
     started = time.perf_counter()
     if options.get("format") == "parquet":
-        from deyel_provider.extract.formats.parquet import pyarrow_modules
-        from deyel_provider.extract.formats.parquet_types import Converters
+        from deyel_provider.extract.formats.parquet import ParquetWriter
 
-        pyarrow, _ = pyarrow_modules()
-        Converters(pyarrow)  # imports pyarrow.compute, which the writer's type checks use
-        pyarrow.array([""])  # pyarrow's first array made from a list imports pandas
+        ParquetWriter(lambda number: None)  # opens no file until its first row group
     elif options.get("compression") == "zstd":
         from deyel_provider.storage.compression import zstd_module
 

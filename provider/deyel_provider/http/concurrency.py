@@ -202,8 +202,8 @@ class RequestGate:
     counted: they come on top, as before). A free place goes first to a slice asked for as the read's head
     (``take(head=True)``: the one the consumer waited for when it was asked for, such as the first half of a
     head that overflowed), which would otherwise wait behind the slices after it, and every worker with it,
-    as the read's lookahead is bounded (4 workers at 50 ms: 3.45x one worker before, 3.57x after,
-    bench/extract.py). Closing the gate (the read stopped, or one of its slices failed: :meth:`fail`) sends
+    as the read's lookahead is bounded (bench/extract.py's parallel table; docs/benchmarks.md). Closing the
+    gate (the read stopped, or one of its slices failed: :meth:`fail`) sends
     every waiter away.
     """
 
